@@ -1,0 +1,174 @@
+//! The edge between VoidVM and the machines it runs.
+//!
+//! Workers and the reconciler talk to a [`Hypervisor`]; the domain never does. The only real
+//! implementation drives `qemu-system-x86_64` through QMP (see [`qemu`]); unit tests may fake the
+//! trait, integration tests never do.
+//!
+//! Every operation is idempotent with respect to the machine's real state, because a job may be
+//! retried after a crash: starting a machine that already runs reports it as started, stopping one
+//! that is gone reports it as stopped, destroying one whose files are gone succeeds.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+
+pub mod accel;
+pub mod qemu;
+
+/// What a hypervisor needs to know to create and boot one machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineSpec {
+    /// The VM id (`vm-...`); it names the machine's directory under the data dir.
+    pub vm_id: String,
+    pub cpu: u32,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+    /// Size of the machine's own disk in GiB.
+    pub disk_gib: u64,
+    /// How to boot: from an image on the host, or a blank disk when the image is missing.
+    pub boot: BootSource,
+}
+
+/// Where a machine's first instructions come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BootSource {
+    /// No base image on the host: a blank qcow2 disk of the requested size (firmware finds nothing
+    /// to boot, but the machine runs and is fully controllable).
+    BlankDisk,
+    /// A base disk image; the machine's disk is a qcow2 overlay backed by it.
+    BaseDisk { path: PathBuf },
+    /// Direct kernel boot (`-kernel`, `-initrd`, `-append`), as the test guest uses.
+    Kernel {
+        kernel: PathBuf,
+        initrd: Option<PathBuf>,
+        cmdline: String,
+    },
+}
+
+/// The accelerator a machine actually runs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+/// A machine that is up: what the event log records about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunningMachine {
+    pub pid: u32,
+    pub accel: Accel,
+    /// True when the machine was already running before the call (a retried start, a re-attach).
+    pub already_running: bool,
+}
+
+/// What a liveness probe found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Liveness {
+    /// The process is alive and its QMP monitor answers.
+    Running { pid: u32, paused: bool },
+    /// No process (or a zombie, or a pid now used by another program).
+    NotRunning,
+    /// The process is alive but QMP does not answer within the probe's timeout.
+    Unresponsive { pid: u32 },
+}
+
+/// How a stop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopOutcome {
+    /// The guest powered off after the ACPI request.
+    Graceful,
+    /// The timeout passed (or force was asked for) and QEMU was told to quit.
+    Forced,
+    /// Nothing was running.
+    AlreadyStopped,
+}
+
+/// Something a running machine did on its own, seen on its QMP event monitor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observation {
+    /// QMP `SHUTDOWN`: `guest` is true when the guest asked for it; `reason` is QEMU's reason.
+    Shutdown { guest: bool, reason: String },
+    /// QMP `STOP`: the machine's CPUs were paused.
+    Paused,
+    /// QMP `RESUME`.
+    Resumed,
+    /// QMP `RESET`: `guest` is true when the guest rebooted itself.
+    Reset { guest: bool },
+    /// The QEMU process is gone. `clean` is true when a `SHUTDOWN` came before (an orderly exit),
+    /// false when it died without one (killed, crashed).
+    Exited { clean: bool, reason: String },
+}
+
+/// An observation about one machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineEvent {
+    pub vm_id: String,
+    pub observation: Observation,
+}
+
+/// Where a hypervisor sends what it observes.
+pub type ObservationSender = mpsc::UnboundedSender<MachineEvent>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HypervisorError {
+    /// A failure that may pass if tried again (a socket not yet up, a busy monitor).
+    #[error("the hypervisor failed for a reason that may pass: {0}")]
+    Transient(String),
+    /// A failure that retrying will not fix (bad configuration, missing binary, QEMU refused).
+    #[error("the hypervisor refused the operation: {0}")]
+    Permanent(String),
+    /// The machine is not running, for an operation that needs it running.
+    #[error("the machine is not running")]
+    NotRunning,
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl HypervisorError {
+    /// Whether a job that hit this error should be retried with backoff.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            HypervisorError::Transient(_) => true,
+            HypervisorError::Permanent(_)
+            | HypervisorError::NotRunning
+            | HypervisorError::Unexpected(_) => false,
+        }
+    }
+}
+
+/// The operations a worker carries out. All are idempotent (see the module docs).
+#[async_trait]
+pub trait Hypervisor: Send + Sync + 'static {
+    /// Creates the machine's directory and disk. A disk that already exists is kept.
+    async fn provision(&self, spec: &MachineSpec) -> Result<(), HypervisorError>;
+    /// Boots the machine detached from this process (it outlives a server restart), waits for
+    /// QMP, and starts watching it. Already running: returns it with `already_running: true`.
+    async fn start(&self, spec: &MachineSpec) -> Result<RunningMachine, HypervisorError>;
+    /// ACPI power-down, then `quit` once `timeout` passes; `force` quits at once.
+    async fn stop(
+        &self,
+        vm_id: &str,
+        force: bool,
+        timeout: Duration,
+    ) -> Result<StopOutcome, HypervisorError>;
+    /// QMP `stop`.
+    async fn pause(&self, vm_id: &str) -> Result<(), HypervisorError>;
+    /// QMP `cont`.
+    async fn resume(&self, vm_id: &str) -> Result<(), HypervisorError>;
+    /// QMP `system_reset`.
+    async fn reset(&self, vm_id: &str) -> Result<(), HypervisorError>;
+    /// Kills the machine if it still runs and removes its directory.
+    async fn destroy(&self, vm_id: &str) -> Result<(), HypervisorError>;
+    /// Is the machine up and answering?
+    async fn probe(&self, vm_id: &str) -> Result<Liveness, HypervisorError>;
+    /// Starts watching a machine that is already running (after a server restart). Watching a
+    /// machine that is already watched does nothing.
+    async fn attach(&self, vm_id: &str) -> Result<(), HypervisorError>;
+    /// The accelerator new machines get (after `auto` detection).
+    fn accel(&self) -> Accel;
+    /// `qemu-system-x86_64 --version`'s first line, for `/system/info`.
+    fn version(&self) -> String;
+}

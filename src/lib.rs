@@ -1,0 +1,3 @@
+//! VoidVM: an event-sourced control plane for QEMU virtual machines.
+
+pub mod vm;

@@ -1,0 +1,376 @@
+//! The `Vm` aggregate: decides whether a command is allowed (through the transition table in
+//! [`super::status`]) and which events record it, and folds events back into state.
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::Aggregate;
+use serde::{Deserialize, Serialize};
+
+use super::commands::{JobResult, Observed, Reconfiguration, VmCommand};
+use super::error::VmError;
+use super::events::{Owner, VmEvent, VmSpec};
+use super::status::{accept, reconfigurable, Operation, VmStatus};
+
+/// The job a VM is waiting on. A VM has at most one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingJob {
+    pub id: String,
+    pub operation: Operation,
+    /// Where the VM goes back to if the job is cancelled before it runs.
+    pub previous: VmStatus,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Vm {
+    pub id: String,
+    pub spec: VmSpec,
+    pub owner: Owner,
+    pub image_present: bool,
+    /// `None` until the VM is created.
+    pub status: Option<VmStatus>,
+    /// Why the VM is in its status, where that needs saying (error, crash, guest power-off).
+    pub status_reason: Option<String>,
+    pub pending: Option<PendingJob>,
+    pub pid: Option<u32>,
+    pub accel: Option<String>,
+    /// A setting changed while the machine ran; it takes effect at the next (re)start.
+    pub requires_restart: bool,
+}
+
+/// The status an operation's job holds a VM in while it runs.
+pub fn transitional(operation: Operation) -> VmStatus {
+    match operation {
+        Operation::Provision => VmStatus::Creating,
+        Operation::Start => VmStatus::Starting,
+        Operation::Stop => VmStatus::Stopping,
+        Operation::Restart | Operation::Reset => VmStatus::Rebooting,
+        Operation::Pause => VmStatus::Pausing,
+        Operation::Resume => VmStatus::Resuming,
+        Operation::Delete => VmStatus::Deleting,
+    }
+}
+
+impl Vm {
+    fn existing_status(&self) -> Result<VmStatus, VmError> {
+        self.status.ok_or(VmError::NotFound)
+    }
+
+    /// Checks `operation` against the transition table and names the event that requests it.
+    fn request(
+        &self,
+        operation: Operation,
+        event: impl FnOnce() -> VmEvent,
+    ) -> Result<Vec<VmEvent>, VmError> {
+        let status = self.existing_status()?;
+        accept(status, operation).map_err(|rejection| VmError::Rejected {
+            status,
+            operation,
+            rejection,
+        })?;
+        Ok(vec![event()])
+    }
+
+    fn pending_job(&self, job_id: &str) -> Result<&PendingJob, VmError> {
+        match &self.pending {
+            Some(pending) if pending.id == job_id => Ok(pending),
+            Some(_) | None => Err(VmError::NotTheCurrentJob {
+                job_id: job_id.to_string(),
+            }),
+        }
+    }
+
+    /// The pure decision: which events a command produces in the current state.
+    pub fn decide(&self, command: VmCommand) -> Result<Vec<VmEvent>, VmError> {
+        match command {
+            VmCommand::Create {
+                vm_id,
+                spec,
+                owner,
+                image_present,
+                job_id,
+            } => match self.status {
+                Some(_) => Err(VmError::AlreadyExists),
+                None => Ok(vec![VmEvent::VmCreated {
+                    vm_id,
+                    spec,
+                    owner,
+                    image_present,
+                    job_id,
+                }]),
+            },
+            VmCommand::Start { job_id } => {
+                self.request(Operation::Start, || VmEvent::StartRequested { job_id })
+            }
+            VmCommand::Stop {
+                job_id,
+                force,
+                timeout,
+            } => self.request(Operation::Stop, || VmEvent::StopRequested {
+                job_id,
+                force,
+                timeout,
+            }),
+            VmCommand::Restart { job_id } => {
+                self.request(Operation::Restart, || VmEvent::RestartRequested { job_id })
+            }
+            VmCommand::Pause { job_id } => {
+                self.request(Operation::Pause, || VmEvent::PauseRequested { job_id })
+            }
+            VmCommand::Resume { job_id } => {
+                self.request(Operation::Resume, || VmEvent::ResumeRequested { job_id })
+            }
+            VmCommand::Reset { job_id } => {
+                self.request(Operation::Reset, || VmEvent::ResetRequested { job_id })
+            }
+            VmCommand::Delete { job_id } => {
+                self.request(Operation::Delete, || VmEvent::DeleteRequested { job_id })
+            }
+            VmCommand::Reconfigure(change) => self.reconfigure(change),
+            VmCommand::CompleteJob { job_id, result } => self.complete(job_id, result),
+            VmCommand::CancelJob { job_id } => {
+                self.existing_status()?;
+                let pending = self.pending_job(&job_id)?;
+                match pending.operation {
+                    // A VM without its disk has nowhere to go back to.
+                    Operation::Provision => Err(VmError::NotCancellable { job_id }),
+                    Operation::Start
+                    | Operation::Stop
+                    | Operation::Restart
+                    | Operation::Pause
+                    | Operation::Resume
+                    | Operation::Reset
+                    | Operation::Delete => Ok(vec![VmEvent::JobCancelled { job_id }]),
+                }
+            }
+            VmCommand::Observe(observed) => self.observe(observed),
+        }
+    }
+
+    fn reconfigure(&self, change: Reconfiguration) -> Result<Vec<VmEvent>, VmError> {
+        let status = self.existing_status()?;
+        let running = reconfigurable(status)
+            .map_err(|rejection| VmError::NotReconfigurable { status, rejection })?;
+        let name = change.name.filter(|n| *n != self.spec.name);
+        let description = change
+            .description
+            .filter(|d| Some(d) != self.spec.description.as_ref());
+        let cpu = change.cpu.filter(|c| *c != self.spec.cpu);
+        let memory = change.memory.filter(|m| *m != self.spec.memory);
+        if name.is_none() && description.is_none() && cpu.is_none() && memory.is_none() {
+            return Err(VmError::NothingToChange);
+        }
+        let requires_restart = running && (cpu.is_some() || memory.is_some());
+        Ok(vec![VmEvent::VmReconfigured {
+            name,
+            description,
+            cpu,
+            memory,
+            requires_restart,
+        }])
+    }
+
+    fn complete(&self, job_id: String, result: JobResult) -> Result<Vec<VmEvent>, VmError> {
+        self.existing_status()?;
+        let operation = self.pending_job(&job_id)?.operation;
+        let event = match (operation, result) {
+            (operation, JobResult::Failed { reason }) => VmEvent::OperationFailed {
+                job_id,
+                operation,
+                reason,
+            },
+            (Operation::Provision, JobResult::Provisioned) => VmEvent::VmProvisioned { job_id },
+            (Operation::Start, JobResult::Started { pid, accel }) => {
+                VmEvent::VmStarted { job_id, pid, accel }
+            }
+            (Operation::Stop, JobResult::Stopped { reason }) => VmEvent::VmStopped {
+                job_id: Some(job_id),
+                reason,
+            },
+            (Operation::Restart, JobResult::Restarted { pid }) => {
+                VmEvent::VmRestarted { job_id, pid }
+            }
+            (Operation::Pause, JobResult::Paused) => VmEvent::VmPaused {
+                job_id: Some(job_id),
+            },
+            (Operation::Resume, JobResult::Resumed) => VmEvent::VmResumed {
+                job_id: Some(job_id),
+            },
+            (Operation::Reset, JobResult::Reset) => VmEvent::VmReset {
+                job_id: Some(job_id),
+            },
+            (Operation::Delete, JobResult::Deleted) => VmEvent::VmDeleted { job_id },
+            (operation, _) => return Err(VmError::ResultDoesNotFit { operation }),
+        };
+        Ok(vec![event])
+    }
+
+    fn observe(&self, observed: Observed) -> Result<Vec<VmEvent>, VmError> {
+        use VmStatus as S;
+        let status = self.existing_status()?;
+        let pending = self.pending.as_ref();
+        let events = match observed {
+            Observed::Exited { clean, reason } => match status {
+                // Already down, or a job is taking it down and will record that itself.
+                S::Creating | S::Stopped | S::Crashed | S::Deleted | S::Deleting | S::Stopping => {
+                    vec![]
+                }
+                S::Rebooting
+                    if pending.map(|p| p.operation) == Some(Operation::Restart) =>
+                {
+                    vec![]
+                }
+                S::Starting
+                | S::Running
+                | S::Pausing
+                | S::Paused
+                | S::Resuming
+                | S::Rebooting
+                | S::Error => match (clean, pending) {
+                    (true, None) => vec![VmEvent::VmStopped {
+                        job_id: None,
+                        reason,
+                    }],
+                    (true, Some(job)) => vec![VmEvent::OperationFailed {
+                        job_id: job.id.clone(),
+                        operation: job.operation,
+                        reason: format!("The machine shut down during the operation: {reason}."),
+                    }],
+                    (false, job) => vec![VmEvent::VmCrashed {
+                        reason,
+                        job_id: job.map(|j| j.id.clone()),
+                    }],
+                },
+            },
+            Observed::Paused => match (status, pending) {
+                (S::Running, None) => vec![VmEvent::VmPaused { job_id: None }],
+                _ => vec![],
+            },
+            Observed::Resumed => match (status, pending) {
+                (S::Paused, None) => vec![VmEvent::VmResumed { job_id: None }],
+                _ => vec![],
+            },
+            Observed::Reset => match (status, pending) {
+                (S::Running, None) => vec![VmEvent::VmReset { job_id: None }],
+                _ => vec![],
+            },
+        };
+        Ok(events)
+    }
+
+    fn open_job(&mut self, job_id: &str, operation: Operation) {
+        let previous = self.status.unwrap_or(VmStatus::Creating);
+        self.pending = Some(PendingJob {
+            id: job_id.to_string(),
+            operation,
+            previous,
+        });
+        self.status = Some(transitional(operation));
+    }
+
+    fn settle(&mut self, status: VmStatus, reason: Option<String>) {
+        self.status = Some(status);
+        self.status_reason = reason;
+        self.pending = None;
+    }
+}
+
+impl Aggregate for Vm {
+    const TYPE: &'static str = "vm";
+    type Command = VmCommand;
+    type Event = VmEvent;
+    type Error = VmError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        for event in self.decide(command)? {
+            sink.write(event, self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        match event {
+            VmEvent::VmCreated {
+                vm_id,
+                spec,
+                owner,
+                image_present,
+                job_id,
+            } => {
+                self.id = vm_id;
+                self.spec = spec;
+                self.owner = owner;
+                self.image_present = image_present;
+                self.open_job(&job_id, Operation::Provision);
+            }
+            VmEvent::StartRequested { job_id } => self.open_job(&job_id, Operation::Start),
+            VmEvent::StopRequested { job_id, .. } => self.open_job(&job_id, Operation::Stop),
+            VmEvent::RestartRequested { job_id } => self.open_job(&job_id, Operation::Restart),
+            VmEvent::PauseRequested { job_id } => self.open_job(&job_id, Operation::Pause),
+            VmEvent::ResumeRequested { job_id } => self.open_job(&job_id, Operation::Resume),
+            VmEvent::ResetRequested { job_id } => self.open_job(&job_id, Operation::Reset),
+            VmEvent::DeleteRequested { job_id } => self.open_job(&job_id, Operation::Delete),
+            VmEvent::VmProvisioned { .. } => self.settle(VmStatus::Stopped, None),
+            VmEvent::VmStarted { pid, accel, .. } => {
+                self.pid = Some(pid);
+                self.accel = Some(accel);
+                self.requires_restart = false;
+                self.settle(VmStatus::Running, None);
+            }
+            VmEvent::VmRestarted { pid, .. } => {
+                self.pid = Some(pid);
+                self.requires_restart = false;
+                self.settle(VmStatus::Running, None);
+            }
+            VmEvent::VmStopped { reason, .. } => {
+                self.pid = None;
+                self.settle(VmStatus::Stopped, Some(reason));
+            }
+            VmEvent::VmPaused { .. } => self.settle(VmStatus::Paused, None),
+            VmEvent::VmResumed { .. } | VmEvent::VmReset { .. } => {
+                self.settle(VmStatus::Running, None)
+            }
+            VmEvent::VmReconfigured {
+                name,
+                description,
+                cpu,
+                memory,
+                requires_restart,
+            } => {
+                if let Some(name) = name {
+                    self.spec.name = name;
+                }
+                if description.is_some() {
+                    self.spec.description = description;
+                }
+                if let Some(cpu) = cpu {
+                    self.spec.cpu = cpu;
+                }
+                if let Some(memory) = memory {
+                    self.spec.memory = memory;
+                }
+                self.requires_restart |= requires_restart;
+            }
+            VmEvent::VmDeleted { .. } => {
+                self.pid = None;
+                self.settle(VmStatus::Deleted, None);
+            }
+            VmEvent::VmCrashed { reason, .. } => {
+                self.pid = None;
+                self.settle(VmStatus::Crashed, Some(reason));
+            }
+            VmEvent::OperationFailed { reason, .. } => self.settle(VmStatus::Error, Some(reason)),
+            VmEvent::JobCancelled { .. } => {
+                let previous = self.pending.as_ref().map(|p| p.previous);
+                self.pending = None;
+                self.status = previous.or(self.status);
+            }
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! What can be asked of a VM, in the imperative. Commands carry everything the decision needs
+//! (ids are made by the caller), so the aggregate stays deterministic and free of IO.
+
+use super::events::{Owner, VmSpec};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum VmCommand {
+    Create {
+        vm_id: String,
+        spec: VmSpec,
+        owner: Owner,
+        image_present: bool,
+        job_id: String,
+    },
+    Start {
+        job_id: String,
+    },
+    Stop {
+        job_id: String,
+        force: bool,
+        timeout: u64,
+    },
+    Restart {
+        job_id: String,
+    },
+    Pause {
+        job_id: String,
+    },
+    Resume {
+        job_id: String,
+    },
+    Reset {
+        job_id: String,
+    },
+    Reconfigure(Reconfiguration),
+    Delete {
+        job_id: String,
+    },
+    /// A worker reports how a job ended.
+    CompleteJob {
+        job_id: String,
+        result: JobResult,
+    },
+    /// Cancel a job no worker has taken yet.
+    CancelJob {
+        job_id: String,
+    },
+    /// The machine did something on its own (seen by the hypervisor's watcher or the reconciler).
+    Observe(Observed),
+}
+
+/// A settings change. `None` leaves a field as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Reconfiguration {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub cpu: Option<u32>,
+    pub memory: Option<u64>,
+}
+
+/// How a job ended, as its worker saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobResult {
+    Provisioned,
+    Started { pid: u32, accel: String },
+    Stopped { reason: String },
+    Restarted { pid: u32 },
+    Paused,
+    Resumed,
+    Reset,
+    Deleted,
+    Failed { reason: String },
+}
+
+/// Something a machine did that no job asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observed {
+    /// The QEMU process is gone; `clean` when it shut down in an orderly way.
+    Exited { clean: bool, reason: String },
+    Paused,
+    Resumed,
+    Reset,
+}

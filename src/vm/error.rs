@@ -1,0 +1,31 @@
+//! Why the aggregate refuses a command. These are business answers, not failures: each maps to a
+//! 4xx with a stable code in the API layer.
+
+use super::status::{Operation, Rejection, VmStatus};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VmError {
+    #[error("A virtual machine with this id already exists.")]
+    AlreadyExists,
+    #[error("The virtual machine does not exist.")]
+    NotFound,
+    #[error("The virtual machine is {status}, so it cannot {operation}.")]
+    Rejected {
+        status: VmStatus,
+        operation: Operation,
+        rejection: Rejection,
+    },
+    #[error("The virtual machine is {status}, so its settings cannot change now.")]
+    NotReconfigurable {
+        status: VmStatus,
+        rejection: Rejection,
+    },
+    #[error("The change names no setting that differs from the current one.")]
+    NothingToChange,
+    #[error("Job {job_id} is not the job in progress for this virtual machine.")]
+    NotTheCurrentJob { job_id: String },
+    #[error("Job {job_id} provisions the virtual machine and cannot be cancelled.")]
+    NotCancellable { job_id: String },
+    #[error("A {operation} job cannot end with that result.")]
+    ResultDoesNotFit { operation: Operation },
+}

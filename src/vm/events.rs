@@ -1,0 +1,268 @@
+//! What happened to a VM, in the past tense. Each event has a stable type name (its variant name)
+//! and a version; changing an event's shape means a new version and an upcaster, never an edit in
+//! place, because the log keeps every event ever written.
+//!
+//! Requests and outcomes are separate events (`StartRequested` → `VmStarted` or
+//! `OperationFailed`), so the log shows both who asked and what really happened.
+
+use cqrs_es::DomainEvent;
+use serde::{Deserialize, Serialize};
+
+use super::status::Operation;
+
+/// The user a VM belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Owner {
+    pub id: String,
+    pub name: String,
+}
+
+/// The machine a VM asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VmSpec {
+    pub name: String,
+    pub description: Option<String>,
+    pub cpu: u32,
+    /// MiB.
+    pub memory: u64,
+    /// GiB.
+    pub disk: u64,
+    /// The image (template) name the VM was created from.
+    pub os: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all_fields = "camelCase")]
+pub enum VmEvent {
+    VmCreated {
+        vm_id: String,
+        spec: VmSpec,
+        owner: Owner,
+        /// Whether the image named by `spec.os` was on the host; without it the VM gets a blank disk.
+        image_present: bool,
+        job_id: String,
+    },
+    VmProvisioned {
+        job_id: String,
+    },
+    StartRequested {
+        job_id: String,
+    },
+    VmStarted {
+        job_id: String,
+        pid: u32,
+        accel: String,
+    },
+    StopRequested {
+        job_id: String,
+        force: bool,
+        /// Seconds to wait for the guest to power off before QEMU is told to quit.
+        timeout: u64,
+    },
+    VmStopped {
+        /// The stop job, or none when the guest powered itself off.
+        job_id: Option<String>,
+        reason: String,
+    },
+    RestartRequested {
+        job_id: String,
+    },
+    VmRestarted {
+        job_id: String,
+        pid: u32,
+    },
+    PauseRequested {
+        job_id: String,
+    },
+    VmPaused {
+        /// The pause job, or none when the machine paused on its own.
+        job_id: Option<String>,
+    },
+    ResumeRequested {
+        job_id: String,
+    },
+    VmResumed {
+        job_id: Option<String>,
+    },
+    ResetRequested {
+        job_id: String,
+    },
+    VmReset {
+        /// The reset job, or none when the guest rebooted itself.
+        job_id: Option<String>,
+    },
+    VmReconfigured {
+        name: Option<String>,
+        description: Option<String>,
+        cpu: Option<u32>,
+        memory: Option<u64>,
+        requires_restart: bool,
+    },
+    DeleteRequested {
+        job_id: String,
+    },
+    VmDeleted {
+        job_id: String,
+    },
+    /// QEMU went away without being asked to. `job_id` names a job it cut short, if any.
+    VmCrashed {
+        reason: String,
+        job_id: Option<String>,
+    },
+    /// A job gave up; the VM is left in `error` with the reason.
+    OperationFailed {
+        job_id: String,
+        operation: Operation,
+        reason: String,
+    },
+    /// A queued job was cancelled before a worker took it; the VM is back where it was.
+    JobCancelled {
+        job_id: String,
+    },
+}
+
+/// How an event changes the job table, which a database trigger maintains from event metadata in
+/// the same transaction as the event (see `migrations/`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobEffect<'a> {
+    Opens {
+        job_id: &'a str,
+        operation: Operation,
+    },
+    Closes {
+        job_id: &'a str,
+        outcome: JobOutcome,
+        error: Option<&'a str>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobOutcome {
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobOutcome::Succeeded => "succeeded",
+            JobOutcome::Failed => "failed",
+            JobOutcome::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl VmEvent {
+    /// The stable name stored in the log's `event_type` column.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            VmEvent::VmCreated { .. } => "VmCreated",
+            VmEvent::VmProvisioned { .. } => "VmProvisioned",
+            VmEvent::StartRequested { .. } => "StartRequested",
+            VmEvent::VmStarted { .. } => "VmStarted",
+            VmEvent::StopRequested { .. } => "StopRequested",
+            VmEvent::VmStopped { .. } => "VmStopped",
+            VmEvent::RestartRequested { .. } => "RestartRequested",
+            VmEvent::VmRestarted { .. } => "VmRestarted",
+            VmEvent::PauseRequested { .. } => "PauseRequested",
+            VmEvent::VmPaused { .. } => "VmPaused",
+            VmEvent::ResumeRequested { .. } => "ResumeRequested",
+            VmEvent::VmResumed { .. } => "VmResumed",
+            VmEvent::ResetRequested { .. } => "ResetRequested",
+            VmEvent::VmReset { .. } => "VmReset",
+            VmEvent::VmReconfigured { .. } => "VmReconfigured",
+            VmEvent::DeleteRequested { .. } => "DeleteRequested",
+            VmEvent::VmDeleted { .. } => "VmDeleted",
+            VmEvent::VmCrashed { .. } => "VmCrashed",
+            VmEvent::OperationFailed { .. } => "OperationFailed",
+            VmEvent::JobCancelled { .. } => "JobCancelled",
+        }
+    }
+
+    /// Every event type name, for schema checks and filters.
+    pub const TYPE_NAMES: [&'static str; 20] = [
+        "VmCreated",
+        "VmProvisioned",
+        "StartRequested",
+        "VmStarted",
+        "StopRequested",
+        "VmStopped",
+        "RestartRequested",
+        "VmRestarted",
+        "PauseRequested",
+        "VmPaused",
+        "ResumeRequested",
+        "VmResumed",
+        "ResetRequested",
+        "VmReset",
+        "VmReconfigured",
+        "DeleteRequested",
+        "VmDeleted",
+        "VmCrashed",
+        "OperationFailed",
+        "JobCancelled",
+    ];
+
+    /// The job this event opens or closes, if any.
+    pub fn job_effect(&self) -> Option<JobEffect<'_>> {
+        fn opens(job_id: &str, operation: Operation) -> Option<JobEffect<'_>> {
+            Some(JobEffect::Opens { job_id, operation })
+        }
+        fn succeeds(job_id: &str) -> Option<JobEffect<'_>> {
+            Some(JobEffect::Closes {
+                job_id,
+                outcome: JobOutcome::Succeeded,
+                error: None,
+            })
+        }
+        match self {
+            VmEvent::VmCreated { job_id, .. } => opens(job_id, Operation::Provision),
+            VmEvent::StartRequested { job_id } => opens(job_id, Operation::Start),
+            VmEvent::StopRequested { job_id, .. } => opens(job_id, Operation::Stop),
+            VmEvent::RestartRequested { job_id } => opens(job_id, Operation::Restart),
+            VmEvent::PauseRequested { job_id } => opens(job_id, Operation::Pause),
+            VmEvent::ResumeRequested { job_id } => opens(job_id, Operation::Resume),
+            VmEvent::ResetRequested { job_id } => opens(job_id, Operation::Reset),
+            VmEvent::DeleteRequested { job_id } => opens(job_id, Operation::Delete),
+            VmEvent::VmProvisioned { job_id }
+            | VmEvent::VmStarted { job_id, .. }
+            | VmEvent::VmRestarted { job_id, .. }
+            | VmEvent::VmDeleted { job_id } => succeeds(job_id),
+            VmEvent::VmStopped { job_id, .. }
+            | VmEvent::VmPaused { job_id }
+            | VmEvent::VmResumed { job_id }
+            | VmEvent::VmReset { job_id } => job_id.as_deref().and_then(succeeds),
+            VmEvent::VmCrashed { job_id, reason } => {
+                job_id.as_deref().map(|job_id| JobEffect::Closes {
+                    job_id,
+                    outcome: JobOutcome::Failed,
+                    error: Some(reason),
+                })
+            }
+            VmEvent::OperationFailed { job_id, reason, .. } => Some(JobEffect::Closes {
+                job_id,
+                outcome: JobOutcome::Failed,
+                error: Some(reason),
+            }),
+            VmEvent::JobCancelled { job_id } => Some(JobEffect::Closes {
+                job_id,
+                outcome: JobOutcome::Cancelled,
+                error: None,
+            }),
+            VmEvent::VmReconfigured { .. } => None,
+        }
+    }
+}
+
+impl DomainEvent for VmEvent {
+    fn event_type(&self) -> String {
+        self.type_name().to_string()
+    }
+
+    fn event_version(&self) -> String {
+        "1".to_string()
+    }
+}

@@ -1,0 +1,17 @@
+//! The virtual machine as an event-sourced aggregate: its commands, its events, its lifecycle
+//! table and the rules that tie them together. Nothing here touches IO.
+
+pub mod aggregate;
+pub mod commands;
+pub mod error;
+pub mod events;
+pub mod status;
+
+#[cfg(test)]
+mod tests;
+
+pub use aggregate::{PendingJob, Vm};
+pub use commands::{JobResult, Observed, Reconfiguration, VmCommand};
+pub use error::VmError;
+pub use events::{JobEffect, JobOutcome, Owner, VmEvent, VmSpec};
+pub use status::{Operation, Rejection, VmStatus};

@@ -1,0 +1,590 @@
+//! Given/when/then tests for the VM aggregate: one test per rule, plus an independent restatement
+//! of the whole transition table.
+
+use cqrs_es::test::TestFramework;
+
+use super::aggregate::transitional;
+use super::*;
+
+type VmTest = TestFramework<Vm>;
+
+fn spec() -> VmSpec {
+    VmSpec {
+        name: "web-1".into(),
+        description: None,
+        cpu: 2,
+        memory: 2048,
+        disk: 20,
+        os: "ubuntu20.04".into(),
+    }
+}
+
+fn owner() -> Owner {
+    Owner {
+        id: "u-1".into(),
+        name: "alice".into(),
+    }
+}
+
+fn created() -> VmEvent {
+    VmEvent::VmCreated {
+        vm_id: "vm-1".into(),
+        spec: spec(),
+        owner: owner(),
+        image_present: false,
+        job_id: "job-0".into(),
+    }
+}
+
+/// A history that leaves the VM in `status`.
+fn history(status: VmStatus) -> Vec<VmEvent> {
+    use VmStatus as S;
+    let job = |n: &str| n.to_string();
+    let stopped = vec![created(), VmEvent::VmProvisioned { job_id: job("job-0") }];
+    let starting = [stopped.clone(), vec![VmEvent::StartRequested { job_id: job("job-1") }]].concat();
+    let running = [
+        starting.clone(),
+        vec![VmEvent::VmStarted {
+            job_id: job("job-1"),
+            pid: 42,
+            accel: "tcg".into(),
+        }],
+    ]
+    .concat();
+    let pausing = [running.clone(), vec![VmEvent::PauseRequested { job_id: job("job-2") }]].concat();
+    let paused = [pausing.clone(), vec![VmEvent::VmPaused { job_id: Some(job("job-2")) }]].concat();
+    let deleting = [stopped.clone(), vec![VmEvent::DeleteRequested { job_id: job("job-9") }]].concat();
+    match status {
+        S::Creating => vec![created()],
+        S::Stopped => stopped,
+        S::Starting => starting,
+        S::Running => running,
+        S::Stopping => [
+            running,
+            vec![VmEvent::StopRequested {
+                job_id: job("job-3"),
+                force: false,
+                timeout: 30,
+            }],
+        ]
+        .concat(),
+        S::Pausing => pausing,
+        S::Paused => paused,
+        S::Resuming => [paused, vec![VmEvent::ResumeRequested { job_id: job("job-4") }]].concat(),
+        S::Rebooting => [running, vec![VmEvent::RestartRequested { job_id: job("job-5") }]].concat(),
+        S::Deleting => deleting,
+        S::Deleted => [deleting, vec![VmEvent::VmDeleted { job_id: job("job-9") }]].concat(),
+        S::Error => [
+            starting,
+            vec![VmEvent::OperationFailed {
+                job_id: job("job-1"),
+                operation: Operation::Start,
+                reason: "QEMU refused to start.".into(),
+            }],
+        ]
+        .concat(),
+        S::Crashed => [
+            running,
+            vec![VmEvent::VmCrashed {
+                reason: "killed".into(),
+                job_id: None,
+            }],
+        ]
+        .concat(),
+    }
+}
+
+fn state_after(events: Vec<VmEvent>) -> Vm {
+    let mut vm = Vm::default();
+    for e in events {
+        cqrs_es::Aggregate::apply(&mut vm, e);
+    }
+    vm
+}
+
+fn command_for(op: Operation, job_id: &str) -> VmCommand {
+    let job_id = job_id.to_string();
+    match op {
+        Operation::Provision => VmCommand::Create {
+            vm_id: "vm-1".into(),
+            spec: spec(),
+            owner: owner(),
+            image_present: false,
+            job_id,
+        },
+        Operation::Start => VmCommand::Start { job_id },
+        Operation::Stop => VmCommand::Stop {
+            job_id,
+            force: false,
+            timeout: 30,
+        },
+        Operation::Restart => VmCommand::Restart { job_id },
+        Operation::Pause => VmCommand::Pause { job_id },
+        Operation::Resume => VmCommand::Resume { job_id },
+        Operation::Reset => VmCommand::Reset { job_id },
+        Operation::Delete => VmCommand::Delete { job_id },
+    }
+}
+
+#[test]
+fn every_history_reaches_its_status() {
+    for status in VmStatus::ALL {
+        assert_eq!(state_after(history(status)).status, Some(status));
+    }
+}
+
+/// The lifecycle, restated by hand from the API contract: `Some(next)` where the operation is
+/// accepted, `None` where it is refused. The aggregate must agree on every pair.
+#[test]
+fn the_transition_table_matches_the_contract() {
+    use Operation as O;
+    use VmStatus as S;
+    let ops = [O::Start, O::Stop, O::Restart, O::Pause, O::Resume, O::Reset, O::Delete];
+    let accepted = |status: S, op: O| -> Option<S> {
+        match status {
+            S::Stopped | S::Crashed => match op {
+                O::Start => Some(S::Starting),
+                O::Delete => Some(S::Deleting),
+                _ => None,
+            },
+            S::Error => match op {
+                O::Start => Some(S::Starting),
+                O::Stop => Some(S::Stopping),
+                O::Delete => Some(S::Deleting),
+                _ => None,
+            },
+            S::Running => match op {
+                O::Stop => Some(S::Stopping),
+                O::Restart | O::Reset => Some(S::Rebooting),
+                O::Pause => Some(S::Pausing),
+                _ => None,
+            },
+            S::Paused => match op {
+                O::Stop => Some(S::Stopping),
+                O::Restart => Some(S::Rebooting),
+                O::Resume => Some(S::Resuming),
+                _ => None,
+            },
+            _ => None,
+        }
+    };
+    for status in VmStatus::ALL {
+        for op in ops {
+            let vm = state_after(history(status));
+            let result = vm.decide(command_for(op, "job-new"));
+            match accepted(status, op) {
+                Some(next) => {
+                    let events = result.unwrap_or_else(|e| panic!("{status} {op}: {e}"));
+                    let after = state_after([history(status), events].concat());
+                    assert_eq!(after.status, Some(next), "{status} {op}");
+                    assert_eq!(transitional(op), next, "{status} {op}");
+                }
+                None => assert!(result.is_err(), "{status} {op} should be refused"),
+            }
+        }
+    }
+}
+
+#[test]
+fn create_records_the_vm_and_opens_a_provision_job() {
+    VmTest::with(())
+        .given_no_previous_events()
+        .when(command_for(Operation::Provision, "job-0"))
+        .then_expect_events(vec![created()]);
+}
+
+#[test]
+fn create_twice_is_refused() {
+    VmTest::with(())
+        .given(vec![created()])
+        .when(command_for(Operation::Provision, "job-x"))
+        .then_expect_error(VmError::AlreadyExists);
+}
+
+#[test]
+fn commands_on_a_vm_that_was_never_created_are_refused() {
+    VmTest::with(())
+        .given_no_previous_events()
+        .when(VmCommand::Start { job_id: "j".into() })
+        .then_expect_error(VmError::NotFound);
+}
+
+#[test]
+fn start_from_stopped_is_requested() {
+    VmTest::with(())
+        .given(history(VmStatus::Stopped))
+        .when(VmCommand::Start { job_id: "job-7".into() })
+        .then_expect_events(vec![VmEvent::StartRequested { job_id: "job-7".into() }]);
+}
+
+#[test]
+fn start_while_running_is_already_running() {
+    VmTest::with(())
+        .given(history(VmStatus::Running))
+        .when(VmCommand::Start { job_id: "job-7".into() })
+        .then_expect_error(VmError::Rejected {
+            status: VmStatus::Running,
+            operation: Operation::Start,
+            rejection: Rejection::AlreadyRunning,
+        });
+}
+
+#[test]
+fn any_command_while_a_job_runs_is_busy() {
+    VmTest::with(())
+        .given(history(VmStatus::Starting))
+        .when(VmCommand::Stop {
+            job_id: "job-7".into(),
+            force: true,
+            timeout: 0,
+        })
+        .then_expect_error(VmError::Rejected {
+            status: VmStatus::Starting,
+            operation: Operation::Stop,
+            rejection: Rejection::Busy,
+        });
+}
+
+#[test]
+fn stop_carries_force_and_timeout() {
+    VmTest::with(())
+        .given(history(VmStatus::Running))
+        .when(VmCommand::Stop {
+            job_id: "job-7".into(),
+            force: true,
+            timeout: 5,
+        })
+        .then_expect_events(vec![VmEvent::StopRequested {
+            job_id: "job-7".into(),
+            force: true,
+            timeout: 5,
+        }]);
+}
+
+#[test]
+fn delete_while_running_must_stop_first() {
+    VmTest::with(())
+        .given(history(VmStatus::Running))
+        .when(VmCommand::Delete { job_id: "job-7".into() })
+        .then_expect_error(VmError::Rejected {
+            status: VmStatus::Running,
+            operation: Operation::Delete,
+            rejection: Rejection::MustBeStopped,
+        });
+}
+
+#[test]
+fn a_deleted_vm_is_gone() {
+    VmTest::with(())
+        .given(history(VmStatus::Deleted))
+        .when(VmCommand::Start { job_id: "job-7".into() })
+        .then_expect_error(VmError::Rejected {
+            status: VmStatus::Deleted,
+            operation: Operation::Start,
+            rejection: Rejection::Gone,
+        });
+}
+
+#[test]
+fn a_successful_start_job_records_the_machine() {
+    VmTest::with(())
+        .given(history(VmStatus::Starting))
+        .when(VmCommand::CompleteJob {
+            job_id: "job-1".into(),
+            result: JobResult::Started {
+                pid: 7,
+                accel: "tcg".into(),
+            },
+        })
+        .then_expect_events(vec![VmEvent::VmStarted {
+            job_id: "job-1".into(),
+            pid: 7,
+            accel: "tcg".into(),
+        }]);
+}
+
+#[test]
+fn a_failed_job_records_the_reason() {
+    VmTest::with(())
+        .given(history(VmStatus::Pausing))
+        .when(VmCommand::CompleteJob {
+            job_id: "job-2".into(),
+            result: JobResult::Failed {
+                reason: "QMP refused.".into(),
+            },
+        })
+        .then_expect_events(vec![VmEvent::OperationFailed {
+            job_id: "job-2".into(),
+            operation: Operation::Pause,
+            reason: "QMP refused.".into(),
+        }]);
+}
+
+#[test]
+fn an_outcome_for_another_job_is_refused() {
+    VmTest::with(())
+        .given(history(VmStatus::Starting))
+        .when(VmCommand::CompleteJob {
+            job_id: "job-old".into(),
+            result: JobResult::Started {
+                pid: 7,
+                accel: "tcg".into(),
+            },
+        })
+        .then_expect_error(VmError::NotTheCurrentJob {
+            job_id: "job-old".into(),
+        });
+}
+
+#[test]
+fn an_outcome_that_does_not_fit_the_job_is_refused() {
+    VmTest::with(())
+        .given(history(VmStatus::Starting))
+        .when(VmCommand::CompleteJob {
+            job_id: "job-1".into(),
+            result: JobResult::Deleted,
+        })
+        .then_expect_error(VmError::ResultDoesNotFit {
+            operation: Operation::Start,
+        });
+}
+
+#[test]
+fn cancelling_a_queued_job_returns_to_the_previous_status() {
+    let events = [
+        history(VmStatus::Running),
+        vec![VmEvent::PauseRequested { job_id: "job-p".into() }],
+    ]
+    .concat();
+    let cancelled = state_after(
+        [events.clone(), vec![VmEvent::JobCancelled { job_id: "job-p".into() }]].concat(),
+    );
+    assert_eq!(cancelled.status, Some(VmStatus::Running));
+    assert_eq!(cancelled.pending, None);
+    VmTest::with(())
+        .given(events)
+        .when(VmCommand::CancelJob { job_id: "job-p".into() })
+        .then_expect_events(vec![VmEvent::JobCancelled { job_id: "job-p".into() }]);
+}
+
+#[test]
+fn the_provision_job_cannot_be_cancelled() {
+    VmTest::with(())
+        .given(vec![created()])
+        .when(VmCommand::CancelJob { job_id: "job-0".into() })
+        .then_expect_error(VmError::NotCancellable {
+            job_id: "job-0".into(),
+        });
+}
+
+#[test]
+fn a_killed_machine_is_recorded_as_crashed() {
+    VmTest::with(())
+        .given(history(VmStatus::Running))
+        .when(VmCommand::Observe(Observed::Exited {
+            clean: false,
+            reason: "killed".into(),
+        }))
+        .then_expect_events(vec![VmEvent::VmCrashed {
+            reason: "killed".into(),
+            job_id: None,
+        }]);
+}
+
+#[test]
+fn a_guest_power_off_is_recorded_as_stopped() {
+    VmTest::with(())
+        .given(history(VmStatus::Running))
+        .when(VmCommand::Observe(Observed::Exited {
+            clean: true,
+            reason: "guest powered off".into(),
+        }))
+        .then_expect_events(vec![VmEvent::VmStopped {
+            job_id: None,
+            reason: "guest powered off".into(),
+        }]);
+}
+
+#[test]
+fn a_crash_during_a_job_fails_that_job() {
+    VmTest::with(())
+        .given(history(VmStatus::Pausing))
+        .when(VmCommand::Observe(Observed::Exited {
+            clean: false,
+            reason: "killed".into(),
+        }))
+        .then_expect_events(vec![VmEvent::VmCrashed {
+            reason: "killed".into(),
+            job_id: Some("job-2".into()),
+        }]);
+}
+
+#[test]
+fn an_exit_during_a_stop_is_left_to_the_stop_job() {
+    VmTest::with(())
+        .given(history(VmStatus::Stopping))
+        .when(VmCommand::Observe(Observed::Exited {
+            clean: true,
+            reason: "guest powered off".into(),
+        }))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn an_exit_during_a_restart_is_expected() {
+    VmTest::with(())
+        .given(history(VmStatus::Rebooting))
+        .when(VmCommand::Observe(Observed::Exited {
+            clean: true,
+            reason: "quit".into(),
+        }))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn a_pause_nobody_asked_for_is_recorded() {
+    VmTest::with(())
+        .given(history(VmStatus::Running))
+        .when(VmCommand::Observe(Observed::Paused))
+        .then_expect_events(vec![VmEvent::VmPaused { job_id: None }]);
+}
+
+#[test]
+fn the_resume_that_a_start_causes_records_nothing() {
+    VmTest::with(())
+        .given(history(VmStatus::Starting))
+        .when(VmCommand::Observe(Observed::Resumed))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn a_guest_reboot_is_recorded() {
+    VmTest::with(())
+        .given(history(VmStatus::Running))
+        .when(VmCommand::Observe(Observed::Reset))
+        .then_expect_events(vec![VmEvent::VmReset { job_id: None }]);
+}
+
+#[test]
+fn reconfiguring_a_running_vm_needs_a_restart() {
+    VmTest::with(())
+        .given(history(VmStatus::Running))
+        .when(VmCommand::Reconfigure(Reconfiguration {
+            memory: Some(4096),
+            ..Default::default()
+        }))
+        .then_expect_events(vec![VmEvent::VmReconfigured {
+            name: None,
+            description: None,
+            cpu: None,
+            memory: Some(4096),
+            requires_restart: true,
+        }]);
+}
+
+#[test]
+fn renaming_a_running_vm_needs_no_restart() {
+    VmTest::with(())
+        .given(history(VmStatus::Running))
+        .when(VmCommand::Reconfigure(Reconfiguration {
+            name: Some("web-2".into()),
+            ..Default::default()
+        }))
+        .then_expect_events(vec![VmEvent::VmReconfigured {
+            name: Some("web-2".into()),
+            description: None,
+            cpu: None,
+            memory: None,
+            requires_restart: false,
+        }]);
+}
+
+#[test]
+fn reconfiguring_with_nothing_new_is_refused() {
+    VmTest::with(())
+        .given(history(VmStatus::Stopped))
+        .when(VmCommand::Reconfigure(Reconfiguration {
+            cpu: Some(2),
+            ..Default::default()
+        }))
+        .then_expect_error(VmError::NothingToChange);
+}
+
+#[test]
+fn reconfiguring_during_a_job_is_busy() {
+    VmTest::with(())
+        .given(history(VmStatus::Starting))
+        .when(VmCommand::Reconfigure(Reconfiguration {
+            cpu: Some(4),
+            ..Default::default()
+        }))
+        .then_expect_error(VmError::NotReconfigurable {
+            status: VmStatus::Starting,
+            rejection: Rejection::Busy,
+        });
+}
+
+#[test]
+fn a_restart_clears_requires_restart() {
+    let vm = state_after(
+        [
+            history(VmStatus::Running),
+            vec![
+                VmEvent::VmReconfigured {
+                    name: None,
+                    description: None,
+                    cpu: Some(4),
+                    memory: None,
+                    requires_restart: true,
+                },
+                VmEvent::RestartRequested { job_id: "job-r".into() },
+                VmEvent::VmRestarted {
+                    job_id: "job-r".into(),
+                    pid: 9,
+                },
+            ],
+        ]
+        .concat(),
+    );
+    assert!(!vm.requires_restart);
+    assert_eq!(vm.spec.cpu, 4);
+    assert_eq!(vm.pid, Some(9));
+}
+
+#[test]
+fn every_request_opens_exactly_one_job_and_every_outcome_closes_it() {
+    for status in VmStatus::ALL {
+        let vm = state_after(history(status));
+        for op in [
+            Operation::Start,
+            Operation::Stop,
+            Operation::Restart,
+            Operation::Pause,
+            Operation::Resume,
+            Operation::Reset,
+            Operation::Delete,
+        ] {
+            if let Ok(events) = vm.decide(command_for(op, "job-new")) {
+                assert_eq!(events.len(), 1);
+                assert_eq!(
+                    events[0].job_effect(),
+                    Some(JobEffect::Opens {
+                        job_id: "job-new",
+                        operation: op
+                    })
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn event_type_names_are_stable_and_listed() {
+    for status in VmStatus::ALL {
+        for event in history(status) {
+            assert!(VmEvent::TYPE_NAMES.contains(&event.type_name()));
+            let json = serde_json::to_value(&event).unwrap();
+            assert!(json.get(event.type_name()).is_some(), "{json}");
+        }
+    }
+}
