@@ -1,3 +1,18 @@
 //! VoidVM: an event-sourced control plane for QEMU virtual machines.
+//!
+//! A command arrives over HTTP ([`api`]), is decided by the VM's actor ([`actors`]) against the
+//! aggregate ([`vm`]), and is recorded as events in PostgreSQL ([`store`]), which also yields a
+//! job; worker actors carry the job out against QEMU ([`hypervisor`]) and record the outcome.
 
+pub mod actors;
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod hypervisor;
+pub mod job_events;
+pub mod publish;
+pub mod reconcile;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
 pub mod vm;

@@ -15,7 +15,15 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 
 pub mod accel;
+pub mod images;
+pub mod process;
 pub mod qemu;
+pub mod qmp;
+pub mod watch;
+
+pub use accel::AccelSetting;
+pub use images::ImageCatalog;
+pub use qemu::{QemuConfig, QemuHypervisor};
 
 /// What a hypervisor needs to know to create and boot one machine.
 #[derive(Debug, Clone, PartialEq, Eq)]

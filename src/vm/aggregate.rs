@@ -196,9 +196,7 @@ impl Vm {
             (Operation::Resume, JobResult::Resumed) => VmEvent::VmResumed {
                 job_id: Some(job_id),
             },
-            (Operation::Reset, JobResult::Reset) => VmEvent::VmReset {
-                job_id: Some(job_id),
-            },
+            (Operation::Reset, JobResult::Reset) => VmEvent::VmReset { job_id },
             (Operation::Delete, JobResult::Deleted) => VmEvent::VmDeleted { job_id },
             (operation, _) => return Err(VmError::ResultDoesNotFit { operation }),
         };
@@ -215,9 +213,7 @@ impl Vm {
                 S::Creating | S::Stopped | S::Crashed | S::Deleted | S::Deleting | S::Stopping => {
                     vec![]
                 }
-                S::Rebooting
-                    if pending.map(|p| p.operation) == Some(Operation::Restart) =>
-                {
+                S::Rebooting if pending.map(|p| p.operation) == Some(Operation::Restart) => {
                     vec![]
                 }
                 S::Starting
@@ -248,10 +244,6 @@ impl Vm {
             },
             Observed::Resumed => match (status, pending) {
                 (S::Paused, None) => vec![VmEvent::VmResumed { job_id: None }],
-                _ => vec![],
-            },
-            Observed::Reset => match (status, pending) {
-                (S::Running, None) => vec![VmEvent::VmReset { job_id: None }],
                 _ => vec![],
             },
         };

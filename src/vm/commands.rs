@@ -76,8 +76,10 @@ pub enum JobResult {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Observed {
     /// The QEMU process is gone; `clean` when it shut down in an orderly way.
-    Exited { clean: bool, reason: String },
+    Exited {
+        clean: bool,
+        reason: String,
+    },
     Paused,
     Resumed,
-    Reset,
 }

@@ -90,8 +90,7 @@ pub enum VmEvent {
         job_id: String,
     },
     VmReset {
-        /// The reset job, or none when the guest rebooted itself.
-        job_id: Option<String>,
+        job_id: String,
     },
     VmReconfigured {
         name: Option<String>,
@@ -230,11 +229,11 @@ impl VmEvent {
             VmEvent::VmProvisioned { job_id }
             | VmEvent::VmStarted { job_id, .. }
             | VmEvent::VmRestarted { job_id, .. }
+            | VmEvent::VmReset { job_id }
             | VmEvent::VmDeleted { job_id } => succeeds(job_id),
             VmEvent::VmStopped { job_id, .. }
             | VmEvent::VmPaused { job_id }
-            | VmEvent::VmResumed { job_id }
-            | VmEvent::VmReset { job_id } => job_id.as_deref().and_then(succeeds),
+            | VmEvent::VmResumed { job_id } => job_id.as_deref().and_then(succeeds),
             VmEvent::VmCrashed { job_id, reason } => {
                 job_id.as_deref().map(|job_id| JobEffect::Closes {
                     job_id,

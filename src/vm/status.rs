@@ -181,7 +181,12 @@ pub fn accept(status: VmStatus, operation: Operation) -> Result<VmStatus, Reject
     match (status, operation) {
         // A job is in flight: one at a time per VM.
         (
-            S::Creating | S::Starting | S::Stopping | S::Pausing | S::Resuming | S::Rebooting
+            S::Creating
+            | S::Starting
+            | S::Stopping
+            | S::Pausing
+            | S::Resuming
+            | S::Rebooting
             | S::Deleting,
             Op::Provision
             | Op::Start
@@ -211,10 +216,9 @@ pub fn accept(status: VmStatus, operation: Operation) -> Result<VmStatus, Reject
         (S::Stopped | S::Crashed, Op::Stop) => Err(R::NotRunning),
         // A failed job may have left QEMU behind: stopping an errored VM cleans it up.
         (S::Error, Op::Stop) => Ok(S::Stopping),
-        (
-            S::Stopped | S::Crashed | S::Error,
-            Op::Restart | Op::Pause | Op::Reset | Op::Resume,
-        ) => Err(R::NotRunning),
+        (S::Stopped | S::Crashed | S::Error, Op::Restart | Op::Pause | Op::Reset | Op::Resume) => {
+            Err(R::NotRunning)
+        }
         (S::Stopped | S::Crashed | S::Error, Op::Provision) => Err(R::Busy),
 
         (S::Running, Op::Start) => Err(R::AlreadyRunning),

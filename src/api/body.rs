@@ -1,0 +1,133 @@
+//! Reading request bodies and query strings so that every failure is an envelope naming the
+//! field: actix's own JSON and query errors are replaced, and typed parsing goes through
+//! `serde_path_to_error` to know which field was wrong.
+
+use actix_web::error::{JsonPayloadError, QueryPayloadError};
+use actix_web::{web, HttpRequest};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::error::ApiError;
+
+/// Bodies are small JSON documents.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+pub fn json_config() -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(MAX_BODY_BYTES)
+        .error_handler(|err, _req| {
+            let api = match &err {
+                JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
+                JsonPayloadError::Overflow { .. }
+                | JsonPayloadError::OverflowKnownLength { .. } => ApiError::PayloadTooLarge,
+                JsonPayloadError::Deserialize(e) => ApiError::BadJson(e.to_string()),
+                _ => ApiError::BadJson(err.to_string()),
+            };
+            api.into()
+        })
+}
+
+pub fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|err, _req| {
+        let message = match &err {
+            QueryPayloadError::Deserialize(e) => e.to_string(),
+            other => other.to_string(),
+        };
+        let field = field_from_message(&message).unwrap_or_else(|| "query".to_string());
+        ApiError::validation(&field, message).into()
+    })
+}
+
+/// Reads an optional JSON body: empty means `T::default()`. Used by commands whose body may be
+/// left out (`POST /vms/{id}/stop`).
+pub fn optional<T: DeserializeOwned + Default>(
+    req: &HttpRequest,
+    bytes: &web::Bytes,
+) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    let is_json = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|e| ApiError::BadJson(e.to_string()))?;
+    typed(value)
+}
+
+/// Turns a JSON value into `T`, naming the field that does not fit.
+pub fn typed<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
+    if !value.is_object() {
+        return Err(ApiError::validation(
+            "body",
+            "The body must be a JSON object.",
+        ));
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        let field = if path == "." {
+            field_from_message(&inner).unwrap_or_else(|| "body".to_string())
+        } else {
+            path
+        };
+        ApiError::validation(&field, inner)
+    })
+}
+
+/// serde names missing and unknown fields in backticks: "missing field `cpu`".
+fn field_from_message(message: &str) -> Option<String> {
+    let start = message.find('`')? + 1;
+    let end = start + message[start..].find('`')?;
+    Some(message[start..end].to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        cpu: u32,
+        name: String,
+    }
+
+    fn field_of(v: Value) -> String {
+        match typed::<Body>(v) {
+            Err(ApiError::Validation { field, .. }) => field,
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_field() {
+        assert_eq!(
+            field_of(serde_json::json!({"cpu": "two", "name": "x"})),
+            "cpu"
+        );
+    }
+
+    #[test]
+    fn a_missing_field_is_named() {
+        assert_eq!(field_of(serde_json::json!({"cpu": 2})), "name");
+    }
+
+    #[test]
+    fn an_unknown_field_is_named() {
+        assert_eq!(
+            field_of(serde_json::json!({"cpu": 2, "name": "x", "cpus": 3})),
+            "cpus"
+        );
+    }
+}

@@ -1,0 +1,197 @@
+//! Every error a client can meet, and the one place that decides its HTTP status and stable code.
+//! Lower layers have their own error enums; they are turned into `ApiError` here, and anything
+//! unexpected is logged with its cause chain and answered as a bare 500.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+
+use super::envelope::error_body;
+use crate::actors::ActorError;
+use crate::store::StoreError;
+use crate::vm::{Rejection, VmError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{message}")]
+    Validation { field: String, message: String },
+    #[error("The request body is not valid JSON: {0}")]
+    BadJson(String),
+    #[error("The request body must be sent as application/json.")]
+    UnsupportedMediaType,
+    #[error("The request body is larger than the server accepts.")]
+    PayloadTooLarge,
+    #[error("No route matches {0}.")]
+    RouteNotFound(String),
+    #[error("This path does not accept the {0} method.")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("Virtual machine with ID '{0}' was not found")]
+    VmNotFound(String),
+    #[error("Job with ID '{0}' was not found")]
+    JobNotFound(String),
+    #[error("User '{0}' was not found")]
+    UserNotFound(String),
+    /// A state conflict: the code says which (`VM_BUSY`, `VM_ALREADY_RUNNING`, ...).
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    #[error("The service cannot reach its database; try again shortly.")]
+    Unavailable,
+    #[error("An internal error occurred.")]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn validation(field: &str, message: impl Into<String>) -> ApiError {
+        ApiError::Validation {
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// The status and the stable code: the only mapping there is.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::Validation { .. } => (StatusCode::BAD_REQUEST, "VALIDATION_ERROR"),
+            ApiError::BadJson(_) => (StatusCode::BAD_REQUEST, "INVALID_JSON"),
+            ApiError::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE")
+            }
+            ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
+            ApiError::RouteNotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "FORBIDDEN"),
+            ApiError::VmNotFound(_) => (StatusCode::NOT_FOUND, "VM_NOT_FOUND"),
+            ApiError::JobNotFound(_) => (StatusCode::NOT_FOUND, "JOB_NOT_FOUND"),
+            ApiError::UserNotFound(_) => (StatusCode::NOT_FOUND, "USER_NOT_FOUND"),
+            ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
+            ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE"),
+            ApiError::Unexpected(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
+        }
+    }
+
+    /// A short, fixed sentence for the envelope's `message`; `details` carries the specifics.
+    fn summary(&self) -> &'static str {
+        match self {
+            ApiError::Validation { .. } => "The request is not valid.",
+            ApiError::BadJson(_) => "The request body could not be read.",
+            ApiError::UnsupportedMediaType => "The content type is not supported.",
+            ApiError::PayloadTooLarge => "The request body is too large.",
+            ApiError::RouteNotFound(_) => "Not found.",
+            ApiError::MethodNotAllowed(_) => "Method not allowed.",
+            ApiError::Unauthorized(_) => "Authentication is required.",
+            ApiError::Forbidden(_) => "Permission denied.",
+            ApiError::VmNotFound(_) => "Virtual machine not found.",
+            ApiError::JobNotFound(_) => "Job not found.",
+            ApiError::UserNotFound(_) => "User not found.",
+            ApiError::Conflict { .. } => "The request conflicts with the current state.",
+            ApiError::Unavailable => "Service unavailable.",
+            ApiError::Unexpected(_) => "Internal server error.",
+        }
+    }
+
+    /// Maps what a VM's actor answered, for the VM `vm_id`.
+    pub fn from_actor(vm_id: &str, e: ActorError) -> ApiError {
+        match e {
+            ActorError::Refused(e) => ApiError::from_vm(vm_id, e),
+            ActorError::Store(e) => e.into(),
+            ActorError::Mailbox(_) => ApiError::Unavailable,
+        }
+    }
+
+    fn from_vm(vm_id: &str, e: VmError) -> ApiError {
+        let message = e.to_string();
+        let conflict = |code| ApiError::Conflict {
+            code,
+            message: message.clone(),
+        };
+        match e {
+            VmError::NotFound => ApiError::VmNotFound(vm_id.to_string()),
+            VmError::AlreadyExists => conflict("VM_ALREADY_EXISTS"),
+            VmError::Rejected { rejection, .. } | VmError::NotReconfigurable { rejection, .. } => {
+                match rejection {
+                    Rejection::Gone => ApiError::VmNotFound(vm_id.to_string()),
+                    Rejection::AlreadyRunning => conflict("VM_ALREADY_RUNNING"),
+                    Rejection::NotRunning => conflict("VM_NOT_RUNNING"),
+                    Rejection::AlreadyPaused => conflict("VM_ALREADY_PAUSED"),
+                    Rejection::NotPaused => conflict("VM_NOT_PAUSED"),
+                    Rejection::MustBeStopped => conflict("VM_NOT_STOPPED"),
+                    Rejection::Busy => conflict("VM_BUSY"),
+                }
+            }
+            VmError::NothingToChange => ApiError::validation("body", message.clone()),
+            VmError::NotTheCurrentJob { .. } | VmError::NotCancellable { .. } => {
+                conflict("JOB_NOT_CANCELLABLE")
+            }
+            VmError::ResultDoesNotFit { .. } => ApiError::Unexpected(
+                anyhow::Error::new(e).context("a job result did not fit its job"),
+            ),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) => ApiError::Unavailable,
+            StoreError::Conflict => ApiError::Conflict {
+                code: "VM_BUSY",
+                message: e.to_string(),
+            },
+            StoreError::Unexpected(e) => ApiError::Unexpected(e),
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status_and_code().0
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let (status, code) = self.status_and_code();
+        match self {
+            ApiError::Unexpected(e) => tracing::error!(error = ?e, "request failed unexpectedly"),
+            ApiError::Unavailable => tracing::warn!("request failed: database unavailable"),
+            _ => tracing::debug!(code, error = %self, "request refused"),
+        }
+        let field = match self {
+            ApiError::Validation { field, .. } => Some(field.as_str()),
+            _ => None,
+        };
+        let details = match self {
+            ApiError::Validation { field, message } => format!("{field}: {message}"),
+            other => other.to_string(),
+        };
+        HttpResponse::build(status).json(error_body(code, self.summary(), &details, field))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unexpected_error_never_shows_its_cause() {
+        let e = ApiError::Unexpected(anyhow::anyhow!("SELECT secret FROM users").context("boom"));
+        let resp = e.error_response();
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(e.to_string(), "An internal error occurred.");
+    }
+
+    #[test]
+    fn a_busy_vm_is_a_conflict() {
+        let e = ApiError::from_vm(
+            "vm-1",
+            VmError::Rejected {
+                status: crate::vm::VmStatus::Starting,
+                operation: crate::vm::Operation::Stop,
+                rejection: Rejection::Busy,
+            },
+        );
+        assert_eq!(e.status_and_code(), (StatusCode::CONFLICT, "VM_BUSY"));
+    }
+}

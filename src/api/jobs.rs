@@ -1,0 +1,170 @@
+//! `/jobs`: list, read, wait for and cancel jobs.
+
+use std::time::Duration;
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::envelope::{self, Pagination};
+use super::error::ApiError;
+use super::vms::page_and_limit;
+use crate::auth::AuthUser;
+use crate::startup::AppState;
+use crate::store::jobs::{self, JobFilter, JobRow, JobView};
+use crate::store::Via;
+use crate::vm::VmCommand;
+
+const STATUSES: [&str; 5] = ["queued", "running", "succeeded", "failed", "cancelled"];
+const WAIT_MAX_SECS: u64 = 120;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ListQuery {
+    page: Option<u32>,
+    limit: Option<u32>,
+    status: Option<String>,
+    vm_id: Option<String>,
+}
+
+#[tracing::instrument(name = "list_jobs", skip_all, fields(user_id = %user.id))]
+pub async fn list(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let q = query.into_inner();
+    let (page, limit) = page_and_limit(q.page, q.limit)?;
+    if let Some(s) = &q.status {
+        if !STATUSES.contains(&s.as_str()) {
+            return Err(ApiError::validation(
+                "status",
+                format!("'{s}' is not a job status."),
+            ));
+        }
+    }
+    let filter = JobFilter {
+        owner_id: (!user.is_admin()).then(|| user.id.clone()),
+        vm_id: q.vm_id,
+        status: q.status,
+        page,
+        limit,
+    };
+    let (rows, total) = jobs::list(&state.pool, &filter).await?;
+    let items: Vec<JobView> = rows.into_iter().map(JobView::from).collect();
+    Ok(envelope::ok(
+        json!({ "items": items, "pagination": Pagination::new(page, limit, total) }),
+        "Jobs.",
+    ))
+}
+
+/// The job, if the user may see its VM.
+async fn visible(state: &AppState, user: &AuthUser, job_id: &str) -> Result<JobRow, ApiError> {
+    let not_found = || ApiError::JobNotFound(job_id.to_string());
+    let job = jobs::get(&state.pool, job_id)
+        .await?
+        .ok_or_else(not_found)?;
+    if user.is_admin() {
+        return Ok(job);
+    }
+    match crate::store::vm_view::get(&state.pool, &job.vm_id).await? {
+        Some(vm) if vm.owner_id == user.id => Ok(job),
+        Some(_) | None => Err(not_found()),
+    }
+}
+
+#[tracing::instrument(name = "get_job", skip_all, fields(user_id = %user.id, job_id = %path))]
+pub async fn get(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let job = visible(&state, &user, &path).await?;
+    Ok(envelope::ok(JobView::from(job), "Job."))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaitQuery {
+    timeout: Option<u64>,
+}
+
+/// Answers when the job ends or `timeout` seconds pass, whichever is first; `data.finished` says
+/// which.
+#[tracing::instrument(name = "wait_job", skip_all, fields(user_id = %user.id, job_id = %path))]
+pub async fn wait(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<String>,
+    query: web::Query<WaitQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let timeout = query.timeout.unwrap_or(30);
+    if timeout > WAIT_MAX_SECS {
+        return Err(ApiError::validation(
+            "timeout",
+            format!("timeout must be at most {WAIT_MAX_SECS} seconds."),
+        ));
+    }
+    let job_id = path.into_inner();
+    // Subscribe before reading, so an end between the read and the wait is not missed.
+    let mut done = state.job_events.subscribe();
+    let mut job = visible(&state, &user, &job_id).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
+    while !job.is_finished() {
+        match tokio::time::timeout_at(deadline, done.recv()).await {
+            Err(_) => break,
+            Ok(Ok(id)) if id != job_id => continue,
+            // Our job, or we lagged behind and may have missed it: read it again.
+            Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
+                return Err(ApiError::Unavailable)
+            }
+        }
+        job = visible(&state, &user, &job_id).await?;
+    }
+    let finished = job.is_finished();
+    let mut data = serde_json::to_value(JobView::from(job)).map_err(anyhow::Error::from)?;
+    if let Some(obj) = data.as_object_mut() {
+        obj.insert("finished".into(), json!(finished));
+    }
+    Ok(envelope::ok(
+        data,
+        if finished {
+            "The job has ended."
+        } else {
+            "The job is still in progress."
+        },
+    ))
+}
+
+#[tracing::instrument(name = "cancel_job", skip_all, fields(user_id = %user.id, job_id = %path))]
+pub async fn cancel(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let job_id = path.into_inner();
+    let job = visible(&state, &user, &job_id).await?;
+    let not_cancellable = |why: &str| ApiError::Conflict {
+        code: "JOB_NOT_CANCELLABLE",
+        message: format!("Job {job_id} cannot be cancelled: {why}"),
+    };
+    if !jobs::begin_cancel(&state.pool, &job_id).await? {
+        return Err(not_cancellable(&format!("it is {}.", job.status)));
+    }
+    let command = VmCommand::CancelJob {
+        job_id: job_id.clone(),
+    };
+    if let Err(e) = state
+        .registry
+        .execute(&job.vm_id, command, user.meta(Via::Rest))
+        .await
+    {
+        jobs::abort_cancel(&state.pool, &job_id).await?;
+        return Err(ApiError::from_actor(&job.vm_id, e));
+    }
+    let job = jobs::get(&state.pool, &job_id)
+        .await?
+        .ok_or_else(|| ApiError::JobNotFound(job_id.clone()))?;
+    Ok(envelope::ok(JobView::from(job), "Job cancelled."))
+}

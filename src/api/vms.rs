@@ -1,0 +1,384 @@
+//! `/vms`: list, create, read, change and delete VMs, and the lifecycle verbs. Every mutating
+//! call goes to the VM's actor, which records events; the answer carries the job id at once.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::body;
+use super::envelope::{self, Pagination};
+use super::error::ApiError;
+use super::vm_input::{self, CreateVm, PatchVm, StopVm};
+use crate::auth::{AuthUser, ID_ALPHABET};
+use crate::startup::AppState;
+use crate::store::{event_log, vm_view, Via};
+use crate::vm::{Owner, Reconfiguration, VmCommand, VmError, VmSpec, VmStatus};
+
+pub fn new_vm_id() -> String {
+    format!("vm-{}", nanoid::nanoid!(12, &ID_ALPHABET))
+}
+
+pub fn new_job_id() -> String {
+    format!("job-{}", nanoid::nanoid!(16, &ID_ALPHABET))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    page: Option<u32>,
+    limit: Option<u32>,
+    status: Option<String>,
+    owner: Option<String>,
+}
+
+pub fn page_and_limit(page: Option<u32>, limit: Option<u32>) -> Result<(u32, u32), ApiError> {
+    let page = page.unwrap_or(1);
+    let limit = limit.unwrap_or(20);
+    if page == 0 {
+        return Err(ApiError::validation("page", "page starts at 1."));
+    }
+    if limit == 0 || limit > 100 {
+        return Err(ApiError::validation(
+            "limit",
+            "limit must be between 1 and 100.",
+        ));
+    }
+    Ok((page, limit))
+}
+
+#[tracing::instrument(name = "list_vms", skip_all, fields(user_id = %user.id))]
+pub async fn list(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let q = query.into_inner();
+    let (page, limit) = page_and_limit(q.page, q.limit)?;
+    let status = q
+        .status
+        .as_deref()
+        .map(|s| {
+            VmStatus::parse(s)
+                .ok_or_else(|| ApiError::validation("status", format!("'{s}' is not a VM status.")))
+        })
+        .transpose()?;
+    let owner_id = match (&q.owner, user.is_admin()) {
+        (None, true) => None,
+        (Some(owner), true) => Some(
+            crate::store::users::by_username(&state.pool, owner)
+                .await?
+                .map(|u| u.id)
+                .unwrap_or_else(|| format!("unknown:{owner}")),
+        ),
+        (None, false) => Some(user.id.clone()),
+        (Some(owner), false) if *owner == user.name => Some(user.id.clone()),
+        (Some(_), false) => {
+            return Err(ApiError::Forbidden(
+                "Only administrators may list other users' virtual machines.".into(),
+            ))
+        }
+    };
+    let filter = vm_view::ListFilter {
+        owner_id,
+        status,
+        page,
+        limit,
+    };
+    let (vms, total) = vm_view::list(&state.pool, &filter).await?;
+    Ok(envelope::ok(
+        json!({ "items": vms, "pagination": Pagination::new(page, limit, total) }),
+        "Virtual machines.",
+    ))
+}
+
+#[tracing::instrument(name = "create_vm", skip_all, fields(user_id = %user.id, vm_id, job_id))]
+pub async fn create(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let input: CreateVm = body::typed(body.into_inner())?;
+    let limits = &state.settings.limits;
+    vm_input::check_name(&input.name, limits)?;
+    if let Some(d) = &input.description {
+        vm_input::check_description(d)?;
+    }
+    vm_input::check_cpu(input.cpu, limits)?;
+    vm_input::check_memory(input.memory, limits)?;
+    vm_input::check_disk(input.disk, limits)?;
+    let (os, image_present) = vm_input::check_os(input.os.as_deref(), limits, &state.images)?;
+
+    let vm_id = new_vm_id();
+    let job_id = new_job_id();
+    tracing::Span::current()
+        .record("vm_id", vm_id.as_str())
+        .record("job_id", job_id.as_str());
+    if !vm_view::reserve_name(&state.pool, &user.id, &input.name, &vm_id).await? {
+        return Err(name_taken(&input.name));
+    }
+    let command = VmCommand::Create {
+        vm_id: vm_id.clone(),
+        spec: VmSpec {
+            name: input.name.clone(),
+            description: input.description,
+            cpu: input.cpu,
+            memory: input.memory,
+            disk: input.disk,
+            os,
+        },
+        owner: Owner {
+            id: user.id.clone(),
+            name: user.name.clone(),
+        },
+        image_present,
+        job_id: job_id.clone(),
+    };
+    let committed = match state
+        .registry
+        .execute(&vm_id, command, user.meta(Via::Rest))
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            vm_view::release_name(&state.pool, &user.id, &input.name, &vm_id).await?;
+            return Err(ApiError::from_actor(&vm_id, e));
+        }
+    };
+    let view = view_of(&committed.vm, committed.version);
+    let mut data = serde_json::to_value(view).map_err(anyhow::Error::from)?;
+    if let Some(obj) = data.as_object_mut() {
+        obj.insert("jobId".into(), Value::String(job_id));
+    }
+    Ok(envelope::success(
+        StatusCode::CREATED,
+        data,
+        "Virtual machine created; it is being provisioned.",
+    ))
+}
+
+fn name_taken(name: &str) -> ApiError {
+    ApiError::Conflict {
+        code: "VM_NAME_TAKEN",
+        message: format!("You already have a virtual machine named '{name}'."),
+    }
+}
+
+fn view_of(vm: &crate::vm::Vm, version: usize) -> vm_view::VmView {
+    let now = chrono::Utc::now();
+    vm_view::VmView::new(vm, version as i64, now, now)
+}
+
+/// The VM, if it exists, is not deleted, and the user may see it. Anything else is a 404, so
+/// other users' VM ids cannot be probed.
+async fn visible(
+    state: &AppState,
+    user: &AuthUser,
+    vm_id: &str,
+) -> Result<vm_view::VmView, ApiError> {
+    match vm_view::get(&state.pool, vm_id).await? {
+        Some(vm) if user.may_access(&vm.owner_id) && vm.status != VmStatus::Deleted => Ok(vm),
+        Some(_) | None => Err(ApiError::VmNotFound(vm_id.to_string())),
+    }
+}
+
+#[tracing::instrument(name = "get_vm", skip_all, fields(user_id = %user.id, vm_id = %path))]
+pub async fn get(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let vm = visible(&state, &user, &path).await?;
+    Ok(envelope::ok(vm, "Virtual machine."))
+}
+
+#[tracing::instrument(name = "patch_vm", skip_all, fields(user_id = %user.id, vm_id = %path))]
+pub async fn patch(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<String>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let vm_id = path.into_inner();
+    let input: PatchVm = body::typed(body.into_inner())?;
+    let limits = &state.settings.limits;
+    if let Some(n) = &input.name {
+        vm_input::check_name(n, limits)?;
+    }
+    if let Some(d) = &input.description {
+        vm_input::check_description(d)?;
+    }
+    if let Some(c) = input.cpu {
+        vm_input::check_cpu(c, limits)?;
+    }
+    if let Some(m) = input.memory {
+        vm_input::check_memory(m, limits)?;
+    }
+    let current = visible(&state, &user, &vm_id).await?;
+    let renamed = input.name.clone().filter(|n| *n != current.name);
+    if let Some(name) = &renamed {
+        if !vm_view::reserve_name(&state.pool, &current.owner_id, name, &vm_id).await? {
+            return Err(name_taken(name));
+        }
+    }
+    let command = VmCommand::Reconfigure(Reconfiguration {
+        name: input.name,
+        description: input.description,
+        cpu: input.cpu,
+        memory: input.memory,
+    });
+    let result = state
+        .registry
+        .execute(&vm_id, command, user.meta(Via::Rest))
+        .await;
+    let release = |name: String| {
+        let pool = state.pool.clone();
+        let owner = current.owner_id.clone();
+        let vm_id = vm_id.clone();
+        async move { vm_view::release_name(&pool, &owner, &name, &vm_id).await }
+    };
+    match result {
+        Ok(committed) => {
+            if renamed.is_some() {
+                release(current.name.clone()).await?;
+            }
+            let view = view_of(&committed.vm, committed.version);
+            let requires_restart = view.requires_restart;
+            Ok(envelope::ok(
+                json!({ "vm": view, "requiresRestart": requires_restart }),
+                "Virtual machine updated.",
+            ))
+        }
+        Err(crate::actors::ActorError::Refused(VmError::NothingToChange)) => Ok(envelope::ok(
+            json!({ "vm": current, "requiresRestart": current.requires_restart }),
+            "Nothing to change.",
+        )),
+        Err(e) => {
+            if let Some(name) = renamed {
+                release(name).await?;
+            }
+            Err(ApiError::from_actor(&vm_id, e))
+        }
+    }
+}
+
+/// The lifecycle verbs that take no body (stop has its own handler).
+#[derive(Debug, Clone, Copy)]
+pub enum Verb {
+    Start,
+    Restart,
+    Pause,
+    Resume,
+    Reset,
+    Delete,
+}
+
+impl Verb {
+    fn command(self, job_id: String) -> VmCommand {
+        match self {
+            Verb::Start => VmCommand::Start { job_id },
+            Verb::Restart => VmCommand::Restart { job_id },
+            Verb::Pause => VmCommand::Pause { job_id },
+            Verb::Resume => VmCommand::Resume { job_id },
+            Verb::Reset => VmCommand::Reset { job_id },
+            Verb::Delete => VmCommand::Delete { job_id },
+        }
+    }
+}
+
+/// Sends a lifecycle command and answers 202 with the job id.
+pub async fn submit(
+    state: &AppState,
+    user: &AuthUser,
+    vm_id: &str,
+    via: Via,
+    make: impl FnOnce(String) -> VmCommand,
+) -> Result<Value, ApiError> {
+    visible(state, user, vm_id).await?;
+    let job_id = new_job_id();
+    tracing::Span::current().record("job_id", job_id.as_str());
+    let committed = state
+        .registry
+        .execute(vm_id, make(job_id.clone()), user.meta(via))
+        .await
+        .map_err(|e| ApiError::from_actor(vm_id, e))?;
+    Ok(json!({
+        "jobId": job_id,
+        "vmId": vm_id,
+        "status": committed.vm.status,
+    }))
+}
+
+fn accepted(data: Value) -> HttpResponse {
+    envelope::success(StatusCode::ACCEPTED, data, "Accepted; the job is queued.")
+}
+
+#[tracing::instrument(name = "vm_verb", skip_all, fields(user_id = %user.id, vm_id = %path, verb = ?verb, job_id))]
+pub async fn verb(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<String>,
+    verb: Verb,
+) -> Result<HttpResponse, ApiError> {
+    let data = submit(&state, &user, &path, Via::Rest, |job| verb.command(job)).await?;
+    Ok(accepted(data))
+}
+
+#[tracing::instrument(name = "stop_vm", skip_all, fields(user_id = %user.id, vm_id = %path, job_id))]
+pub async fn stop(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<String>,
+    req: HttpRequest,
+    bytes: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let input: StopVm = body::optional(&req, &bytes)?;
+    vm_input::check_stop(&input, &state.settings.limits)?;
+    let force = input.force.unwrap_or(false);
+    let timeout = input
+        .timeout
+        .unwrap_or(state.settings.default_stop_timeout_secs);
+    let data = submit(&state, &user, &path, Via::Rest, |job_id| VmCommand::Stop {
+        job_id,
+        force,
+        timeout,
+    })
+    .await?;
+    Ok(accepted(data))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    after: Option<i64>,
+    limit: Option<u32>,
+}
+
+/// The VM's own events, oldest first, `after` a sequence number.
+#[tracing::instrument(name = "vm_events", skip_all, fields(user_id = %user.id, vm_id = %path))]
+pub async fn events(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<String>,
+    query: web::Query<EventsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let vm_id = path.into_inner();
+    // A deleted VM's history stays readable by its owner.
+    match vm_view::get(&state.pool, &vm_id).await? {
+        Some(vm) if user.may_access(&vm.owner_id) => {}
+        Some(_) | None => return Err(ApiError::VmNotFound(vm_id)),
+    }
+    let (_, limit) = page_and_limit(None, query.limit)?;
+    let after = query.after.unwrap_or(0);
+    if after < 0 {
+        return Err(ApiError::validation("after", "after must not be negative."));
+    }
+    let events = event_log::for_vm(&state.pool, &vm_id, after, limit).await?;
+    let next = (events.len() == limit as usize)
+        .then(|| events.last().map(|e| e.sequence))
+        .flatten();
+    Ok(envelope::ok(
+        json!({ "items": events, "next": next }),
+        "The virtual machine's events.",
+    ))
+}

@@ -1,0 +1,105 @@
+//! Tokens: HS256 JWTs carrying `sub` (user id), `name`, `role`, `exp`, `iat` and `jti` (so one
+//! token can be revoked at logout).
+
+use chrono::{DateTime, Utc};
+use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Claims {
+    pub sub: String,
+    pub name: String,
+    pub role: String,
+    pub exp: i64,
+    pub iat: i64,
+    pub jti: String,
+}
+
+#[derive(Clone)]
+pub struct TokenKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    ttl_secs: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("The token has expired.")]
+    Expired,
+    #[error("The token is not valid.")]
+    Invalid,
+}
+
+impl TokenKeys {
+    pub fn new(secret: &str, ttl_secs: u64) -> Self {
+        TokenKeys {
+            encoding: EncodingKey::from_secret(secret.as_bytes()),
+            decoding: DecodingKey::from_secret(secret.as_bytes()),
+            ttl_secs: i64::try_from(ttl_secs).unwrap_or(i64::MAX / 2),
+        }
+    }
+
+    /// A fresh token for a user, and when it expires.
+    pub fn issue(
+        &self,
+        user_id: &str,
+        name: &str,
+        role: &str,
+    ) -> anyhow::Result<(String, DateTime<Utc>)> {
+        let now = Utc::now();
+        let exp = now.timestamp() + self.ttl_secs;
+        let claims = Claims {
+            sub: user_id.to_string(),
+            name: name.to_string(),
+            role: role.to_string(),
+            exp,
+            iat: now.timestamp(),
+            jti: uuid::Uuid::new_v4().to_string(),
+        };
+        let token = encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?;
+        let expires = DateTime::from_timestamp(exp, 0).unwrap_or(now);
+        Ok((token, expires))
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 0;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        decode::<Claims>(token, &self.decoding, &validation)
+            .map(|data| data.claims)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+                _ => TokenError::Invalid,
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_issued_token_verifies() {
+        let keys = TokenKeys::new("0123456789abcdef0123456789abcdef", 60);
+        let (token, _) = keys.issue("u1", "alice", "user").unwrap();
+        let claims = keys.verify(&token).unwrap();
+        assert_eq!(claims.sub, "u1");
+        assert_eq!(claims.role, "user");
+    }
+
+    #[test]
+    fn a_token_signed_with_another_key_is_invalid() {
+        let keys = TokenKeys::new("0123456789abcdef0123456789abcdef", 60);
+        let other = TokenKeys::new("ffffffffffffffffffffffffffffffff", 60);
+        let (token, _) = other.issue("u1", "alice", "user").unwrap();
+        assert!(matches!(keys.verify(&token), Err(TokenError::Invalid)));
+    }
+
+    #[test]
+    fn an_expired_token_is_refused() {
+        let keys = TokenKeys::new("0123456789abcdef0123456789abcdef", 0);
+        let (token, _) = keys.issue("u1", "alice", "user").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        assert!(matches!(keys.verify(&token), Err(TokenError::Expired)));
+    }
+}

@@ -1,0 +1,75 @@
+//! Who is calling: passwords (argon2), tokens (JWT, HS256) and the `AuthUser` extractor that
+//! every `/api/v1` handler except login takes.
+
+pub mod jwt;
+pub mod password;
+pub mod user;
+
+pub use jwt::{Claims, TokenKeys};
+pub use user::{AuthUser, Role};
+
+use std::path::Path;
+
+use anyhow::Context;
+use sqlx::PgPool;
+
+use crate::store::users;
+
+/// The password the first-start admin gets (the seed's quick start logs in with it).
+pub const DEFAULT_ADMIN_PASSWORD: &str = "admin123";
+
+/// Creates `admin`/`admin123` when there is no `admin` user, and warns while that password is
+/// unchanged.
+pub async fn ensure_admin(pool: &PgPool) -> anyhow::Result<()> {
+    let existing = users::by_username(pool, "admin")
+        .await
+        .context("the admin user could not be looked up")?;
+    match existing {
+        None => {
+            let hash = password::hash(DEFAULT_ADMIN_PASSWORD.to_string())
+                .await
+                .context("the admin password could not be hashed")?;
+            let id = format!("user-{}", nanoid::nanoid!(10, &ID_ALPHABET));
+            users::create(pool, &id, "admin", &hash, Role::Admin.as_str())
+                .await
+                .context("the admin user could not be created")?;
+            tracing::warn!("created user 'admin' with the default password 'admin123'; change it with POST /api/v1/auth/password");
+        }
+        Some(user) if user.password_changed_at.is_none() => {
+            tracing::warn!("user 'admin' still has the default password; change it with POST /api/v1/auth/password");
+        }
+        Some(_) => {}
+    }
+    Ok(())
+}
+
+/// Lower-case letters and digits: ids that are safe in paths, file names and URLs.
+pub const ID_ALPHABET: [char; 36] = [
+    'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j', 'k', 'l', 'm', 'n', 'o', 'p', 'q', 'r', 's',
+    't', 'u', 'v', 'w', 'x', 'y', 'z', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9',
+];
+
+/// The configured secret, or the one generated on first start and kept in the data dir.
+pub fn load_or_create_secret(configured: Option<&str>, data_dir: &Path) -> anyhow::Result<String> {
+    if let Some(secret) = configured {
+        return Ok(secret.to_string());
+    }
+    let path = data_dir.join("jwt-secret");
+    if path.exists() {
+        let secret = std::fs::read_to_string(&path)
+            .with_context(|| format!("the JWT secret in {} could not be read", path.display()))?;
+        return Ok(secret.trim().to_string());
+    }
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("the data dir {} could not be created", data_dir.display()))?;
+    let secret = nanoid::nanoid!(64);
+    std::fs::write(&path, &secret)
+        .with_context(|| format!("the JWT secret could not be written to {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .context("the JWT secret's permissions could not be set")?;
+    }
+    Ok(secret)
+}

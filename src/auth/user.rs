@@ -1,0 +1,130 @@
+//! The authenticated caller, extracted from `Authorization: Bearer <jwt>`.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::{web, FromRequest, HttpRequest};
+
+use super::jwt::TokenError;
+use crate::api::error::ApiError;
+use crate::startup::AppState;
+use crate::store::{users, CommandMeta, Via};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Admin,
+    User,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::User => "user",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "user" => Some(Role::User),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthUser {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub jti: String,
+    pub expires_at: i64,
+    pub request_id: Option<String>,
+    pub client_addr: Option<String>,
+}
+
+impl AuthUser {
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+
+    /// May this user see and act on something owned by `owner_id`?
+    pub fn may_access(&self, owner_id: &str) -> bool {
+        self.is_admin() || self.id == owner_id
+    }
+
+    /// The metadata a command from this user is recorded with.
+    pub fn meta(&self, via: Via) -> CommandMeta {
+        CommandMeta {
+            actor_id: self.id.clone(),
+            actor_name: self.name.clone(),
+            via,
+            request_id: self.request_id.clone(),
+            client_addr: self.client_addr.clone(),
+        }
+    }
+}
+
+fn bearer(req: &HttpRequest) -> Option<&str> {
+    req.headers()
+        .get(actix_web::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+impl FromRequest for AuthUser {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        let token = bearer(req).map(str::to_string);
+        let request_id = crate::api::request_id::of(req);
+        let client_addr = req.peer_addr().map(|a| a.ip().to_string());
+        Box::pin(async move {
+            let state = state.ok_or_else(|| {
+                ApiError::Unexpected(anyhow::anyhow!("the application state is missing"))
+            })?;
+            let token = token.ok_or_else(|| {
+                ApiError::Unauthorized(
+                    "The Authorization header must carry a bearer token.".to_string(),
+                )
+            })?;
+            authenticate(&state, &token, request_id, client_addr).await
+        })
+    }
+}
+
+/// Checks a token (signature, expiry, revocation, that its user still exists).
+pub async fn authenticate(
+    state: &AppState,
+    token: &str,
+    request_id: Option<String>,
+    client_addr: Option<String>,
+) -> Result<AuthUser, ApiError> {
+    let claims = state.tokens.verify(token).map_err(|e| match e {
+        TokenError::Expired => ApiError::Unauthorized("The token has expired.".into()),
+        TokenError::Invalid => ApiError::Unauthorized("The token is not valid.".into()),
+    })?;
+    if users::is_revoked(&state.pool, &claims.jti).await? {
+        return Err(ApiError::Unauthorized("The token has been revoked.".into()));
+    }
+    let user = users::by_id(&state.pool, &claims.sub)
+        .await?
+        .ok_or_else(|| ApiError::Unauthorized("The token's user no longer exists.".into()))?;
+    let role = Role::parse(&user.role).ok_or_else(|| {
+        ApiError::Unexpected(anyhow::anyhow!("user {} has an unknown role", user.id))
+    })?;
+    Ok(AuthUser {
+        id: user.id,
+        name: user.username,
+        role,
+        jti: claims.jti,
+        expires_at: claims.exp,
+        request_id,
+        client_addr,
+    })
+}

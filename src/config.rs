@@ -1,0 +1,178 @@
+//! Settings: defaults, overridden by an optional TOML file, overridden by `VOIDVM_*` environment
+//! variables (nested keys with `__`, e.g. `VOIDVM_LIMITS__CPU_MAX`). A bad setting stops start-up
+//! with one line that names it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::hypervisor::accel::AccelSetting;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Address the HTTP server binds (`VOIDVM_LISTEN`); port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// PostgreSQL URL (`VOIDVM_DATABASE_URL`); the database is created when missing.
+    pub database_url: String,
+    /// Disks, sockets, pid files and the generated JWT secret (`VOIDVM_DATA_DIR`).
+    pub data_dir: PathBuf,
+    /// Base images, one folder per image name; defaults to `<data_dir>/images`.
+    pub images_dir: Option<PathBuf>,
+    /// Path of `qemu-system-x86_64` (`VOIDVM_QEMU`).
+    pub qemu: PathBuf,
+    /// Path of `qemu-img`.
+    pub qemu_img: PathBuf,
+    /// `auto` (KVM only when it really works), `kvm` or `tcg` (`VOIDVM_ACCEL`).
+    pub accel: AccelSetting,
+    /// HS256 secret (`VOIDVM_JWT_SECRET`); generated once and kept in the data dir when unset.
+    pub jwt_secret: Option<String>,
+    /// How long a token lives, in seconds.
+    pub token_ttl_secs: u64,
+    /// Worker actors carrying out jobs concurrently.
+    pub workers: usize,
+    /// A job that fails for a reason that may pass is tried this many times in all.
+    pub job_max_attempts: u32,
+    /// A snapshot of a VM's state is kept every this many events.
+    pub snapshot_every: usize,
+    /// A VM actor with nothing to do stops after this many seconds (it is rebuilt on demand).
+    pub actor_idle_secs: u64,
+    /// Seconds a graceful stop waits for the guest before QEMU is told to quit.
+    pub default_stop_timeout_secs: u64,
+    pub limits: Limits,
+}
+
+/// Bounds on what a VM may ask for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub cpu_max: u32,
+    pub memory_min_mib: u64,
+    pub memory_max_mib: u64,
+    pub disk_min_gib: u64,
+    pub disk_max_gib: u64,
+    pub name_max_len: usize,
+    pub stop_timeout_max_secs: u64,
+    /// Image names accepted for `os` besides the folders found under the images dir.
+    pub known_images: Vec<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            database_url: "postgres://postgres@127.0.0.1:5432/voidvm".to_string(),
+            data_dir: PathBuf::from("./data"),
+            images_dir: None,
+            qemu: PathBuf::from("qemu-system-x86_64"),
+            qemu_img: PathBuf::from("qemu-img"),
+            accel: AccelSetting::Auto,
+            jwt_secret: None,
+            token_ttl_secs: 12 * 3600,
+            workers: 4,
+            job_max_attempts: 5,
+            snapshot_every: 50,
+            actor_idle_secs: 300,
+            default_stop_timeout_secs: 30,
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            cpu_max: 64,
+            memory_min_mib: 64,
+            memory_max_mib: 256 * 1024,
+            disk_min_gib: 1,
+            disk_max_gib: 4096,
+            name_max_len: 63,
+            stop_timeout_max_secs: 3600,
+            known_images: [
+                "ubuntu20.04",
+                "ubuntu22.04",
+                "ubuntu24.04",
+                "debian11",
+                "debian12",
+                "alpine3.20",
+                "rocky9",
+                "fedora40",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+}
+
+impl Settings {
+    /// Defaults, then the TOML file (when given), then `VOIDVM_*` variables.
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError::Invalid(format!(
+                    "the config file {} does not exist",
+                    file.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        figment = figment.merge(Env::prefixed("VOIDVM_").split("__"));
+        let settings: Settings = figment
+            .extract()
+            .map_err(|e| ConfigError::Invalid(one_line(&e)))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |what: &str| Err(ConfigError::Invalid(what.to_string()));
+        if !(self.database_url.starts_with("postgres://")
+            || self.database_url.starts_with("postgresql://"))
+        {
+            return bad("database_url (VOIDVM_DATABASE_URL) must be a postgres:// URL");
+        }
+        if self.workers == 0 {
+            return bad("workers must be at least 1");
+        }
+        if self.snapshot_every == 0 {
+            return bad("snapshot_every must be at least 1");
+        }
+        if self.job_max_attempts == 0 {
+            return bad("job_max_attempts must be at least 1");
+        }
+        if let Some(secret) = &self.jwt_secret {
+            if secret.len() < 32 {
+                return bad("jwt_secret (VOIDVM_JWT_SECRET) must be at least 32 characters");
+            }
+        }
+        let l = &self.limits;
+        if l.cpu_max == 0 || l.memory_min_mib > l.memory_max_mib || l.disk_min_gib > l.disk_max_gib
+        {
+            return bad("limits must have each minimum at or below its maximum");
+        }
+        Ok(())
+    }
+
+    pub fn images_dir(&self) -> PathBuf {
+        self.images_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("images"))
+    }
+}
+
+/// figment's errors can span lines; start-up reports one.
+fn one_line(e: &figment::Error) -> String {
+    e.to_string().replace('\n', " ")
+}

@@ -1,0 +1,43 @@
+//! One PostgreSQL listener for "a job ended" (`NOTIFY voidvm_job_done`, sent by the jobs trigger),
+//! fanned out in-process so that any number of `/jobs/{id}/wait` calls share one connection.
+
+use std::time::Duration;
+
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+use tokio::sync::broadcast;
+
+pub fn channel() -> broadcast::Sender<String> {
+    broadcast::channel(1024).0
+}
+
+pub async fn relay(pool: PgPool, sender: broadcast::Sender<String>) {
+    loop {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "the job-end listener could not connect");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if let Err(e) = listener.listen("voidvm_job_done").await {
+            tracing::error!(error = %e, "the job-end listener could not LISTEN");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        loop {
+            match listener.recv().await {
+                Ok(n) => {
+                    let _ = sender.send(n.payload().to_string());
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the job-end listener lost its connection");
+                    // Waiters re-read their job on a lag; tell them something may have ended.
+                    let _ = sender.send(String::new());
+                    break;
+                }
+            }
+        }
+    }
+}

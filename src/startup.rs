@@ -1,0 +1,176 @@
+//! Builds the whole application — database, actors, workers, hypervisor, HTTP server — on any
+//! address (port 0 in tests) and tells the caller where it listens.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, Arbiter};
+use actix_web::dev::Server;
+use actix_web::http::StatusCode;
+use actix_web::middleware::{DefaultHeaders, ErrorHandlers};
+use actix_web::{web, App, HttpServer};
+use anyhow::Context;
+use sqlx::PgPool;
+use tokio::sync::{broadcast, mpsc};
+
+use crate::actors::observer;
+use crate::actors::worker::{self, JobWorker, WorkerDeps};
+use crate::actors::VmRegistry;
+use crate::api;
+use crate::auth::{self, TokenKeys};
+use crate::config::Settings;
+use crate::hypervisor::images::ImageCatalog;
+use crate::hypervisor::qemu::{QemuConfig, QemuHypervisor};
+use crate::hypervisor::Hypervisor;
+use crate::publish::LogPublisher;
+use crate::store::{self, VmEventStore};
+
+/// What every handler can reach.
+pub struct AppState {
+    pub settings: Settings,
+    pub pool: PgPool,
+    pub registry: VmRegistry,
+    pub hypervisor: Arc<dyn Hypervisor>,
+    pub images: ImageCatalog,
+    pub tokens: TokenKeys,
+    pub job_events: broadcast::Sender<String>,
+}
+
+pub struct Application {
+    addr: SocketAddr,
+    server: Server,
+    pool: PgPool,
+    _arbiter: Arbiter,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+            format!(
+                "the data dir {} could not be created",
+                settings.data_dir.display()
+            )
+        })?;
+        let pool = store::connect_and_migrate(&settings.database_url).await?;
+        auth::ensure_admin(&pool).await?;
+        let secret =
+            auth::load_or_create_secret(settings.jwt_secret.as_deref(), &settings.data_dir)?;
+        let tokens = TokenKeys::new(&secret, settings.token_ttl_secs);
+
+        let (observations_tx, observations_rx) = mpsc::unbounded_channel();
+        let hypervisor: Arc<dyn Hypervisor> = Arc::new(
+            QemuHypervisor::new(
+                QemuConfig {
+                    qemu_binary: settings.qemu.clone(),
+                    qemu_img: settings.qemu_img.clone(),
+                    data_dir: settings.data_dir.clone(),
+                    accel: settings.accel,
+                },
+                observations_tx,
+            )
+            .await
+            .context("QEMU could not be set up")?,
+        );
+        tracing::info!(qemu = %hypervisor.version(), accel = ?hypervisor.accel(), "hypervisor ready");
+        let images = ImageCatalog::new(settings.images_dir());
+
+        // VM actors and workers live on their own arbiter, apart from the HTTP workers.
+        let arbiter = Arbiter::new();
+        let registry = VmRegistry::new(
+            VmEventStore::new(pool.clone(), settings.snapshot_every),
+            pool.clone(),
+            settings.actor_idle_secs,
+            Arc::new(LogPublisher),
+            arbiter.handle(),
+        );
+
+        crate::reconcile::on_startup(&pool, &registry, &hypervisor)
+            .await
+            .context("start-up reconciliation failed")?;
+
+        arbiter.spawn(observer::observe(registry.clone(), observations_rx));
+        let job_events = crate::job_events::channel();
+        arbiter.spawn(crate::job_events::relay(pool.clone(), job_events.clone()));
+        let deps = Arc::new(WorkerDeps {
+            pool: pool.clone(),
+            registry: registry.clone(),
+            hypervisor: hypervisor.clone(),
+            images: images.clone(),
+            max_attempts: settings.job_max_attempts,
+            restart_stop_timeout: Duration::from_secs(settings.default_stop_timeout_secs),
+        });
+        let instance = nanoid::nanoid!(6, &auth::ID_ALPHABET);
+        let workers: Vec<_> = (0..settings.workers)
+            .map(|i| {
+                let deps = deps.clone();
+                let id = format!("{instance}-w{i}");
+                JobWorker::start_in_arbiter(&arbiter.handle(), move |_| JobWorker::new(id, deps))
+            })
+            .collect();
+        arbiter.spawn(worker::dispatch(pool.clone(), workers));
+
+        let state = web::Data::new(AppState {
+            settings: settings.clone(),
+            pool: pool.clone(),
+            registry,
+            hypervisor,
+            images,
+            tokens,
+            job_events,
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(
+                    ErrorHandlers::new()
+                        .handler(StatusCode::METHOD_NOT_ALLOWED, api::method_not_allowed),
+                )
+                .wrap(DefaultHeaders::new().add(("X-API-Version", api::API_VERSION)))
+                .wrap(actix_web::middleware::from_fn(api::request_id::middleware))
+                .wrap(tracing_actix_web::TracingLogger::default())
+                .app_data(state.clone())
+                .app_data(api::body::json_config())
+                .app_data(api::body::query_config())
+                .configure(api::routes)
+        })
+        .shutdown_timeout(10)
+        .bind(settings.listen)
+        .with_context(|| format!("the server could not listen on {}", settings.listen))?;
+        let addr = server
+            .addrs()
+            .first()
+            .copied()
+            .context("the server has no address")?;
+        let server = server.run();
+        Ok(Application {
+            addr,
+            server,
+            pool,
+            _arbiter: arbiter,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Serves until SIGINT/SIGTERM, then hands running jobs back to the queue. VMs keep running.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.server.await.context("the HTTP server failed")?;
+        match store::jobs::requeue_abandoned(&self.pool).await {
+            Ok(ids) if !ids.is_empty() => {
+                tracing::info!(jobs = ?ids, "handed running jobs back to the queue")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = ?anyhow::Error::new(e), "running jobs could not be handed back")
+            }
+        }
+        tracing::info!("VoidVM stopped; virtual machines keep running");
+        Ok(())
+    }
+}

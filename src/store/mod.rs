@@ -1,0 +1,66 @@
+//! PostgreSQL: the event log (through postgres-es), and the tables derived from it.
+
+use std::time::Duration;
+
+use sqlx::migrate::MigrateDatabase;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+
+pub mod event_log;
+pub mod event_store;
+pub mod jobs;
+pub mod metadata;
+pub mod users;
+pub mod vm_view;
+
+pub use event_store::{VmEventStore, VmState};
+pub use metadata::{CommandMeta, Via};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached; a retry may work.
+    #[error("the database is unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Another writer changed the same stream first.
+    #[error("another change to the same virtual machine was recorded first")]
+    Conflict,
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(Box::new(e)),
+            other => StoreError::Unexpected(anyhow::Error::new(other).context("a query failed")),
+        }
+    }
+}
+
+/// Connects (creating the database when it does not exist yet) and applies `migrations/`.
+pub async fn connect_and_migrate(url: &str) -> anyhow::Result<PgPool> {
+    use anyhow::Context;
+    if !sqlx::Postgres::database_exists(url)
+        .await
+        .context("PostgreSQL could not be reached to check that the database exists")?
+    {
+        sqlx::Postgres::create_database(url)
+            .await
+            .context("the database could not be created")?;
+    }
+    let pool = PgPoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(url)
+        .await
+        .context("PostgreSQL refused the connection")?;
+    sqlx::migrate!("./migrations")
+        .run(&pool)
+        .await
+        .context("the migrations could not be applied")?;
+    Ok(pool)
+}

@@ -1,0 +1,464 @@
+//! The test harness: a real VoidVM (in-process on port 0, or as the `voidvm` binary for
+//! kill-and-restart tests) on a fresh PostgreSQL database, real QEMU under TCG, and a client with
+//! one method per endpoint. Everything a test starts is torn down when its `TestApp` drops.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use voidvm::config::Settings;
+use voidvm::hypervisor::accel::AccelSetting;
+use voidvm::startup::Application;
+
+pub const ADMIN: (&str, &str) = ("admin", "admin123");
+pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0001";
+const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// Where `scripts/setup.sh` puts the test guest.
+pub fn images_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/images")
+}
+
+fn require_guest() {
+    let kernel = images_dir().join("busybox/vmlinuz");
+    assert!(
+        kernel.exists(),
+        "the test guest is missing ({}); run scripts/setup.sh first",
+        kernel.display()
+    );
+}
+
+/// A fresh database and data dir, shared by the in-process and the process-based servers.
+pub struct Env {
+    pub db_name: String,
+    pub database_url: String,
+    pub data_dir: PathBuf,
+}
+
+impl Env {
+    pub async fn new() -> Env {
+        require_guest();
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let db_name = format!("voidvm_test_{id}");
+        let mut conn = connect_admin().await;
+        sqlx::Executor::execute(
+            &mut conn,
+            format!(r#"CREATE DATABASE "{db_name}""#).as_str(),
+        )
+        .await
+        .expect("the test database could not be created");
+        let data_dir = std::env::temp_dir().join(format!("voidvm-test-{id}"));
+        std::fs::create_dir_all(&data_dir).expect("the test data dir could not be created");
+        Env {
+            database_url: format!("postgres://postgres@127.0.0.1:5432/{db_name}"),
+            db_name,
+            data_dir,
+        }
+    }
+
+    pub fn settings(&self) -> Settings {
+        Settings {
+            listen: "127.0.0.1:0".parse().expect("a literal address"),
+            database_url: self.database_url.clone(),
+            data_dir: self.data_dir.clone(),
+            images_dir: Some(images_dir()),
+            accel: AccelSetting::Tcg,
+            jwt_secret: Some(JWT_SECRET.to_string()),
+            workers: 2,
+            default_stop_timeout_secs: 10,
+            ..Settings::default()
+        }
+    }
+
+    /// The same settings as environment variables, for the `voidvm` binary.
+    pub fn env_vars(&self) -> Vec<(String, String)> {
+        vec![
+            ("VOIDVM_LISTEN".into(), "127.0.0.1:0".into()),
+            ("VOIDVM_DATABASE_URL".into(), self.database_url.clone()),
+            (
+                "VOIDVM_DATA_DIR".into(),
+                self.data_dir.display().to_string(),
+            ),
+            (
+                "VOIDVM_IMAGES_DIR".into(),
+                images_dir().display().to_string(),
+            ),
+            ("VOIDVM_ACCEL".into(), "tcg".into()),
+            ("VOIDVM_JWT_SECRET".into(), JWT_SECRET.into()),
+            ("VOIDVM_WORKERS".into(), "2".into()),
+            ("VOIDVM_DEFAULT_STOP_TIMEOUT_SECS".into(), "10".into()),
+        ]
+    }
+}
+
+async fn connect_admin() -> sqlx::PgConnection {
+    use sqlx::Connection;
+    sqlx::PgConnection::connect(PG_ADMIN_URL)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("PostgreSQL must be running on 127.0.0.1:5432 for the tests ({e})")
+        })
+}
+
+/// Kills every QEMU the test started and drops its database.
+impl Drop for Env {
+    fn drop(&mut self) {
+        kill_machines(&self.data_dir);
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+        let db = self.db_name.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let mut conn = connect_admin().await;
+                let _ = sqlx::Executor::execute(
+                    &mut conn,
+                    format!(r#"DROP DATABASE IF EXISTS "{db}" WITH (FORCE)"#).as_str(),
+                )
+                .await;
+            });
+        })
+        .join();
+    }
+}
+
+pub fn qemu_pid(data_dir: &Path, vm_id: &str) -> Option<i32> {
+    std::fs::read_to_string(data_dir.join("vms").join(vm_id).join("qemu.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z "))
+        .unwrap_or(false)
+}
+
+fn kill_machines(data_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(data_dir.join("vms")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if let Some(pid) = qemu_pid(data_dir, &entry.file_name().to_string_lossy()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub token: String,
+    pub env: Env,
+    server: Option<std::process::Child>,
+}
+
+/// VoidVM in this process, on a free port, logged in as admin.
+pub async fn spawn_app() -> TestApp {
+    let env = Env::new().await;
+    voidvm::telemetry::init();
+    let app = Application::build(env.settings())
+        .await
+        .expect("the application failed to build");
+    let address = format!("http://{}", app.addr());
+    actix_web::rt::spawn(app.run_until_stopped());
+    TestApp::connect(address, env, None).await
+}
+
+/// VoidVM as its own process (`voidvm serve`), so a test can SIGKILL and restart it.
+pub async fn spawn_server(env: Env) -> TestApp {
+    let (address, child) = start_binary(&env).await;
+    TestApp::connect(address, env, Some(child)).await
+}
+
+async fn start_binary(env: &Env) -> (String, std::process::Child) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_voidvm"))
+        .arg("serve")
+        .envs(env.env_vars())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the voidvm binary could not be started");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let line = tokio::task::spawn_blocking(move || {
+        let mut reader = std::io::BufReader::new(stdout);
+        let mut line = String::new();
+        let _ = reader.read_line(&mut line);
+        // Keep draining so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in reader.lines() {});
+        line
+    })
+    .await
+    .expect("the stdout reader failed");
+    let address = line
+        .trim()
+        .strip_prefix("VoidVM listening on ")
+        .unwrap_or_else(|| panic!("voidvm did not report its address: {line:?}"))
+        .to_string();
+    (address, child)
+}
+
+impl TestApp {
+    async fn connect(address: String, env: Env, server: Option<std::process::Child>) -> TestApp {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()
+            .expect("a client");
+        let mut app = TestApp {
+            address,
+            client,
+            token: String::new(),
+            env,
+            server,
+        };
+        app.token = app.login_token(ADMIN.0, ADMIN.1).await;
+        app
+    }
+
+    /// SIGKILLs the server process (not its VMs).
+    pub fn kill_server(&mut self) {
+        if let Some(mut child) = self.server.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server process again on the same database and data dir.
+    pub async fn restart_server(&mut self) {
+        self.kill_server();
+        let (address, child) = start_binary(&self.env).await;
+        self.address = address;
+        self.server = Some(child);
+        self.token = self.login_token(ADMIN.0, ADMIN.1).await;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    /// Any request, with the admin token; returns status and JSON body.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        self.call_as(&self.token.clone(), method, path, body).await
+    }
+
+    pub async fn call_as(
+        &self,
+        token: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.expect("the request failed");
+        let status = resp.status();
+        let body = resp.json().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> (StatusCode, Value) {
+        let resp = self
+            .client
+            .post(self.url("/api/v1/auth/login"))
+            .json(&json!({ "username": username, "password": password }))
+            .send()
+            .await
+            .expect("login request failed");
+        (resp.status(), resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn login_token(&self, username: &str, password: &str) -> String {
+        let (status, body) = self.login(username, password).await;
+        assert_eq!(status, StatusCode::OK, "login failed: {body}");
+        body["token"].as_str().expect("a token").to_string()
+    }
+
+    /// Creates a user straight in the database (the users API comes later) and logs in.
+    pub async fn create_user(&self, username: &str) -> String {
+        let pool = sqlx::PgPool::connect(&self.env.database_url)
+            .await
+            .expect("the test database");
+        let hash = voidvm::auth::password::hash("password1".into())
+            .await
+            .expect("a hash");
+        voidvm::store::users::create(&pool, &format!("user-{username}"), username, &hash, "user")
+            .await
+            .expect("the user");
+        self.login_token(username, "password1").await
+    }
+
+    pub async fn me(&self) -> (StatusCode, Value) {
+        self.call(Method::GET, "/api/v1/auth/me", None).await
+    }
+
+    pub async fn create_vm(&self, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, "/api/v1/vms", Some(body)).await
+    }
+
+    pub async fn list_vms(&self, query: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, &format!("/api/v1/vms{query}"), None)
+            .await
+    }
+
+    pub async fn get_vm(&self, id: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, &format!("/api/v1/vms/{id}"), None)
+            .await
+    }
+
+    pub async fn patch_vm(&self, id: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::PATCH, &format!("/api/v1/vms/{id}"), Some(body))
+            .await
+    }
+
+    pub async fn delete_vm(&self, id: &str) -> (StatusCode, Value) {
+        self.call(Method::DELETE, &format!("/api/v1/vms/{id}"), None)
+            .await
+    }
+
+    /// `POST /vms/{id}/{verb}`.
+    pub async fn vm_action(
+        &self,
+        id: &str,
+        verb: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        self.call(Method::POST, &format!("/api/v1/vms/{id}/{verb}"), body)
+            .await
+    }
+
+    pub async fn vm_events(&self, id: &str, query: &str) -> (StatusCode, Value) {
+        self.call(
+            Method::GET,
+            &format!("/api/v1/vms/{id}/events{query}"),
+            None,
+        )
+        .await
+    }
+
+    pub async fn get_job(&self, id: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, &format!("/api/v1/jobs/{id}"), None)
+            .await
+    }
+
+    pub async fn list_jobs(&self, query: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, &format!("/api/v1/jobs{query}"), None)
+            .await
+    }
+
+    pub async fn cancel_job(&self, id: &str) -> (StatusCode, Value) {
+        self.call(Method::POST, &format!("/api/v1/jobs/{id}/cancel"), None)
+            .await
+    }
+
+    /// Waits for a job to end and returns it; fails the test if it does not end in 90 s.
+    pub async fn wait_job(&self, id: &str) -> Value {
+        let (status, body) = self
+            .call(
+                Method::GET,
+                &format!("/api/v1/jobs/{id}/wait?timeout=90"),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "wait failed: {body}");
+        assert_eq!(
+            body["data"]["finished"], true,
+            "job {id} did not end: {body}"
+        );
+        body["data"].clone()
+    }
+
+    /// Submits a verb, waits for its job, and asserts it succeeded.
+    pub async fn act_and_wait(&self, id: &str, verb: &str, body: Option<Value>) -> Value {
+        let (status, resp) = self.vm_action(id, verb, body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{verb}: {resp}");
+        let job = self
+            .wait_job(resp["data"]["jobId"].as_str().expect("a job id"))
+            .await;
+        assert_eq!(job["status"], "succeeded", "{verb}: {job}");
+        job
+    }
+
+    /// Creates a VM from the test guest and waits until it is provisioned.
+    pub async fn create_guest(&self, name: &str) -> String {
+        let (status, body) = self
+            .create_vm(json!({"name": name, "cpu": 1, "memory": 128, "disk": 1, "os": "busybox"}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let id = body["data"]["id"].as_str().expect("an id").to_string();
+        let job = self
+            .wait_job(body["data"]["jobId"].as_str().expect("a job"))
+            .await;
+        assert_eq!(job["status"], "succeeded", "{job}");
+        id
+    }
+
+    pub async fn status_of(&self, id: &str) -> String {
+        let (_, body) = self.get_vm(id).await;
+        body["data"]["status"].as_str().unwrap_or("?").to_string()
+    }
+
+    /// Polls until the VM reaches `status`, up to `secs`.
+    pub async fn await_status(&self, id: &str, status: &str, secs: u64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let now = self.status_of(id).await;
+            if now == status {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "VM {id} did not become {status} within {secs} s (it is {now})"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn serial_log(&self, id: &str) -> String {
+        std::fs::read_to_string(self.env.data_dir.join("vms").join(id).join("serial.log"))
+            .unwrap_or_default()
+    }
+
+    pub fn pid_of(&self, id: &str) -> Option<i32> {
+        qemu_pid(&self.env.data_dir, id)
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.kill_server();
+    }
+}
+
+/// Polls `check` until it holds, up to `secs`.
+pub async fn eventually<F: FnMut() -> bool>(secs: u64, what: &str, mut check: F) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} did not happen within {secs} s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

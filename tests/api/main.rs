@@ -1,0 +1,9 @@
+//! The integration tests: one binary, real PostgreSQL and real QEMU (TCG). Run
+//! `scripts/setup.sh` first; a missing service or guest fails a test with a clear message.
+
+mod auth;
+mod crash;
+mod errors;
+mod helpers;
+mod hypervisor;
+mod lifecycle;
