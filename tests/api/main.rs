@@ -7,3 +7,4 @@ mod errors;
 mod helpers;
 mod hypervisor;
 mod lifecycle;
+mod snapshots;
