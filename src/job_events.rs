@@ -6,12 +6,21 @@ use std::time::Duration;
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 
 pub fn channel() -> broadcast::Sender<String> {
     broadcast::channel(1024).0
 }
 
-pub async fn relay(pool: PgPool, sender: broadcast::Sender<String>) {
+/// Relays job-end notifications until `shutdown` is cancelled.
+pub async fn relay(pool: PgPool, sender: broadcast::Sender<String>, shutdown: CancellationToken) {
+    tokio::select! {
+        () = relay_forever(pool, sender) => {}
+        () = shutdown.cancelled() => tracing::debug!("job-end listener stopped"),
+    }
+}
+
+async fn relay_forever(pool: PgPool, sender: broadcast::Sender<String>) {
     loop {
         let mut listener = match PgListener::connect_with(&pool).await {
             Ok(l) => l,

@@ -13,6 +13,7 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use sqlx::PgPool;
 use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
 
 use crate::actors::observer;
 use crate::actors::worker::{self, JobWorker, WorkerDeps};
@@ -42,6 +43,18 @@ pub struct Application {
     server: Server,
     pool: PgPool,
     _arbiter: Arbiter,
+    _shutdown: ShutdownGuard,
+}
+
+/// Ends the background loops (job dispatcher, listeners, observer) when the application goes
+/// away, whether it stopped on a signal or was dropped (as in tests). They end on their own
+/// runtime, so their database connections close cleanly.
+struct ShutdownGuard(CancellationToken);
+
+impl Drop for ShutdownGuard {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
 }
 
 impl Application {
@@ -89,9 +102,18 @@ impl Application {
             .await
             .context("start-up reconciliation failed")?;
 
-        arbiter.spawn(observer::observe(registry.clone(), observations_rx));
+        let shutdown = CancellationToken::new();
+        arbiter.spawn(observer::observe(
+            registry.clone(),
+            observations_rx,
+            shutdown.clone(),
+        ));
         let job_events = crate::job_events::channel();
-        arbiter.spawn(crate::job_events::relay(pool.clone(), job_events.clone()));
+        arbiter.spawn(crate::job_events::relay(
+            pool.clone(),
+            job_events.clone(),
+            shutdown.clone(),
+        ));
         let deps = Arc::new(WorkerDeps {
             pool: pool.clone(),
             registry: registry.clone(),
@@ -108,7 +130,7 @@ impl Application {
                 JobWorker::start_in_arbiter(&arbiter.handle(), move |_| JobWorker::new(id, deps))
             })
             .collect();
-        arbiter.spawn(worker::dispatch(pool.clone(), workers));
+        arbiter.spawn(worker::dispatch(pool.clone(), workers, shutdown.clone()));
 
         let state = web::Data::new(AppState {
             settings: settings.clone(),
@@ -147,15 +169,12 @@ impl Application {
             server,
             pool,
             _arbiter: arbiter,
+            _shutdown: ShutdownGuard(shutdown),
         })
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
-    }
-
-    pub fn port(&self) -> u16 {
-        self.addr.port()
     }
 
     /// Serves until SIGINT/SIGTERM, then hands running jobs back to the queue. VMs keep running.

@@ -2,14 +2,27 @@
 //! asked for) into commands to the VM's actor, which decides what, if anything, to record.
 
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::registry::VmRegistry;
 use crate::hypervisor::{MachineEvent, Observation};
 use crate::store::CommandMeta;
 use crate::vm::{Observed, VmCommand};
 
-pub async fn observe(registry: VmRegistry, mut events: mpsc::UnboundedReceiver<MachineEvent>) {
-    while let Some(event) = events.recv().await {
+/// Records observations until the hypervisor goes away or `shutdown` is cancelled.
+pub async fn observe(
+    registry: VmRegistry,
+    mut events: mpsc::UnboundedReceiver<MachineEvent>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let event = tokio::select! {
+            event = events.recv() => match event {
+                Some(event) => event,
+                None => break,
+            },
+            () = shutdown.cancelled() => break,
+        };
         let observed = match event.observation {
             // The exit that follows is what changes the VM.
             Observation::Shutdown { .. } => continue,

@@ -121,8 +121,4 @@ impl VmRegistry {
         }
         Err(ActorError::Mailbox(MailboxError::Closed))
     }
-
-    pub fn pool(&self) -> &PgPool {
-        &self.shared.pool
-    }
 }

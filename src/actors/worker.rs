@@ -9,6 +9,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::registry::{ActorError, VmRegistry};
@@ -262,8 +263,16 @@ fn stop_reason(outcome: StopOutcome) -> &'static str {
     }
 }
 
-/// Wakes the workers whenever a job is created (NOTIFY) and when a delayed retry falls due.
-pub async fn dispatch(pool: PgPool, workers: Vec<Addr<JobWorker>>) {
+/// Wakes the workers whenever a job is created (NOTIFY) and when a delayed retry falls due, until
+/// `shutdown` is cancelled.
+pub async fn dispatch(pool: PgPool, workers: Vec<Addr<JobWorker>>, shutdown: CancellationToken) {
+    tokio::select! {
+        () = dispatch_until_error(pool, workers) => {}
+        () = shutdown.cancelled() => tracing::debug!("job dispatcher stopped"),
+    }
+}
+
+async fn dispatch_until_error(pool: PgPool, workers: Vec<Addr<JobWorker>>) {
     const SAFETY_NET: Duration = Duration::from_secs(30);
     let mut listener = loop {
         match PgListener::connect_with(&pool).await {

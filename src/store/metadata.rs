@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use crate::vm::{JobEffect, Operation};
+use crate::vm::JobEffect;
 
 /// How a command reached the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +62,7 @@ impl CommandMeta {
         match job {
             Some(JobEffect::Opens { job_id, operation }) => {
                 map.insert("job_id".into(), job_id.to_string());
-                map.insert("job_kind".into(), operation_kind(operation).to_string());
+                map.insert("job_kind".into(), operation.as_str().to_string());
             }
             Some(JobEffect::Closes {
                 job_id,
@@ -81,14 +81,10 @@ impl CommandMeta {
     }
 }
 
-fn operation_kind(op: Operation) -> &'static str {
-    op.as_str()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vm::JobOutcome;
+    use crate::vm::{JobOutcome, Operation};
 
     #[test]
     fn an_opening_event_names_its_job_and_kind() {

@@ -166,9 +166,16 @@ pub struct TestApp {
 
 /// VoidVM in this process, on a free port, logged in as admin.
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// `spawn_app` with settings changed by `tweak`.
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let env = Env::new().await;
     voidvm::telemetry::init();
-    let app = Application::build(env.settings())
+    let mut settings = env.settings();
+    tweak(&mut settings);
+    let app = Application::build(settings)
         .await
         .expect("the application failed to build");
     let address = format!("http://{}", app.addr());

@@ -6,5 +6,6 @@ mod crash;
 mod errors;
 mod helpers;
 mod hypervisor;
+mod jobs;
 mod lifecycle;
 mod snapshots;

@@ -1,0 +1,93 @@
+//! Jobs behind a busy worker: cancelling one that is still queued, and VM actors that stopped
+//! while idle coming back with their state.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::spawn_app_with;
+
+#[actix_rt::test]
+async fn a_queued_job_can_be_cancelled_and_the_vm_goes_back() {
+    let app = spawn_app_with(|s| s.workers = 1).await;
+    // A blank-disk VM ignores ACPI, so a graceful stop holds the only worker for its timeout.
+    let (_, body) = app
+        .create_vm(json!({"name": "blocker", "cpu": 1, "memory": 128, "disk": 1}))
+        .await;
+    let blocker = body["data"]["id"].as_str().unwrap().to_string();
+    app.wait_job(body["data"]["jobId"].as_str().unwrap()).await;
+    let (_, body) = app
+        .create_vm(json!({"name": "waiter", "cpu": 1, "memory": 128, "disk": 1}))
+        .await;
+    let waiter = body["data"]["id"].as_str().unwrap().to_string();
+    app.wait_job(body["data"]["jobId"].as_str().unwrap()).await;
+    app.act_and_wait(&blocker, "start", None).await;
+    let (status, _) = app
+        .vm_action(
+            &blocker,
+            "stop",
+            Some(json!({"force": false, "timeout": 60})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    app.await_status(&blocker, "stopping", 10).await;
+    // Let the worker take the stop job, so the next one has to queue.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, jobs) = app.list_jobs("?status=running").await;
+        if jobs["data"]["pagination"]["total"] == 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stop job never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let (status, body) = app.vm_action(&waiter, "start", None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let job_id = body["data"]["jobId"].as_str().unwrap().to_string();
+    assert_eq!(app.get_job(&job_id).await.1["data"]["status"], "queued");
+
+    let (status, body) = app.cancel_job(&job_id).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["status"], "cancelled");
+    assert_eq!(app.status_of(&waiter).await, "stopped");
+    let (_, events) = app.vm_events(&waiter, "").await;
+    let last = events["data"]["items"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["type"], "JobCancelled", "{events}");
+    // Cancelling twice is a conflict, and the VM takes commands again.
+    assert_eq!(app.cancel_job(&job_id).await.0, StatusCode::CONFLICT);
+    let (status, _) = app.vm_action(&waiter, "start", None).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+}
+
+#[actix_rt::test]
+async fn a_vm_actor_that_stopped_when_idle_comes_back_with_its_state() {
+    let app = spawn_app_with(|s| s.actor_idle_secs = 1).await;
+    let (_, body) = app
+        .create_vm(json!({"name": "sleepy", "cpu": 1, "memory": 128, "disk": 1}))
+        .await;
+    let id = body["data"]["id"].as_str().unwrap().to_string();
+    app.wait_job(body["data"]["jobId"].as_str().unwrap()).await;
+    let (status, _) = app.patch_vm(&id, json!({"cpu": 2})).await;
+    assert_eq!(status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // The rebuilt actor knows the VM is stopped with 2 CPUs: the same change is a no-op and a
+    // pause is refused as the state says.
+    let (status, body) = app.patch_vm(&id, json!({"cpu": 2})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["message"], "Nothing to change.");
+    let (status, body) = app.vm_action(&id, "pause", None).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(body["error"]["code"], "VM_NOT_RUNNING");
+    app.act_and_wait(&id, "start", None).await;
+    assert_eq!(app.status_of(&id).await, "running");
+}
