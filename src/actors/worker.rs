@@ -114,6 +114,7 @@ async fn run_job(deps: &WorkerDeps, job: JobRow) -> Result<(), StoreError> {
             tracing::error!(error = ?e, "job failed");
             JobResult::Failed {
                 reason: e.to_string(),
+                attempts: u32::try_from(job.attempt).unwrap_or(0),
             }
         }
     };

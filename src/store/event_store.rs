@@ -41,10 +41,10 @@ impl VmEventStore {
     pub fn new(pool: PgPool, snapshot_every: usize) -> Self {
         let repo = PostgresEventRepository::new(pool);
         VmEventStore {
-            store: std::sync::Arc::new(PersistedEventStore::new_snapshot_store(
-                repo,
-                snapshot_every,
-            )),
+            store: std::sync::Arc::new(
+                PersistedEventStore::new_snapshot_store(repo, snapshot_every)
+                    .with_upcasters(super::upcasters::all()),
+            ),
             snapshot_every,
         }
     }

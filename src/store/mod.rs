@@ -10,6 +10,7 @@ pub mod event_log;
 pub mod event_store;
 pub mod jobs;
 pub mod metadata;
+pub mod upcasters;
 pub mod users;
 pub mod vm_view;
 

@@ -174,10 +174,11 @@ impl Vm {
         self.existing_status()?;
         let operation = self.pending_job(&job_id)?.operation;
         let event = match (operation, result) {
-            (operation, JobResult::Failed { reason }) => VmEvent::OperationFailed {
+            (operation, JobResult::Failed { reason, attempts }) => VmEvent::OperationFailed {
                 job_id,
                 operation,
                 reason,
+                attempts,
             },
             (Operation::Provision, JobResult::Provisioned) => VmEvent::VmProvisioned { job_id },
             (Operation::Start, JobResult::Started { pid, accel }) => {
@@ -231,6 +232,7 @@ impl Vm {
                         job_id: job.id.clone(),
                         operation: job.operation,
                         reason: format!("The machine shut down during the operation: {reason}."),
+                        attempts: 0,
                     }],
                     (false, job) => vec![VmEvent::VmCrashed {
                         reason,

@@ -62,14 +62,25 @@ pub struct Reconfiguration {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobResult {
     Provisioned,
-    Started { pid: u32, accel: String },
-    Stopped { reason: String },
-    Restarted { pid: u32 },
+    Started {
+        pid: u32,
+        accel: String,
+    },
+    Stopped {
+        reason: String,
+    },
+    Restarted {
+        pid: u32,
+    },
     Paused,
     Resumed,
     Reset,
     Deleted,
-    Failed { reason: String },
+    /// The job gave up after `attempts` tries.
+    Failed {
+        reason: String,
+        attempts: u32,
+    },
 }
 
 /// Something a machine did that no job asked for.

@@ -111,10 +111,16 @@ pub enum VmEvent {
         job_id: Option<String>,
     },
     /// A job gave up; the VM is left in `error` with the reason.
+    ///
+    /// Version 2 added `attempts`; version-1 events are read as one attempt (see
+    /// `store::upcasters`).
     OperationFailed {
         job_id: String,
         operation: Operation,
         reason: String,
+        /// How many times a worker tried; 0 when the machine ended the job before a worker
+        /// reported back.
+        attempts: u32,
     },
     /// A queued job was cancelled before a worker took it; the VM is back where it was.
     JobCancelled {
@@ -178,6 +184,32 @@ impl VmEvent {
             VmEvent::VmCrashed { .. } => "VmCrashed",
             VmEvent::OperationFailed { .. } => "OperationFailed",
             VmEvent::JobCancelled { .. } => "JobCancelled",
+        }
+    }
+
+    /// The current version of this event's shape.
+    pub fn version(&self) -> u32 {
+        match self {
+            VmEvent::OperationFailed { .. } => 2,
+            VmEvent::VmCreated { .. }
+            | VmEvent::VmProvisioned { .. }
+            | VmEvent::StartRequested { .. }
+            | VmEvent::VmStarted { .. }
+            | VmEvent::StopRequested { .. }
+            | VmEvent::VmStopped { .. }
+            | VmEvent::RestartRequested { .. }
+            | VmEvent::VmRestarted { .. }
+            | VmEvent::PauseRequested { .. }
+            | VmEvent::VmPaused { .. }
+            | VmEvent::ResumeRequested { .. }
+            | VmEvent::VmResumed { .. }
+            | VmEvent::ResetRequested { .. }
+            | VmEvent::VmReset { .. }
+            | VmEvent::VmReconfigured { .. }
+            | VmEvent::DeleteRequested { .. }
+            | VmEvent::VmDeleted { .. }
+            | VmEvent::VmCrashed { .. }
+            | VmEvent::JobCancelled { .. } => 1,
         }
     }
 
@@ -262,6 +294,6 @@ impl DomainEvent for VmEvent {
     }
 
     fn event_version(&self) -> String {
-        "1".to_string()
+        self.version().to_string()
     }
 }

@@ -127,6 +127,7 @@ fn history(status: VmStatus) -> Vec<VmEvent> {
                 job_id: job("job-1"),
                 operation: Operation::Start,
                 reason: "QEMU refused to start.".into(),
+                attempts: 1,
             }],
         ]
         .concat(),
@@ -376,12 +377,14 @@ fn a_failed_job_records_the_reason() {
             job_id: "job-2".into(),
             result: JobResult::Failed {
                 reason: "QMP refused.".into(),
+                attempts: 3,
             },
         })
         .then_expect_events(vec![VmEvent::OperationFailed {
             job_id: "job-2".into(),
             operation: Operation::Pause,
             reason: "QMP refused.".into(),
+            attempts: 3,
         }]);
 }
 

@@ -1,0 +1,59 @@
+//! Upcasters: events keep the shape they were written in, forever. When a shape changes, the
+//! event gets a new version and an upcaster here turns the old shape into the new one as events
+//! are read, so the aggregate only ever sees current shapes.
+
+use cqrs_es::persist::{EventUpcaster, SerializedEvent};
+use serde_json::Value;
+
+/// Every upcaster, oldest change first.
+pub fn all() -> Vec<Box<dyn EventUpcaster>> {
+    vec![Box::new(OperationFailedV1ToV2)]
+}
+
+/// `OperationFailed` v2 added `attempts`. A v1 failure was recorded after at least one try, so
+/// it reads as one attempt (the least it can have been).
+pub struct OperationFailedV1ToV2;
+
+impl EventUpcaster for OperationFailedV1ToV2 {
+    fn can_upcast(&self, event_type: &str, event_version: &str) -> bool {
+        event_type == "OperationFailed" && event_version == "1"
+    }
+
+    fn upcast(&self, mut event: SerializedEvent) -> SerializedEvent {
+        if let Some(Value::Object(fields)) = event.payload.get_mut("OperationFailed") {
+            fields.entry("attempts").or_insert(Value::from(1));
+        }
+        event.event_version = "2".to_string();
+        event
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vm::VmEvent;
+    use serde_json::json;
+
+    #[test]
+    fn a_v1_failure_reads_as_one_attempt() {
+        let v1 = SerializedEvent {
+            aggregate_id: "vm-1".into(),
+            sequence: 4,
+            aggregate_type: "vm".into(),
+            event_type: "OperationFailed".into(),
+            event_version: "1".into(),
+            payload: json!({"OperationFailed": {"jobId": "j", "operation": "start", "reason": "r"}}),
+            metadata: json!({}),
+        };
+        let up = OperationFailedV1ToV2;
+        assert!(up.can_upcast("OperationFailed", "1"));
+        assert!(!up.can_upcast("OperationFailed", "2"));
+        let v2 = up.upcast(v1);
+        assert_eq!(v2.event_version, "2");
+        let event: VmEvent = serde_json::from_value(v2.payload).unwrap();
+        assert!(matches!(
+            event,
+            VmEvent::OperationFailed { attempts: 1, .. }
+        ));
+    }
+}
