@@ -111,6 +111,11 @@ impl VmRegistry {
         Err(ActorError::Mailbox(MailboxError::Closed))
     }
 
+    /// The event store, for reads that need no actor (history).
+    pub fn store(&self) -> &VmEventStore {
+        &self.shared.store
+    }
+
     /// The VM's current state as its actor holds it.
     pub async fn inspect(&self, vm_id: &str) -> Result<Committed, ActorError> {
         for _ in 0..2 {

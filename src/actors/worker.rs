@@ -215,10 +215,7 @@ async fn perform(deps: &WorkerDeps, job: &JobRow) -> Result<JobResult, JobError>
             let machine = hv.start(&spec).await?;
             JobResult::Started {
                 pid: machine.pid,
-                accel: serde_json::to_value(machine.accel)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default(),
+                accel: machine.accel.to_string(),
             }
         }
         Operation::Stop => {

@@ -123,6 +123,9 @@ pub async fn wait(
         job = visible(&state, &user, &job_id).await?;
     }
     let finished = job.is_finished();
+    if finished {
+        view_caught_up(&state, &job, deadline).await?;
+    }
     let mut data = serde_json::to_value(JobView::from(job)).map_err(anyhow::Error::from)?;
     if let Some(obj) = data.as_object_mut() {
         obj.insert("finished".into(), json!(finished));
@@ -135,6 +138,24 @@ pub async fn wait(
             "The job is still in progress."
         },
     ))
+}
+
+/// A job's end commits with its event; the VM list is written just after. Waiting for the list to
+/// drop the job means a client that waits and then reads the VM sees the outcome.
+async fn view_caught_up(
+    state: &AppState,
+    job: &JobRow,
+    deadline: tokio::time::Instant,
+) -> Result<(), ApiError> {
+    loop {
+        let pending = crate::store::vm_view::get(&state.pool, &job.vm_id)
+            .await?
+            .and_then(|vm| vm.pending_job_id);
+        if pending.as_deref() != Some(job.id.as_str()) || tokio::time::Instant::now() >= deadline {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[tracing::instrument(name = "cancel_job", skip_all, fields(user_id = %user.id, job_id = %path))]

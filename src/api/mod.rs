@@ -1,5 +1,6 @@
 //! The HTTP API: routes, and the answers for paths and methods it does not know.
 
+pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod envelope;
@@ -63,6 +64,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     web::post().to(|s, u, p| vms::verb(s, u, p, Verb::Reset)),
                 )
                 .route("/vms/{id}/events", web::get().to(vms::events))
+                .route("/vms/{id}/history", web::get().to(vms::history))
+                .route("/events", web::get().to(audit::events))
+                .route("/logs", web::get().to(audit::logs))
                 .route("/jobs", web::get().to(jobs::list))
                 .route("/jobs/{id}", web::get().to(jobs::get))
                 .route("/jobs/{id}/wait", web::get().to(jobs::wait))

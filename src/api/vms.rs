@@ -12,7 +12,8 @@ use super::error::ApiError;
 use super::vm_input::{self, CreateVm, PatchVm, StopVm};
 use crate::auth::{AuthUser, ID_ALPHABET};
 use crate::startup::AppState;
-use crate::store::{event_log, vm_view, Via};
+use crate::store::audit::{self, EventFilter};
+use crate::store::{vm_view, Via};
 use crate::vm::{Owner, Reconfiguration, VmCommand, VmError, VmSpec, VmStatus};
 
 pub fn new_vm_id() -> String {
@@ -354,7 +355,20 @@ pub struct EventsQuery {
     limit: Option<u32>,
 }
 
-/// The VM's own events, oldest first, `after` a sequence number.
+/// The VM, deleted or not, if the user may read its history.
+async fn readable(
+    state: &AppState,
+    user: &AuthUser,
+    vm_id: &str,
+) -> Result<vm_view::VmView, ApiError> {
+    match vm_view::get(&state.pool, vm_id).await? {
+        Some(vm) if user.may_access(&vm.owner_id) => Ok(vm),
+        Some(_) | None => Err(ApiError::VmNotFound(vm_id.to_string())),
+    }
+}
+
+/// The VM's own events, oldest first; `after` and `next` are sequence numbers. A deleted VM's
+/// events stay readable.
 #[tracing::instrument(name = "vm_events", skip_all, fields(user_id = %user.id, vm_id = %path))]
 pub async fn events(
     state: web::Data<AppState>,
@@ -363,22 +377,76 @@ pub async fn events(
     query: web::Query<EventsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let vm_id = path.into_inner();
-    // A deleted VM's history stays readable by its owner.
-    match vm_view::get(&state.pool, &vm_id).await? {
-        Some(vm) if user.may_access(&vm.owner_id) => {}
-        Some(_) | None => return Err(ApiError::VmNotFound(vm_id)),
-    }
+    readable(&state, &user, &vm_id).await?;
     let (_, limit) = page_and_limit(None, query.limit)?;
     let after = query.after.unwrap_or(0);
     if after < 0 {
         return Err(ApiError::validation("after", "after must not be negative."));
     }
-    let events = event_log::for_vm(&state.pool, &vm_id, after, limit).await?;
-    let next = (events.len() == limit as usize)
-        .then(|| events.last().map(|e| e.sequence))
-        .flatten();
+    let filter = EventFilter {
+        vm_id: Some(vm_id),
+        after_sequence: Some(after),
+        ..EventFilter::default()
+    };
+    let rows = audit::page(&state.pool, &filter, limit).await?;
+    let next = rows.last().map(|e| e.sequence).unwrap_or(after);
+    let items: Vec<_> = rows.iter().map(audit::AuditRow::to_json).collect();
     Ok(envelope::ok(
-        json!({ "items": events, "next": next }),
+        json!({ "items": items, "next": next, "hasMore": items.len() == limit as usize }),
         "The virtual machine's events.",
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    at: Option<String>,
+}
+
+/// `GET /vms/{id}/history?at=<sequence | RFC 3339 time>`: the VM as it was then, rebuilt from its
+/// own events by the aggregate. Without `at`, as it is now.
+#[tracing::instrument(name = "vm_history", skip_all, fields(user_id = %user.id, vm_id = %path))]
+pub async fn history(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<String>,
+    query: web::Query<HistoryQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let vm_id = path.into_inner();
+    readable(&state, &user, &vm_id).await?;
+    // The stream itself, not the VM list, says how far history goes.
+    let latest = audit::latest_sequence(&state.pool, &vm_id).await?;
+    let sequence = match query.at.as_deref() {
+        None => latest,
+        Some(at) => match at.parse::<i64>() {
+            Ok(n) if n >= 1 => n.min(latest),
+            Ok(_) => return Err(ApiError::validation("at", "A sequence starts at 1.")),
+            Err(_) => {
+                let time = super::audit::parse_time("at", at)?;
+                audit::sequence_at(&state.pool, &vm_id, time)
+                    .await?
+                    .ok_or_else(|| {
+                        ApiError::validation("at", "The virtual machine did not exist yet then.")
+                    })?
+            }
+        },
+    };
+    let (created_at, recorded_at) = audit::recorded_at(&state.pool, &vm_id, sequence)
+        .await?
+        .ok_or_else(|| ApiError::VmNotFound(vm_id.clone()))?;
+    let vm = state
+        .registry
+        .store()
+        .state_at(&vm_id, usize::try_from(sequence).unwrap_or(0))
+        .await?;
+    let view = vm_view::VmView::new(&vm, sequence, created_at, recorded_at);
+    Ok(envelope::ok(
+        json!({
+            "vmId": vm_id,
+            "at": { "sequence": sequence, "recordedAt": recorded_at },
+            "latestSequence": latest,
+            "state": view,
+        }),
+        "The virtual machine's state at that point.",
     ))
 }

@@ -63,6 +63,23 @@ impl VmEventStore {
         })
     }
 
+    /// The VM's state as of event `sequence`, rebuilt from its events (upcast to their current
+    /// shapes) by the aggregate's own `apply`.
+    pub async fn state_at(&self, vm_id: &str, sequence: usize) -> Result<Vm, StoreError> {
+        let mut vm = Vm::default();
+        for envelope in self
+            .store
+            .load_events(vm_id)
+            .await
+            .map_err(store_error)?
+            .into_iter()
+            .take_while(|e| e.sequence <= sequence)
+        {
+            vm.apply(envelope.payload);
+        }
+        Ok(vm)
+    }
+
     /// Decides `command` against `state` and, when it yields events, commits them with optimistic
     /// concurrency. On success `state` is the state after the events.
     pub async fn execute(

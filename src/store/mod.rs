@@ -6,7 +6,7 @@ use sqlx::migrate::MigrateDatabase;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
-pub mod event_log;
+pub mod audit;
 pub mod event_store;
 pub mod jobs;
 pub mod metadata;

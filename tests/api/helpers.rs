@@ -364,6 +364,40 @@ impl TestApp {
         .await
     }
 
+    /// `GET /events`.
+    pub async fn events(&self, query: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, &format!("/api/v1/events{query}"), None)
+            .await
+    }
+
+    /// `GET /logs`.
+    pub async fn logs(&self, query: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, &format!("/api/v1/logs{query}"), None)
+            .await
+    }
+
+    /// `GET /vms/{id}/history?at=`.
+    pub async fn history(&self, id: &str, at: &str) -> (StatusCode, Value) {
+        let at = utf8_percent_encode(at);
+        self.call(
+            Method::GET,
+            &format!("/api/v1/vms/{id}/history?at={at}"),
+            None,
+        )
+        .await
+    }
+
+    /// The server process's peak resident memory in KiB (process-based servers only).
+    pub fn server_peak_kib(&self) -> u64 {
+        let pid = self.server.as_ref().expect("a server process").id();
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .expect("the server's /proc status")
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM")
+    }
+
     pub async fn get_job(&self, id: &str) -> (StatusCode, Value) {
         self.call(Method::GET, &format!("/api/v1/jobs/{id}"), None)
             .await
@@ -468,4 +502,11 @@ pub async fn eventually<F: FnMut() -> bool>(secs: u64, what: &str, mut check: F)
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Enough escaping for the values tests put in query strings (RFC 3339 times carry `+` and `:`).
+pub fn utf8_percent_encode(s: &str) -> String {
+    s.replace('%', "%25")
+        .replace('+', "%2B")
+        .replace(':', "%3A")
 }

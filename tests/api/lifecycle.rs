@@ -111,11 +111,24 @@ async fn a_vm_lives_its_whole_life_through_the_api() {
     assert_eq!(types, expected, "{body}");
     // Every event names who acted and how.
     for e in body["data"]["items"].as_array().unwrap() {
-        assert!(e["metadata"]["actor_id"].is_string(), "{e}");
+        assert!(e["actor"]["id"].is_string(), "{e}");
         assert!(e["position"].is_i64(), "{e}");
     }
-    assert_eq!(body["data"]["items"][0]["metadata"]["actor_name"], "admin");
-    assert_eq!(body["data"]["items"][0]["metadata"]["via"], "rest");
+    assert_eq!(body["data"]["items"][0]["actor"]["name"], "admin");
+    assert_eq!(body["data"]["items"][0]["actor"]["via"], "rest");
+    assert!(body["data"]["items"][0]["requestId"].is_string());
+    // Outcomes are the system acting on the job's behalf.
+    assert_eq!(body["data"]["items"][1]["actor"]["via"], "system");
+    // A deleted VM's history stays queryable.
+    let (status, body) = app
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/v1/vms/{id}/history?at=4"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["state"]["status"], "running");
 }
 
 #[actix_rt::test]

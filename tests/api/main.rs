@@ -1,6 +1,7 @@
 //! The integration tests: one binary, real PostgreSQL and real QEMU (TCG). Run
 //! `scripts/setup.sh` first; a missing service or guest fails a test with a clear message.
 
+mod audit;
 mod auth;
 mod crash;
 mod errors;
@@ -8,4 +9,5 @@ mod helpers;
 mod hypervisor;
 mod jobs;
 mod lifecycle;
+mod schemas;
 mod snapshots;

@@ -1,0 +1,266 @@
+//! The audit log over HTTP: `GET /events` (filtered, keyset-paged, or streamed as NDJSON) and
+//! `GET /logs` (the same log, paged for people, with levels).
+
+use std::convert::Infallible;
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::envelope::{self, Pagination};
+use super::error::ApiError;
+use super::vms::page_and_limit;
+use crate::auth::AuthUser;
+use crate::startup::AppState;
+use crate::store::audit::{self, EventFilter, Level};
+use crate::vm::VmEvent;
+
+const PAGE_DEFAULT: u32 = 100;
+const PAGE_MAX: u32 = 1000;
+pub const NDJSON: &str = "application/x-ndjson";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EventsQuery {
+    vm_id: Option<String>,
+    /// One type or several, comma-separated.
+    #[serde(rename = "type")]
+    types: Option<String>,
+    actor: Option<String>,
+    job_id: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    after: Option<i64>,
+    before: Option<i64>,
+    limit: Option<u32>,
+    format: Option<String>,
+}
+
+pub fn parse_time(field: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
+    DateTime::parse_from_rfc3339(value)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| ApiError::validation(field, format!("'{value}' is not an RFC 3339 time.")))
+}
+
+/// A `[from, to)` window; either end may be open.
+type TimeRange = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
+fn time_range(from: Option<&str>, to: Option<&str>) -> Result<TimeRange, ApiError> {
+    let from = from.map(|v| parse_time("from", v)).transpose()?;
+    let to = to.map(|v| parse_time("to", v)).transpose()?;
+    if let (Some(f), Some(t)) = (from, to) {
+        if f > t {
+            return Err(ApiError::validation("to", "to must not be before from."));
+        }
+    }
+    Ok((from, to))
+}
+
+fn filter_of(user: &AuthUser, q: &EventsQuery) -> Result<EventFilter, ApiError> {
+    let types: Vec<String> = q
+        .types
+        .as_deref()
+        .map(|t| t.split(',').map(str::trim).map(String::from).collect())
+        .unwrap_or_default();
+    if let Some(bad) = types
+        .iter()
+        .find(|t| !VmEvent::TYPE_NAMES.contains(&t.as_str()))
+    {
+        return Err(ApiError::validation(
+            "type",
+            format!("'{bad}' is not an event type."),
+        ));
+    }
+    for (field, value) in [("after", q.after), ("before", q.before)] {
+        if value.is_some_and(|v| v < 0) {
+            return Err(ApiError::validation(
+                field,
+                format!("{field} must not be negative."),
+            ));
+        }
+    }
+    let (from, to) = time_range(q.from.as_deref(), q.to.as_deref())?;
+    Ok(EventFilter {
+        owner_id: (!user.is_admin()).then(|| user.id.clone()),
+        vm_id: q.vm_id.clone(),
+        types,
+        actor: q.actor.clone(),
+        job_id: q.job_id.clone(),
+        from,
+        to,
+        after: q.after,
+        before: q.before,
+        ..EventFilter::default()
+    })
+}
+
+fn wants_ndjson(req: &HttpRequest, format: Option<&str>) -> Result<bool, ApiError> {
+    match format {
+        Some("ndjson") => return Ok(true),
+        Some("json") => return Ok(false),
+        Some(other) => {
+            return Err(ApiError::validation(
+                "format",
+                format!("'{other}' is not a format; use json or ndjson."),
+            ))
+        }
+        None => {}
+    }
+    Ok(req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains(NDJSON)))
+}
+
+/// `GET /events`: oldest first from `after`; `next` is the cursor for the following page (it
+/// only moves forward, so polling with it sees each event exactly once).
+#[tracing::instrument(name = "audit_events", skip_all, fields(user_id = %user.id))]
+pub async fn events(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    req: HttpRequest,
+    query: web::Query<EventsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let q = query.into_inner();
+    let filter = filter_of(&user, &q)?;
+    if wants_ndjson(&req, q.format.as_deref())? {
+        return Ok(export(state.pool.clone(), filter));
+    }
+    let limit = q.limit.unwrap_or(PAGE_DEFAULT);
+    if limit == 0 || limit > PAGE_MAX {
+        return Err(ApiError::validation(
+            "limit",
+            format!("limit must be between 1 and {PAGE_MAX}."),
+        ));
+    }
+    let rows = audit::page(&state.pool, &filter, limit).await?;
+    let next = rows.last().map(|r| r.position).or(q.after).unwrap_or(0);
+    let items: Vec<_> = rows.iter().map(audit::AuditRow::to_json).collect();
+    Ok(envelope::ok(
+        json!({ "items": items, "next": next, "hasMore": items.len() == limit as usize }),
+        "Events.",
+    ))
+}
+
+/// Streams every matching event as one JSON line each. Rows go from one database connection
+/// through a small channel to the client, so memory stays bounded whatever the range.
+fn export(pool: sqlx::PgPool, filter: EventFilter) -> HttpResponse {
+    let (tx, rx) = mpsc::channel::<web::Bytes>(16);
+    actix_web::rt::spawn(async move {
+        let mut conn = match pool.acquire().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "the export could not get a connection");
+                let _ = tx.send(error_line()).await;
+                return;
+            }
+        };
+        let mut query = audit::export_query(&filter);
+        let mut rows = audit::stream(&mut conn, &mut query);
+        let mut chunk = Vec::with_capacity(64 * 1024);
+        while let Some(row) = rows.next().await {
+            match row {
+                Ok(row) => {
+                    if serde_json::to_writer(&mut chunk, &row.to_json()).is_err() {
+                        continue;
+                    }
+                    chunk.push(b'\n');
+                    if chunk.len() >= 60 * 1024
+                        && tx
+                            .send(web::Bytes::from(std::mem::take(&mut chunk)))
+                            .await
+                            .is_err()
+                    {
+                        return; // The client went away.
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = ?anyhow::Error::new(e), "the export failed mid-stream");
+                    chunk.extend_from_slice(&error_line());
+                    break;
+                }
+            }
+        }
+        if !chunk.is_empty() {
+            let _ = tx.send(web::Bytes::from(chunk)).await;
+        }
+    });
+    let body = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
+    });
+    HttpResponse::Ok().content_type(NDJSON).streaming(body)
+}
+
+/// The last line of an export that could not finish, so a reader knows it is incomplete.
+fn error_line() -> web::Bytes {
+    web::Bytes::from(format!(
+        "{}\n",
+        json!({"error": {"code": "INTERNAL_ERROR", "message": "The export stopped early; it is incomplete."}})
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsQuery {
+    level: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    page: Option<u32>,
+    limit: Option<u32>,
+}
+
+/// `GET /logs`: the log for people, newest first, `level` being the least severe to show.
+#[tracing::instrument(name = "logs", skip_all, fields(user_id = %user.id))]
+pub async fn logs(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    query: web::Query<LogsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let q = query.into_inner();
+    let (page, limit) = page_and_limit(q.page, q.limit)?;
+    let min_level = q
+        .level
+        .as_deref()
+        .map(|l| {
+            Level::parse(l).ok_or_else(|| {
+                ApiError::validation(
+                    "level",
+                    format!("'{l}' is not a level: info, warn or error."),
+                )
+            })
+        })
+        .transpose()?;
+    let (from, to) = time_range(q.from.as_deref(), q.to.as_deref())?;
+    let filter = EventFilter {
+        owner_id: (!user.is_admin()).then(|| user.id.clone()),
+        from,
+        to,
+        min_level,
+        ..EventFilter::default()
+    };
+    let (rows, total) = audit::page_by_offset(&state.pool, &filter, page, limit).await?;
+    let items: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            json!({
+                "id": r.position,
+                "timestamp": r.recorded_at,
+                "level": r.level,
+                "message": r.describe(),
+                "type": r.event_type,
+                "vmId": r.aggregate_id,
+                "actor": r.metadata["actor_name"],
+                "jobId": r.metadata["job_id"],
+            })
+        })
+        .collect();
+    Ok(envelope::ok(
+        json!({ "items": items, "pagination": Pagination::new(page, limit, total) }),
+        "Logs.",
+    ))
+}

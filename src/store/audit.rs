@@ -1,0 +1,299 @@
+//! The event log as an audit log: filtered, keyset-paged reads by global position, a streaming
+//! export, and a human view with levels. Positions are handed out in commit order (see
+//! `migrations/0005_audit.sql`), so paging by position never skips an event.
+
+use chrono::{DateTime, Utc};
+use futures::{Stream, StreamExt};
+use serde::Serialize;
+use serde_json::{json, Value};
+use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
+
+use super::StoreError;
+
+/// What `GET /events` may filter on. Everything is optional; all given filters must hold.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    /// Only events of VMs this user owns (set for non-admins).
+    pub owner_id: Option<String>,
+    pub vm_id: Option<String>,
+    pub types: Vec<String>,
+    /// A user id or a user name.
+    pub actor: Option<String>,
+    pub job_id: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub after: Option<i64>,
+    pub before: Option<i64>,
+    /// A cursor within one VM's stream (`/vms/{id}/events`).
+    pub after_sequence: Option<i64>,
+    /// Minimum level (`/logs`).
+    pub min_level: Option<Level>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Info,
+    Warn,
+    Error,
+}
+
+impl Level {
+    pub fn parse(s: &str) -> Option<Level> {
+        match s {
+            "info" => Some(Level::Info),
+            "warn" => Some(Level::Warn),
+            "error" => Some(Level::Error),
+            _ => None,
+        }
+    }
+}
+
+/// The level an event gets in `/logs`: failures and crashes are errors; cancellations and
+/// things the machine did that nobody asked for (a guest powering off, a pause) are warnings.
+const LEVEL_SQL: &str = "CASE
+    WHEN e.event_type IN ('OperationFailed', 'VmCrashed') THEN 'error'
+    WHEN e.event_type = 'JobCancelled'
+      OR (e.event_type IN ('VmStopped', 'VmPaused', 'VmResumed') AND NOT e.metadata ? 'job_id')
+      THEN 'warn'
+    ELSE 'info' END";
+
+/// One entry of the audit log.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditRow {
+    pub position: i64,
+    #[serde(rename = "streamId")]
+    pub aggregate_id: String,
+    pub sequence: i64,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub version: String,
+    pub payload: Value,
+    pub metadata: Value,
+    pub recorded_at: DateTime<Utc>,
+    pub level: String,
+}
+
+impl AuditRow {
+    /// The API shape: `data` is the event's own fields; who acted, how and where, are lifted out
+    /// of the metadata.
+    pub fn to_json(&self) -> Value {
+        let m = &self.metadata;
+        let data = self
+            .payload
+            .get(&self.event_type)
+            .cloned()
+            .unwrap_or_else(|| self.payload.clone());
+        json!({
+            "position": self.position,
+            "streamId": self.aggregate_id,
+            "vmId": self.aggregate_id,
+            "sequence": self.sequence,
+            "type": self.event_type,
+            "version": self.version,
+            "data": data,
+            "actor": { "id": m["actor_id"], "name": m["actor_name"], "via": m["via"] },
+            "jobId": m["job_id"],
+            "requestId": m["request_id"],
+            "clientAddr": m["client_addr"],
+            "recordedAt": self.recorded_at,
+        })
+    }
+
+    /// One sentence for people, for `/logs`.
+    pub fn describe(&self) -> String {
+        let actor = self.metadata["actor_name"].as_str().unwrap_or("someone");
+        let vm = &self.aggregate_id;
+        let data = self.payload.get(&self.event_type).unwrap_or(&Value::Null);
+        let reason = data["reason"].as_str().unwrap_or("no reason given");
+        let requested = |what: &str| format!("{actor} asked to {what} {vm}.");
+        match self.event_type.as_str() {
+            "VmCreated" => format!(
+                "{actor} created {vm} ({}).",
+                data["spec"]["name"].as_str().unwrap_or("unnamed")
+            ),
+            "VmProvisioned" => format!("{vm} was provisioned."),
+            "StartRequested" => requested("start"),
+            "StopRequested" => requested("stop"),
+            "RestartRequested" => requested("restart"),
+            "PauseRequested" => requested("pause"),
+            "ResumeRequested" => requested("resume"),
+            "ResetRequested" => requested("reset"),
+            "DeleteRequested" => requested("delete"),
+            "VmStarted" => format!("{vm} started."),
+            "VmStopped" => format!("{vm} stopped: {reason}"),
+            "VmRestarted" => format!("{vm} restarted."),
+            "VmPaused" => format!("{vm} paused."),
+            "VmResumed" => format!("{vm} resumed."),
+            "VmReset" => format!("{vm} was reset."),
+            "VmReconfigured" => format!("{actor} changed the settings of {vm}."),
+            "VmDeleted" => format!("{vm} was deleted."),
+            "VmCrashed" => format!("{vm} crashed: {reason}"),
+            "OperationFailed" => format!(
+                "The {} of {vm} failed: {reason}",
+                data["operation"].as_str().unwrap_or("operation")
+            ),
+            "JobCancelled" => format!("{actor} cancelled a job of {vm}."),
+            other => format!("{other} happened to {vm}."),
+        }
+    }
+}
+
+fn select(filter: &EventFilter) -> QueryBuilder<'static, Postgres> {
+    let mut q = QueryBuilder::new(format!(
+        "SELECT e.position, e.aggregate_id, e.sequence, e.event_type, e.event_version AS version,
+                e.payload, e.metadata, e.recorded_at, {LEVEL_SQL} AS level
+         FROM events e WHERE e.aggregate_type = 'vm'"
+    ));
+    where_clauses(&mut q, filter);
+    q
+}
+
+fn where_clauses(q: &mut QueryBuilder<'static, Postgres>, f: &EventFilter) {
+    if let Some(owner) = &f.owner_id {
+        q.push(" AND e.aggregate_id IN (SELECT id FROM vms WHERE owner_id = ")
+            .push_bind(owner.clone())
+            .push(")");
+    }
+    if let Some(vm) = &f.vm_id {
+        q.push(" AND e.aggregate_id = ").push_bind(vm.clone());
+    }
+    if !f.types.is_empty() {
+        q.push(" AND e.event_type = ANY(")
+            .push_bind(f.types.clone())
+            .push(")");
+    }
+    if let Some(actor) = &f.actor {
+        q.push(" AND (e.metadata ->> 'actor_id' = ")
+            .push_bind(actor.clone())
+            .push(" OR e.metadata ->> 'actor_name' = ")
+            .push_bind(actor.clone())
+            .push(")");
+    }
+    if let Some(job) = &f.job_id {
+        q.push(" AND e.metadata ->> 'job_id' = ")
+            .push_bind(job.clone());
+    }
+    if let Some(from) = f.from {
+        q.push(" AND e.recorded_at >= ").push_bind(from);
+    }
+    if let Some(to) = f.to {
+        q.push(" AND e.recorded_at < ").push_bind(to);
+    }
+    if let Some(after) = f.after {
+        q.push(" AND e.position > ").push_bind(after);
+    }
+    if let Some(before) = f.before {
+        q.push(" AND e.position < ").push_bind(before);
+    }
+    if let Some(after) = f.after_sequence {
+        q.push(" AND e.sequence > ").push_bind(after);
+    }
+    if let Some(level) = f.min_level {
+        let levels: Vec<String> = [Level::Info, Level::Warn, Level::Error]
+            .into_iter()
+            .filter(|l| *l >= level)
+            .map(|l| json!(l).as_str().unwrap_or_default().to_string())
+            .collect();
+        q.push(format!(" AND ({LEVEL_SQL}) = ANY("))
+            .push_bind(levels)
+            .push(")");
+    }
+}
+
+/// Up to `limit` events after the filter's cursor, oldest first.
+pub async fn page(
+    pool: &PgPool,
+    filter: &EventFilter,
+    limit: u32,
+) -> Result<Vec<AuditRow>, StoreError> {
+    let mut q = select(filter);
+    q.push(" ORDER BY e.position LIMIT ")
+        .push_bind(i64::from(limit));
+    Ok(q.build_query_as().fetch_all(pool).await?)
+}
+
+/// A page by offset, newest first, and the total: the `/logs` view for people.
+pub async fn page_by_offset(
+    pool: &PgPool,
+    filter: &EventFilter,
+    page: u32,
+    limit: u32,
+) -> Result<(Vec<AuditRow>, i64), StoreError> {
+    let mut q = select(filter);
+    q.push(" ORDER BY e.position DESC LIMIT ")
+        .push_bind(i64::from(limit))
+        .push(" OFFSET ")
+        .push_bind(i64::from(page.saturating_sub(1)) * i64::from(limit));
+    let rows = q.build_query_as().fetch_all(pool).await?;
+    let mut count =
+        QueryBuilder::new("SELECT count(*) FROM events e WHERE e.aggregate_type = 'vm'");
+    where_clauses(&mut count, filter);
+    let total: i64 = count.build_query_scalar().fetch_one(pool).await?;
+    Ok((rows, total))
+}
+
+/// Every matching event, oldest first, as a stream that holds one connection and only the rows
+/// in flight: an export of any size runs in bounded memory.
+pub fn stream<'c>(
+    conn: &'c mut PgConnection,
+    query: &'c mut QueryBuilder<'static, Postgres>,
+) -> impl Stream<Item = Result<AuditRow, StoreError>> + 'c {
+    query
+        .build_query_as::<AuditRow>()
+        .fetch(conn)
+        .map(|r| r.map_err(StoreError::from))
+}
+
+/// The ordered query `stream` runs.
+pub fn export_query(filter: &EventFilter) -> QueryBuilder<'static, Postgres> {
+    let mut q = select(filter);
+    q.push(" ORDER BY e.position");
+    q
+}
+
+/// The sequence a VM's stream had reached at `at` (the last event recorded at or before it).
+pub async fn sequence_at(
+    pool: &PgPool,
+    vm_id: &str,
+    at: DateTime<Utc>,
+) -> Result<Option<i64>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT max(sequence) FROM events
+         WHERE aggregate_type = 'vm' AND aggregate_id = $1 AND recorded_at <= $2",
+    )
+    .bind(vm_id)
+    .bind(at)
+    .fetch_one(pool)
+    .await?)
+}
+
+/// The last sequence in a VM's stream (0 when it has none).
+pub async fn latest_sequence(pool: &PgPool, vm_id: &str) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT COALESCE(max(sequence), 0) FROM events
+         WHERE aggregate_type = 'vm' AND aggregate_id = $1",
+    )
+    .bind(vm_id)
+    .fetch_one(pool)
+    .await?)
+}
+
+/// When a VM's event `sequence` and its first event were recorded.
+pub async fn recorded_at(
+    pool: &PgPool,
+    vm_id: &str,
+    sequence: i64,
+) -> Result<Option<(DateTime<Utc>, DateTime<Utc>)>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT (SELECT recorded_at FROM events
+                 WHERE aggregate_type = 'vm' AND aggregate_id = $1 AND sequence = 1),
+                recorded_at
+         FROM events WHERE aggregate_type = 'vm' AND aggregate_id = $1 AND sequence = $2",
+    )
+    .bind(vm_id)
+    .bind(sequence)
+    .fetch_optional(pool)
+    .await?)
+}

@@ -1,0 +1,517 @@
+//! The event schemas in `schemas/events/` against what the code really serialises. Every event
+//! type at its current version has a schema, every sample event validates against it, and old
+//! versions stay readable through their upcasters. Changing an event's shape without a new version
+//! (and a new schema file) fails here. No database is needed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use cqrs_es::persist::{EventUpcaster, SerializedEvent};
+use jsonschema::Validator;
+use serde_json::{json, Value};
+use voidvm::store::upcasters::OperationFailedV1ToV2;
+use voidvm::vm::{Operation, Owner, VmEvent, VmSpec};
+
+/// Versions no longer written but still in the log, each read through an upcaster.
+const OLD_VERSIONS: &[(&str, u32)] = &[("OperationFailed", 1)];
+
+fn schema_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("schemas/events")
+}
+
+fn schema_file(type_name: &str, version: u32) -> String {
+    format!("{type_name}.v{version}.json")
+}
+
+fn load_schema(type_name: &str, version: u32) -> Value {
+    let path = schema_dir().join(schema_file(type_name, version));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read schema {}: {e}", path.display()));
+    serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("schema {} is not JSON: {e}", path.display()))
+}
+
+fn validator(type_name: &str, version: u32) -> Validator {
+    let schema = load_schema(type_name, version);
+    jsonschema::draft202012::new(&schema).unwrap_or_else(|e| {
+        panic!(
+            "schema {} does not compile: {e}",
+            schema_file(type_name, version)
+        )
+    })
+}
+
+/// Every validation error of `instance` against the schema, as readable lines.
+fn errors(validator: &Validator, instance: &Value) -> Vec<String> {
+    validator
+        .iter_errors(instance)
+        .map(|e| format!("at {}: {e}", e.instance_path()))
+        .collect()
+}
+
+fn assert_valid(type_name: &str, version: u32, instance: &Value) {
+    let errs = errors(&validator(type_name, version), instance);
+    assert!(
+        errs.is_empty(),
+        "{instance} does not validate against {}:\n  {}",
+        schema_file(type_name, version),
+        errs.join("\n  ")
+    );
+}
+
+fn assert_invalid(type_name: &str, version: u32, instance: &Value, why: &str) {
+    assert!(
+        !validator(type_name, version).is_valid(instance),
+        "{} accepts {instance}, but should reject it ({why})",
+        schema_file(type_name, version),
+    );
+}
+
+/// Names a variant with every one of its fields spelled out and no `_` arm, so that adding a
+/// variant or a field does not compile until this test (and the schemas) have been looked at.
+/// A new field means a new version: a new schema file and an upcaster, never an edited file.
+fn covers(event: &VmEvent) -> &'static str {
+    match event {
+        VmEvent::VmCreated {
+            vm_id: _,
+            spec:
+                VmSpec {
+                    name: _,
+                    description: _,
+                    cpu: _,
+                    memory: _,
+                    disk: _,
+                    os: _,
+                },
+            owner: Owner { id: _, name: _ },
+            image_present: _,
+            job_id: _,
+        } => "VmCreated",
+        VmEvent::VmProvisioned { job_id: _ } => "VmProvisioned",
+        VmEvent::StartRequested { job_id: _ } => "StartRequested",
+        VmEvent::VmStarted {
+            job_id: _,
+            pid: _,
+            accel: _,
+        } => "VmStarted",
+        VmEvent::StopRequested {
+            job_id: _,
+            force: _,
+            timeout: _,
+        } => "StopRequested",
+        VmEvent::VmStopped {
+            job_id: _,
+            reason: _,
+        } => "VmStopped",
+        VmEvent::RestartRequested { job_id: _ } => "RestartRequested",
+        VmEvent::VmRestarted { job_id: _, pid: _ } => "VmRestarted",
+        VmEvent::PauseRequested { job_id: _ } => "PauseRequested",
+        VmEvent::VmPaused { job_id: _ } => "VmPaused",
+        VmEvent::ResumeRequested { job_id: _ } => "ResumeRequested",
+        VmEvent::VmResumed { job_id: _ } => "VmResumed",
+        VmEvent::ResetRequested { job_id: _ } => "ResetRequested",
+        VmEvent::VmReset { job_id: _ } => "VmReset",
+        VmEvent::VmReconfigured {
+            name: _,
+            description: _,
+            cpu: _,
+            memory: _,
+            requires_restart: _,
+        } => "VmReconfigured",
+        VmEvent::DeleteRequested { job_id: _ } => "DeleteRequested",
+        VmEvent::VmDeleted { job_id: _ } => "VmDeleted",
+        VmEvent::VmCrashed {
+            reason: _,
+            job_id: _,
+        } => "VmCrashed",
+        VmEvent::OperationFailed {
+            job_id: _,
+            operation: _,
+            reason: _,
+            attempts: _,
+        } => "OperationFailed",
+        VmEvent::JobCancelled { job_id: _ } => "JobCancelled",
+    }
+}
+
+fn spec(description: Option<&str>) -> VmSpec {
+    VmSpec {
+        name: "web-1".into(),
+        description: description.map(String::from),
+        cpu: 2,
+        memory: 2048,
+        disk: 20,
+        os: "busybox".into(),
+    }
+}
+
+fn owner() -> Owner {
+    Owner {
+        id: "u-1".into(),
+        name: "admin".into(),
+    }
+}
+
+fn job() -> String {
+    "job-1".into()
+}
+
+/// Samples of every variant: each Option both `Some` and `None`, each bool both ways, numbers at
+/// their edges.
+fn samples() -> Vec<VmEvent> {
+    let mut all = vec![
+        VmEvent::VmCreated {
+            vm_id: "vm-1".into(),
+            spec: spec(Some("a web server")),
+            owner: owner(),
+            image_present: true,
+            job_id: job(),
+        },
+        VmEvent::VmCreated {
+            vm_id: "vm-2".into(),
+            spec: spec(None),
+            owner: owner(),
+            image_present: false,
+            job_id: job(),
+        },
+        VmEvent::VmProvisioned { job_id: job() },
+        VmEvent::StartRequested { job_id: job() },
+        VmEvent::VmStarted {
+            job_id: job(),
+            pid: 4242,
+            accel: "kvm".into(),
+        },
+        VmEvent::VmStarted {
+            job_id: job(),
+            pid: u32::MAX,
+            accel: "tcg".into(),
+        },
+        VmEvent::StopRequested {
+            job_id: job(),
+            force: false,
+            timeout: 30,
+        },
+        VmEvent::StopRequested {
+            job_id: job(),
+            force: true,
+            timeout: u64::MAX,
+        },
+        VmEvent::VmStopped {
+            job_id: Some(job()),
+            reason: "stopped on request".into(),
+        },
+        VmEvent::VmStopped {
+            job_id: None,
+            reason: "guest powered off".into(),
+        },
+        VmEvent::RestartRequested { job_id: job() },
+        VmEvent::VmRestarted {
+            job_id: job(),
+            pid: 0,
+        },
+        VmEvent::PauseRequested { job_id: job() },
+        VmEvent::VmPaused {
+            job_id: Some(job()),
+        },
+        VmEvent::VmPaused { job_id: None },
+        VmEvent::ResumeRequested { job_id: job() },
+        VmEvent::VmResumed {
+            job_id: Some(job()),
+        },
+        VmEvent::VmResumed { job_id: None },
+        VmEvent::ResetRequested { job_id: job() },
+        VmEvent::VmReset { job_id: job() },
+        VmEvent::VmReconfigured {
+            name: Some("web-2".into()),
+            description: Some("renamed".into()),
+            cpu: Some(4),
+            memory: Some(4096),
+            requires_restart: true,
+        },
+        VmEvent::VmReconfigured {
+            name: None,
+            description: None,
+            cpu: None,
+            memory: None,
+            requires_restart: false,
+        },
+        VmEvent::DeleteRequested { job_id: job() },
+        VmEvent::VmDeleted { job_id: job() },
+        VmEvent::VmCrashed {
+            reason: "QEMU exited with signal 9".into(),
+            job_id: Some(job()),
+        },
+        VmEvent::VmCrashed {
+            reason: "QEMU exited with signal 9".into(),
+            job_id: None,
+        },
+        VmEvent::JobCancelled { job_id: job() },
+    ];
+    let operations = [
+        Operation::Provision,
+        Operation::Start,
+        Operation::Stop,
+        Operation::Restart,
+        Operation::Pause,
+        Operation::Resume,
+        Operation::Reset,
+        Operation::Delete,
+    ];
+    for (attempts, operation) in (0..).zip(operations) {
+        all.push(VmEvent::OperationFailed {
+            job_id: job(),
+            operation,
+            reason: format!("{operation} failed"),
+            attempts,
+        });
+    }
+    all
+}
+
+#[test]
+fn every_event_validates_against_the_schema_of_its_current_version() {
+    let samples = samples();
+    let mut seen = BTreeSet::new();
+    for event in &samples {
+        assert_eq!(covers(event), event.type_name());
+        seen.insert(event.type_name());
+
+        let payload = serde_json::to_value(event)
+            .unwrap_or_else(|e| panic!("{} does not serialise: {e}", event.type_name()));
+        assert_valid(event.type_name(), event.version(), &payload);
+
+        // What is stored reads back as the same event.
+        let back: VmEvent = serde_json::from_value(payload.clone())
+            .unwrap_or_else(|e| panic!("{payload} does not deserialise: {e}"));
+        assert_eq!(&back, event, "{} does not round-trip", event.type_name());
+    }
+    let all: BTreeSet<&str> = VmEvent::TYPE_NAMES.into_iter().collect();
+    assert_eq!(
+        all.len(),
+        VmEvent::TYPE_NAMES.len(),
+        "TYPE_NAMES repeats a name"
+    );
+    assert_eq!(seen, all, "the samples do not cover every event type");
+}
+
+#[test]
+fn the_schema_files_are_exactly_the_current_and_old_versions() {
+    let versions: BTreeMap<&str, u32> = samples()
+        .iter()
+        .map(|e| (e.type_name(), e.version()))
+        .collect();
+    let mut expected = BTreeSet::new();
+    for name in VmEvent::TYPE_NAMES {
+        let version = versions
+            .get(name)
+            .unwrap_or_else(|| panic!("no sample of {name}, so its version is unknown"));
+        expected.insert(schema_file(name, *version));
+    }
+    for (name, version) in OLD_VERSIONS {
+        assert!(
+            VmEvent::TYPE_NAMES.contains(name),
+            "old version of unknown type {name}"
+        );
+        assert!(
+            *version < versions[name],
+            "{name} v{version} is listed as old but is the current version"
+        );
+        expected.insert(schema_file(name, *version));
+    }
+
+    let dir = schema_dir();
+    let found: BTreeSet<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+        .map(|entry| {
+            entry
+                .expect("directory entry")
+                .file_name()
+                .into_string()
+                .expect("UTF-8 file name")
+        })
+        .collect();
+    let missing: Vec<_> = expected.difference(&found).collect();
+    let stray: Vec<_> = found.difference(&expected).collect();
+    assert!(
+        missing.is_empty() && stray.is_empty(),
+        "schemas/events/ is out of step with the code: missing {missing:?}, stray {stray:?}"
+    );
+}
+
+#[test]
+fn every_schema_file_is_well_formed_and_names_its_event() {
+    let mut files: Vec<(&str, u32)> = samples()
+        .iter()
+        .map(|e| (e.type_name(), e.version()))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    files.extend_from_slice(OLD_VERSIONS);
+    for (name, version) in files {
+        let file = schema_file(name, version);
+        let schema = load_schema(name, version);
+        if let Err(e) = jsonschema::meta::validate(&schema) {
+            panic!("{file} is not a valid JSON Schema: {e}");
+        }
+        assert_eq!(
+            schema["$schema"], "https://json-schema.org/draft/2020-12/schema",
+            "{file}: $schema"
+        );
+        assert_eq!(
+            schema["$id"],
+            format!("https://voidvm.dev/schemas/events/{file}"),
+            "{file}: $id"
+        );
+        for key in ["title", "description"] {
+            assert!(
+                schema[key].as_str().is_some_and(|s| !s.is_empty()),
+                "{file}: no {key}"
+            );
+        }
+        assert_eq!(schema["required"], json!([name]), "{file}: required");
+        assert_eq!(
+            schema["additionalProperties"],
+            json!(false),
+            "{file}: additionalProperties"
+        );
+        let properties = schema["properties"].as_object();
+        assert!(
+            properties.is_some_and(|p| p.len() == 1 && p.contains_key(name)),
+            "{file}: the only property must be {name}"
+        );
+        // Every object in the schema is closed and requires all of its properties.
+        let mut objects = vec![&schema["properties"][name]];
+        while let Some(object) = objects.pop() {
+            assert_eq!(object["type"], "object", "{file}: {object}");
+            assert_eq!(
+                object["additionalProperties"],
+                json!(false),
+                "{file}: an open object"
+            );
+            let props = object["properties"]
+                .as_object()
+                .unwrap_or_else(|| panic!("{file}: an object without properties"));
+            let required: BTreeSet<&str> = object["required"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{file}: an object without required"))
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            let declared: BTreeSet<&str> = props.keys().map(String::as_str).collect();
+            assert_eq!(required, declared, "{file}: required is not every property");
+            objects.extend(props.values().filter(|p| p["type"] == "object"));
+        }
+    }
+}
+
+#[test]
+fn a_stored_v1_operation_failed_validates_and_upcasts_to_v2() {
+    let payload = json!({"OperationFailed": {
+        "jobId": "job-1",
+        "operation": "start",
+        "reason": "QEMU did not start",
+    }});
+    assert_valid("OperationFailed", 1, &payload);
+    assert_invalid(
+        "OperationFailed",
+        2,
+        &payload,
+        "v1 has no attempts, v2 requires it",
+    );
+
+    let stored = SerializedEvent {
+        aggregate_id: "vm-1".into(),
+        sequence: 3,
+        aggregate_type: "vm".into(),
+        event_type: "OperationFailed".into(),
+        event_version: "1".into(),
+        payload,
+        metadata: json!({}),
+    };
+    let upcaster = OperationFailedV1ToV2;
+    assert!(upcaster.can_upcast(&stored.event_type, &stored.event_version));
+    let upcast = upcaster.upcast(stored);
+    assert_eq!(upcast.event_version, "2");
+    assert_valid("OperationFailed", 2, &upcast.payload);
+    assert_invalid(
+        "OperationFailed",
+        1,
+        &upcast.payload,
+        "v1 does not know attempts",
+    );
+
+    let event: VmEvent = serde_json::from_value(upcast.payload.clone())
+        .unwrap_or_else(|e| panic!("upcast {} does not deserialise: {e}", upcast.payload));
+    assert_eq!(
+        event,
+        VmEvent::OperationFailed {
+            job_id: "job-1".into(),
+            operation: Operation::Start,
+            reason: "QEMU did not start".into(),
+            attempts: 1,
+        }
+    );
+    assert_eq!(event.version().to_string(), upcast.event_version);
+}
+
+#[test]
+fn the_schemas_reject_payloads_of_another_shape() {
+    let created = serde_json::to_value(&samples()[0]).expect("VmCreated serialises");
+    assert_valid("VmCreated", 1, &created);
+
+    let mut extra = created.clone();
+    extra["VmCreated"]["color"] = json!("blue");
+    assert_invalid("VmCreated", 1, &extra, "an extra field");
+
+    let mut missing = created.clone();
+    missing["VmCreated"]
+        .as_object_mut()
+        .expect("VmCreated fields")
+        .remove("imagePresent");
+    assert_invalid("VmCreated", 1, &missing, "a missing field");
+
+    let mut null_description_missing = created.clone();
+    null_description_missing["VmCreated"]["spec"]
+        .as_object_mut()
+        .expect("spec fields")
+        .remove("description");
+    assert_invalid(
+        "VmCreated",
+        1,
+        &null_description_missing,
+        "an Option field left out instead of null",
+    );
+
+    let mut nested_extra = created.clone();
+    nested_extra["VmCreated"]["owner"]["email"] = json!("a@b.c");
+    assert_invalid("VmCreated", 1, &nested_extra, "an extra field in owner");
+
+    let mut negative = created.clone();
+    negative["VmCreated"]["spec"]["cpu"] = json!(-1);
+    assert_invalid("VmCreated", 1, &negative, "a negative u32");
+
+    let mut snake = created.clone();
+    let fields = snake["VmCreated"]
+        .as_object_mut()
+        .expect("VmCreated fields");
+    let vm_id = fields.remove("vmId").expect("vmId");
+    fields.insert("vm_id".into(), vm_id);
+    assert_invalid("VmCreated", 1, &snake, "a snake_case field name");
+
+    let mut second_event = created.clone();
+    second_event["VmDeleted"] = json!({"jobId": "job-1"});
+    assert_invalid("VmCreated", 1, &second_event, "a second top-level tag");
+
+    let unknown_operation = json!({"OperationFailed": {
+        "jobId": "job-1",
+        "operation": "explode",
+        "reason": "r",
+        "attempts": 1,
+    }});
+    assert_invalid(
+        "OperationFailed",
+        2,
+        &unknown_operation,
+        "an unknown operation",
+    );
+}
