@@ -206,6 +206,7 @@ fn command_name(command: &VmCommand) -> &'static str {
         VmCommand::Reconfigure(_) => "reconfigure",
         VmCommand::Delete { .. } => "delete",
         VmCommand::CompleteJob { .. } => "complete_job",
+        VmCommand::NoteRetry { .. } => "note_retry",
         VmCommand::CancelJob { .. } => "cancel_job",
         VmCommand::Observe(_) => "observe",
     }

@@ -107,6 +107,19 @@ async fn run_job(deps: &WorkerDeps, job: JobRow) -> Result<(), StoreError> {
         Err(e) if e.is_transient() && job.attempt < deps.max_attempts as i32 => {
             let delay = backoff(job.attempt);
             tracing::warn!(error = %e, retry_in = ?delay, "job failed for a reason that may pass; retrying");
+            let note = VmCommand::NoteRetry {
+                job_id: job.id.clone(),
+                attempt: u32::try_from(job.attempt).unwrap_or(0),
+                reason: e.to_string(),
+                retry_in_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            };
+            if let Err(err) = deps
+                .registry
+                .execute(&job.vm_id, note, job_meta(&job))
+                .await
+            {
+                tracing::warn!(error = ?anyhow::Error::new(err), "the retry could not be recorded");
+            }
             jobs::retry_later(&deps.pool, &job.id, &e.to_string(), delay).await?;
             return Ok(());
         }
@@ -118,13 +131,7 @@ async fn run_job(deps: &WorkerDeps, job: JobRow) -> Result<(), StoreError> {
             }
         }
     };
-    let meta = CommandMeta {
-        actor_id: job.actor_id.clone().unwrap_or_else(|| "system".into()),
-        actor_name: "job worker".into(),
-        via: Via::System,
-        request_id: None,
-        client_addr: None,
-    };
+    let meta = job_meta(&job);
     let command = VmCommand::CompleteJob {
         job_id: job.id.clone(),
         result,
@@ -152,6 +159,17 @@ async fn run_job(deps: &WorkerDeps, job: JobRow) -> Result<(), StoreError> {
         }
     }
     Ok(())
+}
+
+/// Worker commands act for the user who asked for the job, through the system.
+fn job_meta(job: &JobRow) -> CommandMeta {
+    CommandMeta {
+        actor_id: job.actor_id.clone().unwrap_or_else(|| "system".into()),
+        actor_name: "job worker".into(),
+        via: Via::System,
+        request_id: None,
+        client_addr: None,
+    }
 }
 
 fn backoff(attempt: i32) -> Duration {

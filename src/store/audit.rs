@@ -49,11 +49,11 @@ impl Level {
     }
 }
 
-/// The level an event gets in `/logs`: failures and crashes are errors; cancellations and
-/// things the machine did that nobody asked for (a guest powering off, a pause) are warnings.
+/// The level an event gets in `/logs`: failures and crashes are errors; retries, cancellations
+/// and things the machine did that nobody asked for (a guest powering off, a pause) are warnings.
 const LEVEL_SQL: &str = "CASE
     WHEN e.event_type IN ('OperationFailed', 'VmCrashed') THEN 'error'
-    WHEN e.event_type = 'JobCancelled'
+    WHEN e.event_type IN ('JobCancelled', 'OperationRetried')
       OR (e.event_type IN ('VmStopped', 'VmPaused', 'VmResumed') AND NOT e.metadata ? 'job_id')
       THEN 'warn'
     ELSE 'info' END";
@@ -133,6 +133,11 @@ impl AuditRow {
             "OperationFailed" => format!(
                 "The {} of {vm} failed: {reason}",
                 data["operation"].as_str().unwrap_or("operation")
+            ),
+            "OperationRetried" => format!(
+                "Attempt {} to {} {vm} failed and will be retried: {reason}",
+                data["attempt"],
+                data["operation"].as_str().unwrap_or("change")
             ),
             "JobCancelled" => format!("{actor} cancelled a job of {vm}."),
             other => format!("{other} happened to {vm}."),

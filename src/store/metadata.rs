@@ -75,6 +75,9 @@ impl CommandMeta {
                     map.insert("job_error".into(), error.to_string());
                 }
             }
+            Some(JobEffect::Concerns { job_id }) => {
+                map.insert("job_id".into(), job_id.to_string());
+            }
             None => {}
         }
         map

@@ -128,6 +128,22 @@ impl Vm {
             }
             VmCommand::Reconfigure(change) => self.reconfigure(change),
             VmCommand::CompleteJob { job_id, result } => self.complete(job_id, result),
+            VmCommand::NoteRetry {
+                job_id,
+                attempt,
+                reason,
+                retry_in_ms,
+            } => {
+                self.existing_status()?;
+                let operation = self.pending_job(&job_id)?.operation;
+                Ok(vec![VmEvent::OperationRetried {
+                    job_id,
+                    operation,
+                    attempt,
+                    reason,
+                    retry_in_ms,
+                }])
+            }
             VmCommand::CancelJob { job_id } => {
                 self.existing_status()?;
                 let pending = self.pending_job(&job_id)?;
@@ -360,6 +376,7 @@ impl Aggregate for Vm {
                 self.settle(VmStatus::Crashed, Some(reason));
             }
             VmEvent::OperationFailed { reason, .. } => self.settle(VmStatus::Error, Some(reason)),
+            VmEvent::OperationRetried { .. } => {}
             VmEvent::JobCancelled { .. } => {
                 let previous = self.pending.as_ref().map(|p| p.previous);
                 self.pending = None;

@@ -41,6 +41,13 @@ pub enum VmCommand {
         job_id: String,
         result: JobResult,
     },
+    /// A worker reports a failed attempt it will retry.
+    NoteRetry {
+        job_id: String,
+        attempt: u32,
+        reason: String,
+        retry_in_ms: u64,
+    },
     /// Cancel a job no worker has taken yet.
     CancelJob {
         job_id: String,

@@ -122,6 +122,17 @@ pub enum VmEvent {
         /// reported back.
         attempts: u32,
     },
+    /// A job's attempt failed for a reason that may pass; a worker tries again later. The VM's
+    /// state does not change: this is for the record.
+    OperationRetried {
+        job_id: String,
+        operation: Operation,
+        /// The attempt that failed (1 for the first).
+        attempt: u32,
+        reason: String,
+        /// How long until the next attempt, in milliseconds.
+        retry_in_ms: u64,
+    },
     /// A queued job was cancelled before a worker took it; the VM is back where it was.
     JobCancelled {
         job_id: String,
@@ -141,6 +152,8 @@ pub enum JobEffect<'a> {
         outcome: JobOutcome,
         error: Option<&'a str>,
     },
+    /// Says something about a job without opening or closing it.
+    Concerns { job_id: &'a str },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +196,7 @@ impl VmEvent {
             VmEvent::VmDeleted { .. } => "VmDeleted",
             VmEvent::VmCrashed { .. } => "VmCrashed",
             VmEvent::OperationFailed { .. } => "OperationFailed",
+            VmEvent::OperationRetried { .. } => "OperationRetried",
             VmEvent::JobCancelled { .. } => "JobCancelled",
         }
     }
@@ -209,12 +223,13 @@ impl VmEvent {
             | VmEvent::DeleteRequested { .. }
             | VmEvent::VmDeleted { .. }
             | VmEvent::VmCrashed { .. }
+            | VmEvent::OperationRetried { .. }
             | VmEvent::JobCancelled { .. } => 1,
         }
     }
 
     /// Every event type name, for schema checks and filters.
-    pub const TYPE_NAMES: [&'static str; 20] = [
+    pub const TYPE_NAMES: [&'static str; 21] = [
         "VmCreated",
         "VmProvisioned",
         "StartRequested",
@@ -234,6 +249,7 @@ impl VmEvent {
         "VmDeleted",
         "VmCrashed",
         "OperationFailed",
+        "OperationRetried",
         "JobCancelled",
     ];
 
@@ -283,6 +299,7 @@ impl VmEvent {
                 outcome: JobOutcome::Cancelled,
                 error: None,
             }),
+            VmEvent::OperationRetried { job_id, .. } => Some(JobEffect::Concerns { job_id }),
             VmEvent::VmReconfigured { .. } => None,
         }
     }

@@ -389,6 +389,44 @@ fn a_failed_job_records_the_reason() {
 }
 
 #[test]
+fn a_retried_attempt_is_recorded_and_changes_nothing() {
+    let retried = VmEvent::OperationRetried {
+        job_id: "job-1".into(),
+        operation: Operation::Start,
+        attempt: 1,
+        reason: "QMP is not up yet.".into(),
+        retry_in_ms: 500,
+    };
+    VmTest::with(())
+        .given(history(VmStatus::Starting))
+        .when(VmCommand::NoteRetry {
+            job_id: "job-1".into(),
+            attempt: 1,
+            reason: "QMP is not up yet.".into(),
+            retry_in_ms: 500,
+        })
+        .then_expect_events(vec![retried.clone()]);
+    let before = state_after(history(VmStatus::Starting));
+    let after = state_after([history(VmStatus::Starting), vec![retried]].concat());
+    assert_eq!(before, after);
+}
+
+#[test]
+fn a_retry_for_another_job_is_refused() {
+    VmTest::with(())
+        .given(history(VmStatus::Starting))
+        .when(VmCommand::NoteRetry {
+            job_id: "job-old".into(),
+            attempt: 1,
+            reason: "r".into(),
+            retry_in_ms: 1,
+        })
+        .then_expect_error(VmError::NotTheCurrentJob {
+            job_id: "job-old".into(),
+        });
+}
+
+#[test]
 fn an_outcome_for_another_job_is_refused() {
     VmTest::with(())
         .given(history(VmStatus::Starting))

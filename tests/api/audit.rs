@@ -347,10 +347,39 @@ async fn the_log_for_people_has_levels() {
     assert_eq!(errors.len(), 1, "{body}");
     assert_eq!(errors[0]["type"], "VmCrashed");
     assert!(errors[0]["message"].as_str().unwrap().contains("crashed"));
+    // A retried attempt (as a worker records it) is a warning.
+    let pool = sqlx::PgPool::connect(&app.env.database_url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         VALUES ('vm', $1, 6, 'OperationRetried', '1', $2, $3)",
+    )
+    .bind(&id)
+    .bind(json!({"OperationRetried": {"jobId": "job-r", "operation": "start", "attempt": 1,
+                                      "reason": "QMP is not up yet.", "retryInMs": 500}}))
+    .bind(json!({"actor_id": "system", "actor_name": "job worker", "via": "system", "job_id": "job-r"}))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let (_, body) = app.logs("?level=warn").await;
+    let warns = items(&body);
+    assert_eq!(warns.len(), 2, "{body}");
+    assert_eq!(warns[0]["level"], "warn");
+    assert!(
+        warns[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("will be retried"),
+        "{body}"
+    );
+    assert_eq!(warns[0]["jobId"], "job-r");
+    let (_, body) = app.logs("?level=error").await;
+    assert_eq!(items(&body).len(), 1);
+
     let (_, body) = app.logs("?level=info&limit=100").await;
-    assert_eq!(body["data"]["pagination"]["total"], 5, "{body}");
+    assert_eq!(body["data"]["pagination"]["total"], 6, "{body}");
     // Newest first.
-    assert_eq!(items(&body)[0]["type"], "VmCrashed");
+    assert_eq!(items(&body)[0]["type"], "OperationRetried");
+    assert_eq!(items(&body)[1]["type"], "VmCrashed");
     let (status, body) = app.logs("?level=loud").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"]["field"], "level");

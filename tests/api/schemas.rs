@@ -130,6 +130,13 @@ fn covers(event: &VmEvent) -> &'static str {
             reason: _,
             attempts: _,
         } => "OperationFailed",
+        VmEvent::OperationRetried {
+            job_id: _,
+            operation: _,
+            attempt: _,
+            reason: _,
+            retry_in_ms: _,
+        } => "OperationRetried",
         VmEvent::JobCancelled { job_id: _ } => "JobCancelled",
     }
 }
@@ -265,6 +272,20 @@ fn samples() -> Vec<VmEvent> {
             attempts,
         });
     }
+    all.push(VmEvent::OperationRetried {
+        job_id: job(),
+        operation: Operation::Start,
+        attempt: 1,
+        reason: "The QMP socket is not up yet.".into(),
+        retry_in_ms: 500,
+    });
+    all.push(VmEvent::OperationRetried {
+        job_id: job(),
+        operation: Operation::Stop,
+        attempt: u32::MAX,
+        reason: String::new(),
+        retry_in_ms: u64::MAX,
+    });
     all
 }
 
