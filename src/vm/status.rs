@@ -118,19 +118,19 @@ impl Operation {
         }
     }
 
+    pub const ALL: [Operation; 8] = [
+        Operation::Provision,
+        Operation::Start,
+        Operation::Stop,
+        Operation::Restart,
+        Operation::Pause,
+        Operation::Resume,
+        Operation::Reset,
+        Operation::Delete,
+    ];
+
     pub fn parse(s: &str) -> Option<Operation> {
-        [
-            Operation::Provision,
-            Operation::Start,
-            Operation::Stop,
-            Operation::Restart,
-            Operation::Pause,
-            Operation::Resume,
-            Operation::Reset,
-            Operation::Delete,
-        ]
-        .into_iter()
-        .find(|op| op.as_str() == s)
+        Operation::ALL.into_iter().find(|op| op.as_str() == s)
     }
 
     /// The status a VM settles in when this operation's job succeeds.

@@ -254,16 +254,7 @@ fn samples() -> Vec<VmEvent> {
         },
         VmEvent::JobCancelled { job_id: job() },
     ];
-    let operations = [
-        Operation::Provision,
-        Operation::Start,
-        Operation::Stop,
-        Operation::Restart,
-        Operation::Pause,
-        Operation::Resume,
-        Operation::Reset,
-        Operation::Delete,
-    ];
+    let operations = Operation::ALL;
     for (attempts, operation) in (0..).zip(operations) {
         all.push(VmEvent::OperationFailed {
             job_id: job(),
