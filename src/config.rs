@@ -43,6 +43,77 @@ pub struct Settings {
     /// Seconds a graceful stop waits for the guest before QEMU is told to quit.
     pub default_stop_timeout_secs: u64,
     pub limits: Limits,
+    /// NATS server URL (`VOIDVM_NATS_URL`); committed events are published there.
+    pub nats_url: String,
+    pub nats: NatsSettings,
+    pub ws: WsSettings,
+}
+
+/// How events are laid out on NATS (see `src/bus/subjects.rs`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsSettings {
+    /// First token of every subject (`VOIDVM_NATS__PREFIX`); nodes sharing a database share it.
+    pub prefix: String,
+    /// The JetStream stream holding the event and job subjects.
+    pub stream: String,
+    /// How long the stream keeps messages, in seconds (the log in PostgreSQL keeps everything).
+    pub retention_secs: u64,
+    /// Events the relay publishes before it waits for their acknowledgements.
+    pub relay_batch: u32,
+    /// Whether this node runs the relay at all (`false` leaves publishing to other nodes).
+    pub relay: bool,
+}
+
+/// The WebSocket feed's limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WsSettings {
+    /// Open connections a user may have at once.
+    pub max_connections_per_user: usize,
+    /// Frames waiting to be written to one connection.
+    pub send_queue: usize,
+    /// A connection whose queue stays full this long is closed as too slow.
+    pub slow_after_ms: u64,
+    /// Seconds between pings.
+    pub ping_interval_secs: u64,
+    /// A connection that sends nothing (not even a pong) for this long is closed.
+    pub idle_timeout_secs: u64,
+    /// Seconds a connection may take to send its `auth` message.
+    pub auth_timeout_secs: u64,
+    /// Bounds on a `system-monitor` subscription's `interval`, in milliseconds.
+    pub monitor_min_interval_ms: u64,
+    pub monitor_max_interval_ms: u64,
+    /// Milliseconds between usage updates of running VMs on `vm-status` subscriptions.
+    pub usage_interval_ms: u64,
+}
+
+impl Default for NatsSettings {
+    fn default() -> Self {
+        NatsSettings {
+            prefix: "voidvm".to_string(),
+            stream: "VOIDVM".to_string(),
+            retention_secs: 7 * 24 * 3600,
+            relay_batch: 256,
+            relay: true,
+        }
+    }
+}
+
+impl Default for WsSettings {
+    fn default() -> Self {
+        WsSettings {
+            max_connections_per_user: 10,
+            send_queue: 1024,
+            slow_after_ms: 10_000,
+            ping_interval_secs: 15,
+            idle_timeout_secs: 45,
+            auth_timeout_secs: 10,
+            monitor_min_interval_ms: 500,
+            monitor_max_interval_ms: 60_000,
+            usage_interval_ms: 5_000,
+        }
+    }
 }
 
 /// Bounds on what a VM may ask for.
@@ -78,6 +149,9 @@ impl Default for Settings {
             actor_idle_secs: 300,
             default_stop_timeout_secs: 30,
             limits: Limits::default(),
+            nats_url: "nats://127.0.0.1:4222".to_string(),
+            nats: NatsSettings::default(),
+            ws: WsSettings::default(),
         }
     }
 }
@@ -156,6 +230,26 @@ impl Settings {
             if secret.len() < 32 {
                 return bad("jwt_secret (VOIDVM_JWT_SECRET) must be at least 32 characters");
             }
+        }
+        if !crate::bus::subjects::is_token(&self.nats.prefix) {
+            return bad("nats.prefix (VOIDVM_NATS__PREFIX) must be one subject token: letters, digits, '-' or '_'");
+        }
+        if !crate::bus::subjects::is_token(&self.nats.stream) {
+            return bad("nats.stream must be letters, digits, '-' or '_'");
+        }
+        if self.nats.relay_batch == 0 {
+            return bad("nats.relay_batch must be at least 1");
+        }
+        let ws = &self.ws;
+        if ws.max_connections_per_user == 0 || ws.send_queue == 0 {
+            return bad("ws.max_connections_per_user and ws.send_queue must be at least 1");
+        }
+        if ws.monitor_min_interval_ms == 0 || ws.monitor_min_interval_ms > ws.monitor_max_interval_ms
+        {
+            return bad("ws.monitor_min_interval_ms must be at least 1 and at most ws.monitor_max_interval_ms");
+        }
+        if ws.ping_interval_secs == 0 || ws.idle_timeout_secs <= ws.ping_interval_secs {
+            return bad("ws.idle_timeout_secs must be longer than ws.ping_interval_secs");
         }
         let l = &self.limits;
         if l.cpu_max == 0 || l.memory_min_mib > l.memory_max_mib || l.disk_min_gib > l.disk_max_gib

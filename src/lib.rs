@@ -7,12 +7,15 @@
 pub mod actors;
 pub mod api;
 pub mod auth;
+pub mod bus;
 pub mod config;
 pub mod hypervisor;
 pub mod job_events;
+pub mod monitor;
 pub mod publish;
 pub mod reconcile;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod vm;
+pub mod ws;

@@ -1,5 +1,10 @@
-//! The seam where committed events leave the process: NATS and the WebSocket feed plug in here.
-//! Until then events are only logged; the event log itself stays the source of truth.
+//! The seam where committed events leave the process. The relay (`bus::relay`) publishes from
+//! the log itself, so nothing here is needed for correctness; telling it that something just
+//! committed only saves it the wait for PostgreSQL's notification.
+
+use std::sync::Arc;
+
+use tokio::sync::Notify;
 
 use crate::vm::{Vm, VmEvent};
 
@@ -8,13 +13,14 @@ pub trait EventPublisher: Send + Sync + 'static {
     fn published(&self, vm: &Vm, events: &[VmEvent]);
 }
 
-/// Logs each committed event at debug level.
-pub struct LogPublisher;
+/// Wakes the relay.
+pub struct WakeRelay(pub Arc<Notify>);
 
-impl EventPublisher for LogPublisher {
+impl EventPublisher for WakeRelay {
     fn published(&self, vm: &Vm, events: &[VmEvent]) {
         for event in events {
             tracing::debug!(vm_id = %vm.id, event = event.type_name(), "event committed");
         }
+        self.0.notify_one();
     }
 }

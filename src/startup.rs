@@ -24,8 +24,13 @@ use crate::config::Settings;
 use crate::hypervisor::images::ImageCatalog;
 use crate::hypervisor::qemu::{QemuConfig, QemuHypervisor};
 use crate::hypervisor::Hypervisor;
-use crate::publish::LogPublisher;
+use crate::bus::relay::Relay;
+use crate::bus::system::SystemEvents;
+use crate::bus::{Bus, Hub};
+use crate::publish::WakeRelay;
 use crate::store::{self, VmEventStore};
+use crate::ws::limits::ConnectionLimits;
+use crate::ws::usage::UsageBoard;
 
 /// What every handler can reach.
 pub struct AppState {
@@ -36,12 +41,17 @@ pub struct AppState {
     pub images: ImageCatalog,
     pub tokens: TokenKeys,
     pub job_events: broadcast::Sender<String>,
+    /// Live events from NATS for WebSocket connections.
+    pub hub: Arc<Hub>,
+    pub ws_limits: Arc<ConnectionLimits>,
+    pub usage: Arc<UsageBoard>,
 }
 
 pub struct Application {
     addr: SocketAddr,
     server: Server,
     pool: PgPool,
+    system_events: SystemEvents,
     _arbiter: Arbiter,
     _shutdown: ShutdownGuard,
 }
@@ -88,13 +98,16 @@ impl Application {
         tracing::info!(qemu = %hypervisor.version(), accel = ?hypervisor.accel(), "hypervisor ready");
         let images = ImageCatalog::new(settings.images_dir());
 
+        let bus = Bus::connect(&settings).await?;
+        let relay_wake = Arc::new(tokio::sync::Notify::new());
+
         // VM actors and workers live on their own arbiter, apart from the HTTP workers.
         let arbiter = Arbiter::new();
         let registry = VmRegistry::new(
             VmEventStore::new(pool.clone(), settings.snapshot_every),
             pool.clone(),
             settings.actor_idle_secs,
-            Arc::new(LogPublisher),
+            Arc::new(WakeRelay(relay_wake.clone())),
             arbiter.handle(),
         );
 
@@ -132,6 +145,21 @@ impl Application {
             .collect();
         arbiter.spawn(worker::dispatch(pool.clone(), workers, shutdown.clone()));
 
+        if settings.nats.relay {
+            let relay = Relay::new(pool.clone(), bus.clone(), settings.nats.relay_batch, relay_wake);
+            arbiter.spawn(relay.run(shutdown.clone()));
+        }
+        let hub = Hub::new(4096);
+        arbiter.spawn(hub.clone().run(bus.clone(), shutdown.clone()));
+        let usage = Arc::new(UsageBoard::default());
+        arbiter.spawn(usage.clone().run(
+            pool.clone(),
+            hypervisor.clone(),
+            Duration::from_millis(settings.ws.usage_interval_ms.max(100)),
+            shutdown.clone(),
+        ));
+        let system_events = SystemEvents::new(bus, instance.clone());
+
         let state = web::Data::new(AppState {
             settings: settings.clone(),
             pool: pool.clone(),
@@ -140,6 +168,9 @@ impl Application {
             images,
             tokens,
             job_events,
+            hub,
+            ws_limits: ConnectionLimits::new(settings.ws.max_connections_per_user),
+            usage,
         });
         let server = HttpServer::new(move || {
             App::new()
@@ -164,10 +195,14 @@ impl Application {
             .copied()
             .context("the server has no address")?;
         let server = server.run();
+        system_events
+            .emit("node-started", format!("VoidVM {} listens on {addr}", env!("CARGO_PKG_VERSION")))
+            .await;
         Ok(Application {
             addr,
             server,
             pool,
+            system_events,
             _arbiter: arbiter,
             _shutdown: ShutdownGuard(shutdown),
         })
@@ -180,6 +215,9 @@ impl Application {
     /// Serves until SIGINT/SIGTERM, then hands running jobs back to the queue. VMs keep running.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         self.server.await.context("the HTTP server failed")?;
+        self.system_events
+            .emit("node-stopping", "VoidVM is stopping; virtual machines keep running")
+            .await;
         match store::jobs::requeue_abandoned(&self.pool).await {
             Ok(ids) if !ids.is_empty() => {
                 tracing::info!(jobs = ?ids, "handed running jobs back to the queue")

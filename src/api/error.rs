@@ -37,6 +37,8 @@ pub enum ApiError {
     /// A state conflict: the code says which (`VM_BUSY`, `VM_ALREADY_RUNNING`, ...).
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    #[error("At most {0} WebSocket connections per user may be open at once; close one first.")]
+    TooManyConnections(usize),
     #[error("The service cannot reach its database; try again shortly.")]
     Unavailable,
     #[error("An internal error occurred.")]
@@ -68,13 +70,14 @@ impl ApiError {
             ApiError::JobNotFound(_) => (StatusCode::NOT_FOUND, "JOB_NOT_FOUND"),
             ApiError::UserNotFound(_) => (StatusCode::NOT_FOUND, "USER_NOT_FOUND"),
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
+            ApiError::TooManyConnections(_) => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE"),
             ApiError::Unexpected(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
         }
     }
 
     /// A short, fixed sentence for the envelope's `message`; `details` carries the specifics.
-    fn summary(&self) -> &'static str {
+    pub fn summary(&self) -> &'static str {
         match self {
             ApiError::Validation { .. } => "The request is not valid.",
             ApiError::BadJson(_) => "The request body could not be read.",
@@ -88,6 +91,7 @@ impl ApiError {
             ApiError::JobNotFound(_) => "Job not found.",
             ApiError::UserNotFound(_) => "User not found.",
             ApiError::Conflict { .. } => "The request conflicts with the current state.",
+            ApiError::TooManyConnections(_) => "Too many connections.",
             ApiError::Unavailable => "Service unavailable.",
             ApiError::Unexpected(_) => "Internal server error.",
         }

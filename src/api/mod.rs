@@ -25,6 +25,7 @@ pub const API_VERSION: &str = "1.0.0";
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/health", web::get().to(health::health))
         .route("/ready", web::get().to(health::ready))
+        .route("/ws", web::get().to(crate::ws::connect))
         .service(
             web::scope("/api/v1")
                 .route("/auth/login", web::post().to(auth::login))

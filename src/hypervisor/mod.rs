@@ -175,6 +175,8 @@ pub trait Hypervisor: Send + Sync + 'static {
     /// Starts watching a machine that is already running (after a server restart). Watching a
     /// machine that is already watched does nothing.
     async fn attach(&self, vm_id: &str) -> Result<(), HypervisorError>;
+    /// The pid of the machine's QEMU while it runs (for resource figures).
+    fn pid(&self, vm_id: &str) -> Option<u32>;
     /// The accelerator new machines get (after `auto` detection).
     fn accel(&self) -> Accel;
     /// `qemu-system-x86_64 --version`'s first line, for `/system/info`.

@@ -665,6 +665,10 @@ impl Hypervisor for QemuHypervisor {
         .await
     }
 
+    fn pid(&self, vm_id: &str) -> Option<u32> {
+        process::live_pid(&self.paths(vm_id).pid_file)
+    }
+
     fn accel(&self) -> Accel {
         self.accel
     }

@@ -51,7 +51,7 @@ impl Level {
 
 /// The level an event gets in `/logs`: failures and crashes are errors; retries, cancellations
 /// and things the machine did that nobody asked for (a guest powering off, a pause) are warnings.
-const LEVEL_SQL: &str = "CASE
+pub(crate) const LEVEL_SQL: &str = "CASE
     WHEN e.event_type IN ('OperationFailed', 'VmCrashed') THEN 'error'
     WHEN e.event_type IN ('JobCancelled', 'OperationRetried')
       OR (e.event_type IN ('VmStopped', 'VmPaused', 'VmResumed') AND NOT e.metadata ? 'job_id')

@@ -96,7 +96,12 @@ impl VmEventStore {
             return Ok(events);
         }
         // One event per commit carries at most one job effect (see `VmEvent::job_effect`).
-        let metadata = meta.to_map(events.first().and_then(VmEvent::job_effect));
+        let mut metadata = meta.to_map(events.first().and_then(VmEvent::job_effect));
+        // The feed shows who may see an event and the status it left, without replaying.
+        metadata.insert("owner_id".into(), after.owner.id.clone());
+        if let Some(status) = after.status {
+            metadata.insert("status".into(), status.as_str().to_string());
+        }
         let context = EventStoreAggregateContext {
             aggregate_id: state.vm_id_or_new(&after),
             aggregate: state.vm.clone(),

@@ -8,6 +8,7 @@ use sqlx::PgPool;
 
 pub mod audit;
 pub mod event_store;
+pub mod feed;
 pub mod jobs;
 pub mod metadata;
 pub mod upcasters;

@@ -210,6 +210,20 @@ pub async fn ids_with_status(
     )
 }
 
+/// Ids and owners of VMs in any of `statuses`.
+pub async fn owners_with_status(
+    pool: &PgPool,
+    statuses: &[VmStatus],
+) -> Result<Vec<(String, String)>, StoreError> {
+    let statuses: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
+    Ok(
+        sqlx::query_as("SELECT id, owner_id FROM vms WHERE status = ANY($1) ORDER BY id")
+            .bind(statuses)
+            .fetch_all(pool)
+            .await?,
+    )
+}
+
 /// Reserves `name` for `vm_id` among its owner's VMs. False when another VM holds it.
 pub async fn reserve_name(
     pool: &PgPool,

@@ -1,0 +1,132 @@
+//! The hub: this node's one subscription to the event stream, fanned out in-process to every
+//! WebSocket connection.
+//!
+//! It follows the JetStream stream with an ordered consumer (which notices a missed message and
+//! starts again from the last one it saw) and hands each event to a broadcast channel. Sending
+//! never waits for a connection: a connection that falls behind the channel catches up from the
+//! log on its own (see `ws::session`), so one slow reader never delays the others.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull, DeliverPolicy};
+use futures::StreamExt;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use super::message::FeedEvent;
+use super::system::SystemEvent;
+use super::Bus;
+
+pub struct Hub {
+    events: broadcast::Sender<Arc<FeedEvent>>,
+    system: broadcast::Sender<Arc<SystemEvent>>,
+    /// The highest position handed out (to drop a re-sent duplicate).
+    last: AtomicI64,
+}
+
+impl Hub {
+    pub fn new(capacity: usize) -> Arc<Hub> {
+        Arc::new(Hub {
+            events: broadcast::channel(capacity).0,
+            system: broadcast::channel(256).0,
+            last: AtomicI64::new(0),
+        })
+    }
+
+    pub fn events(&self) -> broadcast::Receiver<Arc<FeedEvent>> {
+        self.events.subscribe()
+    }
+
+    pub fn system(&self) -> broadcast::Receiver<Arc<SystemEvent>> {
+        self.system.subscribe()
+    }
+
+    fn deliver(&self, event: FeedEvent) {
+        let previous = self.last.fetch_max(event.position, Ordering::SeqCst);
+        if event.position <= previous {
+            tracing::debug!(position = event.position, "dropped an event already delivered");
+            return;
+        }
+        // No receivers is fine: nobody is listening.
+        let _ = self.events.send(Arc::new(event));
+    }
+
+    /// Follows the stream and the system subject until `shutdown`.
+    pub async fn run(self: Arc<Self>, bus: Bus, shutdown: CancellationToken) {
+        let events = self.clone().follow_events(bus.clone());
+        let system = self.follow_system(bus);
+        tokio::select! {
+            () = events => {}
+            () = system => {}
+            () = shutdown.cancelled() => tracing::debug!("hub stopped"),
+        }
+    }
+
+    async fn follow_events(self: Arc<Self>, bus: Bus) {
+        let mut next_sequence: Option<u64> = None;
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.consume(&bus, &mut next_sequence).await {
+                Ok(()) => delay = Duration::from_millis(100),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the event feed from NATS stopped; following again");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    async fn consume(&self, bus: &Bus, next_sequence: &mut Option<u64>) -> anyhow::Result<()> {
+        let mut stream = bus.ensure_stream().await?;
+        let start_sequence = match *next_sequence {
+            Some(sequence) => sequence,
+            // First start: only what arrives from now on (a connection reads older events from
+            // the log).
+            None => stream.info().await?.state.last_sequence + 1,
+        };
+        *next_sequence = Some(start_sequence);
+        let deliver_policy = DeliverPolicy::ByStartSequence { start_sequence };
+        let consumer = stream
+            .create_consumer(pull::OrderedConfig {
+                filter_subject: bus.subjects.all_events(),
+                deliver_policy,
+                ..Default::default()
+            })
+            .await?;
+        let mut messages = consumer.messages().await?;
+        while let Some(message) = messages.next().await {
+            let message = message?;
+            let sequence = message.info().map_err(|e| anyhow::anyhow!(e))?.stream_sequence;
+            *next_sequence = Some(sequence + 1);
+            match FeedEvent::from_bytes(&message.payload) {
+                Ok(event) => self.deliver(event),
+                Err(e) => tracing::warn!(subject = %message.subject, error = %e, "skipped a message"),
+            }
+        }
+        Ok(())
+    }
+
+    async fn follow_system(self: Arc<Self>, bus: Bus) {
+        loop {
+            let mut subscriber = match bus.client.subscribe(bus.subjects.all_system()).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not subscribe to system events");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            while let Some(message) = subscriber.next().await {
+                match serde_json::from_slice::<SystemEvent>(&message.payload) {
+                    Ok(event) => {
+                        let _ = self.system.send(Arc::new(event));
+                    }
+                    Err(e) => tracing::debug!(error = %e, "skipped a system message"),
+                }
+            }
+        }
+    }
+}

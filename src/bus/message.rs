@@ -1,0 +1,195 @@
+//! What an event looks like on NATS and inside the process: the audit log's JSON entry
+//! (`GET /events`) plus the VM's owner, the status the event left the VM in, and the job change
+//! it made. The relay writes it; the hub and the WebSocket replay read it back, so a frame is the
+//! same whether it came live or from the log.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use crate::store::feed::FeedRow;
+
+/// A job was queued or ended by an event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobChange {
+    pub job_id: String,
+    /// `queued`, or the outcome: `succeeded`, `failed`, `cancelled`.
+    pub status: String,
+    pub kind: Option<String>,
+    pub error: Option<String>,
+}
+
+impl JobChange {
+    fn from_metadata(m: &Value) -> Option<JobChange> {
+        let job_id = m["job_id"].as_str()?.to_string();
+        let text = |k: &str| m[k].as_str().map(str::to_string);
+        if let Some(kind) = text("job_kind") {
+            return Some(JobChange {
+                job_id,
+                status: "queued".into(),
+                kind: Some(kind),
+                error: None,
+            });
+        }
+        text("job_outcome").map(|outcome| JobChange {
+            job_id,
+            status: outcome,
+            kind: None,
+            error: text("job_error"),
+        })
+    }
+
+    pub fn to_json(&self, vm_id: &str, position: i64) -> Value {
+        json!({
+            "position": position,
+            "jobId": self.job_id,
+            "vmId": vm_id,
+            "kind": self.kind,
+            "status": self.status,
+            "error": self.error,
+        })
+    }
+}
+
+/// One committed event, as the feed carries it.
+#[derive(Debug, Clone)]
+pub struct FeedEvent {
+    pub position: i64,
+    pub vm_id: String,
+    pub owner_id: Option<String>,
+    pub event_type: String,
+    pub status: Option<String>,
+    pub job: Option<JobChange>,
+    /// The wire JSON (shared: one event goes to many connections).
+    pub body: Arc<Value>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the message is not a VoidVM event: {0}")]
+pub struct NotAnEvent(&'static str);
+
+impl FeedEvent {
+    pub fn from_row(row: &FeedRow) -> FeedEvent {
+        let mut body = row.row.to_json();
+        let job = JobChange::from_metadata(&row.row.metadata);
+        let status = row.row.metadata["status"].as_str().map(str::to_string);
+        body["owner"] = json!(row.owner_id);
+        body["status"] = json!(status);
+        body["job"] = match &job {
+            Some(j) => json!({"id": j.job_id, "kind": j.kind, "status": j.status, "error": j.error}),
+            None => Value::Null,
+        };
+        FeedEvent {
+            position: row.row.position,
+            vm_id: row.row.aggregate_id.clone(),
+            owner_id: row.owner_id.clone(),
+            event_type: row.row.event_type.clone(),
+            status,
+            job,
+            body: Arc::new(body),
+        }
+    }
+
+    /// Reads back what `to_bytes` wrote.
+    pub fn from_bytes(bytes: &[u8]) -> Result<FeedEvent, NotAnEvent> {
+        let body: Value = serde_json::from_slice(bytes).map_err(|_| NotAnEvent("not JSON"))?;
+        let text = |k: &str| body[k].as_str().map(str::to_string);
+        let position = body["position"]
+            .as_i64()
+            .ok_or(NotAnEvent("no position"))?;
+        let vm_id = text("vmId").ok_or(NotAnEvent("no vmId"))?;
+        let event_type = text("type").ok_or(NotAnEvent("no type"))?;
+        let job = match &body["job"] {
+            Value::Object(j) => Some(JobChange {
+                job_id: j
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .ok_or(NotAnEvent("a job without id"))?
+                    .to_string(),
+                status: j
+                    .get("status")
+                    .and_then(Value::as_str)
+                    .ok_or(NotAnEvent("a job without status"))?
+                    .to_string(),
+                kind: j.get("kind").and_then(Value::as_str).map(str::to_string),
+                error: j.get("error").and_then(Value::as_str).map(str::to_string),
+            }),
+            _ => None,
+        };
+        Ok(FeedEvent {
+            position,
+            owner_id: text("owner"),
+            status: text("status"),
+            vm_id,
+            event_type,
+            job,
+            body: Arc::new(body),
+        })
+    }
+
+    pub fn to_bytes(&self) -> bytes::Bytes {
+        bytes::Bytes::from(self.body.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::audit::AuditRow;
+
+    fn row(metadata: Value) -> FeedRow {
+        FeedRow {
+            row: AuditRow {
+                position: 42,
+                aggregate_id: "vm-1".into(),
+                sequence: 3,
+                event_type: "StartRequested".into(),
+                version: "1".into(),
+                payload: json!({"StartRequested": {"jobId": "job-1"}}),
+                metadata,
+                recorded_at: chrono::Utc::now(),
+                level: "info".into(),
+            },
+            owner_id: Some("user-1".into()),
+        }
+    }
+
+    #[test]
+    fn an_event_survives_the_wire() {
+        let sent = FeedEvent::from_row(&row(json!({
+            "actor_id": "user-1", "actor_name": "ann", "via": "rest",
+            "job_id": "job-1", "job_kind": "start", "status": "starting", "owner_id": "user-1"
+        })));
+        let got = FeedEvent::from_bytes(&sent.to_bytes()).expect("an event");
+        assert_eq!(got.position, 42);
+        assert_eq!(got.vm_id, "vm-1");
+        assert_eq!(got.owner_id.as_deref(), Some("user-1"));
+        assert_eq!(got.status.as_deref(), Some("starting"));
+        assert_eq!(got.job, sent.job);
+        assert_eq!(got.job.map(|j| j.status), Some("queued".to_string()));
+        assert_eq!(*got.body, *sent.body);
+    }
+
+    #[test]
+    fn an_outcome_closes_its_job() {
+        let e = FeedEvent::from_row(&row(json!({
+            "job_id": "job-1", "job_outcome": "failed", "job_error": "no disk"
+        })));
+        let job = e.job.expect("a job change");
+        assert_eq!(job.status, "failed");
+        assert_eq!(job.error.as_deref(), Some("no disk"));
+    }
+
+    #[test]
+    fn an_event_without_a_job_has_no_job_change() {
+        let e = FeedEvent::from_row(&row(json!({"actor_id": "u"})));
+        assert!(e.job.is_none());
+        assert_eq!(e.body["job"], Value::Null);
+    }
+
+    #[test]
+    fn a_foreign_message_is_refused() {
+        assert!(FeedEvent::from_bytes(b"{\"hello\":1}").is_err());
+        assert!(FeedEvent::from_bytes(b"nope").is_err());
+    }
+}

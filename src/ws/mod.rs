@@ -1,0 +1,76 @@
+//! `/ws`: the real-time feed. Authenticates (token in the query, or an `auth` first frame),
+//! enforces the per-user connection limit, and hands the connection to `session`.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+
+use crate::api::error::ApiError;
+use crate::auth;
+use crate::startup::AppState;
+
+pub mod limits;
+pub mod protocol;
+pub mod session;
+pub mod usage;
+
+#[derive(Deserialize)]
+pub struct WsQuery {
+    token: Option<String>,
+}
+
+/// `GET /ws`. A bad token in the query, or one connection too many, is refused before the
+/// upgrade with the API's error envelope.
+#[tracing::instrument(name = "ws_connect", skip_all, fields(user_id))]
+pub async fn connect(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Payload,
+    query: web::Query<WsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let client_addr = req.peer_addr().map(|a| a.ip().to_string());
+    let token = query
+        .into_inner()
+        .token
+        .filter(|t| !t.is_empty())
+        .or_else(|| bearer(&req));
+    let Some(token) = token else {
+        let (response, session, stream) = upgrade(&req, body)?;
+        actix_web::rt::spawn(session::run_unauthenticated(
+            state,
+            session,
+            stream,
+            client_addr,
+        ));
+        return Ok(response);
+    };
+    let user = auth::user::authenticate(&state, &token, None, client_addr).await?;
+    tracing::Span::current().record("user_id", user.id.as_str());
+    let slot = state
+        .ws_limits
+        .acquire(&user.id)
+        .ok_or(ApiError::TooManyConnections(state.ws_limits.max()))?;
+    let (response, session, stream) = upgrade(&req, body)?;
+    actix_web::rt::spawn(session::run(state, session, stream, user, slot));
+    Ok(response)
+}
+
+fn bearer(req: &HttpRequest) -> Option<String> {
+    req.headers()
+        .get(actix_web::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::to_string)
+}
+
+fn upgrade(
+    req: &HttpRequest,
+    body: web::Payload,
+) -> Result<(HttpResponse, actix_ws::Session, actix_ws::MessageStream), ApiError> {
+    actix_ws::handle(req, body).map_err(|e| {
+        ApiError::validation(
+            "upgrade",
+            format!("This endpoint speaks WebSocket only: {e}"),
+        )
+    })
+}

@@ -1,0 +1,386 @@
+//! The WebSocket wire format (see `API.md`, "WebSocket"): client frames `{"type","data","id"}`,
+//! server frames `{"type","data","id","timestamp"}` with `id` echoing the request it answers.
+//! Parsing here turns every malformed frame into an `ApiError` that names the field.
+
+use serde_json::{json, Map, Value};
+
+use crate::api::envelope::timestamp;
+use crate::api::error::ApiError;
+
+/// A client frame, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientFrame {
+    pub kind: ClientKind,
+    /// Echoed on the answer; any JSON value the client chose.
+    pub id: Value,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientKind {
+    Auth { token: String },
+    Subscribe { topic: Topic, since: Option<i64> },
+    Unsubscribe { topic: Topic },
+    VmControl { vm_id: String, action: Action },
+    Ping,
+}
+
+/// What a subscription is to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Topic {
+    VmStatus { vm_id: String },
+    VmStatusAll,
+    Jobs,
+    SystemEvent,
+    /// Host figures every `interval_ms`.
+    SystemMonitor { interval_ms: u64 },
+}
+
+impl Topic {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Topic::VmStatus { .. } => "vm-status",
+            Topic::VmStatusAll => "vm-status-all",
+            Topic::Jobs => "jobs",
+            Topic::SystemEvent => "system-event",
+            Topic::SystemMonitor { .. } => "system-monitor",
+        }
+    }
+
+    /// Whether its frames come from the event log (and so carry positions and take `since`).
+    pub fn from_log(&self) -> bool {
+        match self {
+            Topic::VmStatus { .. } | Topic::VmStatusAll | Topic::Jobs => true,
+            Topic::SystemEvent | Topic::SystemMonitor { .. } => false,
+        }
+    }
+
+    /// Two subscriptions are the same when topic and VM are (a monitor's interval may change).
+    pub fn same_as(&self, other: &Topic) -> bool {
+        match (self, other) {
+            (Topic::VmStatus { vm_id: a }, Topic::VmStatus { vm_id: b }) => a == b,
+            (a, b) => a.name() == b.name() && !matches!(a, Topic::VmStatus { .. }),
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        match self {
+            Topic::VmStatus { vm_id } => json!({"topic": self.name(), "vmId": vm_id}),
+            Topic::SystemMonitor { interval_ms } => {
+                json!({"topic": self.name(), "interval": interval_ms})
+            }
+            _ => json!({"topic": self.name()}),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Start,
+    Stop { force: bool, timeout: Option<u64> },
+    Restart,
+    Pause,
+    Resume,
+    Reset,
+}
+
+impl Action {
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Start => "start",
+            Action::Stop { .. } => "stop",
+            Action::Restart => "restart",
+            Action::Pause => "pause",
+            Action::Resume => "resume",
+            Action::Reset => "reset",
+        }
+    }
+}
+
+/// Bounds a `system-monitor` interval must keep.
+#[derive(Debug, Clone, Copy)]
+pub struct IntervalBounds {
+    pub min_ms: u64,
+    pub max_ms: u64,
+}
+
+const DEFAULT_MONITOR_INTERVAL_MS: u64 = 5_000;
+
+/// Reads one text frame. On error, the `id` (when it could be read) is returned for the echo.
+pub fn parse(text: &str, bounds: IntervalBounds) -> Result<ClientFrame, (Value, ApiError)> {
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| (Value::Null, ApiError::BadJson(e.to_string())))?;
+    let Value::Object(frame) = value else {
+        return Err((
+            Value::Null,
+            ApiError::validation("frame", "A frame must be a JSON object."),
+        ));
+    };
+    let id = frame.get("id").cloned().unwrap_or(Value::Null);
+    parse_kind(&frame, bounds)
+        .map(|kind| ClientFrame {
+            kind,
+            id: id.clone(),
+        })
+        .map_err(|e| (id, e))
+}
+
+fn parse_kind(frame: &Map<String, Value>, bounds: IntervalBounds) -> Result<ClientKind, ApiError> {
+    let kind = frame
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::validation("type", "Every frame needs a string `type`."))?;
+    let empty = Map::new();
+    let data = match frame.get("data") {
+        None | Some(Value::Null) => &empty,
+        Some(Value::Object(data)) => data,
+        Some(_) => return Err(ApiError::validation("data", "`data` must be an object.")),
+    };
+    match kind {
+        "auth" => Ok(ClientKind::Auth {
+            token: required_str(data, "token")?,
+        }),
+        "subscribe" => {
+            let topic = topic(data, bounds)?;
+            let since = match data.get("since") {
+                None | Some(Value::Null) => None,
+                Some(v) => {
+                    let since = v
+                        .as_i64()
+                        .filter(|p| *p >= 0)
+                        .or_else(|| v.as_str().and_then(|s| s.parse().ok()).filter(|p: &i64| *p >= 0))
+                        .ok_or_else(|| {
+                            ApiError::validation("data.since", "`since` must be a position (an integer of 0 or more).")
+                        })?;
+                    if !topic.from_log() {
+                        return Err(ApiError::validation(
+                            "data.since",
+                            format!("`{}` is not replayable from the log; drop `since`.", topic.name()),
+                        ));
+                    }
+                    Some(since)
+                }
+            };
+            Ok(ClientKind::Subscribe { topic, since })
+        }
+        "unsubscribe" => Ok(ClientKind::Unsubscribe {
+            topic: topic(data, bounds)?,
+        }),
+        "vm-control" => Ok(ClientKind::VmControl {
+            vm_id: required_str(data, "vmId")?,
+            action: action(data)?,
+        }),
+        "ping" => Ok(ClientKind::Ping),
+        other => Err(ApiError::validation(
+            "type",
+            format!("`{other}` is not a frame type; use auth, subscribe, unsubscribe, vm-control or ping."),
+        )),
+    }
+}
+
+fn required_str(data: &Map<String, Value>, field: &str) -> Result<String, ApiError> {
+    match data.get(field).and_then(Value::as_str) {
+        Some(s) if !s.is_empty() => Ok(s.to_string()),
+        _ => Err(ApiError::validation(
+            &format!("data.{field}"),
+            format!("`{field}` is required and must be a non-empty string."),
+        )),
+    }
+}
+
+fn topic(data: &Map<String, Value>, bounds: IntervalBounds) -> Result<Topic, ApiError> {
+    match required_str(data, "topic")?.as_str() {
+        "vm-status" => Ok(Topic::VmStatus {
+            vm_id: required_str(data, "vmId")?,
+        }),
+        "vm-status-all" => Ok(Topic::VmStatusAll),
+        "jobs" => Ok(Topic::Jobs),
+        "system-event" => Ok(Topic::SystemEvent),
+        "system-monitor" => {
+            let interval_ms = match data.get("interval") {
+                None | Some(Value::Null) => DEFAULT_MONITOR_INTERVAL_MS.clamp(bounds.min_ms, bounds.max_ms),
+                Some(v) => v
+                    .as_u64()
+                    .filter(|ms| (bounds.min_ms..=bounds.max_ms).contains(ms))
+                    .ok_or_else(|| {
+                        ApiError::validation(
+                            "data.interval",
+                            format!(
+                                "`interval` must be whole milliseconds from {} to {}.",
+                                bounds.min_ms, bounds.max_ms
+                            ),
+                        )
+                    })?,
+            };
+            Ok(Topic::SystemMonitor { interval_ms })
+        }
+        other => Err(ApiError::validation(
+            "data.topic",
+            format!("`{other}` is not a topic; use vm-status, vm-status-all, jobs, system-event or system-monitor."),
+        )),
+    }
+}
+
+fn action(data: &Map<String, Value>) -> Result<Action, ApiError> {
+    match required_str(data, "action")?.as_str() {
+        "start" => Ok(Action::Start),
+        "stop" => {
+            let force = match data.get("force") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => *b,
+                Some(_) => {
+                    return Err(ApiError::validation("data.force", "`force` must be true or false."))
+                }
+            };
+            let timeout = match data.get("timeout") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(v.as_u64().ok_or_else(|| {
+                    ApiError::validation("data.timeout", "`timeout` must be whole seconds.")
+                })?),
+            };
+            Ok(Action::Stop { force, timeout })
+        }
+        "restart" => Ok(Action::Restart),
+        "pause" => Ok(Action::Pause),
+        "resume" => Ok(Action::Resume),
+        "reset" => Ok(Action::Reset),
+        other => Err(ApiError::validation(
+            "data.action",
+            format!("`{other}` is not an action; use start, stop, restart, pause, resume or reset."),
+        )),
+    }
+}
+
+/// A server frame.
+pub fn frame(kind: &str, data: Value, id: &Value) -> String {
+    json!({"type": kind, "data": data, "id": id, "timestamp": timestamp()}).to_string()
+}
+
+/// An `error` frame with the API's code for `e`.
+pub fn error_frame(e: &ApiError, id: &Value) -> String {
+    let (_, code) = e.status_and_code();
+    let field = match e {
+        ApiError::Validation { field, .. } => Some(field.as_str()),
+        _ => None,
+    };
+    let details = match e {
+        ApiError::Validation { field, message } => format!("{field}: {message}"),
+        other => other.to_string(),
+    };
+    frame(
+        "error",
+        json!({"code": code, "message": e.summary(), "details": details, "field": field}),
+        id,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BOUNDS: IntervalBounds = IntervalBounds {
+        min_ms: 500,
+        max_ms: 60_000,
+    };
+
+    fn parse_ok(text: &str) -> ClientFrame {
+        parse(text, BOUNDS).expect("a valid frame")
+    }
+
+    fn field_of(text: &str) -> String {
+        match parse(text, BOUNDS) {
+            Err((_, ApiError::Validation { field, .. })) => field,
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_subscription_with_since_is_read() {
+        let f = parse_ok(r#"{"type":"subscribe","data":{"topic":"vm-status","vmId":"vm-1","since":41},"id":"r1"}"#);
+        assert_eq!(f.id, json!("r1"));
+        assert_eq!(
+            f.kind,
+            ClientKind::Subscribe {
+                topic: Topic::VmStatus { vm_id: "vm-1".into() },
+                since: Some(41)
+            }
+        );
+    }
+
+    #[test]
+    fn vm_status_needs_a_vm() {
+        assert_eq!(field_of(r#"{"type":"subscribe","data":{"topic":"vm-status"}}"#), "data.vmId");
+    }
+
+    #[test]
+    fn an_unknown_topic_names_the_field() {
+        assert_eq!(field_of(r#"{"type":"subscribe","data":{"topic":"weather"}}"#), "data.topic");
+    }
+
+    #[test]
+    fn a_monitor_interval_out_of_bounds_is_refused() {
+        assert_eq!(
+            field_of(r#"{"type":"subscribe","data":{"topic":"system-monitor","interval":10}}"#),
+            "data.interval"
+        );
+        let f = parse_ok(r#"{"type":"subscribe","data":{"topic":"system-monitor","interval":1000}}"#);
+        assert_eq!(
+            f.kind,
+            ClientKind::Subscribe {
+                topic: Topic::SystemMonitor { interval_ms: 1000 },
+                since: None
+            }
+        );
+    }
+
+    #[test]
+    fn since_only_applies_to_topics_from_the_log() {
+        assert_eq!(
+            field_of(r#"{"type":"subscribe","data":{"topic":"system-event","since":3}}"#),
+            "data.since"
+        );
+        assert_eq!(
+            field_of(r#"{"type":"subscribe","data":{"topic":"jobs","since":-1}}"#),
+            "data.since"
+        );
+    }
+
+    #[test]
+    fn a_control_frame_names_a_known_action() {
+        let f = parse_ok(r#"{"type":"vm-control","data":{"vmId":"vm-1","action":"stop","force":true},"id":7}"#);
+        assert_eq!(
+            f.kind,
+            ClientKind::VmControl {
+                vm_id: "vm-1".into(),
+                action: Action::Stop { force: true, timeout: None }
+            }
+        );
+        assert_eq!(field_of(r#"{"type":"vm-control","data":{"vmId":"vm-1","action":"explode"}}"#), "data.action");
+    }
+
+    #[test]
+    fn the_id_is_kept_for_the_error_echo() {
+        match parse(r#"{"type":"fly","id":"x9"}"#, BOUNDS) {
+            Err((id, ApiError::Validation { field, .. })) => {
+                assert_eq!(id, json!("x9"));
+                assert_eq!(field, "type");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_json_is_its_own_error() {
+        assert!(matches!(parse("{nope", BOUNDS), Err((_, ApiError::BadJson(_)))));
+        assert!(matches!(parse("[1]", BOUNDS), Err((_, ApiError::Validation { .. }))));
+    }
+
+    #[test]
+    fn an_error_frame_carries_the_code_and_the_echo() {
+        let text = error_frame(&ApiError::VmNotFound("vm-9".into()), &json!(5));
+        let v: Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["id"], 5);
+        assert_eq!(v["data"]["code"], "VM_NOT_FOUND");
+        assert!(v["timestamp"].is_string());
+    }
+}
