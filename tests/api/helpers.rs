@@ -15,6 +15,7 @@ use voidvm::startup::Application;
 pub const ADMIN: (&str, &str) = ("admin", "admin123");
 pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0001";
 const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+pub const NATS_URL: &str = "nats://127.0.0.1:4222";
 
 /// Where `scripts/setup.sh` puts the test guest.
 pub fn images_dir() -> PathBuf {
@@ -35,6 +36,13 @@ pub struct Env {
     pub db_name: String,
     pub database_url: String,
     pub data_dir: PathBuf,
+    /// This test's own NATS subjects and stream, so parallel tests never see each other.
+    pub nats_prefix: String,
+    pub nats_stream: String,
+    /// Where the server reaches NATS (a test may put a proxy in between).
+    pub nats_url: String,
+    /// Extra `VOIDVM_*` variables for the `voidvm` binary.
+    pub extra_vars: Vec<(String, String)>,
 }
 
 impl Env {
@@ -51,10 +59,15 @@ impl Env {
         .expect("the test database could not be created");
         let data_dir = std::env::temp_dir().join(format!("voidvm-test-{id}"));
         std::fs::create_dir_all(&data_dir).expect("the test data dir could not be created");
+        let short = &id[..12];
         Env {
             database_url: format!("postgres://postgres@127.0.0.1:5432/{db_name}"),
             db_name,
             data_dir,
+            nats_prefix: format!("t{short}"),
+            nats_stream: format!("T{short}"),
+            nats_url: NATS_URL.to_string(),
+            extra_vars: Vec::new(),
         }
     }
 
@@ -68,6 +81,13 @@ impl Env {
             jwt_secret: Some(JWT_SECRET.to_string()),
             workers: 2,
             default_stop_timeout_secs: 10,
+            nats_url: self.nats_url.clone(),
+            nats: voidvm::config::NatsSettings {
+                prefix: self.nats_prefix.clone(),
+                stream: self.nats_stream.clone(),
+                retention_secs: 3600,
+                ..Default::default()
+            },
             ..Settings::default()
         }
     }
@@ -89,7 +109,14 @@ impl Env {
             ("VOIDVM_JWT_SECRET".into(), JWT_SECRET.into()),
             ("VOIDVM_WORKERS".into(), "2".into()),
             ("VOIDVM_DEFAULT_STOP_TIMEOUT_SECS".into(), "10".into()),
+            ("VOIDVM_NATS_URL".into(), self.nats_url.clone()),
+            ("VOIDVM_NATS__PREFIX".into(), self.nats_prefix.clone()),
+            ("VOIDVM_NATS__STREAM".into(), self.nats_stream.clone()),
+            ("VOIDVM_NATS__RETENTION_SECS".into(), "3600".into()),
         ]
+        .into_iter()
+        .chain(self.extra_vars.iter().cloned())
+        .collect()
     }
 }
 
@@ -108,6 +135,7 @@ impl Drop for Env {
         kill_machines(&self.data_dir);
         let _ = std::fs::remove_dir_all(&self.data_dir);
         let db = self.db_name.clone();
+        let stream = self.nats_stream.clone();
         let _ = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -122,6 +150,9 @@ impl Drop for Env {
                     format!(r#"DROP DATABASE IF EXISTS "{db}" WITH (FORCE)"#).as_str(),
                 )
                 .await;
+                if let Ok(client) = async_nats::connect(NATS_URL).await {
+                    let _ = async_nats::jetstream::new(client).delete_stream(&stream).await;
+                }
             });
         })
         .join();
