@@ -1,10 +1,11 @@
 //! The relay: publishes the event log to NATS in position order, at least once.
 //!
-//! It reads "everything after the last confirmed position" from PostgreSQL, publishes each event
-//! to JetStream and waits for its acknowledgement before the next (so the stream's order is the
-//! log's order, even across reconnects), then records the new confirmed position. A crash
-//! between commit and publish, or NATS being away, only delays publication: the relay resumes
-//! from its confirmed position, and JetStream drops what it already had by message id.
+//! It reads "everything after the last confirmed position" from PostgreSQL and publishes a batch
+//! to JetStream without waiting between messages. Each message expects the stream's previous
+//! sequence, so a message lost in flight (a reconnect, an outage) makes every later one be
+//! refused instead of stored out of order: the stream's order is always the log's order. After
+//! a failure the relay reads the stream's last message to learn how far it got, and goes on from
+//! there. A crash between commit and publish, or NATS being away, only delays publication.
 //!
 //! One node relays at a time: the relay holds a PostgreSQL session lock while it runs.
 
@@ -116,24 +117,28 @@ impl Relay {
             .listen("voidvm_events")
             .await
             .context("the relay could not LISTEN")?;
-        let mut confirmed = feed::offset(&self.pool, OFFSET_NAME).await?;
-        let mut stream_ready = false;
+        let mut synced: Option<Synced> = None;
         loop {
-            if !stream_ready {
-                if let Err(e) = self.bus.ensure_stream().await {
-                    tracing::warn!(error = ?anyhow::Error::new(e), "NATS is not ready; events wait in the log");
-                    tokio::time::sleep(backoff.next()).await;
-                    continue;
-                }
-                stream_ready = true;
-            }
-            let rows = feed::after(&self.pool, confirmed, self.batch, &feed::Scope::default()).await?;
+            let mut at = match synced.take() {
+                Some(at) => at,
+                None => match self.sync().await {
+                    Ok(at) => at,
+                    Err(e) => {
+                        tracing::warn!(error = ?anyhow::Error::new(e), "NATS is not ready; events wait in the log");
+                        tokio::time::sleep(backoff.next()).await;
+                        continue;
+                    }
+                },
+            };
+            let rows =
+                feed::after(&self.pool, at.confirmed, self.batch, &feed::Scope::default()).await?;
             if rows.is_empty() {
                 // Still the leader? (A lost lock connection means another node may take over.)
                 sqlx::query("SELECT 1")
                     .execute(&mut *leader)
                     .await
                     .context("the relay lost its lock connection")?;
+                synced = Some(at);
                 tokio::select! {
                     n = listener.recv() => { n.context("the relay's listener failed")?; }
                     () = self.wake.notified() => {}
@@ -141,61 +146,151 @@ impl Relay {
                 }
                 continue;
             }
-            let mut published = confirmed;
-            for row in &rows {
-                let event = FeedEvent::from_row(row);
-                match self.publish(&event).await {
-                    Ok(()) => published = event.position,
-                    Err(e) => {
-                        tracing::warn!(error = ?anyhow::Error::new(e), "publishing paused; retrying from the last confirmed position");
-                        stream_ready = false;
-                        break;
-                    }
+            let events: Vec<FeedEvent> = rows.iter().map(FeedEvent::from_row).collect();
+            let before = at.confirmed;
+            match self.publish_batch(&mut at, &events).await {
+                Ok(()) => synced = Some(at),
+                Err(e) => {
+                    tracing::warn!(error = ?anyhow::Error::new(e), "publishing paused; resuming from what NATS holds");
                 }
             }
-            if published > confirmed {
-                feed::confirm(&self.pool, OFFSET_NAME, published).await?;
-                tracing::debug!(from = confirmed, to = published, "events relayed");
-                confirmed = published;
+            if at.confirmed > before {
+                feed::confirm(&self.pool, OFFSET_NAME, at.confirmed).await?;
+                tracing::debug!(from = before, to = at.confirmed, "events relayed");
                 backoff.reset();
             }
-            if !stream_ready {
+            if synced.is_none() {
                 tokio::time::sleep(backoff.next()).await;
             }
         }
     }
 
-    async fn publish(&self, event: &FeedEvent) -> Result<(), RelayError> {
-        let position = event.position;
-        let subjects = &self.bus.subjects;
-        let fail = |source: async_nats::Error| RelayError::Publish { position, source };
-        let message = PublishMessage::build()
-            .payload(event.to_bytes())
-            .message_id(format!("e{position}"))
-            .header(POSITION_HEADER, position.to_string().as_str());
-        self.bus
-            .jetstream
-            .send_publish(subjects.event(&event.vm_id, &event.event_type), message)
+    /// Where publication stands: the stream's last sequence and the last position it holds
+    /// completely. The stream only ever grows in log order (every message expects the stream's
+    /// last sequence), so its last message says exactly how far the relay got, whatever was lost
+    /// in flight.
+    async fn sync(&self) -> Result<Synced, RelayError> {
+        let mut stream = self
+            .bus
+            .ensure_stream()
             .await
-            .map_err(|e| fail(e.into()))?
+            .map_err(|e| RelayError::Unexpected(e.into()))?;
+        let last_sequence = stream
+            .info()
             .await
-            .map_err(|e| fail(e.into()))?;
-        if let Some(job) = &event.job {
-            let payload = job.to_json(&event.vm_id, position).to_string();
-            let message = PublishMessage::build()
-                .payload(payload.into())
-                .message_id(format!("j{position}"))
-                .header(POSITION_HEADER, position.to_string().as_str());
-            self.bus
-                .jetstream
-                .send_publish(subjects.job(&event.vm_id, &job.job_id), message)
-                .await
-                .map_err(|e| fail(e.into()))?
-                .await
-                .map_err(|e| fail(e.into()))?;
+            .map_err(|e| RelayError::Unexpected(anyhow::Error::new(e).context("stream info")))?
+            .state
+            .last_sequence;
+        let mut at = Synced {
+            last_sequence,
+            confirmed: feed::offset(&self.pool, OFFSET_NAME).await?,
+            job_sent_for: None,
+        };
+        if last_sequence == 0 {
+            return Ok(at);
         }
-        Ok(())
+        // A message that has aged out leaves only the offset in PostgreSQL to go by.
+        if let Ok(last) = stream.get_raw_message(last_sequence).await {
+            let position = last
+                .headers
+                .get(POSITION_HEADER)
+                .and_then(|v| v.as_str().parse::<i64>().ok());
+            if let Some(position) = position {
+                if last.subject.as_str().starts_with(&self.bus.subjects.all_jobs().replace('>', "")) {
+                    // The job message goes first; its event did not make it.
+                    if position - 1 >= at.confirmed {
+                        at.confirmed = position - 1;
+                        at.job_sent_for = Some(position);
+                    }
+                } else if position > at.confirmed {
+                    at.confirmed = position;
+                }
+            }
+        }
+        Ok(at)
     }
+
+    /// Publishes `events` without waiting between messages; each expects the stream's previous
+    /// sequence, so after a lost message every later one is refused rather than stored out of
+    /// order.
+    async fn publish_batch(&self, at: &mut Synced, events: &[FeedEvent]) -> Result<(), RelayError> {
+        let subjects = &self.bus.subjects;
+        let mut pending = Vec::with_capacity(events.len() * 2);
+        let mut sequence = at.last_sequence;
+        let mut failure = None;
+        for event in events {
+            let position = event.position;
+            let mut messages = Vec::with_capacity(2);
+            if let Some(job) = &event.job {
+                if at.job_sent_for != Some(position) {
+                    let payload = job.to_json(&event.vm_id, position).to_string();
+                    messages.push((
+                        false,
+                        subjects.job(&event.vm_id, &job.job_id),
+                        payload.into(),
+                        format!("j{position}"),
+                    ));
+                }
+            }
+            messages.push((
+                true,
+                subjects.event(&event.vm_id, &event.event_type),
+                event.to_bytes(),
+                format!("e{position}"),
+            ));
+            for (is_event, subject, payload, id) in messages {
+                let message = PublishMessage::build()
+                    .payload(payload)
+                    .message_id(id)
+                    .header(POSITION_HEADER, position.to_string().as_str())
+                    .expected_last_sequence(sequence);
+                match self.bus.jetstream.send_publish(subject, message).await {
+                    Ok(ack) => {
+                        sequence += 1;
+                        pending.push((position, is_event, ack));
+                    }
+                    Err(e) => {
+                        failure = Some(RelayError::Publish {
+                            position,
+                            source: e.into(),
+                        });
+                        break;
+                    }
+                }
+            }
+            if failure.is_some() {
+                break;
+            }
+        }
+        at.job_sent_for = None;
+        for (position, is_event, ack) in pending {
+            match ack.await {
+                Ok(ack) => {
+                    at.last_sequence = ack.sequence;
+                    if is_event {
+                        at.confirmed = position;
+                    }
+                }
+                Err(e) => {
+                    return Err(RelayError::Publish {
+                        position,
+                        source: e.into(),
+                    })
+                }
+            }
+        }
+        failure.map_or(Ok(()), Err)
+    }
+}
+
+/// How far publication got.
+#[derive(Debug, Clone, Copy)]
+struct Synced {
+    last_sequence: u64,
+    /// Every event up to here is in the stream, with its job message.
+    confirmed: i64,
+    /// The job message of this position is in the stream already (its event is not).
+    job_sent_for: Option<i64>,
 }
 
 /// 100 ms doubling to 5 s.

@@ -10,6 +10,8 @@
 //!   `slow_after_ms` is closed as too slow (with the position to resume from), and nobody else
 //!   waits for it.
 
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::web;
@@ -37,7 +39,8 @@ const MAX_SUBSCRIPTIONS: usize = 64;
 const REPLAY_PAGE: u32 = 500;
 
 enum Out {
-    Text(String),
+    /// A frame, and the log position it carries.
+    Text(String, Option<i64>),
     Ping,
     Pong(bytes::Bytes),
     Close(CloseReason),
@@ -64,6 +67,8 @@ pub struct Connection {
     state: web::Data<AppState>,
     user: AuthUser,
     out: mpsc::Sender<Out>,
+    /// The last log position handed to the socket (-1: none yet).
+    written: Arc<AtomicI64>,
     slow_after: Duration,
     subs: Vec<LogSub>,
     system_events: bool,
@@ -195,12 +200,20 @@ async fn next_text(stream: &mut MessageStream) -> Option<String> {
 fn start_writer(
     state: &AppState,
     mut session: Session,
-) -> (mpsc::Sender<Out>, tokio::task::JoinHandle<()>) {
+) -> (Writer, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<Out>(state.settings.ws.send_queue);
+    let written = Arc::new(AtomicI64::new(-1));
+    let progress = written.clone();
     let writer = actix_web::rt::spawn(async move {
         while let Some(out) = rx.recv().await {
             let sent = match out {
-                Out::Text(text) => session.text(text).await,
+                Out::Text(text, position) => {
+                    let sent = session.text(text).await;
+                    if let (Ok(()), Some(p)) = (&sent, position) {
+                        progress.store(p, Ordering::SeqCst);
+                    }
+                    sent
+                }
                 Out::Ping => session.ping(b"").await,
                 Out::Pong(bytes) => session.pong(&bytes).await,
                 Out::Close(reason) => {
@@ -213,21 +226,23 @@ fn start_writer(
             }
         }
     });
-    (tx, writer)
+    (Writer { tx, written }, writer)
+}
+
+/// The queue to a connection's writer task, and how far the writer got.
+struct Writer {
+    tx: mpsc::Sender<Out>,
+    written: Arc<AtomicI64>,
 }
 
 impl Connection {
-    fn new(
-        state: web::Data<AppState>,
-        user: AuthUser,
-        out: mpsc::Sender<Out>,
-        slot: Slot,
-    ) -> Connection {
+    fn new(state: web::Data<AppState>, user: AuthUser, writer: Writer, slot: Slot) -> Connection {
         let slow_after = Duration::from_millis(state.settings.ws.slow_after_ms);
         Connection {
             state,
             user,
-            out,
+            out: writer.tx,
+            written: writer.written,
             slow_after,
             subs: Vec::new(),
             system_events: false,
@@ -246,14 +261,19 @@ impl Connection {
         })
     }
 
-    /// The position a client can resume from: the lowest cursor of its log subscriptions.
+    /// The position a cut-off client can resume from: the last one it was sent.
     fn resume_position(&self) -> Option<i64> {
-        self.subs.iter().map(|s| s.cursor).min()
+        Some(self.written.load(Ordering::SeqCst)).filter(|p| *p >= 0)
+    }
+
+    /// Queues a frame that does not come from the log.
+    async fn send(&self, text: String) -> Result<(), End> {
+        self.send_at(text, None).await
     }
 
     /// Queues a frame; waits at most `slow_after` for room.
-    async fn send(&self, text: String) -> Result<(), End> {
-        match self.out.try_send(Out::Text(text)) {
+    async fn send_at(&self, text: String, position: Option<i64>) -> Result<(), End> {
+        match self.out.try_send(Out::Text(text, position)) {
             Ok(()) => Ok(()),
             Err(TrySendError::Closed(_)) => Err(End::Gone),
             Err(TrySendError::Full(out)) => {
@@ -501,7 +521,7 @@ impl Connection {
                 let event = FeedEvent::from_row(row);
                 self.subs[index].cursor = event.position;
                 if let Some(frame) = self.frame_for(&self.subs[index].topic, &event) {
-                    self.send(frame).await?;
+                    self.send_at(frame, Some(event.position)).await?;
                     sent += 1;
                 }
             }
@@ -555,7 +575,7 @@ impl Connection {
             }
         }
         for frame in frames {
-            self.send(frame).await?;
+            self.send_at(frame, Some(event.position)).await?;
         }
         Ok(())
     }

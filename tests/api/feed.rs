@@ -233,3 +233,266 @@ async fn a_silent_client_is_closed_by_the_heartbeat() {
     let (status, _) = app.call(Method::GET, "/health", None).await;
     assert!(status.is_success());
 }
+
+/// Changes a VM's description (one `VmReconfigured` event, no job).
+async fn touch(app: &crate::helpers::TestApp, token: &str, id: &str, n: usize) {
+    let (status, body) = app
+        .call_as(token, Method::PATCH, &format!("/api/v1/vms/{id}"), Some(json!({"description": format!("step {n}")})))
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+}
+
+/// Positions of every event after `after` that `GET /events` shows this token.
+async fn log_positions(app: &crate::helpers::TestApp, token: &str, after: i64) -> Vec<i64> {
+    let mut out = Vec::new();
+    let mut cursor = after;
+    loop {
+        let (_, page) = app
+            .call_as(token, Method::GET, &format!("/api/v1/events?after={cursor}&limit=1000"), None)
+            .await;
+        let items = page["data"]["items"].as_array().cloned().unwrap_or_default();
+        if items.is_empty() {
+            return out;
+        }
+        for item in items {
+            cursor = item["position"].as_i64().expect("a position");
+            out.push(cursor);
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn a_client_that_resumes_with_since_gets_exactly_what_it_missed() {
+    let app = spawn_app().await;
+    let id = app.create_guest("resume-me").await;
+    let mut ws = app.ws(&app.token).await;
+    ws.subscribe(json!({"topic": "vm-status-all"})).await;
+    touch(&app, &app.token, &id, 1).await;
+    touch(&app, &app.token, &id, 2).await;
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let frame = ws.next_of("vm-status").await;
+        if let Some(p) = frame["data"]["position"].as_i64() {
+            seen.push(p);
+        }
+    }
+    let last = *seen.last().expect("two positions");
+    ws.close().await;
+
+    // Missed while away: three changes and a whole new VM.
+    for n in 3..6 {
+        touch(&app, &app.token, &id, n).await;
+    }
+    let other = app.create_guest("born-while-away").await;
+    let missed = log_positions(&app, &app.token, last).await;
+    assert!(missed.len() >= 5, "{missed:?}");
+
+    let mut ws = app.ws(&app.token).await;
+    let (replay, ack) = ws
+        .subscribe(json!({"topic": "vm-status-all", "since": last}))
+        .await;
+    assert_eq!(positions(&replay), missed, "the replay is exactly the missed events");
+    assert_eq!(ack["data"]["replayed"], missed.len());
+    assert_eq!(ack["data"]["position"], *missed.last().expect("missed"));
+    assert!(replay.iter().any(|f| f["data"]["vmId"] == other.as_str()));
+
+    // Then live, with nothing repeated at the seam.
+    touch(&app, &app.token, &id, 6).await;
+    let live = loop {
+        let frame = ws.next_of("vm-status").await;
+        if frame["data"]["position"].is_i64() {
+            break frame;
+        }
+    };
+    let head = log_positions(&app, &app.token, *missed.last().expect("missed")).await;
+    assert_eq!(head.len(), 1, "{head:?}");
+    assert_eq!(live["data"]["position"], head[0]);
+    assert_eq!(live["data"]["type"], "VmReconfigured");
+
+    // A single VM's subscription replays only that VM.
+    let mut ws = app.ws(&app.token).await;
+    let (replay, _) = ws
+        .subscribe(json!({"topic": "vm-status", "vmId": other, "since": 0}))
+        .await;
+    assert!(!replay.is_empty());
+    assert!(replay.iter().all(|f| f["data"]["vmId"] == other.as_str()));
+}
+
+#[actix_rt::test]
+async fn the_eleventh_connection_of_a_user_is_refused() {
+    let app = spawn_app().await;
+    let user = app.create_user("many-tabs").await;
+    let mut open = Vec::new();
+    for _ in 0..10 {
+        open.push(app.ws(&user).await);
+    }
+    let (status, body) = app.try_ws(&user).await.err().expect("the 11th is refused");
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "RATE_LIMITED", "{body}");
+    assert!(
+        body["error"]["details"].as_str().unwrap_or("").contains("10 WebSocket connections"),
+        "{body}"
+    );
+    // The same through an auth frame: an error frame, then a close with the reason.
+    let mut late = app.ws_anonymous().await;
+    late.send("auth", json!({"token": user}), json!("late")).await;
+    let error = late.next().await.expect("an error frame");
+    assert_eq!(error["data"]["code"], "RATE_LIMITED", "{error}");
+    let closed = late.closed(10).await;
+    assert_eq!(closed.code, 1008);
+    assert!(closed.reason.contains("10 WebSocket connections"), "{closed:?}");
+
+    // Other users are not affected.
+    app.ws(&app.token).await;
+    // Closing one frees its place.
+    open.pop().expect("a connection").close().await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match app.try_ws(&user).await {
+            Ok(_) => break,
+            Err((429, _)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("a place was not freed: {e:?}"),
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn a_user_never_sees_another_users_vm_events() {
+    let app = spawn_app().await;
+    let alice = app.create_user("alice").await;
+    let bob = app.create_user("bob").await;
+    let mut bob_ws = app.ws(&bob).await;
+    bob_ws.subscribe(json!({"topic": "vm-status-all"})).await;
+    bob_ws.subscribe(json!({"topic": "jobs"})).await;
+    let mut admin_ws = app.ws(&app.token).await;
+    admin_ws.subscribe(json!({"topic": "vm-status-all"})).await;
+
+    let create = |token: &str, name: &str| {
+        let body = json!({"name": name, "cpu": 1, "memory": 128, "disk": 1, "os": "busybox"});
+        let token = token.to_string();
+        let app = &app;
+        async move {
+            let (status, body) = app.call_as(&token, Method::POST, "/api/v1/vms", Some(body)).await;
+            assert_eq!(status, reqwest::StatusCode::CREATED, "{body}");
+            let job = body["data"]["jobId"].as_str().expect("a job").to_string();
+            app.wait_job(&job).await;
+            body["data"]["id"].as_str().expect("an id").to_string()
+        }
+    };
+    let alices = create(&alice, "secret-plans").await;
+    let bobs = create(&bob, "bobs-box").await;
+
+    // Bob's feed: his VM's two events and its job, nothing of Alice's.
+    let mut bob_frames = Vec::new();
+    while !bob_frames
+        .iter()
+        .any(|f: &Value| f["type"] == "job-update" && f["data"]["status"] == "succeeded")
+        || bob_frames.iter().filter(|f| f["type"] == "vm-status").count() < 2
+    {
+        bob_frames.push(bob_ws.next().await.expect("bob's feed closed"));
+    }
+    // Anything of Alice's would have come before Bob's later events.
+    while let Some(Some(frame)) = bob_ws.next_within(1).await {
+        bob_frames.push(frame);
+    }
+    assert!(
+        bob_frames.iter().all(|f| f["data"]["vmId"] != alices.as_str()),
+        "bob saw alice's VM: {bob_frames:?}"
+    );
+    assert!(bob_frames.iter().any(|f| f["data"]["vmId"] == bobs.as_str()));
+
+    // The admin sees both.
+    let mut admin_vms = std::collections::HashSet::new();
+    while admin_vms.len() < 2 {
+        let frame = admin_ws.next_of("vm-status").await;
+        admin_vms.insert(frame["data"]["vmId"].as_str().unwrap_or_default().to_string());
+    }
+    assert!(admin_vms.contains(&alices) && admin_vms.contains(&bobs));
+
+    // Nor through a replay, a single-VM subscription or a command.
+    let mut bob_ws = app.ws(&bob).await;
+    let (replay, _) = bob_ws.subscribe(json!({"topic": "vm-status-all", "since": 0})).await;
+    assert!(!replay.is_empty());
+    assert!(replay.iter().all(|f| f["data"]["vmId"] == bobs.as_str()), "{replay:?}");
+    bob_ws
+        .send("subscribe", json!({"topic": "vm-status", "vmId": alices}), json!("peek"))
+        .await;
+    assert_eq!(bob_ws.next_of("error").await["data"]["code"], "VM_NOT_FOUND");
+    bob_ws
+        .send("vm-control", json!({"vmId": alices, "action": "start"}), json!("poke"))
+        .await;
+    assert_eq!(bob_ws.next_of("error").await["data"]["code"], "VM_NOT_FOUND");
+    bob_ws.send("subscribe", json!({"topic": "system-event"}), json!("sys")).await;
+    assert_eq!(bob_ws.next_of("error").await["data"]["code"], "FORBIDDEN");
+}
+
+#[actix_rt::test]
+async fn a_slow_client_is_cut_off_without_delaying_a_fast_one() {
+    let app = spawn_app_with(|s| {
+        s.ws.send_queue = 16;
+        s.ws.slow_after_ms = 1000;
+    })
+    .await;
+    // A long history: 20,000 events of one VM, written straight into the log.
+    let pool = sqlx::PgPool::connect(&app.env.database_url).await.expect("the test database");
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         SELECT 'vm', 'vm-longhistory', g, 'VmReconfigured', '1',
+                jsonb_build_object('VmReconfigured', jsonb_build_object('description', 'step ' || g)),
+                jsonb_build_object('actor_id', 'bulk', 'actor_name', 'bulk', 'via', 'system',
+                                   'owner_id', 'bulk', 'status', 'stopped')
+         FROM generate_series(1, 20000) g",
+    )
+    .execute(&pool)
+    .await
+    .expect("the history");
+    let total = 20_000usize;
+
+    // The slow client asks for all of it and then reads nothing.
+    let mut slow = RawWs::connect(&app, &app.token).await;
+    slow.send(&json!({"type": "subscribe", "data": {"topic": "vm-status-all", "since": 0}, "id": "s"}))
+        .await;
+
+    // The fast client gets all of it, then a live event, while the slow one is stuck.
+    let mut fast = app.ws(&app.token).await;
+    let (replay, _) = fast.subscribe(json!({"topic": "vm-status-all", "since": 0})).await;
+    assert_eq!(replay.len(), total);
+    let (status, created) = app
+        .create_vm(json!({"name": "while-slow", "cpu": 1, "memory": 128, "disk": 1, "os": "busybox"}))
+        .await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{created}");
+    let live = fast.next_of("vm-status").await;
+    assert_eq!(live["data"]["vmId"], created["data"]["id"]);
+
+    // The slow client finds part of the history, then a close that says where to resume.
+    let mut got: Vec<i64> = Vec::new();
+    let (code, reason) = loop {
+        match slow.next().await {
+            Some(RawFrame::Text(text)) => {
+                let frame: Value = serde_json::from_str(&text).expect("a frame");
+                if let Some(p) = frame["data"]["position"].as_i64() {
+                    got.push(p);
+                }
+            }
+            Some(RawFrame::Close(code, reason)) => break (code, reason),
+            Some(RawFrame::Other(_)) => {}
+            None => panic!("the slow client was dropped without a close frame after {} frames", got.len()),
+        }
+    };
+    assert_eq!(code, 1013, "{reason}");
+    assert!(reason.contains("too slow"), "{reason}");
+    assert!(!got.is_empty() && got.len() < total, "cut off part-way: {} frames", got.len());
+    let last = *got.last().expect("some frames");
+    assert!(reason.ends_with(&format!("since={last}")), "{reason} (last received {last})");
+
+    // Resuming from there gives the rest, exactly.
+    let mut again = app.ws(&app.token).await;
+    let (rest, _) = again
+        .subscribe(json!({"topic": "vm-status-all", "since": last}))
+        .await;
+    let mut all = got.clone();
+    all.extend(positions(&rest));
+    assert_eq!(all, log_positions(&app, &app.token, 0).await);
+}

@@ -268,7 +268,7 @@ pub enum RawFrame {
 }
 
 impl RawWs {
-    /// Connects to `/ws?token=` with a small receive buffer, so unread frames back up quickly.
+    /// Connects to `/ws?token=`.
     pub async fn connect(app: &TestApp, token: &str) -> RawWs {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let addr: std::net::SocketAddr = app
@@ -276,9 +276,7 @@ impl RawWs {
             .trim_start_matches("http://")
             .parse()
             .expect("a socket address");
-        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
-        socket.set_recv_buffer_size(4096).expect("a receive buffer size");
-        let mut tcp = socket.connect(addr).await.expect("a TCP connection");
+        let mut tcp = TcpStream::connect(addr).await.expect("a TCP connection");
         let request = format!(
             "GET /ws?token={token} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
