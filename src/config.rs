@@ -244,7 +244,8 @@ impl Settings {
         if ws.max_connections_per_user == 0 || ws.send_queue == 0 {
             return bad("ws.max_connections_per_user and ws.send_queue must be at least 1");
         }
-        if ws.monitor_min_interval_ms == 0 || ws.monitor_min_interval_ms > ws.monitor_max_interval_ms
+        if ws.monitor_min_interval_ms == 0
+            || ws.monitor_min_interval_ms > ws.monitor_max_interval_ms
         {
             return bad("ws.monitor_min_interval_ms must be at least 1 and at most ws.monitor_max_interval_ms");
         }

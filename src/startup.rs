@@ -20,13 +20,13 @@ use crate::actors::worker::{self, JobWorker, WorkerDeps};
 use crate::actors::VmRegistry;
 use crate::api;
 use crate::auth::{self, TokenKeys};
+use crate::bus::relay::Relay;
+use crate::bus::system::SystemEvents;
+use crate::bus::{Bus, Hub};
 use crate::config::Settings;
 use crate::hypervisor::images::ImageCatalog;
 use crate::hypervisor::qemu::{QemuConfig, QemuHypervisor};
 use crate::hypervisor::Hypervisor;
-use crate::bus::relay::Relay;
-use crate::bus::system::SystemEvents;
-use crate::bus::{Bus, Hub};
 use crate::publish::WakeRelay;
 use crate::store::{self, VmEventStore};
 use crate::ws::limits::ConnectionLimits;
@@ -146,7 +146,12 @@ impl Application {
         arbiter.spawn(worker::dispatch(pool.clone(), workers, shutdown.clone()));
 
         if settings.nats.relay {
-            let relay = Relay::new(pool.clone(), bus.clone(), settings.nats.relay_batch, relay_wake);
+            let relay = Relay::new(
+                pool.clone(),
+                bus.clone(),
+                settings.nats.relay_batch,
+                relay_wake,
+            );
             arbiter.spawn(relay.run(shutdown.clone()));
         }
         let hub = Hub::new(4096);
@@ -196,7 +201,10 @@ impl Application {
             .context("the server has no address")?;
         let server = server.run();
         system_events
-            .emit("node-started", format!("VoidVM {} listens on {addr}", env!("CARGO_PKG_VERSION")))
+            .emit(
+                "node-started",
+                format!("VoidVM {} listens on {addr}", env!("CARGO_PKG_VERSION")),
+            )
             .await;
         Ok(Application {
             addr,
@@ -216,7 +224,10 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         self.server.await.context("the HTTP server failed")?;
         self.system_events
-            .emit("node-stopping", "VoidVM is stopping; virtual machines keep running")
+            .emit(
+                "node-stopping",
+                "VoidVM is stopping; virtual machines keep running",
+            )
             .await;
         match store::jobs::requeue_abandoned(&self.pool).await {
             Ok(ids) if !ids.is_empty() => {

@@ -46,7 +46,10 @@ impl Hub {
     fn deliver(&self, event: FeedEvent) {
         let previous = self.last.fetch_max(event.position, Ordering::SeqCst);
         if event.position <= previous {
-            tracing::debug!(position = event.position, "dropped an event already delivered");
+            tracing::debug!(
+                position = event.position,
+                "dropped an event already delivered"
+            );
             return;
         }
         // No receivers is fine: nobody is listening.
@@ -99,11 +102,16 @@ impl Hub {
         let mut messages = consumer.messages().await?;
         while let Some(message) = messages.next().await {
             let message = message?;
-            let sequence = message.info().map_err(|e| anyhow::anyhow!(e))?.stream_sequence;
+            let sequence = message
+                .info()
+                .map_err(|e| anyhow::anyhow!(e))?
+                .stream_sequence;
             *next_sequence = Some(sequence + 1);
             match FeedEvent::from_bytes(&message.payload) {
                 Ok(event) => self.deliver(event),
-                Err(e) => tracing::warn!(subject = %message.subject, error = %e, "skipped a message"),
+                Err(e) => {
+                    tracing::warn!(subject = %message.subject, error = %e, "skipped a message")
+                }
             }
         }
         Ok(())

@@ -76,7 +76,9 @@ impl FeedEvent {
         body["owner"] = json!(row.owner_id);
         body["status"] = json!(status);
         body["job"] = match &job {
-            Some(j) => json!({"id": j.job_id, "kind": j.kind, "status": j.status, "error": j.error}),
+            Some(j) => {
+                json!({"id": j.job_id, "kind": j.kind, "status": j.status, "error": j.error})
+            }
             None => Value::Null,
         };
         FeedEvent {
@@ -94,9 +96,7 @@ impl FeedEvent {
     pub fn from_bytes(bytes: &[u8]) -> Result<FeedEvent, NotAnEvent> {
         let body: Value = serde_json::from_slice(bytes).map_err(|_| NotAnEvent("not JSON"))?;
         let text = |k: &str| body[k].as_str().map(str::to_string);
-        let position = body["position"]
-            .as_i64()
-            .ok_or(NotAnEvent("no position"))?;
+        let position = body["position"].as_i64().ok_or(NotAnEvent("no position"))?;
         let vm_id = text("vmId").ok_or(NotAnEvent("no vmId"))?;
         let event_type = text("type").ok_or(NotAnEvent("no type"))?;
         let job = match &body["job"] {

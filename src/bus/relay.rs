@@ -27,7 +27,7 @@ use crate::store::feed;
 /// The offset row this relay keeps in `relay_offsets`.
 const OFFSET_NAME: &str = "nats";
 /// "voidvm-relay" as a lock key.
-const LEADER_LOCK: i64 = 0x766f_6964_7265_6c;
+const LEADER_LOCK: i64 = 0x0076_6f69_6472_656c;
 /// How long to wait for a wake-up before looking at the log anyway.
 const POLL: Duration = Duration::from_secs(1);
 
@@ -130,8 +130,13 @@ impl Relay {
                     }
                 },
             };
-            let rows =
-                feed::after(&self.pool, at.confirmed, self.batch, &feed::Scope::default()).await?;
+            let rows = feed::after(
+                &self.pool,
+                at.confirmed,
+                self.batch,
+                &feed::Scope::default(),
+            )
+            .await?;
             if rows.is_empty() {
                 // Still the leader? (A lost lock connection means another node may take over.)
                 sqlx::query("SELECT 1")
@@ -196,9 +201,13 @@ impl Relay {
                 .get(POSITION_HEADER)
                 .and_then(|v| v.as_str().parse::<i64>().ok());
             if let Some(position) = position {
-                if last.subject.as_str().starts_with(&self.bus.subjects.all_jobs().replace('>', "")) {
+                if last
+                    .subject
+                    .as_str()
+                    .starts_with(&self.bus.subjects.all_jobs().replace('>', ""))
+                {
                     // The job message goes first; its event did not make it.
-                    if position - 1 >= at.confirmed {
+                    if position > at.confirmed {
                         at.confirmed = position - 1;
                         at.job_sent_for = Some(position);
                     }
@@ -299,7 +308,8 @@ struct Backoff(u32);
 
 impl Backoff {
     fn next(&mut self) -> Duration {
-        let d = Duration::from_millis(100 * 2u64.saturating_pow(self.0)).min(Duration::from_secs(5));
+        let d =
+            Duration::from_millis(100 * 2u64.saturating_pow(self.0)).min(Duration::from_secs(5));
         self.0 = self.0.saturating_add(1);
         d
     }

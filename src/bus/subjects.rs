@@ -29,7 +29,12 @@ impl Subjects {
     }
 
     pub fn event(&self, vm_id: &str, event_type: &str) -> String {
-        format!("{}.events.{}.{}", self.prefix, token(vm_id), token(event_type))
+        format!(
+            "{}.events.{}.{}",
+            self.prefix,
+            token(vm_id),
+            token(event_type)
+        )
     }
 
     pub fn job(&self, vm_id: &str, job_id: &str) -> String {
@@ -57,8 +62,7 @@ impl Subjects {
 pub fn is_token(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 

@@ -27,12 +27,16 @@ pub enum ClientKind {
 /// What a subscription is to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Topic {
-    VmStatus { vm_id: String },
+    VmStatus {
+        vm_id: String,
+    },
     VmStatusAll,
     Jobs,
     SystemEvent,
     /// Host figures every `interval_ms`.
-    SystemMonitor { interval_ms: u64 },
+    SystemMonitor {
+        interval_ms: u64,
+    },
 }
 
 impl Topic {
@@ -107,8 +111,8 @@ const DEFAULT_MONITOR_INTERVAL_MS: u64 = 5_000;
 
 /// Reads one text frame. On error, the `id` (when it could be read) is returned for the echo.
 pub fn parse(text: &str, bounds: IntervalBounds) -> Result<ClientFrame, (Value, ApiError)> {
-    let value: Value = serde_json::from_str(text)
-        .map_err(|e| (Value::Null, ApiError::BadJson(e.to_string())))?;
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| (Value::Null, ApiError::BadJson(e.to_string())))?;
     let Value::Object(frame) = value else {
         return Err((
             Value::Null,
@@ -228,7 +232,10 @@ fn action(data: &Map<String, Value>) -> Result<Action, ApiError> {
                 None | Some(Value::Null) => false,
                 Some(Value::Bool(b)) => *b,
                 Some(_) => {
-                    return Err(ApiError::validation("data.force", "`force` must be true or false."))
+                    return Err(ApiError::validation(
+                        "data.force",
+                        "`force` must be true or false.",
+                    ))
                 }
             };
             let timeout = match data.get("timeout") {
@@ -245,7 +252,9 @@ fn action(data: &Map<String, Value>) -> Result<Action, ApiError> {
         "reset" => Ok(Action::Reset),
         other => Err(ApiError::validation(
             "data.action",
-            format!("`{other}` is not an action; use start, stop, restart, pause, resume or reset."),
+            format!(
+                "`{other}` is not an action; use start, stop, restart, pause, resume or reset."
+            ),
         )),
     }
 }
@@ -295,12 +304,16 @@ mod tests {
 
     #[test]
     fn a_subscription_with_since_is_read() {
-        let f = parse_ok(r#"{"type":"subscribe","data":{"topic":"vm-status","vmId":"vm-1","since":41},"id":"r1"}"#);
+        let f = parse_ok(
+            r#"{"type":"subscribe","data":{"topic":"vm-status","vmId":"vm-1","since":41},"id":"r1"}"#,
+        );
         assert_eq!(f.id, json!("r1"));
         assert_eq!(
             f.kind,
             ClientKind::Subscribe {
-                topic: Topic::VmStatus { vm_id: "vm-1".into() },
+                topic: Topic::VmStatus {
+                    vm_id: "vm-1".into()
+                },
                 since: Some(41)
             }
         );
@@ -308,12 +321,18 @@ mod tests {
 
     #[test]
     fn vm_status_needs_a_vm() {
-        assert_eq!(field_of(r#"{"type":"subscribe","data":{"topic":"vm-status"}}"#), "data.vmId");
+        assert_eq!(
+            field_of(r#"{"type":"subscribe","data":{"topic":"vm-status"}}"#),
+            "data.vmId"
+        );
     }
 
     #[test]
     fn an_unknown_topic_names_the_field() {
-        assert_eq!(field_of(r#"{"type":"subscribe","data":{"topic":"weather"}}"#), "data.topic");
+        assert_eq!(
+            field_of(r#"{"type":"subscribe","data":{"topic":"weather"}}"#),
+            "data.topic"
+        );
     }
 
     #[test]
@@ -322,7 +341,8 @@ mod tests {
             field_of(r#"{"type":"subscribe","data":{"topic":"system-monitor","interval":10}}"#),
             "data.interval"
         );
-        let f = parse_ok(r#"{"type":"subscribe","data":{"topic":"system-monitor","interval":1000}}"#);
+        let f =
+            parse_ok(r#"{"type":"subscribe","data":{"topic":"system-monitor","interval":1000}}"#);
         assert_eq!(
             f.kind,
             ClientKind::Subscribe {
@@ -346,15 +366,23 @@ mod tests {
 
     #[test]
     fn a_control_frame_names_a_known_action() {
-        let f = parse_ok(r#"{"type":"vm-control","data":{"vmId":"vm-1","action":"stop","force":true},"id":7}"#);
+        let f = parse_ok(
+            r#"{"type":"vm-control","data":{"vmId":"vm-1","action":"stop","force":true},"id":7}"#,
+        );
         assert_eq!(
             f.kind,
             ClientKind::VmControl {
                 vm_id: "vm-1".into(),
-                action: Action::Stop { force: true, timeout: None }
+                action: Action::Stop {
+                    force: true,
+                    timeout: None
+                }
             }
         );
-        assert_eq!(field_of(r#"{"type":"vm-control","data":{"vmId":"vm-1","action":"explode"}}"#), "data.action");
+        assert_eq!(
+            field_of(r#"{"type":"vm-control","data":{"vmId":"vm-1","action":"explode"}}"#),
+            "data.action"
+        );
     }
 
     #[test]
@@ -370,8 +398,14 @@ mod tests {
 
     #[test]
     fn bad_json_is_its_own_error() {
-        assert!(matches!(parse("{nope", BOUNDS), Err((_, ApiError::BadJson(_)))));
-        assert!(matches!(parse("[1]", BOUNDS), Err((_, ApiError::Validation { .. }))));
+        assert!(matches!(
+            parse("{nope", BOUNDS),
+            Err((_, ApiError::BadJson(_)))
+        ));
+        assert!(matches!(
+            parse("[1]", BOUNDS),
+            Err((_, ApiError::Validation { .. }))
+        ));
     }
 
     #[test]

@@ -18,9 +18,9 @@ use actix_web::web;
 use actix_ws::{CloseCode, CloseReason, Message, MessageStream, Session};
 use futures::StreamExt;
 use serde_json::{json, Value};
-use tracing::Instrument;
-use tokio::sync::{broadcast, mpsc};
 use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{broadcast, mpsc};
+use tracing::Instrument;
 
 use super::limits::Slot;
 use super::protocol::{self, Action, ClientFrame, ClientKind, IntervalBounds, Topic};
@@ -110,7 +110,10 @@ pub async fn run_unauthenticated(
     let (user, id) = match first {
         Err(_) => {
             let _ = session
-                .close(Some(reason(CloseCode::Policy, "no auth frame arrived in time")))
+                .close(Some(reason(
+                    CloseCode::Policy,
+                    "no auth frame arrived in time",
+                )))
                 .await;
             return;
         }
@@ -197,10 +200,7 @@ async fn next_text(stream: &mut MessageStream) -> Option<String> {
 }
 
 /// The task that writes queued frames to the socket; it is the only one that waits on it.
-fn start_writer(
-    state: &AppState,
-    mut session: Session,
-) -> (Writer, tokio::task::JoinHandle<()>) {
+fn start_writer(state: &AppState, mut session: Session) -> (Writer, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<Out>(state.settings.ws.send_queue);
     let written = Arc::new(AtomicI64::new(-1));
     let progress = written.clone();
@@ -281,7 +281,9 @@ impl Connection {
                     Ok(Ok(())) => Ok(()),
                     Ok(Err(_)) => Err(End::Gone),
                     Err(_) => Err(End::Slow(match self.resume_position() {
-                        Some(p) => format!("too slow: the send queue stayed full; resume with since={p}"),
+                        Some(p) => {
+                            format!("too slow: the send queue stayed full; resume with since={p}")
+                        }
                         None => "too slow: the send queue stayed full".to_string(),
                     })),
                 }
@@ -428,7 +430,12 @@ impl Connection {
         }
     }
 
-    async fn subscribe(&mut self, topic: Topic, since: Option<i64>, id: &Value) -> Result<(), Refusal> {
+    async fn subscribe(
+        &mut self,
+        topic: Topic,
+        since: Option<i64>,
+        id: &Value,
+    ) -> Result<(), Refusal> {
         match &topic {
             Topic::SystemEvent | Topic::SystemMonitor { .. } if !self.user.is_admin() => {
                 return Err(Refusal::Api(ApiError::Forbidden(format!(
@@ -445,7 +452,8 @@ impl Connection {
         match topic {
             Topic::SystemEvent => {
                 self.system_events = true;
-                self.send(protocol::frame("subscribed", topic.to_json(), id)).await?;
+                self.send(protocol::frame("subscribed", topic.to_json(), id))
+                    .await?;
             }
             Topic::SystemMonitor { interval_ms } => {
                 let mut tick = tokio::time::interval(Duration::from_millis(interval_ms));
@@ -455,7 +463,8 @@ impl Connection {
                 monitor.sample();
                 tick.tick().await;
                 self.monitor = Some((monitor, tick, interval_ms));
-                self.send(protocol::frame("subscribed", topic.to_json(), id)).await?;
+                self.send(protocol::frame("subscribed", topic.to_json(), id))
+                    .await?;
             }
             topic => {
                 self.subs.retain(|s| !s.topic.same_as(&topic));
@@ -538,7 +547,10 @@ impl Connection {
                 Err(Refusal::End(end)) => return Err(end),
                 Err(Refusal::Api(e)) => {
                     tracing::warn!(error = %e, "a connection could not catch up from the log");
-                    return Err(End::Close(CloseCode::Error, "the event log could not be read; resume later".into()));
+                    return Err(End::Close(
+                        CloseCode::Error,
+                        "the event log could not be read; resume later".into(),
+                    ));
                 }
             }
         }

@@ -18,9 +18,11 @@ async fn lifecycle_events_arrive_in_order_with_their_positions() {
 
     let id = app.create_guest("feed-order").await;
     app.act_and_wait(&id, "start", None).await;
-    app.act_and_wait(&id, "stop", Some(json!({"force": true}))).await;
+    app.act_and_wait(&id, "stop", Some(json!({"force": true})))
+        .await;
     let (_, deleted) = app.delete_vm(&id).await;
-    app.wait_job(deleted["data"]["jobId"].as_str().expect("a job")).await;
+    app.wait_job(deleted["data"]["jobId"].as_str().expect("a job"))
+        .await;
 
     let mut statuses: Vec<Value> = Vec::new();
     let mut jobs = Vec::new();
@@ -50,7 +52,10 @@ async fn lifecycle_events_arrive_in_order_with_their_positions() {
     let got: Vec<Value> = statuses.iter().map(|f| f["data"]["type"].clone()).collect();
     assert_eq!(got, expected);
     let pos = positions(&statuses);
-    assert!(pos.windows(2).all(|w| w[0] < w[1]), "positions rise: {pos:?}");
+    assert!(
+        pos.windows(2).all(|w| w[0] < w[1]),
+        "positions rise: {pos:?}"
+    );
     // Each frame says what the event left the VM as.
     let status_after: Vec<&str> = statuses
         .iter()
@@ -63,8 +68,14 @@ async fn lifecycle_events_arrive_in_order_with_their_positions() {
     for frame in &jobs {
         assert_eq!(frame["data"]["vmId"], id.as_str());
     }
-    let queued = jobs.iter().filter(|f| f["data"]["status"] == "queued").count();
-    let succeeded = jobs.iter().filter(|f| f["data"]["status"] == "succeeded").count();
+    let queued = jobs
+        .iter()
+        .filter(|f| f["data"]["status"] == "queued")
+        .count();
+    let succeeded = jobs
+        .iter()
+        .filter(|f| f["data"]["status"] == "succeeded")
+        .count();
     assert_eq!((queued, succeeded), (4, 4), "{jobs:?}");
 }
 
@@ -72,7 +83,8 @@ async fn lifecycle_events_arrive_in_order_with_their_positions() {
 async fn a_token_can_come_in_an_auth_frame_and_requests_are_echoed() {
     let app = spawn_app().await;
     let mut ws = app.ws_anonymous().await;
-    ws.send("auth", json!({"token": app.token}), json!("a1")).await;
+    ws.send("auth", json!({"token": app.token}), json!("a1"))
+        .await;
     let hello = ws.next().await.expect("an answer");
     assert_eq!(hello["type"], "authenticated", "{hello}");
     assert_eq!(hello["id"], "a1");
@@ -92,7 +104,8 @@ async fn a_bad_token_is_refused_before_and_after_the_upgrade() {
     assert_eq!(refused.1["error"]["code"], "UNAUTHORIZED", "{}", refused.1);
 
     let mut ws = app.ws_anonymous().await;
-    ws.send("auth", json!({"token": "forged"}), json!("x")).await;
+    ws.send("auth", json!({"token": "forged"}), json!("x"))
+        .await;
     let error = ws.next().await.expect("an error frame");
     assert_eq!(error["type"], "error");
     assert_eq!(error["id"], "x");
@@ -102,7 +115,8 @@ async fn a_bad_token_is_refused_before_and_after_the_upgrade() {
 
     // Anything but auth first is refused too.
     let mut ws = app.ws_anonymous().await;
-    ws.send("subscribe", json!({"topic": "jobs"}), json!(1)).await;
+    ws.send("subscribe", json!({"topic": "jobs"}), json!(1))
+        .await;
     let error = ws.next().await.expect("an error frame");
     assert_eq!(error["data"]["code"], "UNAUTHORIZED", "{error}");
     assert_eq!(ws.closed(10).await.code, 1008);
@@ -113,11 +127,26 @@ async fn malformed_frames_get_error_frames_naming_the_field() {
     let app = spawn_app().await;
     let mut ws = app.ws(&app.token).await;
     let cases = [
-        (json!({"type": "subscribe", "data": {"topic": "weather"}, "id": 1}), "data.topic"),
-        (json!({"type": "subscribe", "data": {"topic": "vm-status"}, "id": 2}), "data.vmId"),
-        (json!({"type": "subscribe", "data": {"topic": "system-monitor", "interval": 5}, "id": 3}), "data.interval"),
-        (json!({"type": "subscribe", "data": {"topic": "jobs", "since": "soon"}, "id": 4}), "data.since"),
-        (json!({"type": "vm-control", "data": {"vmId": "vm-x", "action": "fly"}, "id": 5}), "data.action"),
+        (
+            json!({"type": "subscribe", "data": {"topic": "weather"}, "id": 1}),
+            "data.topic",
+        ),
+        (
+            json!({"type": "subscribe", "data": {"topic": "vm-status"}, "id": 2}),
+            "data.vmId",
+        ),
+        (
+            json!({"type": "subscribe", "data": {"topic": "system-monitor", "interval": 5}, "id": 3}),
+            "data.interval",
+        ),
+        (
+            json!({"type": "subscribe", "data": {"topic": "jobs", "since": "soon"}, "id": 4}),
+            "data.since",
+        ),
+        (
+            json!({"type": "vm-control", "data": {"vmId": "vm-x", "action": "fly"}, "id": 5}),
+            "data.action",
+        ),
         (json!({"type": "dance", "id": 6}), "type"),
     ];
     for (frame, field) in cases {
@@ -140,11 +169,18 @@ async fn vm_control_answers_with_the_job_id() {
     let app = spawn_app().await;
     let id = app.create_guest("ws-control").await;
     let mut ws = app.ws(&app.token).await;
-    ws.send("vm-control", json!({"vmId": id, "action": "start"}), json!("c1")).await;
+    ws.send(
+        "vm-control",
+        json!({"vmId": id, "action": "start"}),
+        json!("c1"),
+    )
+    .await;
     let answer = ws.next_of("vm-control-response").await;
     assert_eq!(answer["id"], "c1");
     assert_eq!(answer["data"]["action"], "start");
-    let job = app.wait_job(answer["data"]["jobId"].as_str().expect("a job id")).await;
+    let job = app
+        .wait_job(answer["data"]["jobId"].as_str().expect("a job id"))
+        .await;
     assert_eq!(job["status"], "succeeded", "{job}");
     assert_eq!(app.status_of(&id).await, "running");
 
@@ -160,11 +196,21 @@ async fn vm_control_answers_with_the_job_id() {
     assert_eq!(started["actor"]["via"], "websocket", "{started}");
 
     // A state conflict is an error frame with the API's code.
-    ws.send("vm-control", json!({"vmId": id, "action": "start"}), json!("c2")).await;
+    ws.send(
+        "vm-control",
+        json!({"vmId": id, "action": "start"}),
+        json!("c2"),
+    )
+    .await;
     let error = ws.next_of("error").await;
     assert_eq!(error["id"], "c2");
     assert_eq!(error["data"]["code"], "VM_ALREADY_RUNNING", "{error}");
-    ws.send("vm-control", json!({"vmId": "vm-nope", "action": "stop"}), json!("c3")).await;
+    ws.send(
+        "vm-control",
+        json!({"vmId": "vm-nope", "action": "stop"}),
+        json!("c3"),
+    )
+    .await;
     assert_eq!(ws.next_of("error").await["data"]["code"], "VM_NOT_FOUND");
 }
 
@@ -172,22 +218,36 @@ async fn vm_control_answers_with_the_job_id() {
 async fn the_system_monitor_reports_the_host_to_admins_only() {
     let app = spawn_app().await;
     let mut ws = app.ws(&app.token).await;
-    let (_, ack) = ws.subscribe(json!({"topic": "system-monitor", "interval": 500})).await;
+    let (_, ack) = ws
+        .subscribe(json!({"topic": "system-monitor", "interval": 500}))
+        .await;
     assert_eq!(ack["data"]["interval"], 500);
     let sample = ws.next_of("system-monitor").await;
     let data = &sample["data"];
     assert!(data["cpu"]["cores"].as_u64().unwrap_or(0) >= 1, "{sample}");
     let total = data["memory"]["totalBytes"].as_u64().unwrap_or(0);
-    assert!(total > 0 && data["memory"]["usedBytes"].as_u64().unwrap_or(u64::MAX) <= total, "{sample}");
-    assert!(data["disk"]["totalBytes"].as_u64().unwrap_or(0) > 0, "{sample}");
+    assert!(
+        total > 0 && data["memory"]["usedBytes"].as_u64().unwrap_or(u64::MAX) <= total,
+        "{sample}"
+    );
+    assert!(
+        data["disk"]["totalBytes"].as_u64().unwrap_or(0) > 0,
+        "{sample}"
+    );
     assert!(data["network"]["rxBytes"].is_u64(), "{sample}");
-    ws.send("unsubscribe", json!({"topic": "system-monitor"}), json!("u")).await;
+    ws.send(
+        "unsubscribe",
+        json!({"topic": "system-monitor"}),
+        json!("u"),
+    )
+    .await;
     let done = ws.next_of("unsubscribed").await;
     assert_eq!(done["data"]["removed"], 1);
 
     let user = app.create_user("monitor-user").await;
     let mut ws = app.ws(&user).await;
-    ws.send("subscribe", json!({"topic": "system-monitor"}), json!(1)).await;
+    ws.send("subscribe", json!({"topic": "system-monitor"}), json!(1))
+        .await;
     assert_eq!(ws.next_of("error").await["data"]["code"], "FORBIDDEN");
 }
 
@@ -237,7 +297,12 @@ async fn a_silent_client_is_closed_by_the_heartbeat() {
 /// Changes a VM's description (one `VmReconfigured` event, no job).
 async fn touch(app: &crate::helpers::TestApp, token: &str, id: &str, n: usize) {
     let (status, body) = app
-        .call_as(token, Method::PATCH, &format!("/api/v1/vms/{id}"), Some(json!({"description": format!("step {n}")})))
+        .call_as(
+            token,
+            Method::PATCH,
+            &format!("/api/v1/vms/{id}"),
+            Some(json!({"description": format!("step {n}")})),
+        )
         .await;
     assert_eq!(status, reqwest::StatusCode::OK, "{body}");
 }
@@ -248,9 +313,17 @@ async fn log_positions(app: &crate::helpers::TestApp, token: &str, after: i64) -
     let mut cursor = after;
     loop {
         let (_, page) = app
-            .call_as(token, Method::GET, &format!("/api/v1/events?after={cursor}&limit=1000"), None)
+            .call_as(
+                token,
+                Method::GET,
+                &format!("/api/v1/events?after={cursor}&limit=1000"),
+                None,
+            )
             .await;
-        let items = page["data"]["items"].as_array().cloned().unwrap_or_default();
+        let items = page["data"]["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         if items.is_empty() {
             return out;
         }
@@ -291,7 +364,11 @@ async fn a_client_that_resumes_with_since_gets_exactly_what_it_missed() {
     let (replay, ack) = ws
         .subscribe(json!({"topic": "vm-status-all", "since": last}))
         .await;
-    assert_eq!(positions(&replay), missed, "the replay is exactly the missed events");
+    assert_eq!(
+        positions(&replay),
+        missed,
+        "the replay is exactly the missed events"
+    );
     assert_eq!(ack["data"]["replayed"], missed.len());
     assert_eq!(ack["data"]["position"], *missed.last().expect("missed"));
     assert!(replay.iter().any(|f| f["data"]["vmId"] == other.as_str()));
@@ -330,17 +407,24 @@ async fn the_eleventh_connection_of_a_user_is_refused() {
     assert_eq!(status, 429, "{body}");
     assert_eq!(body["error"]["code"], "RATE_LIMITED", "{body}");
     assert!(
-        body["error"]["details"].as_str().unwrap_or("").contains("10 WebSocket connections"),
+        body["error"]["details"]
+            .as_str()
+            .unwrap_or("")
+            .contains("10 WebSocket connections"),
         "{body}"
     );
     // The same through an auth frame: an error frame, then a close with the reason.
     let mut late = app.ws_anonymous().await;
-    late.send("auth", json!({"token": user}), json!("late")).await;
+    late.send("auth", json!({"token": user}), json!("late"))
+        .await;
     let error = late.next().await.expect("an error frame");
     assert_eq!(error["data"]["code"], "RATE_LIMITED", "{error}");
     let closed = late.closed(10).await;
     assert_eq!(closed.code, 1008);
-    assert!(closed.reason.contains("10 WebSocket connections"), "{closed:?}");
+    assert!(
+        closed.reason.contains("10 WebSocket connections"),
+        "{closed:?}"
+    );
 
     // Other users are not affected.
     app.ws(&app.token).await;
@@ -374,7 +458,9 @@ async fn a_user_never_sees_another_users_vm_events() {
         let token = token.to_string();
         let app = &app;
         async move {
-            let (status, body) = app.call_as(&token, Method::POST, "/api/v1/vms", Some(body)).await;
+            let (status, body) = app
+                .call_as(&token, Method::POST, "/api/v1/vms", Some(body))
+                .await;
             assert_eq!(status, reqwest::StatusCode::CREATED, "{body}");
             let job = body["data"]["jobId"].as_str().expect("a job").to_string();
             app.wait_job(&job).await;
@@ -389,7 +475,11 @@ async fn a_user_never_sees_another_users_vm_events() {
     while !bob_frames
         .iter()
         .any(|f: &Value| f["type"] == "job-update" && f["data"]["status"] == "succeeded")
-        || bob_frames.iter().filter(|f| f["type"] == "vm-status").count() < 2
+        || bob_frames
+            .iter()
+            .filter(|f| f["type"] == "vm-status")
+            .count()
+            < 2
     {
         bob_frames.push(bob_ws.next().await.expect("bob's feed closed"));
     }
@@ -398,33 +488,63 @@ async fn a_user_never_sees_another_users_vm_events() {
         bob_frames.push(frame);
     }
     assert!(
-        bob_frames.iter().all(|f| f["data"]["vmId"] != alices.as_str()),
+        bob_frames
+            .iter()
+            .all(|f| f["data"]["vmId"] != alices.as_str()),
         "bob saw alice's VM: {bob_frames:?}"
     );
-    assert!(bob_frames.iter().any(|f| f["data"]["vmId"] == bobs.as_str()));
+    assert!(bob_frames
+        .iter()
+        .any(|f| f["data"]["vmId"] == bobs.as_str()));
 
     // The admin sees both.
     let mut admin_vms = std::collections::HashSet::new();
     while admin_vms.len() < 2 {
         let frame = admin_ws.next_of("vm-status").await;
-        admin_vms.insert(frame["data"]["vmId"].as_str().unwrap_or_default().to_string());
+        admin_vms.insert(
+            frame["data"]["vmId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
     }
     assert!(admin_vms.contains(&alices) && admin_vms.contains(&bobs));
 
     // Nor through a replay, a single-VM subscription or a command.
     let mut bob_ws = app.ws(&bob).await;
-    let (replay, _) = bob_ws.subscribe(json!({"topic": "vm-status-all", "since": 0})).await;
+    let (replay, _) = bob_ws
+        .subscribe(json!({"topic": "vm-status-all", "since": 0}))
+        .await;
     assert!(!replay.is_empty());
-    assert!(replay.iter().all(|f| f["data"]["vmId"] == bobs.as_str()), "{replay:?}");
+    assert!(
+        replay.iter().all(|f| f["data"]["vmId"] == bobs.as_str()),
+        "{replay:?}"
+    );
     bob_ws
-        .send("subscribe", json!({"topic": "vm-status", "vmId": alices}), json!("peek"))
+        .send(
+            "subscribe",
+            json!({"topic": "vm-status", "vmId": alices}),
+            json!("peek"),
+        )
         .await;
-    assert_eq!(bob_ws.next_of("error").await["data"]["code"], "VM_NOT_FOUND");
+    assert_eq!(
+        bob_ws.next_of("error").await["data"]["code"],
+        "VM_NOT_FOUND"
+    );
     bob_ws
-        .send("vm-control", json!({"vmId": alices, "action": "start"}), json!("poke"))
+        .send(
+            "vm-control",
+            json!({"vmId": alices, "action": "start"}),
+            json!("poke"),
+        )
         .await;
-    assert_eq!(bob_ws.next_of("error").await["data"]["code"], "VM_NOT_FOUND");
-    bob_ws.send("subscribe", json!({"topic": "system-event"}), json!("sys")).await;
+    assert_eq!(
+        bob_ws.next_of("error").await["data"]["code"],
+        "VM_NOT_FOUND"
+    );
+    bob_ws
+        .send("subscribe", json!({"topic": "system-event"}), json!("sys"))
+        .await;
     assert_eq!(bob_ws.next_of("error").await["data"]["code"], "FORBIDDEN");
 }
 
@@ -436,7 +556,9 @@ async fn a_slow_client_is_cut_off_without_delaying_a_fast_one() {
     })
     .await;
     // A long history: 20,000 events of one VM, written straight into the log.
-    let pool = sqlx::PgPool::connect(&app.env.database_url).await.expect("the test database");
+    let pool = sqlx::PgPool::connect(&app.env.database_url)
+        .await
+        .expect("the test database");
     sqlx::query(
         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
          SELECT 'vm', 'vm-longhistory', g, 'VmReconfigured', '1',
@@ -452,15 +574,21 @@ async fn a_slow_client_is_cut_off_without_delaying_a_fast_one() {
 
     // The slow client asks for all of it and then reads nothing.
     let mut slow = RawWs::connect(&app, &app.token).await;
-    slow.send(&json!({"type": "subscribe", "data": {"topic": "vm-status-all", "since": 0}, "id": "s"}))
-        .await;
+    slow.send(
+        &json!({"type": "subscribe", "data": {"topic": "vm-status-all", "since": 0}, "id": "s"}),
+    )
+    .await;
 
     // The fast client gets all of it, then a live event, while the slow one is stuck.
     let mut fast = app.ws(&app.token).await;
-    let (replay, _) = fast.subscribe(json!({"topic": "vm-status-all", "since": 0})).await;
+    let (replay, _) = fast
+        .subscribe(json!({"topic": "vm-status-all", "since": 0}))
+        .await;
     assert_eq!(replay.len(), total);
     let (status, created) = app
-        .create_vm(json!({"name": "while-slow", "cpu": 1, "memory": 128, "disk": 1, "os": "busybox"}))
+        .create_vm(
+            json!({"name": "while-slow", "cpu": 1, "memory": 128, "disk": 1, "os": "busybox"}),
+        )
         .await;
     assert_eq!(status, reqwest::StatusCode::CREATED, "{created}");
     let live = fast.next_of("vm-status").await;
@@ -477,15 +605,25 @@ async fn a_slow_client_is_cut_off_without_delaying_a_fast_one() {
                 }
             }
             Some(RawFrame::Close(code, reason)) => break (code, reason),
-            Some(RawFrame::Other(_)) => {}
-            None => panic!("the slow client was dropped without a close frame after {} frames", got.len()),
+            Some(RawFrame::Other) => {}
+            None => panic!(
+                "the slow client was dropped without a close frame after {} frames",
+                got.len()
+            ),
         }
     };
     assert_eq!(code, 1013, "{reason}");
     assert!(reason.contains("too slow"), "{reason}");
-    assert!(!got.is_empty() && got.len() < total, "cut off part-way: {} frames", got.len());
+    assert!(
+        !got.is_empty() && got.len() < total,
+        "cut off part-way: {} frames",
+        got.len()
+    );
     let last = *got.last().expect("some frames");
-    assert!(reason.ends_with(&format!("since={last}")), "{reason} (last received {last})");
+    assert!(
+        reason.ends_with(&format!("since={last}")),
+        "{reason} (last received {last})"
+    );
 
     // Resuming from there gives the rest, exactly.
     let mut again = app.ws(&app.token).await;

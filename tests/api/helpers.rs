@@ -151,7 +151,9 @@ impl Drop for Env {
                 )
                 .await;
                 if let Ok(client) = async_nats::connect(NATS_URL).await {
-                    let _ = async_nats::jetstream::new(client).delete_stream(&stream).await;
+                    let _ = async_nats::jetstream::new(client)
+                        .delete_stream(&stream)
+                        .await;
                 }
             });
         })

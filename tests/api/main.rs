@@ -10,6 +10,7 @@ mod helpers;
 mod hypervisor;
 mod jobs;
 mod lifecycle;
+mod relay;
 mod schemas;
 mod snapshots;
 mod ws_client;

@@ -35,7 +35,10 @@ impl TestApp {
 
     /// A WebSocket connection authenticated by `token` in the query; waits for `authenticated`.
     pub async fn ws(&self, token: &str) -> WsClient {
-        let mut client = self.try_ws(token).await.unwrap_or_else(|e| panic!("the WebSocket was refused: {e:?}"));
+        let mut client = self
+            .try_ws(token)
+            .await
+            .unwrap_or_else(|e| panic!("the WebSocket was refused: {e:?}"));
         let hello = client.next().await.expect("a first frame");
         assert_eq!(hello["type"], "authenticated", "{hello}");
         client
@@ -81,12 +84,18 @@ impl WsClient {
 
     /// The next server frame, or `None` once the connection closed. Fails the test after 60 s.
     pub async fn next(&mut self) -> Option<Value> {
-        self.next_within(60).await.unwrap_or_else(|| panic!("no frame arrived within 60 s"))
+        self.next_within(60)
+            .await
+            .unwrap_or_else(|| panic!("no frame arrived within 60 s"))
     }
 
     /// `Some(frame or None-if-closed)`, or `None` when nothing came within `secs`.
     pub async fn next_within(&mut self, secs: u64) -> Option<Option<Value>> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        self.next_within_ms(secs * 1000).await
+    }
+
+    pub async fn next_within_ms(&mut self, ms: u64) -> Option<Option<Value>> {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
         loop {
             let msg = match tokio::time::timeout_at(deadline, self.stream.next()).await {
                 Err(_) => return None,
@@ -121,7 +130,10 @@ impl WsClient {
         self.send("subscribe", data.clone(), json!("sub")).await;
         let mut replay = Vec::new();
         loop {
-            let frame = self.next().await.expect("the connection closed during the replay");
+            let frame = self
+                .next()
+                .await
+                .expect("the connection closed during the replay");
             match frame["type"].as_str() {
                 Some("subscribed") => {
                     assert_eq!(frame["id"], "sub", "{frame}");
@@ -139,7 +151,9 @@ impl WsClient {
         loop {
             let msg = tokio::time::timeout_at(deadline, self.stream.next())
                 .await
-                .unwrap_or_else(|_| panic!("the server did not close the connection within {secs} s"));
+                .unwrap_or_else(|_| {
+                    panic!("the server did not close the connection within {secs} s")
+                });
             match msg {
                 Some(Ok(Message::Close(Some(frame)))) => {
                     return Closed {
@@ -180,7 +194,12 @@ pub async fn stream_events(app: &TestApp) -> Vec<(String, Value)> {
     let Ok(mut stream) = js.get_stream(&app.env.nats_stream).await else {
         return Vec::new();
     };
-    let last = stream.info().await.expect("stream info").state.last_sequence;
+    let last = stream
+        .info()
+        .await
+        .expect("stream info")
+        .state
+        .last_sequence;
     let mut out = Vec::new();
     for seq in 1..=last {
         if let Ok(msg) = stream.get_raw_message(seq).await {
@@ -205,7 +224,9 @@ pub struct NatsProxy {
 
 impl NatsProxy {
     pub async fn start() -> NatsProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a proxy port");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a proxy port");
         let url = format!("nats://{}", listener.local_addr().expect("an address"));
         let up = Arc::new(AtomicBool::new(true));
         let conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
@@ -224,7 +245,8 @@ impl NatsProxy {
                     let task = tokio::spawn(async move {
                         let target = NATS_URL.trim_start_matches("nats://");
                         if let Ok(mut outbound) = TcpStream::connect(target).await {
-                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                         }
                     });
                     conns.lock().expect("the proxy's list").push(task);
@@ -264,7 +286,7 @@ pub struct RawWs {
 pub enum RawFrame {
     Text(String),
     Close(u16, String),
-    Other(u8),
+    Other,
 }
 
 impl RawWs {
@@ -281,7 +303,9 @@ impl RawWs {
             "GET /ws?token={token} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         );
-        tcp.write_all(request.as_bytes()).await.expect("the handshake");
+        tcp.write_all(request.as_bytes())
+            .await
+            .expect("the handshake");
         let mut buf = Vec::new();
         let mut chunk = [0u8; 1024];
         let end = loop {
@@ -315,7 +339,10 @@ impl RawWs {
         // A zero mask leaves the payload as it is.
         out.extend_from_slice(&[0, 0, 0, 0]);
         out.extend_from_slice(&payload);
-        self.tcp.write_all(&out).await.expect("a frame could not be sent");
+        self.tcp
+            .write_all(&out)
+            .await
+            .expect("a frame could not be sent");
     }
 
     async fn fill(&mut self, need: usize) -> bool {
@@ -366,9 +393,12 @@ impl RawWs {
                 } else {
                     0
                 };
-                RawFrame::Close(code, String::from_utf8_lossy(payload.get(2..).unwrap_or(&[])).to_string())
+                RawFrame::Close(
+                    code,
+                    String::from_utf8_lossy(payload.get(2..).unwrap_or(&[])).to_string(),
+                )
             }
-            other => RawFrame::Other(other),
+            _ => RawFrame::Other,
         })
     }
 }
