@@ -1,6 +1,8 @@
 //! What the log records beside each event: who acted, how, from where, in which request, and the
 //! job the event opens or closes (which the `jobs` trigger reads). Built on the server from the
-//! authenticated request, never from anything the client sends about itself.
+//! authenticated request, never from anything the client sends about itself. The event store
+//! adds `owner_id` and `status` (the VM's owner, and the status the event left it in), so the
+//! real-time feed can filter and describe an event without replaying its stream.
 
 use std::collections::HashMap;
 

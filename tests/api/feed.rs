@@ -634,3 +634,51 @@ async fn a_slow_client_is_cut_off_without_delaying_a_fast_one() {
     all.extend(positions(&rest));
     assert_eq!(all, log_positions(&app, &app.token, 0).await);
 }
+
+#[actix_rt::test]
+async fn nodes_on_one_log_see_each_others_events_and_system_events() {
+    let app = spawn_app().await;
+    let mut ws = app.ws(&app.token).await;
+    ws.subscribe(json!({"topic": "system-event"})).await;
+    ws.subscribe(json!({"topic": "vm-status-all"})).await;
+
+    let second = crate::helpers::spawn_second_node(&app).await;
+    let started = ws.next_of("system-event").await;
+    assert_eq!(started["data"]["kind"], "node-started", "{started}");
+    assert!(started["data"]["node"].is_string());
+
+    // A VM created through the second node shows up on the first node's feed, once.
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/api/v1/vms",
+            Some(json!({"name": "via-node-two", "cpu": 1, "memory": 128, "disk": 1, "os": "busybox"})),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::CREATED);
+    let first_id = body["data"]["id"].as_str().expect("an id").to_string();
+    let resp = app
+        .client
+        .post(format!("{second}/api/v1/vms"))
+        .bearer_auth(&app.token)
+        .json(&json!({"name": "on-node-two", "cpu": 1, "memory": 128, "disk": 1, "os": "busybox"}))
+        .send()
+        .await
+        .expect("the second node answers");
+    assert_eq!(resp.status(), reqwest::StatusCode::CREATED);
+    let body: Value = resp.json().await.expect("json");
+    let second_id = body["data"]["id"].as_str().expect("an id").to_string();
+    let mut created = Vec::new();
+    while created.len() < 2 {
+        let frame = ws.next_of("vm-status").await;
+        if frame["data"]["type"] == "VmCreated" {
+            created.push(
+                frame["data"]["vmId"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            );
+        }
+    }
+    assert_eq!(created, vec![first_id, second_id]);
+}

@@ -48,6 +48,7 @@ pub struct Env {
 impl Env {
     pub async fn new() -> Env {
         require_guest();
+        require_nats().await;
         let id = uuid::Uuid::new_v4().simple().to_string();
         let db_name = format!("voidvm_test_{id}");
         let mut conn = connect_admin().await;
@@ -117,6 +118,24 @@ impl Env {
         .into_iter()
         .chain(self.extra_vars.iter().cloned())
         .collect()
+    }
+}
+
+/// Fails the test, with the reason, unless NATS with JetStream answers.
+async fn require_nats() {
+    let client = tokio::time::timeout(Duration::from_secs(5), async_nats::connect(NATS_URL))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_else(|| panic!("NATS must be running on {NATS_URL} for the tests"));
+    // A stream that does not exist: JetStream answers "not found"; without JetStream nobody does.
+    if let Err(e) = async_nats::jetstream::new(client)
+        .get_stream("VOIDVM_PROBE_NONE")
+        .await
+    {
+        if !e.to_string().contains("not found") {
+            panic!("NATS on {NATS_URL} must have JetStream enabled (-js) for the tests ({e})");
+        }
     }
 }
 
@@ -214,6 +233,17 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let address = format!("http://{}", app.addr());
     actix_web::rt::spawn(app.run_until_stopped());
     TestApp::connect(address, env, None).await
+}
+
+/// A second VoidVM node in this process, on the same database and NATS subjects as `app`;
+/// returns its address.
+pub async fn spawn_second_node(app: &TestApp) -> String {
+    let node = Application::build(app.env.settings())
+        .await
+        .expect("the second node failed to build");
+    let address = format!("http://{}", node.addr());
+    actix_web::rt::spawn(node.run_until_stopped());
+    address
 }
 
 /// VoidVM as its own process (`voidvm serve`), so a test can SIGKILL and restart it.
