@@ -87,6 +87,7 @@ async fn every_event_reaches_nats_in_order_on_its_documented_subject() {
         );
         assert_eq!(body["vmId"], id.as_str());
         assert!(body["owner"].is_string(), "{body}");
+        crate::ws_client::assert_schema("feed-event", body);
     }
     // Job messages sit on their own subjects.
     let client = async_nats::connect(crate::helpers::NATS_URL)
@@ -107,6 +108,7 @@ async fn every_event_reaches_nats_in_order_on_its_documented_subject() {
         .await
         .expect("the job's message");
     let body: Value = serde_json::from_slice(&message.payload).expect("json");
+    crate::ws_client::assert_schema("job-update", &body);
     assert_eq!(body["jobId"], last_job.as_str());
     assert_eq!(body["status"], "succeeded", "{body}");
 }

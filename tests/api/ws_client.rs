@@ -103,7 +103,9 @@ impl WsClient {
             };
             match msg {
                 Some(Ok(Message::Text(text))) => {
-                    return Some(Some(serde_json::from_str(&text).expect("a JSON frame")))
+                    let frame: Value = serde_json::from_str(&text).expect("a JSON frame");
+                    assert_frame(&frame);
+                    return Some(Some(frame));
                 }
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Some(None),
                 Some(Ok(_)) => continue,
@@ -400,5 +402,56 @@ impl RawWs {
             }
             _ => RawFrame::Other,
         })
+    }
+}
+
+/// Fails the test unless `instance` matches `schemas/feed/<name>.json`.
+pub fn assert_schema(name: &str, instance: &Value) {
+    let validator = validator(name);
+    let errors: Vec<String> = validator
+        .iter_errors(instance)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{instance} does not match {name}.json: {errors:?}"
+    );
+}
+
+/// Each schema is compiled once per test run.
+fn validator(name: &str) -> Arc<jsonschema::Validator> {
+    static CACHE: std::sync::OnceLock<
+        Mutex<std::collections::HashMap<String, Arc<jsonschema::Validator>>>,
+    > = std::sync::OnceLock::new();
+    let mut cache = CACHE
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    cache
+        .entry(name.to_string())
+        .or_insert_with(|| {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("schemas/feed")
+                .join(format!("{name}.json"));
+            let text = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{} could not be read: {e}", path.display()));
+            let schema: Value = serde_json::from_str(&text).expect("a JSON schema");
+            Arc::new(
+                jsonschema::draft202012::new(&schema)
+                    .unwrap_or_else(|e| panic!("{} is not a valid schema: {e}", path.display())),
+            )
+        })
+        .clone()
+}
+
+/// Checks a server frame, and its data where the frame type has a schema of its own.
+pub fn assert_frame(frame: &Value) {
+    assert_schema("server-frame", frame);
+    match frame["type"].as_str() {
+        Some("vm-status") if frame["data"]["position"].is_i64() => {
+            assert_schema("feed-event", &frame["data"])
+        }
+        Some("job-update") => assert_schema("job-update", &frame["data"]),
+        _ => {}
     }
 }
