@@ -30,7 +30,7 @@ use crate::bus::system::SystemEvent;
 use crate::bus::FeedEvent;
 use crate::monitor::host::HostMonitor;
 use crate::startup::AppState;
-use crate::store::{feed, vm_view, Via};
+use crate::store::{feed, users, vm_view, Via};
 use crate::vm::VmCommand;
 
 /// Subscriptions a connection may hold.
@@ -326,15 +326,7 @@ impl Connection {
                     Err(broadcast::error::RecvError::Lagged(_)) => Ok(()),
                     Err(broadcast::error::RecvError::Closed) => Err(End::Close(CloseCode::Restart, "the server is stopping".into())),
                 },
-                _ = ping.tick() => {
-                    if self.last_heard.elapsed() > idle_timeout {
-                        Err(End::Close(CloseCode::Policy, "heartbeat timeout: no pong or message arrived in time".into()))
-                    } else {
-                        // A full queue skips a ping; the slow-client rule deals with that.
-                        let _ = self.out.try_send(Out::Ping);
-                        Ok(())
-                    }
-                },
+                _ = ping.tick() => self.on_ping_tick(idle_timeout).await,
                 _ = usage.tick() => self.on_usage_tick().await,
                 _ = monitor_tick(&mut self.monitor) => self.on_monitor_tick().await,
                 () = &mut expiry => Err(End::Close(CloseCode::Policy, "token expired: connect again with a new token".into())),
@@ -343,6 +335,32 @@ impl Connection {
                 return end;
             }
         }
+    }
+
+    /// Pings, and ends connections that went quiet or whose token was revoked (logout).
+    async fn on_ping_tick(&self, idle_timeout: Duration) -> Result<(), End> {
+        if self.last_heard.elapsed() > idle_timeout {
+            return Err(End::Close(
+                CloseCode::Policy,
+                "heartbeat timeout: no pong or message arrived in time".into(),
+            ));
+        }
+        match users::is_revoked(&self.state.pool, &self.user.jti).await {
+            Ok(true) => {
+                return Err(End::Close(
+                    CloseCode::Policy,
+                    "token revoked: connect again with a new token".into(),
+                ))
+            }
+            Ok(false) => {}
+            // The database is away: keep the connection; the next tick checks again.
+            Err(e) => {
+                tracing::debug!(error = ?anyhow::Error::new(e), "token revocation could not be checked")
+            }
+        }
+        // A full queue skips a ping; the slow-client rule deals with that.
+        let _ = self.out.try_send(Out::Ping);
+        Ok(())
     }
 
     async fn finish(self, end: End, session: Session, writer: tokio::task::JoinHandle<()>) {

@@ -262,6 +262,24 @@ async fn an_expired_token_closes_the_connection() {
 }
 
 #[actix_rt::test]
+async fn logging_out_closes_the_tokens_connections() {
+    let app = spawn_app_with(|s| {
+        s.ws.ping_interval_secs = 1;
+        s.ws.idle_timeout_secs = 30;
+    })
+    .await;
+    let token = app.login_token("admin", "admin123").await;
+    let mut ws = app.ws(&token).await;
+    let (status, _) = app
+        .call_as(&token, Method::POST, "/api/v1/auth/logout", None)
+        .await;
+    assert!(status.is_success());
+    let closed = ws.closed(30).await;
+    assert_eq!(closed.code, 1008, "{closed:?}");
+    assert!(closed.reason.contains("token revoked"), "{closed:?}");
+}
+
+#[actix_rt::test]
 async fn a_silent_client_is_closed_by_the_heartbeat() {
     let app = spawn_app_with(|s| {
         s.ws.ping_interval_secs = 1;
