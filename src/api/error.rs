@@ -97,6 +97,22 @@ impl ApiError {
         }
     }
 
+    /// The field a validation error is about.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            ApiError::Validation { field, .. } => Some(field.as_str()),
+            _ => None,
+        }
+    }
+
+    /// The envelope's `details`: the specific sentence, naming the field where there is one.
+    pub fn details(&self) -> String {
+        match self {
+            ApiError::Validation { field, message } => format!("{field}: {message}"),
+            other => other.to_string(),
+        }
+    }
+
     /// Maps what a VM's actor answered, for the VM `vm_id`.
     pub fn from_actor(vm_id: &str, e: ActorError) -> ApiError {
         match e {
@@ -162,15 +178,12 @@ impl ResponseError for ApiError {
             ApiError::Unavailable => tracing::warn!("request failed: database unavailable"),
             _ => tracing::debug!(code, error = %self, "request refused"),
         }
-        let field = match self {
-            ApiError::Validation { field, .. } => Some(field.as_str()),
-            _ => None,
-        };
-        let details = match self {
-            ApiError::Validation { field, message } => format!("{field}: {message}"),
-            other => other.to_string(),
-        };
-        HttpResponse::build(status).json(error_body(code, self.summary(), &details, field))
+        HttpResponse::build(status).json(error_body(
+            code,
+            self.summary(),
+            &self.details(),
+            self.field(),
+        ))
     }
 }
 

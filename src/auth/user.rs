@@ -66,7 +66,8 @@ impl AuthUser {
     }
 }
 
-fn bearer(req: &HttpRequest) -> Option<&str> {
+/// The token of an `Authorization: Bearer` header.
+pub fn bearer(req: &HttpRequest) -> Option<&str> {
     req.headers()
         .get(actix_web::http::header::AUTHORIZATION)?
         .to_str()

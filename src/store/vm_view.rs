@@ -201,13 +201,11 @@ pub async fn ids_with_status(
     pool: &PgPool,
     statuses: &[VmStatus],
 ) -> Result<Vec<String>, StoreError> {
-    let statuses: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
-    Ok(
-        sqlx::query_scalar("SELECT id FROM vms WHERE status = ANY($1) ORDER BY id")
-            .bind(statuses)
-            .fetch_all(pool)
-            .await?,
-    )
+    Ok(owners_with_status(pool, statuses)
+        .await?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect())
 }
 
 /// Ids and owners of VMs in any of `statuses`.

@@ -32,7 +32,7 @@ pub async fn connect(
         .into_inner()
         .token
         .filter(|t| !t.is_empty())
-        .or_else(|| bearer(&req));
+        .or_else(|| auth::user::bearer(&req).map(str::to_string));
     let Some(token) = token else {
         let (response, session, stream) = upgrade(&req, body)?;
         actix_web::rt::spawn(session::run_unauthenticated(
@@ -52,15 +52,6 @@ pub async fn connect(
     let (response, session, stream) = upgrade(&req, body)?;
     actix_web::rt::spawn(session::run(state, session, stream, user, slot));
     Ok(response)
-}
-
-fn bearer(req: &HttpRequest) -> Option<String> {
-    req.headers()
-        .get(actix_web::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::to_string)
 }
 
 fn upgrade(

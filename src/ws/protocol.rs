@@ -267,17 +267,9 @@ pub fn frame(kind: &str, data: Value, id: &Value) -> String {
 /// An `error` frame with the API's code for `e`.
 pub fn error_frame(e: &ApiError, id: &Value) -> String {
     let (_, code) = e.status_and_code();
-    let field = match e {
-        ApiError::Validation { field, .. } => Some(field.as_str()),
-        _ => None,
-    };
-    let details = match e {
-        ApiError::Validation { field, message } => format!("{field}: {message}"),
-        other => other.to_string(),
-    };
     frame(
         "error",
-        json!({"code": code, "message": e.summary(), "details": details, "field": field}),
+        json!({"code": code, "message": e.summary(), "details": e.details(), "field": e.field()}),
         id,
     )
 }

@@ -325,33 +325,6 @@ async fn touch(app: &crate::helpers::TestApp, token: &str, id: &str, n: usize) {
     assert_eq!(status, reqwest::StatusCode::OK, "{body}");
 }
 
-/// Positions of every event after `after` that `GET /events` shows this token.
-async fn log_positions(app: &crate::helpers::TestApp, token: &str, after: i64) -> Vec<i64> {
-    let mut out = Vec::new();
-    let mut cursor = after;
-    loop {
-        let (_, page) = app
-            .call_as(
-                token,
-                Method::GET,
-                &format!("/api/v1/events?after={cursor}&limit=1000"),
-                None,
-            )
-            .await;
-        let items = page["data"]["items"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        if items.is_empty() {
-            return out;
-        }
-        for item in items {
-            cursor = item["position"].as_i64().expect("a position");
-            out.push(cursor);
-        }
-    }
-}
-
 #[actix_rt::test]
 async fn a_client_that_resumes_with_since_gets_exactly_what_it_missed() {
     let app = spawn_app().await;
@@ -375,7 +348,7 @@ async fn a_client_that_resumes_with_since_gets_exactly_what_it_missed() {
         touch(&app, &app.token, &id, n).await;
     }
     let other = app.create_guest("born-while-away").await;
-    let missed = log_positions(&app, &app.token, last).await;
+    let missed = app.log_positions(&app.token, last).await;
     assert!(missed.len() >= 5, "{missed:?}");
 
     let mut ws = app.ws(&app.token).await;
@@ -399,7 +372,9 @@ async fn a_client_that_resumes_with_since_gets_exactly_what_it_missed() {
             break frame;
         }
     };
-    let head = log_positions(&app, &app.token, *missed.last().expect("missed")).await;
+    let head = app
+        .log_positions(&app.token, *missed.last().expect("missed"))
+        .await;
     assert_eq!(head.len(), 1, "{head:?}");
     assert_eq!(live["data"]["position"], head[0]);
     assert_eq!(live["data"]["type"], "VmReconfigured");
@@ -650,7 +625,7 @@ async fn a_slow_client_is_cut_off_without_delaying_a_fast_one() {
         .await;
     let mut all = got.clone();
     all.extend(positions(&rest));
-    assert_eq!(all, log_positions(&app, &app.token, 0).await);
+    assert_eq!(all, app.log_positions(&app.token, 0).await);
 }
 
 #[actix_rt::test]

@@ -539,6 +539,33 @@ impl TestApp {
         }
     }
 
+    /// Positions of every event after `after` that `GET /events` shows this token, oldest first.
+    pub async fn log_positions(&self, token: &str, after: i64) -> Vec<i64> {
+        let mut out = Vec::new();
+        let mut cursor = after;
+        loop {
+            let (_, page) = self
+                .call_as(
+                    token,
+                    Method::GET,
+                    &format!("/api/v1/events?after={cursor}&limit=1000"),
+                    None,
+                )
+                .await;
+            let items = page["data"]["items"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            if items.is_empty() {
+                return out;
+            }
+            for item in items {
+                cursor = item["position"].as_i64().expect("a position");
+                out.push(cursor);
+            }
+        }
+    }
+
     pub fn serial_log(&self, id: &str) -> String {
         std::fs::read_to_string(self.env.data_dir.join("vms").join(id).join("serial.log"))
             .unwrap_or_default()

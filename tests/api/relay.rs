@@ -4,37 +4,10 @@
 
 use std::time::Duration;
 
-use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::helpers::{spawn_app, spawn_app_with, spawn_server, Env, TestApp};
 use crate::ws_client::{positions, stream_events, NatsProxy};
-
-/// Every position in the log, oldest first (admin view).
-async fn log_positions(app: &TestApp) -> Vec<i64> {
-    let mut out = Vec::new();
-    let mut cursor = 0;
-    loop {
-        let (_, page) = app
-            .call(
-                Method::GET,
-                &format!("/api/v1/events?after={cursor}&limit=1000"),
-                None,
-            )
-            .await;
-        let items = page["data"]["items"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        if items.is_empty() {
-            return out;
-        }
-        for item in items {
-            cursor = item["position"].as_i64().expect("a position");
-            out.push(cursor);
-        }
-    }
-}
 
 fn stream_positions(messages: &[(String, Value)]) -> Vec<i64> {
     messages
@@ -45,7 +18,7 @@ fn stream_positions(messages: &[(String, Value)]) -> Vec<i64> {
 
 /// Waits until the stream holds exactly the log, in order, and returns its messages.
 async fn stream_matches_log(app: &TestApp, secs: u64) -> Vec<(String, Value)> {
-    let expected = log_positions(app).await;
+    let expected = app.log_positions(&app.token, 0).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     loop {
         let messages = stream_events(app).await;
@@ -120,7 +93,11 @@ async fn sixteen_writers_never_make_a_resuming_reader_skip_an_event() {
     for i in 0..16 {
         ids.push(app.create_guest(&format!("writer-{i}")).await);
     }
-    let start = *log_positions(&app).await.last().expect("events");
+    let start = *app
+        .log_positions(&app.token, 0)
+        .await
+        .last()
+        .expect("events");
 
     // A reader that keeps dropping and resuming while sixteen writers commit at once.
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -173,7 +150,8 @@ async fn sixteen_writers_never_make_a_resuming_reader_skip_an_event() {
         done.store(true, std::sync::atomic::Ordering::SeqCst);
     };
     let ((seen, sessions), ()) = futures::join!(reader, writers);
-    let expected: Vec<i64> = log_positions(&app)
+    let expected: Vec<i64> = app
+        .log_positions(&app.token, 0)
         .await
         .into_iter()
         .filter(|p| *p > start)
@@ -218,7 +196,8 @@ async fn nothing_is_lost_while_nats_is_unreachable() {
             after.push(p);
         }
     }
-    let expected: Vec<i64> = log_positions(&app)
+    let expected: Vec<i64> = app
+        .log_positions(&app.token, 0)
         .await
         .into_iter()
         .filter(|p| *p > seam)
@@ -245,7 +224,7 @@ async fn an_event_committed_before_a_crash_is_published_after_the_restart() {
     assert_eq!(status, reqwest::StatusCode::CREATED, "{created}");
     app.wait_job(created["data"]["jobId"].as_str().expect("a job"))
         .await;
-    assert!(log_positions(&app).await.len() >= 2);
+    assert!(app.log_positions(&app.token, 0).await.len() >= 2);
     assert!(
         stream_events(&app).await.is_empty(),
         "nothing was published yet"
