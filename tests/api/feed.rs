@@ -675,3 +675,43 @@ async fn nodes_on_one_log_see_each_others_events_and_system_events() {
     }
     assert_eq!(created, vec![first_id, second_id]);
 }
+
+#[actix_rt::test]
+async fn a_running_vm_reports_its_cpu_and_memory() {
+    let app = spawn_app_with(|s| s.ws.usage_interval_ms = 500).await;
+    let id = app.create_guest("busy-bee").await;
+    let mut ws = app.ws(&app.token).await;
+    ws.subscribe(json!({"topic": "vm-status", "vmId": id})).await;
+    app.act_and_wait(&id, "start", None).await;
+    // The usage board samples the QEMU process; its figures arrive without a position.
+    let usage = loop {
+        let frame = ws.next_of("vm-status").await;
+        if frame["data"]["usage"].is_object() && frame["data"]["position"].is_null() {
+            break frame;
+        }
+    };
+    assert_eq!(usage["data"]["vmId"], id.as_str());
+    assert_eq!(usage["data"]["status"], "running");
+    let memory = usage["data"]["usage"]["memoryBytes"].as_u64().unwrap_or(0);
+    assert!(memory > 16 * 1024 * 1024, "QEMU with a 128 MiB guest: {usage}");
+    assert!(usage["data"]["usage"]["cpuPercent"].as_f64().is_some(), "{usage}");
+
+    // Once it stops, no more figures for it.
+    app.act_and_wait(&id, "stop", Some(json!({"force": true}))).await;
+    let stopped = loop {
+        let frame = ws.next_of("vm-status").await;
+        if frame["data"]["type"] == "VmStopped" {
+            break frame;
+        }
+    };
+    assert_eq!(stopped["data"]["status"], "stopped");
+    assert!(stopped["data"]["usage"].is_null(), "{stopped}");
+    // The board drops it at its next sample (every 500 ms here).
+    let settle = tokio::time::Instant::now() + std::time::Duration::from_millis(1200);
+    while tokio::time::Instant::now() < settle {
+        let _ = ws.next_within_ms(100).await;
+    }
+    while let Some(Some(frame)) = ws.next_within(2).await {
+        assert!(frame["data"]["usage"].is_null(), "figures after the stop: {frame}");
+    }
+}
