@@ -14,6 +14,7 @@ use anyhow::Context;
 use sqlx::PgPool;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::actors::observer;
 use crate::actors::worker::{self, JobWorker, WorkerDeps};
@@ -45,6 +46,8 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     pub ws_limits: Arc<ConnectionLimits>,
     pub usage: Arc<UsageBoard>,
+    /// Cancelled when the server begins to stop: WebSocket connections close with "going away".
+    pub stopping: CancellationToken,
 }
 
 pub struct Application {
@@ -52,6 +55,8 @@ pub struct Application {
     server: Server,
     pool: PgPool,
     system_events: SystemEvents,
+    stopping: CancellationToken,
+    tasks: TaskTracker,
     _arbiter: Arbiter,
     _shutdown: ShutdownGuard,
 }
@@ -116,17 +121,20 @@ impl Application {
             .context("start-up reconciliation failed")?;
 
         let shutdown = CancellationToken::new();
-        arbiter.spawn(observer::observe(
+        // The background loops, so that a stop can wait for them to end on their own runtime
+        // (a loop dropped by a runtime that is going away cannot close its connections).
+        let tasks = TaskTracker::new();
+        arbiter.spawn(tasks.track_future(observer::observe(
             registry.clone(),
             observations_rx,
             shutdown.clone(),
-        ));
+        )));
         let job_events = crate::job_events::channel();
-        arbiter.spawn(crate::job_events::relay(
+        arbiter.spawn(tasks.track_future(crate::job_events::relay(
             pool.clone(),
             job_events.clone(),
             shutdown.clone(),
-        ));
+        )));
         let deps = Arc::new(WorkerDeps {
             pool: pool.clone(),
             registry: registry.clone(),
@@ -143,7 +151,11 @@ impl Application {
                 JobWorker::start_in_arbiter(&arbiter.handle(), move |_| JobWorker::new(id, deps))
             })
             .collect();
-        arbiter.spawn(worker::dispatch(pool.clone(), workers, shutdown.clone()));
+        arbiter.spawn(tasks.track_future(worker::dispatch(
+            pool.clone(),
+            workers,
+            shutdown.clone(),
+        )));
 
         if settings.nats.relay {
             let relay = Relay::new(
@@ -152,18 +164,19 @@ impl Application {
                 settings.nats.relay_batch,
                 relay_wake,
             );
-            arbiter.spawn(relay.run(shutdown.clone()));
+            arbiter.spawn(tasks.track_future(relay.run(shutdown.clone())));
         }
         let hub = Hub::new(4096);
-        arbiter.spawn(hub.clone().run(bus.clone(), shutdown.clone()));
+        arbiter.spawn(tasks.track_future(hub.clone().run(bus.clone(), shutdown.clone())));
         let usage = Arc::new(UsageBoard::default());
-        arbiter.spawn(usage.clone().run(
+        arbiter.spawn(tasks.track_future(usage.clone().run(
             pool.clone(),
             hypervisor.clone(),
             Duration::from_millis(settings.ws.usage_interval_ms.max(100)),
             shutdown.clone(),
-        ));
+        )));
         let system_events = SystemEvents::new(bus, instance.clone());
+        let stopping = CancellationToken::new();
 
         let state = web::Data::new(AppState {
             settings: settings.clone(),
@@ -176,6 +189,7 @@ impl Application {
             hub,
             ws_limits: ConnectionLimits::new(settings.ws.max_connections_per_user),
             usage,
+            stopping: stopping.clone(),
         });
         let server = HttpServer::new(move || {
             App::new()
@@ -192,6 +206,9 @@ impl Application {
                 .configure(api::routes)
         })
         .shutdown_timeout(10)
+        // Signals are handled in `run_until_stopped`: actix would stop the whole actor system at
+        // once, before the background loops could end cleanly.
+        .disable_signals()
         .bind(settings.listen)
         .with_context(|| format!("the server could not listen on {}", settings.listen))?;
         let addr = server
@@ -211,6 +228,8 @@ impl Application {
             server,
             pool,
             system_events,
+            stopping,
+            tasks,
             _arbiter: arbiter,
             _shutdown: ShutdownGuard(shutdown),
         })
@@ -222,13 +241,34 @@ impl Application {
 
     /// Serves until SIGINT/SIGTERM, then hands running jobs back to the queue. VMs keep running.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        self.server.await.context("the HTTP server failed")?;
+        let handle = self.server.handle();
+        let mut server = self.server;
+        tokio::select! {
+            served = &mut server => served.context("the HTTP server failed")?,
+            signal = stop_signal() => {
+                tracing::info!(signal, "stopping: no new requests, finishing the ones in flight");
+                self.stopping.cancel();
+                // The command is sent at once; the server must be polled to carry it out.
+                let stopped = handle.stop(true);
+                server.await.context("the HTTP server failed")?;
+                stopped.await;
+            }
+        }
         self.system_events
             .emit(
                 "node-stopping",
                 "VoidVM is stopping; virtual machines keep running",
             )
             .await;
+        // The loops end on their own runtime, closing their connections, before it goes away.
+        self._shutdown.0.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(10), self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("background loops did not end within 10 s");
+        }
         match store::jobs::requeue_abandoned(&self.pool).await {
             Ok(ids) if !ids.is_empty() => {
                 tracing::info!(jobs = ?ids, "handed running jobs back to the queue")
@@ -240,5 +280,21 @@ impl Application {
         }
         tracing::info!("VoidVM stopped; virtual machines keep running");
         Ok(())
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM, naming it.
+async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("signal handlers could not be installed; stop the server with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
     }
 }

@@ -330,6 +330,10 @@ impl Connection {
                 _ = usage.tick() => self.on_usage_tick().await,
                 _ = monitor_tick(&mut self.monitor) => self.on_monitor_tick().await,
                 () = &mut expiry => Err(End::Close(CloseCode::Policy, "token expired: connect again with a new token".into())),
+                () = self.state.stopping.cancelled() => Err(End::Close(CloseCode::Away, match self.resume_position() {
+                    Some(p) => format!("the server is stopping; resume with since={p}"),
+                    None => "the server is stopping".to_string(),
+                })),
             };
             if let Err(end) = result {
                 return end;

@@ -681,7 +681,8 @@ async fn a_running_vm_reports_its_cpu_and_memory() {
     let app = spawn_app_with(|s| s.ws.usage_interval_ms = 500).await;
     let id = app.create_guest("busy-bee").await;
     let mut ws = app.ws(&app.token).await;
-    ws.subscribe(json!({"topic": "vm-status", "vmId": id})).await;
+    ws.subscribe(json!({"topic": "vm-status", "vmId": id}))
+        .await;
     app.act_and_wait(&id, "start", None).await;
     // The usage board samples the QEMU process; its figures arrive without a position.
     let usage = loop {
@@ -693,11 +694,18 @@ async fn a_running_vm_reports_its_cpu_and_memory() {
     assert_eq!(usage["data"]["vmId"], id.as_str());
     assert_eq!(usage["data"]["status"], "running");
     let memory = usage["data"]["usage"]["memoryBytes"].as_u64().unwrap_or(0);
-    assert!(memory > 16 * 1024 * 1024, "QEMU with a 128 MiB guest: {usage}");
-    assert!(usage["data"]["usage"]["cpuPercent"].as_f64().is_some(), "{usage}");
+    assert!(
+        memory > 16 * 1024 * 1024,
+        "QEMU with a 128 MiB guest: {usage}"
+    );
+    assert!(
+        usage["data"]["usage"]["cpuPercent"].as_f64().is_some(),
+        "{usage}"
+    );
 
     // Once it stops, no more figures for it.
-    app.act_and_wait(&id, "stop", Some(json!({"force": true}))).await;
+    app.act_and_wait(&id, "stop", Some(json!({"force": true})))
+        .await;
     let stopped = loop {
         let frame = ws.next_of("vm-status").await;
         if frame["data"]["type"] == "VmStopped" {
@@ -712,6 +720,22 @@ async fn a_running_vm_reports_its_cpu_and_memory() {
         let _ = ws.next_within_ms(100).await;
     }
     while let Some(Some(frame)) = ws.next_within(2).await {
-        assert!(frame["data"]["usage"].is_null(), "figures after the stop: {frame}");
+        assert!(
+            frame["data"]["usage"].is_null(),
+            "figures after the stop: {frame}"
+        );
     }
+}
+
+#[actix_rt::test]
+async fn a_stopping_server_says_goodbye_and_exits_cleanly() {
+    let env = crate::helpers::Env::new().await;
+    let mut app = crate::helpers::spawn_server(env).await;
+    let mut ws = app.ws(&app.token).await;
+    ws.subscribe(json!({"topic": "vm-status-all"})).await;
+    let status = app.terminate_server().await;
+    let closed = ws.closed(30).await;
+    assert_eq!(closed.code, 1001, "{closed:?}");
+    assert!(closed.reason.contains("stopping"), "{closed:?}");
+    assert!(status.success(), "the server exited with {status}");
 }

@@ -305,6 +305,20 @@ impl TestApp {
         }
     }
 
+    /// SIGTERMs the server process and waits for it to exit.
+    pub async fn terminate_server(&mut self) -> std::process::ExitStatus {
+        let mut child = self.server.take().expect("a server process");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("SIGTERM");
+        tokio::task::spawn_blocking(move || child.wait())
+            .await
+            .expect("the waiter")
+            .expect("the exit status")
+    }
+
     /// Starts the server process again on the same database and data dir.
     pub async fn restart_server(&mut self) {
         self.kill_server();
