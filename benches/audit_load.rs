@@ -6,7 +6,10 @@
 //! server and client). It then replays one VM of 10,000 events with and without a snapshot.
 //! Under `cargo test` (no `--bench`) it runs the same code at a small scale, as a smoke test.
 
-use std::time::{Duration, Instant};
+mod common;
+use common::{ms, percentiles};
+
+use std::time::Instant;
 
 use serde_json::json;
 use voidvm::config::Settings;
@@ -277,16 +280,6 @@ async fn replay(pool: &sqlx::PgPool, scale: &Scale) -> String {
         ms(full),
         full.as_secs_f64() / snap.as_secs_f64()
     )
-}
-
-fn percentiles(times: &mut [Duration]) -> (Duration, Duration) {
-    times.sort();
-    let at = |q: f64| times[((times.len() as f64 - 1.0) * q).round() as usize];
-    (at(0.5), at(0.99))
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 fn encode(s: &str) -> String {

@@ -9,6 +9,9 @@
 //! Under `cargo test` (no `--bench`) it runs the same path at a small scale, as a smoke test, and
 //! fails if any subscriber misses an event.
 
+mod common;
+use common::{ms, percentiles};
+
 use std::any::Any;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -672,14 +675,4 @@ async fn next_frame(ws: &mut WsStream) -> Result<Value, String> {
             None => return Err("the connection ended".into()),
         }
     }
-}
-
-fn percentiles(times: &mut [Duration]) -> (Duration, Duration) {
-    times.sort();
-    let at = |q: f64| times[((times.len() as f64 - 1.0) * q).round() as usize];
-    (at(0.5), at(0.99))
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
