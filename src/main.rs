@@ -1,4 +1,4 @@
-//! The `voidvm` command: `voidvm serve [--config FILE]`.
+//! The `voidvm` command: `voidvm serve [--config FILE]`, `voidvm openapi`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,6 +26,8 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Prints the OpenAPI document (the one served at `/api/v1/openapi.json`).
+    Openapi,
 }
 
 #[actix_web::main]
@@ -33,6 +35,10 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => serve(config).await,
+        Command::Openapi => {
+            println!("{}", voidvm::api::openapi::document());
+            ExitCode::SUCCESS
+        }
     }
 }
 

@@ -11,11 +11,13 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::envelope::{self, Pagination};
+use super::answers::{CursorPage, Envelope, ErrorEnvelope, LogLine, Page, Pagination};
+use super::envelope;
 use super::error::ApiError;
 use super::vms::page_and_limit;
 use crate::auth::AuthUser;
 use crate::startup::AppState;
+use crate::store::audit::AuditEntry;
 use crate::store::audit::{self, EventFilter, Level};
 use crate::vm::VmEvent;
 
@@ -23,8 +25,9 @@ const PAGE_DEFAULT: u32 = 100;
 const PAGE_MAX: u32 = 1000;
 pub const NDJSON: &str = "application/x-ndjson";
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     vm_id: Option<String>,
     /// One type or several, comma-separated.
@@ -119,6 +122,18 @@ fn wants_ndjson(req: &HttpRequest, format: Option<&str>) -> Result<bool, ApiErro
 
 /// `GET /events`: oldest first from `after`; `next` is the cursor for the following page (it
 /// only moves forward, so polling with it sees each event exactly once).
+#[utoipa::path(
+    get,
+    path = "/api/v1/events",
+    tag = "audit",
+    params(EventsQuery),
+    responses(
+        (status = 200, description = "A page of the log, oldest first (or, with `format=ndjson` or `Accept: application/x-ndjson`, every matching entry, one JSON line each).", content((Envelope<CursorPage<AuditEntry>> = "application/json"), (AuditEntry = "application/x-ndjson"))),
+        (status = 400, description = "A field is invalid; `error.field` names it.", body = ErrorEnvelope),
+        (status = 401, description = "No token, or one that is expired, forged or revoked.", body = ErrorEnvelope)
+    ),
+    security(("bearer" = []))
+)]
 #[tracing::instrument(name = "audit_events", skip_all, fields(user_id = %user.id))]
 pub async fn events(
     state: web::Data<AppState>,
@@ -140,9 +155,13 @@ pub async fn events(
     }
     let rows = audit::page(&state.pool, &filter, limit).await?;
     let next = rows.last().map(|r| r.position).or(q.after).unwrap_or(0);
-    let items: Vec<_> = rows.iter().map(audit::AuditRow::to_json).collect();
+    let items: Vec<_> = rows.iter().map(audit::AuditRow::entry).collect();
     Ok(envelope::ok(
-        json!({ "items": items, "next": next, "hasMore": items.len() == limit as usize }),
+        CursorPage {
+            has_more: items.len() == limit as usize,
+            items,
+            next,
+        },
         "Events.",
     ))
 }
@@ -204,8 +223,9 @@ fn error_line() -> web::Bytes {
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct LogsQuery {
     level: Option<String>,
     from: Option<String>,
@@ -215,6 +235,18 @@ pub struct LogsQuery {
 }
 
 /// `GET /logs`: the log for people, newest first, `level` being the least severe to show.
+#[utoipa::path(
+    get,
+    path = "/api/v1/logs",
+    tag = "audit",
+    params(LogsQuery),
+    responses(
+        (status = 200, description = "A page of the log for people, newest first.", body = Envelope<Page<LogLine>>),
+        (status = 400, description = "A field is invalid; `error.field` names it.", body = ErrorEnvelope),
+        (status = 401, description = "No token, or one that is expired, forged or revoked.", body = ErrorEnvelope)
+    ),
+    security(("bearer" = []))
+)]
 #[tracing::instrument(name = "logs", skip_all, fields(user_id = %user.id))]
 pub async fn logs(
     state: web::Data<AppState>,
@@ -246,21 +278,22 @@ pub async fn logs(
     let (rows, total) = audit::page_by_offset(&state.pool, &filter, page, limit).await?;
     let items: Vec<_> = rows
         .iter()
-        .map(|r| {
-            json!({
-                "id": r.position,
-                "timestamp": r.recorded_at,
-                "level": r.level,
-                "message": r.describe(),
-                "type": r.event_type,
-                "vmId": r.aggregate_id,
-                "actor": r.metadata["actor_name"],
-                "jobId": r.metadata["job_id"],
-            })
+        .map(|r| LogLine {
+            id: r.position,
+            timestamp: r.recorded_at,
+            level: r.level.clone(),
+            message: r.describe(),
+            event_type: r.event_type.clone(),
+            vm_id: r.aggregate_id.clone(),
+            actor: r.metadata["actor_name"].as_str().map(str::to_string),
+            job_id: r.metadata["job_id"].as_str().map(str::to_string),
         })
         .collect();
     Ok(envelope::ok(
-        json!({ "items": items, "pagination": Pagination::new(page, limit, total) }),
+        Page {
+            items,
+            pagination: Pagination::new(page, limit, total),
+        },
         "Logs.",
     ))
 }

@@ -1,11 +1,11 @@
 //! `/auth`: login, the current user, logout and password change.
 
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use chrono::DateTime;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
+use super::answers::{Empty, Envelope, ErrorEnvelope, LoginEnvelope, Session, UserInfo};
 use super::body;
 use super::envelope;
 use super::error::ApiError;
@@ -13,13 +13,24 @@ use crate::auth::{password, AuthUser};
 use crate::startup::AppState;
 use crate::store::users;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Login {
     username: String,
     password: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/login",
+    tag = "auth",
+    request_body = Login,
+    responses(
+        (status = 200, description = "Logged in.", body = LoginEnvelope),
+        (status = 400, description = "A field is invalid; `error.field` names it.", body = ErrorEnvelope),
+        (status = 401, description = "The username or password is wrong.", body = ErrorEnvelope)
+    )
+)]
 #[tracing::instrument(name = "login", skip_all)]
 pub async fn login(
     state: web::Data<AppState>,
@@ -37,37 +48,81 @@ pub async fn login(
         return Err(refused());
     }
     let (token, expires) = state.tokens.issue(&user.id, &user.username, &user.role)?;
-    let user_json = json!({ "id": user.id, "username": user.username, "role": user.role });
-    Ok(envelope::success_with(
-        StatusCode::OK,
-        json!({ "token": token, "expiresAt": expires, "user": user_json }),
-        "Logged in.",
-        json!({ "token": token }),
-    ))
+    Ok(HttpResponse::Ok().json(LoginEnvelope {
+        success: true,
+        data: Session {
+            token: token.clone(),
+            expires_at: expires,
+            user: UserInfo {
+                id: user.id,
+                username: user.username,
+                role: user.role,
+            },
+        },
+        message: "Logged in.".into(),
+        timestamp: envelope::timestamp(),
+        token,
+    }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/auth/me",
+    tag = "auth",
+    responses(
+        (status = 200, description = "The current user.", body = Envelope<UserInfo>),
+        (status = 401, description = "No token, or one that is expired, forged or revoked.", body = ErrorEnvelope)
+    ),
+    security(("bearer" = []))
+)]
 #[tracing::instrument(name = "me", skip_all, fields(user_id = %user.id))]
 pub async fn me(user: AuthUser) -> HttpResponse {
     envelope::ok(
-        json!({ "id": user.id, "username": user.name, "role": user.role.as_str() }),
+        UserInfo {
+            role: user.role.as_str().to_string(),
+            id: user.id,
+            username: user.name,
+        },
         "The current user.",
     )
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/logout",
+    tag = "auth",
+    responses(
+        (status = 200, description = "The token no longer works, here or on open WebSocket connections.", body = Envelope<Empty>),
+        (status = 401, description = "No token, or one that is expired, forged or revoked.", body = ErrorEnvelope)
+    ),
+    security(("bearer" = []))
+)]
 #[tracing::instrument(name = "logout", skip_all, fields(user_id = %user.id))]
 pub async fn logout(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
     let expires = DateTime::from_timestamp(user.expires_at, 0).unwrap_or_else(chrono::Utc::now);
     users::revoke_token(&state.pool, &user.jti, expires).await?;
-    Ok(envelope::ok(json!({}), "Logged out."))
+    Ok(envelope::ok(Empty {}, "Logged out."))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct PasswordChange {
     current_password: String,
     new_password: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/password",
+    tag = "auth",
+    request_body = PasswordChange,
+    responses(
+        (status = 200, description = "Changed.", body = Envelope<Empty>),
+        (status = 400, description = "A field is invalid; `error.field` names it.", body = ErrorEnvelope),
+        (status = 401, description = "No token, or one that is expired, forged or revoked.", body = ErrorEnvelope)
+    ),
+    security(("bearer" = []))
+)]
 #[tracing::instrument(name = "change_password", skip_all, fields(user_id = %user.id))]
 pub async fn change_password(
     state: web::Data<AppState>,
@@ -92,5 +147,5 @@ pub async fn change_password(
     }
     let hash = password::hash(change.new_password).await?;
     users::set_password(&state.pool, &user.id, &hash).await?;
-    Ok(envelope::ok(json!({}), "Password changed."))
+    Ok(envelope::ok(Empty {}, "Password changed."))
 }

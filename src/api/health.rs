@@ -1,24 +1,50 @@
 //! Liveness and readiness, outside the versioned API.
 
+use super::answers::{Envelope, ErrorEnvelope, Health, Readiness};
 use actix_web::{web, HttpResponse};
-use serde_json::json;
 
 use super::envelope;
 use super::error::ApiError;
 use crate::startup::AppState;
 
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "health",
+    responses(
+        (status = 200, description = "The process is up.", body = Envelope<Health>)
+    )
+)]
 pub async fn health() -> HttpResponse {
-    envelope::ok(json!({ "status": "ok" }), "VoidVM is up.")
+    envelope::ok(
+        Health {
+            status: "ok".into(),
+        },
+        "VoidVM is up.",
+    )
 }
 
 /// Ready when the database answers (start-up reconciliation finishes before the server binds).
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = "health",
+    responses(
+        (status = 200, description = "The database answers.", body = Envelope<Readiness>),
+        (status = 503, description = "The database does not answer.", body = ErrorEnvelope)
+    )
+)]
 pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     sqlx::query("SELECT 1")
         .execute(&state.pool)
         .await
         .map_err(|_| ApiError::Unavailable)?;
     Ok(envelope::ok(
-        json!({ "status": "ready", "database": "ok", "accel": state.hypervisor.accel() }),
+        Readiness {
+            status: "ready".into(),
+            database: "ok".into(),
+            accel: state.hypervisor.accel(),
+        },
         "VoidVM is ready.",
     ))
 }

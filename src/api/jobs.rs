@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
-use serde_json::json;
 
-use super::envelope::{self, Pagination};
+use super::answers::{Envelope, ErrorEnvelope, Page, Pagination, WaitedJob};
+use super::envelope;
 use super::error::ApiError;
 use super::vms::page_and_limit;
 use crate::auth::AuthUser;
@@ -18,8 +18,9 @@ use crate::vm::VmCommand;
 const STATUSES: [&str; 5] = ["queued", "running", "succeeded", "failed", "cancelled"];
 const WAIT_MAX_SECS: u64 = 120;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     page: Option<u32>,
     limit: Option<u32>,
@@ -27,6 +28,18 @@ pub struct ListQuery {
     vm_id: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs",
+    tag = "jobs",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of jobs, newest first.", body = Envelope<Page<JobView>>),
+        (status = 400, description = "A field is invalid; `error.field` names it.", body = ErrorEnvelope),
+        (status = 401, description = "No token, or one that is expired, forged or revoked.", body = ErrorEnvelope)
+    ),
+    security(("bearer" = []))
+)]
 #[tracing::instrument(name = "list_jobs", skip_all, fields(user_id = %user.id))]
 pub async fn list(
     state: web::Data<AppState>,
@@ -53,7 +66,10 @@ pub async fn list(
     let (rows, total) = jobs::list(&state.pool, &filter).await?;
     let items: Vec<JobView> = rows.into_iter().map(JobView::from).collect();
     Ok(envelope::ok(
-        json!({ "items": items, "pagination": Pagination::new(page, limit, total) }),
+        Page {
+            items,
+            pagination: Pagination::new(page, limit, total),
+        },
         "Jobs.",
     ))
 }
@@ -73,6 +89,18 @@ async fn visible(state: &AppState, user: &AuthUser, job_id: &str) -> Result<JobR
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{id}",
+    tag = "jobs",
+    params(("id" = String, Path, description = "The job's id.")),
+    responses(
+        (status = 200, description = "The job.", body = Envelope<JobView>),
+        (status = 401, description = "No token, or one that is expired, forged or revoked.", body = ErrorEnvelope),
+        (status = 404, description = "No such job, or not yours.", body = ErrorEnvelope)
+    ),
+    security(("bearer" = []))
+)]
 #[tracing::instrument(name = "get_job", skip_all, fields(user_id = %user.id, job_id = %path))]
 pub async fn get(
     state: web::Data<AppState>,
@@ -83,14 +111,28 @@ pub async fn get(
     Ok(envelope::ok(JobView::from(job), "Job."))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct WaitQuery {
     timeout: Option<u64>,
 }
 
 /// Answers when the job ends or `timeout` seconds pass, whichever is first; `data.finished` says
 /// which.
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{id}/wait",
+    tag = "jobs",
+    params(("id" = String, Path, description = "The job's id."), WaitQuery),
+    responses(
+        (status = 200, description = "The job when it ended or the timeout passed; `finished` says which.", body = Envelope<WaitedJob>),
+        (status = 400, description = "A field is invalid; `error.field` names it.", body = ErrorEnvelope),
+        (status = 401, description = "No token, or one that is expired, forged or revoked.", body = ErrorEnvelope),
+        (status = 404, description = "No such job, or not yours.", body = ErrorEnvelope)
+    ),
+    security(("bearer" = []))
+)]
 #[tracing::instrument(name = "wait_job", skip_all, fields(user_id = %user.id, job_id = %path))]
 pub async fn wait(
     state: web::Data<AppState>,
@@ -126,10 +168,10 @@ pub async fn wait(
     if finished {
         view_caught_up(&state, &job, deadline).await?;
     }
-    let mut data = serde_json::to_value(JobView::from(job)).map_err(anyhow::Error::from)?;
-    if let Some(obj) = data.as_object_mut() {
-        obj.insert("finished".into(), json!(finished));
-    }
+    let data = WaitedJob {
+        job: JobView::from(job),
+        finished,
+    };
     Ok(envelope::ok(
         data,
         if finished {
@@ -158,6 +200,19 @@ async fn view_caught_up(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs/{id}/cancel",
+    tag = "jobs",
+    params(("id" = String, Path, description = "The job's id.")),
+    responses(
+        (status = 200, description = "Cancelled.", body = Envelope<JobView>),
+        (status = 401, description = "No token, or one that is expired, forged or revoked.", body = ErrorEnvelope),
+        (status = 404, description = "No such job, or not yours.", body = ErrorEnvelope),
+        (status = 409, description = "The job is no longer queued.", body = ErrorEnvelope)
+    ),
+    security(("bearer" = []))
+)]
 #[tracing::instrument(name = "cancel_job", skip_all, fields(user_id = %user.id, job_id = %path))]
 pub async fn cancel(
     state: web::Data<AppState>,

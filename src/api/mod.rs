@@ -1,5 +1,6 @@
 //! The HTTP API: routes, and the answers for paths and methods it does not know.
 
+pub mod answers;
 pub mod audit;
 pub mod auth;
 pub mod body;
@@ -7,6 +8,7 @@ pub mod envelope;
 pub mod error;
 pub mod health;
 pub mod jobs;
+pub mod openapi;
 pub mod request_id;
 pub mod vm_input;
 pub mod vms;
@@ -17,7 +19,6 @@ use actix_web::middleware::ErrorHandlerResponse;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use error::ApiError;
-use vms::Verb;
 
 /// The API version in the `X-API-Version` header and `/system/info`.
 pub const API_VERSION: &str = "1.0.0";
@@ -28,6 +29,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/ws", web::get().to(crate::ws::connect))
         .service(
             web::scope("/api/v1")
+                .route("/openapi.json", web::get().to(openapi::json))
+                .route("/docs", web::get().to(openapi::page))
                 .route("/auth/login", web::post().to(auth::login))
                 .route("/auth/me", web::get().to(auth::me))
                 .route("/auth/logout", web::post().to(auth::logout))
@@ -41,29 +44,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     web::resource("/vms/{id}")
                         .route(web::get().to(vms::get))
                         .route(web::patch().to(vms::patch))
-                        .route(web::delete().to(|s, u, p| vms::verb(s, u, p, Verb::Delete))),
+                        .route(web::delete().to(vms::delete)),
                 )
-                .route(
-                    "/vms/{id}/start",
-                    web::post().to(|s, u, p| vms::verb(s, u, p, Verb::Start)),
-                )
+                .route("/vms/{id}/start", web::post().to(vms::start))
                 .route("/vms/{id}/stop", web::post().to(vms::stop))
-                .route(
-                    "/vms/{id}/restart",
-                    web::post().to(|s, u, p| vms::verb(s, u, p, Verb::Restart)),
-                )
-                .route(
-                    "/vms/{id}/pause",
-                    web::post().to(|s, u, p| vms::verb(s, u, p, Verb::Pause)),
-                )
-                .route(
-                    "/vms/{id}/resume",
-                    web::post().to(|s, u, p| vms::verb(s, u, p, Verb::Resume)),
-                )
-                .route(
-                    "/vms/{id}/reset",
-                    web::post().to(|s, u, p| vms::verb(s, u, p, Verb::Reset)),
-                )
+                .route("/vms/{id}/restart", web::post().to(vms::restart))
+                .route("/vms/{id}/pause", web::post().to(vms::pause))
+                .route("/vms/{id}/resume", web::post().to(vms::resume))
+                .route("/vms/{id}/reset", web::post().to(vms::reset))
                 .route("/vms/{id}/events", web::get().to(vms::events))
                 .route("/vms/{id}/history", web::get().to(vms::history))
                 .route("/events", web::get().to(audit::events))

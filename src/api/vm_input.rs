@@ -11,7 +11,7 @@ use crate::hypervisor::images::ImageCatalog;
 pub const DEFAULT_IMAGE: &str = "ubuntu20.04";
 const DESCRIPTION_MAX: usize = 1024;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateVm {
     pub name: String,
@@ -22,7 +22,7 @@ pub struct CreateVm {
     pub description: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchVm {
     pub name: Option<String>,
@@ -31,7 +31,7 @@ pub struct PatchVm {
     pub memory: Option<u64>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StopVm {
     pub force: Option<bool>,

@@ -4,15 +4,21 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
+use super::answers::{
+    Accepted, CreatedVm, CursorPage, Envelope, ErrorEnvelope, History, HistoryPoint, Page,
+    Pagination, Patched,
+};
 use super::body;
-use super::envelope::{self, Pagination};
+use super::envelope;
 use super::error::ApiError;
 use super::vm_input::{self, CreateVm, PatchVm, StopVm};
 use crate::auth::{AuthUser, ID_ALPHABET};
 use crate::startup::AppState;
+use crate::store::audit::AuditEntry;
 use crate::store::audit::{self, EventFilter};
+use crate::store::vm_view::VmView;
 use crate::store::{vm_view, Via};
 use crate::vm::{Owner, Reconfiguration, VmCommand, VmError, VmSpec, VmStatus};
 
@@ -24,8 +30,9 @@ pub fn new_job_id() -> String {
     format!("job-{}", nanoid::nanoid!(16, &ID_ALPHABET))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     page: Option<u32>,
     limit: Option<u32>,
@@ -48,6 +55,19 @@ pub fn page_and_limit(page: Option<u32>, limit: Option<u32>) -> Result<(u32, u32
     Ok((page, limit))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/vms",
+    tag = "vms",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of VMs.", body = Envelope<Page<VmView>>),
+        (status = 400, description = "A field is invalid; `error.field` names it.", body = ErrorEnvelope),
+        (status = 401, description = "No token, or one that is expired, forged or revoked.", body = ErrorEnvelope),
+        (status = 403, description = "Only administrators may list other users' VMs.", body = ErrorEnvelope)
+    ),
+    security(("bearer" = []))
+)]
 #[tracing::instrument(name = "list_vms", skip_all, fields(user_id = %user.id))]
 pub async fn list(
     state: web::Data<AppState>,
@@ -88,11 +108,27 @@ pub async fn list(
     };
     let (vms, total) = vm_view::list(&state.pool, &filter).await?;
     Ok(envelope::ok(
-        json!({ "items": vms, "pagination": Pagination::new(page, limit, total) }),
+        Page {
+            items: vms,
+            pagination: Pagination::new(page, limit, total),
+        },
         "Virtual machines.",
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/vms",
+    tag = "vms",
+    request_body = CreateVm,
+    responses(
+        (status = 201, description = "Created; its provisioning job runs.", body = Envelope<CreatedVm>),
+        (status = 400, description = "A field is invalid; `error.field` names it.", body = ErrorEnvelope),
+        (status = 401, description = "No token, or one that is expired, forged or revoked.", body = ErrorEnvelope),
+        (status = 409, description = "The name is taken among your VMs.", body = ErrorEnvelope)
+    ),
+    security(("bearer" = []))
+)]
 #[tracing::instrument(name = "create_vm", skip_all, fields(user_id = %user.id, vm_id, job_id))]
 pub async fn create(
     state: web::Data<AppState>,
@@ -146,11 +182,10 @@ pub async fn create(
             return Err(ApiError::from_actor(&vm_id, e));
         }
     };
-    let view = view_of(&committed.vm, committed.version);
-    let mut data = serde_json::to_value(view).map_err(anyhow::Error::from)?;
-    if let Some(obj) = data.as_object_mut() {
-        obj.insert("jobId".into(), Value::String(job_id));
-    }
+    let data = CreatedVm {
+        vm: view_of(&committed.vm, committed.version),
+        job_id,
+    };
     Ok(envelope::success(
         StatusCode::CREATED,
         data,
@@ -183,6 +218,18 @@ async fn visible(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/vms/{id}",
+    tag = "vms",
+    params(("id" = String, Path, description = "The VM's id, e.g. `vm-abc123def456`.")),
+    responses(
+        (status = 200, description = "The VM.", body = Envelope<VmView>),
+        (status = 401, description = "No token, or one that is expired, forged or revoked.", body = ErrorEnvelope),
+        (status = 404, description = "No such virtual machine, or not yours.", body = ErrorEnvelope)
+    ),
+    security(("bearer" = []))
+)]
 #[tracing::instrument(name = "get_vm", skip_all, fields(user_id = %user.id, vm_id = %path))]
 pub async fn get(
     state: web::Data<AppState>,
@@ -193,6 +240,21 @@ pub async fn get(
     Ok(envelope::ok(vm, "Virtual machine."))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/v1/vms/{id}",
+    tag = "vms",
+    params(("id" = String, Path, description = "The VM's id, e.g. `vm-abc123def456`.")),
+    request_body = PatchVm,
+    responses(
+        (status = 200, description = "Changed (or nothing to change).", body = Envelope<Patched>),
+        (status = 400, description = "A field is invalid; `error.field` names it.", body = ErrorEnvelope),
+        (status = 401, description = "No token, or one that is expired, forged or revoked.", body = ErrorEnvelope),
+        (status = 404, description = "No such virtual machine, or not yours.", body = ErrorEnvelope),
+        (status = 409, description = "The VM's state does not allow it, or another job is in flight (`VM_BUSY`).", body = ErrorEnvelope)
+    ),
+    security(("bearer" = []))
+)]
 #[tracing::instrument(name = "patch_vm", skip_all, fields(user_id = %user.id, vm_id = %path))]
 pub async fn patch(
     state: web::Data<AppState>,
@@ -246,12 +308,18 @@ pub async fn patch(
             let view = view_of(&committed.vm, committed.version);
             let requires_restart = view.requires_restart;
             Ok(envelope::ok(
-                json!({ "vm": view, "requiresRestart": requires_restart }),
+                Patched {
+                    vm: view,
+                    requires_restart,
+                },
                 "Virtual machine updated.",
             ))
         }
         Err(crate::actors::ActorError::Refused(VmError::NothingToChange)) => Ok(envelope::ok(
-            json!({ "vm": current, "requiresRestart": current.requires_restart }),
+            Patched {
+                requires_restart: current.requires_restart,
+                vm: current,
+            },
             "Nothing to change.",
         )),
         Err(e) => {
@@ -294,7 +362,7 @@ pub async fn submit(
     vm_id: &str,
     via: Via,
     make: impl FnOnce(String) -> VmCommand,
-) -> Result<Value, ApiError> {
+) -> Result<Accepted, ApiError> {
     visible(state, user, vm_id).await?;
     let job_id = new_job_id();
     tracing::Span::current().record("job_id", job_id.as_str());
@@ -303,19 +371,19 @@ pub async fn submit(
         .execute(vm_id, make(job_id.clone()), user.meta(via))
         .await
         .map_err(|e| ApiError::from_actor(vm_id, e))?;
-    Ok(json!({
-        "jobId": job_id,
-        "vmId": vm_id,
-        "status": committed.vm.status,
-    }))
+    Ok(Accepted {
+        job_id,
+        vm_id: vm_id.to_string(),
+        status: committed.vm.status,
+    })
 }
 
-fn accepted(data: Value) -> HttpResponse {
+fn accepted(data: Accepted) -> HttpResponse {
     envelope::success(StatusCode::ACCEPTED, data, "Accepted; the job is queued.")
 }
 
 #[tracing::instrument(name = "vm_verb", skip_all, fields(user_id = %user.id, vm_id = %path, verb = ?verb, job_id))]
-pub async fn verb(
+async fn verb(
     state: web::Data<AppState>,
     user: AuthUser,
     path: web::Path<String>,
@@ -325,6 +393,153 @@ pub async fn verb(
     Ok(accepted(data))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/vms/{id}/start",
+    tag = "vms",
+    operation_id = "start_vm",
+    params(("id" = String, Path, description = "The VM's id, e.g. `vm-abc123def456`.")),
+    responses(
+        (status = 202, description = "Accepted: the VM boots.", body = Envelope<Accepted>),
+        (status = 401, description = "No token, or one that is expired, forged or revoked.", body = ErrorEnvelope),
+        (status = 404, description = "No such virtual machine, or not yours.", body = ErrorEnvelope),
+        (status = 409, description = "The VM's state does not allow it, or another job is in flight (`VM_BUSY`).", body = ErrorEnvelope)
+    ),
+    security(("bearer" = []))
+)]
+pub async fn start(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    verb(state, user, path, Verb::Start).await
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/vms/{id}/restart",
+    tag = "vms",
+    operation_id = "restart_vm",
+    params(("id" = String, Path, description = "The VM's id, e.g. `vm-abc123def456`.")),
+    responses(
+        (status = 202, description = "Accepted: the guest reboots.", body = Envelope<Accepted>),
+        (status = 401, description = "No token, or one that is expired, forged or revoked.", body = ErrorEnvelope),
+        (status = 404, description = "No such virtual machine, or not yours.", body = ErrorEnvelope),
+        (status = 409, description = "The VM's state does not allow it, or another job is in flight (`VM_BUSY`).", body = ErrorEnvelope)
+    ),
+    security(("bearer" = []))
+)]
+pub async fn restart(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    verb(state, user, path, Verb::Restart).await
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/vms/{id}/pause",
+    tag = "vms",
+    operation_id = "pause_vm",
+    params(("id" = String, Path, description = "The VM's id, e.g. `vm-abc123def456`.")),
+    responses(
+        (status = 202, description = "Accepted: the vCPUs stop.", body = Envelope<Accepted>),
+        (status = 401, description = "No token, or one that is expired, forged or revoked.", body = ErrorEnvelope),
+        (status = 404, description = "No such virtual machine, or not yours.", body = ErrorEnvelope),
+        (status = 409, description = "The VM's state does not allow it, or another job is in flight (`VM_BUSY`).", body = ErrorEnvelope)
+    ),
+    security(("bearer" = []))
+)]
+pub async fn pause(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    verb(state, user, path, Verb::Pause).await
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/vms/{id}/resume",
+    tag = "vms",
+    operation_id = "resume_vm",
+    params(("id" = String, Path, description = "The VM's id, e.g. `vm-abc123def456`.")),
+    responses(
+        (status = 202, description = "Accepted: the vCPUs run again.", body = Envelope<Accepted>),
+        (status = 401, description = "No token, or one that is expired, forged or revoked.", body = ErrorEnvelope),
+        (status = 404, description = "No such virtual machine, or not yours.", body = ErrorEnvelope),
+        (status = 409, description = "The VM's state does not allow it, or another job is in flight (`VM_BUSY`).", body = ErrorEnvelope)
+    ),
+    security(("bearer" = []))
+)]
+pub async fn resume(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    verb(state, user, path, Verb::Resume).await
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/vms/{id}/reset",
+    tag = "vms",
+    operation_id = "reset_vm",
+    params(("id" = String, Path, description = "The VM's id, e.g. `vm-abc123def456`.")),
+    responses(
+        (status = 202, description = "Accepted: a hard reset, like the reset button.", body = Envelope<Accepted>),
+        (status = 401, description = "No token, or one that is expired, forged or revoked.", body = ErrorEnvelope),
+        (status = 404, description = "No such virtual machine, or not yours.", body = ErrorEnvelope),
+        (status = 409, description = "The VM's state does not allow it, or another job is in flight (`VM_BUSY`).", body = ErrorEnvelope)
+    ),
+    security(("bearer" = []))
+)]
+pub async fn reset(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    verb(state, user, path, Verb::Reset).await
+}
+
+#[utoipa::path(
+    delete,
+    path = "/api/v1/vms/{id}",
+    tag = "vms",
+    operation_id = "delete_vm",
+    params(("id" = String, Path, description = "The VM's id, e.g. `vm-abc123def456`.")),
+    responses(
+        (status = 202, description = "Accepted: the VM and its disk go (it must be stopped).", body = Envelope<Accepted>),
+        (status = 401, description = "No token, or one that is expired, forged or revoked.", body = ErrorEnvelope),
+        (status = 404, description = "No such virtual machine, or not yours.", body = ErrorEnvelope),
+        (status = 409, description = "The VM's state does not allow it, or another job is in flight (`VM_BUSY`).", body = ErrorEnvelope)
+    ),
+    security(("bearer" = []))
+)]
+pub async fn delete(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    verb(state, user, path, Verb::Delete).await
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/vms/{id}/stop",
+    tag = "vms",
+    params(("id" = String, Path, description = "The VM's id, e.g. `vm-abc123def456`.")),
+    request_body = Option<StopVm>,
+    responses(
+        (status = 202, description = "Accepted: ACPI power-down, then forced after `timeout` seconds (or at once with `force`).", body = Envelope<Accepted>),
+        (status = 400, description = "A field is invalid; `error.field` names it.", body = ErrorEnvelope),
+        (status = 401, description = "No token, or one that is expired, forged or revoked.", body = ErrorEnvelope),
+        (status = 404, description = "No such virtual machine, or not yours.", body = ErrorEnvelope),
+        (status = 409, description = "The VM's state does not allow it, or another job is in flight (`VM_BUSY`).", body = ErrorEnvelope)
+    ),
+    security(("bearer" = []))
+)]
 #[tracing::instrument(name = "stop_vm", skip_all, fields(user_id = %user.id, vm_id = %path, job_id))]
 pub async fn stop(
     state: web::Data<AppState>,
@@ -348,8 +563,9 @@ pub async fn stop(
     Ok(accepted(data))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     after: Option<i64>,
     limit: Option<u32>,
@@ -369,6 +585,19 @@ async fn readable(
 
 /// The VM's own events, oldest first; `after` and `next` are sequence numbers. A deleted VM's
 /// events stay readable.
+#[utoipa::path(
+    get,
+    path = "/api/v1/vms/{id}/events",
+    tag = "audit",
+    params(("id" = String, Path, description = "The VM's id, e.g. `vm-abc123def456`."), EventsQuery),
+    responses(
+        (status = 200, description = "The VM's events, oldest first; `next` is a sequence number.", body = Envelope<CursorPage<AuditEntry>>),
+        (status = 400, description = "A field is invalid; `error.field` names it.", body = ErrorEnvelope),
+        (status = 401, description = "No token, or one that is expired, forged or revoked.", body = ErrorEnvelope),
+        (status = 404, description = "No such virtual machine, or not yours.", body = ErrorEnvelope)
+    ),
+    security(("bearer" = []))
+)]
 #[tracing::instrument(name = "vm_events", skip_all, fields(user_id = %user.id, vm_id = %path))]
 pub async fn events(
     state: web::Data<AppState>,
@@ -390,21 +619,39 @@ pub async fn events(
     };
     let rows = audit::page(&state.pool, &filter, limit).await?;
     let next = rows.last().map(|e| e.sequence).unwrap_or(after);
-    let items: Vec<_> = rows.iter().map(audit::AuditRow::to_json).collect();
+    let items: Vec<_> = rows.iter().map(audit::AuditRow::entry).collect();
     Ok(envelope::ok(
-        json!({ "items": items, "next": next, "hasMore": items.len() == limit as usize }),
+        CursorPage {
+            has_more: items.len() == limit as usize,
+            items,
+            next,
+        },
         "The virtual machine's events.",
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     at: Option<String>,
 }
 
 /// `GET /vms/{id}/history?at=<sequence | RFC 3339 time>`: the VM as it was then, rebuilt from its
 /// own events by the aggregate. Without `at`, as it is now.
+#[utoipa::path(
+    get,
+    path = "/api/v1/vms/{id}/history",
+    tag = "audit",
+    params(("id" = String, Path, description = "The VM's id, e.g. `vm-abc123def456`."), HistoryQuery),
+    responses(
+        (status = 200, description = "The VM as it was then.", body = Envelope<History>),
+        (status = 400, description = "A field is invalid; `error.field` names it.", body = ErrorEnvelope),
+        (status = 401, description = "No token, or one that is expired, forged or revoked.", body = ErrorEnvelope),
+        (status = 404, description = "No such virtual machine, or not yours.", body = ErrorEnvelope)
+    ),
+    security(("bearer" = []))
+)]
 #[tracing::instrument(name = "vm_history", skip_all, fields(user_id = %user.id, vm_id = %path))]
 pub async fn history(
     state: web::Data<AppState>,
@@ -441,12 +688,15 @@ pub async fn history(
         .await?;
     let view = vm_view::VmView::new(&vm, sequence, created_at, recorded_at);
     Ok(envelope::ok(
-        json!({
-            "vmId": vm_id,
-            "at": { "sequence": sequence, "recordedAt": recorded_at },
-            "latestSequence": latest,
-            "state": view,
-        }),
+        History {
+            vm_id,
+            at: HistoryPoint {
+                sequence,
+                recorded_at,
+            },
+            latest_sequence: latest,
+            state: view,
+        },
         "The virtual machine's state at that point.",
     ))
 }

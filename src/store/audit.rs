@@ -7,6 +7,7 @@ use futures::{Stream, StreamExt};
 use serde::Serialize;
 use serde_json::{json, Value};
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
+use utoipa::ToSchema;
 
 use super::StoreError;
 
@@ -58,7 +59,39 @@ pub(crate) const LEVEL_SQL: &str = "CASE
       THEN 'warn'
     ELSE 'info' END";
 
-/// One entry of the audit log.
+/// One entry of the audit log, as the API and the feed show it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEntry {
+    /// The global position: a cursor for `after` and for the WebSocket's `since`.
+    pub position: i64,
+    pub stream_id: String,
+    pub vm_id: String,
+    /// The event's number within its VM's stream, from 1.
+    pub sequence: i64,
+    /// The event type, e.g. `VmStarted` (schemas in `schemas/events/`).
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub version: String,
+    /// The event's own fields.
+    pub data: Value,
+    pub actor: Actor,
+    pub job_id: Option<String>,
+    pub request_id: Option<String>,
+    pub client_addr: Option<String>,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// Who caused an event, and through what.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Actor {
+    pub id: Option<String>,
+    pub name: Option<String>,
+    /// `rest`, `websocket` or `system`.
+    pub via: Option<String>,
+}
+
+/// One row of the event log with what the API needs.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditRow {
@@ -78,27 +111,37 @@ pub struct AuditRow {
 impl AuditRow {
     /// The API shape: `data` is the event's own fields; who acted, how and where, are lifted out
     /// of the metadata.
-    pub fn to_json(&self) -> Value {
+    pub fn entry(&self) -> AuditEntry {
         let m = &self.metadata;
+        let text = |key: &str| m[key].as_str().map(str::to_string);
         let data = self
             .payload
             .get(&self.event_type)
             .cloned()
             .unwrap_or_else(|| self.payload.clone());
-        json!({
-            "position": self.position,
-            "streamId": self.aggregate_id,
-            "vmId": self.aggregate_id,
-            "sequence": self.sequence,
-            "type": self.event_type,
-            "version": self.version,
-            "data": data,
-            "actor": { "id": m["actor_id"], "name": m["actor_name"], "via": m["via"] },
-            "jobId": m["job_id"],
-            "requestId": m["request_id"],
-            "clientAddr": m["client_addr"],
-            "recordedAt": self.recorded_at,
-        })
+        AuditEntry {
+            position: self.position,
+            stream_id: self.aggregate_id.clone(),
+            vm_id: self.aggregate_id.clone(),
+            sequence: self.sequence,
+            event_type: self.event_type.clone(),
+            version: self.version.clone(),
+            data,
+            actor: Actor {
+                id: text("actor_id"),
+                name: text("actor_name"),
+                via: text("via"),
+            },
+            job_id: text("job_id"),
+            request_id: text("request_id"),
+            client_addr: text("client_addr"),
+            recorded_at: self.recorded_at,
+        }
+    }
+
+    /// [`AuditRow::entry`] as JSON.
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self.entry()).unwrap_or(Value::Null)
     }
 
     /// One sentence for people, for `/logs`.

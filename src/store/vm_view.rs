@@ -10,7 +10,7 @@ use super::StoreError;
 use crate::vm::{Vm, VmStatus};
 
 /// A VM as the API shows it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VmView {
     pub id: String,
@@ -34,7 +34,7 @@ pub struct VmView {
     pub version: i64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct ImageView {
     pub name: String,
     pub present: bool,

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Where a VM is in its life. Serialised lower-case, as the API shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum VmStatus {
     Creating,

@@ -4,6 +4,7 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
+use crate::api::answers::ErrorEnvelope;
 use crate::api::error::ApiError;
 use crate::auth;
 use crate::startup::AppState;
@@ -20,6 +21,18 @@ pub struct WsQuery {
 
 /// `GET /ws`. A bad token in the query, or one connection too many, is refused before the
 /// upgrade with the API's error envelope.
+#[utoipa::path(
+    get,
+    path = "/ws",
+    tag = "feed",
+    operation_id = "ws_connect",
+    params(("token" = Option<String>, Query, description = "A JWT; without it, the first frame must be `auth`.")),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol; the frames are described in `schemas/feed/` and the README."),
+        (status = 401, description = "The token in the query is expired, forged or revoked.", body = ErrorEnvelope),
+        (status = 429, description = "The user already has the maximum number of connections (`RATE_LIMITED`).", body = ErrorEnvelope)
+    )
+)]
 #[tracing::instrument(name = "ws_connect", skip_all, fields(user_id))]
 pub async fn connect(
     state: web::Data<AppState>,

@@ -697,9 +697,10 @@ impl Connection {
                 ));
             }
         }
-        let mut data = crate::api::vms::submit(state, &self.user, vm_id, Via::WebSocket, make)
+        let accepted = crate::api::vms::submit(state, &self.user, vm_id, Via::WebSocket, make)
             .instrument(span)
             .await?;
+        let mut data = serde_json::to_value(accepted).map_err(anyhow::Error::from)?;
         data["action"] = json!(action.name());
         Ok(data)
     }

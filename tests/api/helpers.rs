@@ -351,15 +351,13 @@ impl TestApp {
     ) -> (StatusCode, Value) {
         let mut req = self
             .client
-            .request(method, self.url(path))
+            .request(method.clone(), self.url(path))
             .bearer_auth(token);
         if let Some(body) = body {
             req = req.json(&body);
         }
         let resp = req.send().await.expect("the request failed");
-        let status = resp.status();
-        let body = resp.json().await.unwrap_or(Value::Null);
-        (status, body)
+        checked(&method, path, resp).await
     }
 
     pub async fn login(&self, username: &str, password: &str) -> (StatusCode, Value) {
@@ -370,7 +368,7 @@ impl TestApp {
             .send()
             .await
             .expect("login request failed");
-        (resp.status(), resp.json().await.unwrap_or(Value::Null))
+        checked(&Method::POST, "/api/v1/auth/login", resp).await
     }
 
     pub async fn login_token(&self, username: &str, password: &str) -> String {
@@ -597,6 +595,29 @@ impl Drop for TestApp {
 }
 
 /// Polls `check` until it holds, up to `secs`.
+/// The answer's status and JSON body (`null` when it is not JSON), after checking it against the
+/// OpenAPI document.
+async fn checked(method: &Method, path: &str, resp: reqwest::Response) -> (StatusCode, Value) {
+    let status = resp.status();
+    let content_type = resp
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let bytes = resp.bytes().await.expect("the answer's body");
+    let body: Option<Value> = serde_json::from_slice(&bytes).ok();
+    let json = content_type.starts_with("application/json");
+    crate::openapi::check_answer(
+        method,
+        path,
+        status,
+        &content_type,
+        body.as_ref().filter(|_| json),
+    );
+    (status, body.unwrap_or(Value::Null))
+}
+
 pub async fn eventually<F: FnMut() -> bool>(secs: u64, what: &str, mut check: F) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     while !check() {

@@ -10,6 +10,7 @@ mod helpers;
 mod hypervisor;
 mod jobs;
 mod lifecycle;
+mod openapi;
 mod relay;
 mod schemas;
 mod snapshots;

@@ -1,0 +1,204 @@
+//! The bodies the REST API answers with, as types. Handlers build these, serde writes them, and
+//! the OpenAPI document (`openapi.rs`) describes them from the same definitions, so the document
+//! cannot drift from what the server sends.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::hypervisor::Accel;
+use crate::store::jobs::JobView;
+use crate::store::vm_view::VmView;
+use crate::vm::VmStatus;
+
+/// Every successful answer: `data` holds the answer itself.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Envelope<T> {
+    /// Always `true` here.
+    pub success: bool,
+    pub data: T,
+    /// One sentence for people.
+    pub message: String,
+    /// When the server answered, RFC 3339 in UTC.
+    pub timestamp: String,
+}
+
+/// Every failed answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorEnvelope {
+    /// Always `false` here.
+    pub success: bool,
+    pub error: ErrorBody,
+    pub timestamp: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// A stable code, e.g. `VM_NOT_FOUND`, `VALIDATION_ERROR`, `VM_BUSY`.
+    pub code: String,
+    /// What went wrong, in general.
+    pub message: String,
+    /// What went wrong with this request.
+    pub details: String,
+    /// The offending request field, for validation errors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// The login answer: the envelope, with the token at the top level as well (the seed's snippet
+/// reads `const { token } = await response.json()`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LoginEnvelope {
+    pub success: bool,
+    pub data: Session,
+    pub message: String,
+    pub timestamp: String,
+    /// The same token as `data.token`.
+    pub token: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Session {
+    /// A JWT for `Authorization: Bearer <token>` and for `/ws?token=`.
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+    pub user: UserInfo,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserInfo {
+    pub id: String,
+    pub username: String,
+    /// `admin` or `user`.
+    pub role: String,
+}
+
+/// An answer with nothing more to say than its message.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Empty {}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`.
+    pub status: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready`.
+    pub status: String,
+    /// `ok`.
+    pub database: String,
+    /// The accelerator new VMs get.
+    pub accel: Accel,
+}
+
+/// One page of a list, by page number.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub pagination: Pagination,
+}
+
+/// The pagination block of list answers.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Pagination {
+    pub page: u32,
+    pub limit: u32,
+    pub total: i64,
+    pub total_pages: i64,
+}
+
+impl Pagination {
+    pub fn new(page: u32, limit: u32, total: i64) -> Self {
+        let limit_i = i64::from(limit.max(1));
+        Pagination {
+            page,
+            limit,
+            total,
+            total_pages: (total + limit_i - 1) / limit_i,
+        }
+    }
+}
+
+/// One page of a log, by cursor: ask again with `after=next` for the following page.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CursorPage<T> {
+    pub items: Vec<T>,
+    /// The cursor for the next page (it only moves forward).
+    pub next: i64,
+    /// Whether this page was full, so more may follow.
+    pub has_more: bool,
+}
+
+/// A VM just created, with its provisioning job.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedVm {
+    #[serde(flatten)]
+    pub vm: VmView,
+    pub job_id: String,
+}
+
+/// A lifecycle command accepted: the job carries it out.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Accepted {
+    pub job_id: String,
+    pub vm_id: String,
+    /// The VM's status once the command was recorded (e.g. `starting`).
+    pub status: Option<VmStatus>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Patched {
+    pub vm: VmView,
+    /// Whether a change waits for the next restart (CPU or memory of a running VM).
+    pub requires_restart: bool,
+}
+
+/// A VM as it was at a point of its history.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct History {
+    pub vm_id: String,
+    pub at: HistoryPoint,
+    pub latest_sequence: i64,
+    pub state: VmView,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryPoint {
+    pub sequence: i64,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// A job after waiting for it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WaitedJob {
+    #[serde(flatten)]
+    pub job: JobView,
+    /// Whether the job ended (else the wait timed out).
+    pub finished: bool,
+}
+
+/// One line of `/logs`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LogLine {
+    pub id: i64,
+    pub timestamp: DateTime<Utc>,
+    /// `info`, `warn` or `error`.
+    pub level: String,
+    pub message: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub vm_id: String,
+    pub actor: Option<String>,
+    pub job_id: Option<String>,
+}

@@ -1,0 +1,166 @@
+//! The OpenAPI document, generated from the handlers' annotations and the answer types they
+//! really send (`answers.rs`), served at `GET /api/v1/openapi.json` with a browsable reference
+//! at `GET /api/v1/docs`. `schemas/openapi.json` is a copy that a test keeps equal to this, and
+//! the integration tests check every answer they get against it.
+
+use std::sync::OnceLock;
+
+use actix_web::HttpResponse;
+use utoipa::openapi::content::ContentBuilder;
+use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::Ref;
+use utoipa::{Modify, OpenApi};
+use utoipa_scalar::Scalar;
+
+use super::{audit, auth, health, jobs, vms, API_VERSION};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "VoidVM API",
+        description = "Create, start, stop and watch QEMU virtual machines. Every mutating call \
+                       answers at once with the id of the job that carries it out; every change \
+                       is an event in an append-only, replayable log. The real-time feed is the \
+                       WebSocket at `/ws`.",
+        license(name = "MIT")
+    ),
+    paths(
+        health::health,
+        health::ready,
+        crate::ws::connect,
+        auth::login,
+        auth::me,
+        auth::logout,
+        auth::change_password,
+        vms::list,
+        vms::create,
+        vms::get,
+        vms::patch,
+        vms::delete,
+        vms::start,
+        vms::stop,
+        vms::restart,
+        vms::pause,
+        vms::resume,
+        vms::reset,
+        vms::events,
+        vms::history,
+        audit::events,
+        audit::logs,
+        jobs::list,
+        jobs::get,
+        jobs::wait,
+        jobs::cancel,
+        json,
+        page,
+    ),
+    modifiers(&Versioned, &BearerAuth, &DefaultError),
+    tags(
+        (name = "auth", description = "Logging in and out."),
+        (name = "vms", description = "Virtual machines and their lifecycle."),
+        (name = "jobs", description = "The work a command starts."),
+        (name = "audit", description = "The event log: who did what to which VM, and when."),
+        (name = "feed", description = "The real-time WebSocket feed."),
+        (name = "health", description = "Liveness and readiness, outside the versioned API."),
+        (name = "meta", description = "This document."),
+    )
+)]
+pub struct ApiDoc;
+
+/// The API's own version, not the crate's.
+struct Versioned;
+
+impl Modify for Versioned {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        openapi.info.version = API_VERSION.to_string();
+    }
+}
+
+/// `Authorization: Bearer <jwt>`, named `bearer` in each operation's `security`.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let scheme = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .bearer_format("JWT")
+            .description(Some("A token from `POST /api/v1/auth/login`."))
+            .build();
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
+}
+
+/// Every operation can also fail in ways not particular to it (bad JSON, a wrong content type, a
+/// body too large, the rate limit, an internal error): `default` says so, in the error envelope.
+struct DefaultError;
+
+impl Modify for DefaultError {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let response = ResponseBuilder::new()
+            .description("Any other error, in the error envelope.")
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
+                    .build(),
+            )
+            .build();
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                operation
+                    .responses
+                    .responses
+                    .insert("default".into(), response.clone().into());
+            }
+        }
+    }
+}
+
+/// The document as pretty JSON, built once.
+pub fn document() -> &'static str {
+    static DOC: OnceLock<String> = OnceLock::new();
+    DOC.get_or_init(|| {
+        // Serialising plain data structures cannot fail; an empty document would be caught by
+        // the test that compares it with `schemas/openapi.json`.
+        ApiDoc::openapi().to_pretty_json().unwrap_or_default()
+    })
+}
+
+/// `GET /api/v1/openapi.json`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/openapi.json",
+    tag = "meta",
+    responses((status = 200, description = "This document.", content_type = "application/json"))
+)]
+pub async fn json() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(document())
+}
+
+/// `GET /api/v1/docs`: the reference page.
+#[utoipa::path(
+    get,
+    path = "/api/v1/docs",
+    tag = "meta",
+    responses((status = 200, description = "A browsable reference of this document.", content_type = "text/html"))
+)]
+pub async fn page() -> HttpResponse {
+    static PAGE: OnceLock<String> = OnceLock::new();
+    let html = PAGE.get_or_init(|| Scalar::new(ApiDoc::openapi()).to_html());
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(html.as_str())
+}

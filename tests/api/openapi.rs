@@ -1,0 +1,306 @@
+//! The OpenAPI document against the code. `schemas/openapi.json` is the document the code
+//! generates and the server serves; and every answer any test gets through `TestApp` is checked
+//! against the operation it came from ([`check_answer`]): an undocumented path, method or success
+//! status, or a body that does not match its schema, fails the test that met it.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::helpers::spawn_app;
+
+fn committed_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("schemas/openapi.json")
+}
+
+fn document() -> &'static Value {
+    static DOC: OnceLock<Value> = OnceLock::new();
+    DOC.get_or_init(|| {
+        serde_json::from_str(voidvm::api::openapi::document()).expect("the document is JSON")
+    })
+}
+
+/// Whether `path` (no query) fits the template, and how many segments it had to match as
+/// parameters (fewer is a closer fit).
+fn fits(template: &str, path: &str) -> Option<usize> {
+    let t: Vec<&str> = template.split('/').collect();
+    let p: Vec<&str> = path.split('/').collect();
+    if t.len() != p.len() {
+        return None;
+    }
+    let mut params = 0;
+    for (t, p) in t.iter().zip(&p) {
+        if t.starts_with('{') && t.ends_with('}') {
+            if p.is_empty() {
+                return None;
+            }
+            params += 1;
+        } else if t != p {
+            return None;
+        }
+    }
+    Some(params)
+}
+
+fn template_of(path: &str) -> Option<&'static str> {
+    let paths = document()["paths"].as_object().expect("paths");
+    paths
+        .keys()
+        .filter_map(|t| fits(t, path).map(|n| (n, t.as_str())))
+        .min()
+        .map(|(_, t)| t)
+}
+
+/// The schema `instance` must match, compiled once; `pointer` locates it in the document.
+fn validator(pointer: &str) -> Arc<jsonschema::Validator> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<jsonschema::Validator>>>> = OnceLock::new();
+    let mut cache = CACHE
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    cache
+        .entry(pointer.to_string())
+        .or_insert_with(|| {
+            let doc = document();
+            let schema = doc
+                .pointer(pointer)
+                .unwrap_or_else(|| panic!("the document has nothing at {pointer}"));
+            // The components ride along so that `#/components/schemas/...` references resolve.
+            let root = json!({ "components": doc["components"], "allOf": [schema] });
+            Arc::new(
+                jsonschema::draft202012::new(&root)
+                    .unwrap_or_else(|e| panic!("the schema at {pointer} does not compile: {e}")),
+            )
+        })
+        .clone()
+}
+
+fn escape(segment: &str) -> String {
+    segment.replace('~', "~0").replace('/', "~1")
+}
+
+fn assert_matches(pointer: &str, body: &Value, what: &str) {
+    let errors: Vec<String> = validator(pointer)
+        .iter_errors(body)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{what} does not match the OpenAPI document ({pointer}):\n  {}\nbody: {body}",
+        errors.join("\n  ")
+    );
+}
+
+const ERROR_ENVELOPE: &str = "/components/schemas/ErrorEnvelope";
+
+/// Checks one answer against the document. `body` is `None` when the answer was not JSON.
+pub fn check_answer(
+    method: &Method,
+    url_path: &str,
+    status: StatusCode,
+    content_type: &str,
+    body: Option<&Value>,
+) {
+    let path = url_path.split('?').next().unwrap_or(url_path);
+    let what = format!("{method} {path} → {}", status.as_u16());
+    let Some(template) = template_of(path) else {
+        assert_eq!(
+            status,
+            StatusCode::NOT_FOUND,
+            "{what}: the path is not in the OpenAPI document"
+        );
+        assert_matches(ERROR_ENVELOPE, body.expect("a JSON error"), &what);
+        return;
+    };
+    let verb = method.as_str().to_lowercase();
+    let operation = format!("/paths/{}/{verb}", escape(template));
+    if document().pointer(&operation).is_none() {
+        assert_eq!(
+            status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{what}: the method is not in the OpenAPI document for {template}"
+        );
+        assert_matches(ERROR_ENVELOPE, body.expect("a JSON error"), &what);
+        return;
+    }
+    let documented = format!("{operation}/responses/{}", status.as_u16());
+    let response = if document().pointer(&documented).is_some() {
+        documented
+    } else {
+        assert!(
+            status.is_client_error() || status.is_server_error(),
+            "{what}: the status is not in the OpenAPI document"
+        );
+        format!("{operation}/responses/default")
+    };
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    let content = format!("{response}/content");
+    let Some(types) = document().pointer(&content).and_then(Value::as_object) else {
+        return; // Nothing documented to check, e.g. the WebSocket upgrade.
+    };
+    assert!(
+        types.contains_key(media),
+        "{what}: the content type {media:?} is not documented (documented: {:?})",
+        types.keys().collect::<Vec<_>>()
+    );
+    if let Some(body) = body {
+        assert_matches(&format!("{content}/{}/schema", escape(media)), body, &what);
+    }
+}
+
+#[test]
+fn the_committed_document_is_the_one_the_code_generates() {
+    let committed = std::fs::read_to_string(committed_path()).unwrap_or_default();
+    let generated = voidvm::api::openapi::document();
+    assert!(
+        committed.trim_end() == generated.trim_end(),
+        "schemas/openapi.json is not what the code generates; if the change is meant, run\n  \
+         cargo run -q -- openapi > schemas/openapi.json"
+    );
+}
+
+#[test]
+fn the_document_describes_every_route_with_its_answers() {
+    let doc = document();
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert_eq!(doc["info"]["version"], voidvm::api::API_VERSION);
+    let expected = [
+        ("post", "/api/v1/auth/login"),
+        ("get", "/api/v1/auth/me"),
+        ("post", "/api/v1/auth/logout"),
+        ("post", "/api/v1/auth/password"),
+        ("get", "/api/v1/vms"),
+        ("post", "/api/v1/vms"),
+        ("get", "/api/v1/vms/{id}"),
+        ("patch", "/api/v1/vms/{id}"),
+        ("delete", "/api/v1/vms/{id}"),
+        ("post", "/api/v1/vms/{id}/start"),
+        ("post", "/api/v1/vms/{id}/stop"),
+        ("post", "/api/v1/vms/{id}/restart"),
+        ("post", "/api/v1/vms/{id}/pause"),
+        ("post", "/api/v1/vms/{id}/resume"),
+        ("post", "/api/v1/vms/{id}/reset"),
+        ("get", "/api/v1/vms/{id}/events"),
+        ("get", "/api/v1/vms/{id}/history"),
+        ("get", "/api/v1/events"),
+        ("get", "/api/v1/logs"),
+        ("get", "/api/v1/jobs"),
+        ("get", "/api/v1/jobs/{id}"),
+        ("get", "/api/v1/jobs/{id}/wait"),
+        ("post", "/api/v1/jobs/{id}/cancel"),
+        ("get", "/api/v1/openapi.json"),
+        ("get", "/api/v1/docs"),
+        ("get", "/ws"),
+        ("get", "/health"),
+        ("get", "/ready"),
+    ];
+    for (verb, path) in expected {
+        let op = &doc["paths"][path][verb];
+        assert!(op.is_object(), "{verb} {path} is not documented");
+        let responses = op["responses"].as_object().expect("responses");
+        assert!(
+            responses.keys().any(|s| s.starts_with('2') || s == "101"),
+            "{verb} {path} documents no success"
+        );
+        assert!(
+            responses.contains_key("default"),
+            "{verb} {path} has no default error"
+        );
+        let public = matches!(
+            path,
+            "/api/v1/auth/login"
+                | "/api/v1/openapi.json"
+                | "/api/v1/docs"
+                | "/ws"
+                | "/health"
+                | "/ready"
+        );
+        assert_eq!(
+            op["security"].is_array(),
+            !public,
+            "{verb} {path}: the bearer requirement is wrong"
+        );
+    }
+    let documented: usize = doc["paths"]
+        .as_object()
+        .expect("paths")
+        .values()
+        .map(|item| item.as_object().map_or(0, |o| o.len()))
+        .sum();
+    assert_eq!(
+        documented,
+        expected.len(),
+        "an operation is documented twice or unexpectedly"
+    );
+}
+
+#[test]
+fn the_checker_refuses_what_the_document_does_not_say() {
+    let vm = json!({"success": true, "data": {"id": "vm-1"}, "message": "m", "timestamp": "t"});
+    let refused = |f: fn(&Value)| std::panic::catch_unwind(|| f(&vm)).is_err();
+    assert!(refused(|vm| check_answer(
+        &Method::GET,
+        "/api/v1/vms/vm-1",
+        StatusCode::OK,
+        "application/json",
+        Some(vm)
+    )));
+    assert!(refused(|_| check_answer(
+        &Method::GET,
+        "/api/v1/undocumented",
+        StatusCode::OK,
+        "application/json",
+        Some(&json!({}))
+    )));
+    assert!(refused(|_| check_answer(
+        &Method::POST,
+        "/api/v1/vms/vm-1/start",
+        StatusCode::OK,
+        "application/json",
+        Some(&json!({}))
+    )));
+    // And accepts a documented error answer.
+    check_answer(
+        &Method::GET,
+        "/api/v1/vms/vm-1",
+        StatusCode::NOT_FOUND,
+        "application/json",
+        Some(&json!({
+            "success": false,
+            "error": {"code": "VM_NOT_FOUND", "message": "m", "details": "d"},
+            "timestamp": "t"
+        })),
+    );
+}
+
+#[actix_rt::test]
+async fn the_server_serves_the_document_and_its_reference_page() {
+    let app = spawn_app().await;
+    let resp = app
+        .client
+        .get(app.url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .expect("the document");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let served: Value = resp.json().await.expect("JSON");
+    assert_eq!(&served, document());
+
+    let resp = app
+        .client
+        .get(app.url("/api/v1/docs"))
+        .send()
+        .await
+        .expect("the page");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let content_type = resp.headers()["content-type"]
+        .to_str()
+        .expect("a content type")
+        .to_string();
+    assert!(content_type.starts_with("text/html"), "{content_type}");
+    let html = resp.text().await.expect("HTML");
+    assert!(html.contains("VoidVM API"), "the page carries the document");
+}
