@@ -29,17 +29,26 @@ pub const NDJSON: &str = "application/x-ndjson";
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
+    /// Only this VM's events.
     vm_id: Option<String>,
-    /// One type or several, comma-separated.
+    /// One event type or several, comma-separated, e.g. `VmStarted,VmStopped`.
     #[serde(rename = "type")]
     types: Option<String>,
+    /// Only events caused by this user (id or username).
     actor: Option<String>,
+    /// Only events of this job.
     job_id: Option<String>,
+    /// Recorded at or after this RFC 3339 time.
     from: Option<String>,
+    /// Recorded before this RFC 3339 time.
     to: Option<String>,
+    /// Events after this global position: the cursor (`next` of the previous page).
     after: Option<i64>,
+    /// Events before this global position.
     before: Option<i64>,
+    /// Entries per page, 1 to 1000 (default 100).
     limit: Option<u32>,
+    /// `ndjson` streams every matching entry as one JSON line each, without paging.
     format: Option<String>,
 }
 
@@ -227,10 +236,15 @@ fn error_line() -> web::Bytes {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct LogsQuery {
+    /// The least severe level to show: info, warn or error (default info).
     level: Option<String>,
+    /// Recorded at or after this RFC 3339 time.
     from: Option<String>,
+    /// Recorded before this RFC 3339 time.
     to: Option<String>,
+    /// The page, from 1 (default 1).
     page: Option<u32>,
+    /// Lines per page, 1 to 100 (default 20).
     limit: Option<u32>,
 }
 

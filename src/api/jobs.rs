@@ -22,9 +22,13 @@ const WAIT_MAX_SECS: u64 = 120;
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// The page, from 1 (default 1).
     page: Option<u32>,
+    /// Jobs per page, 1 to 100 (default 20).
     limit: Option<u32>,
+    /// Only jobs in this status: queued, running, succeeded, failed or cancelled.
     status: Option<String>,
+    /// Only this VM's jobs.
     vm_id: Option<String>,
 }
 
@@ -115,6 +119,7 @@ pub async fn get(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct WaitQuery {
+    /// Seconds to wait at most, up to 120 (default 30).
     timeout: Option<u64>,
 }
 

@@ -34,9 +34,13 @@ pub fn new_job_id() -> String {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// The page, from 1 (default 1).
     page: Option<u32>,
+    /// VMs per page, 1 to 100 (default 20).
     limit: Option<u32>,
+    /// Only VMs in this status, e.g. `running`.
     status: Option<String>,
+    /// Only this user's VMs, by username (administrators; others may name only themselves).
     owner: Option<String>,
 }
 
@@ -567,7 +571,9 @@ pub async fn stop(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
+    /// Events after this sequence number (default 0: from the first).
     after: Option<i64>,
+    /// Events per page, 1 to 100 (default 20).
     limit: Option<u32>,
 }
 
@@ -634,6 +640,7 @@ pub async fn events(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
+    /// A sequence number or an RFC 3339 time (default: now).
     at: Option<String>,
 }
 
