@@ -202,3 +202,61 @@ pub struct LogLine {
     pub actor: Option<String>,
     pub job_id: Option<String>,
 }
+
+/// The error answers operations share, for the OpenAPI document: each is an [`ErrorEnvelope`]
+/// with the status and description given here (`ApiError` makes them).
+pub mod errors {
+    use super::ErrorEnvelope;
+    use utoipa::IntoResponses;
+
+    /// A field is invalid; `error.field` names it (`VALIDATION_ERROR`).
+    #[derive(IntoResponses)]
+    #[response(status = 400)]
+    pub struct Invalid(pub ErrorEnvelope);
+
+    /// No token, or one that is expired, forged or revoked (`UNAUTHORIZED`).
+    #[derive(IntoResponses)]
+    #[response(status = 401)]
+    pub struct Unauthorized(pub ErrorEnvelope);
+
+    /// The username or password is wrong (`UNAUTHORIZED`).
+    #[derive(IntoResponses)]
+    #[response(status = 401)]
+    pub struct LoginRefused(pub ErrorEnvelope);
+
+    /// Only administrators may do this (`FORBIDDEN`).
+    #[derive(IntoResponses)]
+    #[response(status = 403)]
+    pub struct Forbidden(pub ErrorEnvelope);
+
+    /// No such virtual machine, or not yours (`VM_NOT_FOUND`).
+    #[derive(IntoResponses)]
+    #[response(status = 404)]
+    pub struct VmMissing(pub ErrorEnvelope);
+
+    /// No such job, or not yours (`JOB_NOT_FOUND`).
+    #[derive(IntoResponses)]
+    #[response(status = 404)]
+    pub struct JobMissing(pub ErrorEnvelope);
+
+    /// The VM's state does not allow it (e.g. `VM_ALREADY_RUNNING`), the name is taken
+    /// (`VM_NAME_TAKEN`), or another job is in flight (`VM_BUSY`).
+    #[derive(IntoResponses)]
+    #[response(status = 409)]
+    pub struct VmConflict(pub ErrorEnvelope);
+
+    /// The job is no longer queued (`JOB_NOT_CANCELLABLE`).
+    #[derive(IntoResponses)]
+    #[response(status = 409)]
+    pub struct NotCancellable(pub ErrorEnvelope);
+
+    /// The user already has the maximum number of WebSocket connections (`RATE_LIMITED`).
+    #[derive(IntoResponses)]
+    #[response(status = 429)]
+    pub struct TooManyConnections(pub ErrorEnvelope);
+
+    /// The database does not answer (`SERVICE_UNAVAILABLE`).
+    #[derive(IntoResponses)]
+    #[response(status = 503)]
+    pub struct Unavailable(pub ErrorEnvelope);
+}

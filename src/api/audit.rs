@@ -11,7 +11,8 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::answers::{CursorPage, Envelope, ErrorEnvelope, LogLine, Page, Pagination};
+use super::answers::errors::{Invalid, Unauthorized};
+use super::answers::{CursorPage, Envelope, LogLine, Page, Pagination};
 use super::envelope;
 use super::error::ApiError;
 use super::vms::page_and_limit;
@@ -138,8 +139,8 @@ fn wants_ndjson(req: &HttpRequest, format: Option<&str>) -> Result<bool, ApiErro
     params(EventsQuery),
     responses(
         (status = 200, description = "A page of the log, oldest first (or, with `format=ndjson` or `Accept: application/x-ndjson`, every matching entry, one JSON line each).", content((Envelope<CursorPage<AuditEntry>> = "application/json"), (AuditEntry = "application/x-ndjson"))),
-        (status = 400, description = "A field is invalid; `error.field` names it.", body = ErrorEnvelope),
-        (status = 401, description = "No token, or one that is expired, forged or revoked.", body = ErrorEnvelope)
+        Invalid,
+        Unauthorized
     ),
     security(("bearer" = []))
 )]
@@ -256,8 +257,8 @@ pub struct LogsQuery {
     params(LogsQuery),
     responses(
         (status = 200, description = "A page of the log for people, newest first.", body = Envelope<Page<LogLine>>),
-        (status = 400, description = "A field is invalid; `error.field` names it.", body = ErrorEnvelope),
-        (status = 401, description = "No token, or one that is expired, forged or revoked.", body = ErrorEnvelope)
+        Invalid,
+        Unauthorized
     ),
     security(("bearer" = []))
 )]

@@ -5,7 +5,8 @@ use chrono::DateTime;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::answers::{Empty, Envelope, ErrorEnvelope, LoginEnvelope, Session, UserInfo};
+use super::answers::errors::{Invalid, LoginRefused, Unauthorized};
+use super::answers::{Empty, Envelope, LoginEnvelope, Session, UserInfo};
 use super::body;
 use super::envelope;
 use super::error::ApiError;
@@ -27,8 +28,8 @@ struct Login {
     request_body = Login,
     responses(
         (status = 200, description = "Logged in.", body = LoginEnvelope),
-        (status = 400, description = "A field is invalid; `error.field` names it.", body = ErrorEnvelope),
-        (status = 401, description = "The username or password is wrong.", body = ErrorEnvelope)
+        Invalid,
+        LoginRefused
     )
 )]
 #[tracing::instrument(name = "login", skip_all)]
@@ -71,7 +72,7 @@ pub async fn login(
     tag = "auth",
     responses(
         (status = 200, description = "The current user.", body = Envelope<UserInfo>),
-        (status = 401, description = "No token, or one that is expired, forged or revoked.", body = ErrorEnvelope)
+        Unauthorized
     ),
     security(("bearer" = []))
 )]
@@ -93,7 +94,7 @@ pub async fn me(user: AuthUser) -> HttpResponse {
     tag = "auth",
     responses(
         (status = 200, description = "The token no longer works, here or on open WebSocket connections.", body = Envelope<Empty>),
-        (status = 401, description = "No token, or one that is expired, forged or revoked.", body = ErrorEnvelope)
+        Unauthorized
     ),
     security(("bearer" = []))
 )]
@@ -118,8 +119,8 @@ struct PasswordChange {
     request_body = PasswordChange,
     responses(
         (status = 200, description = "Changed.", body = Envelope<Empty>),
-        (status = 400, description = "A field is invalid; `error.field` names it.", body = ErrorEnvelope),
-        (status = 401, description = "No token, or one that is expired, forged or revoked.", body = ErrorEnvelope)
+        Invalid,
+        Unauthorized
     ),
     security(("bearer" = []))
 )]

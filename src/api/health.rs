@@ -1,6 +1,7 @@
 //! Liveness and readiness, outside the versioned API.
 
-use super::answers::{Envelope, ErrorEnvelope, Health, Readiness};
+use super::answers::errors::Unavailable;
+use super::answers::{Envelope, Health, Readiness};
 use actix_web::{web, HttpResponse};
 
 use super::envelope;
@@ -31,7 +32,7 @@ pub async fn health() -> HttpResponse {
     tag = "health",
     responses(
         (status = 200, description = "The database answers.", body = Envelope<Readiness>),
-        (status = 503, description = "The database does not answer.", body = ErrorEnvelope)
+        Unavailable
     )
 )]
 pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {

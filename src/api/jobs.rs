@@ -5,7 +5,8 @@ use std::time::Duration;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
-use super::answers::{Envelope, ErrorEnvelope, Page, Pagination, WaitedJob};
+use super::answers::errors::{Invalid, JobMissing, NotCancellable, Unauthorized};
+use super::answers::{Envelope, Page, Pagination, WaitedJob};
 use super::envelope;
 use super::error::ApiError;
 use super::vms::page_and_limit;
@@ -39,8 +40,8 @@ pub struct ListQuery {
     params(ListQuery),
     responses(
         (status = 200, description = "A page of jobs, newest first.", body = Envelope<Page<JobView>>),
-        (status = 400, description = "A field is invalid; `error.field` names it.", body = ErrorEnvelope),
-        (status = 401, description = "No token, or one that is expired, forged or revoked.", body = ErrorEnvelope)
+        Invalid,
+        Unauthorized
     ),
     security(("bearer" = []))
 )]
@@ -100,8 +101,8 @@ async fn visible(state: &AppState, user: &AuthUser, job_id: &str) -> Result<JobR
     params(("id" = String, Path, description = "The job's id.")),
     responses(
         (status = 200, description = "The job.", body = Envelope<JobView>),
-        (status = 401, description = "No token, or one that is expired, forged or revoked.", body = ErrorEnvelope),
-        (status = 404, description = "No such job, or not yours.", body = ErrorEnvelope)
+        Unauthorized,
+        JobMissing
     ),
     security(("bearer" = []))
 )]
@@ -132,9 +133,9 @@ pub struct WaitQuery {
     params(("id" = String, Path, description = "The job's id."), WaitQuery),
     responses(
         (status = 200, description = "The job when it ended or the timeout passed; `finished` says which.", body = Envelope<WaitedJob>),
-        (status = 400, description = "A field is invalid; `error.field` names it.", body = ErrorEnvelope),
-        (status = 401, description = "No token, or one that is expired, forged or revoked.", body = ErrorEnvelope),
-        (status = 404, description = "No such job, or not yours.", body = ErrorEnvelope)
+        Invalid,
+        Unauthorized,
+        JobMissing
     ),
     security(("bearer" = []))
 )]
@@ -212,9 +213,9 @@ async fn view_caught_up(
     params(("id" = String, Path, description = "The job's id.")),
     responses(
         (status = 200, description = "Cancelled.", body = Envelope<JobView>),
-        (status = 401, description = "No token, or one that is expired, forged or revoked.", body = ErrorEnvelope),
-        (status = 404, description = "No such job, or not yours.", body = ErrorEnvelope),
-        (status = 409, description = "The job is no longer queued.", body = ErrorEnvelope)
+        Unauthorized,
+        JobMissing,
+        NotCancellable
     ),
     security(("bearer" = []))
 )]

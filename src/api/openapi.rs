@@ -13,6 +13,7 @@ use utoipa::openapi::Ref;
 use utoipa::{Modify, OpenApi};
 use utoipa_scalar::Scalar;
 
+use super::answers::ErrorEnvelope;
 use super::{audit, auth, health, jobs, vms, API_VERSION};
 
 #[derive(OpenApi)]
@@ -55,6 +56,8 @@ use super::{audit, auth, health, jobs, vms, API_VERSION};
         json,
         page,
     ),
+    // The shared error answers (`answers::errors`) refer to it without registering it.
+    components(schemas(ErrorEnvelope)),
     modifiers(&Versioned, &BearerAuth, &DefaultError),
     tags(
         (name = "auth", description = "Logging in and out."),

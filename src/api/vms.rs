@@ -6,9 +6,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::answers::errors::{Forbidden, Invalid, Unauthorized, VmConflict, VmMissing};
 use super::answers::{
-    Accepted, CreatedVm, CursorPage, Envelope, ErrorEnvelope, History, HistoryPoint, Page,
-    Pagination, Patched,
+    Accepted, CreatedVm, CursorPage, Envelope, History, HistoryPoint, Page, Pagination, Patched,
 };
 use super::body;
 use super::envelope;
@@ -66,9 +66,9 @@ pub fn page_and_limit(page: Option<u32>, limit: Option<u32>) -> Result<(u32, u32
     params(ListQuery),
     responses(
         (status = 200, description = "A page of VMs.", body = Envelope<Page<VmView>>),
-        (status = 400, description = "A field is invalid; `error.field` names it.", body = ErrorEnvelope),
-        (status = 401, description = "No token, or one that is expired, forged or revoked.", body = ErrorEnvelope),
-        (status = 403, description = "Only administrators may list other users' VMs.", body = ErrorEnvelope)
+        Invalid,
+        Unauthorized,
+        Forbidden
     ),
     security(("bearer" = []))
 )]
@@ -127,9 +127,9 @@ pub async fn list(
     request_body = CreateVm,
     responses(
         (status = 201, description = "Created; its provisioning job runs.", body = Envelope<CreatedVm>),
-        (status = 400, description = "A field is invalid; `error.field` names it.", body = ErrorEnvelope),
-        (status = 401, description = "No token, or one that is expired, forged or revoked.", body = ErrorEnvelope),
-        (status = 409, description = "The name is taken among your VMs.", body = ErrorEnvelope)
+        Invalid,
+        Unauthorized,
+        VmConflict
     ),
     security(("bearer" = []))
 )]
@@ -229,8 +229,8 @@ async fn visible(
     params(("id" = String, Path, description = "The VM's id, e.g. `vm-abc123def456`.")),
     responses(
         (status = 200, description = "The VM.", body = Envelope<VmView>),
-        (status = 401, description = "No token, or one that is expired, forged or revoked.", body = ErrorEnvelope),
-        (status = 404, description = "No such virtual machine, or not yours.", body = ErrorEnvelope)
+        Unauthorized,
+        VmMissing
     ),
     security(("bearer" = []))
 )]
@@ -252,10 +252,10 @@ pub async fn get(
     request_body = PatchVm,
     responses(
         (status = 200, description = "Changed (or nothing to change).", body = Envelope<Patched>),
-        (status = 400, description = "A field is invalid; `error.field` names it.", body = ErrorEnvelope),
-        (status = 401, description = "No token, or one that is expired, forged or revoked.", body = ErrorEnvelope),
-        (status = 404, description = "No such virtual machine, or not yours.", body = ErrorEnvelope),
-        (status = 409, description = "The VM's state does not allow it, or another job is in flight (`VM_BUSY`).", body = ErrorEnvelope)
+        Invalid,
+        Unauthorized,
+        VmMissing,
+        VmConflict
     ),
     security(("bearer" = []))
 )]
@@ -397,137 +397,81 @@ async fn verb(
     Ok(accepted(data))
 }
 
-#[utoipa::path(
-    post,
-    path = "/api/v1/vms/{id}/start",
-    tag = "vms",
-    operation_id = "start_vm",
-    params(("id" = String, Path, description = "The VM's id, e.g. `vm-abc123def456`.")),
-    responses(
-        (status = 202, description = "Accepted: the VM boots.", body = Envelope<Accepted>),
-        (status = 401, description = "No token, or one that is expired, forged or revoked.", body = ErrorEnvelope),
-        (status = 404, description = "No such virtual machine, or not yours.", body = ErrorEnvelope),
-        (status = 409, description = "The VM's state does not allow it, or another job is in flight (`VM_BUSY`).", body = ErrorEnvelope)
-    ),
-    security(("bearer" = []))
-)]
-pub async fn start(
-    state: web::Data<AppState>,
-    user: AuthUser,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    verb(state, user, path, Verb::Start).await
+/// A lifecycle verb without a body: its handler and its place in the OpenAPI document.
+macro_rules! verb_handler {
+    ($name:ident, $method:ident, $path:tt, $op:tt, $verb:ident, $accepted:tt) => {
+        #[utoipa::path(
+            $method,
+            path = $path,
+            tag = "vms",
+            operation_id = $op,
+            params(("id" = String, Path, description = "The VM's id, e.g. `vm-abc123def456`.")),
+            responses(
+                (status = 202, description = $accepted, body = Envelope<Accepted>),
+                Unauthorized,
+                VmMissing,
+                VmConflict
+            ),
+            security(("bearer" = []))
+        )]
+        pub async fn $name(
+            state: web::Data<AppState>,
+            user: AuthUser,
+            path: web::Path<String>,
+        ) -> Result<HttpResponse, ApiError> {
+            verb(state, user, path, Verb::$verb).await
+        }
+    };
 }
 
-#[utoipa::path(
+verb_handler!(
+    start,
     post,
-    path = "/api/v1/vms/{id}/restart",
-    tag = "vms",
-    operation_id = "restart_vm",
-    params(("id" = String, Path, description = "The VM's id, e.g. `vm-abc123def456`.")),
-    responses(
-        (status = 202, description = "Accepted: the guest reboots.", body = Envelope<Accepted>),
-        (status = 401, description = "No token, or one that is expired, forged or revoked.", body = ErrorEnvelope),
-        (status = 404, description = "No such virtual machine, or not yours.", body = ErrorEnvelope),
-        (status = 409, description = "The VM's state does not allow it, or another job is in flight (`VM_BUSY`).", body = ErrorEnvelope)
-    ),
-    security(("bearer" = []))
-)]
-pub async fn restart(
-    state: web::Data<AppState>,
-    user: AuthUser,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    verb(state, user, path, Verb::Restart).await
-}
-
-#[utoipa::path(
+    "/api/v1/vms/{id}/start",
+    "start_vm",
+    Start,
+    "Accepted: the VM boots."
+);
+verb_handler!(
+    restart,
     post,
-    path = "/api/v1/vms/{id}/pause",
-    tag = "vms",
-    operation_id = "pause_vm",
-    params(("id" = String, Path, description = "The VM's id, e.g. `vm-abc123def456`.")),
-    responses(
-        (status = 202, description = "Accepted: the vCPUs stop.", body = Envelope<Accepted>),
-        (status = 401, description = "No token, or one that is expired, forged or revoked.", body = ErrorEnvelope),
-        (status = 404, description = "No such virtual machine, or not yours.", body = ErrorEnvelope),
-        (status = 409, description = "The VM's state does not allow it, or another job is in flight (`VM_BUSY`).", body = ErrorEnvelope)
-    ),
-    security(("bearer" = []))
-)]
-pub async fn pause(
-    state: web::Data<AppState>,
-    user: AuthUser,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    verb(state, user, path, Verb::Pause).await
-}
-
-#[utoipa::path(
+    "/api/v1/vms/{id}/restart",
+    "restart_vm",
+    Restart,
+    "Accepted: the guest reboots."
+);
+verb_handler!(
+    pause,
     post,
-    path = "/api/v1/vms/{id}/resume",
-    tag = "vms",
-    operation_id = "resume_vm",
-    params(("id" = String, Path, description = "The VM's id, e.g. `vm-abc123def456`.")),
-    responses(
-        (status = 202, description = "Accepted: the vCPUs run again.", body = Envelope<Accepted>),
-        (status = 401, description = "No token, or one that is expired, forged or revoked.", body = ErrorEnvelope),
-        (status = 404, description = "No such virtual machine, or not yours.", body = ErrorEnvelope),
-        (status = 409, description = "The VM's state does not allow it, or another job is in flight (`VM_BUSY`).", body = ErrorEnvelope)
-    ),
-    security(("bearer" = []))
-)]
-pub async fn resume(
-    state: web::Data<AppState>,
-    user: AuthUser,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    verb(state, user, path, Verb::Resume).await
-}
-
-#[utoipa::path(
+    "/api/v1/vms/{id}/pause",
+    "pause_vm",
+    Pause,
+    "Accepted: the vCPUs stop."
+);
+verb_handler!(
+    resume,
     post,
-    path = "/api/v1/vms/{id}/reset",
-    tag = "vms",
-    operation_id = "reset_vm",
-    params(("id" = String, Path, description = "The VM's id, e.g. `vm-abc123def456`.")),
-    responses(
-        (status = 202, description = "Accepted: a hard reset, like the reset button.", body = Envelope<Accepted>),
-        (status = 401, description = "No token, or one that is expired, forged or revoked.", body = ErrorEnvelope),
-        (status = 404, description = "No such virtual machine, or not yours.", body = ErrorEnvelope),
-        (status = 409, description = "The VM's state does not allow it, or another job is in flight (`VM_BUSY`).", body = ErrorEnvelope)
-    ),
-    security(("bearer" = []))
-)]
-pub async fn reset(
-    state: web::Data<AppState>,
-    user: AuthUser,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    verb(state, user, path, Verb::Reset).await
-}
-
-#[utoipa::path(
+    "/api/v1/vms/{id}/resume",
+    "resume_vm",
+    Resume,
+    "Accepted: the vCPUs run again."
+);
+verb_handler!(
+    reset,
+    post,
+    "/api/v1/vms/{id}/reset",
+    "reset_vm",
+    Reset,
+    "Accepted: a hard reset, like the reset button."
+);
+verb_handler!(
     delete,
-    path = "/api/v1/vms/{id}",
-    tag = "vms",
-    operation_id = "delete_vm",
-    params(("id" = String, Path, description = "The VM's id, e.g. `vm-abc123def456`.")),
-    responses(
-        (status = 202, description = "Accepted: the VM and its disk go (it must be stopped).", body = Envelope<Accepted>),
-        (status = 401, description = "No token, or one that is expired, forged or revoked.", body = ErrorEnvelope),
-        (status = 404, description = "No such virtual machine, or not yours.", body = ErrorEnvelope),
-        (status = 409, description = "The VM's state does not allow it, or another job is in flight (`VM_BUSY`).", body = ErrorEnvelope)
-    ),
-    security(("bearer" = []))
-)]
-pub async fn delete(
-    state: web::Data<AppState>,
-    user: AuthUser,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    verb(state, user, path, Verb::Delete).await
-}
+    delete,
+    "/api/v1/vms/{id}",
+    "delete_vm",
+    Delete,
+    "Accepted: the VM and its disk go (it must be stopped)."
+);
 
 #[utoipa::path(
     post,
@@ -537,10 +481,10 @@ pub async fn delete(
     request_body = Option<StopVm>,
     responses(
         (status = 202, description = "Accepted: ACPI power-down, then forced after `timeout` seconds (or at once with `force`).", body = Envelope<Accepted>),
-        (status = 400, description = "A field is invalid; `error.field` names it.", body = ErrorEnvelope),
-        (status = 401, description = "No token, or one that is expired, forged or revoked.", body = ErrorEnvelope),
-        (status = 404, description = "No such virtual machine, or not yours.", body = ErrorEnvelope),
-        (status = 409, description = "The VM's state does not allow it, or another job is in flight (`VM_BUSY`).", body = ErrorEnvelope)
+        Invalid,
+        Unauthorized,
+        VmMissing,
+        VmConflict
     ),
     security(("bearer" = []))
 )]
@@ -598,9 +542,9 @@ async fn readable(
     params(("id" = String, Path, description = "The VM's id, e.g. `vm-abc123def456`."), EventsQuery),
     responses(
         (status = 200, description = "The VM's events, oldest first; `next` is a sequence number.", body = Envelope<CursorPage<AuditEntry>>),
-        (status = 400, description = "A field is invalid; `error.field` names it.", body = ErrorEnvelope),
-        (status = 401, description = "No token, or one that is expired, forged or revoked.", body = ErrorEnvelope),
-        (status = 404, description = "No such virtual machine, or not yours.", body = ErrorEnvelope)
+        Invalid,
+        Unauthorized,
+        VmMissing
     ),
     security(("bearer" = []))
 )]
@@ -653,9 +597,9 @@ pub struct HistoryQuery {
     params(("id" = String, Path, description = "The VM's id, e.g. `vm-abc123def456`."), HistoryQuery),
     responses(
         (status = 200, description = "The VM as it was then.", body = Envelope<History>),
-        (status = 400, description = "A field is invalid; `error.field` names it.", body = ErrorEnvelope),
-        (status = 401, description = "No token, or one that is expired, forged or revoked.", body = ErrorEnvelope),
-        (status = 404, description = "No such virtual machine, or not yours.", body = ErrorEnvelope)
+        Invalid,
+        Unauthorized,
+        VmMissing
     ),
     security(("bearer" = []))
 )]

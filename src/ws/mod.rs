@@ -4,7 +4,7 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
-use crate::api::answers::ErrorEnvelope;
+use crate::api::answers::errors::{TooManyConnections, Unauthorized};
 use crate::api::error::ApiError;
 use crate::auth;
 use crate::startup::AppState;
@@ -29,8 +29,8 @@ pub struct WsQuery {
     params(("token" = Option<String>, Query, description = "A JWT; without it, the first frame must be `auth`.")),
     responses(
         (status = 101, description = "Switching to the WebSocket protocol; the frames are described in `schemas/feed/` and the README."),
-        (status = 401, description = "The token in the query is expired, forged or revoked.", body = ErrorEnvelope),
-        (status = 429, description = "The user already has the maximum number of connections (`RATE_LIMITED`).", body = ErrorEnvelope)
+        Unauthorized,
+        TooManyConnections
     )
 )]
 #[tracing::instrument(name = "ws_connect", skip_all, fields(user_id))]

@@ -237,6 +237,38 @@ fn the_document_describes_every_route_with_its_answers() {
     );
 }
 
+/// Every `$ref` string below `value`.
+fn refs<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map {
+                match (key.as_str(), v) {
+                    ("$ref", Value::String(r)) => out.push(r),
+                    _ => refs(v, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn every_reference_in_the_document_resolves() {
+    let doc = document();
+    let mut found = Vec::new();
+    refs(doc, &mut found);
+    assert!(found.len() > 20, "the document uses references");
+    let dangling: Vec<&&str> = found
+        .iter()
+        .filter(|r| {
+            r.strip_prefix('#')
+                .is_none_or(|pointer| doc.pointer(pointer).is_none())
+        })
+        .collect();
+    assert!(dangling.is_empty(), "references to nothing: {dangling:?}");
+}
+
 #[test]
 fn the_checker_refuses_what_the_document_does_not_say() {
     let vm = json!({"success": true, "data": {"id": "vm-1"}, "message": "m", "timestamp": "t"});
