@@ -25,13 +25,13 @@ async fn relay_forever(pool: PgPool, sender: broadcast::Sender<String>) {
         let mut listener = match PgListener::connect_with(&pool).await {
             Ok(l) => l,
             Err(e) => {
-                tracing::error!(error = %e, "the job-end listener could not connect");
+                tracing::error!(error = %crate::telemetry::chain(&e), "the job-end listener could not connect");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
         };
         if let Err(e) = listener.listen("voidvm_job_done").await {
-            tracing::error!(error = %e, "the job-end listener could not LISTEN");
+            tracing::error!(error = %crate::telemetry::chain(&e), "the job-end listener could not LISTEN");
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }
@@ -41,7 +41,7 @@ async fn relay_forever(pool: PgPool, sender: broadcast::Sender<String>) {
                     let _ = sender.send(n.payload().to_string());
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "the job-end listener lost its connection");
+                    tracing::warn!(error = %crate::telemetry::chain(&e), "the job-end listener lost its connection");
                     // Waiters re-read their job on a lag; tell them something may have ended.
                     let _ = sender.send(String::new());
                     break;

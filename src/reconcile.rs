@@ -57,7 +57,7 @@ pub async fn on_startup(
         let observed = match hypervisor.probe(&vm_id).await {
             Ok(Liveness::Running { paused, .. }) => {
                 if let Err(e) = hypervisor.attach(&vm_id).await {
-                    tracing::error!(vm_id, error = ?e, "a running machine could not be re-attached");
+                    tracing::error!(vm_id, error = %crate::telemetry::chain(&e), "a running machine could not be re-attached");
                 }
                 tracing::info!(vm_id, "re-attached a running machine");
                 let status = registry.inspect(&vm_id).await?.vm.status;
@@ -70,7 +70,7 @@ pub async fn on_startup(
             Ok(Liveness::Unresponsive { pid }) => {
                 tracing::warn!(vm_id, pid, "a machine runs but its monitor does not answer");
                 if let Err(e) = hypervisor.attach(&vm_id).await {
-                    tracing::error!(vm_id, error = ?e, "an unresponsive machine could not be watched");
+                    tracing::error!(vm_id, error = %crate::telemetry::chain(&e), "an unresponsive machine could not be watched");
                 }
                 None
             }
@@ -79,7 +79,7 @@ pub async fn on_startup(
                 reason: "QEMU was not running when VoidVM started.".to_string(),
             }),
             Err(e) => {
-                tracing::error!(vm_id, error = ?e, "a machine could not be probed");
+                tracing::error!(vm_id, error = %crate::telemetry::chain(&e), "a machine could not be probed");
                 None
             }
         };

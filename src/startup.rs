@@ -275,7 +275,7 @@ impl Application {
             }
             Ok(_) => {}
             Err(e) => {
-                tracing::error!(error = ?anyhow::Error::new(e), "running jobs could not be handed back")
+                tracing::error!(error = %crate::telemetry::chain(&e), "running jobs could not be handed back")
             }
         }
         tracing::info!("VoidVM stopped; virtual machines keep running");

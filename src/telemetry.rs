@@ -24,3 +24,36 @@ pub fn init() {
             .try_init()
     };
 }
+
+/// An error and each of its causes on one line ("a: b: c"), for a log field. (Debug output of an
+/// `anyhow::Error` spans many lines, with a backtrace when `RUST_BACKTRACE` is set.)
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chain;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("the relay stopped")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn a_chain_names_every_cause_once() {
+        let e = Outer(std::io::Error::other("broken pipe"));
+        assert_eq!(chain(&e), "the relay stopped: broken pipe");
+        let any = anyhow::Error::new(e).context("publishing paused");
+        assert_eq!(
+            chain(any.as_ref()),
+            "publishing paused: the relay stopped: broken pipe"
+        );
+    }
+}

@@ -45,7 +45,7 @@ pub async fn observe(
             }
             Ok(_) => {}
             Err(e) => {
-                tracing::error!(error = ?anyhow::Error::new(e), "an observation could not be recorded")
+                tracing::error!(error = %crate::telemetry::chain(&e), "an observation could not be recorded")
             }
         }
     }

@@ -109,7 +109,7 @@ async fn execute(
                 if !events.is_empty() {
                     // The list is derived; if this write fails, start-up catches it up.
                     if let Err(e) = vm_view::upsert(&shared.pool, &state.vm, state.version).await {
-                        tracing::error!(vm_id, error = ?anyhow::Error::new(e), "the VM list could not be updated");
+                        tracing::error!(vm_id, error = %crate::telemetry::chain(&e), "the VM list could not be updated");
                     }
                     shared.publish(&state.vm, &events);
                 }

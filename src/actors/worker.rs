@@ -73,7 +73,7 @@ impl Handler<Wake> for JobWorker {
                         Ok(true) => continue,
                         Ok(false) => break,
                         Err(e) => {
-                            tracing::error!(worker = %id, error = ?anyhow::Error::new(e), "a worker could not claim a job");
+                            tracing::error!(worker = %id, error = %crate::telemetry::chain(&e), "a worker could not claim a job");
                             break;
                         }
                     }
@@ -106,7 +106,7 @@ async fn run_job(deps: &WorkerDeps, job: JobRow) -> Result<(), StoreError> {
         Ok(result) => result,
         Err(e) if e.is_transient() && job.attempt < deps.max_attempts as i32 => {
             let delay = backoff(job.attempt);
-            tracing::warn!(error = %e, retry_in = ?delay, "job failed for a reason that may pass; retrying");
+            tracing::warn!(error = %crate::telemetry::chain(&e), retry_in = ?delay, "job failed for a reason that may pass; retrying");
             let note = VmCommand::NoteRetry {
                 job_id: job.id.clone(),
                 attempt: u32::try_from(job.attempt).unwrap_or(0),
@@ -118,13 +118,13 @@ async fn run_job(deps: &WorkerDeps, job: JobRow) -> Result<(), StoreError> {
                 .execute(&job.vm_id, note, job_meta(&job))
                 .await
             {
-                tracing::warn!(error = ?anyhow::Error::new(err), "the retry could not be recorded");
+                tracing::warn!(error = %crate::telemetry::chain(&err), "the retry could not be recorded");
             }
             jobs::retry_later(&deps.pool, &job.id, &e.to_string(), delay).await?;
             return Ok(());
         }
         Err(e) => {
-            tracing::error!(error = ?e, "job failed");
+            tracing::error!(error = %crate::telemetry::chain(&e), "job failed");
             JobResult::Failed {
                 reason: e.to_string(),
                 attempts: u32::try_from(job.attempt).unwrap_or(0),
@@ -148,7 +148,7 @@ async fn run_job(deps: &WorkerDeps, job: JobRow) -> Result<(), StoreError> {
             .await?;
         }
         Err(e) => {
-            tracing::error!(error = ?anyhow::Error::new(e), "the job's outcome could not be recorded; it will run again");
+            tracing::error!(error = %crate::telemetry::chain(&e), "the job's outcome could not be recorded; it will run again");
             jobs::retry_later(
                 &deps.pool,
                 &job.id,
@@ -294,9 +294,13 @@ async fn dispatch_until_error(pool: PgPool, workers: Vec<Addr<JobWorker>>) {
         match PgListener::connect_with(&pool).await {
             Ok(mut l) => match l.listen("voidvm_jobs").await {
                 Ok(()) => break l,
-                Err(e) => tracing::error!(error = %e, "the job dispatcher could not LISTEN"),
+                Err(e) => {
+                    tracing::error!(error = %crate::telemetry::chain(&e), "the job dispatcher could not LISTEN")
+                }
             },
-            Err(e) => tracing::error!(error = %e, "the job dispatcher could not connect"),
+            Err(e) => {
+                tracing::error!(error = %crate::telemetry::chain(&e), "the job dispatcher could not connect")
+            }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
@@ -311,14 +315,14 @@ async fn dispatch_until_error(pool: PgPool, workers: Vec<Addr<JobWorker>>) {
                 .min(SAFETY_NET),
             Ok(None) => SAFETY_NET,
             Err(e) => {
-                tracing::error!(error = ?anyhow::Error::new(e), "the job dispatcher could not read the queue");
+                tracing::error!(error = %crate::telemetry::chain(&e), "the job dispatcher could not read the queue");
                 Duration::from_secs(1)
             }
         };
         tokio::select! {
             n = listener.recv() => {
                 if let Err(e) = n {
-                    tracing::warn!(error = %e, "the job dispatcher lost its connection; reconnecting");
+                    tracing::warn!(error = %crate::telemetry::chain(&e), "the job dispatcher lost its connection; reconnecting");
                 }
             }
             _ = tokio::time::sleep(wait.max(Duration::from_millis(10))) => {}

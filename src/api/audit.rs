@@ -184,7 +184,7 @@ fn export(pool: sqlx::PgPool, filter: EventFilter) -> HttpResponse {
         let mut conn = match pool.acquire().await {
             Ok(c) => c,
             Err(e) => {
-                tracing::error!(error = %e, "the export could not get a connection");
+                tracing::error!(error = %crate::telemetry::chain(&e), "the export could not get a connection");
                 let _ = tx.send(error_line()).await;
                 return;
             }
@@ -209,7 +209,7 @@ fn export(pool: sqlx::PgPool, filter: EventFilter) -> HttpResponse {
                     }
                 }
                 Err(e) => {
-                    tracing::error!(error = ?anyhow::Error::new(e), "the export failed mid-stream");
+                    tracing::error!(error = %crate::telemetry::chain(&e), "the export failed mid-stream");
                     chunk.extend_from_slice(&error_line());
                     break;
                 }

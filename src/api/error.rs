@@ -174,7 +174,9 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let (status, code) = self.status_and_code();
         match self {
-            ApiError::Unexpected(e) => tracing::error!(error = ?e, "request failed unexpectedly"),
+            ApiError::Unexpected(e) => {
+                tracing::error!(error = %crate::telemetry::chain(&**e), "request failed unexpectedly")
+            }
             ApiError::Unavailable => tracing::warn!("request failed: database unavailable"),
             _ => tracing::debug!(code, error = %self, "request refused"),
         }

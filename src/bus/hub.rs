@@ -74,7 +74,7 @@ impl Hub {
             match self.consume(&bus, &mut next_sequence).await {
                 Ok(()) => delay = Duration::from_millis(100),
                 Err(e) => {
-                    tracing::warn!(error = %e, "the event feed from NATS stopped; following again");
+                    tracing::warn!(error = %crate::telemetry::chain(e.as_ref()), "the event feed from NATS stopped; following again");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(2));
                 }
@@ -110,7 +110,7 @@ impl Hub {
             match FeedEvent::from_bytes(&message.payload) {
                 Ok(event) => self.deliver(event),
                 Err(e) => {
-                    tracing::warn!(subject = %message.subject, error = %e, "skipped a message")
+                    tracing::warn!(subject = %message.subject, error = %crate::telemetry::chain(&e), "skipped a message")
                 }
             }
         }
@@ -122,7 +122,7 @@ impl Hub {
             let mut subscriber = match bus.client.subscribe(bus.subjects.all_system()).await {
                 Ok(s) => s,
                 Err(e) => {
-                    tracing::warn!(error = %e, "could not subscribe to system events");
+                    tracing::warn!(error = %crate::telemetry::chain(&e), "could not subscribe to system events");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 }
@@ -132,7 +132,9 @@ impl Hub {
                     Ok(event) => {
                         let _ = self.system.send(Arc::new(event));
                     }
-                    Err(e) => tracing::debug!(error = %e, "skipped a system message"),
+                    Err(e) => {
+                        tracing::debug!(error = %crate::telemetry::chain(&e), "skipped a system message")
+                    }
                 }
             }
         }

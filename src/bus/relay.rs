@@ -80,14 +80,14 @@ impl Relay {
                     continue;
                 }
                 Err(e) => {
-                    tracing::warn!(error = ?e, "the relay could not take its lock");
+                    tracing::warn!(error = %crate::telemetry::chain(e.as_ref()), "the relay could not take its lock");
                     tokio::time::sleep(backoff.next()).await;
                     continue;
                 }
             };
             tracing::info!("this node relays the event log to NATS");
             if let Err(e) = self.relay(&mut leader, &mut backoff).await {
-                tracing::warn!(error = ?anyhow::Error::new(e), "the relay stopped; it will resume from its last confirmed position");
+                tracing::warn!(error = %crate::telemetry::chain(&e), "the relay stopped; it will resume from its last confirmed position");
                 tokio::time::sleep(backoff.next()).await;
             }
         }
@@ -124,7 +124,7 @@ impl Relay {
                 None => match self.sync().await {
                     Ok(at) => at,
                     Err(e) => {
-                        tracing::warn!(error = ?anyhow::Error::new(e), "NATS is not ready; events wait in the log");
+                        tracing::warn!(error = %crate::telemetry::chain(&e), "NATS is not ready; events wait in the log");
                         tokio::time::sleep(backoff.next()).await;
                         continue;
                     }
@@ -156,7 +156,7 @@ impl Relay {
             match self.publish_batch(&mut at, &events).await {
                 Ok(()) => synced = Some(at),
                 Err(e) => {
-                    tracing::warn!(error = ?anyhow::Error::new(e), "publishing paused; resuming from what NATS holds");
+                    tracing::warn!(error = %crate::telemetry::chain(&e), "publishing paused; resuming from what NATS holds");
                 }
             }
             if at.confirmed > before {

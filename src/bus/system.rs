@@ -40,7 +40,7 @@ impl SystemEvents {
         let payload = match serde_json::to_vec(&event) {
             Ok(p) => p,
             Err(e) => {
-                tracing::warn!(error = %e, "a system event could not be encoded");
+                tracing::warn!(error = %crate::telemetry::chain(&e), "a system event could not be encoded");
                 return;
             }
         };
@@ -50,7 +50,7 @@ impl SystemEvents {
             .publish(self.bus.subjects.system(kind), payload.into())
             .await
         {
-            tracing::warn!(kind, error = %e, "a system event could not be published");
+            tracing::warn!(kind, error = %crate::telemetry::chain(&e), "a system event could not be published");
         }
     }
 }

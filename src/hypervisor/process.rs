@@ -71,7 +71,7 @@ pub fn kill_machine(pid: u32, pid_file: &Path) {
         return;
     };
     if let Err(e) = kill(Pid::from_raw(raw), Signal::SIGKILL) {
-        tracing::warn!(pid, error = %e, "QEMU could not be killed");
+        tracing::warn!(pid, error = %crate::telemetry::chain(&e), "QEMU could not be killed");
     }
 }
 

@@ -388,7 +388,7 @@ impl QemuHypervisor {
     async fn quit_or_kill(&self, pid: u32, paths: &MachinePaths) -> Result<(), HypervisorError> {
         if let Err(e) = execute(&paths.qmp, qmp::quit {}, COMMAND_TIMEOUT).await {
             // `quit` often loses its answer to the exit itself.
-            tracing::debug!(error = %e, "quit got no answer");
+            tracing::debug!(error = %crate::telemetry::chain(&e), "quit got no answer");
         }
         if process::wait_for_exit(pid, &paths.pid_file, QUIT_GRACE).await {
             return Ok(());
@@ -498,7 +498,7 @@ impl QemuHypervisor {
             self.command_with_retry(&paths, pid, qmp::cont {}).await
         };
         if let Err(e) = started.await {
-            tracing::warn!(error = %e, "the new machine could not be started; killing it");
+            tracing::warn!(error = %crate::telemetry::chain(&e), "the new machine could not be started; killing it");
             let _ = self.quit_or_kill(pid, &paths).await;
             return Err(e);
         }
@@ -523,7 +523,7 @@ impl QemuHypervisor {
             let paused = match execute(&paths.qmp, qmp::query_status {}, COMMAND_TIMEOUT).await {
                 Ok(status) => !status.running,
                 Err(e) => {
-                    tracing::warn!(error = %e, "the machine's status is unknown; asking it to power off anyway");
+                    tracing::warn!(error = %crate::telemetry::chain(&e), "the machine's status is unknown; asking it to power off anyway");
                     false
                 }
             };
@@ -545,7 +545,7 @@ impl QemuHypervisor {
                         if !process::is_machine_process(pid, &paths.pid_file) {
                             return Ok(StopOutcome::Graceful);
                         }
-                        tracing::warn!(error = %e, "the power button could not be pressed; quitting");
+                        tracing::warn!(error = %crate::telemetry::chain(&e), "the power button could not be pressed; quitting");
                     }
                 }
             }
@@ -645,7 +645,7 @@ impl Hypervisor for QemuHypervisor {
             }),
             Err(e) => {
                 if process::is_machine_process(pid, &paths.pid_file) {
-                    tracing::debug!(vm_id, error = %e, "the machine does not answer");
+                    tracing::debug!(vm_id, error = %crate::telemetry::chain(&e), "the machine does not answer");
                     Ok(Liveness::Unresponsive { pid })
                 } else {
                     Ok(Liveness::NotRunning)

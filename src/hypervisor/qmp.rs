@@ -15,25 +15,18 @@ use qapi::ExecuteError;
 use super::HypervisorError;
 
 /// Why a QMP command did not succeed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum QmpError {
     /// The monitor could not be reached or the connection broke (the socket is not up yet, or
     /// QEMU is exiting).
+    #[error("the QMP monitor is unreachable ({0})")]
     Unavailable(String),
     /// QEMU answered with an error.
+    #[error("QEMU refused the command ({0})")]
     Refused(String),
     /// No answer within the timeout.
+    #[error("the QMP monitor did not answer in time")]
     TimedOut,
-}
-
-impl std::fmt::Display for QmpError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            QmpError::Unavailable(why) => write!(f, "the QMP monitor is unreachable ({why})"),
-            QmpError::Refused(why) => write!(f, "QEMU refused the command ({why})"),
-            QmpError::TimedOut => f.write_str("the QMP monitor did not answer in time"),
-        }
-    }
 }
 
 impl From<QmpError> for HypervisorError {

@@ -359,7 +359,7 @@ impl Connection {
             Ok(false) => {}
             // The database is away: keep the connection; the next tick checks again.
             Err(e) => {
-                tracing::debug!(error = ?anyhow::Error::new(e), "token revocation could not be checked")
+                tracing::debug!(error = %crate::telemetry::chain(&e), "token revocation could not be checked")
             }
         }
         // A full queue skips a ping; the slow-client rule deals with that.
@@ -568,7 +568,7 @@ impl Connection {
                 Ok(_) => {}
                 Err(Refusal::End(end)) => return Err(end),
                 Err(Refusal::Api(e)) => {
-                    tracing::warn!(error = %e, "a connection could not catch up from the log");
+                    tracing::warn!(error = %crate::telemetry::chain(&e), "a connection could not catch up from the log");
                     return Err(End::Close(
                         CloseCode::Error,
                         "the event log could not be read; resume later".into(),

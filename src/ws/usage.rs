@@ -64,7 +64,7 @@ impl UsageBoard {
             let running = match vm_view::owners_with_status(&pool, &[VmStatus::Running]).await {
                 Ok(r) => r,
                 Err(e) => {
-                    tracing::debug!(error = ?anyhow::Error::new(e), "running VMs could not be listed for usage");
+                    tracing::debug!(error = %crate::telemetry::chain(&e), "running VMs could not be listed for usage");
                     continue;
                 }
             };
