@@ -26,13 +26,17 @@ pub fn init() {
 }
 
 /// An error and each of its causes on one line ("a: b: c"), for a log field. (Debug output of an
-/// `anyhow::Error` spans many lines, with a backtrace when `RUST_BACKTRACE` is set.)
+/// `anyhow::Error` spans many lines, with a backtrace when `RUST_BACKTRACE` is set.) A cause whose
+/// text its error already ends with, as some libraries' errors do, is not said twice.
 pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut line = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
-        line.push_str(": ");
-        line.push_str(&cause.to_string());
+        let text = cause.to_string();
+        if !line.ends_with(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
         source = cause.source();
     }
     line
@@ -54,6 +58,19 @@ mod tests {
         assert_eq!(
             chain(any.as_ref()),
             "publishing paused: the relay stopped: broken pipe"
+        );
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("error returned from database: {0}")]
+    struct Repeats(#[source] std::io::Error);
+
+    #[test]
+    fn a_cause_its_error_already_quotes_is_said_once() {
+        let e = Repeats(std::io::Error::other("database \"x\" does not exist"));
+        assert_eq!(
+            chain(&e),
+            "error returned from database: database \"x\" does not exist"
         );
     }
 }
