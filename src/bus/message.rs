@@ -3,7 +3,9 @@
 //! it made. The relay writes it; the hub and the WebSocket replay read it back, so a frame is the
 //! same whether it came live or from the log.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use bytestring::ByteString;
 
 use serde_json::{json, Value};
 
@@ -62,6 +64,16 @@ pub struct FeedEvent {
     pub job: Option<JobChange>,
     /// The wire JSON (shared: one event goes to many connections).
     pub body: Arc<Value>,
+    /// The WebSocket frames made from this event, shared by every connection it goes to.
+    pub frames: Arc<FrameCache>,
+}
+
+/// Frames rendered once per event rather than once per connection: with 1,000 subscribers an
+/// event is serialised once. What goes in is decided where frames are made (`ws::session`).
+#[derive(Debug, Default)]
+pub struct FrameCache {
+    pub status: OnceLock<ByteString>,
+    pub job: OnceLock<Option<ByteString>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +101,7 @@ impl FeedEvent {
             status,
             job,
             body: Arc::new(body),
+            frames: Arc::default(),
         }
     }
 
@@ -124,6 +137,7 @@ impl FeedEvent {
             event_type,
             job,
             body: Arc::new(body),
+            frames: Arc::default(),
         })
     }
 

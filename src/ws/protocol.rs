@@ -2,10 +2,12 @@
 //! server frames `{"type","data","id","timestamp"}` with `id` echoing the request it answers.
 //! Parsing here turns every malformed frame into an `ApiError` that names the field.
 
+use bytestring::ByteString;
 use serde_json::{json, Map, Value};
 
 use crate::api::envelope::timestamp;
 use crate::api::error::ApiError;
+use crate::bus::FeedEvent;
 
 /// A client frame, checked.
 #[derive(Debug, Clone, PartialEq)]
@@ -264,6 +266,40 @@ pub fn frame(kind: &str, data: Value, id: &Value) -> String {
     json!({"type": kind, "data": data, "id": id, "timestamp": timestamp()}).to_string()
 }
 
+/// The `vm-status` frame of an event, made by the first connection that needs it and shared with
+/// the rest. `usage` gives a running VM's CPU and memory figures; it is asked once, then.
+pub fn status_frame(event: &FeedEvent, usage: impl FnOnce() -> Option<Value>) -> ByteString {
+    event
+        .frames
+        .status
+        .get_or_init(|| {
+            let mut data = (*event.body).clone();
+            if event.status.as_deref() == Some("running") {
+                if let Some(usage) = usage() {
+                    data["usage"] = usage;
+                }
+            }
+            frame("vm-status", data, &Value::Null).into()
+        })
+        .clone()
+}
+
+/// The `job-update` frame of an event that queued or ended a job, shared like
+/// [`status_frame`].
+pub fn job_frame(event: &FeedEvent) -> Option<ByteString> {
+    event
+        .frames
+        .job
+        .get_or_init(|| {
+            event.job.as_ref().map(|job| {
+                let mut data = job.to_json(&event.vm_id, event.position);
+                data["event"] = json!(event.event_type);
+                frame("job-update", data, &Value::Null).into()
+            })
+        })
+        .clone()
+}
+
 /// An `error` frame with the API's code for `e`.
 pub fn error_frame(e: &ApiError, id: &Value) -> String {
     let (_, code) = e.status_and_code();
@@ -408,5 +444,72 @@ mod tests {
         assert_eq!(v["id"], 5);
         assert_eq!(v["data"]["code"], "VM_NOT_FOUND");
         assert!(v["timestamp"].is_string());
+    }
+}
+
+#[cfg(test)]
+mod frame_tests {
+    use std::cell::Cell;
+
+    use super::*;
+    use crate::store::audit::AuditRow;
+    use crate::store::feed::FeedRow;
+
+    fn event(status: &str) -> FeedEvent {
+        FeedEvent::from_row(&FeedRow {
+            row: AuditRow {
+                position: 7,
+                aggregate_id: "vm-1".into(),
+                sequence: 2,
+                event_type: "VmStarted".into(),
+                version: "1".into(),
+                payload: json!({"VmStarted": {"pid": 1}}),
+                metadata: json!({"status": status, "job_id": "job-1", "job_outcome": "succeeded"}),
+                recorded_at: chrono::Utc::now(),
+                level: "info".into(),
+            },
+            owner_id: Some("user-1".into()),
+        })
+    }
+
+    fn parsed(frame: &ByteString) -> Value {
+        serde_json::from_str(frame).expect("a JSON frame")
+    }
+
+    #[test]
+    fn every_connection_gets_the_frame_made_once() {
+        let event = event("running");
+        let asked = Cell::new(0);
+        let usage = || {
+            asked.set(asked.get() + 1);
+            Some(json!({"cpuPercent": 12.5}))
+        };
+        let first = status_frame(&event, usage);
+        let copy = event.clone(); // what another connection receives from the hub
+        let second = status_frame(&copy, || {
+            asked.set(asked.get() + 1);
+            None
+        });
+        assert_eq!(first, second);
+        assert_eq!(asked.get(), 1, "usage is sampled once per event");
+        let frame = parsed(&first);
+        assert_eq!(frame["type"], "vm-status");
+        assert_eq!(frame["data"]["position"], 7);
+        assert_eq!(frame["data"]["usage"]["cpuPercent"], 12.5);
+    }
+
+    #[test]
+    fn only_a_running_vm_carries_usage() {
+        let frame = status_frame(&event("stopped"), || Some(json!({"cpuPercent": 1.0})));
+        assert!(parsed(&frame)["data"].get("usage").is_none());
+    }
+
+    #[test]
+    fn a_job_frame_names_the_job_and_its_event() {
+        let frame = job_frame(&event("running")).expect("a job frame");
+        let frame = parsed(&frame);
+        assert_eq!(frame["type"], "job-update");
+        assert_eq!(frame["data"]["event"], "VmStarted");
+        assert_eq!(frame["data"]["status"], "succeeded");
     }
 }

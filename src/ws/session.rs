@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::web;
 use actix_ws::{CloseCode, CloseReason, Message, MessageStream, Session};
+use bytestring::ByteString;
 use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::sync::mpsc::error::TrySendError;
@@ -40,7 +41,7 @@ const REPLAY_PAGE: u32 = 500;
 
 enum Out {
     /// A frame, and the log position it carries.
-    Text(String, Option<i64>),
+    Text(ByteString, Option<i64>),
     Ping,
     Pong(bytes::Bytes),
     Close(CloseReason),
@@ -267,12 +268,12 @@ impl Connection {
     }
 
     /// Queues a frame that does not come from the log.
-    async fn send(&self, text: String) -> Result<(), End> {
-        self.send_at(text, None).await
+    async fn send(&self, text: impl Into<ByteString>) -> Result<(), End> {
+        self.send_at(text.into(), None).await
     }
 
     /// Queues a frame; waits at most `slow_after` for room.
-    async fn send_at(&self, text: String, position: Option<i64>) -> Result<(), End> {
+    async fn send_at(&self, text: ByteString, position: Option<i64>) -> Result<(), End> {
         match self.out.try_send(Out::Text(text, position)) {
             Ok(()) => Ok(()),
             Err(TrySendError::Closed(_)) => Err(End::Gone),
@@ -583,7 +584,7 @@ impl Connection {
         self.user.is_admin() || event.owner_id.as_deref() == Some(self.user.id.as_str())
     }
 
-    fn frame_for(&self, topic: &Topic, event: &FeedEvent) -> Option<String> {
+    fn frame_for(&self, topic: &Topic, event: &FeedEvent) -> Option<ByteString> {
         frame_for_static(&self.state, topic, event)
     }
 
@@ -706,23 +707,17 @@ impl Connection {
     }
 }
 
-fn frame_for_static(state: &AppState, topic: &Topic, event: &FeedEvent) -> Option<String> {
+/// The frame `topic` gets for `event`.
+fn frame_for_static(state: &AppState, topic: &Topic, event: &FeedEvent) -> Option<ByteString> {
     match topic {
         Topic::VmStatus { vm_id } if *vm_id != event.vm_id => None,
-        Topic::VmStatus { .. } | Topic::VmStatusAll => {
-            let mut data = (*event.body).clone();
-            if event.status.as_deref() == Some("running") {
-                if let Some(sample) = state.usage.get(&event.vm_id) {
-                    data["usage"] = json!(sample.usage);
-                }
-            }
-            Some(protocol::frame("vm-status", data, &Value::Null))
-        }
-        Topic::Jobs => event.job.as_ref().map(|job| {
-            let mut data = job.to_json(&event.vm_id, event.position);
-            data["event"] = json!(event.event_type);
-            protocol::frame("job-update", data, &Value::Null)
-        }),
+        Topic::VmStatus { .. } | Topic::VmStatusAll => Some(protocol::status_frame(event, || {
+            state
+                .usage
+                .get(&event.vm_id)
+                .map(|sample| json!(sample.usage))
+        })),
+        Topic::Jobs => protocol::job_frame(event),
         Topic::SystemEvent | Topic::SystemMonitor { .. } => None,
     }
 }
