@@ -11,8 +11,11 @@ set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 images_dir="${1:-$repo_root/.cache/images}"
 out="$images_dir/busybox"
+# Bump when the guest changes, so that an older build in the cache is replaced.
+guest_version=2
 
-if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.img" ] && [ -s "$out/cmdline" ]; then
+if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.img" ] && [ -s "$out/cmdline" ] &&
+  [ "$(cat "$out/version" 2>/dev/null)" = "$guest_version" ]; then
   echo "build-guest: $out already built"
   exit 0
 fi
@@ -121,8 +124,14 @@ mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
 for m in $(cat /lib/modules/load-order); do
   insmod "/lib/modules/$m" 2>/dev/null
 done
-# busybox acpid reads the power button's input device and runs /etc/acpi/PWRF/00000080.
-acpid -c /etc/acpi -l /tmp/acpid.log
+# busybox acpid reads the power button's input device and runs /etc/acpi/PWRF/00000080. READY
+# only once it holds the device: a press before that would be lost.
+acpid -f -c /etc/acpi -l /tmp/acpid.log &
+acpid_pid=$!
+for _ in $(seq 100); do
+  ls -l "/proc/$acpid_pid/fd" 2>/dev/null | grep -q /dev/input/event && break
+  sleep 0.1
+done
 echo "VOIDVM-GUEST-READY" >/dev/console
 while true; do
   setsid cttyhack sh
@@ -138,4 +147,5 @@ echo "console=ttyS0 panic=-1 quiet" >"$out/cmdline.tmp"
 mv "$out/vmlinuz.tmp" "$out/vmlinuz"
 mv "$out/initrd.img.tmp" "$out/initrd.img"
 mv "$out/cmdline.tmp" "$out/cmdline"
+echo "$guest_version" >"$out/version"
 echo "build-guest: built $out ($kernel_pkg)"

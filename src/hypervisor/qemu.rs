@@ -33,6 +33,8 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long QEMU gets to exit after `quit` before it is killed, and to vanish after SIGKILL.
 const QUIT_GRACE: Duration = Duration::from_secs(5);
+/// How often a graceful stop presses the power button again.
+const POWER_BUTTON_REPEAT: Duration = Duration::from_secs(10);
 /// How long a freshly started QEMU gets to bring its monitors up.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `qemu-system-x86_64 -daemonize` may take to return.
@@ -509,6 +511,37 @@ impl QemuHypervisor {
         })
     }
 
+    /// Presses the power button, again every [`POWER_BUTTON_REPEAT`] (a guest still booting
+    /// misses a press, as OpenStack's clean shutdown also allows for), until the guest is off or
+    /// `timeout` has passed. True when the guest powered itself off.
+    async fn power_down(&self, pid: u32, paths: &MachinePaths, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut presses = 0u32;
+        loop {
+            if let Err(e) = execute(&paths.qmp, qmp::system_powerdown {}, COMMAND_TIMEOUT).await {
+                if !process::is_machine_process(pid, &paths.pid_file) {
+                    return true;
+                }
+                tracing::warn!(error = %crate::telemetry::chain(&e), presses, "the power button could not be pressed; quitting");
+                return false;
+            }
+            presses += 1;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if process::wait_for_exit(pid, &paths.pid_file, left.min(POWER_BUTTON_REPEAT)).await {
+                tracing::info!(presses, "the guest powered off");
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::info!(
+                    timeout_s = timeout.as_secs_f64(),
+                    presses,
+                    "the guest ignored the power button; quitting it"
+                );
+                return false;
+            }
+        }
+    }
+
     async fn stop_inner(
         &self,
         vm_id: &str,
@@ -529,25 +562,8 @@ impl QemuHypervisor {
             };
             if paused {
                 tracing::info!("the machine is paused and cannot answer ACPI; quitting it");
-            } else {
-                match execute(&paths.qmp, qmp::system_powerdown {}, COMMAND_TIMEOUT).await {
-                    Ok(_) => {
-                        if process::wait_for_exit(pid, &paths.pid_file, timeout).await {
-                            tracing::info!("the guest powered off");
-                            return Ok(StopOutcome::Graceful);
-                        }
-                        tracing::info!(
-                            timeout_s = timeout.as_secs_f64(),
-                            "the guest ignored the power button; quitting it"
-                        );
-                    }
-                    Err(e) => {
-                        if !process::is_machine_process(pid, &paths.pid_file) {
-                            return Ok(StopOutcome::Graceful);
-                        }
-                        tracing::warn!(error = %crate::telemetry::chain(&e), "the power button could not be pressed; quitting");
-                    }
-                }
+            } else if self.power_down(pid, &paths, timeout).await {
+                return Ok(StopOutcome::Graceful);
             }
         }
         self.quit_or_kill(pid, &paths).await?;

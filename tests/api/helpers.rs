@@ -2,8 +2,10 @@
 //! kill-and-restart tests) on a fresh PostgreSQL database, real QEMU under TCG, and a client with
 //! one method per endpoint. Everything a test starts is torn down when its `TestApp` drops.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
@@ -616,6 +618,32 @@ async fn checked(method: &Method, path: &str, resp: reqwest::Response) -> (Statu
         body.as_ref().filter(|_| json),
     );
     (status, body.unwrap_or(Value::Null))
+}
+
+/// A JSON Schema (draft 2020-12) compiled once per test run; `key` names it, in failures too.
+pub fn schema_validator(key: &str, schema: impl FnOnce() -> Value) -> Arc<jsonschema::Validator> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<jsonschema::Validator>>>> = OnceLock::new();
+    let mut cache = CACHE
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    cache
+        .entry(key.to_string())
+        .or_insert_with(|| {
+            Arc::new(
+                jsonschema::draft202012::new(&schema())
+                    .unwrap_or_else(|e| panic!("{key} is not a valid schema: {e}")),
+            )
+        })
+        .clone()
+}
+
+/// Why `instance` does not match, one line per reason.
+pub fn schema_errors(validator: &jsonschema::Validator, instance: &Value) -> Vec<String> {
+    validator
+        .iter_errors(instance)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect()
 }
 
 pub async fn eventually<F: FnMut() -> bool>(secs: u64, what: &str, mut check: F) {

@@ -271,6 +271,33 @@ async fn graceful_stop_powers_the_guest_off_through_acpi() {
     assert_eq!(hv.probe(vm).await.expect("probe"), Liveness::NotRunning);
 }
 
+/// A guest still booting misses the first press; the button is pressed again until it listens.
+#[tokio::test]
+async fn a_guest_stopped_while_it_boots_still_powers_itself_off() {
+    let boot = guest();
+    let dir = TestDir::new("early-stop");
+    let (hv, _rx) = hypervisor(&dir).await;
+    let vm = "vm-early-stop";
+    hv.start(&spec(vm, boot)).await.expect("start");
+    assert!(
+        !std::fs::read_to_string(hv.serial_log(vm))
+            .unwrap_or_default()
+            .contains(READY),
+        "the guest must still be booting when the button is first pressed"
+    );
+    let outcome = hv
+        .stop(vm, false, Duration::from_secs(60))
+        .await
+        .expect("stop");
+    assert_eq!(outcome, StopOutcome::Graceful);
+    assert!(
+        std::fs::read_to_string(hv.serial_log(vm))
+            .unwrap_or_default()
+            .contains("VOIDVM-GUEST-POWERDOWN"),
+        "the guest's own power-button handler ran"
+    );
+}
+
 #[tokio::test]
 async fn a_killed_qemu_is_reported_as_an_unclean_exit() {
     let boot = guest();

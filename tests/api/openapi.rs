@@ -3,14 +3,13 @@
 //! against the operation it came from ([`check_answer`]): an undocumented path, method or success
 //! status, or a body that does not match its schema, fails the test that met it.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::spawn_app;
+use crate::helpers::{schema_errors, schema_validator, spawn_app};
 
 fn committed_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("schemas/openapi.json")
@@ -54,28 +53,16 @@ fn template_of(path: &str) -> Option<&'static str> {
         .map(|(_, t)| t)
 }
 
-/// The schema `instance` must match, compiled once; `pointer` locates it in the document.
+/// The schema at `pointer` in the document.
 fn validator(pointer: &str) -> Arc<jsonschema::Validator> {
-    static CACHE: OnceLock<Mutex<HashMap<String, Arc<jsonschema::Validator>>>> = OnceLock::new();
-    let mut cache = CACHE
-        .get_or_init(Mutex::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    cache
-        .entry(pointer.to_string())
-        .or_insert_with(|| {
-            let doc = document();
-            let schema = doc
-                .pointer(pointer)
-                .unwrap_or_else(|| panic!("the document has nothing at {pointer}"));
-            // The components ride along so that `#/components/schemas/...` references resolve.
-            let root = json!({ "components": doc["components"], "allOf": [schema] });
-            Arc::new(
-                jsonschema::draft202012::new(&root)
-                    .unwrap_or_else(|e| panic!("the schema at {pointer} does not compile: {e}")),
-            )
-        })
-        .clone()
+    schema_validator(&format!("openapi.json#{pointer}"), || {
+        let doc = document();
+        let schema = doc
+            .pointer(pointer)
+            .unwrap_or_else(|| panic!("the document has nothing at {pointer}"));
+        // The components ride along so that `#/components/schemas/...` references resolve.
+        json!({ "components": doc["components"], "allOf": [schema] })
+    })
 }
 
 fn escape(segment: &str) -> String {
@@ -83,10 +70,7 @@ fn escape(segment: &str) -> String {
 }
 
 fn assert_matches(pointer: &str, body: &Value, what: &str) {
-    let errors: Vec<String> = validator(pointer)
-        .iter_errors(body)
-        .map(|e| format!("{e} at {}", e.instance_path()))
-        .collect();
+    let errors = schema_errors(&validator(pointer), body);
     assert!(
         errors.is_empty(),
         "{what} does not match the OpenAPI document ({pointer}):\n  {}\nbody: {body}",

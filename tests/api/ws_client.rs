@@ -11,7 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::helpers::{TestApp, NATS_URL};
+use crate::helpers::{schema_errors, schema_validator, TestApp, NATS_URL};
 
 pub struct WsClient {
     stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
@@ -407,41 +407,22 @@ impl RawWs {
 
 /// Fails the test unless `instance` matches `schemas/feed/<name>.json`.
 pub fn assert_schema(name: &str, instance: &Value) {
-    let validator = validator(name);
-    let errors: Vec<String> = validator
-        .iter_errors(instance)
-        .map(|e| format!("{} at {}", e, e.instance_path()))
-        .collect();
+    let errors = schema_errors(&validator(name), instance);
     assert!(
         errors.is_empty(),
         "{instance} does not match {name}.json: {errors:?}"
     );
 }
 
-/// Each schema is compiled once per test run.
 fn validator(name: &str) -> Arc<jsonschema::Validator> {
-    static CACHE: std::sync::OnceLock<
-        Mutex<std::collections::HashMap<String, Arc<jsonschema::Validator>>>,
-    > = std::sync::OnceLock::new();
-    let mut cache = CACHE
-        .get_or_init(Mutex::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    cache
-        .entry(name.to_string())
-        .or_insert_with(|| {
-            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("schemas/feed")
-                .join(format!("{name}.json"));
-            let text = std::fs::read_to_string(&path)
-                .unwrap_or_else(|e| panic!("{} could not be read: {e}", path.display()));
-            let schema: Value = serde_json::from_str(&text).expect("a JSON schema");
-            Arc::new(
-                jsonschema::draft202012::new(&schema)
-                    .unwrap_or_else(|e| panic!("{} is not a valid schema: {e}", path.display())),
-            )
-        })
-        .clone()
+    schema_validator(&format!("schemas/feed/{name}.json"), || {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("schemas/feed")
+            .join(format!("{name}.json"));
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{} could not be read: {e}", path.display()));
+        serde_json::from_str(&text).expect("a JSON schema")
+    })
 }
 
 /// Checks a server frame, and its data where the frame type has a schema of its own.
