@@ -7,7 +7,7 @@
 //! Under `cargo test` (no `--bench`) it runs the same code at a small scale, as a smoke test.
 
 mod common;
-use common::{ms, percentiles};
+use common::{ms, percentiles, BenchDb};
 
 use std::time::Instant;
 
@@ -24,8 +24,6 @@ struct Scale {
     samples: usize,
     replay_events: usize,
 }
-
-const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
@@ -49,17 +47,9 @@ fn main() {
 }
 
 async fn run(scale: Scale) {
-    use sqlx::{Connection, Executor};
-    let db = format!("voidvm_bench_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = sqlx::PgConnection::connect(ADMIN_URL)
-        .await
-        .expect("PostgreSQL must be running on 127.0.0.1:5432");
-    admin
-        .execute(format!(r#"CREATE DATABASE "{db}""#).as_str())
-        .await
-        .expect("the bench database");
-    let url = format!("postgres://postgres@127.0.0.1:5432/{db}");
-    let data_dir = std::env::temp_dir().join(&db);
+    let db = BenchDb::create(format!("voidvm_bench_{}", uuid::Uuid::new_v4().simple())).await;
+    let url = db.url.clone();
+    let data_dir = std::env::temp_dir().join(&db.name);
 
     let settings = Settings {
         listen: "127.0.0.1:0".parse().expect("an address"),
@@ -182,9 +172,7 @@ async fn run(scale: Scale) {
     println!("\n{replay_report}");
 
     pool.close().await;
-    let _ = admin
-        .execute(format!(r#"DROP DATABASE IF EXISTS "{db}" WITH (FORCE)"#).as_str())
-        .await;
+    drop(db);
     let _ = std::fs::remove_dir_all(&data_dir);
 }
 

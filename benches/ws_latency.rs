@@ -10,7 +10,7 @@
 //! fails if any subscriber misses an event.
 
 mod common;
-use common::{ms, percentiles};
+use common::{ms, percentiles, BenchDb};
 
 use std::any::Any;
 use std::path::{Path, PathBuf};
@@ -37,7 +37,6 @@ struct Scale {
     pause: Duration,
 }
 
-const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 const NATS_URL: &str = "nats://127.0.0.1:4222";
 /// Connections opened at once while subscribers are set up.
 const OPENING_AT_ONCE: usize = 64;
@@ -102,7 +101,6 @@ fn check_open_files(subscribers: usize) {
 }
 
 async fn run(scale: Scale, clients: tokio::runtime::Handle) -> Result<(), Box<dyn Any + Send>> {
-    use sqlx::{Connection, Executor};
     let images = Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/images");
     assert!(
         images.join("busybox").is_dir(),
@@ -111,20 +109,12 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) -> Result<(), Box<dy
     );
     let id = uuid::Uuid::new_v4().simple().to_string();
     let short = &id[..12];
-    let db = format!("voidvm_bench_{id}");
-    let mut admin = sqlx::PgConnection::connect(ADMIN_URL)
-        .await
-        .expect("PostgreSQL must be running on 127.0.0.1:5432");
-    admin
-        .execute(format!(r#"CREATE DATABASE "{db}""#).as_str())
-        .await
-        .expect("the bench database");
-    let _ = admin.close().await;
-    let url = format!("postgres://postgres@127.0.0.1:5432/{db}");
+    let db = BenchDb::create(format!("voidvm_bench_{id}")).await;
+    let url = db.url.clone();
     // This run's own NATS subjects and stream, so it never meets another run or a test.
     let prefix = format!("b{short}");
     let cleanup = Cleanup {
-        db,
+        _db: db,
         stream: format!("B{short}"),
         data_dir: std::env::temp_dir().join(format!("voidvm-bench-{id}")),
     };
@@ -175,7 +165,7 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) -> Result<(), Box<dy
 
 /// Drops the database, deletes the stream and removes the data dir, also when the run fails.
 struct Cleanup {
-    db: String,
+    _db: BenchDb,
     stream: String,
     data_dir: PathBuf,
 }
@@ -183,7 +173,6 @@ struct Cleanup {
 impl Drop for Cleanup {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.data_dir);
-        let db = self.db.clone();
         let stream = self.stream.clone();
         let _ = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread()
@@ -193,12 +182,6 @@ impl Drop for Cleanup {
                 return;
             };
             rt.block_on(async move {
-                use sqlx::{Connection, Executor};
-                if let Ok(mut admin) = sqlx::PgConnection::connect(ADMIN_URL).await {
-                    let _ = admin
-                        .execute(format!(r#"DROP DATABASE IF EXISTS "{db}" WITH (FORCE)"#).as_str())
-                        .await;
-                }
                 if let Ok(client) = async_nats::connect(NATS_URL).await {
                     let js = async_nats::jetstream::new(client);
                     let _ = js.delete_stream(&stream).await;

@@ -69,7 +69,7 @@ pub struct FeedEvent {
 }
 
 /// Frames rendered once per event rather than once per connection: with 1,000 subscribers an
-/// event is serialised once. What goes in is decided where frames are made (`ws::session`).
+/// event is serialised once. What goes in is decided where frames are made (`ws::protocol`).
 #[derive(Debug, Default)]
 pub struct FrameCache {
     pub status: OnceLock<ByteString>,
