@@ -1,4 +1,8 @@
-//! What the load harnesses share: percentiles and milliseconds for their tables.
+//! What the load harnesses share: percentiles and milliseconds for their tables, a database of
+//! their own, and pgbench as a baseline. Each harness uses a part of it.
+#![allow(dead_code)]
+
+pub mod pgbench;
 
 use std::time::Duration;
 

@@ -1,0 +1,538 @@
+//! Load harness for the write path and the cheapest read, against a live VoidVM on a fresh
+//! database, each next to what PostgreSQL itself does on this machine in the same run.
+//!
+//! `cargo bench --bench command_load` reports, at 64 connections:
+//! - commands accepted per second and their p50/p99: `PATCH /vms/{id}` (one `VmReconfigured`)
+//!   and `POST /vms/{id}/start` on distinct stopped VMs (one event that opens a job), against
+//!   pgbench committing the same row writes (the event row, with its job for a start, and the
+//!   VM's list row) with no lock of ours;
+//! - `GET /vms/{id}` against pgbench reading the same row by primary key.
+//!
+//! The starts are accepted by a node with no job workers (an API node; its jobs stay queued), so
+//! the figure is the cost of accepting a command, not of booting QEMU. The clients run in this
+//! process, on the same cores as the server and PostgreSQL; pgbench's client is C.
+//! Under `cargo test` (no `--bench`) it runs the same path at a small scale, as a smoke test.
+
+mod common;
+use common::pgbench::{self, PgbenchRun};
+use common::{ms, percentiles, BenchDb};
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::{json, Value};
+use voidvm::config::{NatsSettings, Settings};
+use voidvm::hypervisor::accel::AccelSetting;
+use voidvm::startup::Application;
+
+struct Scale {
+    connections: usize,
+    /// VMs created; each is started once, and patched round robin.
+    vms: usize,
+    patches: usize,
+    gets: usize,
+    pgbench_secs: u64,
+}
+
+const NATS_URL: &str = "nats://127.0.0.1:4222";
+/// VMs created at once while the harness sets up.
+const CREATING_AT_ONCE: usize = 16;
+
+fn main() {
+    let bench = std::env::args().any(|a| a == "--bench");
+    let scale = if bench {
+        Scale {
+            connections: 64,
+            vms: 1_024,
+            patches: 6_400,
+            gets: 25_600,
+            pgbench_secs: 10,
+        }
+    } else {
+        Scale {
+            connections: 8,
+            vms: 16,
+            patches: 64,
+            gets: 128,
+            pgbench_secs: 1,
+        }
+    };
+    let clients = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("command-load-client")
+        .build()
+        .expect("the clients' runtime");
+    let system = actix_rt::System::new();
+    system.block_on(run(scale, clients.handle().clone()));
+    clients.shutdown_timeout(Duration::from_secs(5));
+}
+
+fn settings(db: &BenchDb, short: &str, data_dir: &Path, workers: usize) -> Settings {
+    Settings {
+        listen: "127.0.0.1:0".parse().expect("an address"),
+        database_url: db.url.clone(),
+        data_dir: data_dir.to_path_buf(),
+        images_dir: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/images")),
+        accel: AccelSetting::Tcg,
+        jwt_secret: Some("bench-secret-bench-secret-bench-secret-00".into()),
+        workers,
+        nats_url: NATS_URL.to_string(),
+        nats: NatsSettings {
+            prefix: format!("b{short}"),
+            stream: format!("B{short}"),
+            retention_secs: 3600,
+            ..NatsSettings::default()
+        },
+        ..Settings::default()
+    }
+}
+
+async fn run(scale: Scale, clients: tokio::runtime::Handle) {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let short = id[..12].to_string();
+    let db = BenchDb::create(format!("voidvm_bench_{id}")).await;
+    let baseline_db = BenchDb::create(format!("voidvm_bench_{id}_pg")).await;
+    let cleanup = Cleanup {
+        stream: format!("B{short}"),
+        data_dir: std::env::temp_dir().join(format!("voidvm-bench-{id}")),
+    };
+
+    // A node with job workers creates and provisions the VMs, then takes the PATCH and GET load.
+    let app = Application::build(settings(&db, &short, &cleanup.data_dir, 2))
+        .await
+        .expect(
+            "the application (PostgreSQL on 127.0.0.1:5432 and NATS with JetStream on \
+             127.0.0.1:4222 must be running)",
+        );
+    let base = format!("http://{}", app.addr());
+    let server = actix_rt::spawn(app.run_until_stopped());
+    let http = client(scale.connections);
+    let token = clients
+        .spawn(login(http.clone(), base.clone()))
+        .await
+        .expect("login");
+    let created = Instant::now();
+    let vms = clients
+        .spawn(create_vms(
+            http.clone(),
+            base.clone(),
+            token.clone(),
+            scale.vms,
+        ))
+        .await
+        .expect("the VMs");
+    println!(
+        "{} VMs created and provisioned in {:.1} s",
+        vms.len(),
+        created.elapsed().as_secs_f64()
+    );
+    let vms = Arc::new(vms);
+    let patch = clients
+        .spawn(load(
+            http.clone(),
+            scale.connections,
+            scale.patches,
+            Arc::new({
+                let (base, token, vms) = (base.clone(), token.clone(), vms.clone());
+                move |c: &reqwest::Client, n: usize| {
+                    c.patch(format!("{base}/api/v1/vms/{}", vms[n % vms.len()]))
+                        .bearer_auth(&token)
+                        .json(&json!({ "description": format!("load {n}") }))
+                }
+            }),
+            200,
+        ))
+        .await
+        .expect("the PATCH load");
+    let get = clients
+        .spawn(load(
+            http.clone(),
+            scale.connections,
+            scale.gets,
+            Arc::new({
+                let (base, token, vms) = (base.clone(), token.clone(), vms.clone());
+                move |c: &reqwest::Client, n: usize| {
+                    c.get(format!("{base}/api/v1/vms/{}", vms[(n * 7919) % vms.len()]))
+                        .bearer_auth(&token)
+                }
+            }),
+            200,
+        ))
+        .await
+        .expect("the GET load");
+    server.abort();
+    let _ = server.await;
+
+    // An API node (no workers) accepts one start per VM; the jobs stay queued.
+    let api_node = Application::build(settings(&db, &short, &cleanup.data_dir, 0))
+        .await
+        .expect("the API node");
+    let base = format!("http://{}", api_node.addr());
+    let server = actix_rt::spawn(api_node.run_until_stopped());
+    let token = clients
+        .spawn(login(http.clone(), base.clone()))
+        .await
+        .expect("login");
+    let start = clients
+        .spawn(load(
+            http.clone(),
+            scale.connections,
+            vms.len(),
+            Arc::new({
+                let (base, token, vms) = (base.clone(), token.clone(), vms.clone());
+                move |c: &reqwest::Client, n: usize| {
+                    c.post(format!("{base}/api/v1/vms/{}/start", vms[n]))
+                        .bearer_auth(&token)
+                }
+            }),
+            202,
+        ))
+        .await
+        .expect("the start load");
+    let templates = templates(&db.url, &vms[0]).await;
+    server.abort();
+    let _ = server.await;
+
+    // The baselines: the same rows, written and read by pgbench on the same schema.
+    let baseline_pool = voidvm::store::connect_and_migrate(&baseline_db.url)
+        .await
+        .expect("the baseline database");
+    prepare_baseline(&baseline_pool, &templates, scale.vms).await;
+    baseline_pool.close().await;
+    let work = cleanup.data_dir.join("pgbench");
+    let (name, c, secs) = (
+        baseline_db.name.clone(),
+        scale.connections,
+        scale.pgbench_secs,
+    );
+    let vms_n = scale.vms;
+    let baselines = tokio::task::spawn_blocking(move || {
+        let patch = pgbench::run(&name, &write_script("patch", vms_n), c, secs, &work);
+        let start = pgbench::run(&name, &write_script("start", vms_n), c, secs, &work);
+        let read = pgbench::run(&name, &read_script(vms_n), c, secs, &work);
+        (patch, start, read)
+    })
+    .await
+    .expect("pgbench");
+
+    report(
+        &scale,
+        &[
+            (
+                "PATCH /vms/{id}",
+                &patch,
+                &baselines.0,
+                "pgbench: event + list row",
+            ),
+            (
+                "POST /vms/{id}/start",
+                &start,
+                &baselines.1,
+                "pgbench: event + job + list row",
+            ),
+            (
+                "GET /vms/{id}",
+                &get,
+                &baselines.2,
+                "pgbench: primary-key read",
+            ),
+        ],
+    );
+    drop(cleanup);
+    drop(baseline_db);
+    drop(db);
+}
+
+fn client(connections: usize) -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(connections)
+        .timeout(Duration::from_secs(120))
+        .build()
+        .expect("an HTTP client")
+}
+
+async fn login(http: reqwest::Client, base: String) -> String {
+    let resp = http
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&json!({"username": "admin", "password": "admin123"}))
+        .send()
+        .await
+        .expect("login");
+    let status = resp.status();
+    let body: Value = resp.json().await.expect("login body");
+    assert!(status.is_success(), "login failed ({status}): {body}");
+    body["token"].as_str().expect("a token").to_string()
+}
+
+/// Creates `count` VMs of the test guest and waits for each one's provisioning job.
+async fn create_vms(
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    count: usize,
+) -> Vec<String> {
+    futures::stream::iter(0..count)
+        .map(|n| {
+            let (http, base, token) = (http.clone(), base.clone(), token.clone());
+            async move {
+                let resp = http
+                    .post(format!("{base}/api/v1/vms"))
+                    .bearer_auth(&token)
+                    .json(
+                        &json!({"name": format!("load-{n}"), "cpu": 1, "memory": 128,
+                                  "disk": 1, "os": "busybox"}),
+                    )
+                    .send()
+                    .await
+                    .expect("POST /vms");
+                let body: Value = resp.json().await.expect("the created VM");
+                let vm = body["data"]["id"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("no VM: {body}"));
+                let job = body["data"]["jobId"].as_str().expect("a job id");
+                let waited: Value = http
+                    .get(format!("{base}/api/v1/jobs/{job}/wait?timeout=120"))
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                    .expect("GET /jobs/{id}/wait")
+                    .json()
+                    .await
+                    .expect("the job");
+                assert_eq!(
+                    waited["data"]["status"], "succeeded",
+                    "provisioning: {waited}"
+                );
+                vm.to_string()
+            }
+        })
+        .buffer_unordered(CREATING_AT_ONCE)
+        .collect()
+        .await
+}
+
+type MakeRequest = Arc<dyn Fn(&reqwest::Client, usize) -> reqwest::RequestBuilder + Send + Sync>;
+
+/// What one load phase measured.
+struct Measured {
+    requests: usize,
+    wall: Duration,
+    latencies: Vec<Duration>,
+}
+
+impl Measured {
+    fn per_second(&self) -> f64 {
+        self.requests as f64 / self.wall.as_secs_f64()
+    }
+}
+
+/// Sends `requests` requests from `connections` concurrent clients (request `n` is made by
+/// `make(n)`), each of which must answer `expect`.
+async fn load(
+    http: reqwest::Client,
+    connections: usize,
+    requests: usize,
+    make: MakeRequest,
+    expect: u16,
+) -> Measured {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let began = Instant::now();
+    let tasks: Vec<_> = (0..connections)
+        .map(|_| {
+            let (http, make, next) = (http.clone(), make.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut times = Vec::new();
+                loop {
+                    let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if n >= requests {
+                        return times;
+                    }
+                    let t0 = Instant::now();
+                    let resp = make(&http, n).send().await.expect("a request");
+                    let status = resp.status().as_u16();
+                    let body = resp.bytes().await.expect("an answer");
+                    times.push(t0.elapsed());
+                    assert_eq!(
+                        status,
+                        expect,
+                        "request {n} answered {status}: {}",
+                        String::from_utf8_lossy(&body)
+                    );
+                }
+            })
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(requests);
+    for task in tasks {
+        latencies.extend(task.await.expect("a load client"));
+    }
+    Measured {
+        requests,
+        wall: began.elapsed(),
+        latencies,
+    }
+}
+
+/// Rows as the server wrote them, to give pgbench the same shapes and sizes.
+struct Templates {
+    patch: (Value, Value),
+    start: (Value, Value),
+    state: Value,
+}
+
+async fn templates(url: &str, vm: &str) -> Templates {
+    let pool = sqlx::PgPool::connect(url)
+        .await
+        .expect("the bench database");
+    let event = |ty: &'static str| {
+        let pool = pool.clone();
+        async move {
+            let row: (Value, Value) = sqlx::query_as(
+                "SELECT payload, metadata FROM events WHERE aggregate_id = $1 AND event_type = $2
+                 ORDER BY sequence DESC LIMIT 1",
+            )
+            .bind(vm)
+            .bind(ty)
+            .fetch_one(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("no {ty} event of {vm}: {e}"));
+            row
+        }
+    };
+    let patch = event("VmReconfigured").await;
+    let start = event("StartRequested").await;
+    let state: Value = sqlx::query_scalar("SELECT state FROM vms WHERE id = $1")
+        .bind(vm)
+        .fetch_one(&pool)
+        .await
+        .expect("the VM's row");
+    pool.close().await;
+    Templates {
+        patch,
+        start,
+        state,
+    }
+}
+
+/// The baseline database: the same schema (all migrations), the templates, and `vms` list rows.
+async fn prepare_baseline(pool: &sqlx::PgPool, t: &Templates, vms: usize) {
+    // pgbench's variables (`:name`) cannot sit inside JSON literals, so the rows' JSON comes from
+    // a one-row-per-kind table read by primary key.
+    sqlx::query(
+        "CREATE TABLE pgb_template (kind text PRIMARY KEY, payload jsonb, metadata jsonb, state jsonb)",
+    )
+    .execute(pool)
+    .await
+    .expect("the template table");
+    for (kind, (payload, metadata)) in [("patch", &t.patch), ("start", &t.start)] {
+        sqlx::query("INSERT INTO pgb_template VALUES ($1, $2, $3, $4)")
+            .bind(kind)
+            .bind(payload)
+            .bind(metadata)
+            .bind(&t.state)
+            .execute(pool)
+            .await
+            .expect("a template");
+    }
+    sqlx::query(
+        "INSERT INTO vms (id, owner_id, owner_name, name, status, version, state, created_at, updated_at)
+         SELECT 'pgb-' || n, 'owner', 'admin', 'load-' || n, 'stopped', 1, t.state, now(), now()
+         FROM generate_series(0, $1 - 1) n, pgb_template t WHERE t.kind = 'patch'",
+    )
+    .bind(vms as i64)
+    .execute(pool)
+    .await
+    .expect("the list rows");
+}
+
+/// One command's row writes: its event (a start's opens a job through the same trigger as the
+/// server's), then the VM's list row, in one transaction.
+fn write_script(kind: &str, vms: usize) -> String {
+    format!(
+        "\\set vm random(0, {last})
+\\set seq random(1, 1000000000000)
+BEGIN;
+INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+  SELECT 'vm', 'pgb-' || :vm, :seq, 'Bench', '1', t.payload,
+         jsonb_set(t.metadata, '{{job_id}}', to_jsonb('pgb-' || :seq::text))
+  FROM pgb_template t WHERE t.kind = '{kind}';
+UPDATE vms SET status = 'stopped', version = version + 1,
+       state = (SELECT state FROM pgb_template WHERE kind = '{kind}'), updated_at = now()
+  WHERE id = 'pgb-' || :vm;
+COMMIT;
+",
+        last = vms - 1
+    )
+}
+
+fn read_script(vms: usize) -> String {
+    format!(
+        "\\set vm random(0, {last})
+SELECT version, state, created_at, updated_at FROM vms WHERE id = 'pgb-' || :vm;
+",
+        last = vms - 1
+    )
+}
+
+fn report(scale: &Scale, rows: &[(&str, &Measured, &PgbenchRun, &str)]) {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    println!(
+        "\n{} connections, {} VMs, {cores} cores\n{:<22} {:>9} {:>8} {:>8} | {:>9} {:>8} {:>8} | {:>7}",
+        scale.connections, scale.vms, "request", "req/s", "p50 ms", "p99 ms", "base/s", "p50 ms",
+        "p99 ms", "ratio"
+    );
+    for (name, m, base, what) in rows {
+        let mut times = m.latencies.clone();
+        let (p50, p99) = percentiles(&mut times);
+        println!(
+            "{:<22} {:>9.0} {:>8.2} {:>8.2} | {:>9.0} {:>8.2} {:>8.2} | {:>6.2}x  ({what}, {} txns)",
+            name,
+            m.per_second(),
+            ms(p50),
+            ms(p99),
+            base.tps,
+            ms(base.p50),
+            ms(base.p99),
+            m.per_second() / base.tps,
+            base.transactions,
+        );
+    }
+    println!(
+        "\nratio = VoidVM's requests per second / pgbench's transactions per second, both at {} \
+         connections, measured in this run.",
+        scale.connections
+    );
+}
+
+/// Deletes the stream and removes the data dir, also when the run fails.
+struct Cleanup {
+    stream: String,
+    data_dir: PathBuf,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+        let stream = self.stream.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                if let Ok(client) = async_nats::connect(NATS_URL).await {
+                    let _ = async_nats::jetstream::new(client)
+                        .delete_stream(&stream)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}

@@ -1,0 +1,96 @@
+//! pgbench as a harness's baseline: what PostgreSQL itself commits or reads on this machine, in
+//! the same run, through its own C client, with no VoidVM code in the way.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+/// One pgbench run: transactions per second and the latency of each transaction.
+pub struct PgbenchRun {
+    pub tps: f64,
+    pub transactions: usize,
+    pub p50: Duration,
+    pub p99: Duration,
+}
+
+/// Runs `script` (pgbench's script language) against `database` with `clients` connections for
+/// `seconds`, prepared statements, no vacuum. Panics with pgbench's own words when it fails.
+pub fn run(database: &str, script: &str, clients: usize, seconds: u64, work: &Path) -> PgbenchRun {
+    std::fs::create_dir_all(work).expect("the pgbench work dir");
+    let script_file = work.join("script.sql");
+    std::fs::write(&script_file, script).expect("the pgbench script");
+    let prefix = work.join("latency");
+    for entry in std::fs::read_dir(work)
+        .expect("the pgbench work dir")
+        .flatten()
+    {
+        if entry.file_name().to_string_lossy().starts_with("latency") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    let output = Command::new("pgbench")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            "5432",
+            "-U",
+            "postgres",
+            "-n",
+            "-M",
+            "prepared",
+        ])
+        .args([
+            "-c",
+            &clients.to_string(),
+            "-j",
+            "2",
+            "-T",
+            &seconds.to_string(),
+            "-l",
+        ])
+        .arg(format!("--log-prefix={}", prefix.display()))
+        .arg("-f")
+        .arg(&script_file)
+        .arg(database)
+        .current_dir(work)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("pgbench could not be run ({e}); it comes with PostgreSQL's client packages")
+        });
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "pgbench failed: {stdout}\n{stderr}"
+    );
+    let tps = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("tps = "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("pgbench printed no tps: {stdout}"));
+    let mut latencies = Vec::new();
+    for entry in std::fs::read_dir(work).expect("the pgbench logs").flatten() {
+        if !entry.file_name().to_string_lossy().starts_with("latency") {
+            continue;
+        }
+        let text = std::fs::read_to_string(entry.path()).expect("a pgbench log");
+        // client_id transaction_no time_us script_no time_epoch time_us_fraction
+        latencies.extend(
+            text.lines()
+                .filter_map(|l| l.split_whitespace().nth(2))
+                .filter_map(|us| us.parse::<u64>().ok())
+                .map(Duration::from_micros),
+        );
+    }
+    assert!(!latencies.is_empty(), "pgbench logged no transaction");
+    let transactions = latencies.len();
+    let (p50, p99) = super::percentiles(&mut latencies);
+    PgbenchRun {
+        tps,
+        transactions,
+        p50,
+        p99,
+    }
+}
