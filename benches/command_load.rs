@@ -194,6 +194,16 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) {
     let templates = templates(&db.url, &vms[0]).await;
     server.abort();
     let _ = server.await;
+    for (name, m) in [("PATCH", &patch), ("GET", &get), ("start", &start)] {
+        println!(
+            "{name}: {} requests in {:.2} s",
+            m.requests,
+            m.wall.as_secs_f64()
+        );
+    }
+    // pgbench's 64 connections need the slots the two nodes' pools still hold: dropping their
+    // database (WITH FORCE) ends those connections.
+    drop(db);
 
     // The baselines: the same rows, written and read by pgbench on the same schema.
     let baseline_pool = voidvm::store::connect_and_migrate(&baseline_db.url)
@@ -242,7 +252,6 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) {
     );
     drop(cleanup);
     drop(baseline_db);
-    drop(db);
 }
 
 fn client(connections: usize) -> reqwest::Client {
