@@ -108,7 +108,7 @@ async fn run(scale: Scale) {
         }
         api.act(&guest, "stop", json!({"force": true})).await;
     }
-    let by_hand = bare_starts(
+    let mut by_hand = bare_starts(
         &cleanup.data_dir,
         &guest,
         &command_line,
@@ -144,8 +144,6 @@ async fn run(scale: Scale) {
         assert_eq!(api.status(vm).await, "stopped", "VM {vm} is not stopped");
     }
 
-    let mut through_api = through_api;
-    let mut by_hand = by_hand;
     let (api_p50, api_p99) = percentiles(&mut through_api);
     let (hand_p50, hand_p99) = percentiles(&mut by_hand);
     println!(
