@@ -181,6 +181,11 @@ pub async fn events(
 fn export(pool: sqlx::PgPool, filter: EventFilter) -> HttpResponse {
     let (tx, rx) = mpsc::channel::<web::Bytes>(16);
     actix_web::rt::spawn(async move {
+        if let Err(e) = crate::store::visible::settle(&pool).await {
+            tracing::error!(error = %crate::telemetry::chain(&e), "the export could not read the log");
+            let _ = tx.send(error_line()).await;
+            return;
+        }
         let mut conn = match pool.acquire().await {
             Ok(c) => c,
             Err(e) => {

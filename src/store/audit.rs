@@ -1,6 +1,6 @@
 //! The event log as an audit log: filtered, keyset-paged reads by global position, a streaming
-//! export, and a human view with levels. Positions are handed out in commit order (see
-//! `migrations/0005_audit.sql`), so paging by position never skips an event.
+//! export, and a human view with levels. Every read stops at the bound of [`super::visible`], so
+//! paging by position never skips an event that commits later.
 
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 use utoipa::ToSchema;
 
+use super::visible::{self, BELOW_BOUND};
 use super::StoreError;
 
 /// What `GET /events` may filter on. Everything is optional; all given filters must hold.
@@ -192,7 +193,7 @@ fn select(filter: &EventFilter) -> QueryBuilder<'static, Postgres> {
     let mut q = QueryBuilder::new(format!(
         "SELECT e.position, e.aggregate_id, e.sequence, e.event_type, e.event_version AS version,
                 e.payload, e.metadata, e.recorded_at, {LEVEL_SQL} AS level
-         FROM events e WHERE e.aggregate_type = 'vm'"
+         FROM events e WHERE e.aggregate_type = 'vm' AND {BELOW_BOUND}"
     ));
     where_clauses(&mut q, filter);
     q
@@ -256,6 +257,7 @@ pub async fn page(
     filter: &EventFilter,
     limit: u32,
 ) -> Result<Vec<AuditRow>, StoreError> {
+    visible::settle(pool).await?;
     let mut q = select(filter);
     q.push(" ORDER BY e.position LIMIT ")
         .push_bind(i64::from(limit));
@@ -269,21 +271,24 @@ pub async fn page_by_offset(
     page: u32,
     limit: u32,
 ) -> Result<(Vec<AuditRow>, i64), StoreError> {
+    visible::settle(pool).await?;
     let mut q = select(filter);
     q.push(" ORDER BY e.position DESC LIMIT ")
         .push_bind(i64::from(limit))
         .push(" OFFSET ")
         .push_bind(i64::from(page.saturating_sub(1)) * i64::from(limit));
     let rows = q.build_query_as().fetch_all(pool).await?;
-    let mut count =
-        QueryBuilder::new("SELECT count(*) FROM events e WHERE e.aggregate_type = 'vm'");
+    let mut count = QueryBuilder::new(format!(
+        "SELECT count(*) FROM events e WHERE e.aggregate_type = 'vm' AND {BELOW_BOUND}"
+    ));
     where_clauses(&mut count, filter);
     let total: i64 = count.build_query_scalar().fetch_one(pool).await?;
     Ok((rows, total))
 }
 
 /// Every matching event, oldest first, as a stream that holds one connection and only the rows
-/// in flight: an export of any size runs in bounded memory.
+/// in flight: an export of any size runs in bounded memory. Call [`visible::settle`] first for an
+/// export that includes the latest commits.
 pub fn stream<'c>(
     conn: &'c mut PgConnection,
     query: &'c mut QueryBuilder<'static, Postgres>,

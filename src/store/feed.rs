@@ -1,9 +1,11 @@
 //! Reads of the event log for the real-time feed: the relay to NATS and the WebSocket replay
 //! both read "everything after position P", in position order, with who owns each event's VM.
+//! Both read only below the bound of [`super::visible`], so resuming after P never skips an event.
 
 use sqlx::{PgPool, Postgres, QueryBuilder};
 
 use super::audit::{AuditRow, LEVEL_SQL};
+use super::visible::{self, BELOW_BOUND};
 use super::StoreError;
 
 /// One event with the owner of its VM (from the event's metadata; for events recorded before
@@ -31,13 +33,14 @@ pub async fn after(
     limit: u32,
     scope: &Scope,
 ) -> Result<Vec<FeedRow>, StoreError> {
+    visible::settle(pool).await?;
     let mut q = QueryBuilder::<Postgres>::new(format!(
         "SELECT e.position, e.aggregate_id, e.sequence, e.event_type,
                 e.event_version AS version, e.payload, e.metadata, e.recorded_at,
                 {LEVEL_SQL} AS level,
                 COALESCE(e.metadata ->> 'owner_id', v.owner_id) AS owner_id
          FROM events e LEFT JOIN vms v ON v.id = e.aggregate_id
-         WHERE e.aggregate_type = 'vm' AND e.position > "
+         WHERE e.aggregate_type = 'vm' AND {BELOW_BOUND} AND e.position > "
     ));
     q.push_bind(after);
     if let Some(vm) = &scope.vm_id {
@@ -52,13 +55,15 @@ pub async fn after(
     Ok(q.build_query_as().fetch_all(pool).await?)
 }
 
-/// The newest position in the log (0 when it is empty).
+/// The newest position a reader can resume after without skipping anything (0 when the log is
+/// empty): the last event below the bound, once the events committed so far are below it.
 pub async fn head(pool: &PgPool) -> Result<i64, StoreError> {
-    Ok(
-        sqlx::query_scalar("SELECT COALESCE(max(position), 0) FROM events")
-            .fetch_one(pool)
-            .await?,
-    )
+    visible::settle(pool).await?;
+    Ok(sqlx::query_scalar(&format!(
+        "SELECT COALESCE(max(e.position), 0) FROM events e WHERE {BELOW_BOUND}"
+    ))
+    .fetch_one(pool)
+    .await?)
 }
 
 /// The last position the named relay had confirmed (0 when it never ran).
