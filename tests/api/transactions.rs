@@ -271,3 +271,58 @@ async fn positions_are_the_transaction_id_then_the_order_within_it() {
     assert_eq!(count(&pool, "SELECT count(*) FROM events").await, 6);
     pool.close().await;
 }
+
+#[actix_rt::test]
+async fn no_reader_passes_an_event_whose_transaction_is_still_in_flight() {
+    let app = spawn_app().await;
+    let (status, body) = app
+        .create_vm(json!({"name": "later", "cpu": 1, "memory": 128, "disk": 1}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let vm = body["data"]["id"].as_str().unwrap().to_string();
+    app.wait_job(body["data"]["jobId"].as_str().unwrap()).await;
+    let start = *app.log_positions(&app.token, 0).await.last().unwrap();
+
+    // An event whose transaction stays open: it has the smaller position...
+    let pool = PgPool::connect(&app.env.database_url).await.unwrap();
+    let mut held = pool.begin().await.unwrap();
+    let held_position: i64 = sqlx::query_scalar(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         VALUES ('vm', 'vm-held', 1, 'VmReconfigured', '1',
+                 '{\"VmReconfigured\": {\"name\": null, \"description\": \"held\", \"cpu\": null, \"memory\": null, \"requiresRestart\": false}}',
+                 '{\"actor_id\": \"system\", \"actor_name\": \"test\", \"via\": \"system\"}')
+         RETURNING position",
+    )
+    .fetch_one(&mut *held)
+    .await
+    .unwrap();
+    // ...and a command commits one above it.
+    let (status, body) = app.patch_vm(&vm, json!({"description": "after"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, page) = app.events(&format!("?after={start}")).await;
+    assert_eq!(
+        page["data"]["items"],
+        json!([]),
+        "/events passed an event still in flight"
+    );
+    assert_eq!(page["data"]["next"], start);
+    let mut ws = app.ws(&app.token).await;
+    let (replay, _) = ws
+        .subscribe(json!({"topic": "vm-status-all", "since": start}))
+        .await;
+    assert_eq!(
+        crate::ws_client::positions(&replay),
+        Vec::<i64>::new(),
+        "the replay passed an event still in flight"
+    );
+    ws.close().await;
+
+    held.commit().await.unwrap();
+    let after = app.log_positions(&app.token, start).await;
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert_eq!(
+        after[0], held_position,
+        "the reader resumed and found the late commit"
+    );
+    pool.close().await;
+}
