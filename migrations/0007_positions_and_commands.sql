@@ -6,13 +6,16 @@
 --    where n = 0, 1, 2... is the event's order within its transaction (at most 65,536 events per
 --    transaction; more are refused). Position order is therefore (transaction id, n) order.
 --
---    Transaction ids are handed out in increasing order, and a snapshot's xmin is the oldest
---    transaction still in flight: every transaction with a smaller id has ended. So no event can
---    ever commit below `pg_snapshot_xmin(pg_current_snapshot()) << 16`, and a reader that takes
---    only positions below that bound (`voidvm_visible_bound()`, the one place it is written) and
---    resumes "after P" never skips an event that commits later. Readers may lag behind a
---    transaction still in flight (anywhere on the PostgreSQL cluster: transaction ids are
---    cluster-wide), writers never wait for each other.
+--    Transaction ids are handed out in increasing order, so a transaction that commits later
+--    with a smaller position must have been in flight already. `voidvm_visible_bound()` is the
+--    smallest id of the transactions of this database still in flight (or, when there are none,
+--    the next id to be handed out), shifted like positions: no event can ever commit below it.
+--    A reader computes it in one statement, then reads "positions after P and below the bound"
+--    in a later one (whose snapshot sees every transaction that ended before the bound was
+--    taken), so resuming after P never skips an event that commits later. Readers may lag behind
+--    a transaction still in flight; writers never wait for each other. Transactions of other
+--    databases on the same cluster do not hold readers back (unlike
+--    `pg_snapshot_xmin(pg_current_snapshot())`, which counts every database).
 --
 --    Existing positions (1..N, from the identity column) stay as they are and stay below every new
 --    one: the check at the end refuses to migrate a log where they would not.
@@ -54,16 +57,24 @@ CREATE TRIGGER events_position
     FOR EACH ROW
 EXECUTE FUNCTION voidvm_event_position();
 
--- The bound every reader of "events after position P" applies: `position < voidvm_visible_bound()`.
--- STABLE, so it reads the snapshot of the statement that calls it (a VOLATILE function would take
--- a newer snapshot, whose bound could cover events the statement itself cannot see).
+-- The bound every reader of "events after position P" applies (see above and
+-- `src/store/visible.rs`). `pg_stat_activity` shows each backend's transaction id as a 32-bit xid;
+-- it is widened to xid8 against the next id (running ids are within 2^31 of it). A backend
+-- that will get an id later gets one at or above the next id, so above the bound.
 CREATE FUNCTION voidvm_visible_bound() RETURNS bigint
     LANGUAGE sql
-    STABLE
-    PARALLEL SAFE
+    VOLATILE
 AS
 $$
-SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 16
+WITH next AS (SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS id),
+     running AS (SELECT a.backend_xid::text::bigint AS low FROM pg_stat_activity a
+                 WHERE a.datname = current_database() AND a.backend_xid IS NOT NULL)
+SELECT LEAST(next.id,
+             (SELECT min(CASE WHEN running.low <= (next.id & 4294967295)
+                              THEN ((next.id >> 32) << 32) | running.low
+                              ELSE (((next.id >> 32) - 1) << 32) | running.low END)
+              FROM running)) << 16
+FROM next
 $$;
 
 -- Jobs: no more `cancelling`.

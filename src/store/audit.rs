@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 use utoipa::ToSchema;
 
-use super::visible::{self, BELOW_BOUND};
+use super::visible::{self, Bound};
 use super::StoreError;
 
 /// What `GET /events` may filter on. Everything is optional; all given filters must hold.
@@ -189,17 +189,18 @@ impl AuditRow {
     }
 }
 
-fn select(filter: &EventFilter) -> QueryBuilder<'static, Postgres> {
+fn select(filter: &EventFilter, bound: Bound) -> QueryBuilder<'static, Postgres> {
     let mut q = QueryBuilder::new(format!(
         "SELECT e.position, e.aggregate_id, e.sequence, e.event_type, e.event_version AS version,
                 e.payload, e.metadata, e.recorded_at, {LEVEL_SQL} AS level
-         FROM events e WHERE e.aggregate_type = 'vm' AND {BELOW_BOUND}"
+         FROM events e WHERE e.aggregate_type = 'vm'"
     ));
-    where_clauses(&mut q, filter);
+    where_clauses(&mut q, filter, bound);
     q
 }
 
-fn where_clauses(q: &mut QueryBuilder<'static, Postgres>, f: &EventFilter) {
+fn where_clauses(q: &mut QueryBuilder<'static, Postgres>, f: &EventFilter, bound: Bound) {
+    visible::push_below(q, bound);
     if let Some(owner) = &f.owner_id {
         q.push(" AND e.aggregate_id IN (SELECT id FROM vms WHERE owner_id = ")
             .push_bind(owner.clone())
@@ -257,8 +258,8 @@ pub async fn page(
     filter: &EventFilter,
     limit: u32,
 ) -> Result<Vec<AuditRow>, StoreError> {
-    visible::settle(pool).await?;
-    let mut q = select(filter);
+    let bound = visible::bound(pool).await?;
+    let mut q = select(filter, bound);
     q.push(" ORDER BY e.position LIMIT ")
         .push_bind(i64::from(limit));
     Ok(q.build_query_as().fetch_all(pool).await?)
@@ -271,24 +272,22 @@ pub async fn page_by_offset(
     page: u32,
     limit: u32,
 ) -> Result<(Vec<AuditRow>, i64), StoreError> {
-    visible::settle(pool).await?;
-    let mut q = select(filter);
+    let bound = visible::bound(pool).await?;
+    let mut q = select(filter, bound);
     q.push(" ORDER BY e.position DESC LIMIT ")
         .push_bind(i64::from(limit))
         .push(" OFFSET ")
         .push_bind(i64::from(page.saturating_sub(1)) * i64::from(limit));
     let rows = q.build_query_as().fetch_all(pool).await?;
-    let mut count = QueryBuilder::new(format!(
-        "SELECT count(*) FROM events e WHERE e.aggregate_type = 'vm' AND {BELOW_BOUND}"
-    ));
-    where_clauses(&mut count, filter);
+    let mut count =
+        QueryBuilder::new("SELECT count(*) FROM events e WHERE e.aggregate_type = 'vm'");
+    where_clauses(&mut count, filter, bound);
     let total: i64 = count.build_query_scalar().fetch_one(pool).await?;
     Ok((rows, total))
 }
 
 /// Every matching event, oldest first, as a stream that holds one connection and only the rows
-/// in flight: an export of any size runs in bounded memory. Call [`visible::settle`] first for an
-/// export that includes the latest commits.
+/// in flight: an export of any size runs in bounded memory.
 pub fn stream<'c>(
     conn: &'c mut PgConnection,
     query: &'c mut QueryBuilder<'static, Postgres>,
@@ -299,9 +298,9 @@ pub fn stream<'c>(
         .map(|r| r.map_err(StoreError::from))
 }
 
-/// The ordered query `stream` runs.
-pub fn export_query(filter: &EventFilter) -> QueryBuilder<'static, Postgres> {
-    let mut q = select(filter);
+/// The ordered query `stream` runs, below `bound` (from [`visible::bound`]).
+pub fn export_query(filter: &EventFilter, bound: Bound) -> QueryBuilder<'static, Postgres> {
+    let mut q = select(filter, bound);
     q.push(" ORDER BY e.position");
     q
 }

@@ -5,7 +5,7 @@
 use sqlx::{PgPool, Postgres, QueryBuilder};
 
 use super::audit::{AuditRow, LEVEL_SQL};
-use super::visible::{self, BELOW_BOUND};
+use super::visible;
 use super::StoreError;
 
 /// One event with the owner of its VM (from the event's metadata; for events recorded before
@@ -33,16 +33,17 @@ pub async fn after(
     limit: u32,
     scope: &Scope,
 ) -> Result<Vec<FeedRow>, StoreError> {
-    visible::settle(pool).await?;
+    let bound = visible::bound(pool).await?;
     let mut q = QueryBuilder::<Postgres>::new(format!(
         "SELECT e.position, e.aggregate_id, e.sequence, e.event_type,
                 e.event_version AS version, e.payload, e.metadata, e.recorded_at,
                 {LEVEL_SQL} AS level,
                 COALESCE(e.metadata ->> 'owner_id', v.owner_id) AS owner_id
          FROM events e LEFT JOIN vms v ON v.id = e.aggregate_id
-         WHERE e.aggregate_type = 'vm' AND {BELOW_BOUND} AND e.position > "
+         WHERE e.aggregate_type = 'vm' AND e.position > "
     ));
     q.push_bind(after);
+    visible::push_below(&mut q, bound);
     if let Some(vm) = &scope.vm_id {
         q.push(" AND e.aggregate_id = ").push_bind(vm.clone());
     }
@@ -58,12 +59,12 @@ pub async fn after(
 /// The newest position a reader can resume after without skipping anything (0 when the log is
 /// empty): the last event below the bound, once the events committed so far are below it.
 pub async fn head(pool: &PgPool) -> Result<i64, StoreError> {
-    visible::settle(pool).await?;
-    Ok(sqlx::query_scalar(&format!(
-        "SELECT COALESCE(max(e.position), 0) FROM events e WHERE {BELOW_BOUND}"
-    ))
-    .fetch_one(pool)
-    .await?)
+    let bound = visible::bound(pool).await?;
+    let mut q = QueryBuilder::<Postgres>::new(
+        "SELECT COALESCE(max(e.position), 0) FROM events e WHERE true",
+    );
+    visible::push_below(&mut q, bound);
+    Ok(q.build_query_scalar().fetch_one(pool).await?)
 }
 
 /// The last position the named relay had confirmed (0 when it never ran).

@@ -2,53 +2,58 @@
 //!
 //! Positions are `(transaction id << 16) + n` (see `migrations/0007_positions_and_commands.sql`),
 //! and writers take no common lock, so an event with a smaller position can commit after one
-//! with a larger position. Every transaction below the oldest one still in flight has ended, so
-//! positions below `voidvm_visible_bound()` are final: every reader of "events after position P"
-//! filters with [`BELOW_BOUND`], and nothing else.
+//! with a larger position. No event can commit below `voidvm_visible_bound()` (the oldest
+//! transaction of this database still in flight), so every reader of "events after position P"
+//! first takes a [`Bound`] here, in a statement of its own, and then reads below it with
+//! [`push_below`] in a later statement, whose snapshot sees every transaction that ended before
+//! the bound was taken. This module is the one place that bound is computed.
 //!
 //! The bound lags behind a transaction still in flight. So that a read right after a commit sees
-//! it, readers first [`settle`]: wait until every event committed so far is below the bound (in
-//! practice the few milliseconds until concurrent commands commit).
+//! it, [`bound`] first waits until every event committed so far is below it (in practice the few
+//! milliseconds until concurrent commands commit).
 
 use std::time::Duration;
 
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres, QueryBuilder};
 
 use super::StoreError;
 
-/// The one condition a reader of positions applies (events aliased `e`). The sub-select makes
-/// PostgreSQL compute the bound once per statement (and use it in index scans).
-pub const BELOW_BOUND: &str = "e.position < (SELECT voidvm_visible_bound())";
+/// Every event below this position that will ever exist has committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bound(i64);
 
 /// How long a reader waits for transactions in flight before answering with what is final.
-const SETTLE_AT_MOST: Duration = Duration::from_secs(1);
+const SETTLE_AT_MOST: Duration = Duration::from_secs(2);
 
-/// Waits (up to a second) until every event committed before the call is below the bound.
-/// Only transactions already in flight are waited for: the target is fixed at the call, so a
-/// steady stream of new commands never keeps a reader waiting. Giving up only makes the answer
+/// Adds the condition every reader of positions applies (events aliased `e`).
+pub fn push_below(q: &mut QueryBuilder<'_, Postgres>, bound: Bound) {
+    q.push(" AND e.position < ").push_bind(bound.0);
+}
+
+/// The bound to read below, once every event committed before the call is below it (waiting up
+/// to two seconds for transactions already in flight; a steady stream of new commands never
+/// keeps a reader waiting, as the target is fixed at the call). Giving up only makes the answer
 /// older, never wrong: what is below the bound stays complete.
-pub async fn settle(pool: &PgPool) -> Result<(), StoreError> {
-    let (newest, mut bound): (Option<i64>, i64) =
-        sqlx::query_as("SELECT max(position), voidvm_visible_bound() FROM events")
-            .fetch_one(pool)
-            .await?;
-    let Some(newest) = newest else {
-        return Ok(());
-    };
+pub async fn bound(pool: &PgPool) -> Result<Bound, StoreError> {
+    let newest: Option<i64> = sqlx::query_scalar("SELECT max(position) FROM events")
+        .fetch_one(pool)
+        .await?;
     let deadline = tokio::time::Instant::now() + SETTLE_AT_MOST;
     let mut pause = Duration::from_millis(1);
-    while newest >= bound {
+    loop {
+        let bound: i64 = sqlx::query_scalar("SELECT voidvm_visible_bound()")
+            .fetch_one(pool)
+            .await?;
+        if newest.is_none_or(|newest| newest < bound) {
+            return Ok(Bound(bound));
+        }
         if tokio::time::Instant::now() >= deadline {
             tracing::warn!(
-                "a transaction in flight on the PostgreSQL cluster holds back readers of the event log"
+                "a transaction in flight holds back readers of the event log for over 2 s"
             );
-            return Ok(());
+            return Ok(Bound(bound));
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(20));
-        bound = sqlx::query_scalar("SELECT voidvm_visible_bound()")
-            .fetch_one(pool)
-            .await?;
     }
-    Ok(())
 }

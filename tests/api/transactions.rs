@@ -48,10 +48,13 @@ async fn a_rename_holds_the_new_name_frees_the_old_one_and_a_taken_name_changes_
     let app = spawn_app().await;
     let create =
         |name: &str| app.create_vm(json!({"name": name, "cpu": 1, "memory": 128, "disk": 1}));
-    let (_, first) = create("first").await;
-    let first = first["data"]["id"].as_str().unwrap().to_string();
-    let (_, other) = create("other").await;
-    let other = other["data"]["id"].as_str().unwrap().to_string();
+    let mut ids = Vec::new();
+    for name in ["first", "other"] {
+        let (_, body) = create(name).await;
+        app.wait_job(body["data"]["jobId"].as_str().unwrap()).await;
+        ids.push(body["data"]["id"].as_str().unwrap().to_string());
+    }
+    let (first, other) = (ids[0].clone(), ids[1].clone());
     let pool = PgPool::connect(&app.env.database_url).await.unwrap();
     let events = "SELECT count(*) FROM events";
     let before = count(&pool, events).await;
