@@ -35,15 +35,15 @@ pub fn push_below(q: &mut QueryBuilder<'_, Postgres>, bound: Bound) {
 /// keeps a reader waiting, as the target is fixed at the call). Giving up only makes the answer
 /// older, never wrong: what is below the bound stays complete.
 pub async fn bound(pool: &PgPool) -> Result<Bound, StoreError> {
-    let newest: Option<i64> = sqlx::query_scalar("SELECT max(position) FROM events")
-        .fetch_one(pool)
-        .await?;
+    // The newest event is read from the statement's snapshot, the bound after it: one round trip
+    // in the common case.
+    let (newest, mut bound): (Option<i64>, i64) =
+        sqlx::query_as("SELECT max(position), voidvm_visible_bound() FROM events")
+            .fetch_one(pool)
+            .await?;
     let deadline = tokio::time::Instant::now() + SETTLE_AT_MOST;
     let mut pause = Duration::from_millis(1);
     loop {
-        let bound: i64 = sqlx::query_scalar("SELECT voidvm_visible_bound()")
-            .fetch_one(pool)
-            .await?;
         if newest.is_none_or(|newest| newest < bound) {
             return Ok(Bound(bound));
         }
@@ -55,5 +55,8 @@ pub async fn bound(pool: &PgPool) -> Result<Bound, StoreError> {
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(20));
+        bound = sqlx::query_scalar("SELECT voidvm_visible_bound()")
+            .fetch_one(pool)
+            .await?;
     }
 }
