@@ -60,7 +60,8 @@ EXECUTE FUNCTION voidvm_event_position();
 -- The bound every reader of "events after position P" applies (see above and
 -- `src/store/visible.rs`). `pg_stat_activity` shows each backend's transaction id as a 32-bit xid;
 -- it is widened to xid8 against the next id (running ids are within 2^31 of it). A backend
--- that will get an id later gets one at or above the next id, so above the bound.
+-- that will get an id later gets one at or above the next id, so above the bound. Prepared
+-- (two-phase) transactions have no backend and are counted from `pg_prepared_xacts`.
 CREATE FUNCTION voidvm_visible_bound() RETURNS bigint
     LANGUAGE sql
     VOLATILE
@@ -68,7 +69,10 @@ AS
 $$
 WITH next AS (SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS id),
      running AS (SELECT a.backend_xid::text::bigint AS low FROM pg_stat_activity a
-                 WHERE a.datname = current_database() AND a.backend_xid IS NOT NULL)
+                 WHERE a.datname = current_database() AND a.backend_xid IS NOT NULL
+                 UNION ALL
+                 SELECT p.transaction::text::bigint FROM pg_prepared_xacts p
+                 WHERE p.database = current_database())
 SELECT LEAST(next.id,
              (SELECT min(CASE WHEN running.low <= (next.id & 4294967295)
                               THEN ((next.id >> 32) << 32) | running.low
