@@ -176,25 +176,31 @@ async fn run(scale: Scale) {
     let _ = std::fs::remove_dir_all(&data_dir);
 }
 
-/// Writes `events` raw events spread over `vms` VMs, six types, ten actors and thirty days.
+/// Writes `events` raw events spread over `vms` VMs, six types, ten actors and thirty days, in
+/// transactions of at most 65,536 events (the most one transaction may record).
 async fn seed(pool: &sqlx::PgPool, scale: &Scale) {
-    sqlx::query(
-        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
-                             payload, metadata, recorded_at)
-         SELECT 'vm', 'vm-b' || (n % $2), n / $2 + 1,
-                (ARRAY['VmReconfigured','StartRequested','VmStarted','StopRequested','VmStopped','VmPaused'])[n % 6 + 1],
-                '1',
-                jsonb_build_object('VmReconfigured', jsonb_build_object('description', 'bench ' || n)),
-                jsonb_build_object('actor_id', 'user-' || (n % 10), 'actor_name', 'user' || (n % 10),
-                                   'via', 'rest', 'request_id', 'req-' || n),
-                now() - interval '30 days' + n * (interval '30 days' / $1)
-         FROM generate_series(0, $1 - 1) AS n",
-    )
-    .bind(scale.events)
-    .bind(scale.vms)
-    .execute(pool)
-    .await
-    .expect("seeding");
+    const CHUNK: i64 = 65_536;
+    for first in (0..scale.events).step_by(CHUNK as usize) {
+        sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
+                                 payload, metadata, recorded_at)
+             SELECT 'vm', 'vm-b' || (n % $2), n / $2 + 1,
+                    (ARRAY['VmReconfigured','StartRequested','VmStarted','StopRequested','VmStopped','VmPaused'])[n % 6 + 1],
+                    '1',
+                    jsonb_build_object('VmReconfigured', jsonb_build_object('description', 'bench ' || n)),
+                    jsonb_build_object('actor_id', 'user-' || (n % 10), 'actor_name', 'user' || (n % 10),
+                                       'via', 'rest', 'request_id', 'req-' || n),
+                    now() - interval '30 days' + n * (interval '30 days' / $1)
+             FROM generate_series($3::bigint, $4::bigint) AS n",
+        )
+        .bind(scale.events)
+        .bind(scale.vms)
+        .bind(first)
+        .bind((first + CHUNK).min(scale.events) - 1)
+        .execute(pool)
+        .await
+        .expect("seeding");
+    }
     sqlx::query("VACUUM ANALYZE events")
         .execute(pool)
         .await

@@ -1,6 +1,7 @@
-//! Start-up reconciliation: after a crash the log is the truth, and everything derived from it
-//! (the VM list, name reservations, jobs) and everything it describes (QEMU processes) is brought
-//! back in line with it before the server takes requests.
+//! Start-up reconciliation: after a crash the log is the truth. What is derived from it in the
+//! same transaction (the VM list, name reservations, jobs) needs nothing; what it describes (QEMU
+//! processes) and jobs a previous run had taken are brought back in line with it before the
+//! server takes requests.
 
 use std::sync::Arc;
 
@@ -19,34 +20,9 @@ pub async fn on_startup(
 ) -> anyhow::Result<()> {
     let meta = CommandMeta::system("reconciler");
 
-    for vm_id in vm_view::stale_ids(pool).await? {
-        let c = registry
-            .inspect(&vm_id)
-            .await
-            .with_context(|| format!("VM {vm_id} could not be loaded"))?;
-        vm_view::upsert(pool, &c.vm, c.version).await?;
-        tracing::info!(vm_id, "caught up the VM list from the log");
-    }
-    let released = vm_view::release_orphan_names(pool).await?;
-    if released > 0 {
-        tracing::info!(released, "released name reservations no VM holds");
-    }
-
     let requeued = jobs::requeue_abandoned(pool).await?;
     if !requeued.is_empty() {
         tracing::warn!(jobs = ?requeued, "jobs the previous run had started are queued again");
-    }
-    for job in jobs::cancelling(pool).await? {
-        let command = VmCommand::CancelJob {
-            job_id: job.id.clone(),
-        };
-        if registry
-            .execute(&job.vm_id, command, meta.clone())
-            .await
-            .is_err()
-        {
-            jobs::abort_cancel(pool, &job.id).await?;
-        }
     }
 
     let live: Vec<VmStatus> = VmStatus::ALL

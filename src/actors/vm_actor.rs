@@ -1,6 +1,7 @@
 //! One actor per VM. It rebuilds the VM's state from the snapshot plus later events when it
 //! starts, handles that VM's commands strictly one at a time (so racing API calls are ordered
-//! here, not in the database), commits with optimistic concurrency, and stops when idle.
+//! here, not in the database), commits each in one transaction with optimistic concurrency (the
+//! VM's row in the list and its jobs included), and stops when idle.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use actix::prelude::*;
 use tracing::Instrument;
 
 use super::registry::{ActorError, Shared};
-use crate::store::{vm_view, CommandMeta, VmState};
+use crate::store::{CommandMeta, VmState};
 use crate::vm::{Vm, VmCommand, VmEvent};
 
 /// The outcome of a command: the events it recorded (possibly none) and the state after them.
@@ -107,10 +108,6 @@ async fn execute(
         {
             Ok(events) => {
                 if !events.is_empty() {
-                    // The list is derived; if this write fails, start-up catches it up.
-                    if let Err(e) = vm_view::upsert(&shared.pool, &state.vm, state.version).await {
-                        tracing::error!(vm_id, error = %crate::telemetry::chain(&e), "the VM list could not be updated");
-                    }
                     shared.publish(&state.vm, &events);
                 }
                 let committed = Committed {
@@ -136,6 +133,11 @@ async fn execute(
             Err(crate::store::event_store::CommitError::Refused(e)) => {
                 return (Some(state), Err(ActorError::Refused(e)))
             }
+            // A rule across VMs or jobs refused the commit; the state is unchanged.
+            Err(crate::store::event_store::CommitError::Store(
+                e @ (crate::store::StoreError::NameTaken { .. }
+                | crate::store::StoreError::JobNotQueued { .. }),
+            )) => return (Some(state), Err(e.into())),
             // The stream may have moved: forget the cached state and reload next time.
             Err(crate::store::event_store::CommitError::Store(e)) => return (None, Err(e.into())),
         }

@@ -139,13 +139,9 @@ async fn run_job(deps: &WorkerDeps, job: JobRow) -> Result<(), StoreError> {
     match deps.registry.execute(&job.vm_id, command, meta).await {
         Ok(_) => tracing::info!("job finished"),
         Err(ActorError::Refused(VmError::NotTheCurrentJob { .. })) => {
-            // A crash or a cancel ended the job first; its event already closed the row.
-            jobs::close_superseded(
-                &deps.pool,
-                &job.id,
-                "Another event ended this job before it finished.",
-            )
-            .await?;
+            // A crash or an exit ended the job first: the event that recorded it closed the job's
+            // row in the same transaction (a job's row is open exactly while the VM waits on it).
+            tracing::info!("another event ended this job before it finished");
         }
         Err(e) => {
             tracing::error!(error = %crate::telemetry::chain(&e), "the job's outcome could not be recorded; it will run again");

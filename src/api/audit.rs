@@ -181,6 +181,14 @@ pub async fn events(
 fn export(pool: sqlx::PgPool, filter: EventFilter) -> HttpResponse {
     let (tx, rx) = mpsc::channel::<web::Bytes>(16);
     actix_web::rt::spawn(async move {
+        let bound = match crate::store::visible::bound(&pool).await {
+            Ok(bound) => bound,
+            Err(e) => {
+                tracing::error!(error = %crate::telemetry::chain(&e), "the export could not read the log");
+                let _ = tx.send(error_line()).await;
+                return;
+            }
+        };
         let mut conn = match pool.acquire().await {
             Ok(c) => c,
             Err(e) => {
@@ -189,7 +197,7 @@ fn export(pool: sqlx::PgPool, filter: EventFilter) -> HttpResponse {
                 return;
             }
         };
-        let mut query = audit::export_query(&filter);
+        let mut query = audit::export_query(&filter, bound);
         let mut rows = audit::stream(&mut conn, &mut query);
         let mut chunk = Vec::with_capacity(64 * 1024);
         while let Some(row) = rows.next().await {

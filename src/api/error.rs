@@ -161,6 +161,14 @@ impl From<StoreError> for ApiError {
                 code: "VM_BUSY",
                 message: e.to_string(),
             },
+            StoreError::NameTaken { name } => ApiError::Conflict {
+                code: "VM_NAME_TAKEN",
+                message: format!("You already have a virtual machine named '{name}'."),
+            },
+            StoreError::JobNotQueued { job_id, status } => ApiError::Conflict {
+                code: "JOB_NOT_CANCELLABLE",
+                message: format!("Job {job_id} cannot be cancelled: it is {status}."),
+            },
             StoreError::Unexpected(e) => ApiError::Unexpected(e),
         }
     }

@@ -170,10 +170,8 @@ pub async fn wait(
         }
         job = visible(&state, &user, &job_id).await?;
     }
+    // The job's end committed with its event and the VM's row: a read of the VM now sees it.
     let finished = job.is_finished();
-    if finished {
-        view_caught_up(&state, &job, deadline).await?;
-    }
     let data = WaitedJob {
         job: JobView::from(job),
         finished,
@@ -186,24 +184,6 @@ pub async fn wait(
             "The job is still in progress."
         },
     ))
-}
-
-/// A job's end commits with its event; the VM list is written just after. Waiting for the list to
-/// drop the job means a client that waits and then reads the VM sees the outcome.
-async fn view_caught_up(
-    state: &AppState,
-    job: &JobRow,
-    deadline: tokio::time::Instant,
-) -> Result<(), ApiError> {
-    loop {
-        let pending = crate::store::vm_view::get(&state.pool, &job.vm_id)
-            .await?
-            .and_then(|vm| vm.pending_job_id);
-        if pending.as_deref() != Some(job.id.as_str()) || tokio::time::Instant::now() >= deadline {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[utoipa::path(
@@ -231,20 +211,18 @@ pub async fn cancel(
         code: "JOB_NOT_CANCELLABLE",
         message: format!("Job {job_id} cannot be cancelled: {why}"),
     };
-    if !jobs::begin_cancel(&state.pool, &job_id).await? {
+    if job.status != "queued" {
         return Err(not_cancellable(&format!("it is {}.", job.status)));
     }
+    // The cancel's transaction locks the job's row and checks again that no worker took it.
     let command = VmCommand::CancelJob {
         job_id: job_id.clone(),
     };
-    if let Err(e) = state
+    state
         .registry
         .execute(&job.vm_id, command, user.meta(Via::Rest))
         .await
-    {
-        jobs::abort_cancel(&state.pool, &job_id).await?;
-        return Err(ApiError::from_actor(&job.vm_id, e));
-    }
+        .map_err(|e| ApiError::from_actor(&job.vm_id, e))?;
     let job = jobs::get(&state.pool, &job_id)
         .await?
         .ok_or_else(|| ApiError::JobNotFound(job_id.clone()))?;

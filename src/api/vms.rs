@@ -155,9 +155,6 @@ pub async fn create(
     tracing::Span::current()
         .record("vm_id", vm_id.as_str())
         .record("job_id", job_id.as_str());
-    if !vm_view::reserve_name(&state.pool, &user.id, &input.name, &vm_id).await? {
-        return Err(name_taken(&input.name));
-    }
     let command = VmCommand::Create {
         vm_id: vm_id.clone(),
         spec: VmSpec {
@@ -175,17 +172,12 @@ pub async fn create(
         image_present,
         job_id: job_id.clone(),
     };
-    let committed = match state
+    // The name is reserved in the transaction that records the VM (409 VM_NAME_TAKEN if not).
+    let committed = state
         .registry
         .execute(&vm_id, command, user.meta(Via::Rest))
         .await
-    {
-        Ok(c) => c,
-        Err(e) => {
-            vm_view::release_name(&state.pool, &user.id, &input.name, &vm_id).await?;
-            return Err(ApiError::from_actor(&vm_id, e));
-        }
-    };
+        .map_err(|e| ApiError::from_actor(&vm_id, e))?;
     let data = CreatedVm {
         vm: view_of(&committed.vm, committed.version),
         job_id,
@@ -195,13 +187,6 @@ pub async fn create(
         data,
         "Virtual machine created; it is being provisioned.",
     ))
-}
-
-fn name_taken(name: &str) -> ApiError {
-    ApiError::Conflict {
-        code: "VM_NAME_TAKEN",
-        message: format!("You already have a virtual machine named '{name}'."),
-    }
 }
 
 fn view_of(vm: &crate::vm::Vm, version: usize) -> vm_view::VmView {
@@ -282,33 +267,19 @@ pub async fn patch(
         vm_input::check_memory(m, limits)?;
     }
     let current = visible(&state, &user, &vm_id).await?;
-    let renamed = input.name.clone().filter(|n| *n != current.name);
-    if let Some(name) = &renamed {
-        if !vm_view::reserve_name(&state.pool, &current.owner_id, name, &vm_id).await? {
-            return Err(name_taken(name));
-        }
-    }
     let command = VmCommand::Reconfigure(Reconfiguration {
         name: input.name,
         description: input.description,
         cpu: input.cpu,
         memory: input.memory,
     });
+    // A new name is reserved (and the old one released) in the transaction that records it.
     let result = state
         .registry
         .execute(&vm_id, command, user.meta(Via::Rest))
         .await;
-    let release = |name: String| {
-        let pool = state.pool.clone();
-        let owner = current.owner_id.clone();
-        let vm_id = vm_id.clone();
-        async move { vm_view::release_name(&pool, &owner, &name, &vm_id).await }
-    };
     match result {
         Ok(committed) => {
-            if renamed.is_some() {
-                release(current.name.clone()).await?;
-            }
             let view = view_of(&committed.vm, committed.version);
             let requires_restart = view.requires_restart;
             Ok(envelope::ok(
@@ -326,12 +297,7 @@ pub async fn patch(
             },
             "Nothing to change.",
         )),
-        Err(e) => {
-            if let Some(name) = renamed {
-                release(name).await?;
-            }
-            Err(ApiError::from_actor(&vm_id, e))
-        }
+        Err(e) => Err(ApiError::from_actor(&vm_id, e)),
     }
 }
 

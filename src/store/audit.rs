@@ -1,6 +1,6 @@
 //! The event log as an audit log: filtered, keyset-paged reads by global position, a streaming
-//! export, and a human view with levels. Positions are handed out in commit order (see
-//! `migrations/0005_audit.sql`), so paging by position never skips an event.
+//! export, and a human view with levels. Every read stops at the bound of [`super::visible`], so
+//! paging by position never skips an event that commits later.
 
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 use utoipa::ToSchema;
 
+use super::visible::{self, Bound};
 use super::StoreError;
 
 /// What `GET /events` may filter on. Everything is optional; all given filters must hold.
@@ -188,17 +189,18 @@ impl AuditRow {
     }
 }
 
-fn select(filter: &EventFilter) -> QueryBuilder<'static, Postgres> {
+fn select(filter: &EventFilter, bound: Bound) -> QueryBuilder<'static, Postgres> {
     let mut q = QueryBuilder::new(format!(
         "SELECT e.position, e.aggregate_id, e.sequence, e.event_type, e.event_version AS version,
                 e.payload, e.metadata, e.recorded_at, {LEVEL_SQL} AS level
          FROM events e WHERE e.aggregate_type = 'vm'"
     ));
-    where_clauses(&mut q, filter);
+    where_clauses(&mut q, filter, bound);
     q
 }
 
-fn where_clauses(q: &mut QueryBuilder<'static, Postgres>, f: &EventFilter) {
+fn where_clauses(q: &mut QueryBuilder<'static, Postgres>, f: &EventFilter, bound: Bound) {
+    visible::push_below(q, bound);
     if let Some(owner) = &f.owner_id {
         q.push(" AND e.aggregate_id IN (SELECT id FROM vms WHERE owner_id = ")
             .push_bind(owner.clone())
@@ -256,7 +258,8 @@ pub async fn page(
     filter: &EventFilter,
     limit: u32,
 ) -> Result<Vec<AuditRow>, StoreError> {
-    let mut q = select(filter);
+    let bound = visible::bound(pool).await?;
+    let mut q = select(filter, bound);
     q.push(" ORDER BY e.position LIMIT ")
         .push_bind(i64::from(limit));
     Ok(q.build_query_as().fetch_all(pool).await?)
@@ -269,7 +272,8 @@ pub async fn page_by_offset(
     page: u32,
     limit: u32,
 ) -> Result<(Vec<AuditRow>, i64), StoreError> {
-    let mut q = select(filter);
+    let bound = visible::bound(pool).await?;
+    let mut q = select(filter, bound);
     q.push(" ORDER BY e.position DESC LIMIT ")
         .push_bind(i64::from(limit))
         .push(" OFFSET ")
@@ -277,7 +281,7 @@ pub async fn page_by_offset(
     let rows = q.build_query_as().fetch_all(pool).await?;
     let mut count =
         QueryBuilder::new("SELECT count(*) FROM events e WHERE e.aggregate_type = 'vm'");
-    where_clauses(&mut count, filter);
+    where_clauses(&mut count, filter, bound);
     let total: i64 = count.build_query_scalar().fetch_one(pool).await?;
     Ok((rows, total))
 }
@@ -294,9 +298,9 @@ pub fn stream<'c>(
         .map(|r| r.map_err(StoreError::from))
 }
 
-/// The ordered query `stream` runs.
-pub fn export_query(filter: &EventFilter) -> QueryBuilder<'static, Postgres> {
-    let mut q = select(filter);
+/// The ordered query `stream` runs, below `bound` (from [`visible::bound`]).
+pub fn export_query(filter: &EventFilter, bound: Bound) -> QueryBuilder<'static, Postgres> {
+    let mut q = select(filter, bound);
     q.push(" ORDER BY e.position");
     q
 }

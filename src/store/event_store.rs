@@ -1,23 +1,22 @@
-//! The VM event stream in PostgreSQL, through cqrs-es's snapshotting event store.
+//! The VM event stream in PostgreSQL: cqrs-es's `Aggregate` decides and applies, and our own
+//! repository (`super::repository`) reads and commits, one transaction per command.
 //!
-//! cqrs-es 0.5 applies events to the aggregate as `handle` writes them, and applies them again
-//! when it builds a snapshot from the commit context. So a commit is always given the state from
-//! *before* the command; the state after it is kept separately (see `VmState::commit`).
+//! cqrs-es 0.5's `EventSink` applies events to the aggregate as `handle` writes them, so the
+//! aggregate `handle` ran on is the state after the command; the state before is kept for the
+//! snapshot and the name reservation.
 
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
-use cqrs_es::{Aggregate, AggregateError, EventStore};
-use postgres_es::PostgresEventRepository;
+use cqrs_es::Aggregate;
 use sqlx::PgPool;
 
 use super::metadata::CommandMeta;
+use super::repository::{Commit, Repository};
 use super::StoreError;
 use crate::vm::{Vm, VmCommand, VmError, VmEvent};
 
 #[derive(Clone)]
 pub struct VmEventStore {
-    store: std::sync::Arc<PersistedEventStore<PostgresEventRepository, Vm>>,
-    snapshot_every: usize,
+    repo: std::sync::Arc<Repository>,
 }
 
 /// One VM's state as of a known position in its stream.
@@ -39,27 +38,22 @@ pub enum CommitError {
 
 impl VmEventStore {
     pub fn new(pool: PgPool, snapshot_every: usize) -> Self {
-        let repo = PostgresEventRepository::new(pool);
         VmEventStore {
-            store: std::sync::Arc::new(
-                PersistedEventStore::new_snapshot_store(repo, snapshot_every)
-                    .with_upcasters(super::upcasters::all()),
-            ),
-            snapshot_every,
+            repo: std::sync::Arc::new(Repository::new(
+                pool,
+                snapshot_every,
+                super::upcasters::all(),
+            )),
         }
     }
 
     /// The VM's current state: the latest snapshot plus the events after it.
     pub async fn load(&self, vm_id: &str) -> Result<VmState, StoreError> {
-        let ctx = self
-            .store
-            .load_aggregate(vm_id)
-            .await
-            .map_err(store_error)?;
+        let loaded = self.repo.load(vm_id).await?;
         Ok(VmState {
-            vm: ctx.aggregate,
-            version: ctx.current_sequence,
-            snapshot: ctx.current_snapshot,
+            vm: loaded.vm,
+            version: loaded.version,
+            snapshot: loaded.snapshot,
         })
     }
 
@@ -67,15 +61,8 @@ impl VmEventStore {
     /// shapes) by the aggregate's own `apply`.
     pub async fn state_at(&self, vm_id: &str, sequence: usize) -> Result<Vm, StoreError> {
         let mut vm = Vm::default();
-        for envelope in self
-            .store
-            .load_events(vm_id)
-            .await
-            .map_err(store_error)?
-            .into_iter()
-            .take_while(|e| e.sequence <= sequence)
-        {
-            vm.apply(envelope.payload);
+        for (_, event) in self.repo.events_after(vm_id, 0, Some(sequence)).await? {
+            vm.apply(event);
         }
         Ok(vm)
     }
@@ -102,20 +89,21 @@ impl VmEventStore {
         if let Some(status) = after.status {
             metadata.insert("status".into(), status.as_str().to_string());
         }
-        let context = EventStoreAggregateContext {
-            aggregate_id: state.vm_id_or_new(&after),
-            aggregate: state.vm.clone(),
-            current_sequence: state.version,
-            current_snapshot: state.snapshot,
-        };
-        self.store
-            .commit(events.clone(), context, metadata)
-            .await
-            .map_err(store_error)?;
+        let vm_id = state.vm_id_or_new(&after);
+        let snapshot = self
+            .repo
+            .commit(&Commit {
+                vm_id: &vm_id,
+                before: &state.vm,
+                version: state.version,
+                snapshot: state.snapshot,
+                events: &events,
+                after: &after,
+                metadata: &metadata,
+            })
+            .await?;
+        state.snapshot = snapshot;
         let version = state.version + events.len();
-        if version / self.snapshot_every > state.version / self.snapshot_every {
-            state.snapshot = Some(state.snapshot.map_or(1, |s| s + 1));
-        }
         state.version = version;
         state.vm = after;
         Ok(events)
@@ -128,22 +116,6 @@ impl VmState {
             after.id.clone()
         } else {
             self.vm.id.clone()
-        }
-    }
-}
-
-fn store_error(e: AggregateError<VmError>) -> StoreError {
-    match e {
-        AggregateError::AggregateConflict => StoreError::Conflict,
-        AggregateError::DatabaseConnectionError(e) => StoreError::Unavailable(e),
-        AggregateError::DeserializationError(e) => {
-            StoreError::Unexpected(anyhow::anyhow!(e).context("a stored event could not be read"))
-        }
-        AggregateError::UnexpectedError(e) => {
-            StoreError::Unexpected(anyhow::anyhow!(e).context("the event store failed"))
-        }
-        AggregateError::UserError(e) => {
-            StoreError::Unexpected(anyhow::anyhow!(e).context("the event store reported a refusal"))
         }
     }
 }

@@ -1,9 +1,11 @@
 //! Reads of the event log for the real-time feed: the relay to NATS and the WebSocket replay
 //! both read "everything after position P", in position order, with who owns each event's VM.
+//! Both read only below the bound of [`super::visible`], so resuming after P never skips an event.
 
 use sqlx::{PgPool, Postgres, QueryBuilder};
 
 use super::audit::{AuditRow, LEVEL_SQL};
+use super::visible;
 use super::StoreError;
 
 /// One event with the owner of its VM (from the event's metadata; for events recorded before
@@ -31,6 +33,7 @@ pub async fn after(
     limit: u32,
     scope: &Scope,
 ) -> Result<Vec<FeedRow>, StoreError> {
+    let bound = visible::bound(pool).await?;
     let mut q = QueryBuilder::<Postgres>::new(format!(
         "SELECT e.position, e.aggregate_id, e.sequence, e.event_type,
                 e.event_version AS version, e.payload, e.metadata, e.recorded_at,
@@ -40,6 +43,7 @@ pub async fn after(
          WHERE e.aggregate_type = 'vm' AND e.position > "
     ));
     q.push_bind(after);
+    visible::push_below(&mut q, bound);
     if let Some(vm) = &scope.vm_id {
         q.push(" AND e.aggregate_id = ").push_bind(vm.clone());
     }
@@ -52,13 +56,15 @@ pub async fn after(
     Ok(q.build_query_as().fetch_all(pool).await?)
 }
 
-/// The newest position in the log (0 when it is empty).
+/// The newest position a reader can resume after without skipping anything (0 when the log is
+/// empty): the last event below the bound, once the events committed so far are below it.
 pub async fn head(pool: &PgPool) -> Result<i64, StoreError> {
-    Ok(
-        sqlx::query_scalar("SELECT COALESCE(max(position), 0) FROM events")
-            .fetch_one(pool)
-            .await?,
-    )
+    let bound = visible::bound(pool).await?;
+    let mut q = QueryBuilder::<Postgres>::new(
+        "SELECT COALESCE(max(e.position), 0) FROM events e WHERE true",
+    );
+    visible::push_below(&mut q, bound);
+    Ok(q.build_query_scalar().fetch_one(pool).await?)
 }
 
 /// The last position the named relay had confirmed (0 when it never ran).

@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 use super::StoreError;
 
@@ -46,17 +46,11 @@ pub struct JobView {
 
 impl From<JobRow> for JobView {
     fn from(r: JobRow) -> Self {
-        // `cancelling` is an internal step on the way to `cancelled`; clients see it as queued.
-        let status = if r.status == "cancelling" {
-            "queued".to_string()
-        } else {
-            r.status
-        };
         JobView {
             id: r.id,
             vm_id: r.vm_id,
             kind: r.kind,
-            status,
+            status: r.status,
             attempt: r.attempt,
             error: r.error,
             last_error: r.last_error,
@@ -100,7 +94,7 @@ pub async fn list(pool: &PgPool, f: &JobFilter) -> Result<(Vec<JobRow>, i64), St
     let offset = i64::from(f.page.saturating_sub(1)) * i64::from(f.limit);
     let filter = "($1::text IS NULL OR EXISTS (SELECT 1 FROM vms v WHERE v.id = j.vm_id AND v.owner_id = $1))
            AND ($2::text IS NULL OR j.vm_id = $2)
-           AND ($3::text IS NULL OR j.status = $3 OR ($3 = 'queued' AND j.status = 'cancelling'))";
+           AND ($3::text IS NULL OR j.status = $3)";
     let rows = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM jobs j WHERE {filter}
          ORDER BY j.created_at DESC, j.id DESC LIMIT $4 OFFSET $5"
@@ -177,46 +171,19 @@ pub async fn requeue_abandoned(pool: &PgPool) -> Result<Vec<String>, StoreError>
     .await?)
 }
 
-/// Marks a queued job as being cancelled, so no worker takes it. False if it was not queued.
-pub async fn begin_cancel(pool: &PgPool, id: &str) -> Result<bool, StoreError> {
-    Ok(sqlx::query(
-        "UPDATE jobs SET status = 'cancelling', updated_at = now()
-         WHERE id = $1 AND status = 'queued'",
-    )
-    .bind(id)
-    .execute(pool)
-    .await?
-    .rows_affected()
-        == 1)
-}
-
-/// Undoes `begin_cancel` when the cancel could not be recorded.
-pub async fn abort_cancel(pool: &PgPool, id: &str) -> Result<(), StoreError> {
-    sqlx::query("UPDATE jobs SET status = 'queued' WHERE id = $1 AND status = 'cancelling'")
-        .bind(id)
-        .execute(pool)
-        .await?;
-    Ok(())
-}
-
-/// Jobs left half-cancelled by a crash.
-pub async fn cancelling(pool: &PgPool) -> Result<Vec<JobRow>, StoreError> {
-    Ok(sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM jobs WHERE status = 'cancelling'"
-    ))
-    .fetch_all(pool)
-    .await?)
-}
-
-/// Closes a job whose outcome the VM no longer accepts (a crash or a cancel ended it first).
-pub async fn close_superseded(pool: &PgPool, id: &str, reason: &str) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE jobs SET status = 'failed', error = $2, finished_at = now(), updated_at = now()
-         WHERE id = $1 AND status IN ('running', 'queued')",
-    )
-    .bind(id)
-    .bind(reason)
-    .execute(pool)
-    .await?;
-    Ok(())
+/// In a cancel's transaction: locks the job's row (so no worker claims it before the cancel
+/// commits) and refuses unless it is still queued.
+pub async fn lock_queued(conn: &mut PgConnection, id: &str) -> Result<(), StoreError> {
+    let status: Option<String> =
+        sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(conn)
+            .await?;
+    match status {
+        Some(status) if status != "queued" => Err(StoreError::JobNotQueued {
+            job_id: id.to_string(),
+            status,
+        }),
+        Some(_) | None => Ok(()),
+    }
 }

@@ -1,4 +1,4 @@
-//! PostgreSQL: the event log (through postgres-es), and the tables derived from it.
+//! PostgreSQL: the event log (our repository over sqlx), and the tables derived from it.
 
 use std::time::Duration;
 
@@ -11,8 +11,10 @@ pub mod event_store;
 pub mod feed;
 pub mod jobs;
 pub mod metadata;
+pub mod repository;
 pub mod upcasters;
 pub mod users;
+pub mod visible;
 pub mod vm_view;
 
 pub use event_store::{VmEventStore, VmState};
@@ -26,6 +28,12 @@ pub enum StoreError {
     /// Another writer changed the same stream first.
     #[error("another change to the same virtual machine was recorded first")]
     Conflict,
+    /// The owner already has a VM of that name; nothing was recorded.
+    #[error("the owner already has a virtual machine named '{name}'")]
+    NameTaken { name: String },
+    /// A cancel found its job no longer queued (a worker took it); nothing was recorded.
+    #[error("job {job_id} is {status}")]
+    JobNotQueued { job_id: String, status: String },
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }

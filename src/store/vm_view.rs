@@ -1,10 +1,11 @@
-//! The VM list the API reads: one row per VM holding its latest state, written after each commit
-//! and caught up from the log at start-up.
+//! The VM list the API reads: one row per VM holding its latest state, and the per-owner name
+//! reservations. Both are written by the event repository in the transaction that commits the
+//! VM's events, so a read after a command's answer always sees it.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 use super::StoreError;
 use crate::vm::{Vm, VmStatus};
@@ -97,11 +98,14 @@ impl Row {
 }
 
 /// Writes a VM's state at `version`, unless the row already holds a later one.
-pub async fn upsert(pool: &PgPool, vm: &Vm, version: usize) -> Result<(), StoreError> {
+pub async fn upsert(conn: &mut PgConnection, vm: &Vm, version: usize) -> Result<(), StoreError> {
     let state = serde_json::to_value(vm).map_err(|e| {
         StoreError::Unexpected(anyhow::Error::new(e).context("a VM could not be serialised"))
     })?;
     let status = vm.status.unwrap_or(VmStatus::Creating);
+    let version = i64::try_from(version).map_err(|e| {
+        StoreError::Unexpected(anyhow::Error::new(e).context("a VM's version overflowed"))
+    })?;
     sqlx::query(
         "INSERT INTO vms (id, owner_id, owner_name, name, status, version, state, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7,
@@ -118,15 +122,47 @@ pub async fn upsert(pool: &PgPool, vm: &Vm, version: usize) -> Result<(), StoreE
     .bind(&vm.owner.name)
     .bind(&vm.spec.name)
     .bind(status.as_str())
-    .bind(version as i64)
+    .bind(version)
     .bind(state)
-    .execute(pool)
+    .execute(conn)
     .await?;
-    if status == VmStatus::Deleted {
-        sqlx::query("DELETE FROM vm_names WHERE vm_id = $1")
-            .bind(&vm.id)
-            .execute(pool)
+    Ok(())
+}
+
+/// Keeps the VM's name reservation in step with a change from `before` to `after`: a VM that is
+/// not deleted holds its name among its owner's VMs. Another VM holding the name is
+/// [`StoreError::NameTaken`] (and the caller's transaction records nothing).
+pub async fn hold_name(conn: &mut PgConnection, before: &Vm, after: &Vm) -> Result<(), StoreError> {
+    fn held(vm: &Vm) -> Option<&str> {
+        vm.status
+            .filter(|s| *s != VmStatus::Deleted)
+            .map(|_| vm.spec.name.as_str())
+    }
+    let (old, new) = (held(before), held(after));
+    if old == new {
+        return Ok(());
+    }
+    if let Some(old) = old {
+        sqlx::query("DELETE FROM vm_names WHERE owner_id = $1 AND name = $2 AND vm_id = $3")
+            .bind(&before.owner.id)
+            .bind(old)
+            .bind(&before.id)
+            .execute(&mut *conn)
             .await?;
+    }
+    if let Some(new) = new {
+        sqlx::query("INSERT INTO vm_names (owner_id, name, vm_id) VALUES ($1, $2, $3)")
+            .bind(&after.owner.id)
+            .bind(new)
+            .bind(&after.id)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| match &e {
+                sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::NameTaken {
+                    name: new.to_string(),
+                },
+                _ => e.into(),
+            })?;
     }
     Ok(())
 }
@@ -182,20 +218,6 @@ pub async fn list(pool: &PgPool, filter: &ListFilter) -> Result<(Vec<VmView>, i6
     Ok((views, total))
 }
 
-/// VMs whose row is missing or behind their stream: written after a commit that the server did
-/// not live to project.
-pub async fn stale_ids(pool: &PgPool) -> Result<Vec<String>, StoreError> {
-    Ok(sqlx::query_scalar(
-        "SELECT e.aggregate_id FROM events e
-         LEFT JOIN vms v ON v.id = e.aggregate_id
-         WHERE e.aggregate_type = 'vm'
-         GROUP BY e.aggregate_id, v.version
-         HAVING max(e.sequence) > COALESCE(v.version, 0)",
-    )
-    .fetch_all(pool)
-    .await?)
-}
-
 /// Ids of VMs in any of `statuses`.
 pub async fn ids_with_status(
     pool: &PgPool,
@@ -220,52 +242,4 @@ pub async fn owners_with_status(
             .fetch_all(pool)
             .await?,
     )
-}
-
-/// Reserves `name` for `vm_id` among its owner's VMs. False when another VM holds it.
-pub async fn reserve_name(
-    pool: &PgPool,
-    owner_id: &str,
-    name: &str,
-    vm_id: &str,
-) -> Result<bool, StoreError> {
-    let holder: Option<String> = sqlx::query_scalar(
-        "INSERT INTO vm_names (owner_id, name, vm_id) VALUES ($1, $2, $3)
-         ON CONFLICT (owner_id, name) DO UPDATE SET owner_id = vm_names.owner_id
-         RETURNING vm_id",
-    )
-    .bind(owner_id)
-    .bind(name)
-    .bind(vm_id)
-    .fetch_optional(pool)
-    .await?;
-    Ok(holder.as_deref() == Some(vm_id))
-}
-
-pub async fn release_name(
-    pool: &PgPool,
-    owner_id: &str,
-    name: &str,
-    vm_id: &str,
-) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM vm_names WHERE owner_id = $1 AND name = $2 AND vm_id = $3")
-        .bind(owner_id)
-        .bind(name)
-        .bind(vm_id)
-        .execute(pool)
-        .await?;
-    Ok(())
-}
-
-/// Drops reservations that no live VM holds under that name (left by a crash between reserving
-/// and committing).
-pub async fn release_orphan_names(pool: &PgPool) -> Result<u64, StoreError> {
-    Ok(sqlx::query(
-        "DELETE FROM vm_names n WHERE NOT EXISTS (
-             SELECT 1 FROM vms v
-             WHERE v.id = n.vm_id AND v.name = n.name AND v.status <> 'deleted')",
-    )
-    .execute(pool)
-    .await?
-    .rows_affected())
 }

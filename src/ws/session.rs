@@ -3,8 +3,9 @@
 //! A connection reads the hub's broadcast of live events and its own client's frames in one loop.
 //! Each log subscription keeps a cursor (the last position it has passed), so:
 //! - `since` replays from the log after the cursor, then live events at or below the cursor are
-//!   skipped: no gap and no duplicate at the seam, because positions are handed out in commit
-//!   order and the connection listened to the hub before it read the log;
+//!   skipped: no gap and no duplicate at the seam, because the log is read only below the bound
+//!   no later commit can go under (`store::visible`), the relay publishes the same way, and the
+//!   connection listened to the hub before it read the log;
 //! - a connection that fell behind the broadcast catches up from the log the same way;
 //! - frames wait in a bounded queue for a writer task; a client that leaves the queue full for
 //!   `slow_after_ms` is closed as too slow (with the position to resume from), and nobody else

@@ -390,19 +390,24 @@ async fn the_export_streams_a_large_range_in_bounded_memory() {
     const EVENTS: i64 = 300_000;
     let app = spawn_server(Env::new().await).await;
     let pool = sqlx::PgPool::connect(&app.env.database_url).await.unwrap();
-    sqlx::query(
-        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-         SELECT 'vm', 'vm-bulk', n, 'VmReconfigured', '1',
-                jsonb_build_object('VmReconfigured', jsonb_build_object(
-                    'name', null, 'cpu', null, 'memory', null, 'requiresRestart', false,
-                    'description', repeat('x', 300))),
-                '{\"actor_id\": \"system\", \"actor_name\": \"bulk\", \"via\": \"system\"}'
-         FROM generate_series(1, $1) AS n",
-    )
-    .bind(EVENTS)
-    .execute(&pool)
-    .await
-    .unwrap();
+    // A transaction records at most 65,536 events (positions), so the bulk goes in chunks.
+    const CHUNK: i64 = 50_000;
+    for first in (1..=EVENTS).step_by(CHUNK as usize) {
+        sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+             SELECT 'vm', 'vm-bulk', n, 'VmReconfigured', '1',
+                    jsonb_build_object('VmReconfigured', jsonb_build_object(
+                        'name', null, 'cpu', null, 'memory', null, 'requiresRestart', false,
+                        'description', repeat('x', 300))),
+                    '{\"actor_id\": \"system\", \"actor_name\": \"bulk\", \"via\": \"system\"}'
+             FROM generate_series($1, $2) AS n",
+        )
+        .bind(first)
+        .bind((first + CHUNK - 1).min(EVENTS))
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
     let before = app.server_peak_kib();
     let resp = app
         .client

@@ -14,4 +14,5 @@ mod openapi;
 mod relay;
 mod schemas;
 mod snapshots;
+mod transactions;
 mod ws_client;

@@ -88,10 +88,28 @@ async fn every_event_reaches_nats_in_order_on_its_documented_subject() {
 
 #[actix_rt::test]
 async fn sixteen_writers_never_make_a_resuming_reader_skip_an_event() {
+    writers_never_make_a_resuming_reader_skip_an_event(16, 12).await;
+}
+
+#[actix_rt::test]
+async fn sixty_four_writers_never_make_a_resuming_reader_skip_an_event() {
+    writers_never_make_a_resuming_reader_skip_an_event(64, 6).await;
+}
+
+/// `writers` clients each change their own VM `edits` times at once, while a WebSocket reader
+/// keeps dropping and resuming from the last position it saw: it sees every event exactly once,
+/// in log order, and the stream ends up holding exactly the log.
+async fn writers_never_make_a_resuming_reader_skip_an_event(count: usize, edits: usize) {
     let app = spawn_app().await;
     let mut ids = Vec::new();
-    for i in 0..16 {
-        ids.push(app.create_guest(&format!("writer-{i}")).await);
+    for i in 0..count {
+        let (status, body) = app
+            .create_vm(json!({"name": format!("writer-{i}"), "cpu": 1, "memory": 128, "disk": 1}))
+            .await;
+        assert_eq!(status, reqwest::StatusCode::CREATED, "{body}");
+        app.wait_job(body["data"]["jobId"].as_str().expect("a job"))
+            .await;
+        ids.push(body["data"]["id"].as_str().expect("an id").to_string());
     }
     let start = *app
         .log_positions(&app.token, 0)
@@ -141,7 +159,7 @@ async fn sixteen_writers_never_make_a_resuming_reader_skip_an_event() {
         for (w, id) in ids.iter().enumerate() {
             let app = &app;
             all.push(async move {
-                for n in 0..12 {
+                for n in 0..edits {
                     describe(app, id, w * 100 + n).await;
                 }
             });
@@ -156,7 +174,7 @@ async fn sixteen_writers_never_make_a_resuming_reader_skip_an_event() {
         .into_iter()
         .filter(|p| *p > start)
         .collect();
-    assert_eq!(expected.len(), 16 * 12);
+    assert_eq!(expected.len(), count * edits);
     assert!(sessions > 1, "the reader resumed {sessions} times");
     assert_eq!(seen, expected, "the reader saw every event once, in order");
     stream_matches_log(&app, 60).await;

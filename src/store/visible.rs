@@ -1,0 +1,62 @@
+//! How far the log may be read without ever skipping an event that commits later.
+//!
+//! Positions are `(transaction id << 16) + n` (see `migrations/0007_positions_and_commands.sql`),
+//! and writers take no common lock, so an event with a smaller position can commit after one
+//! with a larger position. No event can commit below `voidvm_visible_bound()` (the oldest
+//! transaction of this database still in flight), so every reader of "events after position P"
+//! first takes a [`Bound`] here, in a statement of its own, and then reads below it with
+//! [`push_below`] in a later statement, whose snapshot sees every transaction that ended before
+//! the bound was taken. This module is the one place that bound is computed.
+//!
+//! The bound lags behind a transaction still in flight. So that a read right after a commit sees
+//! it, [`bound`] first waits until every event committed so far is below it (in practice the few
+//! milliseconds until concurrent commands commit).
+
+use std::time::Duration;
+
+use sqlx::{PgPool, Postgres, QueryBuilder};
+
+use super::StoreError;
+
+/// Every event below this position that will ever exist has committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bound(i64);
+
+/// How long a reader waits for transactions in flight before answering with what is final.
+const SETTLE_AT_MOST: Duration = Duration::from_secs(2);
+
+/// Adds the condition every reader of positions applies (events aliased `e`).
+pub fn push_below(q: &mut QueryBuilder<'_, Postgres>, bound: Bound) {
+    q.push(" AND e.position < ").push_bind(bound.0);
+}
+
+/// The bound to read below, once every event committed before the call is below it (waiting up
+/// to two seconds for transactions already in flight; a steady stream of new commands never
+/// keeps a reader waiting, as the target is fixed at the call). Giving up only makes the answer
+/// older, never wrong: what is below the bound stays complete.
+pub async fn bound(pool: &PgPool) -> Result<Bound, StoreError> {
+    // The newest event is read from the statement's snapshot, the bound after it: one round trip
+    // in the common case.
+    let (newest, mut bound): (Option<i64>, i64) =
+        sqlx::query_as("SELECT max(position), voidvm_visible_bound() FROM events")
+            .fetch_one(pool)
+            .await?;
+    let deadline = tokio::time::Instant::now() + SETTLE_AT_MOST;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if newest.is_none_or(|newest| newest < bound) {
+            return Ok(Bound(bound));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                "a transaction in flight holds back readers of the event log for over 2 s"
+            );
+            return Ok(Bound(bound));
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(20));
+        bound = sqlx::query_scalar("SELECT voidvm_visible_bound()")
+            .fetch_one(pool)
+            .await?;
+    }
+}
