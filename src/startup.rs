@@ -21,6 +21,7 @@ use crate::actors::worker::{self, JobWorker, WorkerDeps};
 use crate::actors::VmRegistry;
 use crate::api;
 use crate::auth::{self, TokenKeys};
+use crate::bus::ownership::StreamOwner;
 use crate::bus::relay::Relay;
 use crate::bus::system::SystemEvents;
 use crate::bus::{Bus, Hub};
@@ -44,6 +45,8 @@ pub struct AppState {
     pub job_events: broadcast::Sender<String>,
     /// Live events from NATS for WebSocket connections.
     pub hub: Arc<Hub>,
+    /// Whether the NATS stream carries this database's log (`/ready` says when it does not).
+    pub stream_owner: Arc<StreamOwner>,
     pub ws_limits: Arc<ConnectionLimits>,
     pub usage: Arc<UsageBoard>,
     /// Cancelled when the server begins to stop: WebSocket connections close with "going away".
@@ -103,7 +106,11 @@ impl Application {
         tracing::info!(qemu = %hypervisor.version(), accel = ?hypervisor.accel(), "hypervisor ready");
         let images = ImageCatalog::new(settings.images_dir());
 
-        let bus = Bus::connect(&settings).await?;
+        let log = store::log_identity::load(&pool)
+            .await
+            .context("the event log's id could not be read")?;
+        let bus = Bus::connect(&settings, log).await?;
+        let stream_owner = Arc::new(StreamOwner::new(bus.clone(), pool.clone()));
         let relay_wake = Arc::new(tokio::sync::Notify::new());
 
         // VM actors and workers live on their own arbiter, apart from the HTTP workers.
@@ -161,13 +168,18 @@ impl Application {
             let relay = Relay::new(
                 pool.clone(),
                 bus.clone(),
+                stream_owner.clone(),
                 settings.nats.relay_batch,
                 relay_wake,
             );
             arbiter.spawn(tasks.track_future(relay.run(shutdown.clone())));
         }
         let hub = Hub::new(4096);
-        arbiter.spawn(tasks.track_future(hub.clone().run(bus.clone(), shutdown.clone())));
+        arbiter.spawn(tasks.track_future(hub.clone().run(
+            bus.clone(),
+            stream_owner.clone(),
+            shutdown.clone(),
+        )));
         let usage = Arc::new(UsageBoard::default());
         arbiter.spawn(tasks.track_future(usage.clone().run(
             pool.clone(),
@@ -187,6 +199,7 @@ impl Application {
             tokens,
             job_events,
             hub,
+            stream_owner,
             ws_limits: ConnectionLimits::new(settings.ws.max_connections_per_user),
             usage,
             stopping: stopping.clone(),

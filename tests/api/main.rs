@@ -14,4 +14,5 @@ mod openapi;
 mod relay;
 mod schemas;
 mod snapshots;
+mod stream_owner;
 mod ws_client;
