@@ -59,8 +59,10 @@ pub struct Application {
     pool: PgPool,
     system_events: SystemEvents,
     stopping: CancellationToken,
+    /// Cancelled by whoever owns the application to stop it as a signal would (tests).
+    stop: CancellationToken,
     tasks: TaskTracker,
-    _arbiter: Arbiter,
+    arbiter: Arbiter,
     _shutdown: ShutdownGuard,
 }
 
@@ -242,8 +244,9 @@ impl Application {
             pool,
             system_events,
             stopping,
+            stop: CancellationToken::new(),
             tasks,
-            _arbiter: arbiter,
+            arbiter,
             _shutdown: ShutdownGuard(shutdown),
         })
     }
@@ -252,13 +255,18 @@ impl Application {
         self.addr
     }
 
+    /// Cancelling it stops `run_until_stopped` as SIGTERM would (an in-process server in tests).
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
     /// Serves until SIGINT/SIGTERM, then hands running jobs back to the queue. VMs keep running.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let handle = self.server.handle();
         let mut server = self.server;
         tokio::select! {
             served = &mut server => served.context("the HTTP server failed")?,
-            signal = stop_signal() => {
+            signal = stop_signal(&self.stop) => {
                 tracing::info!(signal, "stopping: no new requests, finishing the ones in flight");
                 self.stopping.cancel();
                 // The command is sent at once; the server must be polled to carry it out.
@@ -291,13 +299,31 @@ impl Application {
                 tracing::error!(error = %crate::telemetry::chain(&e), "running jobs could not be handed back")
             }
         }
+        // The VM actors and workers end with their arbiter's thread.
+        self.arbiter.stop();
+        let arbiter = self.arbiter;
+        if !matches!(
+            tokio::task::spawn_blocking(move || arbiter.join()).await,
+            Ok(Ok(()))
+        ) {
+            tracing::warn!("the actors' thread did not end cleanly");
+        }
+        // Every connection is back (their users are gone): close them while this runtime runs.
+        self.pool.close().await;
         tracing::info!("VoidVM stopped; virtual machines keep running");
         Ok(())
     }
 }
 
-/// Resolves on SIGINT or SIGTERM, naming it.
-async fn stop_signal() -> &'static str {
+/// Resolves on SIGINT, SIGTERM or `stop`, naming it.
+async fn stop_signal(stop: &CancellationToken) -> &'static str {
+    tokio::select! {
+        signal = os_signal() => signal,
+        () = stop.cancelled() => "a stop request",
+    }
+}
+
+async fn os_signal() -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),

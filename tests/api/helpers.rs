@@ -1,6 +1,8 @@
 //! The test harness: a real VoidVM (in-process on port 0, or as the `voidvm` binary for
 //! kill-and-restart tests) on a fresh PostgreSQL database, real QEMU under TCG, and a client with
-//! one method per endpoint. Everything a test starts is torn down when its `TestApp` drops.
+//! one method per endpoint. Everything a test starts is torn down when its `TestApp` drops: its
+//! servers stop (their loops end, their connections close), then its QEMU processes are killed,
+//! then its database is dropped. Logs show only with `TEST_LOG=1`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -22,6 +24,20 @@ pub const NATS_URL: &str = "nats://127.0.0.1:4222";
 /// Where `scripts/setup.sh` puts the test guest.
 pub fn images_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/images")
+}
+
+/// Logs (of in-process servers and of `voidvm` processes) only with `TEST_LOG=1`.
+fn test_log() -> bool {
+    std::env::var_os("TEST_LOG").is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// What names this suite run's data dirs (`scripts/test.sh` sets `VOIDVM_TEST_RUN` and looks for
+/// QEMU processes of the run once the suite has ended).
+fn test_run() -> String {
+    std::env::var("VOIDVM_TEST_RUN")
+        .ok()
+        .filter(|r| !r.is_empty() && r.chars().all(|c| c.is_ascii_alphanumeric()))
+        .map_or_else(String::new, |r| format!("{r}-"))
 }
 
 fn require_guest() {
@@ -60,7 +76,7 @@ impl Env {
         )
         .await
         .expect("the test database could not be created");
-        let data_dir = std::env::temp_dir().join(format!("voidvm-test-{id}"));
+        let data_dir = std::env::temp_dir().join(format!("voidvm-test-{}{id}", test_run()));
         std::fs::create_dir_all(&data_dir).expect("the test data dir could not be created");
         let short = &id[..12];
         Env {
@@ -142,8 +158,13 @@ async fn require_nats() {
 }
 
 async fn connect_admin() -> sqlx::PgConnection {
-    use sqlx::Connection;
-    sqlx::PgConnection::connect(PG_ADMIN_URL)
+    use sqlx::ConnectOptions;
+    // Dropping a database takes a while: that is no slow statement to warn about.
+    PG_ADMIN_URL
+        .parse::<sqlx::postgres::PgConnectOptions>()
+        .expect("a literal URL")
+        .disable_statement_logging()
+        .connect()
         .await
         .unwrap_or_else(|e| {
             panic!("PostgreSQL must be running on 127.0.0.1:5432 for the tests ({e})")
@@ -196,16 +217,98 @@ pub fn alive(pid: i32) -> bool {
         .unwrap_or(false)
 }
 
-fn kill_machines(data_dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(data_dir.join("vms")) else {
-        return;
+/// The live processes whose command line names something in `data_dir` (its QEMUs), by pid.
+pub fn processes_in(data_dir: &Path) -> Vec<(i32, String)> {
+    let needle = format!("{}/", data_dir.display());
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
     };
-    for entry in entries.flatten() {
-        if let Some(pid) = qemu_pid(data_dir, &entry.file_name().to_string_lossy()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| alive(*pid))
+        .filter_map(|pid| {
+            let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+            cmdline.contains(&needle).then_some((pid, cmdline))
+        })
+        .collect()
+}
+
+/// Kills every QEMU of `data_dir` (by its pid file, and any process naming the dir) and waits
+/// for them to go.
+fn kill_machines(data_dir: &Path) {
+    let mut pids: Vec<i32> = std::fs::read_dir(data_dir.join("vms"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| qemu_pid(data_dir, &e.file_name().to_string_lossy()))
+                .collect()
+        })
+        .unwrap_or_default();
+    pids.extend(processes_in(data_dir).into_iter().map(|(pid, _)| pid));
+    for pid in &pids {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    for _ in 0..50 {
+        if !pids.iter().any(|p| alive(*p)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A VoidVM running in this process, on its own thread and actix system, so that dropping a
+/// `TestApp` can stop it (and wait for it) before its database goes.
+struct InProcess {
+    stop: tokio_util::sync::CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl InProcess {
+    async fn start(settings: Settings) -> (String, InProcess) {
+        if test_log() {
+            voidvm::telemetry::init();
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            actix_rt::System::new().block_on(async move {
+                match Application::build(settings).await {
+                    Ok(app) => {
+                        let _ = tx.send(Ok((format!("http://{}", app.addr()), app.stop_token())));
+                        if let Err(e) = app.run_until_stopped().await {
+                            eprintln!("the in-process server failed: {e:#}");
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(format!("{e:#}")));
+                    }
+                }
+            })
+        });
+        let built = tokio::task::spawn_blocking(move || rx.recv())
+            .await
+            .expect("the waiter");
+        match built {
+            Ok(Ok((address, stop))) => (
+                address,
+                InProcess {
+                    stop,
+                    thread: Some(thread),
+                },
+            ),
+            Ok(Err(e)) => panic!("the application failed to build: {e}"),
+            Err(_) => panic!("the application's thread died while building"),
+        }
+    }
+
+    fn stop(&mut self) {
+        self.stop.cancel();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
 }
@@ -216,6 +319,8 @@ pub struct TestApp {
     pub token: String,
     pub env: Env,
     server: Option<std::process::Child>,
+    /// In-process servers on this test's database (stopped before it is dropped).
+    nodes: Mutex<Vec<InProcess>>,
 }
 
 /// VoidVM in this process, on a free port, logged in as admin.
@@ -226,25 +331,19 @@ pub async fn spawn_app() -> TestApp {
 /// `spawn_app` with settings changed by `tweak`.
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let env = Env::new().await;
-    voidvm::telemetry::init();
     let mut settings = env.settings();
     tweak(&mut settings);
-    let app = Application::build(settings)
-        .await
-        .expect("the application failed to build");
-    let address = format!("http://{}", app.addr());
-    actix_web::rt::spawn(app.run_until_stopped());
-    TestApp::connect(address, env, None).await
+    let (address, node) = InProcess::start(settings).await;
+    let app = TestApp::connect(address, env, None).await;
+    app.lock_nodes().push(node);
+    app
 }
 
 /// A second VoidVM node in this process, on the same database and NATS subjects as `app`;
 /// returns its address.
 pub async fn spawn_second_node(app: &TestApp) -> String {
-    let node = Application::build(app.env.settings())
-        .await
-        .expect("the second node failed to build");
-    let address = format!("http://{}", node.addr());
-    actix_web::rt::spawn(node.run_until_stopped());
+    let (address, node) = InProcess::start(app.env.settings()).await;
+    app.lock_nodes().push(node);
     address
 }
 
@@ -260,7 +359,11 @@ async fn start_binary(env: &Env) -> (String, std::process::Child) {
         .arg("serve")
         .envs(env.env_vars())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(if test_log() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .spawn()
         .expect("the voidvm binary could not be started");
     let stdout = child.stdout.take().expect("stdout is piped");
@@ -294,9 +397,14 @@ impl TestApp {
             token: String::new(),
             env,
             server,
+            nodes: Mutex::default(),
         };
         app.token = app.login_token(ADMIN.0, ADMIN.1).await;
         app
+    }
+
+    fn lock_nodes(&self) -> std::sync::MutexGuard<'_, Vec<InProcess>> {
+        self.nodes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// SIGKILLs the server process (not its VMs).
@@ -590,8 +698,15 @@ impl TestApp {
     }
 }
 
+/// Stops every server of the test (then `Env` kills its QEMUs and drops its database).
 impl Drop for TestApp {
     fn drop(&mut self) {
+        // Idle keep-alive connections would hold a graceful stop up.
+        self.client = reqwest::Client::new();
+        let mut nodes = std::mem::take(&mut *self.lock_nodes());
+        for node in nodes.iter_mut().rev() {
+            node.stop();
+        }
         self.kill_server();
     }
 }
