@@ -33,7 +33,7 @@ fn test_log() -> bool {
 
 /// What names this suite run's data dirs (`scripts/test.sh` sets `VOIDVM_TEST_RUN` and looks for
 /// QEMU processes of the run once the suite has ended).
-fn test_run() -> String {
+pub fn test_run() -> String {
     std::env::var("VOIDVM_TEST_RUN")
         .ok()
         .filter(|r| !r.is_empty() && r.chars().all(|c| c.is_ascii_alphanumeric()))
