@@ -290,15 +290,6 @@ impl Application {
         {
             tracing::warn!("background loops did not end within 10 s");
         }
-        match store::jobs::requeue_abandoned(&self.pool).await {
-            Ok(ids) if !ids.is_empty() => {
-                tracing::info!(jobs = ?ids, "handed running jobs back to the queue")
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::error!(error = %crate::telemetry::chain(&e), "running jobs could not be handed back")
-            }
-        }
         // The VM actors and workers end with their arbiter's thread.
         self.arbiter.stop();
         let arbiter = self.arbiter;
@@ -307,6 +298,26 @@ impl Application {
             Ok(Ok(()))
         ) {
             tracing::warn!("the actors' thread did not end cleanly");
+        }
+        // The pool's connections belong to the runtimes that made them, which are gone now (the
+        // HTTP workers', the actors'): hand the jobs back over a connection made on this one.
+        let handed_back = async {
+            let own = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect_with((*self.pool.connect_options()).clone())
+                .await?;
+            let ids = store::jobs::requeue_abandoned(&own).await;
+            own.close().await;
+            ids
+        };
+        match handed_back.await {
+            Ok(ids) if !ids.is_empty() => {
+                tracing::info!(jobs = ?ids, "handed running jobs back to the queue")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %crate::telemetry::chain(&e), "running jobs could not be handed back")
+            }
         }
         // Every connection is back (their users are gone): close them while this runtime runs.
         self.pool.close().await;
