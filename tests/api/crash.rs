@@ -9,7 +9,8 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{alive, eventually, processes_in, spawn_app, spawn_server, Env, TestApp};
+use crate::helpers::{alive, eventually, spawn_app, spawn_server, Env, TestApp};
+use crate::processes::processes_in;
 
 #[actix_rt::test]
 async fn a_killed_qemu_is_recorded_as_crashed() {

@@ -28,7 +28,7 @@ impl TestDir {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let path = std::env::temp_dir().join(format!(
             "voidvm-test-{}hv-{}-{}-{name}",
-            crate::helpers::test_run(),
+            crate::processes::test_run(),
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         ));

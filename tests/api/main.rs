@@ -11,6 +11,7 @@ mod hypervisor;
 mod jobs;
 mod lifecycle;
 mod openapi;
+mod processes;
 mod relay;
 mod schemas;
 mod snapshots;
