@@ -15,10 +15,10 @@ pub fn test_log() -> bool {
     std::env::var_os("TEST_LOG").is_some_and(|v| !v.is_empty() && v != "0")
 }
 
-/// What names this suite run's data dirs (`scripts/test.sh` sets `VOIDVM_TEST_RUN` and looks for
+/// What names this suite run's data dirs (`scripts/test.sh` sets `TEST_RUN` and looks for
 /// QEMU processes of the run once the suite has ended).
 pub fn test_run() -> String {
-    std::env::var("VOIDVM_TEST_RUN")
+    std::env::var("TEST_RUN")
         .ok()
         .filter(|r| !r.is_empty() && r.chars().all(|c| c.is_ascii_alphanumeric()))
         .map_or_else(String::new, |r| format!("{r}-"))
