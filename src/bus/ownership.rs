@@ -374,6 +374,50 @@ mod tests {
         assert_eq!(labelled(None), None);
     }
 
+    fn row() -> AuditRow {
+        AuditRow {
+            position: 5,
+            aggregate_id: "vm-1".into(),
+            sequence: 3,
+            event_type: "VmStarted".into(),
+            version: "1".into(),
+            payload: serde_json::json!({"VmStarted": {}}),
+            metadata: serde_json::json!({"job_id": "job-1"}),
+            recorded_at: chrono::Utc::now(),
+            level: "info".into(),
+        }
+    }
+
+    fn message(is_job: bool, body: Value) -> LastMessage {
+        LastMessage {
+            position: Some(5),
+            log: None,
+            is_job,
+            body,
+        }
+    }
+
+    #[test]
+    fn the_same_event_matches_and_another_at_the_same_position_does_not() {
+        let row = row();
+        let mut body = row.to_json();
+        assert!(same_event(&message(false, body.clone()), &row));
+        // A restored log reuses the position for an event recorded later.
+        body["recordedAt"] = serde_json::json!("2020-01-01T00:00:00Z");
+        assert!(!same_event(&message(false, body), &row));
+        let other_vm = serde_json::json!({"vmId": "vm-2", "sequence": 3, "type": "VmStarted"});
+        assert!(!same_event(&message(false, other_vm), &row));
+    }
+
+    #[test]
+    fn a_job_message_matches_its_events_job() {
+        let row = row();
+        let job = serde_json::json!({"position": 5, "jobId": "job-1", "vmId": "vm-1"});
+        assert!(same_event(&message(true, job), &row));
+        let other = serde_json::json!({"position": 5, "jobId": "job-2", "vmId": "vm-1"});
+        assert!(!same_event(&message(true, other), &row));
+    }
+
     #[test]
     fn a_conflict_names_the_stream_both_logs_and_positions() {
         let ours = LogId::new(uuid::Uuid::new_v4());
