@@ -84,6 +84,19 @@ pub enum StreamConflict {
     },
 }
 
+impl StreamConflict {
+    /// The same problem, whatever the positions now.
+    fn same_kind(&self, other: &StreamConflict) -> bool {
+        match (self, other) {
+            (
+                StreamConflict::Foreign { theirs: a, .. },
+                StreamConflict::Foreign { theirs: b, .. },
+            ) => a == b,
+            _ => std::mem::discriminant(self) == std::mem::discriminant(other),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
     #[error(transparent)]
@@ -183,18 +196,19 @@ impl StreamOwner {
         self.conflict.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Keeps the latest verdict (for `/ready`); logs only a new kind of conflict, not the same
+    /// one with positions that moved on, and the end of one.
     fn record(&self, now: Option<StreamConflict>) {
         let mut was = self.lock();
-        if *was == now {
-            return;
-        }
-        match &now {
-            Some(conflict) => tracing::error!(stream = %self.bus.stream, "{conflict}"),
-            None => tracing::info!(
+        match (&*was, &now) {
+            (Some(before), Some(conflict)) if before.same_kind(conflict) => {}
+            (_, Some(conflict)) => tracing::error!(stream = %self.bus.stream, "{conflict}"),
+            (Some(_), None) => tracing::info!(
                 stream = %self.bus.stream,
                 log = %self.bus.log,
                 "the stream carries this event log now; relaying resumes"
             ),
+            (None, None) => {}
         }
         *was = now;
     }
@@ -362,6 +376,25 @@ fn describe_row(row: &AuditRow) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_conflict_whose_positions_moved_on_is_the_same_one() {
+        let ahead = |log_position| StreamConflict::Ahead {
+            stream: "VOIDVM".into(),
+            log: LogId::new(uuid::Uuid::nil()),
+            stream_position: 9,
+            log_position,
+        };
+        assert!(ahead(2).same_kind(&ahead(3)));
+        let diverged = StreamConflict::Diverged {
+            stream: "VOIDVM".into(),
+            log: LogId::new(uuid::Uuid::nil()),
+            position: 9,
+            theirs: "a".into(),
+            ours: "b".into(),
+        };
+        assert!(!ahead(2).same_kind(&diverged));
+    }
 
     #[test]
     fn a_label_names_its_log() {
