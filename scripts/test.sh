@@ -11,4 +11,16 @@ pg_isready -h 127.0.0.1 -p 5432 >/dev/null 2>&1 || {
 }
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
-cargo test --all-targets "$@"
+# This run's test data dirs carry its id, so the check below finds this run's QEMUs only (other
+# suites may run on the same machine). Not a VOIDVM_ variable: the server refuses unknown settings.
+TEST_RUN="$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"
+export TEST_RUN
+status=0
+cargo test --all-targets "$@" || status=$?
+# Every test that starts a VM stops its QEMU: none of this run may be left.
+if left="$(pgrep -af -- "voidvm-test-${TEST_RUN}-")"; then
+  echo "test: QEMU processes of this run are still running:" >&2
+  echo "$left" >&2
+  exit 1
+fi
+exit "$status"

@@ -1,4 +1,5 @@
-//! The `voidvm` command: `voidvm serve [--config FILE]`, `voidvm openapi`.
+//! The `voidvm` command: `voidvm serve [--config FILE]`, `voidvm openapi`,
+//! `voidvm stream status|reset [--config FILE]`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,6 +29,23 @@ enum Command {
     },
     /// Prints the OpenAPI document (the one served at `/api/v1/openapi.json`).
     Openapi,
+    /// The NATS stream the event log is relayed to.
+    Stream {
+        #[command(subcommand)]
+        action: StreamAction,
+        /// A TOML settings file; `VOIDVM_*` variables override it.
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum StreamAction {
+    /// Says whether the stream carries this database's event log (exit status 1 if not).
+    Status,
+    /// Deletes the stream if it carries another log or is ahead of this one (a restored
+    /// database); the relay then republishes this log from position 1 into a new stream.
+    Reset,
 }
 
 #[actix_web::main]
@@ -39,6 +57,57 @@ async fn main() -> ExitCode {
             println!("{}", voidvm::api::openapi::document());
             ExitCode::SUCCESS
         }
+        Command::Stream { action, config } => stream(action, config).await,
+    }
+}
+
+async fn stream(action: StreamAction, config: Option<PathBuf>) -> ExitCode {
+    use voidvm::bus::ownership::{CheckError, Reset, StreamOwner};
+    let settings = match Settings::load(config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("voidvm: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let owner = match StreamOwner::connect(&settings).await {
+        Ok(owner) => owner,
+        Err(e) => {
+            eprintln!("voidvm: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let stream = &settings.nats.stream;
+    match action {
+        StreamAction::Status => match owner.check().await {
+            Ok(_) => {
+                println!("NATS stream {stream} carries this database's event log.");
+                ExitCode::SUCCESS
+            }
+            Err(CheckError::Conflict(conflict)) => {
+                println!("{conflict}");
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("voidvm: {}", voidvm::telemetry::chain(&e));
+                ExitCode::FAILURE
+            }
+        },
+        StreamAction::Reset => match owner.reset().await {
+            Ok(Reset::NothingToDo) => {
+                println!("NATS stream {stream} carries this database's event log; nothing to do.");
+                ExitCode::SUCCESS
+            }
+            Ok(Reset::Deleted(conflict)) => {
+                println!("{conflict}");
+                println!("Deleted NATS stream {stream}; the relay republishes this database's event log from position 1.");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("voidvm: {}", voidvm::telemetry::chain(&e));
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

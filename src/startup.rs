@@ -21,6 +21,7 @@ use crate::actors::worker::{self, JobWorker, WorkerDeps};
 use crate::actors::VmRegistry;
 use crate::api;
 use crate::auth::{self, TokenKeys};
+use crate::bus::ownership::StreamOwner;
 use crate::bus::relay::Relay;
 use crate::bus::system::SystemEvents;
 use crate::bus::{Bus, Hub};
@@ -44,6 +45,8 @@ pub struct AppState {
     pub job_events: broadcast::Sender<String>,
     /// Live events from NATS for WebSocket connections.
     pub hub: Arc<Hub>,
+    /// Whether the NATS stream carries this database's log (`/ready` says when it does not).
+    pub stream_owner: Arc<StreamOwner>,
     pub ws_limits: Arc<ConnectionLimits>,
     pub usage: Arc<UsageBoard>,
     /// Cancelled when the server begins to stop: WebSocket connections close with "going away".
@@ -56,8 +59,10 @@ pub struct Application {
     pool: PgPool,
     system_events: SystemEvents,
     stopping: CancellationToken,
+    /// Cancelled by whoever owns the application to stop it as a signal would (tests).
+    stop: CancellationToken,
     tasks: TaskTracker,
-    _arbiter: Arbiter,
+    arbiter: Arbiter,
     _shutdown: ShutdownGuard,
 }
 
@@ -103,7 +108,11 @@ impl Application {
         tracing::info!(qemu = %hypervisor.version(), accel = ?hypervisor.accel(), "hypervisor ready");
         let images = ImageCatalog::new(settings.images_dir());
 
-        let bus = Bus::connect(&settings).await?;
+        let log = store::log_identity::load(&pool)
+            .await
+            .context("the event log's id could not be read")?;
+        let bus = Bus::connect(&settings, log).await?;
+        let stream_owner = Arc::new(StreamOwner::new(bus.clone(), pool.clone()));
         let relay_wake = Arc::new(tokio::sync::Notify::new());
 
         // VM actors and workers live on their own arbiter, apart from the HTTP workers.
@@ -161,13 +170,18 @@ impl Application {
             let relay = Relay::new(
                 pool.clone(),
                 bus.clone(),
+                stream_owner.clone(),
                 settings.nats.relay_batch,
                 relay_wake,
             );
             arbiter.spawn(tasks.track_future(relay.run(shutdown.clone())));
         }
         let hub = Hub::new(4096);
-        arbiter.spawn(tasks.track_future(hub.clone().run(bus.clone(), shutdown.clone())));
+        arbiter.spawn(tasks.track_future(hub.clone().run(
+            bus.clone(),
+            stream_owner.clone(),
+            shutdown.clone(),
+        )));
         let usage = Arc::new(UsageBoard::default());
         arbiter.spawn(tasks.track_future(usage.clone().run(
             pool.clone(),
@@ -187,6 +201,7 @@ impl Application {
             tokens,
             job_events,
             hub,
+            stream_owner,
             ws_limits: ConnectionLimits::new(settings.ws.max_connections_per_user),
             usage,
             stopping: stopping.clone(),
@@ -229,8 +244,9 @@ impl Application {
             pool,
             system_events,
             stopping,
+            stop: CancellationToken::new(),
             tasks,
-            _arbiter: arbiter,
+            arbiter,
             _shutdown: ShutdownGuard(shutdown),
         })
     }
@@ -239,13 +255,18 @@ impl Application {
         self.addr
     }
 
+    /// Cancelling it stops `run_until_stopped` as SIGTERM would (an in-process server in tests).
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
     /// Serves until SIGINT/SIGTERM, then hands running jobs back to the queue. VMs keep running.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let handle = self.server.handle();
         let mut server = self.server;
         tokio::select! {
             served = &mut server => served.context("the HTTP server failed")?,
-            signal = stop_signal() => {
+            signal = stop_signal(&self.stop) => {
                 tracing::info!(signal, "stopping: no new requests, finishing the ones in flight");
                 self.stopping.cancel();
                 // The command is sent at once; the server must be polled to carry it out.
@@ -269,7 +290,27 @@ impl Application {
         {
             tracing::warn!("background loops did not end within 10 s");
         }
-        match store::jobs::requeue_abandoned(&self.pool).await {
+        // The VM actors and workers end with their arbiter's thread.
+        self.arbiter.stop();
+        let arbiter = self.arbiter;
+        if !matches!(
+            tokio::task::spawn_blocking(move || arbiter.join()).await,
+            Ok(Ok(()))
+        ) {
+            tracing::warn!("the actors' thread did not end cleanly");
+        }
+        // The pool's connections belong to the runtimes that made them, which are gone now (the
+        // HTTP workers', the actors'): hand the jobs back over a connection made on this one.
+        let handed_back = async {
+            let own = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect_with((*self.pool.connect_options()).clone())
+                .await?;
+            let ids = store::jobs::requeue_abandoned(&own).await;
+            own.close().await;
+            ids
+        };
+        match handed_back.await {
             Ok(ids) if !ids.is_empty() => {
                 tracing::info!(jobs = ?ids, "handed running jobs back to the queue")
             }
@@ -278,13 +319,22 @@ impl Application {
                 tracing::error!(error = %crate::telemetry::chain(&e), "running jobs could not be handed back")
             }
         }
+        // Every connection is back (their users are gone): close them while this runtime runs.
+        self.pool.close().await;
         tracing::info!("VoidVM stopped; virtual machines keep running");
         Ok(())
     }
 }
 
-/// Resolves on SIGINT or SIGTERM, naming it.
-async fn stop_signal() -> &'static str {
+/// Resolves on SIGINT, SIGTERM or `stop`, naming it.
+async fn stop_signal(stop: &CancellationToken) -> &'static str {
+    tokio::select! {
+        signal = os_signal() => signal,
+        () = stop.cancelled() => "a stop request",
+    }
+}
+
+async fn os_signal() -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),

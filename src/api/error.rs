@@ -41,6 +41,9 @@ pub enum ApiError {
     TooManyConnections(usize),
     #[error("The service cannot reach its database; try again shortly.")]
     Unavailable,
+    /// This node does not relay: the NATS stream carries another log (the sentence says which).
+    #[error("{0}")]
+    NotRelaying(String),
     #[error("An internal error occurred.")]
     Unexpected(#[from] anyhow::Error),
 }
@@ -71,7 +74,9 @@ impl ApiError {
             ApiError::UserNotFound(_) => (StatusCode::NOT_FOUND, "USER_NOT_FOUND"),
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             ApiError::TooManyConnections(_) => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
-            ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE"),
+            ApiError::Unavailable | ApiError::NotRelaying(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE")
+            }
             ApiError::Unexpected(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
         }
     }
@@ -93,6 +98,7 @@ impl ApiError {
             ApiError::Conflict { .. } => "The request conflicts with the current state.",
             ApiError::TooManyConnections(_) => "Too many connections.",
             ApiError::Unavailable => "Service unavailable.",
+            ApiError::NotRelaying(_) => "The event stream needs an operator.",
             ApiError::Unexpected(_) => "Internal server error.",
         }
     }

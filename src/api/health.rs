@@ -25,13 +25,14 @@ pub async fn health() -> HttpResponse {
     )
 }
 
-/// Ready when the database answers (start-up reconciliation finishes before the server binds).
+/// Ready when the database answers (start-up reconciliation finishes before the server binds) and
+/// the NATS stream carries this database's event log (see `bus::ownership`).
 #[utoipa::path(
     get,
     path = "/ready",
     tag = "health",
     responses(
-        (status = 200, description = "The database answers.", body = Envelope<Readiness>),
+        (status = 200, description = "The database answers and the NATS stream carries this log.", body = Envelope<Readiness>),
         Unavailable
     )
 )]
@@ -40,6 +41,9 @@ pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
         .execute(&state.pool)
         .await
         .map_err(|_| ApiError::Unavailable)?;
+    if let Some(conflict) = state.stream_owner.conflict() {
+        return Err(ApiError::NotRelaying(conflict.to_string()));
+    }
     Ok(envelope::ok(
         Readiness {
             status: "ready".into(),

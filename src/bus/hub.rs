@@ -16,6 +16,8 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use super::message::FeedEvent;
+use super::ownership::{CheckError, StreamOwner};
+use super::subjects::LOG_HEADER;
 use super::system::SystemEvent;
 use super::Bus;
 
@@ -56,9 +58,15 @@ impl Hub {
         let _ = self.events.send(Arc::new(event));
     }
 
-    /// Follows the stream and the system subject until `shutdown`.
-    pub async fn run(self: Arc<Self>, bus: Bus, shutdown: CancellationToken) {
-        let events = self.clone().follow_events(bus.clone());
+    /// Follows the stream (only while it carries this node's log) and the system subject until
+    /// `shutdown`.
+    pub async fn run(
+        self: Arc<Self>,
+        bus: Bus,
+        owner: Arc<StreamOwner>,
+        shutdown: CancellationToken,
+    ) {
+        let events = self.clone().follow_events(bus.clone(), owner);
         let system = self.follow_system(bus);
         tokio::select! {
             () = events => {}
@@ -67,12 +75,16 @@ impl Hub {
         }
     }
 
-    async fn follow_events(self: Arc<Self>, bus: Bus) {
+    async fn follow_events(self: Arc<Self>, bus: Bus, owner: Arc<StreamOwner>) {
         let mut next_sequence: Option<u64> = None;
         let mut delay = Duration::from_millis(100);
         loop {
-            match self.consume(&bus, &mut next_sequence).await {
+            match self.consume(&bus, &owner, &mut next_sequence).await {
                 Ok(()) => delay = Duration::from_millis(100),
+                // Another log's stream, or one ahead of ours: the owner check said so once.
+                Err(e) if matches!(e.downcast_ref(), Some(CheckError::Conflict(_))) => {
+                    tokio::time::sleep(super::relay::RECHECK).await;
+                }
                 Err(e) => {
                     tracing::warn!(error = %crate::telemetry::chain(e.as_ref()), "the event feed from NATS stopped; following again");
                     tokio::time::sleep(delay).await;
@@ -82,13 +94,20 @@ impl Hub {
         }
     }
 
-    async fn consume(&self, bus: &Bus, next_sequence: &mut Option<u64>) -> anyhow::Result<()> {
-        let mut stream = bus.ensure_stream().await?;
+    async fn consume(
+        &self,
+        bus: &Bus,
+        owner: &StreamOwner,
+        next_sequence: &mut Option<u64>,
+    ) -> anyhow::Result<()> {
+        let mut stream = owner.check().await?;
+        let last_sequence = stream.info().await?.state.last_sequence;
         let start_sequence = match *next_sequence {
-            Some(sequence) => sequence,
-            // First start: only what arrives from now on (a connection reads older events from
-            // the log).
-            None => stream.info().await?.state.last_sequence + 1,
+            // The same stream, where we left it.
+            Some(sequence) if sequence <= last_sequence + 1 => sequence,
+            // First start, or the stream was made anew (a reset): only what arrives from now on
+            // (a connection reads older events from the log).
+            _ => last_sequence + 1,
         };
         *next_sequence = Some(start_sequence);
         let deliver_policy = DeliverPolicy::ByStartSequence { start_sequence };
@@ -100,6 +119,7 @@ impl Hub {
             })
             .await?;
         let mut messages = consumer.messages().await?;
+        let ours = bus.log.to_string();
         while let Some(message) = messages.next().await {
             let message = message?;
             let sequence = message
@@ -107,6 +127,11 @@ impl Hub {
                 .map_err(|e| anyhow::anyhow!(e))?
                 .stream_sequence;
             *next_sequence = Some(sequence + 1);
+            let log = message.headers.as_ref().and_then(|h| h.get(LOG_HEADER));
+            if log.is_some_and(|l| l.as_str() != ours) {
+                tracing::debug!(subject = %message.subject, "skipped a message of another log");
+                continue;
+            }
             match FeedEvent::from_bytes(&message.payload) {
                 Ok(event) => self.deliver(event),
                 Err(e) => {

@@ -7,9 +7,11 @@ use std::time::Duration;
 use async_nats::jetstream::{self, stream};
 
 use crate::config::Settings;
+use crate::store::log_identity::LogId;
 
 pub mod hub;
 pub mod message;
+pub mod ownership;
 pub mod relay;
 pub mod subjects;
 pub mod system;
@@ -41,13 +43,15 @@ pub struct Bus {
     pub jetstream: jetstream::Context,
     pub subjects: Subjects,
     pub stream: String,
+    /// The event log this node's database holds; the stream records which log it carries.
+    pub log: LogId,
     retention: Duration,
 }
 
 impl Bus {
     /// Connects in the background: the server starts even while NATS is away, and the relay
     /// catches up once it is back.
-    pub async fn connect(settings: &Settings) -> Result<Bus, BusError> {
+    pub async fn connect(settings: &Settings, log: LogId) -> Result<Bus, BusError> {
         let client = async_nats::ConnectOptions::new()
             .name("voidvm")
             .retry_on_initial_connect()
@@ -77,16 +81,18 @@ impl Bus {
             jetstream,
             subjects: Subjects::new(&settings.nats.prefix),
             stream: settings.nats.stream.clone(),
+            log,
             retention: Duration::from_secs(settings.nats.retention_secs),
         })
     }
 
-    /// Creates the stream holding the event and job subjects, unless it exists.
+    /// Creates the stream holding the event and job subjects, labelled with this node's log,
+    /// unless it exists (whose log an existing stream carries is `ownership`'s business).
     pub async fn ensure_stream(&self) -> Result<stream::Stream, BusError> {
         self.jetstream
             .get_or_create_stream(stream::Config {
                 name: self.stream.clone(),
-                description: Some("VoidVM: committed VM events and job changes".into()),
+                description: Some(ownership::label(self.log)),
                 subjects: vec![self.subjects.all_events(), self.subjects.all_jobs()],
                 max_age: self.retention,
                 duplicate_window: Duration::from_secs(120),

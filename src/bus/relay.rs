@@ -7,7 +7,9 @@
 //! a failure the relay reads the stream's last message to learn how far it got, and goes on from
 //! there. A crash between commit and publish, or NATS being away, only delays publication.
 //!
-//! One node relays at a time: the relay holds a PostgreSQL session lock while it runs.
+//! One node relays at a time: the relay holds a PostgreSQL session lock while it runs. It relays
+//! only to a stream that carries its own log (`ownership`): never to another database's stream,
+//! nor to one ahead of its log.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +22,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::message::FeedEvent;
-use super::subjects::POSITION_HEADER;
+use super::ownership::{CheckError, StreamOwner};
+use super::subjects::{LOG_HEADER, POSITION_HEADER};
 use super::Bus;
 use crate::store::feed;
 
@@ -30,6 +33,8 @@ const OFFSET_NAME: &str = "nats";
 const LEADER_LOCK: i64 = 0x0076_6f69_6472_656c;
 /// How long to wait for a wake-up before looking at the log anyway.
 const POLL: Duration = Duration::from_secs(1);
+/// How often a relay refused by its stream looks again whether an operator acted.
+pub const RECHECK: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 enum RelayError {
@@ -42,21 +47,31 @@ enum RelayError {
         source: async_nats::Error,
     },
     #[error(transparent)]
+    Stream(#[from] CheckError),
+    #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
 
 pub struct Relay {
     pool: PgPool,
     bus: Bus,
+    owner: Arc<StreamOwner>,
     batch: u32,
     wake: Arc<Notify>,
 }
 
 impl Relay {
-    pub fn new(pool: PgPool, bus: Bus, batch: u32, wake: Arc<Notify>) -> Relay {
+    pub fn new(
+        pool: PgPool,
+        bus: Bus,
+        owner: Arc<StreamOwner>,
+        batch: u32,
+        wake: Arc<Notify>,
+    ) -> Relay {
         Relay {
             pool,
             bus,
+            owner,
             batch,
             wake,
         }
@@ -123,6 +138,11 @@ impl Relay {
                 Some(at) => at,
                 None => match self.sync().await {
                     Ok(at) => at,
+                    // Said once, plainly, by the owner check; look again until an operator acts.
+                    Err(RelayError::Stream(CheckError::Conflict(_))) => {
+                        tokio::time::sleep(RECHECK).await;
+                        continue;
+                    }
                     Err(e) => {
                         tracing::warn!(error = %crate::telemetry::chain(&e), "NATS is not ready; events wait in the log");
                         tokio::time::sleep(backoff.next()).await;
@@ -175,11 +195,7 @@ impl Relay {
     /// last sequence), so its last message says exactly how far the relay got, whatever was lost
     /// in flight.
     async fn sync(&self) -> Result<Synced, RelayError> {
-        let mut stream = self
-            .bus
-            .ensure_stream()
-            .await
-            .map_err(|e| RelayError::Unexpected(e.into()))?;
+        let mut stream = self.owner.check().await?;
         let last_sequence = stream
             .info()
             .await
@@ -192,6 +208,8 @@ impl Relay {
             job_sent_for: None,
         };
         if last_sequence == 0 {
+            // A new stream (or one an operator reset) holds none of the log yet.
+            at.confirmed = 0;
             return Ok(at);
         }
         // A message that has aged out leaves only the offset in PostgreSQL to go by.
@@ -227,6 +245,7 @@ impl Relay {
         let mut pending = Vec::with_capacity(events.len() * 2);
         let mut sequence = at.last_sequence;
         let mut failure = None;
+        let log = self.bus.log.to_string();
         for event in events {
             let position = event.position;
             let mut messages = Vec::with_capacity(2);
@@ -252,6 +271,7 @@ impl Relay {
                     .payload(payload)
                     .message_id(id)
                     .header(POSITION_HEADER, position.to_string().as_str())
+                    .header(LOG_HEADER, log.as_str())
                     .expected_last_sequence(sequence);
                 match self.bus.jetstream.send_publish(subject, message).await {
                     Ok(ack) => {

@@ -10,11 +10,14 @@
 //! So `<prefix>.events.vm-123.>` follows one VM, `<prefix>.events.*.VmCrashed` one event type,
 //! and `<prefix>.jobs.>` every job. Event and job messages carry `Nats-Msg-Id` (`e<position>`,
 //! `j<position>`), so a re-sent message is dropped by JetStream's duplicate window, and a
-//! `Voidvm-Position` header with the event's global position in the log. The stream holds them in
-//! log order; an event's job message comes just before it.
+//! `Voidvm-Position` header with the event's global position in the log, and a `Voidvm-Log` header
+//! with the id of the log it comes from. The stream holds them in log order; an event's job
+//! message comes just before it.
 
 /// The header holding an event's global position.
 pub const POSITION_HEADER: &str = "Voidvm-Position";
+/// The header holding the id of the event log a message comes from.
+pub const LOG_HEADER: &str = "Voidvm-Log";
 
 #[derive(Debug, Clone)]
 pub struct Subjects {

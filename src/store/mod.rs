@@ -10,6 +10,7 @@ pub mod audit;
 pub mod event_store;
 pub mod feed;
 pub mod jobs;
+pub mod log_identity;
 pub mod metadata;
 pub mod repository;
 pub mod upcasters;

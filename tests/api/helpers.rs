@@ -1,6 +1,8 @@
 //! The test harness: a real VoidVM (in-process on port 0, or as the `voidvm` binary for
 //! kill-and-restart tests) on a fresh PostgreSQL database, real QEMU under TCG, and a client with
-//! one method per endpoint. Everything a test starts is torn down when its `TestApp` drops.
+//! one method per endpoint. Everything a test starts is torn down when its `TestApp` drops: its
+//! servers stop (their loops end, their connections close), then its QEMU processes are killed,
+//! then its database is dropped. Logs show only with `TEST_LOG=1`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,7 +14,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use voidvm::config::Settings;
 use voidvm::hypervisor::accel::AccelSetting;
-use voidvm::startup::Application;
+
+use crate::processes::{kill_machines, test_log, test_run, InProcess};
 
 pub const ADMIN: (&str, &str) = ("admin", "admin123");
 pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0001";
@@ -60,7 +63,7 @@ impl Env {
         )
         .await
         .expect("the test database could not be created");
-        let data_dir = std::env::temp_dir().join(format!("voidvm-test-{id}"));
+        let data_dir = std::env::temp_dir().join(format!("voidvm-test-{}{id}", test_run()));
         std::fs::create_dir_all(&data_dir).expect("the test data dir could not be created");
         let short = &id[..12];
         Env {
@@ -142,8 +145,13 @@ async fn require_nats() {
 }
 
 async fn connect_admin() -> sqlx::PgConnection {
-    use sqlx::Connection;
-    sqlx::PgConnection::connect(PG_ADMIN_URL)
+    use sqlx::ConnectOptions;
+    // Dropping a database takes a while: that is no slow statement to warn about.
+    PG_ADMIN_URL
+        .parse::<sqlx::postgres::PgConnectOptions>()
+        .expect("a literal URL")
+        .disable_statement_logging()
+        .connect()
         .await
         .unwrap_or_else(|e| {
             panic!("PostgreSQL must be running on 127.0.0.1:5432 for the tests ({e})")
@@ -196,26 +204,14 @@ pub fn alive(pid: i32) -> bool {
         .unwrap_or(false)
 }
 
-fn kill_machines(data_dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(data_dir.join("vms")) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        if let Some(pid) = qemu_pid(data_dir, &entry.file_name().to_string_lossy()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-    }
-}
-
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub token: String,
     pub env: Env,
     server: Option<std::process::Child>,
+    /// In-process servers on this test's database (stopped before it is dropped).
+    nodes: Mutex<Vec<InProcess>>,
 }
 
 /// VoidVM in this process, on a free port, logged in as admin.
@@ -226,25 +222,19 @@ pub async fn spawn_app() -> TestApp {
 /// `spawn_app` with settings changed by `tweak`.
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let env = Env::new().await;
-    voidvm::telemetry::init();
     let mut settings = env.settings();
     tweak(&mut settings);
-    let app = Application::build(settings)
-        .await
-        .expect("the application failed to build");
-    let address = format!("http://{}", app.addr());
-    actix_web::rt::spawn(app.run_until_stopped());
-    TestApp::connect(address, env, None).await
+    let (address, node) = InProcess::start(settings).await;
+    let app = TestApp::connect(address, env, None).await;
+    app.lock_nodes().push(node);
+    app
 }
 
 /// A second VoidVM node in this process, on the same database and NATS subjects as `app`;
 /// returns its address.
 pub async fn spawn_second_node(app: &TestApp) -> String {
-    let node = Application::build(app.env.settings())
-        .await
-        .expect("the second node failed to build");
-    let address = format!("http://{}", node.addr());
-    actix_web::rt::spawn(node.run_until_stopped());
+    let (address, node) = InProcess::start(app.env.settings()).await;
+    app.lock_nodes().push(node);
     address
 }
 
@@ -260,7 +250,11 @@ async fn start_binary(env: &Env) -> (String, std::process::Child) {
         .arg("serve")
         .envs(env.env_vars())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(if test_log() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .spawn()
         .expect("the voidvm binary could not be started");
     let stdout = child.stdout.take().expect("stdout is piped");
@@ -294,9 +288,14 @@ impl TestApp {
             token: String::new(),
             env,
             server,
+            nodes: Mutex::default(),
         };
         app.token = app.login_token(ADMIN.0, ADMIN.1).await;
         app
+    }
+
+    fn lock_nodes(&self) -> std::sync::MutexGuard<'_, Vec<InProcess>> {
+        self.nodes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// SIGKILLs the server process (not its VMs).
@@ -590,8 +589,15 @@ impl TestApp {
     }
 }
 
+/// Stops every server of the test (then `Env` kills its QEMUs and drops its database).
 impl Drop for TestApp {
     fn drop(&mut self) {
+        // Idle keep-alive connections would hold a graceful stop up.
+        self.client = reqwest::Client::new();
+        let mut nodes = std::mem::take(&mut *self.lock_nodes());
+        for node in nodes.iter_mut().rev() {
+            node.stop();
+        }
         self.kill_server();
     }
 }

@@ -27,7 +27,8 @@ impl TestDir {
     fn new(name: &str) -> TestDir {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let path = std::env::temp_dir().join(format!(
-            "voidvm-hv-{}-{}-{name}",
+            "voidvm-test-{}hv-{}-{}-{name}",
+            crate::processes::test_run(),
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         ));

@@ -17,7 +17,7 @@ fn stream_positions(messages: &[(String, Value)]) -> Vec<i64> {
 }
 
 /// Waits until the stream holds exactly the log, in order, and returns its messages.
-async fn stream_matches_log(app: &TestApp, secs: u64) -> Vec<(String, Value)> {
+pub async fn stream_matches_log(app: &TestApp, secs: u64) -> Vec<(String, Value)> {
     let expected = app.log_positions(&app.token, 0).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     loop {
