@@ -85,7 +85,15 @@ pub async fn on_startup(
         };
         if let Some(observed) = observed {
             registry
-                .execute(&vm_id, VmCommand::Observe(observed), meta.clone())
+                .execute(
+                    &vm_id,
+                    // What the reconciler probed is the machine as it is now, whichever process.
+                    VmCommand::Observe {
+                        process: None,
+                        observed,
+                    },
+                    meta.clone(),
+                )
                 .await
                 .with_context(|| format!("what VM {vm_id} did could not be recorded"))?;
         }

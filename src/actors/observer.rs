@@ -33,11 +33,19 @@ pub async fn observe(
             Observation::Resumed => Observed::Resumed,
             Observation::Exited { clean, reason } => Observed::Exited { clean, reason },
         };
-        let span = tracing::info_span!("observation", vm_id = %event.vm_id);
+        let span =
+            tracing::info_span!("observation", vm_id = %event.vm_id, pid = event.process.pid);
         let _guard = span.enter();
         let meta = CommandMeta::system("machine watcher");
         match registry
-            .execute(&event.vm_id, VmCommand::Observe(observed), meta)
+            .execute(
+                &event.vm_id,
+                VmCommand::Observe {
+                    process: Some(event.process),
+                    observed,
+                },
+                meta,
+            )
             .await
         {
             Ok(c) if !c.events.is_empty() => {

@@ -232,7 +232,7 @@ async fn perform(deps: &WorkerDeps, job: &JobRow) -> Result<JobResult, JobError>
             hv.provision(&spec).await?;
             let machine = hv.start(&spec).await?;
             JobResult::Started {
-                pid: machine.pid,
+                process: machine.process,
                 accel: machine.accel.to_string(),
             }
         }
@@ -250,7 +250,9 @@ async fn perform(deps: &WorkerDeps, job: &JobRow) -> Result<JobResult, JobError>
             let spec = vm().await?;
             hv.stop(vm_id, false, deps.restart_stop_timeout).await?;
             let machine = hv.start(&spec).await?;
-            JobResult::Restarted { pid: machine.pid }
+            JobResult::Restarted {
+                process: machine.process,
+            }
         }
         Operation::Pause => {
             hv.pause(vm_id).await?;
