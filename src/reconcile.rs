@@ -14,6 +14,7 @@ use crate::vm::{Observed, VmCommand, VmStatus};
 
 pub async fn on_startup(
     pool: &PgPool,
+    node: &str,
     registry: &VmRegistry,
     hypervisor: &Arc<dyn Hypervisor>,
 ) -> anyhow::Result<()> {
@@ -32,7 +33,9 @@ pub async fn on_startup(
         tracing::info!(released, "released name reservations no VM holds");
     }
 
-    let requeued = jobs::requeue_abandoned(pool).await?;
+    // Only this node's jobs (and those of nodes whose lease expired): another node's running
+    // jobs are its own.
+    let requeued = jobs::requeue_abandoned(pool, node).await?;
     if !requeued.is_empty() {
         tracing::warn!(jobs = ?requeued, "jobs the previous run had started are queued again");
     }

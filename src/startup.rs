@@ -27,7 +27,7 @@ use crate::bus::{Bus, Hub};
 use crate::config::Settings;
 use crate::hypervisor::images::ImageCatalog;
 use crate::hypervisor::qemu::{QemuConfig, QemuHypervisor};
-use crate::hypervisor::Hypervisor;
+use crate::hypervisor::{Hypervisor, ObservationSender};
 use crate::publish::WakeRelay;
 use crate::store::{self, VmEventStore};
 use crate::ws::limits::ConnectionLimits;
@@ -52,6 +52,8 @@ pub struct AppState {
 
 pub struct Application {
     addr: SocketAddr,
+    node: String,
+    observations: ObservationSender,
     server: Server,
     pool: PgPool,
     system_events: SystemEvents,
@@ -95,7 +97,7 @@ impl Application {
                     data_dir: settings.data_dir.clone(),
                     accel: settings.accel,
                 },
-                observations_tx,
+                observations_tx.clone(),
             )
             .await
             .context("QEMU could not be set up")?,
@@ -116,7 +118,12 @@ impl Application {
             arbiter.handle(),
         );
 
-        crate::reconcile::on_startup(&pool, &registry, &hypervisor)
+        let node = crate::node::load_or_create_id(settings.node_id.as_deref(), &settings.data_dir)?;
+        let lease = store::jobs::Lease {
+            node: node.clone(),
+            duration: Duration::from_secs(settings.job_lease_secs),
+        };
+        crate::reconcile::on_startup(&pool, &node, &registry, &hypervisor)
             .await
             .context("start-up reconciliation failed")?;
 
@@ -126,6 +133,7 @@ impl Application {
         let tasks = TaskTracker::new();
         arbiter.spawn(tasks.track_future(observer::observe(
             registry.clone(),
+            pool.clone(),
             observations_rx,
             shutdown.clone(),
         )));
@@ -142,6 +150,7 @@ impl Application {
             images: images.clone(),
             max_attempts: settings.job_max_attempts,
             restart_stop_timeout: Duration::from_secs(settings.default_stop_timeout_secs),
+            lease: lease.clone(),
         });
         let instance = nanoid::nanoid!(6, &auth::ID_ALPHABET);
         let workers: Vec<_> = (0..settings.workers)
@@ -151,8 +160,15 @@ impl Application {
                 JobWorker::start_in_arbiter(&arbiter.handle(), move |_| JobWorker::new(id, deps))
             })
             .collect();
+        arbiter.spawn(tasks.track_future(worker::keep_leases(
+            pool.clone(),
+            lease,
+            workers.clone(),
+            shutdown.clone(),
+        )));
         arbiter.spawn(tasks.track_future(worker::dispatch(
             pool.clone(),
+            node.clone(),
             workers,
             shutdown.clone(),
         )));
@@ -225,6 +241,8 @@ impl Application {
             .await;
         Ok(Application {
             addr,
+            node,
+            observations: observations_tx,
             server,
             pool,
             system_events,
@@ -237,6 +255,12 @@ impl Application {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where the hypervisor's watchers deliver what they observe. Tests deliver an observation
+    /// through it late, to force the races between a process's exit and the next start.
+    pub fn observations(&self) -> ObservationSender {
+        self.observations.clone()
     }
 
     /// Serves until SIGINT/SIGTERM, then hands running jobs back to the queue. VMs keep running.
@@ -269,7 +293,8 @@ impl Application {
         {
             tracing::warn!("background loops did not end within 10 s");
         }
-        match store::jobs::requeue_abandoned(&self.pool).await {
+        // Only this node's own jobs: other nodes sharing the database go on with theirs.
+        match store::jobs::hand_back(&self.pool, &self.node).await {
             Ok(ids) if !ids.is_empty() => {
                 tracing::info!(jobs = ?ids, "handed running jobs back to the queue")
             }

@@ -225,6 +225,14 @@ pub async fn spawn_app() -> TestApp {
 
 /// `spawn_app` with settings changed by `tweak`.
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_with_observations(tweak).await.0
+}
+
+/// `spawn_app_with`, also returning where the app's machine watchers deliver observations, so a
+/// test can deliver one as a watcher would, at the moment it chooses.
+pub async fn spawn_app_with_observations(
+    tweak: impl FnOnce(&mut Settings),
+) -> (TestApp, voidvm::hypervisor::ObservationSender) {
     let env = Env::new().await;
     voidvm::telemetry::init();
     let mut settings = env.settings();
@@ -233,14 +241,18 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
         .await
         .expect("the application failed to build");
     let address = format!("http://{}", app.addr());
+    let observations = app.observations();
     actix_web::rt::spawn(app.run_until_stopped());
-    TestApp::connect(address, env, None).await
+    (TestApp::connect(address, env, None).await, observations)
 }
 
 /// A second VoidVM node in this process, on the same database and NATS subjects as `app`;
 /// returns its address.
 pub async fn spawn_second_node(app: &TestApp) -> String {
-    let node = Application::build(app.env.settings())
+    let mut settings = app.env.settings();
+    // Its own node id: the data dir (and so the kept id) is the first node's.
+    settings.node_id = Some(format!("second-{}", uuid::Uuid::new_v4().simple()));
+    let node = Application::build(settings)
         .await
         .expect("the second node failed to build");
     let address = format!("http://{}", node.addr());
