@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 
 use super::registry::ActorError;
 use super::worker::WorkerDeps;
-use crate::hypervisor::{HypervisorError, MachineSpec, PowerButton, StopOutcome};
+use crate::hypervisor::{Hypervisor, HypervisorError, MachineSpec, PowerButton, StopOutcome};
 use crate::store::jobs::JobRow;
 use crate::store::{vm_view, StoreError};
 use crate::vm::{JobResult, Operation, Vm, VmEvent};
@@ -85,7 +85,7 @@ pub async fn perform(deps: &WorkerDeps, job: &JobRow) -> Result<Step, JobError> 
             let outcome = if force {
                 hv.stop(vm_id, true, Duration::ZERO).await?
             } else {
-                match power_off(deps, job, Duration::from_secs(timeout)).await? {
+                match power_off(hv.as_ref(), job, Duration::from_secs(timeout), Utc::now()).await? {
                     PowerOff::Off(outcome) => outcome,
                     PowerOff::Waiting(step) => return Ok(step),
                 }
@@ -94,15 +94,17 @@ pub async fn perform(deps: &WorkerDeps, job: &JobRow) -> Result<Step, JobError> 
                 reason: stop_reason(outcome).to_string(),
             })
         }
-        Operation::Restart => match power_off(deps, job, deps.restart_stop_timeout).await? {
-            PowerOff::Off(_) => {
-                let machine = hv.start(&machine_spec(deps, job).await?).await?;
-                Step::Done(JobResult::Restarted {
-                    process: machine.process,
-                })
+        Operation::Restart => {
+            match power_off(hv.as_ref(), job, deps.restart_stop_timeout, Utc::now()).await? {
+                PowerOff::Off(_) => {
+                    let machine = hv.start(&machine_spec(deps, job).await?).await?;
+                    Step::Done(JobResult::Restarted {
+                        process: machine.process,
+                    })
+                }
+                PowerOff::Waiting(step) => step,
             }
-            PowerOff::Waiting(step) => step,
-        },
+        }
         Operation::Pause => {
             hv.pause(vm_id).await?;
             Step::Done(JobResult::Paused)
@@ -142,6 +144,7 @@ async fn machine_spec(deps: &WorkerDeps, job: &JobRow) -> Result<MachineSpec, Jo
 }
 
 /// Where a graceful power-off stands after one step.
+#[derive(Debug, PartialEq)]
 enum PowerOff {
     /// The machine is down.
     Off(StopOutcome),
@@ -153,13 +156,12 @@ enum PowerOff {
 /// (`timeout`); each later one (woken by the machine's exit, the next press or the deadline)
 /// finds the machine gone, presses again, or, past the deadline, tells QEMU to quit.
 async fn power_off(
-    deps: &WorkerDeps,
+    hv: &dyn Hypervisor,
     job: &JobRow,
     timeout: Duration,
+    now: DateTime<Utc>,
 ) -> Result<PowerOff, JobError> {
-    let hv = &deps.hypervisor;
     let vm_id = job.vm_id.as_str();
-    let now = Utc::now();
     let deadline = match job.deadline {
         None => later(now, timeout),
         Some(deadline) => {
@@ -211,5 +213,203 @@ fn stop_reason(outcome: StopOutcome) -> &'static str {
         StopOutcome::Graceful => "The guest powered off.",
         StopOutcome::Forced => "QEMU was told to quit.",
         StopOutcome::AlreadyStopped => "The machine was not running.",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use serde_json::json;
+
+    use super::*;
+    use crate::hypervisor::{Accel, Liveness, RunningMachine};
+    use crate::store::jobs::{JobKind, JobStatus};
+
+    /// A machine that runs (maybe paused) until it is told to quit, and ignores the power button.
+    struct DeafMachine {
+        running: Mutex<bool>,
+        paused: bool,
+        presses: AtomicU32,
+        quits: AtomicU32,
+    }
+
+    impl DeafMachine {
+        fn new(running: bool, paused: bool) -> DeafMachine {
+            DeafMachine {
+                running: Mutex::new(running),
+                paused,
+                presses: AtomicU32::new(0),
+                quits: AtomicU32::new(0),
+            }
+        }
+
+        fn is_running(&self) -> bool {
+            *self.running.lock().unwrap()
+        }
+    }
+
+    #[async_trait]
+    impl Hypervisor for DeafMachine {
+        async fn provision(&self, _: &MachineSpec) -> Result<(), HypervisorError> {
+            unimplemented!("not a power-off step")
+        }
+        async fn start(&self, _: &MachineSpec) -> Result<RunningMachine, HypervisorError> {
+            unimplemented!("not a power-off step")
+        }
+        async fn stop(
+            &self,
+            _: &str,
+            force: bool,
+            _: Duration,
+        ) -> Result<StopOutcome, HypervisorError> {
+            assert!(force, "a step never waits inside the hypervisor");
+            self.quits.fetch_add(1, Ordering::SeqCst);
+            let was = std::mem::replace(&mut *self.running.lock().unwrap(), false);
+            Ok(if was {
+                StopOutcome::Forced
+            } else {
+                StopOutcome::AlreadyStopped
+            })
+        }
+        async fn power_button(&self, _: &str) -> Result<PowerButton, HypervisorError> {
+            if !self.is_running() {
+                return Ok(PowerButton::NotRunning);
+            }
+            if self.paused {
+                return Ok(PowerButton::Paused);
+            }
+            self.presses.fetch_add(1, Ordering::SeqCst);
+            Ok(PowerButton::Pressed)
+        }
+        async fn pause(&self, _: &str) -> Result<(), HypervisorError> {
+            unimplemented!("not a power-off step")
+        }
+        async fn resume(&self, _: &str) -> Result<(), HypervisorError> {
+            unimplemented!("not a power-off step")
+        }
+        async fn reset(&self, _: &str) -> Result<(), HypervisorError> {
+            unimplemented!("not a power-off step")
+        }
+        async fn destroy(&self, _: &str) -> Result<(), HypervisorError> {
+            unimplemented!("not a power-off step")
+        }
+        async fn probe(&self, _: &str) -> Result<Liveness, HypervisorError> {
+            unimplemented!("not a power-off step")
+        }
+        async fn attach(&self, _: &str) -> Result<(), HypervisorError> {
+            unimplemented!("not a power-off step")
+        }
+        fn pid(&self, _: &str) -> Option<u32> {
+            self.is_running().then_some(42)
+        }
+        fn accel(&self) -> Accel {
+            Accel::Tcg
+        }
+        fn version(&self) -> String {
+            "fake".into()
+        }
+    }
+
+    fn stop_job(deadline: Option<DateTime<Utc>>) -> JobRow {
+        let now = Utc::now();
+        JobRow {
+            id: "job-1".into(),
+            vm_id: "vm-1".into(),
+            kind: JobKind(Operation::Stop),
+            status: JobStatus::Running,
+            params: json!({}),
+            actor_id: None,
+            attempt: 1,
+            last_error: None,
+            error: None,
+            created_at: now,
+            started_at: Some(now),
+            finished_at: None,
+            updated_at: now,
+            deadline,
+        }
+    }
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_first_step_presses_the_button_and_parks_until_the_next_press() {
+        let hv = DeafMachine::new(true, false);
+        let step = power_off(&hv, &stop_job(None), Duration::from_secs(30), at(0)).await;
+        assert_eq!(
+            step.unwrap(),
+            PowerOff::Waiting(Step::Wait {
+                wake_at: at(10),
+                deadline: at(30)
+            })
+        );
+        assert_eq!(hv.presses.load(Ordering::SeqCst), 1);
+        assert_eq!(hv.quits.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_short_timeout_parks_until_the_deadline() {
+        let hv = DeafMachine::new(true, false);
+        let step = power_off(&hv, &stop_job(None), Duration::from_secs(3), at(0)).await;
+        assert_eq!(
+            step.unwrap(),
+            PowerOff::Waiting(Step::Wait {
+                wake_at: at(3),
+                deadline: at(3)
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn a_later_step_presses_again_until_the_deadline() {
+        let hv = DeafMachine::new(true, false);
+        let job = stop_job(Some(at(30)));
+        let step = power_off(&hv, &job, Duration::from_secs(30), at(25)).await;
+        assert_eq!(
+            step.unwrap(),
+            PowerOff::Waiting(Step::Wait {
+                wake_at: at(30),
+                deadline: at(30)
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn a_step_after_the_guest_powered_off_ends_the_stop() {
+        let hv = DeafMachine::new(false, false);
+        let job = stop_job(Some(at(30)));
+        let step = power_off(&hv, &job, Duration::from_secs(30), at(12)).await;
+        assert_eq!(step.unwrap(), PowerOff::Off(StopOutcome::Graceful));
+        assert_eq!(hv.presses.load(Ordering::SeqCst), 0);
+        assert_eq!(hv.quits.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_step_at_the_deadline_tells_qemu_to_quit() {
+        let hv = DeafMachine::new(true, false);
+        let job = stop_job(Some(at(30)));
+        let step = power_off(&hv, &job, Duration::from_secs(30), at(30)).await;
+        assert_eq!(step.unwrap(), PowerOff::Off(StopOutcome::Forced));
+        assert_eq!(hv.quits.load(Ordering::SeqCst), 1);
+        assert!(!hv.is_running());
+    }
+
+    #[tokio::test]
+    async fn a_paused_machine_is_told_to_quit_at_once() {
+        let hv = DeafMachine::new(true, true);
+        let step = power_off(&hv, &stop_job(None), Duration::from_secs(30), at(0)).await;
+        assert_eq!(step.unwrap(), PowerOff::Off(StopOutcome::Forced));
+    }
+
+    #[tokio::test]
+    async fn a_machine_that_is_not_running_is_already_stopped() {
+        let hv = DeafMachine::new(false, false);
+        let step = power_off(&hv, &stop_job(None), Duration::from_secs(30), at(0)).await;
+        assert_eq!(step.unwrap(), PowerOff::Off(StopOutcome::AlreadyStopped));
     }
 }

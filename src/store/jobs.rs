@@ -264,17 +264,19 @@ pub async fn wait(
     wake_at: DateTime<Utc>,
     deadline: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
-    Ok(sqlx::query(
-        "UPDATE jobs SET wake_at = $2, deadline = $3, updated_at = now()
-         WHERE id = $1 AND status = 'running'",
+    // The notification makes the dispatcher look again at when the next job falls due.
+    Ok(sqlx::query_scalar::<_, String>(
+        "WITH parked AS (
+             UPDATE jobs SET wake_at = $2, deadline = $3, updated_at = now()
+             WHERE id = $1 AND status = 'running' RETURNING id)
+         SELECT id FROM parked, pg_notify('voidvm_jobs', parked.id) AS n",
     )
     .bind(id)
     .bind(wake_at)
     .bind(deadline)
-    .execute(pool)
+    .fetch_optional(pool)
     .await?
-    .rows_affected()
-        == 1)
+    .is_some())
 }
 
 /// Ends a parked job's wait now (its machine exited) and wakes the workers. False when the job

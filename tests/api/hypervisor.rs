@@ -337,10 +337,7 @@ async fn destroy_removes_a_running_blank_disk_machine() {
     let dir = TestDir::new("destroy");
     let (hv, mut rx) = hypervisor(&dir).await;
     let vm = "vm-destroy";
-    let running = hv
-        .start(&spec(vm, BootSource::BlankDisk))
-        .await
-        .expect("start a blank disk");
+    let running = provision_and_start(&hv, &spec(vm, BootSource::BlankDisk)).await;
     wait_for_liveness(&hv, vm, |l| {
         *l == Liveness::Running {
             pid: running.process.pid,
@@ -361,6 +358,18 @@ async fn destroy_removes_a_running_blank_disk_machine() {
     .await;
     assert_eq!(hv.probe(vm).await.expect("probe"), Liveness::NotRunning);
     hv.destroy(vm).await.expect("destroy again");
+}
+
+#[tokio::test]
+async fn a_start_never_makes_the_disk() {
+    let dir = TestDir::new("nodisk");
+    let (hv, _rx) = hypervisor(&dir).await;
+    let err = hv
+        .start(&spec("vm-nodisk", BootSource::BlankDisk))
+        .await
+        .expect_err("a machine that was never provisioned cannot start");
+    assert!(!err.is_transient(), "{err}");
+    assert!(!hv.machine_dir("vm-nodisk").join("disk.qcow2").exists());
 }
 
 #[tokio::test]
@@ -441,10 +450,7 @@ async fn server_child_helper() {
     )
     .await
     .expect("the child's hypervisor starts");
-    let running = hv
-        .start(&spec("vm-survivor", guest()))
-        .await
-        .expect("the child starts the machine");
+    let running = provision_and_start(&hv, &spec("vm-survivor", guest())).await;
     println!("STARTED {}", running.process.pid);
     tokio::time::sleep(Duration::from_secs(120)).await;
 }
