@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::registry::ActorError;
 use super::worker::WorkerDeps;
 use crate::hypervisor::{Hypervisor, HypervisorError, MachineSpec, PowerButton, StopOutcome};
 use crate::store::jobs::JobRow;
@@ -39,13 +38,11 @@ pub enum JobError {
     #[error(transparent)]
     Hypervisor(#[from] HypervisorError),
     #[error("The job's virtual machine could not be read.")]
-    Vm(#[from] ActorError),
-    #[error("The job's virtual machine could not be read.")]
     Store(#[from] StoreError),
     /// The VM list has not yet caught up with the event that opened the job.
     #[error("The virtual machine's state is not up to date yet.")]
     NotCaughtUp,
-    #[error("The stop job's parameters could not be read.")]
+    #[error("The job's parameters could not be read.")]
     BadParams,
 }
 
@@ -53,10 +50,8 @@ impl JobError {
     pub fn is_transient(&self) -> bool {
         match self {
             JobError::Hypervisor(e) => e.is_transient(),
-            JobError::Vm(ActorError::Store(_) | ActorError::Mailbox(_))
-            | JobError::Store(_)
-            | JobError::NotCaughtUp => true,
-            JobError::Vm(ActorError::Refused(_)) | JobError::BadParams => false,
+            JobError::Store(_) | JobError::NotCaughtUp => true,
+            JobError::BadParams => false,
         }
     }
 }
@@ -67,7 +62,18 @@ pub async fn perform(deps: &WorkerDeps, job: &JobRow) -> Result<Step, JobError> 
     let vm_id = job.vm_id.as_str();
     Ok(match job.kind.0 {
         Operation::Provision => {
-            hv.provision(&machine_spec(deps, job).await?).await?;
+            // The event that opened the job (`VmCreated`) holds the whole machine.
+            let spec = match serde_json::from_value::<VmEvent>(job.params.clone()) {
+                Ok(VmEvent::VmCreated { vm_id, spec, .. }) => MachineSpec {
+                    vm_id,
+                    cpu: spec.cpu,
+                    memory_mib: spec.memory,
+                    disk_gib: spec.disk,
+                    boot: deps.images.resolve(&spec.os),
+                },
+                _ => return Err(JobError::BadParams),
+            };
+            hv.provision(&spec).await?;
             Step::Done(JobResult::Provisioned)
         }
         Operation::Start => {

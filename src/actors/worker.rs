@@ -15,13 +15,16 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::job_steps::{self, Step};
+use super::job_steps::{self, JobError, Step};
 use super::registry::{ActorError, VmRegistry};
 use crate::hypervisor::images::ImageCatalog;
 use crate::hypervisor::Hypervisor;
 use crate::store::jobs::{self, JobRow, Lease};
 use crate::store::{CommandMeta, StoreError, Via};
 use crate::vm::{JobResult, VmCommand, VmError};
+
+/// How soon a job that found the VM list behind it is tried again.
+const NOT_CAUGHT_UP_DELAY: Duration = Duration::from_millis(20);
 
 pub struct WorkerDeps {
     pub pool: PgPool,
@@ -119,6 +122,15 @@ async fn run_job(deps: &WorkerDeps, job: JobRow) -> Result<(), StoreError> {
                     jobs::wake(&deps.pool, &job.id).await?;
                 }
             }
+            return Ok(());
+        }
+        Err(JobError::NotCaughtUp)
+            if chrono::Utc::now() - job.created_at < chrono::Duration::seconds(10) =>
+        {
+            // The VM list lags the commit that opened the job by a moment: not a failure (for
+            // long, it is one, retried and counted as any other).
+            tracing::debug!("the VM list has not caught up with the job yet; trying again shortly");
+            jobs::not_yet(&deps.pool, &job.id, NOT_CAUGHT_UP_DELAY).await?;
             return Ok(());
         }
         Err(e) if e.is_transient() && job.attempt < deps.max_attempts as i32 => {

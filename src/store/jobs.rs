@@ -343,6 +343,22 @@ pub async fn retry_later(
     Ok(())
 }
 
+/// Puts a job that could not begin yet back in the queue for `delay`, as if it had not been
+/// claimed: the attempt does not count.
+pub async fn not_yet(pool: &PgPool, id: &str, delay: Duration) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE jobs SET status = 'queued', attempt = greatest(attempt - 1, 0), claimed_by = NULL,
+                node_id = NULL, lease_until = NULL, wake_at = NULL,
+                run_after = now() + make_interval(secs => $2), updated_at = now()
+         WHERE id = $1 AND status = 'running'",
+    )
+    .bind(id)
+    .bind(delay.as_secs_f64())
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// When the next job of `node` becomes due: a queued one, or one of its parked ones.
 pub async fn next_due(pool: &PgPool, node: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
     Ok(sqlx::query_scalar(

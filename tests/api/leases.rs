@@ -120,19 +120,19 @@ async fn twice_as_many_graceful_stops_as_workers_all_wait_at_once_and_end() {
 async fn a_running_job_is_not_taken_by_another_node_while_its_lease_is_renewed() {
     let app = spawn_app_with(|s| {
         s.node_id = Some("node-a".into());
-        s.job_lease_secs = 2;
+        s.job_lease_secs = 3;
     })
     .await;
     let db = PgPool::connect(&app.env.database_url).await.unwrap();
     let id = deaf_vm(&app, "owned").await;
     app.act_and_wait(&id, "start", None).await;
-    let job = graceful_stop(&app, &id, 8).await;
+    let job = graceful_stop(&app, &id, 12).await;
     await_parked(&db, std::slice::from_ref(&job)).await;
 
-    // Node B starts (and re-queues what it finds abandoned) and watches leases for several
-    // lease lengths: node A's job stays A's.
-    node(&app, "node-b", 2).await;
-    for _ in 0..30 {
+    // Node B starts (and re-queues what it finds abandoned) and looks for expired leases for
+    // several lease lengths, until the job ends: node A's job stays A's.
+    node(&app, "node-b", 3).await;
+    loop {
         let (node, status, _) = placement(&db, &job).await;
         if status != "running" {
             break;
