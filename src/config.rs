@@ -36,6 +36,12 @@ pub struct Settings {
     pub workers: usize,
     /// A job that fails for a reason that may pass is tried this many times in all.
     pub job_max_attempts: u32,
+    /// This node's name among nodes sharing a database (`VOIDVM_NODE_ID`); its jobs are its own.
+    /// Unset: made once and kept in `<data_dir>/node-id`, so a restarted node knows its jobs.
+    pub node_id: Option<String>,
+    /// Seconds a node's claim on a job holds without renewal (it renews every third of it); a
+    /// node that stops renewing is taken for gone and its jobs are run by others.
+    pub job_lease_secs: u64,
     /// A snapshot of a VM's state is kept every this many events.
     pub snapshot_every: usize,
     /// A VM actor with nothing to do stops after this many seconds (it is rebuilt on demand).
@@ -145,6 +151,8 @@ impl Default for Settings {
             token_ttl_secs: 12 * 3600,
             workers: 4,
             job_max_attempts: 5,
+            node_id: None,
+            job_lease_secs: 30,
             snapshot_every: 50,
             actor_idle_secs: 300,
             default_stop_timeout_secs: 30,
@@ -225,6 +233,21 @@ impl Settings {
         }
         if self.job_max_attempts == 0 {
             return bad("job_max_attempts must be at least 1");
+        }
+        if self.job_lease_secs < 2 {
+            return bad("job_lease_secs (VOIDVM_JOB_LEASE_SECS) must be at least 2");
+        }
+        if let Some(node) = &self.node_id {
+            if node.is_empty()
+                || node.len() > 64
+                || !node
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            {
+                return bad(
+                    "node_id (VOIDVM_NODE_ID) must be 1 to 64 letters, digits, '-', '_' or '.'",
+                );
+            }
         }
         if let Some(secret) = &self.jwt_secret {
             if secret.len() < 32 {

@@ -12,6 +12,7 @@ pub mod config;
 pub mod hypervisor;
 pub mod job_events;
 pub mod monitor;
+pub mod node;
 pub mod publish;
 pub mod reconcile;
 pub mod startup;

@@ -15,12 +15,15 @@ use crate::vm::{Observed, VmCommand, VmStatus};
 
 pub async fn on_startup(
     pool: &PgPool,
+    node: &str,
     registry: &VmRegistry,
     hypervisor: &Arc<dyn Hypervisor>,
 ) -> anyhow::Result<()> {
     let meta = CommandMeta::system("reconciler");
 
-    let requeued = jobs::requeue_abandoned(pool).await?;
+    // Only this node's jobs (and those of nodes whose lease expired): another node's running
+    // jobs are its own.
+    let requeued = jobs::requeue_abandoned(pool, node).await?;
     if !requeued.is_empty() {
         tracing::warn!(jobs = ?requeued, "jobs the previous run had started are queued again");
     }
@@ -61,7 +64,15 @@ pub async fn on_startup(
         };
         if let Some(observed) = observed {
             registry
-                .execute(&vm_id, VmCommand::Observe(observed), meta.clone())
+                .execute(
+                    &vm_id,
+                    // What the reconciler probed is the machine as it is now, whichever process.
+                    VmCommand::Observe {
+                        process: None,
+                        observed,
+                    },
+                    meta.clone(),
+                )
                 .await
                 .with_context(|| format!("what VM {vm_id} did could not be recorded"))?;
         }

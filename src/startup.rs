@@ -28,7 +28,7 @@ use crate::bus::{Bus, Hub};
 use crate::config::Settings;
 use crate::hypervisor::images::ImageCatalog;
 use crate::hypervisor::qemu::{QemuConfig, QemuHypervisor};
-use crate::hypervisor::Hypervisor;
+use crate::hypervisor::{Hypervisor, ObservationSender};
 use crate::publish::WakeRelay;
 use crate::store::{self, VmEventStore};
 use crate::ws::limits::ConnectionLimits;
@@ -55,6 +55,8 @@ pub struct AppState {
 
 pub struct Application {
     addr: SocketAddr,
+    node: String,
+    observations: ObservationSender,
     server: Server,
     pool: PgPool,
     system_events: SystemEvents,
@@ -100,7 +102,7 @@ impl Application {
                     data_dir: settings.data_dir.clone(),
                     accel: settings.accel,
                 },
-                observations_tx,
+                observations_tx.clone(),
             )
             .await
             .context("QEMU could not be set up")?,
@@ -125,7 +127,12 @@ impl Application {
             arbiter.handle(),
         );
 
-        crate::reconcile::on_startup(&pool, &registry, &hypervisor)
+        let node = crate::node::load_or_create_id(settings.node_id.as_deref(), &settings.data_dir)?;
+        let lease = store::jobs::Lease {
+            node: node.clone(),
+            duration: Duration::from_secs(settings.job_lease_secs),
+        };
+        crate::reconcile::on_startup(&pool, &node, &registry, &hypervisor)
             .await
             .context("start-up reconciliation failed")?;
 
@@ -135,6 +142,7 @@ impl Application {
         let tasks = TaskTracker::new();
         arbiter.spawn(tasks.track_future(observer::observe(
             registry.clone(),
+            pool.clone(),
             observations_rx,
             shutdown.clone(),
         )));
@@ -151,6 +159,7 @@ impl Application {
             images: images.clone(),
             max_attempts: settings.job_max_attempts,
             restart_stop_timeout: Duration::from_secs(settings.default_stop_timeout_secs),
+            lease: lease.clone(),
         });
         let instance = nanoid::nanoid!(6, &auth::ID_ALPHABET);
         let workers: Vec<_> = (0..settings.workers)
@@ -160,8 +169,15 @@ impl Application {
                 JobWorker::start_in_arbiter(&arbiter.handle(), move |_| JobWorker::new(id, deps))
             })
             .collect();
+        arbiter.spawn(tasks.track_future(worker::keep_leases(
+            pool.clone(),
+            lease,
+            workers.clone(),
+            shutdown.clone(),
+        )));
         arbiter.spawn(tasks.track_future(worker::dispatch(
             pool.clone(),
+            node.clone(),
             workers,
             shutdown.clone(),
         )));
@@ -240,6 +256,8 @@ impl Application {
             .await;
         Ok(Application {
             addr,
+            node,
+            observations: observations_tx,
             server,
             pool,
             system_events,
@@ -258,6 +276,12 @@ impl Application {
     /// Cancelling it stops `run_until_stopped` as SIGTERM would (an in-process server in tests).
     pub fn stop_token(&self) -> CancellationToken {
         self.stop.clone()
+    }
+
+    /// Where the hypervisor's watchers deliver what they observe. Tests deliver an observation
+    /// through it late, to force the races between a process's exit and the next start.
+    pub fn observations(&self) -> ObservationSender {
+        self.observations.clone()
     }
 
     /// Serves until SIGINT/SIGTERM, then hands running jobs back to the queue. VMs keep running.
@@ -306,7 +330,8 @@ impl Application {
                 .max_connections(1)
                 .connect_with((*self.pool.connect_options()).clone())
                 .await?;
-            let ids = store::jobs::requeue_abandoned(&own).await;
+            // Only this node's own jobs: other nodes sharing the database go on with theirs.
+            let ids = store::jobs::hand_back(&own, &self.node).await;
             own.close().await;
             ids
         };

@@ -1,6 +1,7 @@
 //! The actors that carry VoidVM: one [`vm_actor::VmActor`] per VM that is in use, serialising
 //! that VM's commands, and the [`worker::JobWorker`]s that carry jobs out against the hypervisor.
 
+pub mod job_steps;
 pub mod observer;
 pub mod registry;
 pub mod vm_actor;

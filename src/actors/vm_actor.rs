@@ -210,6 +210,6 @@ fn command_name(command: &VmCommand) -> &'static str {
         VmCommand::CompleteJob { .. } => "complete_job",
         VmCommand::NoteRetry { .. } => "note_retry",
         VmCommand::CancelJob { .. } => "cancel_job",
-        VmCommand::Observe(_) => "observe",
+        VmCommand::Observe { .. } => "observe",
     }
 }

@@ -1,7 +1,10 @@
 //! Worker actors carry jobs out. A dispatcher listens on PostgreSQL (`LISTEN voidvm_jobs`, sent
 //! by the trigger that creates jobs) and wakes the workers; a woken worker claims due jobs with
-//! `FOR UPDATE SKIP LOCKED` until none is left. Transient failures are retried with exponential
-//! backoff; every outcome goes back to the VM's actor, which records it as an event.
+//! `FOR UPDATE SKIP LOCKED` until none is left, under its node's lease (which the dispatcher
+//! renews, re-queueing the jobs of nodes whose lease expired). A job that waits for its guest is
+//! parked and claimed again when its wait ends, so the wait holds no worker (see `job_steps`).
+//! Transient failures are retried with exponential backoff; every outcome goes back to the VM's
+//! actor, which records it as an event: the only time a job asks the actor anything.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,12 +15,16 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::job_steps::{self, JobError, Step};
 use super::registry::{ActorError, VmRegistry};
 use crate::hypervisor::images::ImageCatalog;
-use crate::hypervisor::{Hypervisor, HypervisorError, MachineSpec, StopOutcome};
-use crate::store::jobs::{self, JobRow};
+use crate::hypervisor::Hypervisor;
+use crate::store::jobs::{self, JobRow, Lease};
 use crate::store::{CommandMeta, StoreError, Via};
-use crate::vm::{JobResult, Operation, Vm, VmCommand, VmError, VmEvent};
+use crate::vm::{JobResult, VmCommand, VmError};
+
+/// How soon a job that found the VM list behind it is tried again.
+const NOT_CAUGHT_UP_DELAY: Duration = Duration::from_millis(20);
 
 pub struct WorkerDeps {
     pub pool: PgPool,
@@ -26,6 +33,8 @@ pub struct WorkerDeps {
     pub images: ImageCatalog,
     pub max_attempts: u32,
     pub restart_stop_timeout: Duration,
+    /// This node and the lease its claims hold under.
+    pub lease: Lease,
 }
 
 pub struct JobWorker {
@@ -92,7 +101,7 @@ impl Handler<Wake> for JobWorker {
 
 /// Claims and carries out one job. False when no job was due.
 async fn run_next(deps: &WorkerDeps, worker: &str) -> Result<bool, StoreError> {
-    let Some(job) = jobs::claim(&deps.pool, worker).await? else {
+    let Some(job) = jobs::claim(&deps.pool, &deps.lease, worker).await? else {
         return Ok(false);
     };
     let span = tracing::info_span!("job", job_id = %job.id, vm_id = %job.vm_id, kind = %job.kind, attempt = job.attempt);
@@ -101,9 +110,29 @@ async fn run_next(deps: &WorkerDeps, worker: &str) -> Result<bool, StoreError> {
 }
 
 async fn run_job(deps: &WorkerDeps, job: JobRow) -> Result<(), StoreError> {
-    tracing::info!("job started");
-    let result = match perform(deps, &job).await {
-        Ok(result) => result,
+    tracing::info!(resumed = job.deadline.is_some(), "job step started");
+    let result = match job_steps::perform(deps, &job).await {
+        Ok(Step::Done(result)) => result,
+        Ok(Step::Wait { wake_at, deadline }) => {
+            if jobs::wait(&deps.pool, &job.id, wake_at, deadline).await? {
+                tracing::info!(%wake_at, %deadline, "waiting for the guest");
+                // The machine may have gone before the job was parked: its exit found nothing
+                // to wake.
+                if deps.hypervisor.pid(&job.vm_id).is_none() {
+                    jobs::wake(&deps.pool, &job.id).await?;
+                }
+            }
+            return Ok(());
+        }
+        Err(JobError::NotCaughtUp)
+            if chrono::Utc::now() - job.created_at < chrono::Duration::seconds(10) =>
+        {
+            // The VM list lags the commit that opened the job by a moment: not a failure (for
+            // long, it is one, retried and counted as any other).
+            tracing::debug!("the VM list has not caught up with the job yet; trying again shortly");
+            jobs::not_yet(&deps.pool, &job.id, NOT_CAUGHT_UP_DELAY).await?;
+            return Ok(());
+        }
         Err(e) if e.is_transient() && job.attempt < deps.max_attempts as i32 => {
             let delay = backoff(job.attempt);
             tracing::warn!(error = %crate::telemetry::chain(&e), retry_in = ?delay, "job failed for a reason that may pass; retrying");
@@ -173,118 +202,54 @@ fn backoff(attempt: i32) -> Duration {
     Duration::from_millis(500 * 2u64.pow(exp - 1))
 }
 
-#[derive(Debug, thiserror::Error)]
-enum JobError {
-    #[error(transparent)]
-    Hypervisor(#[from] HypervisorError),
-    #[error("The job's virtual machine could not be read.")]
-    Vm(#[from] ActorError),
-    #[error("The job is of an unknown kind '{0}'.")]
-    UnknownKind(String),
-    #[error("The stop job's parameters could not be read.")]
-    BadParams,
-}
-
-impl JobError {
-    fn is_transient(&self) -> bool {
-        match self {
-            JobError::Hypervisor(e) => e.is_transient(),
-            JobError::Vm(ActorError::Store(_) | ActorError::Mailbox(_)) => true,
-            JobError::Vm(ActorError::Refused(_))
-            | JobError::UnknownKind(_)
-            | JobError::BadParams => false,
-        }
-    }
-}
-
-fn machine_spec(vm: &Vm, images: &ImageCatalog) -> MachineSpec {
-    MachineSpec {
-        vm_id: vm.id.clone(),
-        cpu: vm.spec.cpu,
-        memory_mib: vm.spec.memory,
-        disk_gib: vm.spec.disk,
-        boot: images.resolve(&vm.spec.os),
-    }
-}
-
-async fn perform(deps: &WorkerDeps, job: &JobRow) -> Result<JobResult, JobError> {
-    let operation =
-        Operation::parse(&job.kind).ok_or_else(|| JobError::UnknownKind(job.kind.clone()))?;
-    let hv = &deps.hypervisor;
-    let vm_id = job.vm_id.as_str();
-    let vm = || async {
-        deps.registry
-            .inspect(vm_id)
-            .await
-            .map(|c| machine_spec(&c.vm, &deps.images))
-    };
-    Ok(match operation {
-        Operation::Provision => {
-            hv.provision(&vm().await?).await?;
-            JobResult::Provisioned
-        }
-        Operation::Start => {
-            let spec = vm().await?;
-            hv.provision(&spec).await?;
-            let machine = hv.start(&spec).await?;
-            JobResult::Started {
-                pid: machine.pid,
-                accel: machine.accel.to_string(),
-            }
-        }
-        Operation::Stop => {
-            let (force, timeout) = match serde_json::from_value::<VmEvent>(job.params.clone()) {
-                Ok(VmEvent::StopRequested { force, timeout, .. }) => (force, timeout),
-                _ => return Err(JobError::BadParams),
-            };
-            let outcome = hv.stop(vm_id, force, Duration::from_secs(timeout)).await?;
-            JobResult::Stopped {
-                reason: stop_reason(outcome).to_string(),
-            }
-        }
-        Operation::Restart => {
-            let spec = vm().await?;
-            hv.stop(vm_id, false, deps.restart_stop_timeout).await?;
-            let machine = hv.start(&spec).await?;
-            JobResult::Restarted { pid: machine.pid }
-        }
-        Operation::Pause => {
-            hv.pause(vm_id).await?;
-            JobResult::Paused
-        }
-        Operation::Resume => {
-            hv.resume(vm_id).await?;
-            JobResult::Resumed
-        }
-        Operation::Reset => {
-            hv.reset(vm_id).await?;
-            JobResult::Reset
-        }
-        Operation::Delete => {
-            hv.destroy(vm_id).await?;
-            JobResult::Deleted
-        }
-    })
-}
-
-fn stop_reason(outcome: StopOutcome) -> &'static str {
-    match outcome {
-        StopOutcome::Graceful => "The guest powered off.",
-        StopOutcome::Forced => "QEMU was told to quit.",
-        StopOutcome::AlreadyStopped => "The machine was not running.",
-    }
-}
-
-/// Wakes the workers whenever a job is created (NOTIFY) and when a delayed retry falls due, until
-/// `shutdown` is cancelled.
-pub async fn dispatch(pool: PgPool, workers: Vec<Addr<JobWorker>>, shutdown: CancellationToken) {
+/// Wakes the workers whenever a job is created or woken (NOTIFY) and when a delayed retry or a
+/// parked job falls due, until `shutdown` is cancelled.
+pub async fn dispatch(
+    pool: PgPool,
+    node: String,
+    workers: Vec<Addr<JobWorker>>,
+    shutdown: CancellationToken,
+) {
     tokio::select! {
-        () = dispatch_until_error(pool, workers) => {}
+        () = dispatch_until_error(pool, node, workers) => {}
         () = shutdown.cancelled() => tracing::debug!("job dispatcher stopped"),
     }
 }
 
-async fn dispatch_until_error(pool: PgPool, workers: Vec<Addr<JobWorker>>) {
+/// Renews the lease on this node's running jobs every third of its length, and puts back in the
+/// queue the jobs of nodes that stopped renewing theirs (waking the workers to take them), until
+/// `shutdown` is cancelled.
+pub async fn keep_leases(
+    pool: PgPool,
+    lease: Lease,
+    workers: Vec<Addr<JobWorker>>,
+    shutdown: CancellationToken,
+) {
+    let every = lease.duration / 3;
+    loop {
+        if let Err(e) = jobs::renew(&pool, &lease).await {
+            tracing::error!(error = %crate::telemetry::chain(&e), "the lease on this node's jobs could not be renewed");
+        }
+        match jobs::requeue_expired(&pool).await {
+            Ok(ids) if !ids.is_empty() => {
+                tracing::warn!(jobs = ?ids, "jobs of a node that went away are queued again");
+                for w in &workers {
+                    w.do_send(Wake);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %crate::telemetry::chain(&e), "expired leases could not be looked for")
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+async fn dispatch_until_error(pool: PgPool, node: String, workers: Vec<Addr<JobWorker>>) {
     const SAFETY_NET: Duration = Duration::from_secs(30);
     let mut listener = loop {
         match PgListener::connect_with(&pool).await {
@@ -304,7 +269,7 @@ async fn dispatch_until_error(pool: PgPool, workers: Vec<Addr<JobWorker>>) {
         for w in &workers {
             w.do_send(Wake);
         }
-        let wait = match jobs::next_due(&pool).await {
+        let wait = match jobs::next_due(&pool, &node).await {
             Ok(Some(due)) => (due - chrono::Utc::now())
                 .to_std()
                 .unwrap_or(SAFETY_NET)

@@ -12,7 +12,7 @@ use super::error::ApiError;
 use super::vms::page_and_limit;
 use crate::auth::AuthUser;
 use crate::startup::AppState;
-use crate::store::jobs::{self, JobFilter, JobRow, JobView};
+use crate::store::jobs::{self, JobFilter, JobRow, JobStatus, JobView};
 use crate::store::Via;
 use crate::vm::VmCommand;
 
@@ -211,7 +211,7 @@ pub async fn cancel(
         code: "JOB_NOT_CANCELLABLE",
         message: format!("Job {job_id} cannot be cancelled: {why}"),
     };
-    if job.status != "queued" {
+    if job.status != JobStatus::Queued {
         return Err(not_cancellable(&format!("it is {}.", job.status)));
     }
     // The cancel's transaction locks the job's row and checks again that no worker took it.

@@ -14,6 +14,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
+use crate::vm::MachineProcess;
+
 pub mod accel;
 pub mod images;
 pub mod process;
@@ -68,7 +70,7 @@ pub enum Accel {
 /// A machine that is up: what the event log records about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunningMachine {
-    pub pid: u32,
+    pub process: MachineProcess,
     pub accel: Accel,
     /// True when the machine was already running before the call (a retried start, a re-attach).
     pub already_running: bool,
@@ -96,6 +98,17 @@ pub enum StopOutcome {
     AlreadyStopped,
 }
 
+/// What pressing the power button found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PowerButton {
+    /// The guest was asked to power off; whether it does is seen on its exit.
+    Pressed,
+    /// The machine's CPUs are paused: it cannot answer ACPI, only be told to quit.
+    Paused,
+    /// Nothing was running.
+    NotRunning,
+}
+
 /// Something a running machine did on its own, seen on its QMP event monitor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Observation {
@@ -112,10 +125,13 @@ pub enum Observation {
     Exited { clean: bool, reason: String },
 }
 
-/// An observation about one machine.
+/// An observation about one machine's process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MachineEvent {
     pub vm_id: String,
+    /// The QEMU process the observation is about: a VM's process changes at every (re)start, and
+    /// what an old one did must not be taken for the new one's.
+    pub process: MachineProcess,
     pub observation: Observation,
 }
 
@@ -156,14 +172,19 @@ pub trait Hypervisor: Send + Sync + 'static {
     async fn provision(&self, spec: &MachineSpec) -> Result<(), HypervisorError>;
     /// Boots the machine detached from this process (it outlives a server restart), waits for
     /// QMP, and starts watching it. Already running: returns it with `already_running: true`.
+    /// It never creates the disk: a machine that was not provisioned fails permanently.
     async fn start(&self, spec: &MachineSpec) -> Result<RunningMachine, HypervisorError>;
-    /// ACPI power-down, then `quit` once `timeout` passes; `force` quits at once.
+    /// ACPI power-down, then `quit` once `timeout` passes; `force` quits at once. A graceful stop
+    /// holds its caller for up to `timeout`: workers use [`Hypervisor::power_button`] instead.
     async fn stop(
         &self,
         vm_id: &str,
         force: bool,
         timeout: Duration,
     ) -> Result<StopOutcome, HypervisorError>;
+    /// One press of the ACPI power button (`system_powerdown`), without waiting for the guest:
+    /// a job that waits for it does so without holding a worker (see `actors::job_steps`).
+    async fn power_button(&self, vm_id: &str) -> Result<PowerButton, HypervisorError>;
     /// QMP `stop`.
     async fn pause(&self, vm_id: &str) -> Result<(), HypervisorError>;
     /// QMP `cont`.

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use crate::vm::MachineProcess;
+
 /// How often exit waits look at `/proc`.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
@@ -41,6 +43,22 @@ pub fn is_machine_process(pid: u32, pid_file: &Path) -> bool {
     };
     let wanted = pid_file.as_os_str().as_encoded_bytes();
     cmdline.split(|b| *b == 0).any(|arg| arg == wanted)
+}
+
+/// When process `pid` started, in clock ticks after the host booted (field 22 of its `stat`).
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the comm's closing parenthesis start at field 3 (the state).
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(22 - 3)?.parse().ok()
+}
+
+/// Names the live process `pid` (its pid and start time), or none when it is gone.
+pub fn identify(pid: u32) -> Option<MachineProcess> {
+    start_time(pid).map(|start| MachineProcess {
+        pid,
+        start: Some(start),
+    })
 }
 
 /// The pid of this machine's live QEMU, if there is one.
@@ -83,6 +101,15 @@ mod tests {
     fn our_own_process_is_not_a_machine() {
         let me = std::process::id();
         assert!(!is_machine_process(me, Path::new("/nonexistent/qemu.pid")));
+    }
+
+    #[test]
+    fn a_process_is_named_by_its_pid_and_start_time() {
+        let me = std::process::id();
+        let named = identify(me).expect("this process is alive");
+        assert_eq!(named.pid, me);
+        assert_eq!(identify(me), Some(named), "the start time does not change");
+        assert_eq!(start_time(u32::MAX), None);
     }
 
     #[test]

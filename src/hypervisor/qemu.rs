@@ -24,8 +24,9 @@ use super::qmp::{execute, QmpError};
 use super::watch::{WatchTarget, Watchers};
 use super::{
     Accel, BootSource, Hypervisor, HypervisorError, Liveness, MachineSpec, ObservationSender,
-    RunningMachine, StopOutcome,
+    PowerButton, RunningMachine, StopOutcome,
 };
+use crate::vm::MachineProcess;
 
 /// How long one ordinary QMP command may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -309,12 +310,13 @@ impl QemuHypervisor {
     async fn ensure_watched(
         &self,
         vm_id: &str,
-        pid: u32,
+        process: MachineProcess,
         paths: &MachinePaths,
     ) -> Result<(), HypervisorError> {
+        let pid = process.pid;
         let target = WatchTarget {
             vm_id: vm_id.to_string(),
-            pid,
+            process,
             pid_file: paths.pid_file.clone(),
             events_socket: paths.events.clone(),
         };
@@ -428,7 +430,10 @@ impl QemuHypervisor {
 
         if let Some(pid) = process::live_pid(&paths.pid_file) {
             tracing::info!(pid, "the machine already runs");
-            self.ensure_watched(&spec.vm_id, pid, &paths).await?;
+            let running = process::identify(pid).ok_or(HypervisorError::Transient(
+                "the machine exited while it was looked at".to_string(),
+            ))?;
+            self.ensure_watched(&spec.vm_id, running, &paths).await?;
             // A start that died between spawning (paused, `-S`) and `cont` left it waiting.
             let status = self
                 .command_with_retry(&paths, pid, qmp::query_status {})
@@ -437,13 +442,19 @@ impl QemuHypervisor {
                 self.command_with_retry(&paths, pid, qmp::cont {}).await?;
             }
             return Ok(RunningMachine {
-                pid,
+                process: running,
                 accel: self.running_accel(pid),
                 already_running: true,
             });
         }
 
-        self.provision(spec).await?;
+        // The disk is the provision job's; a start never makes one (a missing disk is an error).
+        if !paths.disk.is_file() {
+            return Err(HypervisorError::Permanent(format!(
+                "the machine has no disk ({}); it was never provisioned",
+                paths.disk.display()
+            )));
+        }
         if let BootSource::Kernel { kernel, initrd, .. } = &spec.boot {
             for file in std::iter::once(kernel).chain(initrd.iter()) {
                 if !file.is_file() {
@@ -493,19 +504,27 @@ impl QemuHypervisor {
                 stderr_summary(&output.stderr)
             ))
         })?;
+        let running = process::identify(pid).ok_or_else(|| {
+            HypervisorError::Permanent(format!(
+                "QEMU exited right after starting: {}",
+                stderr_summary(&output.stderr)
+            ))
+        })?;
         tracing::info!(pid, accel = %self.accel, "QEMU started");
 
         let started = async {
-            self.ensure_watched(&spec.vm_id, pid, &paths).await?;
+            self.ensure_watched(&spec.vm_id, running, &paths).await?;
             self.command_with_retry(&paths, pid, qmp::cont {}).await
         };
         if let Err(e) = started.await {
             tracing::warn!(error = %crate::telemetry::chain(&e), "the new machine could not be started; killing it");
+            // The job reports the failure; the exit of a process nobody recorded is not news.
+            self.watchers.forget(&spec.vm_id, running);
             let _ = self.quit_or_kill(pid, &paths).await;
             return Err(e);
         }
         Ok(RunningMachine {
-            pid,
+            process: running,
             accel: self.accel,
             already_running: false,
         })
@@ -607,6 +626,32 @@ impl Hypervisor for QemuHypervisor {
             .await
     }
 
+    async fn power_button(&self, vm_id: &str) -> Result<PowerButton, HypervisorError> {
+        let span = tracing::info_span!("power_button", vm_id = %vm_id);
+        async {
+            let paths = self.checked_paths(vm_id)?;
+            let Some(pid) = process::live_pid(&paths.pid_file) else {
+                return Ok(PowerButton::NotRunning);
+            };
+            match execute(&paths.qmp, qmp::query_status {}, COMMAND_TIMEOUT).await {
+                Ok(status) if !status.running => return Ok(PowerButton::Paused),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %crate::telemetry::chain(&e), "the machine's status is unknown; pressing the power button anyway");
+                }
+            }
+            match execute(&paths.qmp, qmp::system_powerdown {}, COMMAND_TIMEOUT).await {
+                Ok(_) => Ok(PowerButton::Pressed),
+                Err(_) if !process::is_machine_process(pid, &paths.pid_file) => {
+                    Ok(PowerButton::NotRunning)
+                }
+                Err(e) => Err(self.command_error(e, pid, &paths)),
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
     async fn pause(&self, vm_id: &str) -> Result<(), HypervisorError> {
         let span = tracing::info_span!("pause", vm_id = %vm_id);
         self.command(vm_id, qmp::stop {}).instrument(span).await?;
@@ -675,7 +720,8 @@ impl Hypervisor for QemuHypervisor {
         async {
             let paths = self.checked_paths(vm_id)?;
             let pid = process::live_pid(&paths.pid_file).ok_or(HypervisorError::NotRunning)?;
-            self.ensure_watched(vm_id, pid, &paths).await
+            let running = process::identify(pid).ok_or(HypervisorError::NotRunning)?;
+            self.ensure_watched(vm_id, running, &paths).await
         }
         .instrument(span)
         .await

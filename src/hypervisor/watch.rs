@@ -22,6 +22,7 @@ use tracing::Instrument;
 
 use super::process;
 use super::{MachineEvent, Observation, ObservationSender};
+use crate::vm::MachineProcess;
 
 /// How long the watcher tries to (re)connect to a live machine's event monitor.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -33,13 +34,14 @@ const EXIT_GRACE: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone)]
 pub struct WatchTarget {
     pub vm_id: String,
-    pub pid: u32,
+    pub process: MachineProcess,
     pub pid_file: PathBuf,
     pub events_socket: PathBuf,
 }
 
 struct Entry {
     id: u64,
+    process: MachineProcess,
     handle: JoinHandle<()>,
 }
 
@@ -51,9 +53,11 @@ pub struct Watchers {
 }
 
 impl Watchers {
-    /// Starts watching unless the machine is already watched. Returns a receiver that resolves
-    /// once the watcher is connected (or failed to connect), or `None` when a watcher was
-    /// already running.
+    /// Starts watching the machine's process unless it is already watched. Returns a receiver
+    /// that resolves once the watcher is connected (or failed to connect), or `None` when a
+    /// watcher was already running. A watcher of the machine's previous process (still waiting
+    /// for it to vanish) is left to report that process's exit; it no longer counts as the
+    /// machine's watcher.
     pub fn ensure(
         &self,
         target: WatchTarget,
@@ -64,7 +68,7 @@ impl Watchers {
             return None;
         };
         if let Some(entry) = entries.get(&target.vm_id) {
-            if !entry.handle.is_finished() {
+            if !entry.handle.is_finished() && entry.process == target.process {
                 return None;
             }
         }
@@ -72,7 +76,8 @@ impl Watchers {
         let (ready_tx, ready_rx) = oneshot::channel();
         let registry = Arc::clone(&self.entries);
         let vm_id = target.vm_id.clone();
-        let span = tracing::info_span!("watch", vm_id = %target.vm_id, pid = target.pid);
+        let process = target.process;
+        let span = tracing::info_span!("watch", vm_id = %target.vm_id, pid = process.pid);
         let handle = tokio::spawn(
             async move {
                 let vm_id = target.vm_id.clone();
@@ -85,8 +90,26 @@ impl Watchers {
             }
             .instrument(span),
         );
-        entries.insert(vm_id, Entry { id, handle });
+        entries.insert(
+            vm_id,
+            Entry {
+                id,
+                process,
+                handle,
+            },
+        );
         Some(ready_rx)
+    }
+
+    /// Stops watching `process` without reporting anything more about it (a start gave it up).
+    pub fn forget(&self, vm_id: &str, process: MachineProcess) {
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.get(vm_id).is_some_and(|e| e.process == process) {
+                if let Some(entry) = entries.remove(vm_id) {
+                    entry.handle.abort();
+                }
+            }
+        }
     }
 
     /// Whether a watcher runs for the machine.
@@ -127,6 +150,7 @@ async fn watch(
     let send = |observation: Observation| {
         let _ = observations.send(MachineEvent {
             vm_id: target.vm_id.clone(),
+            process: target.process,
             observation,
         });
     };
@@ -138,7 +162,7 @@ async fn watch(
         let connection = match connect(&target).await {
             Ok(c) => c,
             Err(why) => {
-                if !process::is_machine_process(target.pid, &target.pid_file) {
+                if !process::is_machine_process(target.process.pid, &target.pid_file) {
                     if let Some(r) = ready.take() {
                         let _ = r.send(Err("the machine exited before it could be watched".into()));
                     }
@@ -159,7 +183,7 @@ async fn watch(
 
         let ConnectionEnd::Closed = read_events(connection, &mut shutdown, &send).await;
 
-        if process::wait_for_exit(target.pid, &target.pid_file, EXIT_GRACE).await {
+        if process::wait_for_exit(target.process.pid, &target.pid_file, EXIT_GRACE).await {
             let observation = exited(shutdown.as_deref());
             tracing::info!(?observation, "the machine's QEMU exited");
             send(observation);
@@ -185,7 +209,7 @@ async fn connect(target: &WatchTarget) -> Result<Connection, String> {
             Ok(connection) => return Ok(connection),
             Err(why) => {
                 if Instant::now() >= deadline
-                    || !process::is_machine_process(target.pid, &target.pid_file)
+                    || !process::is_machine_process(target.process.pid, &target.pid_file)
                 {
                     return Err(why);
                 }

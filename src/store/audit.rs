@@ -55,7 +55,7 @@ impl Level {
 /// and things the machine did that nobody asked for (a guest powering off, a pause) are warnings.
 pub(crate) const LEVEL_SQL: &str = "CASE
     WHEN e.event_type IN ('OperationFailed', 'VmCrashed') THEN 'error'
-    WHEN e.event_type IN ('JobCancelled', 'OperationRetried')
+    WHEN e.event_type IN ('JobCancelled', 'OperationRetried', 'StaleObservationIgnored')
       OR (e.event_type IN ('VmStopped', 'VmPaused', 'VmResumed') AND NOT e.metadata ? 'job_id')
       THEN 'warn'
     ELSE 'info' END";
@@ -184,6 +184,11 @@ impl AuditRow {
                 data["operation"].as_str().unwrap_or("change")
             ),
             "JobCancelled" => format!("{actor} cancelled a job of {vm}."),
+            "StaleObservationIgnored" => format!(
+                "QEMU process {} of {vm} {}, but it was no longer the VM's process; ignored.",
+                data["pid"],
+                data["observation"].as_str().unwrap_or("acting")
+            ),
             other => format!("{other} happened to {vm}."),
         }
     }

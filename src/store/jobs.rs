@@ -1,6 +1,12 @@
 //! The job table as workers and the API see it. Rows are created and closed by the events trigger
 //! (see `migrations/0002_jobs.sql`); this module only claims, retries, re-queues and reads them.
+//!
+//! A node claims a job under a lease it renews (`migrations/0008_job_leases.sql`): only jobs
+//! whose lease expired go back to the queue for other nodes. A running job may wait for its
+//! guest without a worker holding it: it is parked until `wake_at` and claimed again by its node
+//! then (or sooner, when the machine's exit wakes it).
 
+use std::fmt;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -9,13 +15,102 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 
 use super::StoreError;
+use crate::vm::Operation;
+
+/// Where a job is in its life, as the `jobs.status` column holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub const ALL: [JobStatus; 5] = [
+        JobStatus::Queued,
+        JobStatus::Running,
+        JobStatus::Succeeded,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn is_finished(self) -> bool {
+        match self {
+            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled => true,
+            JobStatus::Queued | JobStatus::Running => false,
+        }
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A `jobs` column held a value this version does not know.
+#[derive(Debug, thiserror::Error)]
+#[error("the jobs table holds an unknown {column} '{value}'")]
+pub struct UnknownValue {
+    column: &'static str,
+    value: String,
+}
+
+impl TryFrom<String> for JobStatus {
+    type Error = UnknownValue;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        JobStatus::ALL
+            .into_iter()
+            .find(|s| s.as_str() == value)
+            .ok_or(UnknownValue {
+                column: "status",
+                value,
+            })
+    }
+}
+
+/// A job's kind is the operation it carries out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobKind(pub Operation);
+
+impl TryFrom<String> for JobKind {
+    type Error = UnknownValue;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Operation::parse(&value).map(JobKind).ok_or(UnknownValue {
+            column: "kind",
+            value,
+        })
+    }
+}
+
+impl fmt::Display for JobKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.as_str())
+    }
+}
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct JobRow {
     pub id: String,
     pub vm_id: String,
-    pub kind: String,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub kind: JobKind,
+    #[sqlx(try_from = "String")]
+    pub status: JobStatus,
     pub params: Value,
     pub actor_id: Option<String>,
     pub attempt: i32,
@@ -25,6 +120,8 @@ pub struct JobRow {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
+    /// A wait for the guest gives up at this time (a graceful stop's timeout).
+    pub deadline: Option<DateTime<Utc>>,
 }
 
 /// A job as the API shows it.
@@ -49,8 +146,8 @@ impl From<JobRow> for JobView {
         JobView {
             id: r.id,
             vm_id: r.vm_id,
-            kind: r.kind,
-            status: r.status,
+            kind: r.kind.to_string(),
+            status: r.status.to_string(),
             attempt: r.attempt,
             error: r.error,
             last_error: r.last_error,
@@ -64,12 +161,12 @@ impl From<JobRow> for JobView {
 
 impl JobRow {
     pub fn is_finished(&self) -> bool {
-        matches!(self.status.as_str(), "succeeded" | "failed" | "cancelled")
+        self.status.is_finished()
     }
 }
 
 const COLUMNS: &str = "id, vm_id, kind, status, params, actor_id, attempt, last_error, error, \
-                       created_at, started_at, finished_at, updated_at";
+                       created_at, started_at, finished_at, updated_at, deadline";
 
 pub async fn get(pool: &PgPool, id: &str) -> Result<Option<JobRow>, StoreError> {
     Ok(
@@ -115,17 +212,101 @@ pub async fn list(pool: &PgPool, f: &JobFilter) -> Result<(Vec<JobRow>, i64), St
     Ok((rows, total))
 }
 
-/// Takes the oldest due queued job for `worker`, or none.
-pub async fn claim(pool: &PgPool, worker: &str) -> Result<Option<JobRow>, StoreError> {
+/// The node a job runs on, and how long its claim holds without renewal.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    pub node: String,
+    pub duration: Duration,
+}
+
+/// Takes, for one of `lease`'s node's workers, the oldest due job: a queued one (a new attempt),
+/// or one of the node's own waiting jobs whose wait is over (the same attempt, its next step).
+pub async fn claim(
+    pool: &PgPool,
+    lease: &Lease,
+    worker: &str,
+) -> Result<Option<JobRow>, StoreError> {
     Ok(sqlx::query_as(&format!(
-        "UPDATE jobs SET status = 'running', attempt = attempt + 1,
-                started_at = COALESCE(started_at, now()), claimed_by = $1, updated_at = now()
-         WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND run_after <= now()
+        "UPDATE jobs SET attempt = attempt + CASE WHEN status = 'queued' THEN 1 ELSE 0 END,
+                status = 'running', started_at = COALESCE(started_at, now()),
+                node_id = $1, claimed_by = $2, lease_until = now() + make_interval(secs => $3),
+                wake_at = NULL, updated_at = now()
+         WHERE id = (SELECT id FROM jobs
+                     WHERE (status = 'queued' AND run_after <= now())
+                        OR (status = 'running' AND node_id = $1 AND wake_at <= now())
                      ORDER BY created_at, id FOR UPDATE SKIP LOCKED LIMIT 1)
          RETURNING {COLUMNS}"
     ))
+    .bind(&lease.node)
     .bind(worker)
+    .bind(lease.duration.as_secs_f64())
     .fetch_optional(pool)
+    .await?)
+}
+
+/// Parks a running job until `wake_at` (no worker holds it meanwhile); `deadline` is when its
+/// wait for the guest gives up. False when the job is no longer running (its outcome came first).
+pub async fn wait(
+    pool: &PgPool,
+    id: &str,
+    wake_at: DateTime<Utc>,
+    deadline: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    // The notification makes the dispatcher look again at when the next job falls due.
+    Ok(sqlx::query_scalar::<_, String>(
+        "WITH parked AS (
+             UPDATE jobs SET wake_at = $2, deadline = $3, updated_at = now()
+             WHERE id = $1 AND status = 'running' RETURNING id)
+         SELECT id FROM parked, pg_notify('voidvm_jobs', parked.id) AS n",
+    )
+    .bind(id)
+    .bind(wake_at)
+    .bind(deadline)
+    .fetch_optional(pool)
+    .await?
+    .is_some())
+}
+
+/// Ends a parked job's wait now (its machine exited) and wakes the workers. False when the job
+/// is not waiting.
+pub async fn wake(pool: &PgPool, id: &str) -> Result<bool, StoreError> {
+    Ok(sqlx::query_scalar::<_, String>(
+        "WITH woken AS (
+             UPDATE jobs SET wake_at = now(), updated_at = now()
+             WHERE id = $1 AND status = 'running' AND wake_at IS NOT NULL RETURNING id)
+         SELECT id FROM woken, pg_notify('voidvm_jobs', woken.id) AS n",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?
+    .is_some())
+}
+
+/// Extends the lease of every job running on `lease`'s node; returns how many it holds.
+pub async fn renew(pool: &PgPool, lease: &Lease) -> Result<u64, StoreError> {
+    Ok(sqlx::query(
+        "UPDATE jobs SET lease_until = now() + make_interval(secs => $2)
+         WHERE status = 'running' AND node_id = $1",
+    )
+    .bind(&lease.node)
+    .bind(lease.duration.as_secs_f64())
+    .execute(pool)
+    .await?
+    .rows_affected())
+}
+
+/// Puts back in the queue the running jobs whose node stopped renewing their lease (it is gone).
+/// A job that was waiting for its guest keeps its deadline, so its next node carries on the wait.
+pub async fn requeue_expired(pool: &PgPool) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "UPDATE jobs SET status = 'queued', node_id = NULL, claimed_by = NULL, wake_at = NULL,
+                lease_until = NULL, run_after = now(),
+                last_error = COALESCE(last_error, 'The node running the job went away.'),
+                updated_at = now()
+         WHERE status = 'running' AND (lease_until IS NULL OR lease_until < now())
+         RETURNING id",
+    )
+    .fetch_all(pool)
     .await?)
 }
 
@@ -137,7 +318,8 @@ pub async fn retry_later(
     delay: Duration,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "UPDATE jobs SET status = 'queued', last_error = $2, claimed_by = NULL,
+        "UPDATE jobs SET status = 'queued', last_error = $2, claimed_by = NULL, node_id = NULL,
+                lease_until = NULL, wake_at = NULL,
                 run_after = now() + make_interval(secs => $3), updated_at = now()
          WHERE id = $1 AND status = 'running'",
     )
@@ -149,24 +331,63 @@ pub async fn retry_later(
     Ok(())
 }
 
-/// When the next queued job becomes due, if any is queued.
-pub async fn next_due(pool: &PgPool) -> Result<Option<DateTime<Utc>>, StoreError> {
-    Ok(
-        sqlx::query_scalar("SELECT min(run_after) FROM jobs WHERE status = 'queued'")
-            .fetch_one(pool)
-            .await?,
+/// Puts a job that could not begin yet back in the queue for `delay`, as if it had not been
+/// claimed: the attempt does not count.
+pub async fn not_yet(pool: &PgPool, id: &str, delay: Duration) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE jobs SET status = 'queued', attempt = greatest(attempt - 1, 0), claimed_by = NULL,
+                node_id = NULL, lease_until = NULL, wake_at = NULL,
+                run_after = now() + make_interval(secs => $2), updated_at = now()
+         WHERE id = $1 AND status = 'running'",
     )
+    .bind(id)
+    .bind(delay.as_secs_f64())
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
-/// At start-up: jobs that a previous run of this server had claimed go back to the queue (their
-/// operations are idempotent, so running them again is safe).
-pub async fn requeue_abandoned(pool: &PgPool) -> Result<Vec<String>, StoreError> {
+/// When the next job of `node` becomes due: a queued one, or one of its parked ones.
+pub async fn next_due(pool: &PgPool, node: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
     Ok(sqlx::query_scalar(
-        "UPDATE jobs SET status = 'queued', claimed_by = NULL, run_after = now(),
+        "SELECT least((SELECT min(run_after) FROM jobs WHERE status = 'queued'),
+                      (SELECT min(wake_at) FROM jobs
+                       WHERE status = 'running' AND node_id = $1 AND wake_at IS NOT NULL))",
+    )
+    .bind(node)
+    .fetch_one(pool)
+    .await?)
+}
+
+/// Hands `node`'s running jobs back to the queue: at start-up (jobs a previous run of this node
+/// had claimed; their operations are idempotent, so running them again is safe) and when the node
+/// shuts down. Other nodes' jobs are left alone, unless their lease expired.
+pub async fn requeue_abandoned(pool: &PgPool, node: &str) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "UPDATE jobs SET status = 'queued', node_id = NULL, claimed_by = NULL, wake_at = NULL,
+                lease_until = NULL, run_after = now(),
                 last_error = COALESCE(last_error, 'The server stopped while the job ran.'),
                 updated_at = now()
-         WHERE status = 'running' RETURNING id",
+         WHERE status = 'running'
+           AND (node_id = $1 OR node_id IS NULL OR lease_until IS NULL OR lease_until < now())
+         RETURNING id",
     )
+    .bind(node)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// A node shutting down hands its own running jobs (parked ones too) back to the queue.
+pub async fn hand_back(pool: &PgPool, node: &str) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "UPDATE jobs SET status = 'queued', node_id = NULL, claimed_by = NULL, wake_at = NULL,
+                lease_until = NULL, run_after = now(),
+                last_error = COALESCE(last_error, 'The server stopped while the job ran.'),
+                updated_at = now()
+         WHERE status = 'running' AND node_id = $1
+         RETURNING id",
+    )
+    .bind(node)
     .fetch_all(pool)
     .await?)
 }
@@ -180,7 +401,7 @@ pub async fn lock_queued(conn: &mut PgConnection, id: &str) -> Result<(), StoreE
             .fetch_optional(conn)
             .await?;
     match status {
-        Some(status) if status != "queued" => Err(StoreError::JobNotQueued {
+        Some(status) if status != JobStatus::Queued.as_str() => Err(StoreError::JobNotQueued {
             job_id: id.to_string(),
             status,
         }),

@@ -7,7 +7,29 @@ use serde_json::Value;
 
 /// Every upcaster, oldest change first.
 pub fn all() -> Vec<Box<dyn EventUpcaster>> {
-    vec![Box::new(OperationFailedV1ToV2)]
+    vec![
+        Box::new(OperationFailedV1ToV2),
+        Box::new(ProcessStartV1ToV2("VmStarted")),
+        Box::new(ProcessStartV1ToV2("VmRestarted")),
+    ]
+}
+
+/// `VmStarted` and `VmRestarted` v2 added `processStart`, which with the pid names the process.
+/// A v1 event did not record it: it reads as unknown, and the process is matched by pid alone.
+pub struct ProcessStartV1ToV2(pub &'static str);
+
+impl EventUpcaster for ProcessStartV1ToV2 {
+    fn can_upcast(&self, event_type: &str, event_version: &str) -> bool {
+        event_type == self.0 && event_version == "1"
+    }
+
+    fn upcast(&self, mut event: SerializedEvent) -> SerializedEvent {
+        if let Some(Value::Object(fields)) = event.payload.get_mut(self.0) {
+            fields.entry("processStart").or_insert(Value::Null);
+        }
+        event.event_version = "2".to_string();
+        event
+    }
 }
 
 /// `OperationFailed` v2 added `attempts`. A v1 failure was recorded after at least one try, so
@@ -33,6 +55,42 @@ mod tests {
     use super::*;
     use crate::vm::VmEvent;
     use serde_json::json;
+
+    #[test]
+    fn a_v1_start_reads_with_an_unknown_process_start() {
+        for (name, fields) in [
+            (
+                "VmStarted",
+                json!({"jobId": "j", "pid": 42, "accel": "tcg"}),
+            ),
+            ("VmRestarted", json!({"jobId": "j", "pid": 42})),
+        ] {
+            let v1 = SerializedEvent {
+                aggregate_id: "vm-1".into(),
+                sequence: 4,
+                aggregate_type: "vm".into(),
+                event_type: name.into(),
+                event_version: "1".into(),
+                payload: json!({ name: fields }),
+                metadata: json!({}),
+            };
+            let up = ProcessStartV1ToV2(name);
+            assert!(up.can_upcast(name, "1"));
+            assert!(!up.can_upcast(name, "2"));
+            let v2 = up.upcast(v1);
+            assert_eq!(v2.event_version, "2");
+            let event: VmEvent = serde_json::from_value(v2.payload).unwrap();
+            match event {
+                VmEvent::VmStarted {
+                    pid, process_start, ..
+                }
+                | VmEvent::VmRestarted {
+                    pid, process_start, ..
+                } => assert_eq!((pid, process_start), (42, None)),
+                other => panic!("{name} read as {other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn a_v1_failure_reads_as_one_attempt() {

@@ -176,6 +176,22 @@ pub async fn get(pool: &PgPool, id: &str) -> Result<Option<VmView>, StoreError> 
     row.map(Row::into_view).transpose()
 }
 
+/// The VM's state as the list holds it (what a worker needs to know about the machine, read
+/// without asking the VM's actor).
+pub async fn state(pool: &PgPool, id: &str) -> Result<Option<Vm>, StoreError> {
+    let state: Option<Value> = sqlx::query_scalar("SELECT state FROM vms WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    state
+        .map(|s| {
+            serde_json::from_value(s).map_err(|e| {
+                StoreError::Unexpected(anyhow::Error::new(e).context("a VM row could not be read"))
+            })
+        })
+        .transpose()
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {
     pub owner_id: Option<String>,

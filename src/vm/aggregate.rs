@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::commands::{JobResult, Observed, Reconfiguration, VmCommand};
 use super::error::VmError;
 use super::events::{Owner, VmEvent, VmSpec};
+use super::process::MachineProcess;
 use super::status::{accept, reconfigurable, Operation, VmStatus};
 
 /// The job a VM is waiting on. A VM has at most one.
@@ -33,6 +34,12 @@ pub struct Vm {
     pub status_reason: Option<String>,
     pub pending: Option<PendingJob>,
     pub pid: Option<u32>,
+    /// The QEMU process the VM runs (`pid` with its start time), while it has one.
+    #[serde(default)]
+    pub process: Option<MachineProcess>,
+    /// The VM's last process that is gone, so that its exit, seen late, is known for stale.
+    #[serde(default)]
+    pub ended_process: Option<MachineProcess>,
     pub accel: Option<String>,
     /// A setting changed while the machine ran; it takes effect at the next (re)start.
     pub requires_restart: bool,
@@ -159,7 +166,7 @@ impl Vm {
                     | Operation::Delete => Ok(vec![VmEvent::JobCancelled { job_id }]),
                 }
             }
-            VmCommand::Observe(observed) => self.observe(observed),
+            VmCommand::Observe { process, observed } => self.observe(process, observed),
         }
     }
 
@@ -197,16 +204,21 @@ impl Vm {
                 attempts,
             },
             (Operation::Provision, JobResult::Provisioned) => VmEvent::VmProvisioned { job_id },
-            (Operation::Start, JobResult::Started { pid, accel }) => {
-                VmEvent::VmStarted { job_id, pid, accel }
-            }
+            (Operation::Start, JobResult::Started { process, accel }) => VmEvent::VmStarted {
+                job_id,
+                pid: process.pid,
+                process_start: process.start,
+                accel,
+            },
             (Operation::Stop, JobResult::Stopped { reason }) => VmEvent::VmStopped {
                 job_id: Some(job_id),
                 reason,
             },
-            (Operation::Restart, JobResult::Restarted { pid }) => {
-                VmEvent::VmRestarted { job_id, pid }
-            }
+            (Operation::Restart, JobResult::Restarted { process }) => VmEvent::VmRestarted {
+                job_id,
+                pid: process.pid,
+                process_start: process.start,
+            },
             (Operation::Pause, JobResult::Paused) => VmEvent::VmPaused {
                 job_id: Some(job_id),
             },
@@ -220,7 +232,53 @@ impl Vm {
         Ok(vec![event])
     }
 
-    fn observe(&self, observed: Observed) -> Result<Vec<VmEvent>, VmError> {
+    /// The process the VM runs, if any (from `pid` alone in state rebuilt from old snapshots).
+    pub fn current_process(&self) -> Option<MachineProcess> {
+        self.process
+            .or_else(|| self.pid.map(|pid| MachineProcess { pid, start: None }))
+    }
+
+    /// Whether an observation about `process` concerns this VM: its current process, or, while
+    /// it has none (a start under way), any process but the one that already ended.
+    fn owns(&self, process: &MachineProcess) -> bool {
+        match self.current_process() {
+            Some(current) => current.same_as(process),
+            None => !self
+                .ended_process
+                .is_some_and(|ended| ended.same_as(process)),
+        }
+    }
+
+    /// An observation changes the VM only when it is about the VM's own process. One about
+    /// another process that would have changed something is recorded as ignored; one that would
+    /// have changed nothing anyway (the exit of a process a stop job just ended) leaves no trace.
+    fn observe(
+        &self,
+        process: Option<MachineProcess>,
+        observed: Observed,
+    ) -> Result<Vec<VmEvent>, VmError> {
+        let kind = observed.kind();
+        let reason = match &observed {
+            Observed::Exited { reason, .. } => Some(reason.clone()),
+            Observed::Paused | Observed::Resumed => None,
+        };
+        let events = self.observe_own(observed)?;
+        match process {
+            Some(process) if !events.is_empty() && !self.owns(&process) => {
+                Ok(vec![VmEvent::StaleObservationIgnored {
+                    pid: process.pid,
+                    process_start: process.start,
+                    observation: kind,
+                    reason,
+                    current_pid: self.pid,
+                }])
+            }
+            Some(_) | None => Ok(events),
+        }
+    }
+
+    /// What an observation about the VM's own process records.
+    fn observe_own(&self, observed: Observed) -> Result<Vec<VmEvent>, VmError> {
         use VmStatus as S;
         let status = self.existing_status()?;
         let pending = self.pending.as_ref();
@@ -278,6 +336,23 @@ impl Vm {
         self.status = Some(transitional(operation));
     }
 
+    fn run(&mut self, pid: u32, start: Option<u64>) {
+        let process = MachineProcess { pid, start };
+        if let Some(previous) = self.current_process().filter(|p| !p.same_as(&process)) {
+            self.ended_process = Some(previous);
+        }
+        self.pid = Some(pid);
+        self.process = Some(process);
+    }
+
+    fn end_process(&mut self) {
+        if let Some(process) = self.current_process() {
+            self.ended_process = Some(process);
+        }
+        self.pid = None;
+        self.process = None;
+    }
+
     fn settle(&mut self, status: VmStatus, reason: Option<String>) {
         self.status = Some(status);
         self.status_reason = reason;
@@ -327,19 +402,26 @@ impl Aggregate for Vm {
             VmEvent::ResetRequested { job_id } => self.open_job(&job_id, Operation::Reset),
             VmEvent::DeleteRequested { job_id } => self.open_job(&job_id, Operation::Delete),
             VmEvent::VmProvisioned { .. } => self.settle(VmStatus::Stopped, None),
-            VmEvent::VmStarted { pid, accel, .. } => {
-                self.pid = Some(pid);
+            VmEvent::VmStarted {
+                pid,
+                process_start,
+                accel,
+                ..
+            } => {
+                self.run(pid, process_start);
                 self.accel = Some(accel);
                 self.requires_restart = false;
                 self.settle(VmStatus::Running, None);
             }
-            VmEvent::VmRestarted { pid, .. } => {
-                self.pid = Some(pid);
+            VmEvent::VmRestarted {
+                pid, process_start, ..
+            } => {
+                self.run(pid, process_start);
                 self.requires_restart = false;
                 self.settle(VmStatus::Running, None);
             }
             VmEvent::VmStopped { reason, .. } => {
-                self.pid = None;
+                self.end_process();
                 self.settle(VmStatus::Stopped, Some(reason));
             }
             VmEvent::VmPaused { .. } => self.settle(VmStatus::Paused, None),
@@ -368,15 +450,15 @@ impl Aggregate for Vm {
                 self.requires_restart |= requires_restart;
             }
             VmEvent::VmDeleted { .. } => {
-                self.pid = None;
+                self.end_process();
                 self.settle(VmStatus::Deleted, None);
             }
             VmEvent::VmCrashed { reason, .. } => {
-                self.pid = None;
+                self.end_process();
                 self.settle(VmStatus::Crashed, Some(reason));
             }
             VmEvent::OperationFailed { reason, .. } => self.settle(VmStatus::Error, Some(reason)),
-            VmEvent::OperationRetried { .. } => {}
+            VmEvent::OperationRetried { .. } | VmEvent::StaleObservationIgnored { .. } => {}
             VmEvent::JobCancelled { .. } => {
                 let previous = self.pending.as_ref().map(|p| p.previous);
                 self.pending = None;

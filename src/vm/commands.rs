@@ -1,7 +1,10 @@
 //! What can be asked of a VM, in the imperative. Commands carry everything the decision needs
 //! (ids are made by the caller), so the aggregate stays deterministic and free of IO.
 
+use serde::{Deserialize, Serialize};
+
 use super::events::{Owner, VmSpec};
+use super::process::MachineProcess;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum VmCommand {
@@ -53,7 +56,13 @@ pub enum VmCommand {
         job_id: String,
     },
     /// The machine did something on its own (seen by the hypervisor's watcher or the reconciler).
-    Observe(Observed),
+    /// `process` names the QEMU process it is about; an observation about a process that is no
+    /// longer the VM's changes nothing. `None` is about whichever process the VM has (the
+    /// reconciler probing the machine's directory at start-up).
+    Observe {
+        process: Option<MachineProcess>,
+        observed: Observed,
+    },
 }
 
 /// A settings change. `None` leaves a field as it is.
@@ -70,14 +79,14 @@ pub struct Reconfiguration {
 pub enum JobResult {
     Provisioned,
     Started {
-        pid: u32,
+        process: MachineProcess,
         accel: String,
     },
     Stopped {
         reason: String,
     },
     Restarted {
-        pid: u32,
+        process: MachineProcess,
     },
     Paused,
     Resumed,
@@ -98,6 +107,25 @@ pub enum Observed {
         clean: bool,
         reason: String,
     },
+    Paused,
+    Resumed,
+}
+
+impl Observed {
+    pub fn kind(&self) -> ObservationKind {
+        match self {
+            Observed::Exited { .. } => ObservationKind::Exited,
+            Observed::Paused => ObservationKind::Paused,
+            Observed::Resumed => ObservationKind::Resumed,
+        }
+    }
+}
+
+/// What kind of thing a machine was seen doing, as the log records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ObservationKind {
+    Exited,
     Paused,
     Resumed,
 }

@@ -8,6 +8,7 @@
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
+use super::commands::ObservationKind;
 use super::status::Operation;
 
 /// The user a VM belongs to.
@@ -50,9 +51,13 @@ pub enum VmEvent {
     StartRequested {
         job_id: String,
     },
+    /// Version 2 added `process_start`; version-1 events read it as unknown (see
+    /// `store::upcasters`).
     VmStarted {
         job_id: String,
         pid: u32,
+        /// With `pid`, names the process (see [`super::MachineProcess`]).
+        process_start: Option<u64>,
         accel: String,
     },
     StopRequested {
@@ -69,9 +74,11 @@ pub enum VmEvent {
     RestartRequested {
         job_id: String,
     },
+    /// Version 2 added `process_start`, as for `VmStarted`.
     VmRestarted {
         job_id: String,
         pid: u32,
+        process_start: Option<u64>,
     },
     PauseRequested {
         job_id: String,
@@ -137,6 +144,19 @@ pub enum VmEvent {
     JobCancelled {
         job_id: String,
     },
+    /// The watcher saw a process that is no longer the VM's do something (typically the old
+    /// process of a restart exiting after the new one started). Nothing changed; this is for the
+    /// record.
+    StaleObservationIgnored {
+        /// The process the observation was about.
+        pid: u32,
+        process_start: Option<u64>,
+        observation: ObservationKind,
+        /// Why the process exited, for an exit.
+        reason: Option<String>,
+        /// The VM's process at the time, if it had one.
+        current_pid: Option<u32>,
+    },
 }
 
 /// How an event changes the job table, which a database trigger maintains from event metadata in
@@ -198,21 +218,22 @@ impl VmEvent {
             VmEvent::OperationFailed { .. } => "OperationFailed",
             VmEvent::OperationRetried { .. } => "OperationRetried",
             VmEvent::JobCancelled { .. } => "JobCancelled",
+            VmEvent::StaleObservationIgnored { .. } => "StaleObservationIgnored",
         }
     }
 
     /// The current version of this event's shape.
     pub fn version(&self) -> u32 {
         match self {
-            VmEvent::OperationFailed { .. } => 2,
+            VmEvent::OperationFailed { .. }
+            | VmEvent::VmStarted { .. }
+            | VmEvent::VmRestarted { .. } => 2,
             VmEvent::VmCreated { .. }
             | VmEvent::VmProvisioned { .. }
             | VmEvent::StartRequested { .. }
-            | VmEvent::VmStarted { .. }
             | VmEvent::StopRequested { .. }
             | VmEvent::VmStopped { .. }
             | VmEvent::RestartRequested { .. }
-            | VmEvent::VmRestarted { .. }
             | VmEvent::PauseRequested { .. }
             | VmEvent::VmPaused { .. }
             | VmEvent::ResumeRequested { .. }
@@ -224,12 +245,13 @@ impl VmEvent {
             | VmEvent::VmDeleted { .. }
             | VmEvent::VmCrashed { .. }
             | VmEvent::OperationRetried { .. }
-            | VmEvent::JobCancelled { .. } => 1,
+            | VmEvent::JobCancelled { .. }
+            | VmEvent::StaleObservationIgnored { .. } => 1,
         }
     }
 
     /// Every event type name, for schema checks and filters.
-    pub const TYPE_NAMES: [&'static str; 21] = [
+    pub const TYPE_NAMES: [&'static str; 22] = [
         "VmCreated",
         "VmProvisioned",
         "StartRequested",
@@ -251,6 +273,7 @@ impl VmEvent {
         "OperationFailed",
         "OperationRetried",
         "JobCancelled",
+        "StaleObservationIgnored",
     ];
 
     /// The job this event opens or closes, if any.
@@ -300,7 +323,7 @@ impl VmEvent {
                 error: None,
             }),
             VmEvent::OperationRetried { job_id, .. } => Some(JobEffect::Concerns { job_id }),
-            VmEvent::VmReconfigured { .. } => None,
+            VmEvent::VmReconfigured { .. } | VmEvent::StaleObservationIgnored { .. } => None,
         }
     }
 }

@@ -5,13 +5,15 @@ pub mod aggregate;
 pub mod commands;
 pub mod error;
 pub mod events;
+pub mod process;
 pub mod status;
 
 #[cfg(test)]
 mod tests;
 
 pub use aggregate::{PendingJob, Vm};
-pub use commands::{JobResult, Observed, Reconfiguration, VmCommand};
+pub use commands::{JobResult, ObservationKind, Observed, Reconfiguration, VmCommand};
 pub use error::VmError;
 pub use events::{JobEffect, JobOutcome, Owner, VmEvent, VmSpec};
+pub use process::MachineProcess;
 pub use status::{Operation, Rejection, VmStatus};

@@ -8,6 +8,25 @@ use super::*;
 
 type VmTest = TestFramework<Vm>;
 
+/// The VM's process in [`history`] (from its `VmStarted`).
+const P1: MachineProcess = MachineProcess {
+    pid: 42,
+    start: Some(1_000),
+};
+/// The process a later start or restart replaces it with.
+const P2: MachineProcess = MachineProcess {
+    pid: 57,
+    start: Some(2_000),
+};
+
+/// An observation about the VM's own process, [`P1`].
+fn own(observed: Observed) -> VmCommand {
+    VmCommand::Observe {
+        process: Some(P1),
+        observed,
+    }
+}
+
 fn spec() -> VmSpec {
     VmSpec {
         name: "web-1".into(),
@@ -57,7 +76,8 @@ fn history(status: VmStatus) -> Vec<VmEvent> {
         starting.clone(),
         vec![VmEvent::VmStarted {
             job_id: job("job-1"),
-            pid: 42,
+            pid: P1.pid,
+            process_start: P1.start,
             accel: "tcg".into(),
         }],
     ]
@@ -358,13 +378,14 @@ fn a_successful_start_job_records_the_machine() {
         .when(VmCommand::CompleteJob {
             job_id: "job-1".into(),
             result: JobResult::Started {
-                pid: 7,
+                process: P2,
                 accel: "tcg".into(),
             },
         })
         .then_expect_events(vec![VmEvent::VmStarted {
             job_id: "job-1".into(),
-            pid: 7,
+            pid: P2.pid,
+            process_start: P2.start,
             accel: "tcg".into(),
         }]);
 }
@@ -433,7 +454,7 @@ fn an_outcome_for_another_job_is_refused() {
         .when(VmCommand::CompleteJob {
             job_id: "job-old".into(),
             result: JobResult::Started {
-                pid: 7,
+                process: P2,
                 accel: "tcg".into(),
             },
         })
@@ -501,7 +522,7 @@ fn the_provision_job_cannot_be_cancelled() {
 fn a_killed_machine_is_recorded_as_crashed() {
     VmTest::with(())
         .given(history(VmStatus::Running))
-        .when(VmCommand::Observe(Observed::Exited {
+        .when(own(Observed::Exited {
             clean: false,
             reason: "killed".into(),
         }))
@@ -515,7 +536,7 @@ fn a_killed_machine_is_recorded_as_crashed() {
 fn a_guest_power_off_is_recorded_as_stopped() {
     VmTest::with(())
         .given(history(VmStatus::Running))
-        .when(VmCommand::Observe(Observed::Exited {
+        .when(own(Observed::Exited {
             clean: true,
             reason: "guest powered off".into(),
         }))
@@ -529,7 +550,7 @@ fn a_guest_power_off_is_recorded_as_stopped() {
 fn a_crash_during_a_job_fails_that_job() {
     VmTest::with(())
         .given(history(VmStatus::Pausing))
-        .when(VmCommand::Observe(Observed::Exited {
+        .when(own(Observed::Exited {
             clean: false,
             reason: "killed".into(),
         }))
@@ -543,7 +564,7 @@ fn a_crash_during_a_job_fails_that_job() {
 fn an_exit_during_a_stop_is_left_to_the_stop_job() {
     VmTest::with(())
         .given(history(VmStatus::Stopping))
-        .when(VmCommand::Observe(Observed::Exited {
+        .when(own(Observed::Exited {
             clean: true,
             reason: "guest powered off".into(),
         }))
@@ -554,7 +575,7 @@ fn an_exit_during_a_stop_is_left_to_the_stop_job() {
 fn an_exit_during_a_restart_is_expected() {
     VmTest::with(())
         .given(history(VmStatus::Rebooting))
-        .when(VmCommand::Observe(Observed::Exited {
+        .when(own(Observed::Exited {
             clean: true,
             reason: "quit".into(),
         }))
@@ -565,7 +586,7 @@ fn an_exit_during_a_restart_is_expected() {
 fn a_pause_nobody_asked_for_is_recorded() {
     VmTest::with(())
         .given(history(VmStatus::Running))
-        .when(VmCommand::Observe(Observed::Paused))
+        .when(own(Observed::Paused))
         .then_expect_events(vec![VmEvent::VmPaused { job_id: None }]);
 }
 
@@ -573,7 +594,7 @@ fn a_pause_nobody_asked_for_is_recorded() {
 fn the_resume_that_a_start_causes_records_nothing() {
     VmTest::with(())
         .given(history(VmStatus::Starting))
-        .when(VmCommand::Observe(Observed::Resumed))
+        .when(own(Observed::Resumed))
         .then_expect_events(vec![]);
 }
 
@@ -655,6 +676,7 @@ fn a_restart_clears_requires_restart() {
                 VmEvent::VmRestarted {
                     job_id: "job-r".into(),
                     pid: 9,
+                    process_start: Some(9_000),
                 },
             ],
         ]
@@ -701,4 +723,237 @@ fn event_type_names_are_stable_and_listed() {
             assert!(json.get(event.type_name()).is_some(), "{json}");
         }
     }
+}
+
+// Observations name their process: what a process that is no longer the VM's did changes nothing.
+
+fn restarted() -> Vec<VmEvent> {
+    [
+        history(VmStatus::Running),
+        vec![
+            VmEvent::RestartRequested {
+                job_id: "job-r".into(),
+            },
+            VmEvent::VmRestarted {
+                job_id: "job-r".into(),
+                pid: P2.pid,
+                process_start: P2.start,
+            },
+        ],
+    ]
+    .concat()
+}
+
+fn force_stopped() -> Vec<VmEvent> {
+    [
+        history(VmStatus::Running),
+        vec![
+            VmEvent::StopRequested {
+                job_id: "job-s".into(),
+                force: true,
+                timeout: 0,
+            },
+            VmEvent::VmStopped {
+                job_id: Some("job-s".into()),
+                reason: "QEMU was told to quit.".into(),
+            },
+        ],
+    ]
+    .concat()
+}
+
+fn about(process: MachineProcess, observed: Observed) -> VmCommand {
+    VmCommand::Observe {
+        process: Some(process),
+        observed,
+    }
+}
+
+fn clean_exit() -> Observed {
+    Observed::Exited {
+        clean: true,
+        reason: "QEMU was told to quit".into(),
+    }
+}
+
+#[test]
+fn the_late_exit_of_the_process_a_restart_replaced_is_ignored() {
+    VmTest::with(())
+        .given(restarted())
+        .when(about(P1, clean_exit()))
+        .then_expect_events(vec![VmEvent::StaleObservationIgnored {
+            pid: P1.pid,
+            process_start: P1.start,
+            observation: ObservationKind::Exited,
+            reason: Some("QEMU was told to quit".into()),
+            current_pid: Some(P2.pid),
+        }]);
+    let vm = state_after(restarted());
+    assert_eq!(vm.status, Some(VmStatus::Running));
+    assert_eq!(vm.current_process(), Some(P2));
+}
+
+#[test]
+fn the_exit_of_the_process_a_restart_started_is_recorded() {
+    VmTest::with(())
+        .given(restarted())
+        .when(about(
+            P2,
+            Observed::Exited {
+                clean: false,
+                reason: "killed".into(),
+            },
+        ))
+        .then_expect_events(vec![VmEvent::VmCrashed {
+            reason: "killed".into(),
+            job_id: None,
+        }]);
+}
+
+#[test]
+fn a_process_with_the_pid_of_the_vms_but_another_start_time_is_another_process() {
+    let reused = MachineProcess {
+        pid: P2.pid,
+        start: Some(1),
+    };
+    VmTest::with(())
+        .given(restarted())
+        .when(about(reused, Observed::Paused))
+        .then_expect_events(vec![VmEvent::StaleObservationIgnored {
+            pid: P2.pid,
+            process_start: Some(1),
+            observation: ObservationKind::Paused,
+            reason: None,
+            current_pid: Some(P2.pid),
+        }]);
+}
+
+#[test]
+fn the_old_exit_seen_while_the_next_start_runs_does_not_fail_it() {
+    let starting = [
+        force_stopped(),
+        vec![VmEvent::StartRequested {
+            job_id: "job-2".into(),
+        }],
+    ]
+    .concat();
+    VmTest::with(())
+        .given(starting)
+        .when(about(P1, clean_exit()))
+        .then_expect_events(vec![VmEvent::StaleObservationIgnored {
+            pid: P1.pid,
+            process_start: P1.start,
+            observation: ObservationKind::Exited,
+            reason: Some("QEMU was told to quit".into()),
+            current_pid: None,
+        }]);
+}
+
+#[test]
+fn the_old_exit_seen_after_the_next_start_does_not_stop_the_vm() {
+    let started = [
+        force_stopped(),
+        vec![
+            VmEvent::StartRequested {
+                job_id: "job-2".into(),
+            },
+            VmEvent::VmStarted {
+                job_id: "job-2".into(),
+                pid: P2.pid,
+                process_start: P2.start,
+                accel: "tcg".into(),
+            },
+        ],
+    ]
+    .concat();
+    VmTest::with(())
+        .given(started)
+        .when(about(P1, clean_exit()))
+        .then_expect_events(vec![VmEvent::StaleObservationIgnored {
+            pid: P1.pid,
+            process_start: P1.start,
+            observation: ObservationKind::Exited,
+            reason: Some("QEMU was told to quit".into()),
+            current_pid: Some(P2.pid),
+        }]);
+}
+
+#[test]
+fn the_new_process_dying_while_its_start_runs_fails_the_start() {
+    let starting = [
+        force_stopped(),
+        vec![VmEvent::StartRequested {
+            job_id: "job-2".into(),
+        }],
+    ]
+    .concat();
+    VmTest::with(())
+        .given(starting)
+        .when(about(
+            P2,
+            Observed::Exited {
+                clean: false,
+                reason: "killed".into(),
+            },
+        ))
+        .then_expect_events(vec![VmEvent::VmCrashed {
+            reason: "killed".into(),
+            job_id: Some("job-2".into()),
+        }]);
+}
+
+#[test]
+fn a_stale_observation_that_would_change_nothing_leaves_no_trace() {
+    VmTest::with(())
+        .given(force_stopped())
+        .when(about(P1, clean_exit()))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn an_observation_without_a_process_is_about_the_vms_current_one() {
+    VmTest::with(())
+        .given(restarted())
+        .when(VmCommand::Observe {
+            process: None,
+            observed: Observed::Exited {
+                clean: false,
+                reason: "QEMU was not running when VoidVM started.".into(),
+            },
+        })
+        .then_expect_events(vec![VmEvent::VmCrashed {
+            reason: "QEMU was not running when VoidVM started.".into(),
+            job_id: None,
+        }]);
+}
+
+#[test]
+fn a_process_recorded_without_its_start_time_is_matched_by_pid() {
+    let v1 = [
+        history(VmStatus::Starting),
+        vec![VmEvent::VmStarted {
+            job_id: "job-1".into(),
+            pid: P1.pid,
+            process_start: None,
+            accel: "tcg".into(),
+        }],
+    ]
+    .concat();
+    VmTest::with(())
+        .given(v1.clone())
+        .when(about(P1, clean_exit()))
+        .then_expect_events(vec![VmEvent::VmStopped {
+            job_id: None,
+            reason: "QEMU was told to quit".into(),
+        }]);
+    VmTest::with(())
+        .given(v1)
+        .when(about(P2, clean_exit()))
+        .then_expect_events(vec![VmEvent::StaleObservationIgnored {
+            pid: P2.pid,
+            process_start: P2.start,
+            observation: ObservationKind::Exited,
+            reason: Some("QEMU was told to quit".into()),
+            current_pid: Some(P1.pid),
+        }]);
 }

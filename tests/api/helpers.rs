@@ -221,19 +221,31 @@ pub async fn spawn_app() -> TestApp {
 
 /// `spawn_app` with settings changed by `tweak`.
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_with_observations(tweak).await.0
+}
+
+/// `spawn_app_with`, also returning where the app's machine watchers deliver observations, so a
+/// test can deliver one as a watcher would, at the moment it chooses.
+pub async fn spawn_app_with_observations(
+    tweak: impl FnOnce(&mut Settings),
+) -> (TestApp, voidvm::hypervisor::ObservationSender) {
     let env = Env::new().await;
     let mut settings = env.settings();
     tweak(&mut settings);
     let (address, node) = InProcess::start(settings).await;
+    let observations = node.observations.clone();
     let app = TestApp::connect(address, env, None).await;
     app.lock_nodes().push(node);
-    app
+    (app, observations)
 }
 
 /// A second VoidVM node in this process, on the same database and NATS subjects as `app`;
 /// returns its address.
 pub async fn spawn_second_node(app: &TestApp) -> String {
-    let (address, node) = InProcess::start(app.env.settings()).await;
+    let mut settings = app.env.settings();
+    // Its own node id: the data dir (and so the kept id) is the first node's.
+    settings.node_id = Some(format!("second-{}", uuid::Uuid::new_v4().simple()));
+    let (address, node) = InProcess::start(settings).await;
     app.lock_nodes().push(node);
     address
 }

@@ -12,7 +12,7 @@ use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 use voidvm::hypervisor::{
     process, Accel, AccelSetting, BootSource, Hypervisor, ImageCatalog, Liveness, MachineEvent,
-    MachineSpec, Observation, QemuConfig, QemuHypervisor, StopOutcome,
+    MachineSpec, Observation, QemuConfig, QemuHypervisor, RunningMachine, StopOutcome,
 };
 
 const READY: &str = "VOIDVM-GUEST-READY";
@@ -93,6 +93,12 @@ async fn hypervisor(dir: &TestDir) -> (QemuHypervisor, mpsc::UnboundedReceiver<M
     assert_eq!(hv.accel(), Accel::Tcg);
     assert!(hv.version().contains("QEMU"), "version: {}", hv.version());
     (hv, rx)
+}
+
+/// Provisions (the disk) and boots a machine, as a provision job and then a start job would.
+async fn provision_and_start(hv: &QemuHypervisor, spec: &MachineSpec) -> RunningMachine {
+    hv.provision(spec).await.expect("provision");
+    hv.start(spec).await.expect("start")
 }
 
 /// Waits until the serial log holds `marker` at least `count` times.
@@ -176,7 +182,7 @@ async fn boots_pauses_resumes_resets_and_force_stops() {
     assert_eq!(
         liveness,
         Liveness::Running {
-            pid: running.pid,
+            pid: running.process.pid,
             paused: false
         }
     );
@@ -186,7 +192,7 @@ async fn boots_pauses_resumes_resets_and_force_stops() {
     assert_eq!(
         hv.probe(vm).await.expect("probe"),
         Liveness::Running {
-            pid: running.pid,
+            pid: running.process.pid,
             paused: true
         }
     );
@@ -196,7 +202,7 @@ async fn boots_pauses_resumes_resets_and_force_stops() {
     assert_eq!(
         hv.probe(vm).await.expect("probe"),
         Liveness::Running {
-            pid: running.pid,
+            pid: running.process.pid,
             paused: false
         }
     );
@@ -241,7 +247,7 @@ async fn graceful_stop_powers_the_guest_off_through_acpi() {
     let dir = TestDir::new("graceful");
     let (hv, mut rx) = hypervisor(&dir).await;
     let vm = "vm-graceful";
-    hv.start(&spec(vm, boot)).await.expect("start");
+    provision_and_start(&hv, &spec(vm, boot)).await;
     wait_for_serial(&hv, vm, READY, 1).await;
 
     // `Graceful` means the guest powered itself off before the timeout, without a `quit`.
@@ -279,7 +285,7 @@ async fn a_guest_stopped_while_it_boots_still_powers_itself_off() {
     let dir = TestDir::new("early-stop");
     let (hv, _rx) = hypervisor(&dir).await;
     let vm = "vm-early-stop";
-    hv.start(&spec(vm, boot)).await.expect("start");
+    provision_and_start(&hv, &spec(vm, boot)).await;
     assert!(
         !std::fs::read_to_string(hv.serial_log(vm))
             .unwrap_or_default()
@@ -305,10 +311,10 @@ async fn a_killed_qemu_is_reported_as_an_unclean_exit() {
     let dir = TestDir::new("sigkill");
     let (hv, mut rx) = hypervisor(&dir).await;
     let vm = "vm-sigkill";
-    let running = hv.start(&spec(vm, boot)).await.expect("start");
+    let running = provision_and_start(&hv, &spec(vm, boot)).await;
     wait_for_serial(&hv, vm, READY, 1).await;
 
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(running.pid).expect("pid fits"));
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(running.process.pid).expect("pid fits"));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("kill QEMU");
     let exited = wait_for_observation(&mut rx, vm, Duration::from_secs(2), |o| {
         matches!(o, Observation::Exited { .. })
@@ -332,13 +338,10 @@ async fn destroy_removes_a_running_blank_disk_machine() {
     let dir = TestDir::new("destroy");
     let (hv, mut rx) = hypervisor(&dir).await;
     let vm = "vm-destroy";
-    let running = hv
-        .start(&spec(vm, BootSource::BlankDisk))
-        .await
-        .expect("start a blank disk");
+    let running = provision_and_start(&hv, &spec(vm, BootSource::BlankDisk)).await;
     wait_for_liveness(&hv, vm, |l| {
         *l == Liveness::Running {
-            pid: running.pid,
+            pid: running.process.pid,
             paused: false,
         }
     })
@@ -347,7 +350,7 @@ async fn destroy_removes_a_running_blank_disk_machine() {
     hv.destroy(vm).await.expect("destroy");
     assert!(!hv.machine_dir(vm).exists());
     assert!(!process::is_machine_process(
-        running.pid,
+        running.process.pid,
         &hv.machine_dir(vm).join("qemu.pid")
     ));
     wait_for_observation(&mut rx, vm, DEADLINE, |o| {
@@ -359,6 +362,18 @@ async fn destroy_removes_a_running_blank_disk_machine() {
 }
 
 #[tokio::test]
+async fn a_start_never_makes_the_disk() {
+    let dir = TestDir::new("nodisk");
+    let (hv, _rx) = hypervisor(&dir).await;
+    let err = hv
+        .start(&spec("vm-nodisk", BootSource::BlankDisk))
+        .await
+        .expect_err("a machine that was never provisioned cannot start");
+    assert!(!err.is_transient(), "{err}");
+    assert!(!hv.machine_dir("vm-nodisk").join("disk.qcow2").exists());
+}
+
+#[tokio::test]
 async fn start_is_idempotent_and_a_new_server_can_attach() {
     let boot = guest();
     let dir = TestDir::new("attach");
@@ -367,10 +382,10 @@ async fn start_is_idempotent_and_a_new_server_can_attach() {
 
     let first = {
         let (hv, _rx) = hypervisor(&dir).await;
-        let first = hv.start(&spec).await.expect("start");
+        let first = provision_and_start(&hv, &spec).await;
         let again = hv.start(&spec).await.expect("start again");
         assert!(again.already_running);
-        assert_eq!(again.pid, first.pid);
+        assert_eq!(again.process.pid, first.process.pid);
         assert_eq!(again.accel, Accel::Tcg);
         first
         // The hypervisor is dropped here, as in a server restart; the machine keeps running.
@@ -381,7 +396,7 @@ async fn start_is_idempotent_and_a_new_server_can_attach() {
     assert_eq!(
         hv.probe(vm).await.expect("probe"),
         Liveness::Running {
-            pid: first.pid,
+            pid: first.process.pid,
             paused: false
         }
     );
@@ -400,7 +415,7 @@ async fn start_is_idempotent_and_a_new_server_can_attach() {
 
     let restarted = hv.start(&spec).await.expect("start after attach");
     assert!(restarted.already_running);
-    assert_eq!(restarted.pid, first.pid);
+    assert_eq!(restarted.process.pid, first.process.pid);
 
     assert_eq!(
         hv.stop(vm, false, Duration::from_secs(30))
@@ -436,11 +451,8 @@ async fn server_child_helper() {
     )
     .await
     .expect("the child's hypervisor starts");
-    let running = hv
-        .start(&spec("vm-survivor", guest()))
-        .await
-        .expect("the child starts the machine");
-    println!("STARTED {}", running.pid);
+    let running = provision_and_start(&hv, &spec("vm-survivor", guest())).await;
+    println!("STARTED {}", running.process.pid);
     tokio::time::sleep(Duration::from_secs(120)).await;
 }
 
@@ -490,9 +502,9 @@ async fn machines_survive_a_killed_server() {
         "QEMU died with its server"
     );
     hv.attach(vm).await.expect("attach");
-    let running = hv.start(&spec(vm, boot)).await.expect("start");
+    let running = provision_and_start(&hv, &spec(vm, boot)).await;
     assert!(running.already_running);
-    assert_eq!(running.pid, pid);
+    assert_eq!(running.process.pid, pid);
     wait_for_serial(&hv, vm, READY, 1).await;
     assert_eq!(
         hv.stop(vm, true, Duration::from_secs(5))

@@ -88,7 +88,12 @@ async fn a_vm_lives_its_whole_life_through_the_api() {
 
     let (status, body) = app.vm_events(&id, "?limit=100").await;
     assert_eq!(status, StatusCode::OK);
-    let types = event_types(&body);
+    // The old process of the restart may be seen exiting after the new one started: that is
+    // recorded as ignored (and is tested on its own in `processes`).
+    let types: Vec<String> = event_types(&body)
+        .into_iter()
+        .filter(|t| t != "StaleObservationIgnored")
+        .collect();
     let expected = [
         "VmCreated",
         "VmProvisioned",

@@ -71,6 +71,8 @@ pub fn kill_machines(data_dir: &Path) {
 /// A VoidVM running in this process, on its own thread and actix system, so that dropping a
 /// `TestApp` can stop it (and wait for it) before its database goes.
 pub struct InProcess {
+    /// Where the app's machine watchers deliver observations (tests deliver some late).
+    pub observations: voidvm::hypervisor::ObservationSender,
     stop: tokio_util::sync::CancellationToken,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -85,7 +87,11 @@ impl InProcess {
             actix_rt::System::new().block_on(async move {
                 match Application::build(settings).await {
                     Ok(app) => {
-                        let _ = tx.send(Ok((format!("http://{}", app.addr()), app.stop_token())));
+                        let _ = tx.send(Ok((
+                            format!("http://{}", app.addr()),
+                            app.stop_token(),
+                            app.observations(),
+                        )));
                         if let Err(e) = app.run_until_stopped().await {
                             eprintln!("the in-process server failed: {e:#}");
                         }
@@ -100,9 +106,10 @@ impl InProcess {
             .await
             .expect("the waiter");
         match built {
-            Ok(Ok((address, stop))) => (
+            Ok(Ok((address, stop, observations))) => (
                 address,
                 InProcess {
+                    observations,
                     stop,
                     thread: Some(thread),
                 },

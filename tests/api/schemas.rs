@@ -9,11 +9,12 @@ use std::path::PathBuf;
 use cqrs_es::persist::{EventUpcaster, SerializedEvent};
 use jsonschema::Validator;
 use serde_json::{json, Value};
-use voidvm::store::upcasters::OperationFailedV1ToV2;
-use voidvm::vm::{Operation, Owner, VmEvent, VmSpec};
+use voidvm::store::upcasters::{OperationFailedV1ToV2, ProcessStartV1ToV2};
+use voidvm::vm::{ObservationKind, Operation, Owner, VmEvent, VmSpec};
 
 /// Versions no longer written but still in the log, each read through an upcaster.
-const OLD_VERSIONS: &[(&str, u32)] = &[("OperationFailed", 1)];
+const OLD_VERSIONS: &[(&str, u32)] =
+    &[("OperationFailed", 1), ("VmStarted", 1), ("VmRestarted", 1)];
 
 fn schema_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("schemas/events")
@@ -92,6 +93,7 @@ fn covers(event: &VmEvent) -> &'static str {
         VmEvent::VmStarted {
             job_id: _,
             pid: _,
+            process_start: _,
             accel: _,
         } => "VmStarted",
         VmEvent::StopRequested {
@@ -104,7 +106,11 @@ fn covers(event: &VmEvent) -> &'static str {
             reason: _,
         } => "VmStopped",
         VmEvent::RestartRequested { job_id: _ } => "RestartRequested",
-        VmEvent::VmRestarted { job_id: _, pid: _ } => "VmRestarted",
+        VmEvent::VmRestarted {
+            job_id: _,
+            pid: _,
+            process_start: _,
+        } => "VmRestarted",
         VmEvent::PauseRequested { job_id: _ } => "PauseRequested",
         VmEvent::VmPaused { job_id: _ } => "VmPaused",
         VmEvent::ResumeRequested { job_id: _ } => "ResumeRequested",
@@ -138,6 +144,13 @@ fn covers(event: &VmEvent) -> &'static str {
             retry_in_ms: _,
         } => "OperationRetried",
         VmEvent::JobCancelled { job_id: _ } => "JobCancelled",
+        VmEvent::StaleObservationIgnored {
+            pid: _,
+            process_start: _,
+            observation: _,
+            reason: _,
+            current_pid: _,
+        } => "StaleObservationIgnored",
     }
 }
 
@@ -186,11 +199,13 @@ fn samples() -> Vec<VmEvent> {
         VmEvent::VmStarted {
             job_id: job(),
             pid: 4242,
+            process_start: Some(123_456),
             accel: "kvm".into(),
         },
         VmEvent::VmStarted {
             job_id: job(),
             pid: u32::MAX,
+            process_start: None,
             accel: "tcg".into(),
         },
         VmEvent::StopRequested {
@@ -215,6 +230,12 @@ fn samples() -> Vec<VmEvent> {
         VmEvent::VmRestarted {
             job_id: job(),
             pid: 0,
+            process_start: Some(u64::MAX),
+        },
+        VmEvent::VmRestarted {
+            job_id: job(),
+            pid: 7,
+            process_start: None,
         },
         VmEvent::PauseRequested { job_id: job() },
         VmEvent::VmPaused {
@@ -253,6 +274,27 @@ fn samples() -> Vec<VmEvent> {
             job_id: None,
         },
         VmEvent::JobCancelled { job_id: job() },
+        VmEvent::StaleObservationIgnored {
+            pid: 4242,
+            process_start: Some(0),
+            observation: ObservationKind::Exited,
+            reason: Some("guest powered off".into()),
+            current_pid: Some(u32::MAX),
+        },
+        VmEvent::StaleObservationIgnored {
+            pid: u32::MAX,
+            process_start: None,
+            observation: ObservationKind::Paused,
+            reason: None,
+            current_pid: None,
+        },
+        VmEvent::StaleObservationIgnored {
+            pid: 1,
+            process_start: Some(1),
+            observation: ObservationKind::Resumed,
+            reason: None,
+            current_pid: Some(2),
+        },
     ];
     let operations = Operation::ALL;
     for (attempts, operation) in (0..).zip(operations) {
@@ -464,6 +506,40 @@ fn a_stored_v1_operation_failed_validates_and_upcasts_to_v2() {
         }
     );
     assert_eq!(event.version().to_string(), upcast.event_version);
+}
+
+#[test]
+fn stored_v1_starts_validate_and_upcast_to_v2() {
+    for (name, fields) in [
+        (
+            "VmStarted",
+            json!({"jobId": "job-1", "pid": 42, "accel": "tcg"}),
+        ),
+        ("VmRestarted", json!({"jobId": "job-1", "pid": 42})),
+    ] {
+        let payload = json!({ name: fields });
+        assert_valid(name, 1, &payload);
+        assert_invalid(name, 2, &payload, "v1 has no processStart, v2 requires it");
+        let stored = SerializedEvent {
+            aggregate_id: "vm-1".into(),
+            sequence: 3,
+            aggregate_type: "vm".into(),
+            event_type: name.into(),
+            event_version: "1".into(),
+            payload,
+            metadata: json!({}),
+        };
+        let upcaster = ProcessStartV1ToV2(name);
+        assert!(upcaster.can_upcast(&stored.event_type, &stored.event_version));
+        let upcast = upcaster.upcast(stored);
+        assert_eq!(upcast.event_version, "2");
+        assert_valid(name, 2, &upcast.payload);
+        assert_invalid(name, 1, &upcast.payload, "v1 does not know processStart");
+        let event: VmEvent = serde_json::from_value(upcast.payload.clone())
+            .unwrap_or_else(|e| panic!("upcast {} does not deserialise: {e}", upcast.payload));
+        assert_eq!(event.type_name(), name);
+        assert_eq!(event.version().to_string(), upcast.event_version);
+    }
 }
 
 #[test]

@@ -51,7 +51,10 @@ async fn state_survives_a_reload_at_every_snapshot_boundary() {
             done(
                 &start,
                 JobResult::Started {
-                    pid: i,
+                    process: voidvm::vm::MachineProcess {
+                        pid: i,
+                        start: Some(u64::from(i)),
+                    },
                     accel: "tcg".into(),
                 },
             ),
