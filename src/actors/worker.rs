@@ -190,7 +190,7 @@ impl JobError {
         match self {
             JobError::Hypervisor(e) => e.is_transient(),
             JobError::Vm(ActorError::Store(_) | ActorError::Mailbox(_)) => true,
-            JobError::Vm(ActorError::Refused(_))
+            JobError::Vm(ActorError::Refused(_) | ActorError::Stale { .. })
             | JobError::UnknownKind(_)
             | JobError::BadParams => false,
         }
