@@ -453,3 +453,53 @@ async fn vm_control_over_the_websocket_is_unaffected() {
     app.act_and_wait(&id, "stop", Some(json!({"force": true})))
         .await;
 }
+
+#[actix_rt::test]
+async fn a_key_is_forgotten_after_24_hours() {
+    let app = spawn_app().await;
+    let key = [("Idempotency-Key", "old")];
+    let first = send(
+        &app,
+        &app.token,
+        Method::POST,
+        "/api/v1/vms",
+        Some(guest("day-one")),
+        &key,
+    )
+    .await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    let pool = sqlx::PgPool::connect(&app.env.database_url)
+        .await
+        .expect("the test database");
+    let aged = sqlx::query(
+        "UPDATE idempotency_keys SET created_at = created_at - interval '25 hours' WHERE key = 'old'",
+    )
+    .execute(&pool)
+    .await
+    .expect("the key aged");
+    assert_eq!(aged.rows_affected(), 1);
+    // Another request with the expired key is decided afresh, and takes the key again.
+    let later = send(
+        &app,
+        &app.token,
+        Method::POST,
+        "/api/v1/vms",
+        Some(guest("day-two")),
+        &key,
+    )
+    .await;
+    assert_eq!(later.status, StatusCode::CREATED, "{}", later.body);
+    assert!(!later.replayed);
+    let again = send(
+        &app,
+        &app.token,
+        Method::POST,
+        "/api/v1/vms",
+        Some(guest("day-two")),
+        &key,
+    )
+    .await;
+    assert!(again.replayed);
+    assert_eq!(again.body, later.body);
+    pool.close().await;
+}
