@@ -34,7 +34,12 @@ pub struct KeyHeader {
     /// path and body within 24 hours gets the first answer again (with `Idempotent-Replayed:
     /// true`); the same key with another request gets 422 `IDEMPOTENCY_KEY_REUSED`. 1 to 255
     /// printable ASCII characters, e.g. a UUID.
-    #[param(rename = "Idempotency-Key", min_length = 1, max_length = 255)]
+    #[param(
+        rename = "Idempotency-Key",
+        nullable = false,
+        min_length = 1,
+        max_length = 255
+    )]
     pub idempotency_key: Option<String>,
 }
 
@@ -45,7 +50,7 @@ pub struct IfMatchHeader {
     /// Apply only if the VM is still at one of these versions: one or more ETags of
     /// `GET /vms/{id}` (e.g. `"7"`), or `*`. Otherwise 412 `PRECONDITION_FAILED` and nothing
     /// changes.
-    #[param(rename = "If-Match")]
+    #[param(rename = "If-Match", nullable = false)]
     pub if_match: Option<String>,
 }
 
