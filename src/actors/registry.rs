@@ -9,6 +9,7 @@ use sqlx::PgPool;
 
 use super::vm_actor::{Committed, Execute, Inspect, VmActor};
 use crate::publish::EventPublisher;
+use crate::store::conditions::Conditions;
 use crate::store::{CommandMeta, StoreError, VmEventStore};
 use crate::vm::{Vm, VmCommand, VmError, VmEvent};
 
@@ -19,6 +20,9 @@ pub enum ActorError {
     Refused(#[from] VmError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// An `If-Match` precondition names another version; nothing was recorded.
+    #[error("the virtual machine is at version {current}")]
+    Stale { current: usize },
     /// The actor could not be reached (it stopped, or the system is shutting down).
     #[error("the virtual machine's actor did not answer")]
     Mailbox(#[from] MailboxError),
@@ -98,10 +102,24 @@ impl VmRegistry {
         command: VmCommand,
         meta: CommandMeta,
     ) -> Result<Committed, ActorError> {
+        self.execute_with(vm_id, command, meta, Conditions::default())
+            .await
+    }
+
+    /// Sends a command with its conditions (`If-Match`, idempotency key, answer) to the VM's
+    /// actor, which checks them in the same decision as the command.
+    pub async fn execute_with(
+        &self,
+        vm_id: &str,
+        command: VmCommand,
+        meta: CommandMeta,
+        conditions: Conditions,
+    ) -> Result<Committed, ActorError> {
         for _ in 0..2 {
             let msg = Execute {
                 command: command.clone(),
                 meta: meta.clone(),
+                conditions: conditions.clone(),
             };
             match self.actor(vm_id).send(msg).await {
                 Err(MailboxError::Closed) => continue,

@@ -10,6 +10,8 @@ use actix::prelude::*;
 use tracing::Instrument;
 
 use super::registry::{ActorError, Shared};
+use crate::store::conditions::{Conditions, StoredAnswer};
+use crate::store::event_store::CommitError;
 use crate::store::{CommandMeta, VmState};
 use crate::vm::{Vm, VmCommand, VmEvent};
 
@@ -19,6 +21,8 @@ pub struct Committed {
     pub events: Vec<VmEvent>,
     pub vm: Vm,
     pub version: usize,
+    /// The answer built in the command's transaction, when it asked for one.
+    pub answer: Option<StoredAnswer>,
 }
 
 #[derive(Message)]
@@ -26,6 +30,8 @@ pub struct Committed {
 pub struct Execute {
     pub command: VmCommand,
     pub meta: CommandMeta,
+    /// Checked in the same decision as the command (`If-Match`, the idempotency key).
+    pub conditions: Conditions,
 }
 
 /// Reads the VM's current state (loading it if needed).
@@ -103,10 +109,10 @@ async fn execute(
         attempt += 1;
         match shared
             .store
-            .execute(&mut state, msg.command.clone(), &msg.meta)
+            .execute_with(&mut state, msg.command.clone(), &msg.meta, &msg.conditions)
             .await
         {
-            Ok(events) => {
+            Ok(crate::store::event_store::Executed { events, answer }) => {
                 if !events.is_empty() {
                     shared.publish(&state.vm, &events);
                 }
@@ -114,6 +120,7 @@ async fn execute(
                     events,
                     vm: state.vm.clone(),
                     version: state.version,
+                    answer,
                 };
                 return (Some(state), Ok(committed));
             }
@@ -130,13 +137,15 @@ async fn execute(
                     Err(e) => return (None, Err(e.into())),
                 }
             }
-            Err(crate::store::event_store::CommitError::Refused(e)) => {
-                return (Some(state), Err(ActorError::Refused(e)))
+            Err(CommitError::Refused(e)) => return (Some(state), Err(ActorError::Refused(e))),
+            Err(CommitError::Stale { current }) => {
+                return (Some(state), Err(ActorError::Stale { current }))
             }
             // A rule across VMs or jobs refused the commit; the state is unchanged.
             Err(crate::store::event_store::CommitError::Store(
                 e @ (crate::store::StoreError::NameTaken { .. }
-                | crate::store::StoreError::JobNotQueued { .. }),
+                | crate::store::StoreError::JobNotQueued { .. }
+                | crate::store::StoreError::KeyTaken),
             )) => return (Some(state), Err(e.into())),
             // The stream may have moved: forget the cached state and reload next time.
             Err(crate::store::event_store::CommitError::Store(e)) => return (None, Err(e.into())),
@@ -181,6 +190,7 @@ impl Handler<Inspect> for VmActor {
                         events: vec![],
                         vm: state.vm.clone(),
                         version: state.version,
+                        answer: None,
                     };
                     (Some(state), Ok(committed))
                 }

@@ -250,6 +250,18 @@ pub mod errors {
     #[response(status = 409)]
     pub struct NotCancellable(pub ErrorEnvelope);
 
+    /// `If-Match` names another version of the VM than its current one; nothing was changed
+    /// (`PRECONDITION_FAILED`).
+    #[derive(IntoResponses)]
+    #[response(status = 412)]
+    pub struct Stale(pub ErrorEnvelope);
+
+    /// The `Idempotency-Key` was used for another request (another method, path or body) in the
+    /// last 24 hours (`IDEMPOTENCY_KEY_REUSED`).
+    #[derive(IntoResponses)]
+    #[response(status = 422)]
+    pub struct KeyReused(pub ErrorEnvelope);
+
     /// The user already has the maximum number of WebSocket connections (`RATE_LIMITED`).
     #[derive(IntoResponses)]
     #[response(status = 429)]

@@ -37,6 +37,10 @@ pub enum ApiError {
     /// A state conflict: the code says which (`VM_BUSY`, `VM_ALREADY_RUNNING`, ...).
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    #[error("The virtual machine changed since: it is at version {current} (ETag \"{current}\"), which If-Match does not name.")]
+    PreconditionFailed { current: usize },
+    #[error("This Idempotency-Key was already used for another request (another method, path or body); use a new key.")]
+    IdempotencyKeyReused,
     #[error("At most {0} WebSocket connections per user may be open at once; close one first.")]
     TooManyConnections(usize),
     #[error("The service cannot reach its database; try again shortly.")]
@@ -73,6 +77,12 @@ impl ApiError {
             ApiError::JobNotFound(_) => (StatusCode::NOT_FOUND, "JOB_NOT_FOUND"),
             ApiError::UserNotFound(_) => (StatusCode::NOT_FOUND, "USER_NOT_FOUND"),
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
+            ApiError::PreconditionFailed { .. } => {
+                (StatusCode::PRECONDITION_FAILED, "PRECONDITION_FAILED")
+            }
+            ApiError::IdempotencyKeyReused => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED")
+            }
             ApiError::TooManyConnections(_) => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
             ApiError::Unavailable | ApiError::NotRelaying(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE")
@@ -96,6 +106,8 @@ impl ApiError {
             ApiError::JobNotFound(_) => "Job not found.",
             ApiError::UserNotFound(_) => "User not found.",
             ApiError::Conflict { .. } => "The request conflicts with the current state.",
+            ApiError::PreconditionFailed { .. } => "A precondition failed.",
+            ApiError::IdempotencyKeyReused => "The idempotency key was used for another request.",
             ApiError::TooManyConnections(_) => "Too many connections.",
             ApiError::Unavailable => "Service unavailable.",
             ApiError::NotRelaying(_) => "The event stream needs an operator.",
@@ -124,6 +136,7 @@ impl ApiError {
         match e {
             ActorError::Refused(e) => ApiError::from_vm(vm_id, e),
             ActorError::Store(e) => e.into(),
+            ActorError::Stale { current } => ApiError::PreconditionFailed { current },
             ActorError::Mailbox(_) => ApiError::Unavailable,
         }
     }
@@ -175,6 +188,8 @@ impl From<StoreError> for ApiError {
                 code: "JOB_NOT_CANCELLABLE",
                 message: format!("Job {job_id} cannot be cancelled: it is {status}."),
             },
+            // The handler answers a taken key from its record (`retry.rs`); this is the rest.
+            StoreError::KeyTaken => ApiError::IdempotencyKeyReused,
             StoreError::Unexpected(e) => ApiError::Unexpected(e),
         }
     }

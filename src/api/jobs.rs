@@ -2,16 +2,19 @@
 
 use std::time::Duration;
 
-use actix_web::{web, HttpResponse};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
-use super::answers::errors::{Invalid, JobMissing, NotCancellable, Unauthorized};
+use super::answers::errors::{Invalid, JobMissing, KeyReused, NotCancellable, Unauthorized};
 use super::answers::{Envelope, Page, Pagination, WaitedJob};
 use super::envelope;
 use super::error::ApiError;
+use super::retry::{envelope_answer, KeyHeader, Retry};
 use super::vms::page_and_limit;
 use crate::auth::AuthUser;
 use crate::startup::AppState;
+use crate::store::conditions::Answer;
 use crate::store::jobs::{self, JobFilter, JobRow, JobStatus, JobView};
 use crate::store::Via;
 use crate::vm::VmCommand;
@@ -190,12 +193,15 @@ pub async fn wait(
     post,
     path = "/api/v1/jobs/{id}/cancel",
     tag = "jobs",
-    params(("id" = String, Path, description = "The job's id.")),
+    params(("id" = String, Path, description = "The job's id."), KeyHeader),
     responses(
-        (status = 200, description = "Cancelled.", body = Envelope<JobView>),
+        (status = 200, description = "Cancelled.", body = Envelope<JobView>,
+            headers(("Idempotent-Replayed" = bool, description = "`true` when this is the first answer to an earlier request with the same Idempotency-Key."))),
+        Invalid,
         Unauthorized,
         JobMissing,
-        NotCancellable
+        NotCancellable,
+        KeyReused
     ),
     security(("bearer" = []))
 )]
@@ -204,8 +210,14 @@ pub async fn cancel(
     state: web::Data<AppState>,
     user: AuthUser,
     path: web::Path<String>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let job_id = path.into_inner();
+    // `If-Match` is about VMs, not jobs.
+    let retry = Retry::read(&req, &user, &[])?.without_if_match();
+    if let Some(earlier) = retry.earlier(&state).await? {
+        return Ok(earlier);
+    }
     let job = visible(&state, &user, &job_id).await?;
     let not_cancellable = |why: &str| ApiError::Conflict {
         code: "JOB_NOT_CANCELLABLE",
@@ -218,13 +230,16 @@ pub async fn cancel(
     let command = VmCommand::CancelJob {
         job_id: job_id.clone(),
     };
-    state
-        .registry
-        .execute(&job.vm_id, command, user.meta(Via::Rest))
-        .await
-        .map_err(|e| ApiError::from_actor(&job.vm_id, e))?;
-    let job = jobs::get(&state.pool, &job_id)
+    // The answer shows the job as the cancel's own transaction left it.
+    let answer = Answer::new(true, |done| {
+        let job = done
+            .job
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("a cancelled job was not found in its transaction"))?;
+        envelope_answer(StatusCode::OK, JobView::from(job), "Job cancelled.")
+    });
+    retry
+        .execute(&state, &job.vm_id, command, user.meta(Via::Rest), answer)
         .await?
-        .ok_or_else(|| ApiError::JobNotFound(job_id.clone()))?;
-    Ok(envelope::ok(JobView::from(job), "Job cancelled."))
+        .map_err(|e| ApiError::from_actor(&job.vm_id, e))
 }

@@ -10,6 +10,7 @@ pub mod health;
 pub mod jobs;
 pub mod openapi;
 pub mod request_id;
+pub mod retry;
 pub mod vm_input;
 pub mod vms;
 

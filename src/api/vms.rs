@@ -6,18 +6,22 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::answers::errors::{Forbidden, Invalid, Unauthorized, VmConflict, VmMissing};
+use super::answers::errors::{
+    Forbidden, Invalid, KeyReused, Stale, Unauthorized, VmConflict, VmMissing,
+};
 use super::answers::{
     Accepted, CreatedVm, CursorPage, Envelope, History, HistoryPoint, Page, Pagination, Patched,
 };
 use super::body;
 use super::envelope;
 use super::error::ApiError;
+use super::retry::{self, envelope_answer, IfMatchHeader, KeyHeader, Retry};
 use super::vm_input::{self, CreateVm, PatchVm, StopVm};
 use crate::auth::{AuthUser, ID_ALPHABET};
 use crate::startup::AppState;
 use crate::store::audit::AuditEntry;
 use crate::store::audit::{self, EventFilter};
+use crate::store::conditions::Answer;
 use crate::store::vm_view::VmView;
 use crate::store::{vm_view, Via};
 use crate::vm::{Owner, Reconfiguration, VmCommand, VmError, VmSpec, VmStatus};
@@ -125,11 +129,14 @@ pub async fn list(
     path = "/api/v1/vms",
     tag = "vms",
     request_body = CreateVm,
+    params(KeyHeader),
     responses(
-        (status = 201, description = "Created; its provisioning job runs.", body = Envelope<CreatedVm>),
+        (status = 201, description = "Created; its provisioning job runs.", body = Envelope<CreatedVm>,
+            headers(("Idempotent-Replayed" = bool, description = "`true` when this is the first answer to an earlier request with the same Idempotency-Key."))),
         Invalid,
         Unauthorized,
-        VmConflict
+        VmConflict,
+        KeyReused
     ),
     security(("bearer" = []))
 )]
@@ -137,9 +144,16 @@ pub async fn list(
 pub async fn create(
     state: web::Data<AppState>,
     user: AuthUser,
+    req: HttpRequest,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
-    let input: CreateVm = body::typed(body.into_inner())?;
+    let body = body.into_inner();
+    // `If-Match` is about an existing VM; a new one has none to match.
+    let retry = Retry::read_json(&req, &user, &body)?.without_if_match();
+    if let Some(earlier) = retry.earlier(&state).await? {
+        return Ok(earlier);
+    }
+    let input: CreateVm = body::typed(body)?;
     let limits = &state.settings.limits;
     vm_input::check_name(&input.name, limits)?;
     if let Some(d) = &input.description {
@@ -172,21 +186,22 @@ pub async fn create(
         image_present,
         job_id: job_id.clone(),
     };
+    let answer = Answer::new(false, move |done| {
+        let data = CreatedVm {
+            vm: view_of(done.vm, done.version),
+            job_id: job_id.clone(),
+        };
+        envelope_answer(
+            StatusCode::CREATED,
+            data,
+            "Virtual machine created; it is being provisioned.",
+        )
+    });
     // The name is reserved in the transaction that records the VM (409 VM_NAME_TAKEN if not).
-    let committed = state
-        .registry
-        .execute(&vm_id, command, user.meta(Via::Rest))
-        .await
-        .map_err(|e| ApiError::from_actor(&vm_id, e))?;
-    let data = CreatedVm {
-        vm: view_of(&committed.vm, committed.version),
-        job_id,
-    };
-    Ok(envelope::success(
-        StatusCode::CREATED,
-        data,
-        "Virtual machine created; it is being provisioned.",
-    ))
+    retry
+        .execute(&state, &vm_id, command, user.meta(Via::Rest), answer)
+        .await?
+        .map_err(|e| ApiError::from_actor(&vm_id, e))
 }
 
 fn view_of(vm: &crate::vm::Vm, version: usize) -> vm_view::VmView {
@@ -213,7 +228,8 @@ async fn visible(
     tag = "vms",
     params(("id" = String, Path, description = "The VM's id, e.g. `vm-abc123def456`.")),
     responses(
-        (status = 200, description = "The VM.", body = Envelope<VmView>),
+        (status = 200, description = "The VM.", body = Envelope<VmView>,
+            headers(("ETag" = String, description = "The VM's version, e.g. `\"7\"` (strong); send it in `If-Match` to change the VM only if it did not change since."))),
         Unauthorized,
         VmMissing
     ),
@@ -226,7 +242,14 @@ pub async fn get(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let vm = visible(&state, &user, &path).await?;
-    Ok(envelope::ok(vm, "Virtual machine."))
+    let etag = retry::etag(vm.version);
+    let mut response = envelope::ok(vm, "Virtual machine.");
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&etag) {
+        response
+            .headers_mut()
+            .insert(actix_web::http::header::ETAG, value);
+    }
+    Ok(response)
 }
 
 #[utoipa::path(
@@ -235,12 +258,16 @@ pub async fn get(
     tag = "vms",
     params(("id" = String, Path, description = "The VM's id, e.g. `vm-abc123def456`.")),
     request_body = PatchVm,
+    params(KeyHeader, IfMatchHeader),
     responses(
-        (status = 200, description = "Changed (or nothing to change).", body = Envelope<Patched>),
+        (status = 200, description = "Changed (or nothing to change).", body = Envelope<Patched>,
+            headers(("Idempotent-Replayed" = bool, description = "`true` when this is the first answer to an earlier request with the same Idempotency-Key."))),
         Invalid,
         Unauthorized,
         VmMissing,
-        VmConflict
+        VmConflict,
+        Stale,
+        KeyReused
     ),
     security(("bearer" = []))
 )]
@@ -249,10 +276,16 @@ pub async fn patch(
     state: web::Data<AppState>,
     user: AuthUser,
     path: web::Path<String>,
+    req: HttpRequest,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let vm_id = path.into_inner();
-    let input: PatchVm = body::typed(body.into_inner())?;
+    let body = body.into_inner();
+    let retry = Retry::read_json(&req, &user, &body)?;
+    if let Some(earlier) = retry.earlier(&state).await? {
+        return Ok(earlier);
+    }
+    let input: PatchVm = body::typed(body)?;
     let limits = &state.settings.limits;
     if let Some(n) = &input.name {
         vm_input::check_name(n, limits)?;
@@ -273,23 +306,21 @@ pub async fn patch(
         cpu: input.cpu,
         memory: input.memory,
     });
+    let answer = Answer::new(false, |done| {
+        let view = view_of(done.vm, done.version);
+        let requires_restart = view.requires_restart;
+        let data = Patched {
+            vm: view,
+            requires_restart,
+        };
+        envelope_answer(StatusCode::OK, data, "Virtual machine updated.")
+    });
     // A new name is reserved (and the old one released) in the transaction that records it.
-    let result = state
-        .registry
-        .execute(&vm_id, command, user.meta(Via::Rest))
-        .await;
+    let result = retry
+        .execute(&state, &vm_id, command, user.meta(Via::Rest), answer)
+        .await?;
     match result {
-        Ok(committed) => {
-            let view = view_of(&committed.vm, committed.version);
-            let requires_restart = view.requires_restart;
-            Ok(envelope::ok(
-                Patched {
-                    vm: view,
-                    requires_restart,
-                },
-                "Virtual machine updated.",
-            ))
-        }
+        Ok(response) => Ok(response),
         Err(crate::actors::ActorError::Refused(VmError::NothingToChange)) => Ok(envelope::ok(
             Patched {
                 requires_restart: current.requires_restart,
@@ -348,8 +379,36 @@ pub async fn submit(
     })
 }
 
-fn accepted(data: Accepted) -> HttpResponse {
-    envelope::success(StatusCode::ACCEPTED, data, "Accepted; the job is queued.")
+const ACCEPTED: &str = "Accepted; the job is queued.";
+
+/// [`submit`] over REST: with the request's `Idempotency-Key` and `If-Match`.
+async fn submit_retryable(
+    state: &AppState,
+    user: &AuthUser,
+    vm_id: &str,
+    retry: &Retry,
+    make: impl FnOnce(String) -> VmCommand,
+) -> Result<HttpResponse, ApiError> {
+    if let Some(earlier) = retry.earlier(state).await? {
+        return Ok(earlier);
+    }
+    visible(state, user, vm_id).await?;
+    let job_id = new_job_id();
+    tracing::Span::current().record("job_id", job_id.as_str());
+    let command = make(job_id.clone());
+    let vm = vm_id.to_string();
+    let answer = Answer::new(false, move |done| {
+        let data = Accepted {
+            job_id: job_id.clone(),
+            vm_id: vm.clone(),
+            status: done.vm.status,
+        };
+        envelope_answer(StatusCode::ACCEPTED, data, ACCEPTED)
+    });
+    retry
+        .execute(state, vm_id, command, user.meta(Via::Rest), answer)
+        .await?
+        .map_err(|e| ApiError::from_actor(vm_id, e))
 }
 
 #[tracing::instrument(name = "vm_verb", skip_all, fields(user_id = %user.id, vm_id = %path, verb = ?verb, job_id))]
@@ -357,10 +416,11 @@ async fn verb(
     state: web::Data<AppState>,
     user: AuthUser,
     path: web::Path<String>,
+    req: HttpRequest,
     verb: Verb,
 ) -> Result<HttpResponse, ApiError> {
-    let data = submit(&state, &user, &path, Via::Rest, |job| verb.command(job)).await?;
-    Ok(accepted(data))
+    let retry = Retry::read(&req, &user, &[])?;
+    submit_retryable(&state, &user, &path, &retry, |job| verb.command(job)).await
 }
 
 /// A lifecycle verb without a body: its handler and its place in the OpenAPI document.
@@ -371,12 +431,16 @@ macro_rules! verb_handler {
             path = $path,
             tag = "vms",
             operation_id = $op,
-            params(("id" = String, Path, description = "The VM's id, e.g. `vm-abc123def456`.")),
+            params(("id" = String, Path, description = "The VM's id, e.g. `vm-abc123def456`."), KeyHeader, IfMatchHeader),
             responses(
-                (status = 202, description = $accepted, body = Envelope<Accepted>),
+                (status = 202, description = $accepted, body = Envelope<Accepted>,
+                    headers(("Idempotent-Replayed" = bool, description = "`true` when this is the first answer to an earlier request with the same Idempotency-Key."))),
+                Invalid,
                 Unauthorized,
                 VmMissing,
-                VmConflict
+                VmConflict,
+                Stale,
+                KeyReused
             ),
             security(("bearer" = []))
         )]
@@ -384,8 +448,9 @@ macro_rules! verb_handler {
             state: web::Data<AppState>,
             user: AuthUser,
             path: web::Path<String>,
+            req: HttpRequest,
         ) -> Result<HttpResponse, ApiError> {
-            verb(state, user, path, Verb::$verb).await
+            verb(state, user, path, req, Verb::$verb).await
         }
     };
 }
@@ -443,14 +508,17 @@ verb_handler!(
     post,
     path = "/api/v1/vms/{id}/stop",
     tag = "vms",
-    params(("id" = String, Path, description = "The VM's id, e.g. `vm-abc123def456`.")),
+    params(("id" = String, Path, description = "The VM's id, e.g. `vm-abc123def456`."), KeyHeader, IfMatchHeader),
     request_body = Option<StopVm>,
     responses(
-        (status = 202, description = "Accepted: ACPI power-down, then forced after `timeout` seconds (or at once with `force`).", body = Envelope<Accepted>),
+        (status = 202, description = "Accepted: ACPI power-down, then forced after `timeout` seconds (or at once with `force`).", body = Envelope<Accepted>,
+            headers(("Idempotent-Replayed" = bool, description = "`true` when this is the first answer to an earlier request with the same Idempotency-Key."))),
         Invalid,
         Unauthorized,
         VmMissing,
-        VmConflict
+        VmConflict,
+        Stale,
+        KeyReused
     ),
     security(("bearer" = []))
 )]
@@ -462,19 +530,22 @@ pub async fn stop(
     req: HttpRequest,
     bytes: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
+    let retry = Retry::read(&req, &user, &bytes)?;
+    if let Some(earlier) = retry.earlier(&state).await? {
+        return Ok(earlier);
+    }
     let input: StopVm = body::optional(&req, &bytes)?;
     vm_input::check_stop(&input, &state.settings.limits)?;
     let force = input.force.unwrap_or(false);
     let timeout = input
         .timeout
         .unwrap_or(state.settings.default_stop_timeout_secs);
-    let data = submit(&state, &user, &path, Via::Rest, |job_id| VmCommand::Stop {
+    submit_retryable(&state, &user, &path, &retry, |job_id| VmCommand::Stop {
         job_id,
         force,
         timeout,
     })
-    .await?;
-    Ok(accepted(data))
+    .await
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

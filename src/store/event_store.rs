@@ -9,9 +9,10 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use sqlx::PgPool;
 
+use super::conditions::{Conditions, StoredAnswer};
 use super::metadata::CommandMeta;
 use super::repository::{Commit, Repository};
-use super::StoreError;
+use super::{idempotency, StoreError};
 use crate::vm::{Vm, VmCommand, VmError, VmEvent};
 
 #[derive(Clone)]
@@ -34,6 +35,16 @@ pub enum CommitError {
     Refused(#[from] VmError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// An `If-Match` precondition names another version than the VM's current one.
+    #[error("the virtual machine is at version {current}")]
+    Stale { current: usize },
+}
+
+/// A command's outcome: its events (possibly none), and the answer built from the state after
+/// them (when the command asked for one and committed events).
+pub struct Executed {
+    pub events: Vec<VmEvent>,
+    pub answer: Option<StoredAnswer>,
 }
 
 impl VmEventStore {
@@ -75,12 +86,48 @@ impl VmEventStore {
         command: VmCommand,
         meta: &CommandMeta,
     ) -> Result<Vec<VmEvent>, CommitError> {
+        let executed = self
+            .execute_with(state, command, meta, &Conditions::default())
+            .await?;
+        Ok(executed.events)
+    }
+
+    /// [`VmEventStore::execute`] with conditions: an `If-Match` precondition, an idempotency key
+    /// and the answer to build (and store with the key) from the state after the command.
+    ///
+    /// A key already taken (`StoreError::KeyTaken`) and a stale `If-Match` (`CommitError::Stale`)
+    /// are decided here, on the state the command is decided on, before anything is written.
+    pub async fn execute_with(
+        &self,
+        state: &mut VmState,
+        command: VmCommand,
+        meta: &CommandMeta,
+        conditions: &Conditions,
+    ) -> Result<Executed, CommitError> {
+        if let Some(keyed) = &conditions.key {
+            if idempotency::find(self.repo.pool(), &keyed.user_id, &keyed.key)
+                .await?
+                .is_some()
+            {
+                return Err(StoreError::KeyTaken.into());
+            }
+        }
+        if let Some(if_match) = &conditions.if_match {
+            if !if_match.admits(state.version) {
+                return Err(CommitError::Stale {
+                    current: state.version,
+                });
+            }
+        }
         let mut after = state.vm.clone();
         let sink = EventSink::default();
         after.handle(command, &(), &sink).await?;
         let events = sink.collect().await;
         if events.is_empty() {
-            return Ok(events);
+            return Ok(Executed {
+                events,
+                answer: None,
+            });
         }
         // One event per commit carries at most one job effect (see `VmEvent::job_effect`).
         let mut metadata = meta.to_map(events.first().and_then(VmEvent::job_effect));
@@ -90,7 +137,7 @@ impl VmEventStore {
             metadata.insert("status".into(), status.as_str().to_string());
         }
         let vm_id = state.vm_id_or_new(&after);
-        let snapshot = self
+        let written = self
             .repo
             .commit(&Commit {
                 vm_id: &vm_id,
@@ -100,13 +147,17 @@ impl VmEventStore {
                 events: &events,
                 after: &after,
                 metadata: &metadata,
+                conditions,
             })
             .await?;
-        state.snapshot = snapshot;
+        state.snapshot = written.snapshot;
         let version = state.version + events.len();
         state.version = version;
         state.vm = after;
-        Ok(events)
+        Ok(Executed {
+            events,
+            answer: written.answer,
+        })
     }
 }
 

@@ -177,6 +177,16 @@ pub async fn get(pool: &PgPool, id: &str) -> Result<Option<JobRow>, StoreError> 
     )
 }
 
+/// The job as the transaction on `conn` sees it.
+pub async fn get_in(conn: &mut PgConnection, id: &str) -> Result<Option<JobRow>, StoreError> {
+    Ok(
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM jobs WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(conn)
+            .await?,
+    )
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct JobFilter {
     /// Only jobs of VMs this user owns.

@@ -7,8 +7,10 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
 pub mod audit;
+pub mod conditions;
 pub mod event_store;
 pub mod feed;
+pub mod idempotency;
 pub mod jobs;
 pub mod log_identity;
 pub mod metadata;
@@ -35,6 +37,9 @@ pub enum StoreError {
     /// A cancel found its job no longer queued (a worker took it); nothing was recorded.
     #[error("job {job_id} is {status}")]
     JobNotQueued { job_id: String, status: String },
+    /// The user's idempotency key was taken by another request first; nothing was recorded.
+    #[error("the idempotency key was already used")]
+    KeyTaken,
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }

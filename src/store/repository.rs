@@ -4,7 +4,8 @@
 //! commits one command in one transaction: its events (optimistic concurrency on the stream's
 //! sequence), the snapshot when one is due, the VM's name reservation, the VM's row in the list,
 //! and, through the events trigger (`migrations/0002_jobs.sql`), the jobs its events open and
-//! close. Either all of it is visible or none of it is.
+//! close, and the idempotency key it was sent with and the answer it got. Either all of it is
+//! visible or none of it is.
 
 use std::collections::HashMap;
 
@@ -13,7 +14,8 @@ use cqrs_es::Aggregate;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 
-use super::{jobs, vm_view, StoreError};
+use super::conditions::{AnswerInput, Conditions, StoredAnswer};
+use super::{idempotency, jobs, vm_view, StoreError};
 use crate::vm::{JobEffect, JobOutcome, Vm, VmEvent};
 
 const AGGREGATE_TYPE: &str = <Vm as Aggregate>::TYPE;
@@ -42,6 +44,14 @@ pub struct Commit<'a> {
     /// The state after the events.
     pub after: &'a Vm,
     pub metadata: &'a HashMap<String, String>,
+    /// The idempotency key to take and the answer to build (and store with the key).
+    pub conditions: &'a Conditions,
+}
+
+/// What a commit wrote: the new snapshot number, and the answer built from the state after it.
+pub struct Written {
+    pub snapshot: Option<usize>,
+    pub answer: Option<StoredAnswer>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -64,6 +74,10 @@ impl Repository {
             upcasters,
             snapshot_every: snapshot_every.max(1),
         }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
     }
 
     /// The VM's current state: the latest snapshot plus the events after it.
@@ -150,9 +164,13 @@ impl Repository {
             .collect()
     }
 
-    /// Commits `commit` in one transaction; returns the new snapshot number.
-    pub async fn commit(&self, commit: &Commit<'_>) -> Result<Option<usize>, StoreError> {
+    /// Commits `commit` in one transaction.
+    pub async fn commit(&self, commit: &Commit<'_>) -> Result<Written, StoreError> {
         let mut tx = self.pool.begin().await?;
+        // First, so that a concurrent request with the same key waits for this one.
+        if let Some(keyed) = &commit.conditions.key {
+            idempotency::take(&mut tx, keyed).await?;
+        }
         vm_view::hold_name(&mut tx, commit.before, commit.after).await?;
         for event in commit.events {
             if let Some(JobEffect::Closes {
@@ -168,8 +186,30 @@ impl Repository {
         let snapshot = self.snapshot(&mut tx, commit).await?;
         let version = commit.version + commit.events.len();
         vm_view::upsert(&mut tx, commit.after, version).await?;
+        let answer = match &commit.conditions.answer {
+            Some(answer) => {
+                let job = match commit.events.first().and_then(VmEvent::job_effect) {
+                    Some(
+                        JobEffect::Opens { job_id, .. }
+                        | JobEffect::Closes { job_id, .. }
+                        | JobEffect::Concerns { job_id },
+                    ) if answer.needs_job() => jobs::get_in(&mut tx, job_id).await?,
+                    _ => None,
+                };
+                let built = answer.build(&AnswerInput {
+                    vm: commit.after,
+                    version,
+                    job,
+                })?;
+                if let Some(keyed) = &commit.conditions.key {
+                    idempotency::answer(&mut tx, keyed, &built).await?;
+                }
+                Some(built)
+            }
+            None => None,
+        };
         tx.commit().await?;
-        Ok(snapshot)
+        Ok(Written { snapshot, answer })
     }
 
     /// Writes the snapshot when the events cross a multiple of `snapshot_every` (as cqrs-es's

@@ -8,6 +8,7 @@ mod errors;
 mod feed;
 mod helpers;
 mod hypervisor;
+mod idempotency;
 mod jobs;
 mod leases;
 mod lifecycle;
