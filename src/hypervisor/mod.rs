@@ -17,10 +17,16 @@ use tokio::sync::mpsc;
 use crate::vm::MachineProcess;
 
 pub mod accel;
+mod command_line;
+mod control;
+mod disk;
 pub mod images;
+mod launch;
+mod paths;
 pub mod process;
 pub mod qemu;
 pub mod qmp;
+mod tools;
 pub mod watch;
 
 pub use accel::AccelSetting;
