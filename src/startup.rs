@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use actix::{Actor, Arbiter};
 use actix_web::dev::Server;
-use actix_web::http::StatusCode;
 use actix_web::middleware::{DefaultHeaders, ErrorHandlers};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
@@ -193,16 +192,15 @@ impl Application {
         });
         let server = HttpServer::new(move || {
             App::new()
-                .wrap(
-                    ErrorHandlers::new()
-                        .handler(StatusCode::METHOD_NOT_ALLOWED, api::method_not_allowed),
-                )
+                .wrap(actix_web::middleware::from_fn(api::input::middleware))
+                .wrap(ErrorHandlers::new().default_handler(api::bare_errors))
                 .wrap(DefaultHeaders::new().add(("X-API-Version", api::API_VERSION)))
                 .wrap(actix_web::middleware::from_fn(api::request_id::middleware))
                 .wrap(tracing_actix_web::TracingLogger::default())
                 .app_data(state.clone())
                 .app_data(api::body::json_config())
                 .app_data(api::body::query_config())
+                .app_data(api::body::payload_config())
                 .configure(api::routes)
         })
         .shutdown_timeout(10)

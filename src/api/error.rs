@@ -22,8 +22,10 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("No route matches {0}.")]
     RouteNotFound(String),
-    #[error("This path does not accept the {0} method.")]
-    MethodNotAllowed(String),
+    #[error("This path does not accept the {method} method; it accepts {allow}.")]
+    MethodNotAllowed { method: String, allow: String },
+    #[error("The URL is longer than the {0} bytes the server reads.")]
+    UriTooLong(usize),
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
@@ -63,7 +65,10 @@ impl ApiError {
             }
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
             ApiError::RouteNotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
-            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
+            ApiError::MethodNotAllowed { .. } => {
+                (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED")
+            }
+            ApiError::UriTooLong(_) => (StatusCode::URI_TOO_LONG, "URI_TOO_LONG"),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "FORBIDDEN"),
             ApiError::VmNotFound(_) => (StatusCode::NOT_FOUND, "VM_NOT_FOUND"),
@@ -84,7 +89,8 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "The content type is not supported.",
             ApiError::PayloadTooLarge => "The request body is too large.",
             ApiError::RouteNotFound(_) => "Not found.",
-            ApiError::MethodNotAllowed(_) => "Method not allowed.",
+            ApiError::MethodNotAllowed { .. } => "Method not allowed.",
+            ApiError::UriTooLong(_) => "The URL is too long.",
             ApiError::Unauthorized(_) => "Authentication is required.",
             ApiError::Forbidden(_) => "Permission denied.",
             ApiError::VmNotFound(_) => "Virtual machine not found.",
@@ -180,7 +186,11 @@ impl ResponseError for ApiError {
             ApiError::Unavailable => tracing::warn!("request failed: database unavailable"),
             _ => tracing::debug!(code, error = %self, "request refused"),
         }
-        HttpResponse::build(status).json(error_body(
+        let mut response = HttpResponse::build(status);
+        if let ApiError::MethodNotAllowed { allow, .. } = self {
+            response.insert_header((actix_web::http::header::ALLOW, allow.as_str()));
+        }
+        response.json(error_body(
             code,
             self.summary(),
             &self.details(),

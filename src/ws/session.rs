@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::web;
-use actix_ws::{CloseCode, CloseReason, Message, MessageStream, Session};
+use actix_ws::{CloseCode, CloseReason, Message, MessageStream, ProtocolError, Session};
 use bytestring::ByteString;
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -118,8 +118,17 @@ pub async fn run_unauthenticated(
                 .await;
             return;
         }
-        Ok(None) => return,
-        Ok(Some(text)) => match protocol::parse(&text, bounds(&state)) {
+        Ok(Err(ProtocolError::Overflow)) => {
+            let _ = session
+                .text(refuse(&ApiError::PayloadTooLarge, &Value::Null))
+                .await;
+            let _ = session
+                .close(Some(reason(CloseCode::Size, FRAME_TOO_LARGE)))
+                .await;
+            return;
+        }
+        Ok(Err(_)) | Ok(Ok(None)) => return,
+        Ok(Ok(Some(text))) => match protocol::parse(&text, bounds(&state)) {
             Ok(ClientFrame {
                 kind: ClientKind::Auth { token },
                 id,
@@ -189,16 +198,19 @@ fn reason(code: CloseCode, text: &str) -> CloseReason {
     }
 }
 
-async fn next_text(stream: &mut MessageStream) -> Option<String> {
+/// The first text frame; `None` when the client closed first.
+async fn next_text(stream: &mut MessageStream) -> Result<Option<String>, ProtocolError> {
     while let Some(msg) = stream.next().await {
-        match msg {
-            Ok(Message::Text(text)) => return Some(text.to_string()),
-            Ok(Message::Close(_)) | Err(_) => return None,
-            Ok(_) => continue,
+        match msg? {
+            Message::Text(text) => return Ok(Some(text.to_string())),
+            Message::Close(_) => return Ok(None),
+            _ => continue,
         }
     }
-    None
+    Ok(None)
 }
+
+const FRAME_TOO_LARGE: &str = "frame too large: at most 64 KiB per frame";
 
 /// The task that writes queued frames to the socket; it is the only one that waits on it.
 fn start_writer(state: &AppState, mut session: Session) -> (Writer, tokio::task::JoinHandle<()>) {
@@ -310,6 +322,13 @@ impl Connection {
                     Some(Ok(msg)) => {
                         self.last_heard = Instant::now();
                         self.on_message(msg).await
+                    }
+                    Some(Err(ProtocolError::Overflow)) => {
+                        let e = ApiError::PayloadTooLarge;
+                        match self.send(protocol::error_frame(&e, &Value::Null)).await {
+                            Ok(()) => Err(End::Close(CloseCode::Size, FRAME_TOO_LARGE.into())),
+                            Err(end) => Err(end),
+                        }
                     }
                     Some(Err(e)) => Err(End::Close(CloseCode::Protocol, format!("protocol error: {e}"))),
                     None => Err(End::Gone),
