@@ -19,7 +19,7 @@ use crate::actors::observer;
 use crate::actors::worker::{self, JobWorker, WorkerDeps};
 use crate::actors::VmRegistry;
 use crate::api;
-use crate::auth::{self, TokenKeys};
+use crate::auth::{self, AuthCache, TokenKeys};
 use crate::bus::relay::Relay;
 use crate::bus::system::SystemEvents;
 use crate::bus::{Bus, Hub};
@@ -40,6 +40,8 @@ pub struct AppState {
     pub hypervisor: Arc<dyn Hypervisor>,
     pub images: ImageCatalog,
     pub tokens: TokenKeys,
+    /// Users and revoked tokens, kept current by PostgreSQL notifications.
+    pub auth: Arc<AuthCache>,
     pub job_events: broadcast::Sender<String>,
     /// Live events from NATS for WebSocket connections.
     pub hub: Arc<Hub>,
@@ -165,6 +167,9 @@ impl Application {
             );
             arbiter.spawn(tasks.track_future(relay.run(shutdown.clone())));
         }
+        let auth_cache = AuthCache::new();
+        arbiter
+            .spawn(tasks.track_future(auth_cache.clone().listen(pool.clone(), shutdown.clone())));
         let hub = Hub::new(4096);
         arbiter.spawn(tasks.track_future(hub.clone().run(bus.clone(), shutdown.clone())));
         let usage = Arc::new(UsageBoard::default());
@@ -184,6 +189,7 @@ impl Application {
             hypervisor,
             images,
             tokens,
+            auth: auth_cache,
             job_events,
             hub,
             ws_limits: ConnectionLimits::new(settings.ws.max_connections_per_user),

@@ -26,12 +26,13 @@ use tracing::Instrument;
 use super::limits::Slot;
 use super::protocol::{self, Action, ClientFrame, ClientKind, IntervalBounds, Topic};
 use crate::api::error::ApiError;
+use crate::auth::cache::{self, TokenRef};
 use crate::auth::{self, AuthUser};
 use crate::bus::system::SystemEvent;
 use crate::bus::FeedEvent;
 use crate::monitor::host::HostMonitor;
 use crate::startup::AppState;
-use crate::store::{feed, users, vm_view, Via};
+use crate::store::{feed, vm_view, Via};
 use crate::vm::VmCommand;
 
 /// Subscriptions a connection may hold.
@@ -314,6 +315,7 @@ impl Connection {
         let expires_in = (self.user.expires_at - chrono::Utc::now().timestamp()).max(0);
         let expiry = tokio::time::sleep(Duration::from_secs(expires_in.unsigned_abs()));
         tokio::pin!(expiry);
+        let mut auth_changes = self.state.auth.changes();
         let mut events = self.state.hub.events();
         let mut system = self.state.hub.system();
         loop {
@@ -347,6 +349,10 @@ impl Connection {
                     Err(broadcast::error::RecvError::Closed) => Err(End::Close(CloseCode::Restart, "the server is stopping".into())),
                 },
                 _ = ping.tick() => self.on_ping_tick(idle_timeout).await,
+                changed = auth_changes.changed() => match changed {
+                    Ok(()) => self.check_token().await,
+                    Err(_) => Err(End::Close(CloseCode::Restart, "the server is stopping".into())),
+                },
                 _ = usage.tick() => self.on_usage_tick().await,
                 _ = monitor_tick(&mut self.monitor) => self.on_monitor_tick().await,
                 () = &mut expiry => Err(End::Close(CloseCode::Policy, "token expired: connect again with a new token".into())),
@@ -369,22 +375,32 @@ impl Connection {
                 "heartbeat timeout: no pong or message arrived in time".into(),
             ));
         }
-        match users::is_revoked(&self.state.pool, &self.user.jti).await {
-            Ok(true) => {
-                return Err(End::Close(
-                    CloseCode::Policy,
-                    "token revoked: connect again with a new token".into(),
-                ))
-            }
-            Ok(false) => {}
-            // The database is away: keep the connection; the next tick checks again.
-            Err(e) => {
-                tracing::debug!(error = %crate::telemetry::chain(&e), "token revocation could not be checked")
-            }
-        }
+        self.check_token().await?;
         // A full queue skips a ping; the slow-client rule deals with that.
         let _ = self.out.try_send(Out::Ping);
         Ok(())
+    }
+
+    /// Ends the connection when its token was revoked (logout), its password changed or its
+    /// user is gone; checked on every ping and whenever the node's auth cache hears of a change.
+    async fn check_token(&self) -> Result<(), End> {
+        let token = TokenRef {
+            jti: &self.user.jti,
+            user_id: &self.user.id,
+            generation: self.user.token_generation,
+        };
+        match self.state.auth.check(&self.state.pool, token).await {
+            Ok(_) => Ok(()),
+            // The database is away: keep the connection; the next tick checks again.
+            Err(cache::Refusal::Store(e)) => {
+                tracing::debug!(error = %crate::telemetry::chain(&e), "the token could not be checked");
+                Ok(())
+            }
+            Err(refusal) => Err(End::Close(
+                CloseCode::Policy,
+                format!("token revoked: {refusal} Connect again with a new token."),
+            )),
+        }
     }
 
     async fn finish(self, end: End, session: Session, writer: tokio::task::JoinHandle<()>) {
