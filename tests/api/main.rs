@@ -3,6 +3,7 @@
 
 mod audit;
 mod auth;
+mod bad_input;
 mod crash;
 mod errors;
 mod feed;
@@ -13,5 +14,6 @@ mod lifecycle;
 mod openapi;
 mod relay;
 mod schemas;
+mod sessions;
 mod snapshots;
 mod ws_client;
