@@ -15,5 +15,6 @@ mod openapi;
 mod relay;
 mod schemas;
 mod sessions;
+mod settings;
 mod snapshots;
 mod ws_client;
