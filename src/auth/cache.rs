@@ -249,7 +249,7 @@ impl Cached {
     fn add_revoked(&mut self, jti: String, expires_at: i64) {
         self.revoked.insert(jti, expires_at);
         // An expired token fails its signature check anyway; keep only those that could pass.
-        if self.revoked.len() % 1024 == 0 {
+        if self.revoked.len().is_multiple_of(1024) {
             let now = chrono::Utc::now().timestamp();
             self.revoked.retain(|_, exp| *exp >= now);
         }
