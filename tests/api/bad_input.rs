@@ -185,6 +185,30 @@ async fn a_body_over_the_limit_is_a_413_envelope_on_every_route() {
         StatusCode::PAYLOAD_TOO_LARGE,
         "PAYLOAD_TOO_LARGE",
     );
+    // Without a Content-Length (chunked), the body is refused while it is read.
+    for url in ["/api/v1/vms/vm-x/stop", "/api/v1/vms"] {
+        let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+            (0..20).map(|_| Ok(vec![b' '; 8 * 1024])).collect();
+        let resp = app
+            .client
+            .post(app.url(url))
+            .bearer_auth(&app.token)
+            .header("Content-Type", "application/json")
+            .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+            .send()
+            .await
+            .expect("the request");
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        let what = format!("chunked {url}");
+        assert_error(
+            &what,
+            status,
+            &body,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+        );
+    }
     let just_over = vec![b' '; 64 * 1024 + 1];
     for (method, template, url) in operations() {
         let what = format!("{method} {template}");
