@@ -20,6 +20,8 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("The request body is larger than the server accepts.")]
     PayloadTooLarge,
+    #[error("A WebSocket frame may have at most {0} bytes.")]
+    FrameTooLarge(usize),
     #[error("No route matches {0}.")]
     RouteNotFound(String),
     #[error("This path does not accept the {method} method; it accepts {allow}.")]
@@ -63,7 +65,9 @@ impl ApiError {
             ApiError::UnsupportedMediaType => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE")
             }
-            ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
+            ApiError::PayloadTooLarge | ApiError::FrameTooLarge(_) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE")
+            }
             ApiError::RouteNotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
             ApiError::MethodNotAllowed { .. } => {
                 (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED")
@@ -88,6 +92,7 @@ impl ApiError {
             ApiError::BadJson(_) => "The request body could not be read.",
             ApiError::UnsupportedMediaType => "The content type is not supported.",
             ApiError::PayloadTooLarge => "The request body is too large.",
+            ApiError::FrameTooLarge(_) => "The frame is too large.",
             ApiError::RouteNotFound(_) => "Not found.",
             ApiError::MethodNotAllowed { .. } => "Method not allowed.",
             ApiError::UriTooLong(_) => "The URL is too long.",

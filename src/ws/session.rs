@@ -120,11 +120,10 @@ pub async fn run_unauthenticated(
             return;
         }
         Ok(Err(ProtocolError::Overflow)) => {
+            let e = ApiError::FrameTooLarge(super::MAX_FRAME_BYTES);
+            let _ = session.text(refuse(&e, &Value::Null)).await;
             let _ = session
-                .text(refuse(&ApiError::PayloadTooLarge, &Value::Null))
-                .await;
-            let _ = session
-                .close(Some(reason(CloseCode::Size, FRAME_TOO_LARGE)))
+                .close(Some(reason(CloseCode::Size, &e.to_string())))
                 .await;
             return;
         }
@@ -210,8 +209,6 @@ async fn next_text(stream: &mut MessageStream) -> Result<Option<String>, Protoco
     }
     Ok(None)
 }
-
-const FRAME_TOO_LARGE: &str = "frame too large: at most 64 KiB per frame";
 
 /// The task that writes queued frames to the socket; it is the only one that waits on it.
 fn start_writer(state: &AppState, mut session: Session) -> (Writer, tokio::task::JoinHandle<()>) {
@@ -326,9 +323,9 @@ impl Connection {
                         self.on_message(msg).await
                     }
                     Some(Err(ProtocolError::Overflow)) => {
-                        let e = ApiError::PayloadTooLarge;
+                        let e = ApiError::FrameTooLarge(super::MAX_FRAME_BYTES);
                         match self.send(protocol::error_frame(&e, &Value::Null)).await {
-                            Ok(()) => Err(End::Close(CloseCode::Size, FRAME_TOO_LARGE.into())),
+                            Ok(()) => Err(End::Close(CloseCode::Size, e.to_string())),
                             Err(end) => Err(end),
                         }
                     }
