@@ -297,6 +297,47 @@ mod tests {
         assert!(!cache.apply(r#"{"kind": "mystery"}"#), "unknown: reload");
     }
 
+    /// A pool whose every query fails: what the cache answers without it needed no round trip.
+    fn unreachable() -> PgPool {
+        sqlx::postgres::PgPoolOptions::new()
+            .acquire_timeout(Duration::from_millis(500))
+            .connect_lazy("postgres://voidvm@127.0.0.1:1/unreachable")
+            .expect("a lazy pool")
+    }
+
+    #[tokio::test]
+    async fn a_listening_cache_answers_without_the_database() {
+        let pool = unreachable();
+        let cache = AuthCache::new();
+        {
+            let mut cached = cache.lock();
+            cached.live = true;
+            let alice = CachedUser {
+                id: "u1".into(),
+                username: "alice".into(),
+                role: Role::User,
+                token_generation: 1,
+            };
+            cached.users.insert("u1".into(), Some(alice));
+        }
+        let token = |jti, generation| TokenRef {
+            jti,
+            user_id: "u1",
+            generation,
+        };
+        let user = cache.check(&pool, token("j1", 1)).await;
+        assert_eq!(user.map(|u| u.username).ok().as_deref(), Some("alice"));
+        let older = cache.check(&pool, token("j1", 0)).await;
+        assert!(matches!(older, Err(Refusal::PasswordChanged)), "{older:?}");
+        cache.note_revoked("j1", i64::MAX);
+        let revoked = cache.check(&pool, token("j1", 1)).await;
+        assert!(matches!(revoked, Err(Refusal::Revoked)), "{revoked:?}");
+        // Without its listener the cache is not trusted: the database is asked.
+        cache.go_dark();
+        let dark = cache.check(&pool, token("j2", 1)).await;
+        assert!(matches!(dark, Err(Refusal::Store(_))), "{dark:?}");
+    }
+
     #[test]
     fn losing_the_listener_forgets_everything() {
         let cache = AuthCache::new();
