@@ -53,6 +53,19 @@ pub struct Settings {
     pub nats_url: String,
     pub nats: NatsSettings,
     pub ws: WsSettings,
+    /// How log lines are written to stderr (`VOIDVM_LOG_FORMAT`): `text` or `json`.
+    pub log_format: LogFormat,
+}
+
+/// The shape of log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
 }
 
 /// How events are laid out on NATS (see `src/bus/subjects.rs`).
@@ -160,6 +173,7 @@ impl Default for Settings {
             nats_url: "nats://127.0.0.1:4222".to_string(),
             nats: NatsSettings::default(),
             ws: WsSettings::default(),
+            log_format: LogFormat::Text,
         }
     }
 }

@@ -119,7 +119,7 @@ async fn serve(config: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    voidvm::telemetry::init();
+    voidvm::telemetry::init_as(settings.log_format);
     let app = match Application::build(settings).await {
         Ok(app) => app,
         Err(e) => {

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use actix::{Actor, Arbiter};
 use actix_web::dev::Server;
-use actix_web::http::StatusCode;
 use actix_web::middleware::{DefaultHeaders, ErrorHandlers};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
@@ -20,7 +19,7 @@ use crate::actors::observer;
 use crate::actors::worker::{self, JobWorker, WorkerDeps};
 use crate::actors::VmRegistry;
 use crate::api;
-use crate::auth::{self, TokenKeys};
+use crate::auth::{self, AuthCache, TokenKeys};
 use crate::bus::ownership::StreamOwner;
 use crate::bus::relay::Relay;
 use crate::bus::system::SystemEvents;
@@ -42,6 +41,8 @@ pub struct AppState {
     pub hypervisor: Arc<dyn Hypervisor>,
     pub images: ImageCatalog,
     pub tokens: TokenKeys,
+    /// Users and revoked tokens, kept current by PostgreSQL notifications.
+    pub auth: Arc<AuthCache>,
     pub job_events: broadcast::Sender<String>,
     /// Live events from NATS for WebSocket connections.
     pub hub: Arc<Hub>,
@@ -192,6 +193,9 @@ impl Application {
             );
             arbiter.spawn(tasks.track_future(relay.run(shutdown.clone())));
         }
+        let auth_cache = AuthCache::new();
+        arbiter
+            .spawn(tasks.track_future(auth_cache.clone().listen(pool.clone(), shutdown.clone())));
         let hub = Hub::new(4096);
         arbiter.spawn(tasks.track_future(hub.clone().run(
             bus.clone(),
@@ -215,6 +219,7 @@ impl Application {
             hypervisor,
             images,
             tokens,
+            auth: auth_cache,
             job_events,
             hub,
             stream_owner,
@@ -224,16 +229,15 @@ impl Application {
         });
         let server = HttpServer::new(move || {
             App::new()
-                .wrap(
-                    ErrorHandlers::new()
-                        .handler(StatusCode::METHOD_NOT_ALLOWED, api::method_not_allowed),
-                )
+                .wrap(actix_web::middleware::from_fn(api::input::middleware))
+                .wrap(ErrorHandlers::new().default_handler(api::bare_errors))
                 .wrap(DefaultHeaders::new().add(("X-API-Version", api::API_VERSION)))
                 .wrap(actix_web::middleware::from_fn(api::request_id::middleware))
                 .wrap(tracing_actix_web::TracingLogger::default())
                 .app_data(state.clone())
                 .app_data(api::body::json_config())
                 .app_data(api::body::query_config())
+                .app_data(api::body::payload_config())
                 .configure(api::routes)
         })
         .shutdown_timeout(10)

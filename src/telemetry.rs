@@ -1,14 +1,28 @@
-//! Logging and tracing: `RUST_LOG` filters (default `info`), `VOIDVM_LOG_FORMAT=json` for JSON.
+//! Logging and tracing: `RUST_LOG` filters (default `info`); the `log_format` setting
+//! (`VOIDVM_LOG_FORMAT=json`) writes JSON lines.
 
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
-/// Installs the global subscriber; a second call (tests) does nothing.
+use crate::config::LogFormat;
+
+/// Installs the global subscriber, in the format `VOIDVM_LOG_FORMAT` names; a second call (tests)
+/// does nothing.
 pub fn init() {
+    let json = std::env::var("VOIDVM_LOG_FORMAT").is_ok_and(|f| f == "json");
+    init_as(if json {
+        LogFormat::Json
+    } else {
+        LogFormat::Text
+    });
+}
+
+/// Installs the global subscriber writing `format` (the server's `log_format` setting).
+pub fn init_as(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,actix_server=warn"));
-    let json = std::env::var("VOIDVM_LOG_FORMAT").is_ok_and(|f| f == "json");
+    let json = format == LogFormat::Json;
     let registry = tracing_subscriber::registry().with(filter);
     let _ = if json {
         registry

@@ -34,7 +34,8 @@ pub struct ErrorEnvelope {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
-    /// A stable code, e.g. `VM_NOT_FOUND`, `VALIDATION_ERROR`, `VM_BUSY`.
+    /// A stable code, e.g. `VM_NOT_FOUND`, `VALIDATION_ERROR`, `VM_BUSY`, `METHOD_NOT_ALLOWED`,
+    /// `PAYLOAD_TOO_LARGE`, `URI_TOO_LONG` (the README lists them all).
     pub code: String,
     /// What went wrong, in general.
     pub message: String,

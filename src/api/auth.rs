@@ -48,7 +48,10 @@ pub async fn login(
     if !password::verify(login.password, user.password_hash.clone()).await? {
         return Err(refused());
     }
-    let (token, expires) = state.tokens.issue(&user.id, &user.username, &user.role)?;
+    let (token, expires) =
+        state
+            .tokens
+            .issue(&user.id, &user.username, &user.role, user.token_generation)?;
     Ok(HttpResponse::Ok().json(LoginEnvelope {
         success: true,
         data: Session {
@@ -102,6 +105,7 @@ pub async fn me(user: AuthUser) -> HttpResponse {
 pub async fn logout(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
     let expires = DateTime::from_timestamp(user.expires_at, 0).unwrap_or_else(chrono::Utc::now);
     users::revoke_token(&state.pool, &user.jti, expires).await?;
+    state.auth.note_revoked(&user.jti, user.expires_at);
     Ok(envelope::ok(Empty {}, "Logged out."))
 }
 
@@ -118,7 +122,7 @@ struct PasswordChange {
     tag = "auth",
     request_body = PasswordChange,
     responses(
-        (status = 200, description = "Changed.", body = Envelope<Empty>),
+        (status = 200, description = "Changed. Every token issued before, this one included, stops working (also on open WebSocket connections); log in again.", body = Envelope<Empty>),
         Invalid,
         Unauthorized
     ),
@@ -148,5 +152,6 @@ pub async fn change_password(
     }
     let hash = password::hash(change.new_password).await?;
     users::set_password(&state.pool, &user.id, &hash).await?;
+    state.auth.forget_user(&user.id);
     Ok(envelope::ok(Empty {}, "Password changed."))
 }

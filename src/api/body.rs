@@ -27,6 +27,11 @@ pub fn json_config() -> web::JsonConfig {
         })
 }
 
+/// Raw bodies (`web::Bytes`, as `POST /vms/{id}/stop` reads) have the same limit as JSON ones.
+pub fn payload_config() -> web::PayloadConfig {
+    web::PayloadConfig::new(MAX_BODY_BYTES)
+}
+
 pub fn query_config() -> web::QueryConfig {
     web::QueryConfig::default().error_handler(|err, _req| {
         let message = match &err {
@@ -63,7 +68,8 @@ pub fn optional<T: DeserializeOwned + Default>(
     typed(value)
 }
 
-/// Turns a JSON value into `T`, naming the field that does not fit.
+/// Turns a JSON value into `T`, naming the field that does not fit (or that holds text the
+/// database cannot store).
 pub fn typed<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
     if !value.is_object() {
         return Err(ApiError::validation(
@@ -71,6 +77,7 @@ pub fn typed<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
             "The body must be a JSON object.",
         ));
     }
+    super::input::check_json("", &value)?;
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();

@@ -20,10 +20,14 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("The request body is larger than the server accepts.")]
     PayloadTooLarge,
+    #[error("A WebSocket frame may have at most {0} bytes.")]
+    FrameTooLarge(usize),
     #[error("No route matches {0}.")]
     RouteNotFound(String),
-    #[error("This path does not accept the {0} method.")]
-    MethodNotAllowed(String),
+    #[error("This path does not accept the {method} method; it accepts {allow}.")]
+    MethodNotAllowed { method: String, allow: String },
+    #[error("The URL is longer than the {0} bytes the server reads.")]
+    UriTooLong(usize),
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
@@ -68,9 +72,14 @@ impl ApiError {
             ApiError::UnsupportedMediaType => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE")
             }
-            ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
+            ApiError::PayloadTooLarge | ApiError::FrameTooLarge(_) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE")
+            }
             ApiError::RouteNotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
-            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
+            ApiError::MethodNotAllowed { .. } => {
+                (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED")
+            }
+            ApiError::UriTooLong(_) => (StatusCode::URI_TOO_LONG, "URI_TOO_LONG"),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "FORBIDDEN"),
             ApiError::VmNotFound(_) => (StatusCode::NOT_FOUND, "VM_NOT_FOUND"),
@@ -98,8 +107,10 @@ impl ApiError {
             ApiError::BadJson(_) => "The request body could not be read.",
             ApiError::UnsupportedMediaType => "The content type is not supported.",
             ApiError::PayloadTooLarge => "The request body is too large.",
+            ApiError::FrameTooLarge(_) => "The frame is too large.",
             ApiError::RouteNotFound(_) => "Not found.",
-            ApiError::MethodNotAllowed(_) => "Method not allowed.",
+            ApiError::MethodNotAllowed { .. } => "Method not allowed.",
+            ApiError::UriTooLong(_) => "The URL is too long.",
             ApiError::Unauthorized(_) => "Authentication is required.",
             ApiError::Forbidden(_) => "Permission denied.",
             ApiError::VmNotFound(_) => "Virtual machine not found.",
@@ -209,7 +220,11 @@ impl ResponseError for ApiError {
             ApiError::Unavailable => tracing::warn!("request failed: database unavailable"),
             _ => tracing::debug!(code, error = %self, "request refused"),
         }
-        HttpResponse::build(status).json(error_body(
+        let mut response = HttpResponse::build(status);
+        if let ApiError::MethodNotAllowed { allow, .. } = self {
+            response.insert_header((actix_web::http::header::ALLOW, allow.as_str()));
+        }
+        response.json(error_body(
             code,
             self.summary(),
             &self.details(),

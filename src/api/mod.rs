@@ -1,4 +1,5 @@
-//! The HTTP API: routes, and the answers for paths and methods it does not know.
+//! The HTTP API: routes, and the answers for paths and methods it does not know (404, and 405
+//! with `Allow`), and for errors actix answers by itself.
 
 pub mod answers;
 pub mod audit;
@@ -7,6 +8,7 @@ pub mod body;
 pub mod envelope;
 pub mod error;
 pub mod health;
+pub mod input;
 pub mod jobs;
 pub mod openapi;
 pub mod request_id;
@@ -15,7 +17,8 @@ pub mod vm_input;
 pub mod vms;
 
 use actix_web::dev::ServiceResponse;
-use actix_web::http::header::{HeaderValue, CONTENT_TYPE};
+use actix_web::http::header::{ALLOW, CONTENT_TYPE};
+use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::ErrorHandlerResponse;
 use actix_web::{web, HttpRequest, HttpResponse};
 
@@ -24,43 +27,51 @@ use error::ApiError;
 /// The API version in the `X-API-Version` header and `/system/info`.
 pub const API_VERSION: &str = "1.0.0";
 
+/// A path and the handler for each method it accepts. Any other method answers 405
+/// `METHOD_NOT_ALLOWED` with an `Allow` header naming these (a path that is not here is a 404).
+macro_rules! resource {
+    ($path:expr, $($method:ident => $handler:expr),+ $(,)?) => {
+        web::resource($path)
+            $(.route(web::method(Method::$method).to($handler)))+
+            .default_service(web::to(|req: HttpRequest| async move {
+                not_allowed(&req, &[$(stringify!($method)),+])
+            }))
+    };
+}
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/health", web::get().to(health::health))
-        .route("/ready", web::get().to(health::ready))
-        .route("/ws", web::get().to(crate::ws::connect))
+    cfg.service(resource!("/health", GET => health::health))
+        .service(resource!("/ready", GET => health::ready))
+        .service(resource!("/ws", GET => crate::ws::connect))
         .service(
             web::scope("/api/v1")
-                .route("/openapi.json", web::get().to(openapi::json))
-                .route("/docs", web::get().to(openapi::page))
-                .route("/auth/login", web::post().to(auth::login))
-                .route("/auth/me", web::get().to(auth::me))
-                .route("/auth/logout", web::post().to(auth::logout))
-                .route("/auth/password", web::post().to(auth::change_password))
-                .service(
-                    web::resource("/vms")
-                        .route(web::get().to(vms::list))
-                        .route(web::post().to(vms::create)),
-                )
-                .service(
-                    web::resource("/vms/{id}")
-                        .route(web::get().to(vms::get))
-                        .route(web::patch().to(vms::patch))
-                        .route(web::delete().to(vms::delete)),
-                )
-                .route("/vms/{id}/start", web::post().to(vms::start))
-                .route("/vms/{id}/stop", web::post().to(vms::stop))
-                .route("/vms/{id}/restart", web::post().to(vms::restart))
-                .route("/vms/{id}/pause", web::post().to(vms::pause))
-                .route("/vms/{id}/resume", web::post().to(vms::resume))
-                .route("/vms/{id}/reset", web::post().to(vms::reset))
-                .route("/vms/{id}/events", web::get().to(vms::events))
-                .route("/vms/{id}/history", web::get().to(vms::history))
-                .route("/events", web::get().to(audit::events))
-                .route("/logs", web::get().to(audit::logs))
-                .route("/jobs", web::get().to(jobs::list))
-                .route("/jobs/{id}", web::get().to(jobs::get))
-                .route("/jobs/{id}/wait", web::get().to(jobs::wait))
-                .route("/jobs/{id}/cancel", web::post().to(jobs::cancel)),
+                .service(resource!("/openapi.json", GET => openapi::json))
+                .service(resource!("/docs", GET => openapi::page))
+                .service(resource!("/auth/login", POST => auth::login))
+                .service(resource!("/auth/me", GET => auth::me))
+                .service(resource!("/auth/logout", POST => auth::logout))
+                .service(resource!("/auth/password", POST => auth::change_password))
+                .service(resource!("/vms", GET => vms::list, POST => vms::create))
+                .service(resource!(
+                    "/vms/{id}",
+                    GET => vms::get,
+                    PATCH => vms::patch,
+                    DELETE => vms::delete,
+                ))
+                .service(resource!("/vms/{id}/start", POST => vms::start))
+                .service(resource!("/vms/{id}/stop", POST => vms::stop))
+                .service(resource!("/vms/{id}/restart", POST => vms::restart))
+                .service(resource!("/vms/{id}/pause", POST => vms::pause))
+                .service(resource!("/vms/{id}/resume", POST => vms::resume))
+                .service(resource!("/vms/{id}/reset", POST => vms::reset))
+                .service(resource!("/vms/{id}/events", GET => vms::events))
+                .service(resource!("/vms/{id}/history", GET => vms::history))
+                .service(resource!("/events", GET => audit::events))
+                .service(resource!("/logs", GET => audit::logs))
+                .service(resource!("/jobs", GET => jobs::list))
+                .service(resource!("/jobs/{id}", GET => jobs::get))
+                .service(resource!("/jobs/{id}/wait", GET => jobs::wait))
+                .service(resource!("/jobs/{id}/cancel", POST => jobs::cancel)),
         )
         .default_service(web::to(not_found));
 }
@@ -73,17 +84,47 @@ async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     )))
 }
 
-/// Rewrites actix's own bare 405 answers into the envelope.
-pub fn method_not_allowed<B>(
-    res: ServiceResponse<B>,
-) -> actix_web::Result<ErrorHandlerResponse<B>> {
+fn not_allowed(req: &HttpRequest, allow: &[&str]) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed {
+        method: req.method().to_string(),
+        allow: allow.join(", "),
+    })
+}
+
+/// Puts the errors actix answers by itself (a body its extractors refuse, a payload error) into
+/// the envelope; answers that already are JSON pass untouched.
+pub fn bare_errors<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let is_json = res
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let status = res.status();
+    let allow = res
+        .headers()
+        .get(ALLOW)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
     let method = res.request().method().to_string();
+    let path = res.request().path().to_string();
+    let api = match status {
+        StatusCode::NOT_FOUND => ApiError::RouteNotFound(format!("{method} {path}")),
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed { method, allow },
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+        StatusCode::URI_TOO_LONG => ApiError::UriTooLong(input::MAX_URI_BYTES),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType,
+        StatusCode::SERVICE_UNAVAILABLE => ApiError::Unavailable,
+        s if s.is_server_error() => {
+            ApiError::Unexpected(anyhow::anyhow!("actix answered {s} on its own"))
+        }
+        _ => ApiError::validation("request", "The request could not be read."),
+    };
     let (req, _) = res.into_parts();
-    let api = ApiError::MethodNotAllowed(method);
-    let mut response: HttpResponse = actix_web::ResponseError::error_response(&api);
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let response: HttpResponse = actix_web::ResponseError::error_response(&api);
     let res = ServiceResponse::new(req, response).map_into_right_body();
     Ok(ErrorHandlerResponse::Response(res))
 }

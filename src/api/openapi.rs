@@ -97,21 +97,43 @@ impl Modify for BearerAuth {
     }
 }
 
-/// Every operation can also fail in ways not particular to it (bad JSON, a wrong content type, a
-/// body too large, the rate limit, an internal error): `default` says so, in the error envelope.
+/// Every operation can also fail in ways not particular to it: a body too large (413
+/// `PAYLOAD_TOO_LARGE`) and a URL too long (414 `URI_TOO_LONG`) are declared on each; `default`
+/// covers the rest (bad JSON, a wrong content type, the rate limit, an internal error), all in the
+/// error envelope. A method a path does not declare answers 405 `METHOD_NOT_ALLOWED` with `Allow`.
 struct DefaultError;
 
 impl Modify for DefaultError {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let response = ResponseBuilder::new()
-            .description("Any other error, in the error envelope.")
-            .content(
-                "application/json",
-                ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
-                    .build(),
-            )
-            .build();
+        let envelope = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
+                        .build(),
+                )
+                .build()
+        };
+        let common = [
+            (
+                "413",
+                envelope("The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`)."),
+            ),
+            (
+                "414",
+                envelope("The URL is longer than 8 KiB (`URI_TOO_LONG`)."),
+            ),
+            (
+                "default",
+                envelope(
+                    "Any other error, in the error envelope (e.g. `INVALID_JSON`, \
+                     `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`). A method this \
+                     path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header.",
+                ),
+            ),
+        ];
         for item in openapi.paths.paths.values_mut() {
             let operations = [
                 &mut item.get,
@@ -121,10 +143,12 @@ impl Modify for DefaultError {
                 &mut item.patch,
             ];
             for operation in operations.into_iter().flatten() {
-                operation
-                    .responses
-                    .responses
-                    .insert("default".into(), response.clone().into());
+                for (status, response) in &common {
+                    operation
+                        .responses
+                        .responses
+                        .insert((*status).into(), response.clone().into());
+                }
             }
         }
     }

@@ -1,5 +1,5 @@
-//! Tokens: HS256 JWTs carrying `sub` (user id), `name`, `role`, `exp`, `iat` and `jti` (so one
-//! token can be revoked at logout).
+//! Tokens: HS256 JWTs carrying `sub` (user id), `name`, `role`, `exp`, `iat`, `jti` (so one
+//! token can be revoked at logout) and `gen` (so a password change ends every older token).
 
 use chrono::{DateTime, Utc};
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -13,6 +13,9 @@ pub struct Claims {
     pub exp: i64,
     pub iat: i64,
     pub jti: String,
+    /// The user's token generation when it was issued; a password change starts a new one.
+    #[serde(rename = "gen", default)]
+    pub generation: i64,
 }
 
 #[derive(Clone)]
@@ -45,6 +48,7 @@ impl TokenKeys {
         user_id: &str,
         name: &str,
         role: &str,
+        generation: i64,
     ) -> anyhow::Result<(String, DateTime<Utc>)> {
         let now = Utc::now();
         let exp = now.timestamp() + self.ttl_secs;
@@ -55,6 +59,7 @@ impl TokenKeys {
             exp,
             iat: now.timestamp(),
             jti: uuid::Uuid::new_v4().to_string(),
+            generation,
         };
         let token = encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?;
         let expires = DateTime::from_timestamp(exp, 0).unwrap_or(now);
@@ -81,7 +86,7 @@ mod tests {
     #[test]
     fn an_issued_token_verifies() {
         let keys = TokenKeys::new("0123456789abcdef0123456789abcdef", 60);
-        let (token, _) = keys.issue("u1", "alice", "user").unwrap();
+        let (token, _) = keys.issue("u1", "alice", "user", 0).unwrap();
         let claims = keys.verify(&token).unwrap();
         assert_eq!(claims.sub, "u1");
         assert_eq!(claims.role, "user");
@@ -91,14 +96,14 @@ mod tests {
     fn a_token_signed_with_another_key_is_invalid() {
         let keys = TokenKeys::new("0123456789abcdef0123456789abcdef", 60);
         let other = TokenKeys::new("ffffffffffffffffffffffffffffffff", 60);
-        let (token, _) = other.issue("u1", "alice", "user").unwrap();
+        let (token, _) = other.issue("u1", "alice", "user", 0).unwrap();
         assert!(matches!(keys.verify(&token), Err(TokenError::Invalid)));
     }
 
     #[test]
     fn an_expired_token_is_refused() {
         let keys = TokenKeys::new("0123456789abcdef0123456789abcdef", 0);
-        let (token, _) = keys.issue("u1", "alice", "user").unwrap();
+        let (token, _) = keys.issue("u1", "alice", "user", 0).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(1100));
         assert!(matches!(keys.verify(&token), Err(TokenError::Expired)));
     }

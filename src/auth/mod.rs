@@ -1,10 +1,12 @@
-//! Who is calling: passwords (argon2), tokens (JWT, HS256) and the `AuthUser` extractor that
-//! every `/api/v1` handler except login takes.
+//! Who is calling: passwords (argon2), tokens (JWT, HS256), the per-node cache of users and
+//! revocations, and the `AuthUser` extractor that every `/api/v1` handler except login takes.
 
+pub mod cache;
 pub mod jwt;
 pub mod password;
 pub mod user;
 
+pub use cache::AuthCache;
 pub use jwt::{Claims, TokenKeys};
 pub use user::{AuthUser, Role};
 

@@ -5,10 +5,11 @@ use std::pin::Pin;
 
 use actix_web::{web, FromRequest, HttpRequest};
 
+use super::cache::{Refusal, TokenRef};
 use super::jwt::TokenError;
 use crate::api::error::ApiError;
 use crate::startup::AppState;
-use crate::store::{users, CommandMeta, Via};
+use crate::store::{CommandMeta, Via};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -40,6 +41,8 @@ pub struct AuthUser {
     pub role: Role,
     pub jti: String,
     pub expires_at: i64,
+    /// The token generation the token was issued in (see `auth::cache`).
+    pub token_generation: i64,
     pub request_id: Option<String>,
     pub client_addr: Option<String>,
 }
@@ -99,7 +102,9 @@ impl FromRequest for AuthUser {
     }
 }
 
-/// Checks a token (signature, expiry, revocation, that its user still exists).
+/// Checks a token: its signature and expiry here, then (through the node's cache, without a
+/// database round trip in the common case) that it was not revoked, that its user still exists,
+/// and that the password did not change since it was issued.
 pub async fn authenticate(
     state: &AppState,
     token: &str,
@@ -110,22 +115,37 @@ pub async fn authenticate(
         TokenError::Expired => ApiError::Unauthorized("The token has expired.".into()),
         TokenError::Invalid => ApiError::Unauthorized("The token is not valid.".into()),
     })?;
-    if users::is_revoked(&state.pool, &claims.jti).await? {
-        return Err(ApiError::Unauthorized("The token has been revoked.".into()));
-    }
-    let user = users::by_id(&state.pool, &claims.sub)
-        .await?
-        .ok_or_else(|| ApiError::Unauthorized("The token's user no longer exists.".into()))?;
-    let role = Role::parse(&user.role).ok_or_else(|| {
-        ApiError::Unexpected(anyhow::anyhow!("user {} has an unknown role", user.id))
-    })?;
+    let user = state
+        .auth
+        .check(
+            &state.pool,
+            TokenRef {
+                jti: &claims.jti,
+                user_id: &claims.sub,
+                generation: claims.generation,
+            },
+        )
+        .await
+        .map_err(refused)?;
     Ok(AuthUser {
         id: user.id,
         name: user.username,
-        role,
+        role: user.role,
         jti: claims.jti,
         expires_at: claims.exp,
+        token_generation: claims.generation,
         request_id,
         client_addr,
     })
+}
+
+/// The answer to a token the cache refuses.
+pub fn refused(refusal: Refusal) -> ApiError {
+    match refusal {
+        Refusal::Store(e) => e.into(),
+        Refusal::PasswordChanged => ApiError::Unauthorized(
+            "The token has been revoked: the password was changed after it was issued.".into(),
+        ),
+        other @ (Refusal::Revoked | Refusal::UserGone) => ApiError::Unauthorized(other.to_string()),
+    }
 }

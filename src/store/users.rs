@@ -1,4 +1,4 @@
-//! Users and revoked tokens.
+//! Users and revoked tokens (cached per node by `auth::cache`, which a trigger keeps current).
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -13,9 +13,12 @@ pub struct UserRow {
     pub role: String,
     pub password_changed_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// Password changes so far; tokens of an older generation are refused.
+    pub token_generation: i64,
 }
 
-const COLUMNS: &str = "id, username, password_hash, role, password_changed_at, created_at";
+const COLUMNS: &str =
+    "id, username, password_hash, role, password_changed_at, created_at, token_generation";
 
 pub async fn by_username(pool: &PgPool, username: &str) -> Result<Option<UserRow>, StoreError> {
     Ok(
@@ -57,9 +60,11 @@ pub async fn create(
         == 1)
 }
 
+/// Sets a new password and starts a new token generation, which ends every token issued before.
 pub async fn set_password(pool: &PgPool, id: &str, password_hash: &str) -> Result<(), StoreError> {
     sqlx::query(
-        "UPDATE users SET password_hash = $2, password_changed_at = now(), updated_at = now()
+        "UPDATE users SET password_hash = $2, password_changed_at = now(), updated_at = now(),
+                          token_generation = token_generation + 1
          WHERE id = $1",
     )
     .bind(id)
@@ -94,4 +99,14 @@ pub async fn is_revoked(pool: &PgPool, jti: &str) -> Result<bool, StoreError> {
             .fetch_one(pool)
             .await?,
     )
+}
+
+/// Every revoked token that has not expired yet, with its expiry (seconds since the epoch).
+pub async fn revoked_tokens(pool: &PgPool) -> Result<Vec<(String, i64)>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT jti, floor(extract(epoch FROM expires_at))::bigint FROM revoked_tokens
+         WHERE expires_at > now()",
+    )
+    .fetch_all(pool)
+    .await?)
 }

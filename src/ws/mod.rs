@@ -14,6 +14,10 @@ pub mod protocol;
 pub mod session;
 pub mod usage;
 
+/// The largest frame a client may send; a larger one gets a `PAYLOAD_TOO_LARGE` error frame and
+/// close 1009.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+
 #[derive(Deserialize)]
 pub struct WsQuery {
     token: Option<String>,
@@ -71,10 +75,14 @@ fn upgrade(
     req: &HttpRequest,
     body: web::Payload,
 ) -> Result<(HttpResponse, actix_ws::Session, actix_ws::MessageStream), ApiError> {
-    actix_ws::handle(req, body).map_err(|e| {
-        ApiError::validation(
-            "upgrade",
-            format!("This endpoint speaks WebSocket only: {e}"),
-        )
-    })
+    actix_ws::handle(req, body)
+        .map(|(response, session, stream)| {
+            (response, session, stream.max_frame_size(MAX_FRAME_BYTES))
+        })
+        .map_err(|e| {
+            ApiError::validation(
+                "upgrade",
+                format!("This endpoint speaks WebSocket only: {e}"),
+            )
+        })
 }

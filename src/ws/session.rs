@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::web;
-use actix_ws::{CloseCode, CloseReason, Message, MessageStream, Session};
+use actix_ws::{CloseCode, CloseReason, Message, MessageStream, ProtocolError, Session};
 use bytestring::ByteString;
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -27,12 +27,13 @@ use tracing::Instrument;
 use super::limits::Slot;
 use super::protocol::{self, Action, ClientFrame, ClientKind, IntervalBounds, Topic};
 use crate::api::error::ApiError;
+use crate::auth::cache::{self, TokenRef};
 use crate::auth::{self, AuthUser};
 use crate::bus::system::SystemEvent;
 use crate::bus::FeedEvent;
 use crate::monitor::host::HostMonitor;
 use crate::startup::AppState;
-use crate::store::{feed, users, vm_view, Via};
+use crate::store::{feed, vm_view, Via};
 use crate::vm::VmCommand;
 
 /// Subscriptions a connection may hold.
@@ -119,8 +120,16 @@ pub async fn run_unauthenticated(
                 .await;
             return;
         }
-        Ok(None) => return,
-        Ok(Some(text)) => match protocol::parse(&text, bounds(&state)) {
+        Ok(Err(ProtocolError::Overflow)) => {
+            let e = ApiError::FrameTooLarge(super::MAX_FRAME_BYTES);
+            let _ = session.text(refuse(&e, &Value::Null)).await;
+            let _ = session
+                .close(Some(reason(CloseCode::Size, &e.to_string())))
+                .await;
+            return;
+        }
+        Ok(Err(_)) | Ok(Ok(None)) => return,
+        Ok(Ok(Some(text))) => match protocol::parse(&text, bounds(&state)) {
             Ok(ClientFrame {
                 kind: ClientKind::Auth { token },
                 id,
@@ -190,15 +199,16 @@ fn reason(code: CloseCode, text: &str) -> CloseReason {
     }
 }
 
-async fn next_text(stream: &mut MessageStream) -> Option<String> {
+/// The first text frame; `None` when the client closed first.
+async fn next_text(stream: &mut MessageStream) -> Result<Option<String>, ProtocolError> {
     while let Some(msg) = stream.next().await {
-        match msg {
-            Ok(Message::Text(text)) => return Some(text.to_string()),
-            Ok(Message::Close(_)) | Err(_) => return None,
-            Ok(_) => continue,
+        match msg? {
+            Message::Text(text) => return Ok(Some(text.to_string())),
+            Message::Close(_) => return Ok(None),
+            _ => continue,
         }
     }
-    None
+    Ok(None)
 }
 
 /// The task that writes queued frames to the socket; it is the only one that waits on it.
@@ -303,6 +313,7 @@ impl Connection {
         let expires_in = (self.user.expires_at - chrono::Utc::now().timestamp()).max(0);
         let expiry = tokio::time::sleep(Duration::from_secs(expires_in.unsigned_abs()));
         tokio::pin!(expiry);
+        let mut auth_changes = self.state.auth.changes();
         let mut events = self.state.hub.events();
         let mut system = self.state.hub.system();
         loop {
@@ -311,6 +322,13 @@ impl Connection {
                     Some(Ok(msg)) => {
                         self.last_heard = Instant::now();
                         self.on_message(msg).await
+                    }
+                    Some(Err(ProtocolError::Overflow)) => {
+                        let e = ApiError::FrameTooLarge(super::MAX_FRAME_BYTES);
+                        match self.send(protocol::error_frame(&e, &Value::Null)).await {
+                            Ok(()) => Err(End::Close(CloseCode::Size, e.to_string())),
+                            Err(end) => Err(end),
+                        }
                     }
                     Some(Err(e)) => Err(End::Close(CloseCode::Protocol, format!("protocol error: {e}"))),
                     None => Err(End::Gone),
@@ -329,6 +347,10 @@ impl Connection {
                     Err(broadcast::error::RecvError::Closed) => Err(End::Close(CloseCode::Restart, "the server is stopping".into())),
                 },
                 _ = ping.tick() => self.on_ping_tick(idle_timeout).await,
+                changed = auth_changes.changed() => match changed {
+                    Ok(()) => self.check_token().await,
+                    Err(_) => Err(End::Close(CloseCode::Restart, "the server is stopping".into())),
+                },
                 _ = usage.tick() => self.on_usage_tick().await,
                 _ = monitor_tick(&mut self.monitor) => self.on_monitor_tick().await,
                 () = &mut expiry => Err(End::Close(CloseCode::Policy, "token expired: connect again with a new token".into())),
@@ -351,22 +373,32 @@ impl Connection {
                 "heartbeat timeout: no pong or message arrived in time".into(),
             ));
         }
-        match users::is_revoked(&self.state.pool, &self.user.jti).await {
-            Ok(true) => {
-                return Err(End::Close(
-                    CloseCode::Policy,
-                    "token revoked: connect again with a new token".into(),
-                ))
-            }
-            Ok(false) => {}
-            // The database is away: keep the connection; the next tick checks again.
-            Err(e) => {
-                tracing::debug!(error = %crate::telemetry::chain(&e), "token revocation could not be checked")
-            }
-        }
+        self.check_token().await?;
         // A full queue skips a ping; the slow-client rule deals with that.
         let _ = self.out.try_send(Out::Ping);
         Ok(())
+    }
+
+    /// Ends the connection when its token was revoked (logout), its password changed or its
+    /// user is gone; checked on every ping and whenever the node's auth cache hears of a change.
+    async fn check_token(&self) -> Result<(), End> {
+        let token = TokenRef {
+            jti: &self.user.jti,
+            user_id: &self.user.id,
+            generation: self.user.token_generation,
+        };
+        match self.state.auth.check(&self.state.pool, token).await {
+            Ok(_) => Ok(()),
+            // The database is away: keep the connection; the next tick checks again.
+            Err(cache::Refusal::Store(e)) => {
+                tracing::debug!(error = %crate::telemetry::chain(&e), "the token could not be checked");
+                Ok(())
+            }
+            Err(refusal) => Err(End::Close(
+                CloseCode::Policy,
+                format!("token revoked: {refusal} Connect again with a new token."),
+            )),
+        }
     }
 
     async fn finish(self, end: End, session: Session, writer: tokio::task::JoinHandle<()>) {

@@ -3,6 +3,7 @@
 
 mod audit;
 mod auth;
+mod bad_input;
 mod crash;
 mod errors;
 mod feed;
@@ -17,6 +18,8 @@ mod openapi;
 mod processes;
 mod relay;
 mod schemas;
+mod sessions;
+mod settings;
 mod snapshots;
 mod stream_owner;
 mod transactions;
