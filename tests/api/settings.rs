@@ -48,6 +48,8 @@ const SETTINGS: &[Setting] = &[
     ),
     s("VOIDVM_TOKEN_TTL_SECS", "600", "600"),
     s("VOIDVM_WORKERS", "1", "1"),
+    s("VOIDVM_NODE_ID", "settings-node", "\"settings-node\""),
+    s("VOIDVM_JOB_LEASE_SECS", "12", "12"),
     s("VOIDVM_JOB_MAX_ATTEMPTS", "2", "2"),
     s("VOIDVM_SNAPSHOT_EVERY", "7", "7"),
     s("VOIDVM_ACTOR_IDLE_SECS", "60", "60"),
@@ -372,6 +374,27 @@ async fn check_effects(env: &Env, server: &Server) {
         resp["data"]["image"]["present"], true,
         "VOIDVM_IMAGES_DIR: {resp}"
     );
+    // The node id: the provisioning jobs were claimed by this node, under its name.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let claimed: Vec<String> =
+            sqlx::query_scalar("SELECT node_id FROM jobs WHERE node_id IS NOT NULL")
+                .fetch_all(&pool)
+                .await
+                .expect("jobs");
+        if !claimed.is_empty() {
+            assert!(
+                claimed.iter().all(|n| n == "settings-node"),
+                "VOIDVM_NODE_ID: {claimed:?}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no job was claimed by the node"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // NATS: the stream, its retention, and the relay filling it.
     let js = async_nats::jetstream::new(async_nats::connect(NATS_URL).await.expect("NATS"));
