@@ -1,12 +1,11 @@
-//! Load harness for the write path and the cheapest read, against a live VoidVM on a fresh
+//! Load harness for the write path, against a live VoidVM on a fresh
 //! database, each next to what PostgreSQL itself does on this machine in the same run.
 //!
-//! `cargo bench --bench command_load` reports, at 64 connections:
-//! - commands accepted per second and their p50/p99: `PATCH /vms/{id}` (one `VmReconfigured`)
-//!   and `POST /vms/{id}/start` on distinct stopped VMs (one event that opens a job), against
-//!   pgbench committing the same row writes (the event row, with its job for a start, and the
-//!   VM's list row) with no lock of ours;
-//! - `GET /vms/{id}` against pgbench reading the same row by primary key.
+//! `cargo bench --bench command_load` reports, at 64 connections, commands accepted per second
+//! and their p50/p99: `PATCH /vms/{id}` (one `VmReconfigured`) and `POST /vms/{id}/start` on
+//! distinct stopped VMs (one event that opens a job), against pgbench committing the same row
+//! writes (the event row, with its job for a start, and the VM's list row) with no lock of ours.
+//! (`GET /vms/{id}` against a primary-key read is `benches/vm_read.rs`.)
 //!
 //! The starts are accepted by a node with no job workers (an API node; its jobs stay queued), so
 //! the figure is the cost of accepting a command, not of booting QEMU. The clients run in this
@@ -32,7 +31,6 @@ struct Scale {
     /// VMs created; each is started once, and patched round robin.
     vms: usize,
     patches: usize,
-    gets: usize,
     pgbench_secs: u64,
 }
 
@@ -47,7 +45,6 @@ fn main() {
             connections: 64,
             vms: 1_024,
             patches: 6_400,
-            gets: 25_600,
             pgbench_secs: 10,
         }
     } else {
@@ -55,7 +52,6 @@ fn main() {
             connections: 8,
             vms: 16,
             patches: 64,
-            gets: 128,
             pgbench_secs: 1,
         }
     };
@@ -99,7 +95,7 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) {
         data_dir: std::env::temp_dir().join(format!("voidvm-bench-{id}")),
     };
 
-    // A node with job workers creates and provisions the VMs, then takes the PATCH and GET load.
+    // A node with job workers creates and provisions the VMs, then takes the PATCH load.
     let app = Application::build(settings(&db, &short, &cleanup.data_dir, 2))
         .await
         .expect(
@@ -146,22 +142,6 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) {
         ))
         .await
         .expect("the PATCH load");
-    let get = clients
-        .spawn(load(
-            http.clone(),
-            scale.connections,
-            scale.gets,
-            Arc::new({
-                let (base, token, vms) = (base.clone(), token.clone(), vms.clone());
-                move |c: &reqwest::Client, n: usize| {
-                    c.get(format!("{base}/api/v1/vms/{}", vms[(n * 7919) % vms.len()]))
-                        .bearer_auth(&token)
-                }
-            }),
-            200,
-        ))
-        .await
-        .expect("the GET load");
     server.abort();
     let _ = server.await;
 
@@ -194,7 +174,7 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) {
     let templates = templates(&db.url, &vms[0]).await;
     server.abort();
     let _ = server.await;
-    for (name, m) in [("PATCH", &patch), ("GET", &get), ("start", &start)] {
+    for (name, m) in [("PATCH", &patch), ("start", &start)] {
         println!(
             "{name}: {} requests in {:.2} s",
             m.requests,
@@ -221,8 +201,7 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) {
     let baselines = tokio::task::spawn_blocking(move || {
         let patch = pgbench::run(&name, &write_script("patch", vms_n), c, secs, &work);
         let start = pgbench::run(&name, &write_script("start", vms_n), c, secs, &work);
-        let read = pgbench::run(&name, &read_script(vms_n), c, secs, &work);
-        (patch, start, read)
+        (patch, start)
     })
     .await
     .expect("pgbench");
@@ -241,12 +220,6 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) {
                 &start,
                 &baselines.1,
                 "pgbench: event + job + list row",
-            ),
-            (
-                "GET /vms/{id}",
-                &get,
-                &baselines.2,
-                "pgbench: primary-key read",
             ),
         ],
     );
@@ -471,15 +444,6 @@ UPDATE vms SET status = 'stopped', version = version + 1,
        state = (SELECT state FROM pgb_template WHERE kind = '{kind}'), updated_at = now()
   WHERE id = 'pgb-' || :vm;
 COMMIT;
-",
-        last = vms - 1
-    )
-}
-
-fn read_script(vms: usize) -> String {
-    format!(
-        "\\set vm random(0, {last})
-SELECT version, state, created_at, updated_at FROM vms WHERE id = 'pgb-' || :vm;
 ",
         last = vms - 1
     )
