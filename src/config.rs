@@ -32,7 +32,8 @@ pub struct Settings {
     pub jwt_secret: Option<String>,
     /// How long a token lives, in seconds.
     pub token_ttl_secs: u64,
-    /// Worker actors carrying out jobs concurrently.
+    /// Worker actors carrying out jobs concurrently; 0 makes an API node (other nodes on the same
+    /// database run the jobs it accepts).
     pub workers: usize,
     /// A job that fails for a reason that may pass is tried this many times in all.
     pub job_max_attempts: u32,
@@ -238,9 +239,6 @@ impl Settings {
             || self.database_url.starts_with("postgresql://"))
         {
             return bad("database_url (VOIDVM_DATABASE_URL) must be a postgres:// URL");
-        }
-        if self.workers == 0 {
-            return bad("workers must be at least 1");
         }
         if self.snapshot_every == 0 {
             return bad("snapshot_every must be at least 1");
