@@ -44,7 +44,7 @@ enum StreamAction {
     /// Says whether the stream carries this database's event log (exit status 1 if not).
     Status,
     /// Deletes the stream if it carries another log or is ahead of this one (a restored
-    /// database); the relay then republishes this log from position 1 into a new stream.
+    /// database); the relay then republishes this log from its first position into a new stream.
     Reset,
 }
 
@@ -100,7 +100,7 @@ async fn stream(action: StreamAction, config: Option<PathBuf>) -> ExitCode {
             }
             Ok(Reset::Deleted(conflict)) => {
                 println!("{conflict}");
-                println!("Deleted NATS stream {stream}; the relay republishes this database's event log from position 1.");
+                println!("Deleted NATS stream {stream}; the relay republishes this database's event log from its first position.");
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -58,12 +58,12 @@ pub enum StreamConflict {
         our_position: i64,
     },
     #[error(
-        "NATS stream {stream} of event log {log} holds position {stream_position}, beyond this \
-         database's log (last position {log_position}): the database was restored from a backup? \
-         Nothing is relayed until an operator runs `voidvm stream reset` (the stream is deleted \
-         and the log republished from position 1)"
+        "NATS stream {stream} of event log {log} holds position {stream_position}, which this \
+         database's log does not have (its last position is {log_position}): the database was \
+         restored from a backup? Nothing is relayed until an operator runs `voidvm stream reset` \
+         (the stream is deleted and the log republished from its first position)"
     )]
-    Ahead {
+    Missing {
         stream: String,
         log: LogId,
         stream_position: i64,
@@ -73,7 +73,7 @@ pub enum StreamConflict {
         "NATS stream {stream} of event log {log} holds at position {position} another event \
          ({theirs}) than the log ({ours}): the database was restored from a backup and has moved \
          on since. Nothing is relayed until an operator runs `voidvm stream reset` (the stream \
-         is deleted and the log republished from position 1)"
+         is deleted and the log republished from its first position)"
     )]
     Diverged {
         stream: String,
@@ -317,7 +317,7 @@ impl StreamOwner {
             return Ok(());
         };
         let Some(row) = log_identity::event_at(&self.pool, position).await? else {
-            return Err(StreamConflict::Ahead {
+            return Err(StreamConflict::Missing {
                 stream: self.bus.stream.clone(),
                 log: ours,
                 stream_position: position,
@@ -379,7 +379,7 @@ mod tests {
 
     #[test]
     fn a_conflict_whose_positions_moved_on_is_the_same_one() {
-        let ahead = |log_position| StreamConflict::Ahead {
+        let ahead = |log_position| StreamConflict::Missing {
             stream: "VOIDVM".into(),
             log: LogId::new(uuid::Uuid::nil()),
             stream_position: 9,
