@@ -78,5 +78,6 @@ pub async fn connect_and_migrate(url: &str) -> anyhow::Result<PgPool> {
         .run(&pool)
         .await
         .context("the migrations could not be applied")?;
+    visible::check_positions_ahead(&pool).await?;
     Ok(pool)
 }

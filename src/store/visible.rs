@@ -60,3 +60,30 @@ pub async fn bound(pool: &PgPool) -> Result<Bound, StoreError> {
             .await?;
     }
 }
+
+/// Refuses to run on a log whose last position is at or past the positions new events would get.
+/// Positions come from transaction ids, which only grow within one PostgreSQL cluster; a database
+/// restored into another cluster (a dump loaded elsewhere) can find that cluster's ids behind its
+/// log, and new events would then sort before old ones, so readers resuming by position would
+/// skip them. Nothing is written in that case; the operator must act first.
+pub async fn check_positions_ahead(pool: &PgPool) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let (last, next): (Option<i64>, i64) = sqlx::query_as(
+        "SELECT (SELECT max(position) FROM events),
+                pg_snapshot_xmax(pg_current_snapshot())::text::bigint << 16",
+    )
+    .fetch_one(pool)
+    .await
+    .context("the event log's last position could not be read")?;
+    match last {
+        Some(last) if last >= next => anyhow::bail!(
+            "the event log's last position is {last}, but new events would get positions from \
+             {next} (positions are transaction ids << 16): this database was restored into a \
+             PostgreSQL cluster whose transaction ids are behind the original's. Nothing is \
+             written until the cluster's next transaction id is past {} (for example with \
+             `pg_resetwal -x` on the stopped cluster)",
+            (last >> 16) + 1
+        ),
+        _ => Ok(()),
+    }
+}

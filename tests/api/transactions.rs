@@ -329,3 +329,38 @@ async fn no_reader_passes_an_event_whose_transaction_is_still_in_flight() {
     );
     pool.close().await;
 }
+
+#[actix_rt::test]
+async fn a_log_ahead_of_the_clusters_transaction_ids_is_refused_at_start() {
+    // A database restored into another cluster: its last position is past what new transaction
+    // ids would give. New events would sort before it, so nothing may start writing.
+    let env = Env::new().await;
+    let pool = store::connect_and_migrate(&env.database_url)
+        .await
+        .expect("an empty log starts");
+    sqlx::query("ALTER TABLE events DISABLE TRIGGER USER")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
+                             payload, metadata, position)
+         VALUES ('vm', 'vm-restored', 1, 'VmCreated', '1.0', '{}', '{}',
+                 ((pg_snapshot_xmax(pg_current_snapshot())::text::bigint + 1000000) << 16))",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("ALTER TABLE events ENABLE TRIGGER USER")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let refused = store::connect_and_migrate(&env.database_url)
+        .await
+        .expect_err("a log ahead of the cluster's transaction ids");
+    assert!(
+        format!("{refused:#}").contains("restored into a PostgreSQL cluster"),
+        "{refused:#}"
+    );
+}
