@@ -159,7 +159,9 @@ async fn a_second_database_on_the_same_stream_name_relays_all_of_its_log_once_re
     assert!(ok, "{out}");
     await_ready(&b, StatusCode::OK).await;
     let messages = stream_matches_log(&b, 30).await;
-    let pool = sqlx::PgPool::connect(&b.env.database_url).await.expect("B's database");
+    let pool = sqlx::PgPool::connect(&b.env.database_url)
+        .await
+        .expect("B's database");
     let first: i64 = sqlx::query_scalar("SELECT min(position) FROM events")
         .fetch_one(&pool)
         .await
