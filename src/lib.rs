@@ -6,6 +6,7 @@
 
 pub mod actors;
 pub mod api;
+pub mod app;
 pub mod auth;
 pub mod bus;
 pub mod config;

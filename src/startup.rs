@@ -11,7 +11,7 @@ use actix_web::middleware::{DefaultHeaders, ErrorHandlers};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use sqlx::PgPool;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -19,6 +19,7 @@ use crate::actors::observer;
 use crate::actors::worker::{self, JobWorker, WorkerDeps};
 use crate::actors::VmRegistry;
 use crate::api;
+use crate::app::AppState;
 use crate::auth::{self, AuthCache, TokenKeys};
 use crate::bus::ownership::StreamOwner;
 use crate::bus::relay::Relay;
@@ -32,27 +33,6 @@ use crate::publish::WakeRelay;
 use crate::store::{self, VmEventStore};
 use crate::ws::limits::ConnectionLimits;
 use crate::ws::usage::UsageBoard;
-
-/// What every handler can reach.
-pub struct AppState {
-    pub settings: Settings,
-    pub pool: PgPool,
-    pub registry: VmRegistry,
-    pub hypervisor: Arc<dyn Hypervisor>,
-    pub images: ImageCatalog,
-    pub tokens: TokenKeys,
-    /// Users and revoked tokens, kept current by PostgreSQL notifications.
-    pub auth: Arc<AuthCache>,
-    pub job_events: broadcast::Sender<String>,
-    /// Live events from NATS for WebSocket connections.
-    pub hub: Arc<Hub>,
-    /// Whether the NATS stream carries this database's log (`/ready` says when it does not).
-    pub stream_owner: Arc<StreamOwner>,
-    pub ws_limits: Arc<ConnectionLimits>,
-    pub usage: Arc<UsageBoard>,
-    /// Cancelled when the server begins to stop: WebSocket connections close with "going away".
-    pub stopping: CancellationToken,
-}
 
 pub struct Application {
     addr: SocketAddr,

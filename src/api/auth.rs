@@ -10,8 +10,8 @@ use super::answers::{Empty, Envelope, LoginEnvelope, Session, UserInfo};
 use super::body;
 use super::envelope;
 use super::error::ApiError;
+use crate::app::AppState;
 use crate::auth::{password, AuthUser};
-use crate::startup::AppState;
 use crate::store::users;
 
 #[derive(Deserialize, utoipa::ToSchema)]

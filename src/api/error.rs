@@ -7,6 +7,7 @@ use actix_web::{HttpResponse, ResponseError};
 
 use super::envelope::error_body;
 use crate::actors::ActorError;
+use crate::app::lifecycle::LifecycleError;
 use crate::store::StoreError;
 use crate::vm::{Rejection, VmError};
 
@@ -202,6 +203,20 @@ impl From<StoreError> for ApiError {
             // The handler answers a taken key from its record (`retry.rs`); this is the rest.
             StoreError::KeyTaken => ApiError::IdempotencyKeyReused,
             StoreError::Unexpected(e) => ApiError::Unexpected(e),
+        }
+    }
+}
+
+/// A lifecycle request refused, as REST answers it (`/ws` names its own fields, see `ws::session`).
+impl From<LifecycleError> for ApiError {
+    fn from(e: LifecycleError) -> Self {
+        match e {
+            LifecycleError::TimeoutTooLong { max } => {
+                ApiError::validation("timeout", format!("timeout must be at most {max} seconds."))
+            }
+            LifecycleError::NotFound(vm_id) => ApiError::VmNotFound(vm_id),
+            LifecycleError::Store(e) => e.into(),
+            LifecycleError::Actor { vm_id, source } => ApiError::from_actor(&vm_id, source),
         }
     }
 }

@@ -6,7 +6,7 @@ use actix_web::{web, HttpResponse};
 
 use super::envelope;
 use super::error::ApiError;
-use crate::startup::AppState;
+use crate::app::AppState;
 
 #[utoipa::path(
     get,

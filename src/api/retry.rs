@@ -17,8 +17,8 @@ use super::answers::Envelope;
 use super::envelope;
 use super::error::ApiError;
 use crate::actors::ActorError;
+use crate::app::AppState;
 use crate::auth::AuthUser;
-use crate::startup::AppState;
 use crate::store::conditions::{Answer, Conditions, IfMatch, KeyedRequest, StoredAnswer};
 use crate::store::{idempotency, CommandMeta, StoreError};
 use crate::vm::VmCommand;
@@ -113,6 +113,15 @@ impl Retry {
         }
     }
 
+    /// These conditions for a command whose answer `answer` builds in its transaction.
+    pub fn conditions(&self, answer: Answer) -> Conditions {
+        Conditions {
+            if_match: self.if_match.clone(),
+            key: self.key.clone(),
+            answer: Some(answer),
+        }
+    }
+
     /// Sends `command` with these conditions to the VM's actor and answers with what `answer`
     /// built in its transaction. A key another request took meanwhile is answered as a retry.
     /// What the actor refused is returned for the handler to map.
@@ -124,20 +133,23 @@ impl Retry {
         meta: CommandMeta,
         answer: Answer,
     ) -> Result<Result<HttpResponse, ActorError>, ApiError> {
-        let conditions = Conditions {
-            if_match: self.if_match.clone(),
-            key: self.key.clone(),
-            answer: Some(answer),
-        };
-        match state
+        let committed = state
             .registry
-            .execute_with(vm_id, command, meta, conditions)
-            .await
-        {
-            Ok(committed) => {
-                let answer = committed
-                    .answer
-                    .context("a command answered without recording anything")?;
+            .execute_with(vm_id, command, meta, self.conditions(answer))
+            .await;
+        self.answered(state, committed.map(|c| c.answer)).await
+    }
+
+    /// The response to a command sent with [`Retry::conditions`]: the answer recorded in its
+    /// transaction, or (when another request took the key meanwhile) the recorded one.
+    pub async fn answered(
+        &self,
+        state: &AppState,
+        recorded: Result<Option<StoredAnswer>, ActorError>,
+    ) -> Result<Result<HttpResponse, ActorError>, ApiError> {
+        match recorded {
+            Ok(answer) => {
+                let answer = answer.context("a command answered without recording anything")?;
                 Ok(Ok(send(&answer, false)?))
             }
             Err(ActorError::Store(StoreError::KeyTaken)) => match self.earlier(state).await? {

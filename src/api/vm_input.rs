@@ -131,22 +131,6 @@ pub fn check_os(
     Ok((os.to_string(), present))
 }
 
-pub fn check_stop(stop: &StopVm, limits: &Limits) -> Result<(), ApiError> {
-    if stop
-        .timeout
-        .is_some_and(|t| t > limits.stop_timeout_max_secs)
-    {
-        return Err(ApiError::validation(
-            "timeout",
-            format!(
-                "timeout must be at most {} seconds.",
-                limits.stop_timeout_max_secs
-            ),
-        ));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

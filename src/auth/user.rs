@@ -8,7 +8,7 @@ use actix_web::{web, FromRequest, HttpRequest};
 use super::cache::{Refusal, TokenRef};
 use super::jwt::TokenError;
 use crate::api::error::ApiError;
-use crate::startup::AppState;
+use crate::app::AppState;
 use crate::store::{CommandMeta, Via};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,8 +6,8 @@ use serde::Deserialize;
 
 use crate::api::answers::errors::{TooManyConnections, Unauthorized};
 use crate::api::error::ApiError;
+use crate::app::AppState;
 use crate::auth;
-use crate::startup::AppState;
 
 pub mod limits;
 pub mod protocol;

@@ -7,6 +7,7 @@ use serde_json::{json, Map, Value};
 
 use crate::api::envelope::timestamp;
 use crate::api::error::ApiError;
+use crate::app::lifecycle::{Params, Verb};
 use crate::bus::FeedEvent;
 
 /// A client frame, checked.
@@ -19,10 +20,21 @@ pub struct ClientFrame {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientKind {
-    Auth { token: String },
-    Subscribe { topic: Topic, since: Option<i64> },
-    Unsubscribe { topic: Topic },
-    VmControl { vm_id: String, action: Action },
+    Auth {
+        token: String,
+    },
+    Subscribe {
+        topic: Topic,
+        since: Option<i64>,
+    },
+    Unsubscribe {
+        topic: Topic,
+    },
+    VmControl {
+        vm_id: String,
+        verb: Verb,
+        params: Params,
+    },
     Ping,
 }
 
@@ -75,29 +87,6 @@ impl Topic {
                 json!({"topic": self.name(), "interval": interval_ms})
             }
             _ => json!({"topic": self.name()}),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    Start,
-    Stop { force: bool, timeout: Option<u64> },
-    Restart,
-    Pause,
-    Resume,
-    Reset,
-}
-
-impl Action {
-    pub fn name(self) -> &'static str {
-        match self {
-            Action::Start => "start",
-            Action::Stop { .. } => "stop",
-            Action::Restart => "restart",
-            Action::Pause => "pause",
-            Action::Resume => "resume",
-            Action::Reset => "reset",
         }
     }
 }
@@ -173,10 +162,15 @@ fn parse_kind(frame: &Map<String, Value>, bounds: IntervalBounds) -> Result<Clie
         "unsubscribe" => Ok(ClientKind::Unsubscribe {
             topic: topic(data, bounds)?,
         }),
-        "vm-control" => Ok(ClientKind::VmControl {
-            vm_id: required_str(data, "vmId")?,
-            action: action(data)?,
-        }),
+        "vm-control" => {
+            let vm_id = required_str(data, "vmId")?;
+            let (verb, params) = action(data)?;
+            Ok(ClientKind::VmControl {
+                vm_id,
+                verb,
+                params,
+            })
+        }
         "ping" => Ok(ClientKind::Ping),
         other => Err(ApiError::validation(
             "type",
@@ -228,39 +222,36 @@ fn topic(data: &Map<String, Value>, bounds: IntervalBounds) -> Result<Topic, Api
     }
 }
 
-fn action(data: &Map<String, Value>) -> Result<Action, ApiError> {
-    match required_str(data, "action")?.as_str() {
-        "start" => Ok(Action::Start),
-        "stop" => {
-            let force = match data.get("force") {
-                None | Some(Value::Null) => false,
-                Some(Value::Bool(b)) => *b,
-                Some(_) => {
-                    return Err(ApiError::validation(
-                        "data.force",
-                        "`force` must be true or false.",
-                    ))
-                }
-            };
-            let timeout = match data.get("timeout") {
-                None | Some(Value::Null) => None,
-                Some(v) => Some(v.as_u64().ok_or_else(|| {
-                    ApiError::validation("data.timeout", "`timeout` must be whole seconds.")
-                })?),
-            };
-            Ok(Action::Stop { force, timeout })
-        }
-        "restart" => Ok(Action::Restart),
-        "pause" => Ok(Action::Pause),
-        "resume" => Ok(Action::Resume),
-        "reset" => Ok(Action::Reset),
-        other => Err(ApiError::validation(
+/// The verb of a `vm-control` frame, and (for `stop`) its parameters as sent; checking them
+/// against the settings is `app::lifecycle`'s, shared with REST.
+fn action(data: &Map<String, Value>) -> Result<(Verb, Params), ApiError> {
+    let name = required_str(data, "action")?;
+    let verb = Verb::from_name(&name).ok_or_else(|| {
+        ApiError::validation(
             "data.action",
-            format!(
-                "`{other}` is not an action; use start, stop, restart, pause, resume or reset."
-            ),
-        )),
+            format!("`{name}` is not an action; use start, stop, restart, pause, resume or reset."),
+        )
+    })?;
+    if verb != Verb::Stop {
+        return Ok((verb, Params::default()));
     }
+    let force = match data.get("force") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(_) => {
+            return Err(ApiError::validation(
+                "data.force",
+                "`force` must be true or false.",
+            ))
+        }
+    };
+    let timeout = match data.get("timeout") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_u64().ok_or_else(|| {
+            ApiError::validation("data.timeout", "`timeout` must be whole seconds.")
+        })?),
+    };
+    Ok((verb, Params { force, timeout }))
 }
 
 /// A server frame.
@@ -403,8 +394,9 @@ mod tests {
             f.kind,
             ClientKind::VmControl {
                 vm_id: "vm-1".into(),
-                action: Action::Stop {
-                    force: true,
+                verb: Verb::Stop,
+                params: Params {
+                    force: Some(true),
                     timeout: None
                 }
             }

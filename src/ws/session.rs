@@ -25,16 +25,18 @@ use tokio::sync::{broadcast, mpsc};
 use tracing::Instrument;
 
 use super::limits::Slot;
-use super::protocol::{self, Action, ClientFrame, ClientKind, IntervalBounds, Topic};
+use super::protocol::{self, ClientFrame, ClientKind, IntervalBounds, Topic};
+use crate::api::answers::Accepted;
 use crate::api::error::ApiError;
+use crate::app::lifecycle::{self, Action, LifecycleError, Params, Verb};
+use crate::app::AppState;
 use crate::auth::cache::{self, TokenRef};
 use crate::auth::{self, AuthUser};
 use crate::bus::system::SystemEvent;
 use crate::bus::FeedEvent;
 use crate::monitor::host::HostMonitor;
-use crate::startup::AppState;
+use crate::store::conditions::Conditions;
 use crate::store::{feed, vm_view, Via};
-use crate::vm::VmCommand;
 
 /// Subscriptions a connection may hold.
 const MAX_SUBSCRIPTIONS: usize = 64;
@@ -475,8 +477,12 @@ impl Connection {
                 };
             }
             ClientKind::Unsubscribe { topic } => Ok(("unsubscribed", self.unsubscribe(&topic))),
-            ClientKind::VmControl { vm_id, action } => self
-                .control(&vm_id, action)
+            ClientKind::VmControl {
+                vm_id,
+                verb,
+                params,
+            } => self
+                .control(&vm_id, verb, params)
                 .await
                 .map(|data| ("vm-control-response", data)),
         };
@@ -702,41 +708,39 @@ impl Connection {
         Ok(())
     }
 
-    async fn control(&self, vm_id: &str, action: Action) -> Result<Value, ApiError> {
-        let span = tracing::info_span!("ws_vm_control", user_id = %self.user.id, vm_id, action = action.name(), job_id = tracing::field::Empty);
+    /// `vm-control`: the lifecycle use case REST shares, answered with `vm-control-response`.
+    async fn control(&self, vm_id: &str, verb: Verb, params: Params) -> Result<Value, ApiError> {
+        let span = tracing::info_span!("ws_vm_control", user_id = %self.user.id, vm_id, action = verb.name(), job_id = tracing::field::Empty);
         let state = &self.state;
-        let make = move |job_id: String| match action {
-            Action::Start => VmCommand::Start { job_id },
-            Action::Stop { force, timeout } => VmCommand::Stop {
-                job_id,
-                force,
-                timeout: timeout.unwrap_or(state.settings.default_stop_timeout_secs),
-            },
-            Action::Restart => VmCommand::Restart { job_id },
-            Action::Pause => VmCommand::Pause { job_id },
-            Action::Resume => VmCommand::Resume { job_id },
-            Action::Reset => VmCommand::Reset { job_id },
-        };
-        if let Action::Stop {
-            timeout: Some(t), ..
-        } = action
-        {
-            if t > state.settings.limits.stop_timeout_max_secs {
-                return Err(ApiError::validation(
-                    "data.timeout",
-                    format!(
-                        "`timeout` must be at most {} seconds.",
-                        state.settings.limits.stop_timeout_max_secs
-                    ),
-                ));
-            }
+        let accepted = async {
+            let action = Action::parse(verb, params, &state.settings)?;
+            lifecycle::request(state, &self.user, vm_id, action, Via::WebSocket, |_| {
+                Conditions::default()
+            })
+            .await
         }
-        let accepted = crate::api::vms::submit(state, &self.user, vm_id, Via::WebSocket, make)
-            .instrument(span)
-            .await?;
-        let mut data = serde_json::to_value(accepted).map_err(anyhow::Error::from)?;
-        data["action"] = json!(action.name());
+        .instrument(span)
+        .await
+        .map_err(control_error)?;
+        let data = Accepted {
+            job_id: accepted.job_id,
+            vm_id: accepted.vm_id,
+            status: accepted.status,
+        };
+        let mut data = serde_json::to_value(data).map_err(anyhow::Error::from)?;
+        data["action"] = json!(verb.name());
         Ok(data)
+    }
+}
+
+/// A refused `vm-control` as its error frame: the fields it names are the frame's (`data.*`).
+fn control_error(e: LifecycleError) -> ApiError {
+    match e {
+        LifecycleError::TimeoutTooLong { max } => ApiError::validation(
+            "data.timeout",
+            format!("`timeout` must be at most {max} seconds."),
+        ),
+        other => other.into(),
     }
 }
 

@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{alive, eventually, spawn_app};
+use crate::helpers::{alive, eventually, spawn_app, spawn_app_with};
 
 fn event_types(body: &Value) -> Vec<String> {
     body["data"]["items"]
@@ -197,4 +197,56 @@ async fn a_finished_job_cannot_be_cancelled() {
     let (status, body) = app.cancel_job(&job_id).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["error"]["code"], "JOB_NOT_CANCELLABLE");
+}
+
+/// REST and `/ws` `vm-control` share one parser: the settings bound a stop's timeout on both,
+/// each naming the field as its client sent it, and a refused stop records nothing.
+#[actix_rt::test]
+async fn a_stop_timeout_over_the_bound_is_refused_over_rest_and_ws_alike() {
+    let app = spawn_app_with(|s| s.limits.stop_timeout_max_secs = 60).await;
+    let id = app.create_guest("bounded-stop").await;
+    let job = app.act_and_wait(&id, "start", None).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+
+    let (status, body) = app
+        .vm_action(&id, "stop", Some(json!({"timeout": 61})))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["code"], "VALIDATION_ERROR", "{body}");
+    assert_eq!(body["error"]["field"], "timeout", "{body}");
+
+    let mut ws = app.ws(&app.token).await;
+    ws.send(
+        "vm-control",
+        json!({"vmId": id, "action": "stop", "timeout": 61}),
+        json!("s1"),
+    )
+    .await;
+    let error = ws.next_of("error").await;
+    assert_eq!(error["id"], "s1", "{error}");
+    assert_eq!(error["data"]["code"], "VALIDATION_ERROR", "{error}");
+    assert_eq!(error["data"]["field"], "data.timeout", "{error}");
+
+    let (_, events) = app.vm_events(&id, "").await;
+    assert!(
+        !event_types(&events).contains(&"StopRequested".to_string()),
+        "{events}"
+    );
+    assert_eq!(app.status_of(&id).await, "running");
+
+    // At the bound, the same stop is accepted over the WebSocket and carried out.
+    ws.send(
+        "vm-control",
+        json!({"vmId": id, "action": "stop", "force": true, "timeout": 60}),
+        json!("s2"),
+    )
+    .await;
+    let answer = ws.next_of("vm-control-response").await;
+    assert_eq!(answer["id"], "s2", "{answer}");
+    assert_eq!(answer["data"]["action"], "stop", "{answer}");
+    let job = app
+        .wait_job(answer["data"]["jobId"].as_str().expect("a job id"))
+        .await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(app.status_of(&id).await, "stopped");
 }

@@ -1,0 +1,131 @@
+//! `PATCH /vms/{id}` and `DELETE /vms/{id}`: change a VM's name, description or size, or delete
+//! it (a delete opens a job like the lifecycle verbs, and goes the same way).
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::Value;
+
+use super::super::answers::errors::{
+    Invalid, KeyReused, Stale, Unauthorized, VmConflict, VmMissing,
+};
+use super::super::answers::{Accepted, Envelope, Patched};
+use super::super::body;
+use super::super::envelope;
+use super::super::error::ApiError;
+use super::super::retry::{envelope_answer, IfMatchHeader, KeyHeader, Retry};
+use super::super::vm_input::{self, PatchVm};
+use super::lifecycle::act;
+use super::{view_of, visible};
+use crate::app::lifecycle::Action;
+use crate::app::AppState;
+use crate::auth::AuthUser;
+use crate::store::conditions::Answer;
+use crate::store::Via;
+use crate::vm::{Reconfiguration, VmCommand, VmError};
+
+#[utoipa::path(
+    patch,
+    path = "/api/v1/vms/{id}",
+    tag = "vms",
+    params(("id" = String, Path, description = "The VM's id, e.g. `vm-abc123def456`.")),
+    request_body = PatchVm,
+    params(KeyHeader, IfMatchHeader),
+    responses(
+        (status = 200, description = "Changed (or nothing to change).", body = Envelope<Patched>,
+            headers(("Idempotent-Replayed" = bool, description = "`true` when this is the first answer to an earlier request with the same Idempotency-Key."))),
+        Invalid,
+        Unauthorized,
+        VmMissing,
+        VmConflict,
+        Stale,
+        KeyReused
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(name = "patch_vm", skip_all, fields(user_id = %user.id, vm_id = %path))]
+pub async fn patch(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<String>,
+    req: HttpRequest,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let vm_id = path.into_inner();
+    let body = body.into_inner();
+    let retry = Retry::read_json(&req, &user, &body)?;
+    if let Some(earlier) = retry.earlier(&state).await? {
+        return Ok(earlier);
+    }
+    let input: PatchVm = body::typed(body)?;
+    let limits = &state.settings.limits;
+    if let Some(n) = &input.name {
+        vm_input::check_name(n, limits)?;
+    }
+    if let Some(d) = &input.description {
+        vm_input::check_description(d)?;
+    }
+    if let Some(c) = input.cpu {
+        vm_input::check_cpu(c, limits)?;
+    }
+    if let Some(m) = input.memory {
+        vm_input::check_memory(m, limits)?;
+    }
+    let current = visible(&state, &user, &vm_id).await?;
+    let command = VmCommand::Reconfigure(Reconfiguration {
+        name: input.name,
+        description: input.description,
+        cpu: input.cpu,
+        memory: input.memory,
+    });
+    let answer = Answer::new(false, |done| {
+        let view = view_of(done.vm, done.version);
+        let requires_restart = view.requires_restart;
+        let data = Patched {
+            vm: view,
+            requires_restart,
+        };
+        envelope_answer(StatusCode::OK, data, "Virtual machine updated.")
+    });
+    // A new name is reserved (and the old one released) in the transaction that records it.
+    let result = retry
+        .execute(&state, &vm_id, command, user.meta(Via::Rest), answer)
+        .await?;
+    match result {
+        Ok(response) => Ok(response),
+        Err(crate::actors::ActorError::Refused(VmError::NothingToChange)) => Ok(envelope::ok(
+            Patched {
+                requires_restart: current.requires_restart,
+                vm: current,
+            },
+            "Nothing to change.",
+        )),
+        Err(e) => Err(ApiError::from_actor(&vm_id, e)),
+    }
+}
+
+#[utoipa::path(
+    delete,
+    path = "/api/v1/vms/{id}",
+    tag = "vms",
+    operation_id = "delete_vm",
+    params(("id" = String, Path, description = "The VM's id, e.g. `vm-abc123def456`."), KeyHeader, IfMatchHeader),
+    responses(
+        (status = 202, description = "Accepted: the VM and its disk go (it must be stopped).", body = Envelope<Accepted>,
+            headers(("Idempotent-Replayed" = bool, description = "`true` when this is the first answer to an earlier request with the same Idempotency-Key."))),
+        Invalid,
+        Unauthorized,
+        VmMissing,
+        VmConflict,
+        Stale,
+        KeyReused
+    ),
+    security(("bearer" = []))
+)]
+pub async fn delete(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<String>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    act(state, user, path, req, Action::Delete).await
+}

@@ -1,0 +1,99 @@
+//! `POST /vms`: a new VM, checked against the limits; its provisioning job runs at once.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::Value;
+
+use super::super::answers::errors::{Invalid, KeyReused, Unauthorized, VmConflict};
+use super::super::answers::{CreatedVm, Envelope};
+use super::super::body;
+use super::super::error::ApiError;
+use super::super::retry::{envelope_answer, KeyHeader, Retry};
+use super::super::vm_input::{self, CreateVm};
+use super::view_of;
+use crate::app::ids::{new_job_id, new_vm_id};
+use crate::app::AppState;
+use crate::auth::AuthUser;
+use crate::store::conditions::Answer;
+use crate::store::Via;
+use crate::vm::{Owner, VmCommand, VmSpec};
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/vms",
+    tag = "vms",
+    request_body = CreateVm,
+    params(KeyHeader),
+    responses(
+        (status = 201, description = "Created; its provisioning job runs.", body = Envelope<CreatedVm>,
+            headers(("Idempotent-Replayed" = bool, description = "`true` when this is the first answer to an earlier request with the same Idempotency-Key."))),
+        Invalid,
+        Unauthorized,
+        VmConflict,
+        KeyReused
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(name = "create_vm", skip_all, fields(user_id = %user.id, vm_id, job_id))]
+pub async fn create(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    req: HttpRequest,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    // `If-Match` is about an existing VM; a new one has none to match.
+    let retry = Retry::read_json(&req, &user, &body)?.without_if_match();
+    if let Some(earlier) = retry.earlier(&state).await? {
+        return Ok(earlier);
+    }
+    let input: CreateVm = body::typed(body)?;
+    let limits = &state.settings.limits;
+    vm_input::check_name(&input.name, limits)?;
+    if let Some(d) = &input.description {
+        vm_input::check_description(d)?;
+    }
+    vm_input::check_cpu(input.cpu, limits)?;
+    vm_input::check_memory(input.memory, limits)?;
+    vm_input::check_disk(input.disk, limits)?;
+    let (os, image_present) = vm_input::check_os(input.os.as_deref(), limits, &state.images)?;
+
+    let vm_id = new_vm_id();
+    let job_id = new_job_id();
+    tracing::Span::current()
+        .record("vm_id", vm_id.as_str())
+        .record("job_id", job_id.as_str());
+    let command = VmCommand::Create {
+        vm_id: vm_id.clone(),
+        spec: VmSpec {
+            name: input.name.clone(),
+            description: input.description,
+            cpu: input.cpu,
+            memory: input.memory,
+            disk: input.disk,
+            os,
+        },
+        owner: Owner {
+            id: user.id.clone(),
+            name: user.name.clone(),
+        },
+        image_present,
+        job_id: job_id.clone(),
+    };
+    let answer = Answer::new(false, move |done| {
+        let data = CreatedVm {
+            vm: view_of(done.vm, done.version),
+            job_id: job_id.clone(),
+        };
+        envelope_answer(
+            StatusCode::CREATED,
+            data,
+            "Virtual machine created; it is being provisioned.",
+        )
+    });
+    // The name is reserved in the transaction that records the VM (409 VM_NAME_TAKEN if not).
+    retry
+        .execute(&state, &vm_id, command, user.meta(Via::Rest), answer)
+        .await?
+        .map_err(|e| ApiError::from_actor(&vm_id, e))
+}

@@ -1,0 +1,57 @@
+//! `/vms`: list, create, read, change and delete VMs, and the lifecycle verbs. Every mutating
+//! call goes to the VM's actor, which records events; the answer carries the job id at once.
+//! One file per kind of call; the handlers are re-exported here for the routes and the OpenAPI
+//! document.
+
+mod change;
+mod create;
+mod history;
+mod lifecycle;
+mod read;
+
+pub use change::*;
+pub use create::*;
+pub use history::*;
+pub use lifecycle::*;
+pub use read::*;
+
+use super::error::ApiError;
+use crate::app::{access, AppState};
+use crate::auth::AuthUser;
+use crate::store::vm_view::VmView;
+
+pub fn page_and_limit(page: Option<u32>, limit: Option<u32>) -> Result<(u32, u32), ApiError> {
+    let page = page.unwrap_or(1);
+    let limit = limit.unwrap_or(20);
+    if page == 0 {
+        return Err(ApiError::validation("page", "page starts at 1."));
+    }
+    if limit == 0 || limit > 100 {
+        return Err(ApiError::validation(
+            "limit",
+            "limit must be between 1 and 100.",
+        ));
+    }
+    Ok((page, limit))
+}
+
+/// The view of a VM as a command left it, for the answer built in its transaction.
+fn view_of(vm: &crate::vm::Vm, version: usize) -> VmView {
+    let now = chrono::Utc::now();
+    VmView::new(vm, version as i64, now, now)
+}
+
+/// The VM, if it exists, is not deleted, and the user may see it. Anything else is a 404, so
+/// other users' VM ids cannot be probed.
+async fn visible(state: &AppState, user: &AuthUser, vm_id: &str) -> Result<VmView, ApiError> {
+    access::visible(state, user, vm_id)
+        .await?
+        .ok_or_else(|| ApiError::VmNotFound(vm_id.to_string()))
+}
+
+/// The VM, deleted or not, if the user may read its history.
+async fn readable(state: &AppState, user: &AuthUser, vm_id: &str) -> Result<VmView, ApiError> {
+    access::readable(state, user, vm_id)
+        .await?
+        .ok_or_else(|| ApiError::VmNotFound(vm_id.to_string()))
+}

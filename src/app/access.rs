@@ -1,0 +1,30 @@
+//! Which VMs a user may see. A VM another user owns, or one that is deleted, is answered as if
+//! it did not exist, so other users' VM ids cannot be probed.
+
+use super::AppState;
+use crate::auth::AuthUser;
+use crate::store::vm_view::{self, VmView};
+use crate::store::StoreError;
+use crate::vm::VmStatus;
+
+/// The VM, if it exists, is not deleted, and the user may see it.
+pub async fn visible(
+    state: &AppState,
+    user: &AuthUser,
+    vm_id: &str,
+) -> Result<Option<VmView>, StoreError> {
+    Ok(vm_view::get(&state.pool, vm_id)
+        .await?
+        .filter(|vm| user.may_access(&vm.owner_id) && vm.status != VmStatus::Deleted))
+}
+
+/// The VM, deleted or not, if the user may read its history.
+pub async fn readable(
+    state: &AppState,
+    user: &AuthUser,
+    vm_id: &str,
+) -> Result<Option<VmView>, StoreError> {
+    Ok(vm_view::get(&state.pool, vm_id)
+        .await?
+        .filter(|vm| user.may_access(&vm.owner_id)))
+}

@@ -1,0 +1,39 @@
+//! The application's state: what every REST handler and WebSocket connection can reach. It is
+//! built once by `startup` and shared by the front ends and the use cases in [`crate::app`].
+
+use std::sync::Arc;
+
+use sqlx::PgPool;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::actors::VmRegistry;
+use crate::auth::{AuthCache, TokenKeys};
+use crate::bus::ownership::StreamOwner;
+use crate::bus::Hub;
+use crate::config::Settings;
+use crate::hypervisor::images::ImageCatalog;
+use crate::hypervisor::Hypervisor;
+use crate::ws::limits::ConnectionLimits;
+use crate::ws::usage::UsageBoard;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub settings: Settings,
+    pub pool: PgPool,
+    pub registry: VmRegistry,
+    pub hypervisor: Arc<dyn Hypervisor>,
+    pub images: ImageCatalog,
+    pub tokens: TokenKeys,
+    /// Users and revoked tokens, kept current by PostgreSQL notifications.
+    pub auth: Arc<AuthCache>,
+    pub job_events: broadcast::Sender<String>,
+    /// Live events from NATS for WebSocket connections.
+    pub hub: Arc<Hub>,
+    /// Whether the NATS stream carries this database's log (`/ready` says when it does not).
+    pub stream_owner: Arc<StreamOwner>,
+    pub ws_limits: Arc<ConnectionLimits>,
+    pub usage: Arc<UsageBoard>,
+    /// Cancelled when the server begins to stop: WebSocket connections close with "going away".
+    pub stopping: CancellationToken,
+}
