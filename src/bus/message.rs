@@ -10,6 +10,7 @@ use bytestring::ByteString;
 use serde_json::{json, Value};
 
 use crate::store::feed::FeedRow;
+use crate::store::EventMetadata;
 
 /// A job was queued or ended by an event.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,22 +23,21 @@ pub struct JobChange {
 }
 
 impl JobChange {
-    fn from_metadata(m: &Value) -> Option<JobChange> {
-        let job_id = m["job_id"].as_str()?.to_string();
-        let text = |k: &str| m[k].as_str().map(str::to_string);
-        if let Some(kind) = text("job_kind") {
+    fn from_metadata(m: &EventMetadata) -> Option<JobChange> {
+        let job_id = m.job_id.clone()?;
+        if let Some(kind) = m.job_kind {
             return Some(JobChange {
                 job_id,
                 status: "queued".into(),
-                kind: Some(kind),
+                kind: Some(kind.as_str().to_string()),
                 error: None,
             });
         }
-        text("job_outcome").map(|outcome| JobChange {
+        m.job_outcome.map(|outcome| JobChange {
             job_id,
-            status: outcome,
+            status: outcome.as_str().to_string(),
             kind: None,
-            error: text("job_error"),
+            error: m.job_error.clone(),
         })
     }
 
@@ -84,7 +84,7 @@ impl FeedEvent {
     pub fn from_row(row: &FeedRow) -> FeedEvent {
         let mut body = row.row.to_json();
         let job = JobChange::from_metadata(&row.row.metadata);
-        let status = row.row.metadata["status"].as_str().map(str::to_string);
+        let status = row.row.metadata.status.map(|s| s.as_str().to_string());
         body["owner"] = json!(row.owner_id);
         body["status"] = json!(status);
         body["job"] = match &job {
@@ -160,7 +160,7 @@ mod tests {
                 event_type: "StartRequested".into(),
                 version: "1".into(),
                 payload: json!({"StartRequested": {"jobId": "job-1"}}),
-                metadata,
+                metadata: serde_json::from_value(metadata).expect("stored metadata reads"),
                 recorded_at: chrono::Utc::now(),
                 level: "info".into(),
             },

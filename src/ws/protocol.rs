@@ -464,7 +464,10 @@ mod frame_tests {
                 event_type: "VmStarted".into(),
                 version: "1".into(),
                 payload: json!({"VmStarted": {"pid": 1}}),
-                metadata: json!({"status": status, "job_id": "job-1", "job_outcome": "succeeded"}),
+                metadata: serde_json::from_value(
+                    json!({"status": status, "job_id": "job-1", "job_outcome": "succeeded"}),
+                )
+                .expect("stored metadata reads"),
                 recorded_at: chrono::Utc::now(),
                 level: "info".into(),
             },
