@@ -8,6 +8,7 @@ use serde_json::{json, Map, Value};
 use crate::api::envelope::timestamp;
 use crate::api::error::ApiError;
 use crate::bus::FeedEvent;
+use crate::vm::VmStatus;
 
 /// A client frame, checked.
 #[derive(Debug, Clone, PartialEq)]
@@ -274,7 +275,7 @@ pub fn status_frame(event: &FeedEvent, usage: impl FnOnce() -> Option<Value>) ->
         .status
         .get_or_init(|| {
             let mut data = (*event.body).clone();
-            if event.status.as_deref() == Some("running") {
+            if event.status == Some(VmStatus::Running) {
                 if let Some(usage) = usage() {
                     data["usage"] = usage;
                 }
