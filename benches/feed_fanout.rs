@@ -28,11 +28,12 @@ fn event() -> FeedEvent {
                 "name": null, "description": "web front end, second replica", "cpu": null,
                 "memory": null, "requiresRestart": false
             }}),
-            metadata: json!({
+            metadata: serde_json::from_value(json!({
                 "actor_id": "user-4f1c2d", "actor_name": "ann", "via": "rest",
                 "request_id": "6f0e1b8e-3c52-4a57-9d3e-0c1f3b2a9e11", "client_addr": "10.0.0.12",
                 "owner_id": "user-4f1c2d", "status": "running"
-            }),
+            }))
+            .expect("stored metadata reads"),
             recorded_at: chrono::Utc::now(),
             level: "info".into(),
         },

@@ -308,8 +308,8 @@ pub async fn logs(
             message: r.describe(),
             event_type: r.event_type.clone(),
             vm_id: r.aggregate_id.clone(),
-            actor: r.metadata["actor_name"].as_str().map(str::to_string),
-            job_id: r.metadata["job_id"].as_str().map(str::to_string),
+            actor: r.metadata.actor_name.clone(),
+            job_id: r.metadata.job_id.clone(),
         })
         .collect();
     Ok(envelope::ok(

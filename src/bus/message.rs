@@ -10,34 +10,37 @@ use bytestring::ByteString;
 use serde_json::{json, Value};
 
 use crate::store::feed::FeedRow;
+use crate::store::jobs::JobStatus;
+use crate::store::EventMetadata;
+use crate::vm::{JobOutcome, Operation, VmStatus};
 
 /// A job was queued or ended by an event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobChange {
     pub job_id: String,
-    /// `queued`, or the outcome: `succeeded`, `failed`, `cancelled`.
-    pub status: String,
-    pub kind: Option<String>,
+    /// `Queued`, or the outcome: `Succeeded`, `Failed`, `Cancelled`.
+    pub status: JobStatus,
+    /// Set when the event queued the job.
+    pub kind: Option<Operation>,
     pub error: Option<String>,
 }
 
 impl JobChange {
-    fn from_metadata(m: &Value) -> Option<JobChange> {
-        let job_id = m["job_id"].as_str()?.to_string();
-        let text = |k: &str| m[k].as_str().map(str::to_string);
-        if let Some(kind) = text("job_kind") {
+    fn from_metadata(m: &EventMetadata) -> Option<JobChange> {
+        let job_id = m.job_id.clone()?;
+        if let Some(kind) = m.job_kind {
             return Some(JobChange {
                 job_id,
-                status: "queued".into(),
+                status: JobStatus::Queued,
                 kind: Some(kind),
                 error: None,
             });
         }
-        text("job_outcome").map(|outcome| JobChange {
+        m.job_outcome.map(|outcome| JobChange {
             job_id,
-            status: outcome,
+            status: ended(outcome),
             kind: None,
-            error: text("job_error"),
+            error: m.job_error.clone(),
         })
     }
 
@@ -46,10 +49,19 @@ impl JobChange {
             "position": position,
             "jobId": self.job_id,
             "vmId": vm_id,
-            "kind": self.kind,
-            "status": self.status,
+            "kind": self.kind.map(Operation::as_str),
+            "status": self.status.as_str(),
             "error": self.error,
         })
+    }
+}
+
+/// The job status an outcome leaves.
+fn ended(outcome: JobOutcome) -> JobStatus {
+    match outcome {
+        JobOutcome::Succeeded => JobStatus::Succeeded,
+        JobOutcome::Failed => JobStatus::Failed,
+        JobOutcome::Cancelled => JobStatus::Cancelled,
     }
 }
 
@@ -60,7 +72,7 @@ pub struct FeedEvent {
     pub vm_id: String,
     pub owner_id: Option<String>,
     pub event_type: String,
-    pub status: Option<String>,
+    pub status: Option<VmStatus>,
     pub job: Option<JobChange>,
     /// The wire JSON (shared: one event goes to many connections).
     pub body: Arc<Value>,
@@ -84,13 +96,16 @@ impl FeedEvent {
     pub fn from_row(row: &FeedRow) -> FeedEvent {
         let mut body = row.row.to_json();
         let job = JobChange::from_metadata(&row.row.metadata);
-        let status = row.row.metadata["status"].as_str().map(str::to_string);
+        let status = row.row.metadata.status;
         body["owner"] = json!(row.owner_id);
-        body["status"] = json!(status);
+        body["status"] = json!(status.map(VmStatus::as_str));
         body["job"] = match &job {
-            Some(j) => {
-                json!({"id": j.job_id, "kind": j.kind, "status": j.status, "error": j.error})
-            }
+            Some(j) => json!({
+                "id": j.job_id,
+                "kind": j.kind.map(Operation::as_str),
+                "status": j.status.as_str(),
+                "error": j.error,
+            }),
             None => Value::Null,
         };
         FeedEvent {
@@ -122,9 +137,17 @@ impl FeedEvent {
                 status: j
                     .get("status")
                     .and_then(Value::as_str)
-                    .ok_or(NotAnEvent("a job without status"))?
-                    .to_string(),
-                kind: j.get("kind").and_then(Value::as_str).map(str::to_string),
+                    .ok_or(NotAnEvent("a job without status"))
+                    .and_then(|s| {
+                        JobStatus::try_from(s.to_string())
+                            .map_err(|_| NotAnEvent("a job with an unknown status"))
+                    })?,
+                kind: match j.get("kind").and_then(Value::as_str) {
+                    Some(kind) => {
+                        Some(Operation::parse(kind).ok_or(NotAnEvent("a job of an unknown kind"))?)
+                    }
+                    None => None,
+                },
                 error: j.get("error").and_then(Value::as_str).map(str::to_string),
             }),
             _ => None,
@@ -132,7 +155,7 @@ impl FeedEvent {
         Ok(FeedEvent {
             position,
             owner_id: text("owner"),
-            status: text("status"),
+            status: body["status"].as_str().and_then(VmStatus::parse),
             vm_id,
             event_type,
             job,
@@ -160,7 +183,7 @@ mod tests {
                 event_type: "StartRequested".into(),
                 version: "1".into(),
                 payload: json!({"StartRequested": {"jobId": "job-1"}}),
-                metadata,
+                metadata: serde_json::from_value(metadata).expect("stored metadata reads"),
                 recorded_at: chrono::Utc::now(),
                 level: "info".into(),
             },
@@ -178,10 +201,15 @@ mod tests {
         assert_eq!(got.position, 42);
         assert_eq!(got.vm_id, "vm-1");
         assert_eq!(got.owner_id.as_deref(), Some("user-1"));
-        assert_eq!(got.status.as_deref(), Some("starting"));
+        assert_eq!(got.status, Some(VmStatus::Starting));
         assert_eq!(got.job, sent.job);
-        assert_eq!(got.job.map(|j| j.status), Some("queued".to_string()));
+        assert_eq!(got.job.map(|j| j.status), Some(JobStatus::Queued));
         assert_eq!(*got.body, *sent.body);
+        assert_eq!(
+            sent.body["job"],
+            json!({"id": "job-1", "kind": "start", "status": "queued", "error": null})
+        );
+        assert_eq!(sent.body["status"], "starting");
     }
 
     #[test]
@@ -190,7 +218,7 @@ mod tests {
             "job_id": "job-1", "job_outcome": "failed", "job_error": "no disk"
         })));
         let job = e.job.expect("a job change");
-        assert_eq!(job.status, "failed");
+        assert_eq!(job.status, JobStatus::Failed);
         assert_eq!(job.error.as_deref(), Some("no disk"));
     }
 
@@ -204,6 +232,11 @@ mod tests {
     #[test]
     fn a_foreign_message_is_refused() {
         assert!(FeedEvent::from_bytes(b"{\"hello\":1}").is_err());
+        let unknown_job = json!({
+            "position": 1, "vmId": "vm-1", "type": "VmStarted",
+            "job": {"id": "job-1", "status": "exploded"}
+        });
+        assert!(FeedEvent::from_bytes(unknown_job.to_string().as_bytes()).is_err());
         assert!(FeedEvent::from_bytes(b"nope").is_err());
     }
 }

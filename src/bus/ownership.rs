@@ -346,7 +346,11 @@ fn same_event(message: &LastMessage, row: &AuditRow) -> bool {
         return false;
     }
     if message.is_job {
-        return body["jobId"].as_str().is_some() && body["jobId"] == row.metadata["job_id"];
+        return row
+            .metadata
+            .job_id
+            .as_deref()
+            .is_some_and(|job_id| body["jobId"].as_str() == Some(job_id));
     }
     body["sequence"].as_i64() == Some(row.sequence)
         && body["type"].as_str() == Some(row.event_type.as_str())
@@ -376,6 +380,7 @@ fn describe_row(row: &AuditRow) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::EventMetadata;
 
     #[test]
     fn a_conflict_whose_positions_moved_on_is_the_same_one() {
@@ -415,7 +420,10 @@ mod tests {
             event_type: "VmStarted".into(),
             version: "1".into(),
             payload: serde_json::json!({"VmStarted": {}}),
-            metadata: serde_json::json!({"job_id": "job-1"}),
+            metadata: EventMetadata {
+                job_id: Some("job-1".into()),
+                ..EventMetadata::default()
+            },
             recorded_at: chrono::Utc::now(),
             level: "info".into(),
         }

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 use utoipa::ToSchema;
 
+use super::metadata::EventMetadata;
 use super::visible::{self, Bound};
 use super::StoreError;
 
@@ -104,7 +105,8 @@ pub struct AuditRow {
     pub event_type: String,
     pub version: String,
     pub payload: Value,
-    pub metadata: Value,
+    #[sqlx(json)]
+    pub metadata: EventMetadata,
     pub recorded_at: DateTime<Utc>,
     pub level: String,
 }
@@ -114,7 +116,6 @@ impl AuditRow {
     /// of the metadata.
     pub fn entry(&self) -> AuditEntry {
         let m = &self.metadata;
-        let text = |key: &str| m[key].as_str().map(str::to_string);
         let data = self
             .payload
             .get(&self.event_type)
@@ -129,13 +130,13 @@ impl AuditRow {
             version: self.version.clone(),
             data,
             actor: Actor {
-                id: text("actor_id"),
-                name: text("actor_name"),
-                via: text("via"),
+                id: m.actor_id.clone(),
+                name: m.actor_name.clone(),
+                via: m.via.map(|via| via.as_str().to_string()),
             },
-            job_id: text("job_id"),
-            request_id: text("request_id"),
-            client_addr: text("client_addr"),
+            job_id: m.job_id.clone(),
+            request_id: m.request_id.clone(),
+            client_addr: m.client_addr.clone(),
             recorded_at: self.recorded_at,
         }
     }
@@ -147,7 +148,7 @@ impl AuditRow {
 
     /// One sentence for people, for `/logs`.
     pub fn describe(&self) -> String {
-        let actor = self.metadata["actor_name"].as_str().unwrap_or("someone");
+        let actor = self.metadata.actor_name.as_deref().unwrap_or("someone");
         let vm = &self.aggregate_id;
         let data = self.payload.get(&self.event_type).unwrap_or(&Value::Null);
         let reason = data["reason"].as_str().unwrap_or("no reason given");

@@ -130,12 +130,12 @@ impl VmEventStore {
             });
         }
         // One event per commit carries at most one job effect (see `VmEvent::job_effect`).
-        let mut metadata = meta.to_map(events.first().and_then(VmEvent::job_effect));
         // The feed shows who may see an event and the status it left, without replaying.
-        metadata.insert("owner_id".into(), after.owner.id.clone());
-        if let Some(status) = after.status {
-            metadata.insert("status".into(), status.as_str().to_string());
-        }
+        let metadata = meta.event_metadata(
+            events.first().and_then(VmEvent::job_effect),
+            &after.owner.id,
+            after.status,
+        );
         let vm_id = state.vm_id_or_new(&after);
         let written = self
             .repo

@@ -3,13 +3,20 @@
 //! authenticated request, never from anything the client sends about itself. The event store
 //! adds `owner_id` and `status` (the VM's owner, and the status the event left it in), so the
 //! real-time feed can filter and describe an event without replaying its stream.
+//!
+//! [`EventMetadata`] is the one shape of that record, written and read back by serde. Its JSON
+//! keys are a contract: the `jobs` trigger (`migrations/`), the indexes and the SQL filters of the
+//! audit log and the feed read them by name.
 
-use std::collections::HashMap;
+use serde::de::{DeserializeOwned, Deserializer};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-use crate::vm::JobEffect;
+use crate::vm::{JobEffect, JobOutcome, Operation, VmStatus};
 
 /// How a command reached the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Via {
     Rest,
     WebSocket,
@@ -48,72 +55,216 @@ impl CommandMeta {
         }
     }
 
-    /// The metadata map stored with one commit.
-    pub fn to_map(&self, job: Option<JobEffect<'_>>) -> HashMap<String, String> {
-        let mut map = HashMap::from([
-            ("actor_id".to_string(), self.actor_id.clone()),
-            ("actor_name".to_string(), self.actor_name.clone()),
-            ("via".to_string(), self.via.as_str().to_string()),
-        ]);
-        if let Some(request_id) = &self.request_id {
-            map.insert("request_id".into(), request_id.clone());
-        }
-        if let Some(addr) = &self.client_addr {
-            map.insert("client_addr".into(), addr.clone());
-        }
+    /// The metadata stored with one commit: this command's origin, the job effect of the commit's
+    /// first event, the VM's owner and the status the commit left it in.
+    pub fn event_metadata(
+        &self,
+        job: Option<JobEffect<'_>>,
+        owner_id: &str,
+        status: Option<VmStatus>,
+    ) -> EventMetadata {
+        let mut metadata = EventMetadata {
+            actor_id: Some(self.actor_id.clone()),
+            actor_name: Some(self.actor_name.clone()),
+            via: Some(self.via),
+            request_id: self.request_id.clone(),
+            client_addr: self.client_addr.clone(),
+            owner_id: Some(owner_id.to_string()),
+            status,
+            ..EventMetadata::default()
+        };
         match job {
             Some(JobEffect::Opens { job_id, operation }) => {
-                map.insert("job_id".into(), job_id.to_string());
-                map.insert("job_kind".into(), operation.as_str().to_string());
+                metadata.job_id = Some(job_id.to_string());
+                metadata.job_kind = Some(operation);
             }
             Some(JobEffect::Closes {
                 job_id,
                 outcome,
                 error,
             }) => {
-                map.insert("job_id".into(), job_id.to_string());
-                map.insert("job_outcome".into(), outcome.as_str().to_string());
-                if let Some(error) = error {
-                    map.insert("job_error".into(), error.to_string());
-                }
+                metadata.job_id = Some(job_id.to_string());
+                metadata.job_outcome = Some(outcome);
+                metadata.job_error = error.map(str::to_string);
             }
             Some(JobEffect::Concerns { job_id }) => {
-                map.insert("job_id".into(), job_id.to_string());
+                metadata.job_id = Some(job_id.to_string());
             }
             None => {}
         }
-        map
+        metadata
     }
+}
+
+/// The metadata of one stored event (the `events.metadata` jsonb column).
+///
+/// Every field is optional and absent keys are left out, as before this type existed. Reading is
+/// lenient, so that events written by any earlier version still read: a missing key is `None`,
+/// an unknown key is ignored, and a value that is not one this version knows (a kind, outcome,
+/// status or channel it has no variant for) reads as `None` rather than failing the read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EventMetadata {
+    /// The user who acted (`system` for VoidVM itself).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor_id: Option<String>,
+    /// Their user name, or what part of VoidVM acted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor_name: Option<String>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "known_or_none"
+    )]
+    pub via: Option<Via>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_addr: Option<String>,
+    /// The job the event opens, closes or concerns.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    /// Set when the event opens its job (the `jobs` trigger inserts the job then).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "known_or_none"
+    )]
+    pub job_kind: Option<Operation>,
+    /// Set when the event closes its job.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "known_or_none"
+    )]
+    pub job_outcome: Option<JobOutcome>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_error: Option<String>,
+    /// The VM's owner (absent on events recorded before owners were written here).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner_id: Option<String>,
+    /// The status the commit left the VM in.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "known_or_none"
+    )]
+    pub status: Option<VmStatus>,
+}
+
+/// A typed value, or `None` for a value this version does not know (see [`EventMetadata`]).
+fn known_or_none<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    let value = Option::<Value>::deserialize(deserializer)?;
+    Ok(value.and_then(|v| serde_json::from_value(v).ok()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vm::{JobOutcome, Operation};
+    use serde_json::json;
+
+    fn stored(metadata: &EventMetadata) -> Value {
+        serde_json::to_value(metadata).expect("metadata serialises")
+    }
 
     #[test]
     fn an_opening_event_names_its_job_and_kind() {
         let meta = CommandMeta::system("reconcile");
-        let map = meta.to_map(Some(JobEffect::Opens {
-            job_id: "job-1",
-            operation: Operation::Stop,
-        }));
-        assert_eq!(map["job_id"], "job-1");
-        assert_eq!(map["job_kind"], "stop");
-        assert!(!map.contains_key("job_outcome"));
-        assert_eq!(map["via"], "system");
+        let metadata = meta.event_metadata(
+            Some(JobEffect::Opens {
+                job_id: "job-1",
+                operation: Operation::Stop,
+            }),
+            "user-1",
+            Some(VmStatus::Stopping),
+        );
+        assert_eq!(
+            stored(&metadata),
+            json!({
+                "actor_id": "system", "actor_name": "reconcile", "via": "system",
+                "job_id": "job-1", "job_kind": "stop",
+                "owner_id": "user-1", "status": "stopping"
+            })
+        );
     }
 
     #[test]
     fn a_closing_event_names_its_outcome_and_error() {
-        let meta = CommandMeta::system("worker");
-        let map = meta.to_map(Some(JobEffect::Closes {
-            job_id: "job-1",
-            outcome: JobOutcome::Failed,
-            error: Some("boom"),
-        }));
-        assert_eq!(map["job_outcome"], "failed");
-        assert_eq!(map["job_error"], "boom");
-        assert!(!map.contains_key("job_kind"));
+        let meta = CommandMeta {
+            actor_id: "user-1".into(),
+            actor_name: "ann".into(),
+            via: Via::WebSocket,
+            request_id: Some("req-1".into()),
+            client_addr: Some("10.0.0.1".into()),
+        };
+        let metadata = meta.event_metadata(
+            Some(JobEffect::Closes {
+                job_id: "job-1",
+                outcome: JobOutcome::Failed,
+                error: Some("boom"),
+            }),
+            "user-1",
+            None,
+        );
+        assert_eq!(
+            stored(&metadata),
+            json!({
+                "actor_id": "user-1", "actor_name": "ann", "via": "websocket",
+                "request_id": "req-1", "client_addr": "10.0.0.1",
+                "job_id": "job-1", "job_outcome": "failed", "job_error": "boom",
+                "owner_id": "user-1"
+            })
+        );
+    }
+
+    #[test]
+    fn metadata_reads_back_as_written() {
+        let meta = CommandMeta {
+            actor_id: "user-1".into(),
+            actor_name: "ann".into(),
+            via: Via::Rest,
+            request_id: Some("req-1".into()),
+            client_addr: None,
+        };
+        for job in [
+            None,
+            Some(JobEffect::Opens {
+                job_id: "job-1",
+                operation: Operation::Restart,
+            }),
+            Some(JobEffect::Closes {
+                job_id: "job-1",
+                outcome: JobOutcome::Cancelled,
+                error: None,
+            }),
+            Some(JobEffect::Concerns { job_id: "job-1" }),
+        ] {
+            let written = meta.event_metadata(job, "user-1", Some(VmStatus::Rebooting));
+            let read: EventMetadata =
+                serde_json::from_value(stored(&written)).expect("metadata reads back");
+            assert_eq!(read, written);
+        }
+    }
+
+    #[test]
+    fn metadata_of_older_versions_still_reads() {
+        // As stored before owners and statuses were recorded, with a key no longer written and
+        // values this version has no variant for.
+        let old = json!({
+            "actor_id": "user-1", "actor_name": "ann", "via": "carrier-pigeon",
+            "job_id": "job-1", "job_kind": "hibernate", "legacy_key": "x"
+        });
+        let read: EventMetadata = serde_json::from_value(old).expect("old metadata reads");
+        assert_eq!(
+            read,
+            EventMetadata {
+                actor_id: Some("user-1".into()),
+                actor_name: Some("ann".into()),
+                job_id: Some("job-1".into()),
+                ..EventMetadata::default()
+            }
+        );
+        let empty: EventMetadata = serde_json::from_value(json!({})).expect("empty metadata reads");
+        assert_eq!(empty, EventMetadata::default());
     }
 }

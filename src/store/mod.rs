@@ -21,7 +21,7 @@ pub mod visible;
 pub mod vm_view;
 
 pub use event_store::{VmEventStore, VmState};
-pub use metadata::{CommandMeta, Via};
+pub use metadata::{CommandMeta, EventMetadata, Via};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -7,14 +7,13 @@
 //! close, and the idempotency key it was sent with and the answer it got. Either all of it is
 //! visible or none of it is.
 
-use std::collections::HashMap;
-
 use cqrs_es::persist::{EventUpcaster, SerializedEvent};
 use cqrs_es::Aggregate;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 
 use super::conditions::{AnswerInput, Conditions, StoredAnswer};
+use super::metadata::EventMetadata;
 use super::{idempotency, jobs, vm_view, StoreError};
 use crate::vm::{JobEffect, JobOutcome, Vm, VmEvent};
 
@@ -43,7 +42,7 @@ pub struct Commit<'a> {
     pub events: &'a [VmEvent],
     /// The state after the events.
     pub after: &'a Vm,
-    pub metadata: &'a HashMap<String, String>,
+    pub metadata: &'a EventMetadata,
     /// The idempotency key to take and the answer to build (and store with the key).
     pub conditions: &'a Conditions,
 }

@@ -176,7 +176,8 @@ pub enum JobEffect<'a> {
     Concerns { job_id: &'a str },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum JobOutcome {
     Succeeded,
     Failed,

@@ -9,6 +9,7 @@ use crate::api::envelope::timestamp;
 use crate::api::error::ApiError;
 use crate::app::lifecycle::{Params, Verb};
 use crate::bus::FeedEvent;
+use crate::vm::VmStatus;
 
 /// A client frame, checked.
 #[derive(Debug, Clone, PartialEq)]
@@ -267,7 +268,7 @@ pub fn status_frame(event: &FeedEvent, usage: impl FnOnce() -> Option<Value>) ->
         .status
         .get_or_init(|| {
             let mut data = (*event.body).clone();
-            if event.status.as_deref() == Some("running") {
+            if event.status == Some(VmStatus::Running) {
                 if let Some(usage) = usage() {
                     data["usage"] = usage;
                 }
@@ -458,7 +459,10 @@ mod frame_tests {
                 event_type: "VmStarted".into(),
                 version: "1".into(),
                 payload: json!({"VmStarted": {"pid": 1}}),
-                metadata: json!({"status": status, "job_id": "job-1", "job_outcome": "succeeded"}),
+                metadata: serde_json::from_value(
+                    json!({"status": status, "job_id": "job-1", "job_outcome": "succeeded"}),
+                )
+                .expect("stored metadata reads"),
                 recorded_at: chrono::Utc::now(),
                 level: "info".into(),
             },
