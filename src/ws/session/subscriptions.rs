@@ -1,0 +1,174 @@
+//! A connection's subscriptions: subscribe, unsubscribe, and the replay from the log after a
+//! subscription's cursor (`since`, or catching up after falling behind the hub). Live events at
+//! or below a cursor are skipped by the fan-out, so replay and live events meet with no gap and
+//! no duplicate.
+
+use std::time::Duration;
+
+use actix_ws::CloseCode;
+use serde_json::{json, Value};
+
+use super::{Connection, End};
+use crate::api::error::ApiError;
+use crate::bus::FeedEvent;
+use crate::monitor::host::HostMonitor;
+use crate::store::{feed, vm_view};
+use crate::ws::protocol::{self, Topic};
+
+/// Subscriptions a connection may hold.
+const MAX_SUBSCRIPTIONS: usize = 64;
+/// Events read from the log per query while replaying.
+const REPLAY_PAGE: u32 = 500;
+
+pub(super) struct LogSub {
+    pub(super) topic: Topic,
+    /// The last position this subscription has passed.
+    pub(super) cursor: i64,
+}
+
+impl Connection {
+    pub(super) async fn subscribe(
+        &mut self,
+        topic: Topic,
+        since: Option<i64>,
+        id: &Value,
+    ) -> Result<(), Refusal> {
+        match &topic {
+            Topic::SystemEvent | Topic::SystemMonitor { .. } if !self.user.is_admin() => {
+                return Err(Refusal::Api(ApiError::Forbidden(format!(
+                    "Only administrators may subscribe to {}.",
+                    topic.name()
+                ))))
+            }
+            Topic::VmStatus { vm_id } => match vm_view::get(&self.state.pool, vm_id).await? {
+                Some(vm) if self.user.may_access(&vm.owner_id) => {}
+                _ => return Err(Refusal::Api(ApiError::VmNotFound(vm_id.clone()))),
+            },
+            _ => {}
+        }
+        match topic {
+            Topic::SystemEvent => {
+                self.system_events = true;
+                self.send(protocol::frame("subscribed", topic.to_json(), id))
+                    .await?;
+            }
+            Topic::SystemMonitor { interval_ms } => {
+                let mut tick = tokio::time::interval(Duration::from_millis(interval_ms));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut monitor = HostMonitor::new(self.state.settings.data_dir.clone());
+                // Primes the rates; the first frame comes one interval later.
+                monitor.sample();
+                tick.tick().await;
+                self.monitor = Some((monitor, tick, interval_ms));
+                self.send(protocol::frame("subscribed", topic.to_json(), id))
+                    .await?;
+            }
+            topic => {
+                self.subs.retain(|s| !s.topic.same_as(&topic));
+                if self.subs.len() >= MAX_SUBSCRIPTIONS {
+                    return Err(Refusal::Api(ApiError::validation(
+                        "data.topic",
+                        format!("A connection may hold at most {MAX_SUBSCRIPTIONS} subscriptions."),
+                    )));
+                }
+                let cursor = match since {
+                    Some(since) => since,
+                    None => feed::head(&self.state.pool).await?,
+                };
+                self.subs.push(LogSub { topic, cursor });
+                let index = self.subs.len() - 1;
+                let replayed = self.catch_up(index).await?;
+                let sub = &self.subs[index];
+                let mut data = sub.topic.to_json();
+                data["since"] = json!(since);
+                data["replayed"] = json!(replayed);
+                data["position"] = json!(sub.cursor);
+                self.send(protocol::frame("subscribed", data, id)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn unsubscribe(&mut self, topic: &Topic) -> Value {
+        let before = self.subs.len();
+        self.subs.retain(|s| !s.topic.same_as(topic));
+        let mut removed = before - self.subs.len();
+        match topic {
+            Topic::SystemEvent if self.system_events => {
+                self.system_events = false;
+                removed += 1;
+            }
+            Topic::SystemMonitor { .. } if self.monitor.is_some() => {
+                self.monitor = None;
+                removed += 1;
+            }
+            _ => {}
+        }
+        let mut data = topic.to_json();
+        data["removed"] = json!(removed);
+        data
+    }
+
+    /// Sends what the log holds after subscription `index`'s cursor; returns how many frames.
+    async fn catch_up(&mut self, index: usize) -> Result<u64, Refusal> {
+        let scope = feed::Scope {
+            vm_id: match &self.subs[index].topic {
+                Topic::VmStatus { vm_id } => Some(vm_id.clone()),
+                _ => None,
+            },
+            owner_id: (!self.user.is_admin()).then(|| self.user.id.clone()),
+        };
+        let mut sent = 0;
+        loop {
+            let cursor = self.subs[index].cursor;
+            let rows = feed::after(&self.state.pool, cursor, REPLAY_PAGE, &scope).await?;
+            let full = rows.len() == REPLAY_PAGE as usize;
+            for row in &rows {
+                let event = FeedEvent::from_row(row);
+                self.subs[index].cursor = event.position;
+                if let Some(frame) = self.frame_for(&self.subs[index].topic, &event) {
+                    self.send_at(frame, Some(event.position)).await?;
+                    sent += 1;
+                }
+            }
+            if !full {
+                return Ok(sent);
+            }
+        }
+    }
+
+    pub(super) async fn catch_up_all(&mut self) -> Result<(), End> {
+        for index in 0..self.subs.len() {
+            match self.catch_up(index).await {
+                Ok(_) => {}
+                Err(Refusal::End(end)) => return Err(end),
+                Err(Refusal::Api(e)) => {
+                    tracing::warn!(error = %crate::telemetry::chain(&e), "a connection could not catch up from the log");
+                    return Err(End::Close(
+                        CloseCode::Error,
+                        "the event log could not be read; resume later".into(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A subscription refused (answered with an error frame) or a connection ended while replaying.
+pub(super) enum Refusal {
+    Api(ApiError),
+    End(End),
+}
+
+impl From<End> for Refusal {
+    fn from(end: End) -> Self {
+        Refusal::End(end)
+    }
+}
+
+impl From<crate::store::StoreError> for Refusal {
+    fn from(e: crate::store::StoreError) -> Self {
+        Refusal::Api(e.into())
+    }
+}
