@@ -14,9 +14,9 @@
 
 mod common;
 use common::pgbench::{self, PgbenchRun};
-use common::{ms, percentiles, BenchDb};
+use common::{login, ms, percentiles, BenchDb, Leftovers, NATS_URL};
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,7 +34,6 @@ struct Scale {
     pgbench_secs: u64,
 }
 
-const NATS_URL: &str = "nats://127.0.0.1:4222";
 /// VMs created at once while the harness sets up.
 const CREATING_AT_ONCE: usize = 16;
 
@@ -90,10 +89,10 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) {
     let short = id[..12].to_string();
     let db = BenchDb::create(format!("voidvm_bench_{id}")).await;
     let baseline_db = BenchDb::create(format!("voidvm_bench_{id}_pg")).await;
-    let cleanup = Cleanup {
-        stream: format!("B{short}"),
-        data_dir: std::env::temp_dir().join(format!("voidvm-bench-{id}")),
-    };
+    let cleanup = Leftovers::new(
+        format!("B{short}"),
+        std::env::temp_dir().join(format!("voidvm-bench-{id}")),
+    );
 
     // A node with job workers creates and provisions the VMs, then takes the PATCH load.
     let app = Application::build(settings(&db, &short, &cleanup.data_dir, 2))
@@ -233,19 +232,6 @@ fn client(connections: usize) -> reqwest::Client {
         .timeout(Duration::from_secs(120))
         .build()
         .expect("an HTTP client")
-}
-
-async fn login(http: reqwest::Client, base: String) -> String {
-    let resp = http
-        .post(format!("{base}/api/v1/auth/login"))
-        .json(&json!({"username": "admin", "password": "admin123"}))
-        .send()
-        .await
-        .expect("login");
-    let status = resp.status();
-    let body: Value = resp.json().await.expect("login body");
-    assert!(status.is_success(), "login failed ({status}): {body}");
-    body["token"].as_str().expect("a token").to_string()
 }
 
 /// Creates `count` VMs of the test guest and waits for each one's provisioning job.
@@ -479,33 +465,4 @@ fn report(scale: &Scale, rows: &[(&str, &Measured, &PgbenchRun, &str)]) {
          connections, measured in this run.",
         scale.connections
     );
-}
-
-/// Deletes the stream and removes the data dir, also when the run fails.
-struct Cleanup {
-    stream: String,
-    data_dir: PathBuf,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.data_dir);
-        let stream = self.stream.clone();
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                if let Ok(client) = async_nats::connect(NATS_URL).await {
-                    let _ = async_nats::jetstream::new(client)
-                        .delete_stream(&stream)
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
 }

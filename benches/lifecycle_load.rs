@@ -12,7 +12,7 @@
 //! Under `cargo test` (no `--bench`) it runs the same path at a small scale, as a smoke test.
 
 mod common;
-use common::{ms, percentiles, BenchDb};
+use common::{login, ms, percentiles, BenchDb, Leftovers, NATS_URL};
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -30,7 +30,6 @@ struct Scale {
     stop_timeout_secs: u64,
 }
 
-const NATS_URL: &str = "nats://127.0.0.1:4222";
 
 fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
@@ -55,11 +54,10 @@ async fn run(scale: Scale) {
     let id = uuid::Uuid::new_v4().simple().to_string();
     let short = id[..12].to_string();
     let db = BenchDb::create(format!("voidvm_bench_{id}")).await;
-    let cleanup = Cleanup {
-        stream: format!("B{short}"),
-        data_dir: std::env::temp_dir().join(format!("voidvm-bench-{id}")),
-        pids: Vec::new(),
-    };
+    let cleanup = Leftovers::new(
+        format!("B{short}"),
+        std::env::temp_dir().join(format!("voidvm-bench-{id}")),
+    );
     let settings = Settings {
         listen: "127.0.0.1:0".parse().expect("an address"),
         database_url: db.url.clone(),
@@ -291,17 +289,7 @@ struct Api {
 
 impl Api {
     async fn logged_in(mut self) -> Api {
-        let body: Value = self
-            .http
-            .post(format!("{}/api/v1/auth/login", self.base))
-            .json(&json!({"username": "admin", "password": "admin123"}))
-            .send()
-            .await
-            .expect("login")
-            .json()
-            .await
-            .expect("login body");
-        self.token = body["token"].as_str().expect("a token").to_string();
+        self.token = login(&self.http, &self.base).await;
         self
     }
 
@@ -373,49 +361,5 @@ impl Api {
             .as_str()
             .unwrap_or_default()
             .to_string()
-    }
-}
-
-/// Kills the baseline's QEMU processes, deletes the stream and removes the data dir, also when
-/// the run fails.
-struct Cleanup {
-    stream: String,
-    data_dir: PathBuf,
-    pids: Vec<u32>,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        // The harness's own processes, and any VM's QEMU still running (a run that failed).
-        let vm_pids = std::fs::read_dir(self.data_dir.join("vms"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|d| std::fs::read_to_string(d.path().join("qemu.pid")).ok())
-            .filter_map(|p| p.trim().parse::<u32>().ok());
-        for pid in self.pids.iter().copied().chain(vm_pids) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        let _ = std::fs::remove_dir_all(&self.data_dir);
-        let stream = self.stream.clone();
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                if let Ok(client) = async_nats::connect(NATS_URL).await {
-                    let _ = async_nats::jetstream::new(client)
-                        .delete_stream(&stream)
-                        .await;
-                }
-            });
-        })
-        .join();
     }
 }

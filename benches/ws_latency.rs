@@ -10,7 +10,7 @@
 //! fails if any subscriber misses an event.
 
 mod common;
-use common::{ms, percentiles, BenchDb};
+use common::{login, ms, percentiles, BenchDb, Leftovers, NATS_URL};
 
 use std::any::Any;
 use std::path::{Path, PathBuf};
@@ -37,7 +37,6 @@ struct Scale {
     pause: Duration,
 }
 
-const NATS_URL: &str = "nats://127.0.0.1:4222";
 /// Connections opened at once while subscribers are set up.
 const OPENING_AT_ONCE: usize = 64;
 /// Unrecorded commits before each measurement (and round trips before the baseline).
@@ -113,11 +112,10 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) -> Result<(), Box<dy
     let url = db.url.clone();
     // This run's own NATS subjects and stream, so it never meets another run or a test.
     let prefix = format!("b{short}");
-    let cleanup = Cleanup {
-        _db: db,
-        stream: format!("B{short}"),
-        data_dir: std::env::temp_dir().join(format!("voidvm-bench-{id}")),
-    };
+    let cleanup = Leftovers::new(
+        format!("B{short}"),
+        std::env::temp_dir().join(format!("voidvm-bench-{id}")),
+    );
     let most = scale.subscribers.iter().copied().max().unwrap_or(0);
     let settings = Settings {
         listen: "127.0.0.1:0".parse().expect("an address"),
@@ -157,42 +155,11 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) -> Result<(), Box<dy
     let _ = server.await;
     actix_rt::time::sleep(Duration::from_millis(300)).await;
     drop(cleanup);
+    drop(db);
     outcome.map_err(|e| match e.try_into_panic() {
         Ok(panic) => panic,
         Err(e) => Box::new(format!("the measurement did not finish: {e}")),
     })
-}
-
-/// Drops the database, deletes the stream and removes the data dir, also when the run fails.
-struct Cleanup {
-    _db: BenchDb,
-    stream: String,
-    data_dir: PathBuf,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.data_dir);
-        let stream = self.stream.clone();
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                if let Ok(client) = async_nats::connect(NATS_URL).await {
-                    let js = async_nats::jetstream::new(client);
-                    let _ = js.delete_stream(&stream).await;
-                    if js.get_stream(&stream).await.is_ok() {
-                        eprintln!("warning: the JetStream stream {stream} could not be deleted");
-                    }
-                }
-            });
-        })
-        .join();
-    }
 }
 
 /// What a subscriber tells the measuring task.
@@ -331,19 +298,6 @@ async fn nats_round_trips(
     }
     let _ = sub.unsubscribe().await;
     times
-}
-
-async fn login(http: &reqwest::Client, base: &str) -> String {
-    let resp = http
-        .post(format!("{base}/api/v1/auth/login"))
-        .json(&json!({"username": "admin", "password": "admin123"}))
-        .send()
-        .await
-        .expect("login");
-    let status = resp.status();
-    let body: Value = resp.json().await.expect("login body");
-    assert!(status.is_success(), "login failed ({status}): {body}");
-    body["token"].as_str().expect("a token").to_string()
 }
 
 /// Creates a VM from the test guest and waits for its provisioning job.

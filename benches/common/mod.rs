@@ -1,10 +1,15 @@
 //! What the load harnesses share: percentiles and milliseconds for their tables, a database of
-//! their own, and pgbench as a baseline. Each harness uses a part of it.
+//! their own, what they leave behind (a NATS stream, a data dir, processes) removed at the end,
+//! a login, and pgbench as a baseline. Each harness uses a part of it.
 #![allow(dead_code)]
 
 pub mod pgbench;
 
+use std::future::Future;
+use std::path::PathBuf;
 use std::time::Duration;
+
+pub const NATS_URL: &str = "nats://127.0.0.1:4222";
 
 /// p50 and p99 of `times` (sorted in place).
 pub fn percentiles(times: &mut [Duration]) -> (Duration, Duration) {
@@ -45,25 +50,87 @@ impl BenchDb {
 impl Drop for BenchDb {
     fn drop(&mut self) {
         let name = self.name.clone();
-        // Drop may run inside the bench's runtime, which cannot be blocked on: use a thread.
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                use sqlx::{Connection, Executor};
-                if let Ok(mut admin) = sqlx::PgConnection::connect(ADMIN_URL).await {
-                    let _ = admin
-                        .execute(
-                            format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#).as_str(),
-                        )
-                        .await;
-                }
-            });
-        })
-        .join();
+        on_own_runtime(async move {
+            use sqlx::{Connection, Executor};
+            if let Ok(mut admin) = sqlx::PgConnection::connect(ADMIN_URL).await {
+                let _ = admin
+                    .execute(format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#).as_str())
+                    .await;
+            }
+        });
     }
+}
+
+/// Runs `work` to its end on a runtime and thread of its own: a `Drop` may run inside a harness's
+/// runtime, which cannot be blocked on.
+pub fn on_own_runtime(work: impl Future<Output = ()> + Send + 'static) {
+    let _ = std::thread::spawn(move || {
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            rt.block_on(work);
+        }
+    })
+    .join();
+}
+
+/// What a run leaves behind, removed when it ends, also when it fails: the processes it started
+/// by hand and any VM's QEMU still running in its data dir, the data dir, and its NATS stream.
+pub struct Leftovers {
+    pub stream: String,
+    pub data_dir: PathBuf,
+    pub pids: Vec<u32>,
+}
+
+impl Leftovers {
+    pub fn new(stream: String, data_dir: PathBuf) -> Leftovers {
+        Leftovers {
+            stream,
+            data_dir,
+            pids: Vec::new(),
+        }
+    }
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        let vm_pids = std::fs::read_dir(self.data_dir.join("vms"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|d| std::fs::read_to_string(d.path().join("qemu.pid")).ok())
+            .filter_map(|p| p.trim().parse::<u32>().ok());
+        for pid in self.pids.iter().copied().chain(vm_pids) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+        let stream = self.stream.clone();
+        on_own_runtime(async move {
+            if let Ok(client) = async_nats::connect(NATS_URL).await {
+                let js = async_nats::jetstream::new(client);
+                let _ = js.delete_stream(&stream).await;
+                if js.get_stream(&stream).await.is_ok() {
+                    eprintln!("warning: the JetStream stream {stream} could not be deleted");
+                }
+            }
+        });
+    }
+}
+
+/// Logs in as the first-start admin and returns the token.
+pub async fn login(http: &reqwest::Client, base: &str) -> String {
+    let resp = http
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&serde_json::json!({"username": "admin", "password": "admin123"}))
+        .send()
+        .await
+        .expect("login");
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.expect("login body");
+    assert!(status.is_success(), "login failed ({status}): {body}");
+    body["token"].as_str().expect("a token").to_string()
 }
