@@ -105,7 +105,10 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) {
     let server = actix_rt::spawn(app.run_until_stopped());
     let http = client(scale.connections);
     let token = clients
-        .spawn(login(http.clone(), base.clone()))
+        .spawn({
+            let (http, base) = (http.clone(), base.clone());
+            async move { login(&http, &base).await }
+        })
         .await
         .expect("login");
     let created = Instant::now();
@@ -151,7 +154,10 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) {
     let base = format!("http://{}", api_node.addr());
     let server = actix_rt::spawn(api_node.run_until_stopped());
     let token = clients
-        .spawn(login(http.clone(), base.clone()))
+        .spawn({
+            let (http, base) = (http.clone(), base.clone());
+            async move { login(&http, &base).await }
+        })
         .await
         .expect("login");
     let start = clients

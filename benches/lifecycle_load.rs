@@ -30,7 +30,6 @@ struct Scale {
     stop_timeout_secs: u64,
 }
 
-
 fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
     let scale = if bench {

@@ -13,7 +13,7 @@ mod common;
 use common::{login, ms, percentiles, BenchDb, Leftovers, NATS_URL};
 
 use std::any::Any;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
