@@ -14,7 +14,7 @@
 
 mod common;
 use common::pgbench::{self, PgbenchRun};
-use common::{login, ms, percentiles, BenchDb, Leftovers, NATS_URL};
+use common::{login, ms, percentiles, server_settings, BenchDb, Leftovers};
 
 use std::path::Path;
 use std::sync::Arc;
@@ -22,8 +22,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::{json, Value};
-use voidvm::config::{NatsSettings, Settings};
-use voidvm::hypervisor::accel::AccelSetting;
+use voidvm::config::Settings;
 use voidvm::startup::Application;
 
 struct Scale {
@@ -66,21 +65,8 @@ fn main() {
 
 fn settings(db: &BenchDb, short: &str, data_dir: &Path, workers: usize) -> Settings {
     Settings {
-        listen: "127.0.0.1:0".parse().expect("an address"),
-        database_url: db.url.clone(),
-        data_dir: data_dir.to_path_buf(),
-        images_dir: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/images")),
-        accel: AccelSetting::Tcg,
-        jwt_secret: Some("bench-secret-bench-secret-bench-secret-00".into()),
         workers,
-        nats_url: NATS_URL.to_string(),
-        nats: NatsSettings {
-            prefix: format!("b{short}"),
-            stream: format!("B{short}"),
-            retention_secs: 3600,
-            ..NatsSettings::default()
-        },
-        ..Settings::default()
+        ..server_settings(db, short, data_dir)
     }
 }
 

@@ -12,15 +12,13 @@
 //! Under `cargo test` (no `--bench`) it runs the same path at a small scale, as a smoke test.
 
 mod common;
-use common::{login, ms, percentiles, BenchDb, Leftovers, NATS_URL};
+use common::{login, ms, percentiles, server_settings, BenchDb, Leftovers};
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::{json, Value};
-use voidvm::config::{NatsSettings, Settings};
-use voidvm::hypervisor::accel::AccelSetting;
 use voidvm::hypervisor::qmp;
 use voidvm::startup::Application;
 
@@ -57,22 +55,7 @@ async fn run(scale: Scale) {
         format!("B{short}"),
         std::env::temp_dir().join(format!("voidvm-bench-{id}")),
     );
-    let settings = Settings {
-        listen: "127.0.0.1:0".parse().expect("an address"),
-        database_url: db.url.clone(),
-        data_dir: cleanup.data_dir.clone(),
-        images_dir: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/images")),
-        accel: AccelSetting::Tcg,
-        jwt_secret: Some("bench-secret-bench-secret-bench-secret-00".into()),
-        nats_url: NATS_URL.to_string(),
-        nats: NatsSettings {
-            prefix: format!("b{short}"),
-            stream: format!("B{short}"),
-            retention_secs: 3600,
-            ..NatsSettings::default()
-        },
-        ..Settings::default()
-    };
+    let settings = server_settings(&db, &short, &cleanup.data_dir);
     let mut cleanup = cleanup;
     let app = Application::build(settings).await.expect(
         "the application (PostgreSQL on 127.0.0.1:5432 and NATS with JetStream on \

@@ -121,6 +121,31 @@ impl Drop for Leftovers {
     }
 }
 
+/// A server on an ephemeral port, on `db`, with `data_dir`, the test guest's images, TCG, and a
+/// NATS stream and prefix of this run's own (`B<short>`, `b<short>`).
+pub fn server_settings(
+    db: &BenchDb,
+    short: &str,
+    data_dir: &std::path::Path,
+) -> voidvm::config::Settings {
+    voidvm::config::Settings {
+        listen: "127.0.0.1:0".parse().expect("an address"),
+        database_url: db.url.clone(),
+        data_dir: data_dir.to_path_buf(),
+        images_dir: Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/images")),
+        accel: voidvm::hypervisor::accel::AccelSetting::Tcg,
+        jwt_secret: Some("bench-secret-bench-secret-bench-secret-00".into()),
+        nats_url: NATS_URL.to_string(),
+        nats: voidvm::config::NatsSettings {
+            prefix: format!("b{short}"),
+            stream: format!("B{short}"),
+            retention_secs: 3600,
+            ..voidvm::config::NatsSettings::default()
+        },
+        ..voidvm::config::Settings::default()
+    }
+}
+
 /// Logs in as the first-start admin and returns the token.
 pub async fn login(http: &reqwest::Client, base: &str) -> String {
     let resp = http

@@ -681,3 +681,25 @@ pub fn utf8_percent_encode(s: &str) -> String {
         .replace('+', "%2B")
         .replace(':', "%3A")
 }
+
+/// The command that creates a small busybox VM `vm_id`, named `name`, owned by user `u`, whose
+/// provisioning job is `job_id`: for tests that drive the event store directly.
+pub fn create_command(vm_id: &str, name: &str, job_id: &str) -> voidvm::vm::VmCommand {
+    voidvm::vm::VmCommand::Create {
+        vm_id: vm_id.into(),
+        spec: voidvm::vm::VmSpec {
+            name: name.into(),
+            description: None,
+            cpu: 1,
+            memory: 128,
+            disk: 1,
+            os: "busybox".into(),
+        },
+        owner: voidvm::vm::Owner {
+            id: "u".into(),
+            name: "u".into(),
+        },
+        image_present: true,
+        job_id: job_id.into(),
+    }
+}

@@ -3,9 +3,9 @@
 //! builds a snapshot, which VoidVM works around; this proves the workaround).
 
 use voidvm::store::{self, CommandMeta, VmEventStore};
-use voidvm::vm::{JobResult, Owner, VmCommand, VmSpec};
+use voidvm::vm::{JobResult, VmCommand};
 
-use crate::helpers::Env;
+use crate::helpers::{create_command, Env};
 
 #[actix_rt::test]
 async fn state_survives_a_reload_at_every_snapshot_boundary() {
@@ -14,23 +14,7 @@ async fn state_survives_a_reload_at_every_snapshot_boundary() {
     let store = VmEventStore::new(pool.clone(), 3);
     let meta = CommandMeta::system("test");
     let mut state = store.load("vm-snap").await.unwrap();
-    let create = VmCommand::Create {
-        vm_id: "vm-snap".into(),
-        spec: VmSpec {
-            name: "snap".into(),
-            description: None,
-            cpu: 1,
-            memory: 128,
-            disk: 1,
-            os: "busybox".into(),
-        },
-        owner: Owner {
-            id: "u".into(),
-            name: "u".into(),
-        },
-        image_present: true,
-        job_id: "j0".into(),
-    };
+    let create = create_command("vm-snap", "snap", "j0");
     store.execute(&mut state, create, &meta).await.unwrap();
     let done = |job: &str, result| VmCommand::CompleteJob {
         job_id: job.into(),

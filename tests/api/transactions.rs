@@ -5,9 +5,9 @@ use reqwest::StatusCode;
 use serde_json::json;
 use sqlx::PgPool;
 use voidvm::store::{self, CommandMeta, StoreError, VmEventStore};
-use voidvm::vm::{Owner, VmCommand, VmSpec};
+use voidvm::vm::VmCommand;
 
-use crate::helpers::{spawn_app, Env};
+use crate::helpers::{create_command, spawn_app, Env};
 
 async fn count(pool: &PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
@@ -132,23 +132,7 @@ async fn a_cancel_that_finds_its_job_taken_by_a_worker_records_nothing() {
     let store = VmEventStore::new(pool.clone(), 100);
     let meta = CommandMeta::system("test");
     let mut state = store.load("vm-c").await.unwrap();
-    let create = VmCommand::Create {
-        vm_id: "vm-c".into(),
-        spec: VmSpec {
-            name: "c".into(),
-            description: None,
-            cpu: 1,
-            memory: 128,
-            disk: 1,
-            os: "busybox".into(),
-        },
-        owner: Owner {
-            id: "u".into(),
-            name: "u".into(),
-        },
-        image_present: true,
-        job_id: "job-provision".into(),
-    };
+    let create = create_command("vm-c", "c", "job-provision");
     store.execute(&mut state, create, &meta).await.unwrap();
     store
         .execute(
