@@ -50,6 +50,10 @@ pub struct Settings {
     /// Seconds a graceful stop waits for the guest before QEMU is told to quit.
     pub default_stop_timeout_secs: u64,
     pub limits: Limits,
+    /// What a user may own unless `PUT /config` or the user's own quota says otherwise.
+    pub quotas: QuotaSettings,
+    /// Request rates, unless `PUT /config`, the role or the user says otherwise.
+    pub rate_limit: RateLimitSettings,
     /// NATS server URL (`VOIDVM_NATS_URL`); committed events are published there.
     pub nats_url: String,
     pub nats: NatsSettings,
@@ -136,6 +140,54 @@ impl Default for WsSettings {
     }
 }
 
+/// The default quota of a user whose role does not grant everything.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaSettings {
+    /// VMs a user may own (`VOIDVM_QUOTAS__VMS`).
+    pub vms: u64,
+    /// vCPUs over all of a user's VMs.
+    pub vcpus: u64,
+    /// Memory over all of a user's VMs, in MiB.
+    pub memory_mib: u64,
+    /// Disk over all of a user's VMs, in GiB.
+    pub disk_gib: u64,
+}
+
+impl Default for QuotaSettings {
+    fn default() -> Self {
+        QuotaSettings {
+            vms: 5,
+            vcpus: 16,
+            memory_mib: 32 * 1024,
+            disk_gib: 500,
+        }
+    }
+}
+
+/// Request rates (per node: each node counts its own requests).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// Requests a minute per user, or per client address before login
+    /// (`VOIDVM_RATE_LIMIT__REQUESTS_PER_MINUTE`).
+    pub requests_per_minute: u32,
+    /// Failed logins per username and per address before logins are refused for a while.
+    pub login_failures: u32,
+    /// How long, in seconds.
+    pub login_lockout_secs: u64,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        RateLimitSettings {
+            requests_per_minute: 100,
+            login_failures: 10,
+            login_lockout_secs: 300,
+        }
+    }
+}
+
 /// Bounds on what a VM may ask for.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -171,6 +223,8 @@ impl Default for Settings {
             actor_idle_secs: 300,
             default_stop_timeout_secs: 30,
             limits: Limits::default(),
+            quotas: QuotaSettings::default(),
+            rate_limit: RateLimitSettings::default(),
             nats_url: "nats://127.0.0.1:4222".to_string(),
             nats: NatsSettings::default(),
             ws: WsSettings::default(),
@@ -291,6 +345,10 @@ impl Settings {
         if l.cpu_max == 0 || l.memory_min_mib > l.memory_max_mib || l.disk_min_gib > l.disk_max_gib
         {
             return bad("limits must have each minimum at or below its maximum");
+        }
+        let r = &self.rate_limit;
+        if r.requests_per_minute == 0 || r.login_failures == 0 || r.login_lockout_secs == 0 {
+            return bad("rate_limit.requests_per_minute, login_failures and login_lockout_secs must be at least 1");
         }
         Ok(())
     }

@@ -4,6 +4,7 @@
 //! aggregate ([`vm`]), and is recorded as events in PostgreSQL ([`store`]), which also yields a
 //! job; worker actors carry the job out against QEMU ([`hypervisor`]) and record the outcome.
 
+pub mod accounts;
 pub mod actors;
 pub mod api;
 pub mod app;

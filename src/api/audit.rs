@@ -98,7 +98,7 @@ fn filter_of(user: &AuthUser, q: &EventsQuery) -> Result<EventFilter, ApiError> 
     }
     let (from, to) = time_range(q.from.as_deref(), q.to.as_deref())?;
     Ok(EventFilter {
-        owner_id: (!user.is_admin()).then(|| user.id.clone()),
+        owner_id: user.owner_filter(),
         vm_id: q.vm_id.clone(),
         types,
         actor: q.actor.clone(),
@@ -292,7 +292,7 @@ pub async fn logs(
         .transpose()?;
     let (from, to) = time_range(q.from.as_deref(), q.to.as_deref())?;
     let filter = EventFilter {
-        owner_id: (!user.is_admin()).then(|| user.id.clone()),
+        owner_id: user.owner_filter(),
         from,
         to,
         min_level,

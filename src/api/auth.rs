@@ -10,9 +10,10 @@ use super::answers::{Empty, Envelope, LoginEnvelope, Session, UserInfo};
 use super::body;
 use super::envelope;
 use super::error::ApiError;
+use crate::accounts::user::UserCommand;
 use crate::app::AppState;
 use crate::auth::{password, AuthUser};
-use crate::store::users;
+use crate::store::{accounts, users, Via};
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -83,7 +84,7 @@ pub async fn login(
 pub async fn me(user: AuthUser) -> HttpResponse {
     envelope::ok(
         UserInfo {
-            role: user.role.as_str().to_string(),
+            role: user.role.id.clone(),
             id: user.id,
             username: user.name,
         },
@@ -151,7 +152,15 @@ pub async fn change_password(
         ));
     }
     let hash = password::hash(change.new_password).await?;
-    users::set_password(&state.pool, &user.id, &hash).await?;
+    accounts::change_user(
+        &state.pool,
+        &user.meta(Via::Rest),
+        &user.id,
+        UserCommand::SetPassword { by_admin: false },
+        Some(&hash),
+    )
+    .await
+    .map_err(ApiError::from_account)?;
     state.auth.forget_user(&user.id);
     Ok(envelope::ok(Empty {}, "Password changed."))
 }

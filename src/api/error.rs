@@ -6,9 +6,12 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 
 use super::envelope::error_body;
+use crate::accounts::AccountError;
 use crate::actors::ActorError;
 use crate::app::lifecycle::LifecycleError;
-use crate::store::StoreError;
+use crate::auth::permission::Permission;
+use crate::store::accounts::AccountWriteError;
+use crate::store::{QuotaExceeded, StoreError};
 use crate::vm::{Rejection, VmError};
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +36,17 @@ pub enum ApiError {
     Unauthorized(String),
     #[error("{0}")]
     Forbidden(String),
+    #[error("This needs the permission '{permission}', which the role '{role}' does not grant.")]
+    PermissionDenied {
+        permission: Permission,
+        role: String,
+    },
+    #[error("{0}")]
+    QuotaExceeded(QuotaExceeded),
+    #[error("More than {limit} requests a minute; try again in {retry_after} seconds.")]
+    RateLimited { limit: u32, retry_after: u64 },
+    #[error("Role '{0}' was not found")]
+    RoleNotFound(String),
     #[error("Virtual machine with ID '{0}' was not found")]
     VmNotFound(String),
     #[error("Job with ID '{0}' was not found")]
@@ -82,7 +96,12 @@ impl ApiError {
             }
             ApiError::UriTooLong(_) => (StatusCode::URI_TOO_LONG, "URI_TOO_LONG"),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
-            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "FORBIDDEN"),
+            ApiError::Forbidden(_) | ApiError::PermissionDenied { .. } => {
+                (StatusCode::FORBIDDEN, "FORBIDDEN")
+            }
+            ApiError::QuotaExceeded(_) => (StatusCode::FORBIDDEN, "QUOTA_EXCEEDED"),
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
+            ApiError::RoleNotFound(_) => (StatusCode::NOT_FOUND, "ROLE_NOT_FOUND"),
             ApiError::VmNotFound(_) => (StatusCode::NOT_FOUND, "VM_NOT_FOUND"),
             ApiError::JobNotFound(_) => (StatusCode::NOT_FOUND, "JOB_NOT_FOUND"),
             ApiError::UserNotFound(_) => (StatusCode::NOT_FOUND, "USER_NOT_FOUND"),
@@ -113,7 +132,10 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => "Method not allowed.",
             ApiError::UriTooLong(_) => "The URL is too long.",
             ApiError::Unauthorized(_) => "Authentication is required.",
-            ApiError::Forbidden(_) => "Permission denied.",
+            ApiError::Forbidden(_) | ApiError::PermissionDenied { .. } => "Permission denied.",
+            ApiError::QuotaExceeded(_) => "A quota would be exceeded.",
+            ApiError::RateLimited { .. } => "Too many requests.",
+            ApiError::RoleNotFound(_) => "Role not found.",
             ApiError::VmNotFound(_) => "Virtual machine not found.",
             ApiError::JobNotFound(_) => "Job not found.",
             ApiError::UserNotFound(_) => "User not found.",
@@ -140,6 +162,44 @@ impl ApiError {
         match self {
             ApiError::Validation { field, message } => format!("{field}: {message}"),
             other => other.to_string(),
+        }
+    }
+
+    /// Maps why an account change was not recorded.
+    pub fn from_account(e: AccountWriteError) -> ApiError {
+        let conflict = |code, message: String| ApiError::Conflict { code, message };
+        match e {
+            AccountWriteError::Refused(AccountError::NotFound) => {
+                ApiError::UserNotFound("the user".to_string())
+            }
+            AccountWriteError::Refused(AccountError::AlreadyExists) => {
+                conflict("ALREADY_EXISTS", "It already exists.".into())
+            }
+            AccountWriteError::Refused(AccountError::NothingToChange) => {
+                ApiError::validation("body", "The request changes nothing.")
+            }
+            AccountWriteError::Refused(e @ AccountError::BuiltIn(_)) => {
+                conflict("ROLE_BUILT_IN", format!("Refused: {e}."))
+            }
+            AccountWriteError::UsernameTaken(name) => ApiError::Conflict {
+                code: "USERNAME_TAKEN",
+                message: format!("The username '{name}' is taken."),
+            },
+            AccountWriteError::NoSuchRole(role) => {
+                ApiError::validation("role", format!("Role '{role}' does not exist."))
+            }
+            AccountWriteError::UserHasVms(n) => conflict(
+                "USER_HAS_VMS",
+                format!("The user owns {n} virtual machines; delete them, or name another user in ?transferTo= to hand them over."),
+            ),
+            AccountWriteError::RoleInUse(n) => conflict(
+                "ROLE_IN_USE",
+                format!("{n} users have this role; give them another role first."),
+            ),
+            AccountWriteError::RoleTaken(id) => {
+                conflict("ROLE_EXISTS", format!("A role with the id '{id}' exists."))
+            }
+            AccountWriteError::Store(e) => e.into(),
         }
     }
 
@@ -202,6 +262,7 @@ impl From<StoreError> for ApiError {
             },
             // The handler answers a taken key from its record (`retry.rs`); this is the rest.
             StoreError::KeyTaken => ApiError::IdempotencyKeyReused,
+            StoreError::QuotaExceeded(q) => ApiError::QuotaExceeded(q),
             StoreError::Unexpected(e) => ApiError::Unexpected(e),
         }
     }
@@ -213,6 +274,9 @@ impl From<LifecycleError> for ApiError {
         match e {
             LifecycleError::TimeoutTooLong { max } => {
                 ApiError::validation("timeout", format!("timeout must be at most {max} seconds."))
+            }
+            LifecycleError::Denied { permission, role } => {
+                ApiError::PermissionDenied { permission, role }
             }
             LifecycleError::NotFound(vm_id) => ApiError::VmNotFound(vm_id),
             LifecycleError::Store(e) => e.into(),
@@ -236,8 +300,14 @@ impl ResponseError for ApiError {
             _ => tracing::debug!(code, error = %self, "request refused"),
         }
         let mut response = HttpResponse::build(status);
-        if let ApiError::MethodNotAllowed { allow, .. } = self {
-            response.insert_header((actix_web::http::header::ALLOW, allow.as_str()));
+        match self {
+            ApiError::MethodNotAllowed { allow, .. } => {
+                response.insert_header((actix_web::http::header::ALLOW, allow.as_str()));
+            }
+            ApiError::RateLimited { retry_after, .. } => {
+                response.insert_header((actix_web::http::header::RETRY_AFTER, *retry_after));
+            }
+            _ => {}
         }
         response.json(error_body(
             code,

@@ -65,7 +65,7 @@ pub async fn list(
         }
     }
     let filter = JobFilter {
-        owner_id: (!user.is_admin()).then(|| user.id.clone()),
+        owner_id: user.owner_filter(),
         vm_id: q.vm_id,
         status: q.status,
         page,
@@ -88,7 +88,7 @@ async fn visible(state: &AppState, user: &AuthUser, job_id: &str) -> Result<JobR
     let job = jobs::get(&state.pool, job_id)
         .await?
         .ok_or_else(not_found)?;
-    if user.is_admin() {
+    if user.sees_all() {
         return Ok(job);
     }
     match crate::store::vm_view::get(&state.pool, &job.vm_id).await? {

@@ -8,7 +8,7 @@ use super::access;
 use super::ids::new_job_id;
 use super::AppState;
 use crate::actors::ActorError;
-use crate::auth::AuthUser;
+use crate::auth::{AuthUser, Permission};
 use crate::config::Settings;
 use crate::store::conditions::{Conditions, StoredAnswer};
 use crate::store::{StoreError, Via};
@@ -78,6 +78,19 @@ pub enum Action {
 }
 
 impl Action {
+    /// The permission the action needs.
+    pub fn permission(&self) -> Permission {
+        match self {
+            Action::Start => Permission::VmStart,
+            Action::Stop { .. } => Permission::VmStop,
+            Action::Restart => Permission::VmRestart,
+            Action::Pause => Permission::VmPause,
+            Action::Resume => Permission::VmResume,
+            Action::Reset => Permission::VmReset,
+            Action::Delete => Permission::VmDelete,
+        }
+    }
+
     /// The one parser of a verb and its parameters. Parameters a verb does not take are ignored.
     pub fn parse(
         verb: Verb,
@@ -156,6 +169,12 @@ pub enum LifecycleError {
     /// A stop timeout above the settings' bound.
     #[error("the stop timeout must be at most {max} seconds")]
     TimeoutTooLong { max: u64 },
+    /// The user's role does not grant the action's permission.
+    #[error("the role '{role}' does not grant '{permission}'")]
+    Denied {
+        permission: Permission,
+        role: String,
+    },
     /// No such VM, or not one this user may see.
     #[error("virtual machine {0} was not found")]
     NotFound(String),
@@ -180,6 +199,13 @@ pub async fn request(
     via: Via,
     conditions: impl FnOnce(&Ticket) -> Conditions,
 ) -> Result<Accepted, LifecycleError> {
+    let permission = action.permission();
+    if !user.may(permission) {
+        return Err(LifecycleError::Denied {
+            permission,
+            role: user.role.id.clone(),
+        });
+    }
     if access::visible(state, user, vm_id).await?.is_none() {
         return Err(LifecycleError::NotFound(vm_id.to_string()));
     }

@@ -20,7 +20,8 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::Role;
+use super::permission::RoleGrant;
+use crate::accounts::UserStatus;
 use crate::store::{users, StoreError};
 
 /// The channel the triggers notify on.
@@ -31,7 +32,10 @@ const CHANNEL: &str = "voidvm_auth";
 pub struct CachedUser {
     pub id: String,
     pub username: String,
-    pub role: Role,
+    pub role: RoleGrant,
+    pub status: UserStatus,
+    /// The user's own request rate (a minute), over the role's.
+    pub rate_limit: Option<u32>,
     /// Tokens issued in an older generation (before a password change) are refused.
     pub token_generation: i64,
 }
@@ -45,6 +49,8 @@ pub enum Refusal {
     PasswordChanged,
     #[error("The token's user no longer exists.")]
     UserGone,
+    #[error("The token's user is disabled.")]
+    Disabled,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -79,12 +85,18 @@ enum Change {
         #[serde(rename = "expiresAt")]
         expires_at: i64,
     },
+    /// A role changed: every cached user may carry it.
+    Role,
+    /// The live configuration changed.
+    Config,
 }
 
 pub struct AuthCache {
     cached: Mutex<Cached>,
     /// Bumped after every change; also the epoch that keeps a slow read from caching stale data.
     changes: watch::Sender<u64>,
+    /// Bumped when the live configuration changed, or may have while the listener was away.
+    config_changes: watch::Sender<u64>,
 }
 
 impl AuthCache {
@@ -92,6 +104,7 @@ impl AuthCache {
         Arc::new(AuthCache {
             cached: Mutex::new(Cached::default()),
             changes: watch::channel(0).0,
+            config_changes: watch::channel(0).0,
         })
     }
 
@@ -106,6 +119,15 @@ impl AuthCache {
     /// Changes, for WebSocket connections that check their token again on each.
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
+    }
+
+    /// Changes of the live configuration (see `accounts::live`), announced by the same listener.
+    pub fn config_changes(&self) -> watch::Receiver<u64> {
+        self.config_changes.subscribe()
+    }
+
+    fn bump_config(&self) {
+        self.config_changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// The token's user, unless the token was revoked, its user is gone, or the password changed
@@ -141,6 +163,9 @@ impl AuthCache {
             }
         };
         let user = user.ok_or(Refusal::UserGone)?;
+        if user.status == UserStatus::Disabled {
+            return Err(Refusal::Disabled);
+        }
         if token.generation < user.token_generation {
             return Err(Refusal::PasswordChanged);
         }
@@ -202,6 +227,7 @@ impl AuthCache {
             cached.live = true;
         }
         self.bump();
+        self.bump_config();
         tracing::debug!("auth cache listening");
         while let Some(notification) = listener.try_recv().await? {
             if !self.apply(notification.payload()) {
@@ -227,6 +253,12 @@ impl AuthCache {
                     cached.users.remove(&id);
                 }
                 Change::Revoked { jti, expires_at } => cached.add_revoked(jti, expires_at),
+                Change::Role => cached.users.clear(),
+                Change::Config => {
+                    drop(cached);
+                    self.bump_config();
+                    return true;
+                }
             }
         }
         self.bump();
@@ -257,22 +289,7 @@ impl Cached {
 }
 
 async fn load_user(pool: &PgPool, id: &str) -> Result<Option<CachedUser>, StoreError> {
-    let Some(row) = users::by_id(pool, id).await? else {
-        return Ok(None);
-    };
-    let role = Role::parse(&row.role).ok_or_else(|| {
-        StoreError::Unexpected(anyhow::anyhow!(
-            "user {} has the unknown role {:?}",
-            row.id,
-            row.role
-        ))
-    })?;
-    Ok(Some(CachedUser {
-        id: row.id,
-        username: row.username,
-        role,
-        token_generation: row.token_generation,
-    }))
+    users::with_role(pool, id).await
 }
 
 #[cfg(test)]
@@ -315,7 +332,14 @@ mod tests {
             let alice = CachedUser {
                 id: "u1".into(),
                 username: "alice".into(),
-                role: Role::User,
+                role: RoleGrant {
+                    id: "user".into(),
+                    grants: crate::auth::permission::Grants::Everything,
+                    scope: crate::auth::permission::Scope::Own,
+                    rate_limit: None,
+                },
+                status: UserStatus::Active,
+                rate_limit: None,
                 token_generation: 1,
             };
             cached.users.insert("u1".into(), Some(alice));

@@ -3,19 +3,24 @@
 
 pub mod cache;
 pub mod jwt;
+pub mod login_guard;
 pub mod password;
+pub mod permission;
 pub mod user;
 
 pub use cache::AuthCache;
 pub use jwt::{Claims, TokenKeys};
-pub use user::{AuthUser, Role};
+pub use permission::{Permission, RoleGrant};
+pub use user::AuthUser;
 
 use std::path::Path;
 
 use anyhow::Context;
 use sqlx::PgPool;
 
-use crate::store::users;
+use crate::accounts::user::UserCommand;
+use crate::accounts::QuotaOverrides;
+use crate::store::{accounts, users, CommandMeta};
 
 /// The password the first-start admin gets (the seed's quick start logs in with it).
 pub const DEFAULT_ADMIN_PASSWORD: &str = "admin123";
@@ -32,9 +37,21 @@ pub async fn ensure_admin(pool: &PgPool) -> anyhow::Result<()> {
                 .await
                 .context("the admin password could not be hashed")?;
             let id = format!("user-{}", nanoid::nanoid!(10, &ID_ALPHABET));
-            users::create(pool, &id, "admin", &hash, Role::Admin.as_str())
-                .await
-                .context("the admin user could not be created")?;
+            let create = UserCommand::Create {
+                username: "admin".to_string(),
+                email: None,
+                role: "admin".to_string(),
+                quota: QuotaOverrides::default(),
+                rate_limit: None,
+            };
+            let meta = CommandMeta::system("first start");
+            match accounts::create_user(pool, &meta, &id, create, &hash).await {
+                // Another node made it first.
+                Ok(()) | Err(accounts::AccountWriteError::UsernameTaken(_)) => {}
+                Err(e) => {
+                    return Err(anyhow::Error::new(e).context("the admin user could not be created"))
+                }
+            }
             tracing::warn!("created user 'admin' with the default password 'admin123'; change it with POST /api/v1/auth/password");
         }
         Some(user) if user.password_changed_at.is_none() => {

@@ -7,38 +7,19 @@ use actix_web::{web, FromRequest, HttpRequest};
 
 use super::cache::{Refusal, TokenRef};
 use super::jwt::TokenError;
+use super::permission::{Permission, RoleGrant, Scope};
 use crate::api::error::ApiError;
 use crate::app::AppState;
 use crate::store::{CommandMeta, Via};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Admin,
-    User,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::User => "user",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Role> {
-        match s {
-            "admin" => Some(Role::Admin),
-            "user" => Some(Role::User),
-            _ => None,
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct AuthUser {
     pub id: String,
     pub name: String,
-    pub role: Role,
+    /// The role as it is now (a role changed after the token was issued applies at once).
+    pub role: RoleGrant,
+    /// The user's own request rate (a minute), over the role's.
+    pub rate_limit: Option<u32>,
     pub jti: String,
     pub expires_at: i64,
     /// The token generation the token was issued in (see `auth::cache`).
@@ -48,13 +29,36 @@ pub struct AuthUser {
 }
 
 impl AuthUser {
-    pub fn is_admin(&self) -> bool {
-        self.role == Role::Admin
+    /// Whether the role reaches every user's VMs, jobs and events (else only the user's own).
+    pub fn sees_all(&self) -> bool {
+        self.role.scope == Scope::All
     }
 
     /// May this user see and act on something owned by `owner_id`?
     pub fn may_access(&self, owner_id: &str) -> bool {
-        self.is_admin() || self.id == owner_id
+        self.sees_all() || self.id == owner_id
+    }
+
+    /// The owner to restrict a listing to: none for a role that sees all.
+    pub fn owner_filter(&self) -> Option<String> {
+        (!self.sees_all()).then(|| self.id.clone())
+    }
+
+    /// Whether the role grants `permission`.
+    pub fn may(&self, permission: Permission) -> bool {
+        self.role.grants.allows(permission)
+    }
+
+    /// 403 `FORBIDDEN` naming `permission` unless the role grants it.
+    pub fn require(&self, permission: Permission) -> Result<(), ApiError> {
+        if self.may(permission) {
+            Ok(())
+        } else {
+            Err(ApiError::PermissionDenied {
+                permission,
+                role: self.role.id.clone(),
+            })
+        }
     }
 
     /// The metadata a command from this user is recorded with.
@@ -131,6 +135,7 @@ pub async fn authenticate(
         id: user.id,
         name: user.username,
         role: user.role,
+        rate_limit: user.rate_limit,
         jti: claims.jti,
         expires_at: claims.exp,
         token_generation: claims.generation,
@@ -146,6 +151,8 @@ pub fn refused(refusal: Refusal) -> ApiError {
         Refusal::PasswordChanged => ApiError::Unauthorized(
             "The token has been revoked: the password was changed after it was issued.".into(),
         ),
-        other @ (Refusal::Revoked | Refusal::UserGone) => ApiError::Unauthorized(other.to_string()),
+        other @ (Refusal::Revoked | Refusal::UserGone | Refusal::Disabled) => {
+            ApiError::Unauthorized(other.to_string())
+        }
     }
 }

@@ -6,6 +6,7 @@ use sqlx::migrate::MigrateDatabase;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
+pub mod accounts;
 pub mod audit;
 pub mod conditions;
 pub mod event_store;
@@ -40,8 +41,21 @@ pub enum StoreError {
     /// The user's idempotency key was taken by another request first; nothing was recorded.
     #[error("the idempotency key was already used")]
     KeyTaken,
+    /// The change would take its owner past a quota; nothing was recorded.
+    #[error("{0}")]
+    QuotaExceeded(QuotaExceeded),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
+}
+
+/// Which quota a change would exceed, its limit, what the owner uses and what the change adds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("The {resource} quota is {limit}{unit}: {used}{unit} in use, and this asks for {requested}{unit} more.", unit = resource.unit())]
+pub struct QuotaExceeded {
+    pub resource: crate::accounts::QuotaResource,
+    pub limit: u64,
+    pub used: u64,
+    pub requested: u64,
 }
 
 impl From<sqlx::Error> for StoreError {

@@ -15,10 +15,140 @@ pub struct UserRow {
     pub created_at: DateTime<Utc>,
     /// Password changes so far; tokens of an older generation are refused.
     pub token_generation: i64,
+    pub email: Option<String>,
+    pub status: String,
+    pub quota: serde_json::Value,
+    pub rate_limit: Option<i32>,
+    /// The user stream's last sequence.
+    pub version: i64,
+    pub updated_at: DateTime<Utc>,
 }
 
-const COLUMNS: &str =
-    "id, username, password_hash, role, password_changed_at, created_at, token_generation";
+const COLUMNS: &str = "id, username, password_hash, role, password_changed_at, created_at, \
+     token_generation, email, status, quota, rate_limit, version, updated_at";
+
+/// The user's row, locked until the transaction ends.
+pub async fn by_id_for_update(
+    conn: &mut sqlx::PgConnection,
+    id: &str,
+) -> Result<Option<UserRow>, StoreError> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM users WHERE id = $1 FOR UPDATE"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// A page of users, oldest first, with the total that match.
+pub async fn list(
+    pool: &PgPool,
+    role: Option<&str>,
+    status: Option<&str>,
+    offset: i64,
+    limit: i64,
+) -> Result<(Vec<UserRow>, i64), StoreError> {
+    let rows = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM users
+         WHERE ($1::text IS NULL OR role = $1) AND ($2::text IS NULL OR status = $2)
+         ORDER BY created_at, id OFFSET $3 LIMIT $4"
+    ))
+    .bind(role)
+    .bind(status)
+    .bind(offset)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    let total = sqlx::query_scalar(
+        "SELECT count(*) FROM users
+         WHERE ($1::text IS NULL OR role = $1) AND ($2::text IS NULL OR status = $2)",
+    )
+    .bind(role)
+    .bind(status)
+    .fetch_one(pool)
+    .await?;
+    Ok((rows, total))
+}
+
+/// What the user owns now: VMs that are not deleted, and their vCPUs, memory and disk.
+pub async fn usage(
+    conn: impl sqlx::PgExecutor<'_>,
+    owner_id: &str,
+) -> Result<crate::accounts::Usage, StoreError> {
+    let (vms, vcpus, memory, disk): (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*),
+                COALESCE(sum((state -> 'spec' ->> 'cpu')::bigint), 0)::bigint,
+                COALESCE(sum((state -> 'spec' ->> 'memory')::bigint), 0)::bigint,
+                COALESCE(sum((state -> 'spec' ->> 'disk')::bigint), 0)::bigint
+         FROM vms WHERE owner_id = $1 AND status <> 'deleted'",
+    )
+    .bind(owner_id)
+    .fetch_one(conn)
+    .await?;
+    let n = |v: i64| u64::try_from(v).unwrap_or(0);
+    Ok(crate::accounts::Usage {
+        vms: n(vms),
+        vcpus: n(vcpus),
+        memory: n(memory),
+        disk: n(disk),
+    })
+}
+
+/// The user with their role as the auth cache keeps them.
+pub async fn with_role(
+    pool: &PgPool,
+    id: &str,
+) -> Result<Option<crate::auth::cache::CachedUser>, StoreError> {
+    use crate::auth::permission::{Grants, Permission, RoleGrant, Scope};
+    #[derive(sqlx::FromRow)]
+    struct Joined {
+        id: String,
+        username: String,
+        status: String,
+        rate_limit: Option<i32>,
+        token_generation: i64,
+        role_id: String,
+        permissions: Vec<String>,
+        scope: String,
+        role_rate_limit: Option<i32>,
+    }
+    let row: Option<Joined> = sqlx::query_as(
+        "SELECT u.id, u.username, u.status, u.rate_limit, u.token_generation,
+                r.id AS role_id, r.permissions, r.scope, r.rate_limit AS role_rate_limit
+         FROM users u JOIN roles r ON r.id = u.role WHERE u.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    let rate = |r: Option<i32>| r.and_then(|r| u32::try_from(r).ok());
+    Ok(row.map(|row| {
+        // A permission this version does not know (stored by another) grants nothing here.
+        let grants = if row.permissions.iter().any(|p| p == "*") {
+            Grants::Everything
+        } else {
+            Grants::Only(
+                row.permissions
+                    .iter()
+                    .filter_map(|p| Permission::parse(p))
+                    .collect(),
+            )
+        };
+        crate::auth::cache::CachedUser {
+            id: row.id,
+            username: row.username,
+            role: RoleGrant {
+                id: row.role_id,
+                grants,
+                scope: Scope::parse(&row.scope).unwrap_or(Scope::Own),
+                rate_limit: rate(row.role_rate_limit),
+            },
+            status: crate::accounts::UserStatus::parse(&row.status)
+                .unwrap_or(crate::accounts::UserStatus::Disabled),
+            rate_limit: rate(row.rate_limit),
+            token_generation: row.token_generation,
+        }
+    }))
+}
 
 pub async fn by_username(pool: &PgPool, username: &str) -> Result<Option<UserRow>, StoreError> {
     Ok(
@@ -36,42 +166,6 @@ pub async fn by_id(pool: &PgPool, id: &str) -> Result<Option<UserRow>, StoreErro
             .fetch_optional(pool)
             .await?,
     )
-}
-
-/// Creates a user unless the name is taken; returns whether it was created.
-pub async fn create(
-    pool: &PgPool,
-    id: &str,
-    username: &str,
-    password_hash: &str,
-    role: &str,
-) -> Result<bool, StoreError> {
-    Ok(sqlx::query(
-        "INSERT INTO users (id, username, password_hash, role) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (username) DO NOTHING",
-    )
-    .bind(id)
-    .bind(username)
-    .bind(password_hash)
-    .bind(role)
-    .execute(pool)
-    .await?
-    .rows_affected()
-        == 1)
-}
-
-/// Sets a new password and starts a new token generation, which ends every token issued before.
-pub async fn set_password(pool: &PgPool, id: &str, password_hash: &str) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE users SET password_hash = $2, password_changed_at = now(), updated_at = now(),
-                          token_generation = token_generation + 1
-         WHERE id = $1",
-    )
-    .bind(id)
-    .bind(password_hash)
-    .execute(pool)
-    .await?;
-    Ok(())
 }
 
 pub async fn revoke_token(

@@ -55,6 +55,16 @@ pub enum Topic {
 }
 
 impl Topic {
+    /// The permission a subscription to the topic needs.
+    pub fn permission(&self) -> crate::auth::Permission {
+        use crate::auth::Permission;
+        match self {
+            Topic::VmStatus { .. } | Topic::VmStatusAll => Permission::VmRead,
+            Topic::Jobs => Permission::JobRead,
+            Topic::SystemEvent | Topic::SystemMonitor { .. } => Permission::SystemRead,
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Topic::VmStatus { .. } => "vm-status",

@@ -398,9 +398,23 @@ impl TestApp {
         let hash = voidvm::auth::password::hash("password1".into())
             .await
             .expect("a hash");
-        voidvm::store::users::create(&pool, &format!("user-{username}"), username, &hash, "user")
-            .await
-            .expect("the user");
+        let create = voidvm::accounts::UserCommand::Create {
+            username: username.to_string(),
+            email: None,
+            role: "user".to_string(),
+            quota: Default::default(),
+            rate_limit: None,
+        };
+        let meta = voidvm::store::CommandMeta::system("test");
+        voidvm::store::accounts::create_user(
+            &pool,
+            &meta,
+            &format!("user-{username}"),
+            create,
+            &hash,
+        )
+        .await
+        .expect("the user");
         self.login_token(username, "password1").await
     }
 

@@ -57,7 +57,7 @@ pub async fn list(
                 .ok_or_else(|| ApiError::validation("status", format!("'{s}' is not a VM status.")))
         })
         .transpose()?;
-    let owner_id = match (&q.owner, user.is_admin()) {
+    let owner_id = match (&q.owner, user.sees_all()) {
         (None, true) => None,
         (Some(owner), true) => Some(
             crate::store::users::by_username(&state.pool, owner)

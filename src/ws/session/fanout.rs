@@ -14,7 +14,7 @@ use crate::ws::protocol::{self, Topic};
 
 impl Connection {
     fn visible(&self, event: &FeedEvent) -> bool {
-        self.user.is_admin() || event.owner_id.as_deref() == Some(self.user.id.as_str())
+        self.user.sees_all() || event.owner_id.as_deref() == Some(self.user.id.as_str())
     }
 
     pub(super) fn frame_for(&self, topic: &Topic, event: &FeedEvent) -> Option<ByteString> {

@@ -90,7 +90,7 @@ impl Connection {
         json!({
             "userId": self.user.id,
             "username": self.user.name,
-            "role": self.user.role.as_str(),
+            "role": self.user.role.id,
             "expiresAt": chrono::DateTime::from_timestamp(self.user.expires_at, 0),
         })
     }

@@ -33,13 +33,10 @@ impl Connection {
         since: Option<i64>,
         id: &Value,
     ) -> Result<(), Refusal> {
+        self.user
+            .require(topic.permission())
+            .map_err(Refusal::Api)?;
         match &topic {
-            Topic::SystemEvent | Topic::SystemMonitor { .. } if !self.user.is_admin() => {
-                return Err(Refusal::Api(ApiError::Forbidden(format!(
-                    "Only administrators may subscribe to {}.",
-                    topic.name()
-                ))))
-            }
             Topic::VmStatus { vm_id } => match vm_view::get(&self.state.pool, vm_id).await? {
                 Some(vm) if self.user.may_access(&vm.owner_id) => {}
                 _ => return Err(Refusal::Api(ApiError::VmNotFound(vm_id.clone()))),
@@ -116,7 +113,7 @@ impl Connection {
                 Topic::VmStatus { vm_id } => Some(vm_id.clone()),
                 _ => None,
             },
-            owner_id: (!self.user.is_admin()).then(|| self.user.id.clone()),
+            owner_id: self.user.owner_filter(),
         };
         let mut sent = 0;
         loop {

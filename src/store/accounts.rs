@@ -1,0 +1,455 @@
+//! Commits account commands (users, roles, the live configuration): each one's events, in the same
+//! log as the VMs, and its read-model row, in one transaction, with the row locked while the
+//! decision is made (so two admins changing one user are serialised on that user alone).
+
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+
+use super::metadata::EventMetadata;
+use super::users::UserRow;
+use super::{CommandMeta, StoreError};
+use crate::accounts::role::RoleCommand;
+use crate::accounts::user::UserCommand;
+use crate::accounts::{
+    AccountError, ConfigEvent, ConfigOverrides, QuotaOverrides, Role, RoleEvent, User, UserEvent,
+    UserStatus,
+};
+use crate::auth::permission::Scope;
+
+/// Why an account change was not recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountWriteError {
+    #[error(transparent)]
+    Refused(#[from] AccountError),
+    #[error("the username '{0}' is taken")]
+    UsernameTaken(String),
+    #[error("role '{0}' does not exist")]
+    NoSuchRole(String),
+    #[error("the user owns {0} virtual machines")]
+    UserHasVms(i64),
+    #[error("{0} users have this role")]
+    RoleInUse(i64),
+    #[error("the role id '{0}' is taken")]
+    RoleTaken(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for AccountWriteError {
+    fn from(e: sqlx::Error) -> Self {
+        AccountWriteError::Store(e.into())
+    }
+}
+
+/// The kinds of stream this file writes.
+#[derive(Debug, Clone, Copy)]
+enum Stream {
+    User,
+    Role,
+    Config,
+}
+
+impl Stream {
+    fn as_str(self) -> &'static str {
+        match self {
+            Stream::User => "user",
+            Stream::Role => "role",
+            Stream::Config => "config",
+        }
+    }
+}
+
+/// An event as stored: its type, version and externally tagged payload.
+struct Stored {
+    type_name: &'static str,
+    version: &'static str,
+    payload: serde_json::Value,
+}
+
+fn stored<E: Serialize>(
+    type_name: &'static str,
+    version: &'static str,
+    event: &E,
+) -> Result<Stored, StoreError> {
+    let payload = serde_json::to_value(event).map_err(|e| {
+        StoreError::Unexpected(
+            anyhow::Error::new(e).context("an account event could not be serialised"),
+        )
+    })?;
+    Ok(Stored {
+        type_name,
+        version,
+        payload,
+    })
+}
+
+fn metadata(meta: &CommandMeta) -> EventMetadata {
+    EventMetadata {
+        actor_id: Some(meta.actor_id.clone()),
+        actor_name: Some(meta.actor_name.clone()),
+        via: Some(meta.via),
+        request_id: meta.request_id.clone(),
+        client_addr: meta.client_addr.clone(),
+        ..EventMetadata::default()
+    }
+}
+
+/// Appends `events` to a stream whose last sequence is `version`.
+async fn append(
+    conn: &mut PgConnection,
+    stream: Stream,
+    id: &str,
+    version: i64,
+    events: &[Stored],
+    meta: &CommandMeta,
+) -> Result<i64, StoreError> {
+    let metadata = serde_json::to_value(metadata(meta)).map_err(|e| {
+        StoreError::Unexpected(anyhow::Error::new(e).context("metadata could not be serialised"))
+    })?;
+    let mut sequence = version;
+    for event in events {
+        sequence += 1;
+        sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(stream.as_str())
+        .bind(id)
+        .bind(sequence)
+        .bind(event.type_name)
+        .bind(event.version)
+        .bind(&event.payload)
+        .bind(&metadata)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
+            _ => e.into(),
+        })?;
+    }
+    Ok(sequence)
+}
+
+fn user_events(events: &[UserEvent]) -> Result<Vec<Stored>, StoreError> {
+    events
+        .iter()
+        .map(|e| stored(e.type_name(), e.version(), e))
+        .collect()
+}
+
+fn user_state(row: &UserRow) -> User {
+    User {
+        username: row.username.clone(),
+        email: row.email.clone(),
+        role: row.role.clone(),
+        status: UserStatus::parse(&row.status),
+        quota: serde_json::from_value::<QuotaOverrides>(row.quota.clone()).unwrap_or_default(),
+        rate_limit: row.rate_limit.and_then(|r| u32::try_from(r).ok()),
+        deleted: false,
+    }
+}
+
+fn role_missing(role: &str, e: sqlx::Error) -> AccountWriteError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+            AccountWriteError::NoSuchRole(role.to_string())
+        }
+        _ => e.into(),
+    }
+}
+
+/// Creates a user with the hash of their password (kept in the row, never in the log).
+pub async fn create_user(
+    pool: &PgPool,
+    meta: &CommandMeta,
+    id: &str,
+    command: UserCommand,
+    password_hash: &str,
+) -> Result<(), AccountWriteError> {
+    let events = User::default().decide(command)?;
+    let mut user = User::default();
+    for event in events.clone() {
+        user.apply(event);
+    }
+    let mut tx = pool.begin().await?;
+    let inserted = sqlx::query(
+        "INSERT INTO users (id, username, password_hash, role, email, status, quota, rate_limit, version)
+         VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $8) ON CONFLICT (username) DO NOTHING",
+    )
+    .bind(id)
+    .bind(&user.username)
+    .bind(password_hash)
+    .bind(&user.role)
+    .bind(&user.email)
+    .bind(sqlx::types::Json(user.quota))
+    .bind(user.rate_limit.map(i64::from))
+    .bind(i64::try_from(events.len()).unwrap_or(i64::MAX))
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| role_missing(&user.role, e))?;
+    if inserted.rows_affected() == 0 {
+        return Err(AccountWriteError::UsernameTaken(user.username));
+    }
+    append(&mut tx, Stream::User, id, 0, &user_events(&events)?, meta).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn lock_user(
+    tx: &mut Transaction<'_, Postgres>,
+    id: &str,
+) -> Result<UserRow, AccountWriteError> {
+    super::users::by_id_for_update(&mut **tx, id)
+        .await?
+        .ok_or(AccountWriteError::Refused(AccountError::NotFound))
+}
+
+/// Changes a user's settings, or sets a new password (`password_hash`, with `SetPassword`).
+pub async fn change_user(
+    pool: &PgPool,
+    meta: &CommandMeta,
+    id: &str,
+    command: UserCommand,
+    password_hash: Option<&str>,
+) -> Result<User, AccountWriteError> {
+    let mut tx = pool.begin().await?;
+    let row = lock_user(&mut tx, id).await?;
+    let mut user = user_state(&row);
+    let events = user.decide(command)?;
+    for event in events.clone() {
+        user.apply(event);
+    }
+    let version = append(
+        &mut tx,
+        Stream::User,
+        id,
+        row.version,
+        &user_events(&events)?,
+        meta,
+    )
+    .await?;
+    sqlx::query(
+        "UPDATE users SET email = $2, role = $3, status = $4, quota = $5, rate_limit = $6,
+                          version = $7, updated_at = now()
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(&user.email)
+    .bind(&user.role)
+    .bind(user.status.unwrap_or(UserStatus::Active).as_str())
+    .bind(sqlx::types::Json(user.quota))
+    .bind(user.rate_limit.map(i64::from))
+    .bind(version)
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| role_missing(&user.role, e))?;
+    if let Some(hash) = password_hash {
+        sqlx::query(
+            "UPDATE users SET password_hash = $2, password_changed_at = now(),
+                              token_generation = token_generation + 1
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(hash)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(user)
+}
+
+/// Deletes a user who owns no VM that is not deleted (their VMs are handed over first).
+pub async fn delete_user(
+    pool: &PgPool,
+    meta: &CommandMeta,
+    id: &str,
+    transferred_to: Option<String>,
+) -> Result<(), AccountWriteError> {
+    let mut tx = pool.begin().await?;
+    let row = lock_user(&mut tx, id).await?;
+    let owned: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM vms WHERE owner_id = $1 AND status <> 'deleted'")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+    if owned > 0 {
+        return Err(AccountWriteError::UserHasVms(owned));
+    }
+    let events = user_state(&row).decide(UserCommand::Delete { transferred_to })?;
+    append(
+        &mut tx,
+        Stream::User,
+        id,
+        row.version,
+        &user_events(&events)?,
+        meta,
+    )
+    .await?;
+    sqlx::query("DELETE FROM users WHERE id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RoleRow {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub permissions: Vec<String>,
+    pub scope: String,
+    pub rate_limit: Option<i32>,
+    pub built_in: bool,
+    pub version: i64,
+}
+
+impl RoleRow {
+    fn state(&self) -> Role {
+        Role {
+            name: self.name.clone(),
+            description: self.description.clone(),
+            permissions: self.permissions.clone(),
+            scope: Scope::parse(&self.scope).unwrap_or(Scope::Own),
+            rate_limit: self.rate_limit.and_then(|r| u32::try_from(r).ok()),
+            built_in: self.built_in,
+            exists: true,
+        }
+    }
+}
+
+const ROLE_COLUMNS: &str =
+    "id, name, description, permissions, scope, rate_limit, built_in, version";
+
+pub async fn roles(pool: &PgPool) -> Result<Vec<RoleRow>, StoreError> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {ROLE_COLUMNS} FROM roles ORDER BY built_in DESC, id"
+    ))
+    .fetch_all(pool)
+    .await?)
+}
+
+pub async fn role(pool: &PgPool, id: &str) -> Result<Option<RoleRow>, StoreError> {
+    Ok(
+        sqlx::query_as(&format!("SELECT {ROLE_COLUMNS} FROM roles WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(pool)
+            .await?,
+    )
+}
+
+/// Creates, changes or deletes role `id`; answers the role as it is after (none once deleted).
+pub async fn write_role(
+    pool: &PgPool,
+    meta: &CommandMeta,
+    id: &str,
+    command: RoleCommand,
+) -> Result<Option<Role>, AccountWriteError> {
+    let mut tx = pool.begin().await?;
+    let row: Option<RoleRow> = sqlx::query_as(&format!(
+        "SELECT {ROLE_COLUMNS} FROM roles WHERE id = $1 FOR UPDATE"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let mut role = row.as_ref().map(RoleRow::state).unwrap_or_default();
+    let deleting = command == RoleCommand::Delete;
+    let events = match role.decide(id, command) {
+        Err(AccountError::AlreadyExists) => {
+            return Err(AccountWriteError::RoleTaken(id.to_string()))
+        }
+        other => other?,
+    };
+    if deleting {
+        let holders: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE role = $1")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if holders > 0 {
+            return Err(AccountWriteError::RoleInUse(holders));
+        }
+    }
+    for event in events.clone() {
+        role.apply(event);
+    }
+    let version = row.as_ref().map_or(0, |r| r.version);
+    let stored: Vec<Stored> = events
+        .iter()
+        .map(|e: &RoleEvent| stored(e.type_name(), e.version(), e))
+        .collect::<Result<_, _>>()?;
+    let version = append(&mut tx, Stream::Role, id, version, &stored, meta).await?;
+    if role.exists {
+        sqlx::query(
+            "INSERT INTO roles (id, name, description, permissions, scope, rate_limit, built_in, version)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (id) DO UPDATE SET name = $2, description = $3, permissions = $4, scope = $5,
+                 rate_limit = $6, version = $8, updated_at = now()",
+        )
+        .bind(id)
+        .bind(&role.name)
+        .bind(&role.description)
+        .bind(&role.permissions)
+        .bind(role.scope.as_str())
+        .bind(role.rate_limit.and_then(|r| i32::try_from(r).ok()))
+        .bind(role.built_in)
+        .bind(version)
+        .execute(&mut *tx)
+        .await?;
+    } else {
+        sqlx::query("DELETE FROM roles WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(role.exists.then_some(role))
+}
+
+/// The configuration overrides in force and the config stream's version.
+pub async fn config(pool: &PgPool) -> Result<(ConfigOverrides, i64), StoreError> {
+    let row: Option<(serde_json::Value, i64)> =
+        sqlx::query_as("SELECT overrides, version FROM config WHERE id = 1")
+            .fetch_optional(pool)
+            .await?;
+    Ok(match row {
+        Some((overrides, version)) => (
+            serde_json::from_value(overrides).unwrap_or_default(),
+            version,
+        ),
+        None => (ConfigOverrides::default(), 0),
+    })
+}
+
+/// Records `patch` as a `ConfigChanged` event and the overrides it leaves; answers them.
+pub async fn change_config(
+    pool: &PgPool,
+    meta: &CommandMeta,
+    patch: ConfigOverrides,
+) -> Result<(ConfigOverrides, i64), AccountWriteError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO config (id, overrides, version) VALUES (1, '{}', 0) ON CONFLICT DO NOTHING",
+    )
+    .execute(&mut *tx)
+    .await?;
+    let (overrides, version): (serde_json::Value, i64) =
+        sqlx::query_as("SELECT overrides, version FROM config WHERE id = 1 FOR UPDATE")
+            .fetch_one(&mut *tx)
+            .await?;
+    let overrides: ConfigOverrides = serde_json::from_value(overrides).unwrap_or_default();
+    let next = overrides.patched(&patch);
+    if next == overrides {
+        return Err(AccountError::NothingToChange.into());
+    }
+    let event = ConfigEvent::ConfigChanged { changes: patch };
+    let stored = [stored(event.type_name(), event.version(), &event)?];
+    let version = append(&mut tx, Stream::Config, "config", version, &stored, meta).await?;
+    sqlx::query("UPDATE config SET overrides = $1, version = $2, updated_at = now() WHERE id = 1")
+        .bind(sqlx::types::Json(next))
+        .bind(version)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok((next, version))
+}
