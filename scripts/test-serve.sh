@@ -11,6 +11,10 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
 bin="${SERVE_BIN:-${CARGO_TARGET_DIR:-$repo/target}/debug/voidvm}"
+if [ ! -x "$bin" ]; then
+  echo "test-serve: $bin is missing; build it first (cargo build)" >&2
+  exit 1
+fi
 work="$(mktemp -d /tmp/voidvm-serve-test.XXXXXX)"
 # As root, the private PostgreSQL runs as user postgres, who must be able to enter the data dir.
 chmod 755 "$work"
@@ -25,8 +29,6 @@ fail() {
   fi
   exit 1
 }
-
-[ -x "$bin" ] || fail "$bin is missing; build it first (cargo build)"
 
 # A port nothing listens on, other than those already picked (it runs in a subshell, so the
 # caller records them).
