@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: installs what is missing (QEMU, the test guest), then unit and
-# integration tests against the real PostgreSQL (127.0.0.1:5432) and real QEMU under TCG.
+# integration tests against the real PostgreSQL (127.0.0.1:5432) and real QEMU under TCG, then
+# scripts/test-serve.sh (serve.sh bringing up private PostgreSQL and NATS).
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$repo"
@@ -23,4 +24,7 @@ if left="$(pgrep -af -- "voidvm-test-${TEST_RUN}-")"; then
   echo "$left" >&2
   exit 1
 fi
+# serve.sh on a bare host: private PostgreSQL and NATS on free ports, with the debug server that
+# `cargo test` built (no release build).
+bash scripts/test-serve.sh || status=1
 exit "$status"
