@@ -20,6 +20,7 @@ fn event() -> FeedEvent {
     FeedEvent::from_row(&FeedRow {
         row: AuditRow {
             position: 1_234_567,
+            aggregate_type: "vm".into(),
             aggregate_id: "vm-k3j9x0w2p7qa".into(),
             sequence: 42,
             event_type: "VmReconfigured".into(),

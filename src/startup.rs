@@ -20,6 +20,9 @@ use crate::actors::worker::{self, JobWorker, WorkerDeps};
 use crate::actors::VmRegistry;
 use crate::api;
 use crate::app::AppState;
+use crate::accounts::LiveConfig;
+use crate::api::rate_limit::RequestLimiter;
+use crate::auth::login_guard::LoginGuard;
 use crate::auth::{self, AuthCache, TokenKeys};
 use crate::bus::ownership::StreamOwner;
 use crate::bus::relay::Relay;
@@ -192,8 +195,23 @@ impl Application {
         let system_events = SystemEvents::new(bus, instance.clone());
         let stopping = CancellationToken::new();
 
+        let live = Arc::new(LiveConfig::new(&settings));
+        let (overrides, version) = store::accounts::config(&pool)
+            .await
+            .context("the configuration could not be read")?;
+        live.set(overrides, version);
+        arbiter.spawn(tasks.track_future(crate::accounts::live::follow(
+            live.clone(),
+            auth_cache.changes_of_config(),
+            pool.clone(),
+            shutdown.clone(),
+        )));
         let state = web::Data::new(AppState {
             settings: settings.clone(),
+            node_id: node.clone(),
+            live,
+            limiter: RequestLimiter::default(),
+            login_guard: LoginGuard::default(),
             pool: pool.clone(),
             registry,
             hypervisor,
@@ -209,6 +227,7 @@ impl Application {
         });
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(actix_web::middleware::from_fn(api::rate_limit::middleware))
                 .wrap(actix_web::middleware::from_fn(api::input::middleware))
                 .wrap(ErrorHandlers::new().default_handler(api::bare_errors))
                 .wrap(DefaultHeaders::new().add(("X-API-Version", api::API_VERSION)))

@@ -296,3 +296,23 @@ impl LiveConfig {
         }
     }
 }
+
+/// Reloads the overrides whenever the listener says the configuration changed (or may have while
+/// it was away), until `shutdown`.
+pub async fn follow(
+    live: std::sync::Arc<LiveConfig>,
+    mut changes: tokio::sync::watch::Receiver<u64>,
+    pool: sqlx::PgPool,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() { return },
+            () = shutdown.cancelled() => return,
+        }
+        match crate::store::accounts::config(&pool).await {
+            Ok((overrides, version)) => live.set(overrides, version),
+            Err(e) => tracing::warn!(error = %crate::telemetry::chain(&e), "the configuration could not be reloaded; keeping the last one"),
+        }
+    }
+}

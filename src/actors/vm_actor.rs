@@ -217,6 +217,7 @@ fn command_name(command: &VmCommand) -> &'static str {
         VmCommand::Reset { .. } => "reset",
         VmCommand::Reconfigure(_) => "reconfigure",
         VmCommand::Delete { .. } => "delete",
+        VmCommand::ChangeOwner { .. } => "change_owner",
         VmCommand::CompleteJob { .. } => "complete_job",
         VmCommand::NoteRetry { .. } => "note_retry",
         VmCommand::CancelJob { .. } => "cancel_job",

@@ -71,8 +71,26 @@ pub struct Session {
 pub struct UserInfo {
     pub id: String,
     pub username: String,
-    /// `admin` or `user`.
+    /// A role id: `admin`, `user`, `viewer` or a custom one (`GET /roles`).
     pub role: String,
+}
+
+/// `GET /auth/me`: the caller, what their role grants, and their quota and usage.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Me {
+    pub id: String,
+    pub username: String,
+    pub role: String,
+    /// Permission ids, or `["*"]`.
+    pub permissions: Vec<String>,
+    pub scope: crate::auth::permission::Scope,
+    /// What the user may own; `null` figures are unlimited.
+    pub quota: crate::accounts::Quota,
+    /// What the user owns now (VMs that are not deleted).
+    pub usage: crate::accounts::Usage,
+    /// Requests a minute on each node.
+    pub rate_limit: u32,
 }
 
 /// An answer with nothing more to say than its message.
@@ -225,10 +243,33 @@ pub mod errors {
     #[response(status = 401)]
     pub struct LoginRefused(pub ErrorEnvelope);
 
-    /// Only administrators may do this (`FORBIDDEN`).
+    /// The caller's role lacks the operation's permission (`x-permission`): `FORBIDDEN`, with
+    /// `error.details` naming it.
     #[derive(IntoResponses)]
     #[response(status = 403)]
     pub struct Forbidden(pub ErrorEnvelope);
+
+    /// The role lacks the permission (`FORBIDDEN`, `error.details` names it), or the VM would
+    /// take its owner past a quota (`QUOTA_EXCEEDED`, `error.details` names which).
+    #[derive(IntoResponses)]
+    #[response(status = 403)]
+    pub struct ForbiddenOrQuota(pub ErrorEnvelope);
+
+    /// No such user (`USER_NOT_FOUND`).
+    #[derive(IntoResponses)]
+    #[response(status = 404)]
+    pub struct UserMissing(pub ErrorEnvelope);
+
+    /// No such role (`ROLE_NOT_FOUND`).
+    #[derive(IntoResponses)]
+    #[response(status = 404)]
+    pub struct RoleMissing(pub ErrorEnvelope);
+
+    /// The change conflicts with the accounts as they are: `USERNAME_TAKEN`, `USER_HAS_VMS`,
+    /// `ROLE_EXISTS`, `ROLE_IN_USE`, `ROLE_BUILT_IN` or `CANNOT_CHANGE_SELF`.
+    #[derive(IntoResponses)]
+    #[response(status = 409)]
+    pub struct AccountConflict(pub ErrorEnvelope);
 
     /// No such virtual machine, or not yours (`VM_NOT_FOUND`).
     #[derive(IntoResponses)]

@@ -17,7 +17,7 @@ use super::envelope;
 use super::error::ApiError;
 use super::vms::page_and_limit;
 use crate::app::AppState;
-use crate::auth::AuthUser;
+use crate::auth::{AuthUser, Permission};
 use crate::store::audit::AuditEntry;
 use crate::store::audit::{self, EventFilter, Level};
 use crate::vm::VmEvent;
@@ -81,7 +81,7 @@ fn filter_of(user: &AuthUser, q: &EventsQuery) -> Result<EventFilter, ApiError> 
         .unwrap_or_default();
     if let Some(bad) = types
         .iter()
-        .find(|t| !VmEvent::TYPE_NAMES.contains(&t.as_str()))
+        .find(|t| !known_type(t))
     {
         return Err(ApiError::validation(
             "type",
@@ -107,8 +107,18 @@ fn filter_of(user: &AuthUser, q: &EventsQuery) -> Result<EventFilter, ApiError> 
         to,
         after: q.after,
         before: q.before,
+        accounts: user.may(Permission::UserRead),
         ..EventFilter::default()
     })
+}
+
+/// An event type of any stream in the log.
+fn known_type(t: &str) -> bool {
+    use crate::accounts::{ConfigEvent, RoleEvent, UserEvent};
+    VmEvent::TYPE_NAMES.contains(&t)
+        || UserEvent::TYPE_NAMES.contains(&t)
+        || RoleEvent::TYPE_NAMES.contains(&t)
+        || ConfigEvent::TYPE_NAMES.contains(&t)
 }
 
 fn wants_ndjson(req: &HttpRequest, format: Option<&str>) -> Result<bool, ApiError> {
@@ -142,7 +152,8 @@ fn wants_ndjson(req: &HttpRequest, format: Option<&str>) -> Result<bool, ApiErro
         Invalid,
         Unauthorized
     ),
-    security(("bearer" = []))
+    security(("bearer" = [])),
+    extensions(("x-permission" = json!("event:read")))
 )]
 #[tracing::instrument(name = "audit_events", skip_all, fields(user_id = %user.id))]
 pub async fn events(
@@ -151,6 +162,7 @@ pub async fn events(
     req: HttpRequest,
     query: web::Query<EventsQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    user.require(Permission::EventRead)?;
     let q = query.into_inner();
     let filter = filter_of(&user, &q)?;
     if wants_ndjson(&req, q.format.as_deref())? {
@@ -268,7 +280,8 @@ pub struct LogsQuery {
         Invalid,
         Unauthorized
     ),
-    security(("bearer" = []))
+    security(("bearer" = [])),
+    extensions(("x-permission" = json!("event:read")))
 )]
 #[tracing::instrument(name = "logs", skip_all, fields(user_id = %user.id))]
 pub async fn logs(
@@ -276,6 +289,7 @@ pub async fn logs(
     user: AuthUser,
     query: web::Query<LogsQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    user.require(Permission::EventRead)?;
     let q = query.into_inner();
     let (page, limit) = page_and_limit(q.page, q.limit)?;
     let min_level = q
@@ -296,6 +310,7 @@ pub async fn logs(
         from,
         to,
         min_level,
+        accounts: user.may(Permission::UserRead),
         ..EventFilter::default()
     };
     let (rows, total) = audit::page_by_offset(&state.pool, &filter, page, limit).await?;

@@ -1,16 +1,20 @@
 //! `/auth`: login, the current user, logout and password change.
 
-use actix_web::{web, HttpResponse};
+use std::time::{Duration, Instant};
+
+use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::DateTime;
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::answers::errors::{Invalid, LoginRefused, Unauthorized};
-use super::answers::{Empty, Envelope, LoginEnvelope, Session, UserInfo};
+use super::answers::{Empty, Envelope, LoginEnvelope, Me, Session, UserInfo};
 use super::body;
 use super::envelope;
 use super::error::ApiError;
 use crate::accounts::user::UserCommand;
+use crate::accounts::UserStatus;
+use crate::auth::login_guard;
 use crate::app::AppState;
 use crate::auth::{password, AuthUser};
 use crate::store::{accounts, users, Via};
@@ -36,10 +40,27 @@ struct Login {
 #[tracing::instrument(name = "login", skip_all)]
 pub async fn login(
     state: web::Data<AppState>,
+    req: HttpRequest,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let login: Login = body::typed(body.into_inner())?;
-    let refused = || ApiError::Unauthorized("The username or password is wrong.".into());
+    let addr = req.peer_addr().map(|a| a.ip().to_string());
+    let keys = login_guard::keys(&login.username, addr.as_deref());
+    let live = state.live.get();
+    let period = Duration::from_secs(live.login_lockout_seconds);
+    if let Err(wait) = state
+        .login_guard
+        .check(&keys, live.login_failures, period, Instant::now())
+    {
+        return Err(ApiError::RateLimited {
+            limit: live.login_failures,
+            retry_after: wait.as_secs().max(1),
+        });
+    }
+    let refused = || {
+        state.login_guard.failed(&keys, period, Instant::now());
+        ApiError::Unauthorized("The username or password is wrong.".into())
+    };
     let user = users::by_username(&state.pool, &login.username).await?;
     let Some(user) = user else {
         // Spend the same time as a real check, so names cannot be probed by timing.
@@ -49,6 +70,10 @@ pub async fn login(
     if !password::verify(login.password, user.password_hash.clone()).await? {
         return Err(refused());
     }
+    if user.status != UserStatus::Active.as_str() {
+        return Err(ApiError::Unauthorized("The user is disabled.".into()));
+    }
+    state.login_guard.succeeded(&login.username);
     let (token, expires) =
         state
             .tokens
@@ -75,21 +100,33 @@ pub async fn login(
     path = "/api/v1/auth/me",
     tag = "auth",
     responses(
-        (status = 200, description = "The current user.", body = Envelope<UserInfo>),
+        (status = 200, description = "The current user, with their permissions, quota and usage.", body = Envelope<Me>),
         Unauthorized
     ),
     security(("bearer" = []))
 )]
 #[tracing::instrument(name = "me", skip_all, fields(user_id = %user.id))]
-pub async fn me(user: AuthUser) -> HttpResponse {
-    envelope::ok(
-        UserInfo {
+pub async fn me(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
+    let usage = users::usage(&state.pool, &user.id).await?;
+    let defaults = crate::app::access::quota_defaults(&state, &user);
+    let quota = crate::store::quota::of_user(&state.pool, &user.id, defaults).await?;
+    let live = state.live.get();
+    Ok(envelope::ok(
+        Me {
+            permissions: user.role.grants.ids(),
+            scope: user.role.scope,
+            quota,
+            usage,
+            rate_limit: user
+                .rate_limit
+                .or(user.role.rate_limit)
+                .unwrap_or(live.requests_per_minute),
             role: user.role.id.clone(),
             id: user.id,
             username: user.name,
         },
         "The current user.",
-    )
+    ))
 }
 
 #[utoipa::path(
@@ -156,7 +193,7 @@ pub async fn change_password(
         &state.pool,
         &user.meta(Via::Rest),
         &user.id,
-        UserCommand::SetPassword { by_admin: false },
+        &[UserCommand::SetPassword { by_admin: false }],
         Some(&hash),
     )
     .await

@@ -13,7 +13,7 @@ use super::error::ApiError;
 use super::retry::{envelope_answer, KeyHeader, Retry};
 use super::vms::page_and_limit;
 use crate::app::AppState;
-use crate::auth::AuthUser;
+use crate::auth::{AuthUser, Permission};
 use crate::store::conditions::Answer;
 use crate::store::jobs::{self, JobFilter, JobRow, JobStatus, JobView};
 use crate::store::Via;
@@ -46,7 +46,8 @@ pub struct ListQuery {
         Invalid,
         Unauthorized
     ),
-    security(("bearer" = []))
+    security(("bearer" = [])),
+    extensions(("x-permission" = json!("job:read")))
 )]
 #[tracing::instrument(name = "list_jobs", skip_all, fields(user_id = %user.id))]
 pub async fn list(
@@ -54,6 +55,7 @@ pub async fn list(
     user: AuthUser,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    user.require(Permission::JobRead)?;
     let q = query.into_inner();
     let (page, limit) = page_and_limit(q.page, q.limit)?;
     if let Some(s) = &q.status {
@@ -107,7 +109,8 @@ async fn visible(state: &AppState, user: &AuthUser, job_id: &str) -> Result<JobR
         Unauthorized,
         JobMissing
     ),
-    security(("bearer" = []))
+    security(("bearer" = [])),
+    extensions(("x-permission" = json!("job:read")))
 )]
 #[tracing::instrument(name = "get_job", skip_all, fields(user_id = %user.id, job_id = %path))]
 pub async fn get(
@@ -115,6 +118,7 @@ pub async fn get(
     user: AuthUser,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    user.require(Permission::JobRead)?;
     let job = visible(&state, &user, &path).await?;
     Ok(envelope::ok(JobView::from(job), "Job."))
 }
@@ -140,7 +144,8 @@ pub struct WaitQuery {
         Unauthorized,
         JobMissing
     ),
-    security(("bearer" = []))
+    security(("bearer" = [])),
+    extensions(("x-permission" = json!("job:read")))
 )]
 #[tracing::instrument(name = "wait_job", skip_all, fields(user_id = %user.id, job_id = %path))]
 pub async fn wait(
@@ -149,6 +154,7 @@ pub async fn wait(
     path: web::Path<String>,
     query: web::Query<WaitQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    user.require(Permission::JobRead)?;
     let timeout = query.timeout.unwrap_or(30);
     if timeout > WAIT_MAX_SECS {
         return Err(ApiError::validation(
@@ -203,7 +209,8 @@ pub async fn wait(
         NotCancellable,
         KeyReused
     ),
-    security(("bearer" = []))
+    security(("bearer" = [])),
+    extensions(("x-permission" = json!("job:cancel")))
 )]
 #[tracing::instrument(name = "cancel_job", skip_all, fields(user_id = %user.id, job_id = %path))]
 pub async fn cancel(
@@ -212,6 +219,7 @@ pub async fn cancel(
     path: web::Path<String>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
+    user.require(Permission::JobCancel)?;
     let job_id = path.into_inner();
     // `If-Match` is about VMs, not jobs.
     let retry = Retry::read(&req, &user, &[])?.without_if_match();

@@ -4,15 +4,19 @@
 pub mod answers;
 pub mod audit;
 pub mod auth;
+pub mod users;
 pub mod body;
+pub mod config;
 pub mod envelope;
 pub mod error;
 pub mod health;
 pub mod input;
 pub mod jobs;
 pub mod openapi;
+pub mod rate_limit;
 pub mod request_id;
 pub mod retry;
+pub mod roles;
 pub mod vm_input;
 pub mod vms;
 
@@ -71,7 +75,18 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .service(resource!("/jobs", GET => jobs::list))
                 .service(resource!("/jobs/{id}", GET => jobs::get))
                 .service(resource!("/jobs/{id}/wait", GET => jobs::wait))
-                .service(resource!("/jobs/{id}/cancel", POST => jobs::cancel)),
+                .service(resource!("/jobs/{id}/cancel", POST => jobs::cancel))
+                .service(resource!("/users", GET => users::list, POST => users::create))
+                .service(resource!(
+                    "/users/{id}",
+                    GET => users::get,
+                    PUT => users::update,
+                    DELETE => users::delete,
+                ))
+                .service(resource!("/permissions", GET => roles::permissions))
+                .service(resource!("/roles", GET => roles::list, POST => roles::create))
+                .service(resource!("/roles/{id}", PUT => roles::update, DELETE => roles::delete))
+                .service(resource!("/config", GET => config::get, PUT => config::put)),
         )
         .default_service(web::to(not_found));
 }

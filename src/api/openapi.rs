@@ -14,7 +14,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_scalar::Scalar;
 
 use super::answers::ErrorEnvelope;
-use super::{audit, auth, health, jobs, vms, API_VERSION};
+use super::{audit, auth, config, health, jobs, roles, users, vms, API_VERSION};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -53,6 +53,18 @@ use super::{audit, auth, health, jobs, vms, API_VERSION};
         jobs::get,
         jobs::wait,
         jobs::cancel,
+        users::list,
+        users::create,
+        users::get,
+        users::update,
+        users::delete,
+        roles::permissions,
+        roles::list,
+        roles::create,
+        roles::update,
+        roles::delete,
+        config::get,
+        config::put,
         json,
         page,
     ),
@@ -64,6 +76,7 @@ use super::{audit, auth, health, jobs, vms, API_VERSION};
         (name = "vms", description = "Virtual machines and their lifecycle."),
         (name = "jobs", description = "The work a command starts."),
         (name = "audit", description = "The event log: who did what to which VM, and when."),
+        (name = "system", description = "Users, roles, permissions and the configuration (the system page)."),
         (name = "feed", description = "The real-time WebSocket feed."),
         (name = "health", description = "Liveness and readiness, outside the versioned API."),
         (name = "meta", description = "This document."),
@@ -134,7 +147,17 @@ impl Modify for DefaultError {
                 ),
             ),
         ];
-        for item in openapi.paths.paths.values_mut() {
+        let forbidden = envelope(
+            "The caller's role lacks the permission in `x-permission` (`FORBIDDEN`; \
+             `error.details` names it).",
+        );
+        let limited = envelope(
+            "More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says \
+             when to try again. Every answer carries `X-RateLimit-Limit`, \
+             `X-RateLimit-Remaining` and `X-RateLimit-Reset`.",
+        );
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let counted = path.starts_with("/api/v1/") || path == "/ws";
             let operations = [
                 &mut item.get,
                 &mut item.put,
@@ -148,6 +171,23 @@ impl Modify for DefaultError {
                         .responses
                         .responses
                         .insert((*status).into(), response.clone().into());
+                }
+                let guarded = operation
+                    .extensions
+                    .as_ref()
+                    .is_some_and(|e| e.contains_key("x-permission"));
+                if guarded {
+                    operation
+                        .responses
+                        .responses
+                        .entry("403".into())
+                        .or_insert_with(|| forbidden.clone().into());
+                }
+                if counted {
+                    operation
+                        .responses
+                        .responses
+                        .insert("429".into(), limited.clone().into());
                 }
             }
         }

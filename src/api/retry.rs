@@ -62,6 +62,7 @@ const KEY_MAX: usize = 255;
 pub struct Retry {
     key: Option<KeyedRequest>,
     if_match: Option<IfMatch>,
+    quota: Option<crate::accounts::Quota>,
 }
 
 impl Retry {
@@ -76,7 +77,13 @@ impl Retry {
         Ok(Retry {
             key,
             if_match: read_if_match(req)?,
+            quota: None,
         })
+    }
+
+    /// The same, with the owner's default quota to hold the command to (see `store::quota`).
+    pub fn within(self, quota: Option<crate::accounts::Quota>) -> Retry {
+        Retry { quota, ..self }
     }
 
     /// The same, without `If-Match` (for a command that makes a new VM).
@@ -119,6 +126,7 @@ impl Retry {
             if_match: self.if_match.clone(),
             key: self.key.clone(),
             answer: Some(answer),
+            quota: self.quota,
         }
     }
 

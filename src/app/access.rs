@@ -28,3 +28,8 @@ pub async fn readable(
         .await?
         .filter(|vm| user.may_access(&vm.owner_id)))
 }
+
+/// The default quota a user's VMs are held to: none for a role that grants everything.
+pub fn quota_defaults(state: &AppState, user: &AuthUser) -> Option<crate::accounts::Quota> {
+    (!user.role.unlimited()).then(|| state.live.get().quota)
+}

@@ -7,7 +7,10 @@ use sqlx::PgPool;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use crate::accounts::LiveConfig;
 use crate::actors::VmRegistry;
+use crate::api::rate_limit::RequestLimiter;
+use crate::auth::login_guard::LoginGuard;
 use crate::auth::{AuthCache, TokenKeys};
 use crate::bus::ownership::StreamOwner;
 use crate::bus::Hub;
@@ -20,6 +23,14 @@ use crate::ws::usage::UsageBoard;
 /// What every handler can reach.
 pub struct AppState {
     pub settings: Settings,
+    /// This node's id among nodes sharing the database.
+    pub node_id: String,
+    /// The settings `PUT /config` changes, current on every node.
+    pub live: Arc<LiveConfig>,
+    /// Request budgets (per node).
+    pub limiter: RequestLimiter,
+    /// Failed logins per username and address (per node).
+    pub login_guard: LoginGuard,
     pub pool: PgPool,
     pub registry: VmRegistry,
     pub hypervisor: Arc<dyn Hypervisor>,

@@ -122,7 +122,7 @@ impl AuthCache {
     }
 
     /// Changes of the live configuration (see `accounts::live`), announced by the same listener.
-    pub fn config_changes(&self) -> watch::Receiver<u64> {
+    pub fn changes_of_config(&self) -> watch::Receiver<u64> {
         self.config_changes.subscribe()
     }
 

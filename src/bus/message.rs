@@ -178,6 +178,7 @@ mod tests {
         FeedRow {
             row: AuditRow {
                 position: 42,
+                aggregate_type: "vm".into(),
                 aggregate_id: "vm-1".into(),
                 sequence: 3,
                 event_type: "StartRequested".into(),

@@ -415,6 +415,7 @@ mod tests {
     fn row() -> AuditRow {
         AuditRow {
             position: 5,
+            aggregate_type: "vm".into(),
             aggregate_id: "vm-1".into(),
             sequence: 3,
             event_type: "VmStarted".into(),

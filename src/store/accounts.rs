@@ -204,20 +204,24 @@ async fn lock_user(
         .ok_or(AccountWriteError::Refused(AccountError::NotFound))
 }
 
-/// Changes a user's settings, or sets a new password (`password_hash`, with `SetPassword`).
+/// Changes a user's settings and/or sets a new password (`password_hash`, with `SetPassword`),
+/// deciding the commands in turn.
 pub async fn change_user(
     pool: &PgPool,
     meta: &CommandMeta,
     id: &str,
-    command: UserCommand,
+    commands: &[UserCommand],
     password_hash: Option<&str>,
 ) -> Result<User, AccountWriteError> {
     let mut tx = pool.begin().await?;
     let row = lock_user(&mut tx, id).await?;
     let mut user = user_state(&row);
-    let events = user.decide(command)?;
-    for event in events.clone() {
-        user.apply(event);
+    let mut events = Vec::new();
+    for command in commands {
+        for event in user.decide(command.clone())? {
+            user.apply(event.clone());
+            events.push(event);
+        }
     }
     let version = append(
         &mut tx,

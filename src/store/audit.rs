@@ -31,6 +31,9 @@ pub struct EventFilter {
     pub after_sequence: Option<i64>,
     /// Minimum level (`/logs`).
     pub min_level: Option<Level>,
+    /// Also the account streams (users, roles, the configuration), for callers who may read
+    /// users; otherwise VM streams only.
+    pub accounts: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -68,7 +71,11 @@ pub struct AuditEntry {
     /// The global position: a cursor for `after` and for the WebSocket's `since`.
     pub position: i64,
     pub stream_id: String,
-    pub vm_id: String,
+    /// `vm`, `user`, `role` or `config`.
+    pub stream_type: String,
+    /// The VM, for a VM's event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vm_id: Option<String>,
     /// The event's number within its VM's stream, from 1.
     pub sequence: i64,
     /// The event type, e.g. `VmStarted` (schemas in `schemas/events/`).
@@ -98,6 +105,8 @@ pub struct Actor {
 #[serde(rename_all = "camelCase")]
 pub struct AuditRow {
     pub position: i64,
+    #[serde(rename = "streamType")]
+    pub aggregate_type: String,
     #[serde(rename = "streamId")]
     pub aggregate_id: String,
     pub sequence: i64,
@@ -124,7 +133,8 @@ impl AuditRow {
         AuditEntry {
             position: self.position,
             stream_id: self.aggregate_id.clone(),
-            vm_id: self.aggregate_id.clone(),
+            stream_type: self.aggregate_type.clone(),
+            vm_id: (self.aggregate_type == "vm").then(|| self.aggregate_id.clone()),
             sequence: self.sequence,
             event_type: self.event_type.clone(),
             version: self.version.clone(),
@@ -173,6 +183,11 @@ impl AuditRow {
             "VmResumed" => format!("{vm} resumed."),
             "VmReset" => format!("{vm} was reset."),
             "VmReconfigured" => format!("{actor} changed the settings of {vm}."),
+            "VmOwnerChanged" => format!(
+                "{actor} handed {vm} from {} to {}.",
+                data["from"]["name"].as_str().unwrap_or("its owner"),
+                data["to"]["name"].as_str().unwrap_or("another user")
+            ),
             "VmDeleted" => format!("{vm} was deleted."),
             "VmCrashed" => format!("{vm} crashed: {reason}"),
             "OperationFailed" => format!(
@@ -190,6 +205,18 @@ impl AuditRow {
                 data["pid"],
                 data["observation"].as_str().unwrap_or("acting")
             ),
+            "UserCreated" => format!(
+                "{actor} created user {} ({vm}) with role {}.",
+                data["username"].as_str().unwrap_or("?"),
+                data["role"].as_str().unwrap_or("?")
+            ),
+            "UserChanged" => format!("{actor} changed user {vm}: {data}."),
+            "UserPasswordChanged" => format!("{actor} set a new password for user {vm}."),
+            "UserDeleted" => format!("{actor} deleted user {vm}."),
+            "RoleCreated" => format!("{actor} added role {vm}."),
+            "RoleChanged" => format!("{actor} changed role {vm}: {data}."),
+            "RoleDeleted" => format!("{actor} deleted role {vm}."),
+            "ConfigChanged" => format!("{actor} changed the configuration: {}.", data["changes"]),
             other => format!("{other} happened to {vm}."),
         }
     }
@@ -197,12 +224,23 @@ impl AuditRow {
 
 fn select(filter: &EventFilter, bound: Bound) -> QueryBuilder<'static, Postgres> {
     let mut q = QueryBuilder::new(format!(
-        "SELECT e.position, e.aggregate_id, e.sequence, e.event_type, e.event_version AS version,
-                e.payload, e.metadata, e.recorded_at, {LEVEL_SQL} AS level
-         FROM events e WHERE e.aggregate_type = 'vm'"
+        "SELECT e.position, e.aggregate_type, e.aggregate_id, e.sequence, e.event_type,
+                e.event_version AS version, e.payload, e.metadata, e.recorded_at,
+                {LEVEL_SQL} AS level
+         FROM events e WHERE {}",
+        stream_types(filter)
     ));
     where_clauses(&mut q, filter, bound);
     q
+}
+
+/// Which streams a filter reads.
+fn stream_types(filter: &EventFilter) -> &'static str {
+    if filter.accounts && filter.vm_id.is_none() && filter.owner_id.is_none() {
+        "e.aggregate_type IN ('vm', 'user', 'role', 'config')"
+    } else {
+        "e.aggregate_type = 'vm'"
+    }
 }
 
 fn where_clauses(q: &mut QueryBuilder<'static, Postgres>, f: &EventFilter, bound: Bound) {
@@ -285,8 +323,10 @@ pub async fn page_by_offset(
         .push(" OFFSET ")
         .push_bind(i64::from(page.saturating_sub(1)) * i64::from(limit));
     let rows = q.build_query_as().fetch_all(pool).await?;
-    let mut count =
-        QueryBuilder::new("SELECT count(*) FROM events e WHERE e.aggregate_type = 'vm'");
+    let mut count = QueryBuilder::new(format!(
+        "SELECT count(*) FROM events e WHERE {}",
+        stream_types(filter)
+    ));
     where_clauses(&mut count, filter, bound);
     let total: i64 = count.build_query_scalar().fetch_one(pool).await?;
     Ok((rows, total))

@@ -97,6 +97,9 @@ pub struct Conditions {
     pub key: Option<KeyedRequest>,
     /// Built when the command commits events; stored with `key` when there is one.
     pub answer: Option<Answer>,
+    /// The owner's default quota, checked (with their overrides) in the commit's transaction
+    /// when the VM is created or grows; `None` for owners without one.
+    pub quota: Option<crate::accounts::Quota>,
 }
 
 #[cfg(test)]

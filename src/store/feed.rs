@@ -35,7 +35,7 @@ pub async fn after(
 ) -> Result<Vec<FeedRow>, StoreError> {
     let bound = visible::bound(pool).await?;
     let mut q = QueryBuilder::<Postgres>::new(format!(
-        "SELECT e.position, e.aggregate_id, e.sequence, e.event_type,
+        "SELECT e.position, e.aggregate_type, e.aggregate_id, e.sequence, e.event_type,
                 e.event_version AS version, e.payload, e.metadata, e.recorded_at,
                 {LEVEL_SQL} AS level,
                 COALESCE(e.metadata ->> 'owner_id', v.owner_id) AS owner_id

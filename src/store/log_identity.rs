@@ -45,7 +45,7 @@ pub async fn load(pool: &PgPool) -> Result<LogId, StoreError> {
 /// The event at `position`, if the log has one there.
 pub async fn event_at(pool: &PgPool, position: i64) -> Result<Option<AuditRow>, StoreError> {
     Ok(sqlx::query_as(&format!(
-        "SELECT e.position, e.aggregate_id, e.sequence, e.event_type,
+        "SELECT e.position, e.aggregate_type, e.aggregate_id, e.sequence, e.event_type,
                 e.event_version AS version, e.payload, e.metadata, e.recorded_at,
                 {LEVEL_SQL} AS level
          FROM events e WHERE e.position = $1"

@@ -14,6 +14,7 @@ pub mod feed;
 pub mod idempotency;
 pub mod jobs;
 pub mod log_identity;
+pub mod quota;
 pub mod metadata;
 pub mod repository;
 pub mod upcasters;

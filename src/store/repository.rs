@@ -14,7 +14,7 @@ use sqlx::{PgConnection, PgPool};
 
 use super::conditions::{AnswerInput, Conditions, StoredAnswer};
 use super::metadata::EventMetadata;
-use super::{idempotency, jobs, vm_view, StoreError};
+use super::{idempotency, jobs, quota, vm_view, StoreError};
 use crate::vm::{JobEffect, JobOutcome, Vm, VmEvent};
 
 const AGGREGATE_TYPE: &str = <Vm as Aggregate>::TYPE;
@@ -171,6 +171,9 @@ impl Repository {
             idempotency::take(&mut tx, keyed).await?;
         }
         vm_view::hold_name(&mut tx, commit.before, commit.after).await?;
+        if let Some(defaults) = commit.conditions.quota {
+            quota::check(&mut tx, defaults, commit.before, commit.after).await?;
+        }
         for event in commit.events {
             if let Some(JobEffect::Closes {
                 job_id,

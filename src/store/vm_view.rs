@@ -133,16 +133,16 @@ pub async fn upsert(conn: &mut PgConnection, vm: &Vm, version: usize) -> Result<
 /// not deleted holds its name among its owner's VMs. Another VM holding the name is
 /// [`StoreError::NameTaken`] (and the caller's transaction records nothing).
 pub async fn hold_name(conn: &mut PgConnection, before: &Vm, after: &Vm) -> Result<(), StoreError> {
-    fn held(vm: &Vm) -> Option<&str> {
+    fn held(vm: &Vm) -> Option<(&str, &str)> {
         vm.status
             .filter(|s| *s != VmStatus::Deleted)
-            .map(|_| vm.spec.name.as_str())
+            .map(|_| (vm.owner.id.as_str(), vm.spec.name.as_str()))
     }
     let (old, new) = (held(before), held(after));
     if old == new {
         return Ok(());
     }
-    if let Some(old) = old {
+    if let Some((_, old)) = old {
         sqlx::query("DELETE FROM vm_names WHERE owner_id = $1 AND name = $2 AND vm_id = $3")
             .bind(&before.owner.id)
             .bind(old)
@@ -150,7 +150,7 @@ pub async fn hold_name(conn: &mut PgConnection, before: &Vm, after: &Vm) -> Resu
             .execute(&mut *conn)
             .await?;
     }
-    if let Some(new) = new {
+    if let Some((_, new)) = new {
         sqlx::query("INSERT INTO vm_names (owner_id, name, vm_id) VALUES ($1, $2, $3)")
             .bind(&after.owner.id)
             .bind(new)
@@ -165,6 +165,16 @@ pub async fn hold_name(conn: &mut PgConnection, before: &Vm, after: &Vm) -> Resu
             })?;
     }
     Ok(())
+}
+
+/// The ids of the VMs `owner_id` owns that are not deleted.
+pub async fn owned_by(pool: &PgPool, owner_id: &str) -> Result<Vec<String>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT id FROM vms WHERE owner_id = $1 AND status <> 'deleted' ORDER BY created_at, id")
+            .bind(owner_id)
+            .fetch_all(pool)
+            .await?,
+    )
 }
 
 pub async fn get(pool: &PgPool, id: &str) -> Result<Option<VmView>, StoreError> {

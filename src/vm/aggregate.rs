@@ -9,7 +9,7 @@ use super::commands::{JobResult, Observed, Reconfiguration, VmCommand};
 use super::error::VmError;
 use super::events::{Owner, VmEvent, VmSpec};
 use super::process::MachineProcess;
-use super::status::{accept, reconfigurable, Operation, VmStatus};
+use super::status::{accept, reconfigurable, Operation, Rejection, VmStatus};
 
 /// The job a VM is waiting on. A VM has at most one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,6 +134,18 @@ impl Vm {
                 self.request(Operation::Delete, || VmEvent::DeleteRequested { job_id })
             }
             VmCommand::Reconfigure(change) => self.reconfigure(change),
+            VmCommand::ChangeOwner { owner } => match self.existing_status()? {
+                VmStatus::Deleted => Err(VmError::Rejected {
+                    status: VmStatus::Deleted,
+                    operation: Operation::Delete,
+                    rejection: Rejection::Gone,
+                }),
+                _ if owner == self.owner => Err(VmError::NothingToChange),
+                _ => Ok(vec![VmEvent::VmOwnerChanged {
+                    from: self.owner.clone(),
+                    to: owner,
+                }]),
+            },
             VmCommand::CompleteJob { job_id, result } => self.complete(job_id, result),
             VmCommand::NoteRetry {
                 job_id,
@@ -428,6 +440,7 @@ impl Aggregate for Vm {
             VmEvent::VmResumed { .. } | VmEvent::VmReset { .. } => {
                 self.settle(VmStatus::Running, None)
             }
+            VmEvent::VmOwnerChanged { to, .. } => self.owner = to,
             VmEvent::VmReconfigured {
                 name,
                 description,

@@ -39,6 +39,10 @@ pub enum VmCommand {
     Delete {
         job_id: String,
     },
+    /// Hand the VM to another user.
+    ChangeOwner {
+        owner: Owner,
+    },
     /// A worker reports how a job ended.
     CompleteJob {
         job_id: String,

@@ -106,6 +106,11 @@ pub enum VmEvent {
         memory: Option<u64>,
         requires_restart: bool,
     },
+    /// The VM was handed to another user (their former owner's account is being deleted).
+    VmOwnerChanged {
+        from: Owner,
+        to: Owner,
+    },
     DeleteRequested {
         job_id: String,
     },
@@ -213,6 +218,7 @@ impl VmEvent {
             VmEvent::ResetRequested { .. } => "ResetRequested",
             VmEvent::VmReset { .. } => "VmReset",
             VmEvent::VmReconfigured { .. } => "VmReconfigured",
+            VmEvent::VmOwnerChanged { .. } => "VmOwnerChanged",
             VmEvent::DeleteRequested { .. } => "DeleteRequested",
             VmEvent::VmDeleted { .. } => "VmDeleted",
             VmEvent::VmCrashed { .. } => "VmCrashed",
@@ -242,6 +248,7 @@ impl VmEvent {
             | VmEvent::ResetRequested { .. }
             | VmEvent::VmReset { .. }
             | VmEvent::VmReconfigured { .. }
+            | VmEvent::VmOwnerChanged { .. }
             | VmEvent::DeleteRequested { .. }
             | VmEvent::VmDeleted { .. }
             | VmEvent::VmCrashed { .. }
@@ -252,7 +259,7 @@ impl VmEvent {
     }
 
     /// Every event type name, for schema checks and filters.
-    pub const TYPE_NAMES: [&'static str; 22] = [
+    pub const TYPE_NAMES: [&'static str; 23] = [
         "VmCreated",
         "VmProvisioned",
         "StartRequested",
@@ -268,6 +275,7 @@ impl VmEvent {
         "ResetRequested",
         "VmReset",
         "VmReconfigured",
+        "VmOwnerChanged",
         "DeleteRequested",
         "VmDeleted",
         "VmCrashed",
@@ -324,7 +332,9 @@ impl VmEvent {
                 error: None,
             }),
             VmEvent::OperationRetried { job_id, .. } => Some(JobEffect::Concerns { job_id }),
-            VmEvent::VmReconfigured { .. } | VmEvent::StaleObservationIgnored { .. } => None,
+            VmEvent::VmReconfigured { .. }
+            | VmEvent::VmOwnerChanged { .. }
+            | VmEvent::StaleObservationIgnored { .. } => None,
         }
     }
 }

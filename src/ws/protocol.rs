@@ -464,6 +464,7 @@ mod frame_tests {
         FeedEvent::from_row(&FeedRow {
             row: AuditRow {
                 position: 7,
+                aggregate_type: "vm".into(),
                 aggregate_id: "vm-1".into(),
                 sequence: 2,
                 event_type: "VmStarted".into(),

@@ -117,6 +117,10 @@ fn covers(event: &VmEvent) -> &'static str {
         VmEvent::VmResumed { job_id: _ } => "VmResumed",
         VmEvent::ResetRequested { job_id: _ } => "ResetRequested",
         VmEvent::VmReset { job_id: _ } => "VmReset",
+        VmEvent::VmOwnerChanged {
+            from: Owner { id: _, name: _ },
+            to: Owner { id: _, name: _ },
+        } => "VmOwnerChanged",
         VmEvent::VmReconfigured {
             name: _,
             description: _,
@@ -249,6 +253,13 @@ fn samples() -> Vec<VmEvent> {
         VmEvent::VmResumed { job_id: None },
         VmEvent::ResetRequested { job_id: job() },
         VmEvent::VmReset { job_id: job() },
+        VmEvent::VmOwnerChanged {
+            from: owner(),
+            to: Owner {
+                id: "user-2".into(),
+                name: "bob".into(),
+            },
+        },
         VmEvent::VmReconfigured {
             name: Some("web-2".into()),
             description: Some("renamed".into()),
@@ -371,6 +382,10 @@ fn the_schema_files_are_exactly_the_current_and_old_versions() {
             "{name} v{version} is listed as old but is the current version"
         );
         expected.insert(schema_file(name, *version));
+    }
+
+    for (name, _) in account_samples() {
+        expected.insert(schema_file(name, 1));
     }
 
     let dir = schema_dir();
@@ -602,4 +617,82 @@ fn the_schemas_reject_payloads_of_another_shape() {
         &unknown_operation,
         "an unknown operation",
     );
+}
+
+/// Every account event (users, roles, the configuration) at its current version, as stored.
+fn account_samples() -> Vec<(&'static str, Value)> {
+    use voidvm::accounts::live::{LimitsPatch, SystemPatch};
+    use voidvm::accounts::role::RoleChange;
+    use voidvm::accounts::user::UserChange;
+    use voidvm::accounts::{ConfigEvent, ConfigOverrides, QuotaOverrides, RoleEvent, UserEvent, UserStatus};
+    use voidvm::auth::permission::Scope;
+    let user = [
+        UserEvent::UserCreated {
+            username: "alice".into(),
+            email: Some("alice@example.com".into()),
+            role: "user".into(),
+            quota: QuotaOverrides {
+                vms: Some(3),
+                ..QuotaOverrides::default()
+            },
+            rate_limit: None,
+        },
+        UserEvent::UserChanged(UserChange {
+            email: Some(None),
+            status: Some(UserStatus::Disabled),
+            rate_limit: Some(Some(10)),
+            ..UserChange::default()
+        }),
+        UserEvent::UserPasswordChanged { by_admin: true },
+        UserEvent::UserDeleted {
+            transferred_to: Some("user-2".into()),
+        },
+    ];
+    let role = [
+        RoleEvent::RoleCreated {
+            name: "Operator".into(),
+            description: "Starts and stops".into(),
+            permissions: vec!["vm:read".into(), "vm:start".into()],
+            scope: Scope::All,
+            rate_limit: Some(500),
+        },
+        RoleEvent::RoleChanged(RoleChange {
+            rate_limit: Some(None),
+            ..RoleChange::default()
+        }),
+        RoleEvent::RoleDeleted {},
+    ];
+    let config = ConfigEvent::ConfigChanged {
+        changes: ConfigOverrides {
+            system: SystemPatch {
+                max_vms_per_user: Some(Some(10)),
+                ..SystemPatch::default()
+            },
+            limits: LimitsPatch {
+                requests_per_minute: Some(None),
+                ..LimitsPatch::default()
+            },
+        },
+    };
+    let mut all: Vec<(&'static str, Value)> = Vec::new();
+    all.extend(user.iter().map(|e| (e.type_name(), serde_json::to_value(e).expect("json"))));
+    all.extend(role.iter().map(|e| (e.type_name(), serde_json::to_value(e).expect("json"))));
+    all.push((config.type_name(), serde_json::to_value(&config).expect("json")));
+    let names: BTreeSet<&str> = all.iter().map(|(n, _)| *n).collect();
+    let known: BTreeSet<&str> = UserEvent::TYPE_NAMES
+        .into_iter()
+        .chain(RoleEvent::TYPE_NAMES)
+        .chain(ConfigEvent::TYPE_NAMES)
+        .collect();
+    assert_eq!(names, known, "the samples do not cover every account event type");
+    all
+}
+
+#[test]
+fn every_account_event_validates_against_its_schema_and_holds_no_secret() {
+    for (name, payload) in account_samples() {
+        assert_valid(name, 1, &payload);
+        let text = payload.to_string();
+        assert!(!text.contains("password\""), "{name} names a password field: {text}");
+    }
 }

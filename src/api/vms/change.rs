@@ -18,7 +18,7 @@ use super::lifecycle::act;
 use super::{view_of, visible};
 use crate::app::lifecycle::Action;
 use crate::app::AppState;
-use crate::auth::AuthUser;
+use crate::auth::{AuthUser, Permission};
 use crate::store::conditions::Answer;
 use crate::store::Via;
 use crate::vm::{Reconfiguration, VmCommand, VmError};
@@ -40,7 +40,8 @@ use crate::vm::{Reconfiguration, VmCommand, VmError};
         Stale,
         KeyReused
     ),
-    security(("bearer" = []))
+    security(("bearer" = [])),
+    extensions(("x-permission" = json!("vm:update")))
 )]
 #[tracing::instrument(name = "patch_vm", skip_all, fields(user_id = %user.id, vm_id = %path))]
 pub async fn patch(
@@ -50,9 +51,11 @@ pub async fn patch(
     req: HttpRequest,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
+    user.require(Permission::VmUpdate)?;
     let vm_id = path.into_inner();
     let body = body.into_inner();
-    let retry = Retry::read_json(&req, &user, &body)?;
+    let retry = Retry::read_json(&req, &user, &body)?
+        .within(crate::app::access::quota_defaults(&state, &user));
     if let Some(earlier) = retry.earlier(&state).await? {
         return Ok(earlier);
     }
@@ -119,7 +122,8 @@ pub async fn patch(
         Stale,
         KeyReused
     ),
-    security(("bearer" = []))
+    security(("bearer" = [])),
+    extensions(("x-permission" = json!("vm:delete")))
 )]
 pub async fn delete(
     state: web::Data<AppState>,

@@ -13,7 +13,7 @@ use super::super::vm_input::{self, CreateVm};
 use super::view_of;
 use crate::app::ids::{new_job_id, new_vm_id};
 use crate::app::AppState;
-use crate::auth::AuthUser;
+use crate::auth::{AuthUser, Permission};
 use crate::store::conditions::Answer;
 use crate::store::Via;
 use crate::vm::{Owner, VmCommand, VmSpec};
@@ -32,7 +32,8 @@ use crate::vm::{Owner, VmCommand, VmSpec};
         VmConflict,
         KeyReused
     ),
-    security(("bearer" = []))
+    security(("bearer" = [])),
+    extensions(("x-permission" = json!("vm:create")))
 )]
 #[tracing::instrument(name = "create_vm", skip_all, fields(user_id = %user.id, vm_id, job_id))]
 pub async fn create(
@@ -41,9 +42,12 @@ pub async fn create(
     req: HttpRequest,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
+    user.require(Permission::VmCreate)?;
     let body = body.into_inner();
     // `If-Match` is about an existing VM; a new one has none to match.
-    let retry = Retry::read_json(&req, &user, &body)?.without_if_match();
+    let retry = Retry::read_json(&req, &user, &body)?
+        .without_if_match()
+        .within(crate::app::access::quota_defaults(&state, &user));
     if let Some(earlier) = retry.earlier(&state).await? {
         return Ok(earlier);
     }

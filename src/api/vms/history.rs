@@ -10,7 +10,7 @@ use super::super::envelope;
 use super::super::error::ApiError;
 use super::{page_and_limit, readable};
 use crate::app::AppState;
-use crate::auth::AuthUser;
+use crate::auth::{AuthUser, Permission};
 use crate::store::audit::{self, AuditEntry, EventFilter};
 use crate::store::vm_view;
 
@@ -37,7 +37,8 @@ pub struct EventsQuery {
         Unauthorized,
         VmMissing
     ),
-    security(("bearer" = []))
+    security(("bearer" = [])),
+    extensions(("x-permission" = json!("vm:read")))
 )]
 #[tracing::instrument(name = "vm_events", skip_all, fields(user_id = %user.id, vm_id = %path))]
 pub async fn events(
@@ -46,6 +47,7 @@ pub async fn events(
     path: web::Path<String>,
     query: web::Query<EventsQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    user.require(Permission::VmRead)?;
     let vm_id = path.into_inner();
     readable(&state, &user, &vm_id).await?;
     let (_, limit) = page_and_limit(None, query.limit)?;
@@ -92,7 +94,8 @@ pub struct HistoryQuery {
         Unauthorized,
         VmMissing
     ),
-    security(("bearer" = []))
+    security(("bearer" = [])),
+    extensions(("x-permission" = json!("vm:read")))
 )]
 #[tracing::instrument(name = "vm_history", skip_all, fields(user_id = %user.id, vm_id = %path))]
 pub async fn history(
@@ -101,6 +104,7 @@ pub async fn history(
     path: web::Path<String>,
     query: web::Query<HistoryQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    user.require(Permission::VmRead)?;
     let vm_id = path.into_inner();
     readable(&state, &user, &vm_id).await?;
     // The stream itself, not the VM list, says how far history goes.

@@ -86,7 +86,7 @@ async fn verb(
 
 /// A lifecycle verb without a body: its handler and its place in the OpenAPI document.
 macro_rules! verb_handler {
-    ($name:ident, $method:ident, $path:tt, $op:tt, $verb:ident, $accepted:tt) => {
+    ($name:ident, $method:ident, $path:tt, $op:tt, $verb:ident, $perm:tt, $accepted:tt) => {
         #[utoipa::path(
             $method,
             path = $path,
@@ -103,7 +103,8 @@ macro_rules! verb_handler {
                 Stale,
                 KeyReused
             ),
-            security(("bearer" = []))
+            security(("bearer" = [])),
+            extensions(("x-permission" = json!($perm)))
         )]
         pub async fn $name(
             state: web::Data<AppState>,
@@ -122,6 +123,7 @@ verb_handler!(
     "/api/v1/vms/{id}/start",
     "start_vm",
     Start,
+    "vm:start",
     "Accepted: the VM boots."
 );
 verb_handler!(
@@ -130,6 +132,7 @@ verb_handler!(
     "/api/v1/vms/{id}/restart",
     "restart_vm",
     Restart,
+    "vm:restart",
     "Accepted: the guest reboots."
 );
 verb_handler!(
@@ -138,6 +141,7 @@ verb_handler!(
     "/api/v1/vms/{id}/pause",
     "pause_vm",
     Pause,
+    "vm:pause",
     "Accepted: the vCPUs stop."
 );
 verb_handler!(
@@ -146,6 +150,7 @@ verb_handler!(
     "/api/v1/vms/{id}/resume",
     "resume_vm",
     Resume,
+    "vm:resume",
     "Accepted: the vCPUs run again."
 );
 verb_handler!(
@@ -154,6 +159,7 @@ verb_handler!(
     "/api/v1/vms/{id}/reset",
     "reset_vm",
     Reset,
+    "vm:reset",
     "Accepted: a hard reset, like the reset button."
 );
 #[utoipa::path(
@@ -172,7 +178,8 @@ verb_handler!(
         Stale,
         KeyReused
     ),
-    security(("bearer" = []))
+    security(("bearer" = [])),
+    extensions(("x-permission" = json!("vm:stop")))
 )]
 #[tracing::instrument(name = "stop_vm", skip_all, fields(user_id = %user.id, vm_id = %path, job_id))]
 pub async fn stop(

@@ -10,7 +10,7 @@ use super::super::error::ApiError;
 use super::super::retry;
 use super::{page_and_limit, visible};
 use crate::app::AppState;
-use crate::auth::AuthUser;
+use crate::auth::{AuthUser, Permission};
 use crate::store::vm_view::{self, VmView};
 use crate::vm::VmStatus;
 
@@ -39,7 +39,8 @@ pub struct ListQuery {
         Unauthorized,
         Forbidden
     ),
-    security(("bearer" = []))
+    security(("bearer" = [])),
+    extensions(("x-permission" = json!("vm:read")))
 )]
 #[tracing::instrument(name = "list_vms", skip_all, fields(user_id = %user.id))]
 pub async fn list(
@@ -47,6 +48,7 @@ pub async fn list(
     user: AuthUser,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    user.require(Permission::VmRead)?;
     let q = query.into_inner();
     let (page, limit) = page_and_limit(q.page, q.limit)?;
     let status = q
@@ -100,7 +102,8 @@ pub async fn list(
         Unauthorized,
         VmMissing
     ),
-    security(("bearer" = []))
+    security(("bearer" = [])),
+    extensions(("x-permission" = json!("vm:read")))
 )]
 #[tracing::instrument(name = "get_vm", skip_all, fields(user_id = %user.id, vm_id = %path))]
 pub async fn get(
@@ -108,6 +111,7 @@ pub async fn get(
     user: AuthUser,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    user.require(Permission::VmRead)?;
     let vm = visible(&state, &user, &path).await?;
     let etag = retry::etag(vm.version);
     let mut response = envelope::ok(vm, "Virtual machine.");

@@ -1,0 +1,205 @@
+//! `GET /config` and `PUT /config`: the configuration as the system page shows it, in sections
+//! (`system`, `limits`, `network`, `storage`). The live settings change with a PUT, validated
+//! field by field, recorded as `ConfigChanged`, and in force on every node at once; the others
+//! only change with the server's own settings and a restart, which `restartRequired` names.
+
+use actix_web::{web, HttpResponse};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::answers::errors::{Forbidden, Invalid, Unauthorized};
+use super::answers::Envelope;
+use super::body;
+use super::envelope;
+use super::error::ApiError;
+use crate::accounts::live::RESTART_REQUIRED;
+use crate::accounts::ConfigOverrides;
+use crate::app::AppState;
+use crate::auth::{AuthUser, Permission};
+use crate::store::{accounts, Via};
+
+/// `system`: quotas of users whose role does not grant everything, and this node.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SystemSection {
+    /// Live.
+    pub max_vms_per_user: u64,
+    /// Live.
+    pub max_vcpus_per_user: u64,
+    /// MiB. Live.
+    pub max_memory_per_user: u64,
+    /// GiB. Live.
+    pub max_disk_per_user: u64,
+    pub node_id: String,
+    pub workers: usize,
+    pub version: &'static str,
+}
+
+/// `limits`: request rates (live) and what one VM may ask for.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LimitsSection {
+    /// Per user (per address before login), per node. Live.
+    pub requests_per_minute: u32,
+    /// Live.
+    pub login_failures: u32,
+    /// Live.
+    pub login_lockout_seconds: u64,
+    pub ws_connections_per_user: usize,
+    pub vm_cpu_max: u32,
+    pub vm_memory_max_mib: u64,
+    pub vm_disk_max_gib: u64,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkSection {
+    pub listen: String,
+    pub nats_url: String,
+    pub nats_stream: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSection {
+    pub data_dir: String,
+    pub images_dir: String,
+    pub snapshot_every: usize,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigView {
+    pub system: SystemSection,
+    pub limits: LimitsSection,
+    pub network: NetworkSection,
+    pub storage: StorageSection,
+    /// The fields (`section.field`) a PUT cannot change: they take effect at start-up, from the
+    /// server's settings file or `VOIDVM_*` variables.
+    pub restart_required: Vec<&'static str>,
+    /// The config stream's version (0 before the first change).
+    pub version: i64,
+}
+
+fn view(state: &AppState) -> ConfigView {
+    let live = state.live.get();
+    let (_, version) = state.live.overrides();
+    let s = &state.settings;
+    ConfigView {
+        system: SystemSection {
+            max_vms_per_user: live.quota.vms.unwrap_or(0),
+            max_vcpus_per_user: live.quota.vcpus.unwrap_or(0),
+            max_memory_per_user: live.quota.memory.unwrap_or(0),
+            max_disk_per_user: live.quota.disk.unwrap_or(0),
+            node_id: state.node_id.clone(),
+            workers: s.workers,
+            version: env!("CARGO_PKG_VERSION"),
+        },
+        limits: LimitsSection {
+            requests_per_minute: live.requests_per_minute,
+            login_failures: live.login_failures,
+            login_lockout_seconds: live.login_lockout_seconds,
+            ws_connections_per_user: s.ws.max_connections_per_user,
+            vm_cpu_max: s.limits.cpu_max,
+            vm_memory_max_mib: s.limits.memory_max_mib,
+            vm_disk_max_gib: s.limits.disk_max_gib,
+        },
+        network: NetworkSection {
+            listen: s.listen.to_string(),
+            nats_url: s.nats_url.clone(),
+            nats_stream: s.nats.stream.clone(),
+        },
+        storage: StorageSection {
+            data_dir: s.data_dir.display().to_string(),
+            images_dir: s.images_dir().display().to_string(),
+            snapshot_every: s.snapshot_every,
+        },
+        restart_required: RESTART_REQUIRED.to_vec(),
+        version,
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/config",
+    tag = "system",
+    responses(
+        (status = 200, description = "The configuration in force on this node.", body = Envelope<ConfigView>),
+        Unauthorized,
+        Forbidden
+    ),
+    security(("bearer" = [])),
+    extensions(("x-permission" = json!("config:read")))
+)]
+pub async fn get(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
+    user.require(Permission::ConfigRead)?;
+    Ok(envelope::ok(view(&state), "The configuration."))
+}
+
+/// Refuses what a PUT cannot change, naming the field: an unknown section, or a setting that
+/// needs a restart.
+fn check_sections(body: &Value) -> Result<(), ApiError> {
+    let Some(sections) = body.as_object() else {
+        return Err(ApiError::validation("body", "The body must be a JSON object."));
+    };
+    for (section, fields) in sections {
+        if !matches!(section.as_str(), "system" | "limits" | "network" | "storage") {
+            return Err(ApiError::validation(
+                section,
+                "Not a section: system, limits, network or storage.",
+            ));
+        }
+        let Some(fields) = fields.as_object() else {
+            return Err(ApiError::validation(section, "A section must be a JSON object."));
+        };
+        for field in fields.keys() {
+            let path = format!("{section}.{field}");
+            if RESTART_REQUIRED.contains(&path.as_str()) {
+                return Err(ApiError::validation(
+                    &path,
+                    format!("{path} is restartRequired: it takes effect at start-up; change it in the server's settings and restart."),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[utoipa::path(
+    put,
+    path = "/api/v1/config",
+    tag = "system",
+    request_body(content = Object, description = "Sections with the live fields to change: a number sets one, `null` returns it to the server's setting. E.g. `{\"system\": {\"maxVmsPerUser\": 10}, \"limits\": {\"requestsPerMinute\": 300}}`."),
+    responses(
+        (status = 200, description = "Changed; recorded as `ConfigChanged` and in force on every node.", body = Envelope<ConfigView>),
+        Invalid,
+        Unauthorized,
+        Forbidden
+    ),
+    security(("bearer" = [])),
+    extensions(("x-permission" = json!("config:update")))
+)]
+pub async fn put(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    user.require(Permission::ConfigUpdate)?;
+    let mut body = body.into_inner();
+    check_sections(&body)?;
+    // What is left of `network` and `storage` is empty (their fields all need a restart).
+    if let Some(sections) = body.as_object_mut() {
+        sections.remove("network");
+        sections.remove("storage");
+    }
+    let patch: ConfigOverrides = body::typed(body)?;
+    let (current, _) = state.live.overrides();
+    if let Some((field, message)) = current.patched(&patch).invalid() {
+        return Err(ApiError::validation(field, format!("{field} {message}.")));
+    }
+    let (overrides, version) = accounts::change_config(&state.pool, &user.meta(Via::Rest), patch)
+        .await
+        .map_err(ApiError::from_account)?;
+    state.live.set(overrides, version);
+    Ok(envelope::ok(view(&state), "Configuration changed."))
+}

@@ -1,0 +1,307 @@
+//! `/permissions` and `/roles`: the permission catalog, the built-in roles and the custom roles
+//! admins add. A role change applies at once on every node (the auth cache drops its users when
+//! the `roles` table changes) and is an event in the log.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::answers::errors::{AccountConflict, Forbidden, Invalid, RoleMissing, Unauthorized};
+use super::answers::{Empty, Envelope};
+use super::body;
+use super::envelope;
+use super::error::ApiError;
+use crate::accounts::role::{RoleChange, RoleCommand};
+use crate::accounts::{AccountError, Role};
+use crate::app::AppState;
+use crate::auth::permission::{Grants, PermissionInfo, Scope};
+use crate::auth::{AuthUser, Permission};
+use crate::store::accounts::{self, AccountWriteError, RoleRow};
+use crate::store::Via;
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/permissions",
+    tag = "system",
+    responses(
+        (status = 200, description = "Every permission a role can grant.", body = Envelope<Vec<PermissionInfo>>),
+        Unauthorized,
+        Forbidden
+    ),
+    security(("bearer" = [])),
+    extensions(("x-permission" = json!("role:read")))
+)]
+pub async fn permissions(user: AuthUser) -> Result<HttpResponse, ApiError> {
+    user.require(Permission::RoleRead)?;
+    let all: Vec<PermissionInfo> = Permission::ALL.into_iter().map(Permission::info).collect();
+    Ok(envelope::ok(all, "Permissions."))
+}
+
+/// A role as the API shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleView {
+    /// `admin`, `user`, `viewer`, or a custom role's id.
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    /// Permission ids, or `["*"]` for every permission.
+    pub permissions: Vec<String>,
+    /// Whose VMs the permissions reach: the user's `own`, or `all`.
+    pub scope: Scope,
+    /// Requests a minute for the role's users (`null`: the configured default).
+    pub rate_limit: Option<u32>,
+    pub built_in: bool,
+}
+
+impl From<RoleRow> for RoleView {
+    fn from(row: RoleRow) -> Self {
+        RoleView {
+            scope: Scope::parse(&row.scope).unwrap_or(Scope::Own),
+            rate_limit: row.rate_limit.and_then(|r| u32::try_from(r).ok()),
+            id: row.id,
+            name: row.name,
+            description: row.description,
+            permissions: row.permissions,
+            built_in: row.built_in,
+        }
+    }
+}
+
+fn view(id: &str, role: Role) -> RoleView {
+    RoleView {
+        id: id.to_string(),
+        name: role.name,
+        description: role.description,
+        permissions: role.permissions,
+        scope: role.scope,
+        rate_limit: role.rate_limit,
+        built_in: role.built_in,
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/roles",
+    tag = "system",
+    responses(
+        (status = 200, description = "Every role, built-in first.", body = Envelope<Vec<RoleView>>),
+        Unauthorized,
+        Forbidden
+    ),
+    security(("bearer" = [])),
+    extensions(("x-permission" = json!("role:read")))
+)]
+pub async fn list(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
+    user.require(Permission::RoleRead)?;
+    let roles: Vec<RoleView> = accounts::roles(&state.pool)
+        .await?
+        .into_iter()
+        .map(RoleView::from)
+        .collect();
+    Ok(envelope::ok(roles, "Roles."))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NewRole {
+    /// 2 to 32 lower-case letters, digits or `-`, starting with a letter.
+    id: String,
+    name: String,
+    #[serde(default)]
+    description: String,
+    /// Permission ids from `GET /permissions`, or `["*"]`.
+    permissions: Vec<String>,
+    /// `own` (default) or `all`.
+    scope: Option<Scope>,
+    rate_limit: Option<u32>,
+}
+
+fn check_id(id: &str) -> Result<(), ApiError> {
+    let ok = (2..=32).contains(&id.len())
+        && id.starts_with(|c: char| c.is_ascii_lowercase())
+        && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::validation(
+            "id",
+            "id must be 2 to 32 lower-case letters, digits or '-', starting with a letter.",
+        ))
+    }
+}
+
+fn check_text(field: &str, text: &str, max: usize) -> Result<(), ApiError> {
+    if text.chars().count() > max {
+        return Err(ApiError::validation(field, format!("{field} may have at most {max} characters.")));
+    }
+    Ok(())
+}
+
+/// The ids, checked against the catalog and written as the catalog orders them.
+fn check_permissions(ids: &[String]) -> Result<Vec<String>, ApiError> {
+    Grants::parse(ids)
+        .map(|g| g.ids())
+        .map_err(|e| ApiError::validation("permissions", format!("{e}.")))
+}
+
+fn check_rate(rate: Option<u32>) -> Result<(), ApiError> {
+    match rate {
+        Some(r) if r == 0 || r > 100_000_000 => Err(ApiError::validation(
+            "rateLimit",
+            "rateLimit must be from 1 to 100000000.",
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn role_error(id: &str, e: AccountWriteError) -> ApiError {
+    match e {
+        AccountWriteError::Refused(AccountError::NotFound) => ApiError::RoleNotFound(id.to_string()),
+        other => ApiError::from_account(other),
+    }
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/roles",
+    tag = "system",
+    request_body = NewRole,
+    responses(
+        (status = 201, description = "Added; recorded as `RoleCreated`.", body = Envelope<RoleView>),
+        Invalid,
+        Unauthorized,
+        Forbidden,
+        AccountConflict
+    ),
+    security(("bearer" = [])),
+    extensions(("x-permission" = json!("role:create")))
+)]
+pub async fn create(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    user.require(Permission::RoleCreate)?;
+    let new: NewRole = body::typed(body.into_inner())?;
+    check_id(&new.id)?;
+    if new.name.trim().is_empty() {
+        return Err(ApiError::validation("name", "name must not be empty."));
+    }
+    check_text("name", &new.name, 64)?;
+    check_text("description", &new.description, 500)?;
+    check_rate(new.rate_limit)?;
+    let command = RoleCommand::Create {
+        name: new.name,
+        description: new.description,
+        permissions: check_permissions(&new.permissions)?,
+        scope: new.scope.unwrap_or(Scope::Own),
+        rate_limit: new.rate_limit,
+    };
+    let role = accounts::write_role(&state.pool, &user.meta(Via::Rest), &new.id, command)
+        .await
+        .map_err(|e| role_error(&new.id, e))?
+        .ok_or_else(|| ApiError::RoleNotFound(new.id.clone()))?;
+    Ok(envelope::success(StatusCode::CREATED, view(&new.id, role), "Role added."))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RoleUpdate {
+    name: Option<String>,
+    description: Option<String>,
+    permissions: Option<Vec<String>>,
+    scope: Option<Scope>,
+    /// `null` returns the role to the configured default.
+    #[serde(default, deserialize_with = "double")]
+    #[schema(value_type = Option<u32>)]
+    rate_limit: Option<Option<u32>>,
+}
+
+fn double<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[utoipa::path(
+    put,
+    path = "/api/v1/roles/{id}",
+    tag = "system",
+    params(("id" = String, Path, description = "The role's id.")),
+    request_body = RoleUpdate,
+    responses(
+        (status = 200, description = "Changed; recorded as `RoleChanged`, in force at once for its users. Built-in roles change only their description and rate limit.", body = Envelope<RoleView>),
+        Invalid,
+        Unauthorized,
+        Forbidden,
+        RoleMissing,
+        AccountConflict
+    ),
+    security(("bearer" = [])),
+    extensions(("x-permission" = json!("role:update")))
+)]
+pub async fn update(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<String>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    user.require(Permission::RoleUpdate)?;
+    let id = path.into_inner();
+    let update: RoleUpdate = body::typed(body.into_inner())?;
+    if let Some(name) = &update.name {
+        if name.trim().is_empty() {
+            return Err(ApiError::validation("name", "name must not be empty."));
+        }
+        check_text("name", name, 64)?;
+    }
+    if let Some(description) = &update.description {
+        check_text("description", description, 500)?;
+    }
+    check_rate(update.rate_limit.flatten())?;
+    let change = RoleChange {
+        name: update.name,
+        description: update.description,
+        permissions: update.permissions.as_deref().map(check_permissions).transpose()?,
+        scope: update.scope,
+        rate_limit: update.rate_limit,
+    };
+    if change.is_empty() {
+        return Err(ApiError::validation("body", "The request changes nothing."));
+    }
+    let role = accounts::write_role(&state.pool, &user.meta(Via::Rest), &id, RoleCommand::Change(change))
+        .await
+        .map_err(|e| role_error(&id, e))?
+        .ok_or_else(|| ApiError::RoleNotFound(id.clone()))?;
+    Ok(envelope::ok(view(&id, role), "Role changed."))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/api/v1/roles/{id}",
+    tag = "system",
+    params(("id" = String, Path, description = "The role's id.")),
+    responses(
+        (status = 200, description = "Deleted; recorded as `RoleDeleted`. Built-in roles and roles users have stay.", body = Envelope<Empty>),
+        Unauthorized,
+        Forbidden,
+        RoleMissing,
+        AccountConflict
+    ),
+    security(("bearer" = [])),
+    extensions(("x-permission" = json!("role:delete")))
+)]
+pub async fn delete(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    user.require(Permission::RoleDelete)?;
+    let id = path.into_inner();
+    accounts::write_role(&state.pool, &user.meta(Via::Rest), &id, RoleCommand::Delete)
+        .await
+        .map_err(|e| role_error(&id, e))?;
+    Ok(envelope::ok(Empty {}, "Role deleted."))
+}

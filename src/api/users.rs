@@ -1,0 +1,465 @@
+//! `/users` (the system page's accounts): list, create, read, change and delete users. Every
+//! change is a command on the user aggregate, committed with its row (`store::accounts`); a
+//! password is hashed here and kept only in the row. Deleting a user who owns VMs needs
+//! `?transferTo=`: their VMs are handed over first, one `VmOwnerChanged` command per VM through
+//! its actor, then the user is deleted in a transaction that checks they own none.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::answers::errors::{AccountConflict, Forbidden, Invalid, Unauthorized, UserMissing};
+use super::answers::{Empty, Envelope, Page, Pagination};
+use super::body;
+use super::envelope;
+use super::error::ApiError;
+use super::vms::page_and_limit;
+use crate::accounts::user::{UserChange, UserCommand};
+use crate::accounts::{QuotaOverrides, UserStatus};
+use crate::app::AppState;
+use crate::auth::{password, AuthUser, Permission, ID_ALPHABET};
+use crate::store::accounts::{self, AccountWriteError};
+use crate::store::users::{self, UserRow};
+use crate::store::Via;
+use crate::actors::ActorError;
+use crate::vm::{Owner, VmCommand, VmError};
+
+/// A user as the API shows them (never their password or its hash).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserView {
+    pub id: String,
+    pub username: String,
+    pub email: Option<String>,
+    /// A role id (`GET /roles`).
+    pub role: String,
+    pub status: UserStatus,
+    /// Overrides of the configured quota; an absent figure takes the default (`GET /config`).
+    pub quota: QuotaOverrides,
+    /// Requests a minute, over the role's and the configured default.
+    pub rate_limit: Option<u32>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<UserRow> for UserView {
+    fn from(row: UserRow) -> Self {
+        UserView {
+            status: UserStatus::parse(&row.status).unwrap_or(UserStatus::Disabled),
+            quota: serde_json::from_value(row.quota).unwrap_or_default(),
+            rate_limit: row.rate_limit.and_then(|r| u32::try_from(r).ok()),
+            id: row.id,
+            username: row.username,
+            email: row.email,
+            role: row.role,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// The page, from 1 (default 1).
+    page: Option<u32>,
+    /// Users per page, 1 to 100 (default 20).
+    limit: Option<u32>,
+    /// Only users with this role id.
+    role: Option<String>,
+    /// Only `active` or only `disabled` users.
+    status: Option<String>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/users",
+    tag = "system",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of users, oldest first.", body = Envelope<Page<UserView>>),
+        Invalid,
+        Unauthorized,
+        Forbidden
+    ),
+    security(("bearer" = [])),
+    extensions(("x-permission" = json!("user:read")))
+)]
+#[tracing::instrument(name = "list_users", skip_all, fields(user_id = %user.id))]
+pub async fn list(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    user.require(Permission::UserRead)?;
+    let q = query.into_inner();
+    let (page, limit) = page_and_limit(q.page, q.limit)?;
+    if let Some(s) = &q.status {
+        if UserStatus::parse(s).is_none() {
+            return Err(ApiError::validation("status", "status must be 'active' or 'disabled'."));
+        }
+    }
+    let offset = i64::from(page.saturating_sub(1)) * i64::from(limit);
+    let (rows, total) = users::list(
+        &state.pool,
+        q.role.as_deref(),
+        q.status.as_deref(),
+        offset,
+        i64::from(limit),
+    )
+    .await?;
+    let items: Vec<UserView> = rows.into_iter().map(UserView::from).collect();
+    Ok(envelope::ok(
+        Page {
+            items,
+            pagination: Pagination::new(page, limit, total),
+        },
+        "Users.",
+    ))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NewUser {
+    /// 3 to 32 letters, digits, `.`, `_` or `-`; unique.
+    username: String,
+    email: Option<String>,
+    /// At least 8 characters.
+    password: String,
+    /// A role id (`GET /roles`).
+    role: String,
+    #[serde(default)]
+    quota: QuotaOverrides,
+    /// Requests a minute for this user.
+    rate_limit: Option<u32>,
+}
+
+fn check_username(name: &str) -> Result<(), ApiError> {
+    let ok = (3..=32).contains(&name.chars().count())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::validation(
+            "username",
+            "username must be 3 to 32 letters, digits, '.', '_' or '-'.",
+        ))
+    }
+}
+
+fn check_password(field: &str, password: &str) -> Result<(), ApiError> {
+    let n = password.chars().count();
+    if !(8..=256).contains(&n) {
+        return Err(ApiError::validation(
+            field,
+            format!("{field} must have 8 to 256 characters."),
+        ));
+    }
+    Ok(())
+}
+
+fn check_email(email: &str) -> Result<(), ApiError> {
+    let ok = email.len() <= 254
+        && email
+            .split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
+        && !email.chars().any(char::is_whitespace);
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::validation("email", "email must be an address like name@example.com."))
+    }
+}
+
+fn check_rate(field: &str, rate: Option<u32>) -> Result<(), ApiError> {
+    match rate {
+        Some(0) => Err(ApiError::validation(field, format!("{field} must be at least 1."))),
+        Some(r) if r > 100_000_000 => Err(ApiError::validation(
+            field,
+            format!("{field} must be at most 100000000."),
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/users",
+    tag = "system",
+    request_body = NewUser,
+    responses(
+        (status = 201, description = "Created; recorded as `UserCreated` (without the password).", body = Envelope<UserView>),
+        Invalid,
+        Unauthorized,
+        Forbidden,
+        AccountConflict
+    ),
+    security(("bearer" = [])),
+    extensions(("x-permission" = json!("user:create")))
+)]
+#[tracing::instrument(name = "create_user", skip_all, fields(user_id = %user.id))]
+pub async fn create(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    user.require(Permission::UserCreate)?;
+    let new: NewUser = body::typed(body.into_inner())?;
+    check_username(&new.username)?;
+    check_password("password", &new.password)?;
+    if let Some(email) = &new.email {
+        check_email(email)?;
+    }
+    check_rate("rateLimit", new.rate_limit)?;
+    let id = format!("user-{}", nanoid::nanoid!(10, &ID_ALPHABET));
+    let hash = password::hash(new.password).await?;
+    let command = UserCommand::Create {
+        username: new.username,
+        email: new.email,
+        role: new.role,
+        quota: new.quota,
+        rate_limit: new.rate_limit,
+    };
+    accounts::create_user(&state.pool, &user.meta(Via::Rest), &id, command, &hash)
+        .await
+        .map_err(|e| account_error(&id, e))?;
+    let row = users::by_id(&state.pool, &id)
+        .await?
+        .ok_or_else(|| ApiError::UserNotFound(id.clone()))?;
+    Ok(envelope::success(StatusCode::CREATED, UserView::from(row), "User created."))
+}
+
+/// An account error about user `id`.
+fn account_error(id: &str, e: AccountWriteError) -> ApiError {
+    match e {
+        AccountWriteError::Refused(crate::accounts::AccountError::NotFound) => {
+            ApiError::UserNotFound(id.to_string())
+        }
+        other => ApiError::from_account(other),
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/users/{id}",
+    tag = "system",
+    params(("id" = String, Path, description = "The user's id.")),
+    responses(
+        (status = 200, description = "The user.", body = Envelope<UserView>),
+        Unauthorized,
+        Forbidden,
+        UserMissing
+    ),
+    security(("bearer" = [])),
+    extensions(("x-permission" = json!("user:read")))
+)]
+#[tracing::instrument(name = "get_user", skip_all, fields(user_id = %user.id))]
+pub async fn get(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    user.require(Permission::UserRead)?;
+    let row = users::by_id(&state.pool, &path)
+        .await?
+        .ok_or_else(|| ApiError::UserNotFound(path.to_string()))?;
+    Ok(envelope::ok(UserView::from(row), "The user."))
+}
+
+/// A change: only the fields present change (`null` clears `email` and `rateLimit`).
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct UserUpdate {
+    #[serde(default, deserialize_with = "double")]
+    #[schema(value_type = Option<String>)]
+    email: Option<Option<String>>,
+    /// A new password (at least 8 characters); ends every token the user had.
+    password: Option<String>,
+    role: Option<String>,
+    /// `disabled` ends every token the user has, on REST and open WebSockets, at once.
+    status: Option<UserStatus>,
+    quota: Option<QuotaOverrides>,
+    #[serde(default, deserialize_with = "double")]
+    #[schema(value_type = Option<u32>)]
+    rate_limit: Option<Option<u32>>,
+}
+
+fn double<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[utoipa::path(
+    put,
+    path = "/api/v1/users/{id}",
+    tag = "system",
+    params(("id" = String, Path, description = "The user's id.")),
+    request_body = UserUpdate,
+    responses(
+        (status = 200, description = "Changed; recorded as `UserChanged` and, for a password, `UserPasswordChanged` (without it).", body = Envelope<UserView>),
+        Invalid,
+        Unauthorized,
+        Forbidden,
+        UserMissing,
+        AccountConflict
+    ),
+    security(("bearer" = [])),
+    extensions(("x-permission" = json!("user:update")))
+)]
+#[tracing::instrument(name = "update_user", skip_all, fields(user_id = %user.id))]
+pub async fn update(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<String>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    user.require(Permission::UserUpdate)?;
+    let id = path.into_inner();
+    let update: UserUpdate = body::typed(body.into_inner())?;
+    if let Some(Some(email)) = &update.email {
+        check_email(email)?;
+    }
+    if let Some(password) = &update.password {
+        check_password("password", password)?;
+    }
+    check_rate("rateLimit", update.rate_limit.flatten())?;
+    if id == user.id && (update.status == Some(UserStatus::Disabled) || update.role.is_some()) {
+        return Err(ApiError::Conflict {
+            code: "CANNOT_CHANGE_SELF",
+            message: "You cannot disable yourself or change your own role; ask another administrator.".into(),
+        });
+    }
+    let change = UserChange {
+        email: update.email,
+        role: update.role,
+        status: update.status,
+        quota: update.quota,
+        rate_limit: update.rate_limit,
+    };
+    let mut commands = Vec::new();
+    if !change.is_empty() {
+        commands.push(UserCommand::Change(change));
+    }
+    let hash = match update.password {
+        Some(password) => {
+            commands.push(UserCommand::SetPassword { by_admin: true });
+            Some(password::hash(password).await?)
+        }
+        None => None,
+    };
+    if commands.is_empty() {
+        return Err(ApiError::validation("body", "The request changes nothing."));
+    }
+    accounts::change_user(&state.pool, &user.meta(Via::Rest), &id, &commands, hash.as_deref())
+        .await
+        .map_err(|e| account_error(&id, e))?;
+    state.auth.forget_user(&id);
+    let row = users::by_id(&state.pool, &id)
+        .await?
+        .ok_or_else(|| ApiError::UserNotFound(id.clone()))?;
+    Ok(envelope::ok(UserView::from(row), "User changed."))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct DeleteQuery {
+    /// The id or username of the user who takes over the deleted user's VMs.
+    transfer_to: Option<String>,
+}
+
+#[utoipa::path(
+    delete,
+    path = "/api/v1/users/{id}",
+    tag = "system",
+    params(("id" = String, Path, description = "The user's id."), DeleteQuery),
+    responses(
+        (status = 200, description = "Deleted; recorded as `UserDeleted` (and each VM handed over as `VmOwnerChanged`). The user's tokens stop working.", body = Envelope<Empty>),
+        Invalid,
+        Unauthorized,
+        Forbidden,
+        UserMissing,
+        AccountConflict
+    ),
+    security(("bearer" = [])),
+    extensions(("x-permission" = json!("user:delete")))
+)]
+#[tracing::instrument(name = "delete_user", skip_all, fields(user_id = %user.id))]
+pub async fn delete(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<String>,
+    query: web::Query<DeleteQuery>,
+) -> Result<HttpResponse, ApiError> {
+    user.require(Permission::UserDelete)?;
+    let id = path.into_inner();
+    if id == user.id {
+        return Err(ApiError::Conflict {
+            code: "CANNOT_CHANGE_SELF",
+            message: "You cannot delete yourself; ask another administrator.".into(),
+        });
+    }
+    let doomed = users::by_id(&state.pool, &id)
+        .await?
+        .ok_or_else(|| ApiError::UserNotFound(id.clone()))?;
+    let heir = match &query.transfer_to {
+        None => None,
+        Some(name) => {
+            let found = match users::by_id(&state.pool, name).await? {
+                Some(row) => Some(row),
+                None => users::by_username(&state.pool, name).await?,
+            };
+            match found {
+                Some(row) if row.id != id => Some(row),
+                Some(_) => {
+                    return Err(ApiError::validation(
+                        "transferTo",
+                        "transferTo must name another user than the one deleted.",
+                    ))
+                }
+                None => {
+                    return Err(ApiError::validation(
+                        "transferTo",
+                        format!("No user '{name}' to hand the VMs to."),
+                    ))
+                }
+            }
+        }
+    };
+    if let Some(heir) = &heir {
+        let owner = Owner {
+            id: heir.id.clone(),
+            name: heir.username.clone(),
+        };
+        for vm_id in crate::store::vm_view::owned_by(&state.pool, &doomed.id).await? {
+            let command = VmCommand::ChangeOwner {
+                owner: owner.clone(),
+            };
+            match state
+                .registry
+                .execute(&vm_id, command, user.meta(Via::Rest))
+                .await
+            {
+                // Already the heir's (a retry of a delete that stopped half-way).
+                Ok(_) | Err(ActorError::Refused(VmError::NothingToChange)) => {}
+                Err(e) => return Err(ApiError::from_actor(&vm_id, e)),
+            }
+        }
+    }
+    accounts::delete_user(
+        &state.pool,
+        &user.meta(Via::Rest),
+        &id,
+        heir.map(|h| h.id),
+    )
+    .await
+    .map_err(|e| account_error(&id, e))?;
+    state.auth.forget_user(&id);
+    Ok(envelope::ok(Empty {}, "User deleted."))
+}
