@@ -15,13 +15,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::accounts::LiveConfig;
 use crate::actors::observer;
 use crate::actors::worker::{self, JobWorker, WorkerDeps};
 use crate::actors::VmRegistry;
 use crate::api;
-use crate::app::AppState;
-use crate::accounts::LiveConfig;
 use crate::api::rate_limit::RequestLimiter;
+use crate::app::AppState;
 use crate::auth::login_guard::LoginGuard;
 use crate::auth::{self, AuthCache, TokenKeys};
 use crate::bus::ownership::StreamOwner;

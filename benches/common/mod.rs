@@ -142,6 +142,12 @@ pub fn server_settings(
             retention_secs: 3600,
             ..voidvm::config::NatsSettings::default()
         },
+        // A load harness is one user sending as fast as it can; it measures throughput, not the
+        // per-user budget (whose own cost is part of every request all the same).
+        rate_limit: voidvm::config::RateLimitSettings {
+            requests_per_minute: 100_000_000,
+            ..voidvm::config::RateLimitSettings::default()
+        },
         ..voidvm::config::Settings::default()
     }
 }

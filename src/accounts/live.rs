@@ -312,7 +312,9 @@ pub async fn follow(
         }
         match crate::store::accounts::config(&pool).await {
             Ok((overrides, version)) => live.set(overrides, version),
-            Err(e) => tracing::warn!(error = %crate::telemetry::chain(&e), "the configuration could not be reloaded; keeping the last one"),
+            Err(e) => {
+                tracing::warn!(error = %crate::telemetry::chain(&e), "the configuration could not be reloaded; keeping the last one")
+            }
         }
     }
 }

@@ -79,10 +79,7 @@ fn filter_of(user: &AuthUser, q: &EventsQuery) -> Result<EventFilter, ApiError> 
         .as_deref()
         .map(|t| t.split(',').map(str::trim).map(String::from).collect())
         .unwrap_or_default();
-    if let Some(bad) = types
-        .iter()
-        .find(|t| !known_type(t))
-    {
+    if let Some(bad) = types.iter().find(|t| !known_type(t)) {
         return Err(ApiError::validation(
             "type",
             format!("'{bad}' is not an event type."),

@@ -14,8 +14,8 @@ use super::envelope;
 use super::error::ApiError;
 use crate::accounts::user::UserCommand;
 use crate::accounts::UserStatus;
-use crate::auth::login_guard;
 use crate::app::AppState;
+use crate::auth::login_guard;
 use crate::auth::{password, AuthUser};
 use crate::store::{accounts, users, Via};
 

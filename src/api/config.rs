@@ -140,17 +140,26 @@ pub async fn get(state: web::Data<AppState>, user: AuthUser) -> Result<HttpRespo
 /// needs a restart.
 fn check_sections(body: &Value) -> Result<(), ApiError> {
     let Some(sections) = body.as_object() else {
-        return Err(ApiError::validation("body", "The body must be a JSON object."));
+        return Err(ApiError::validation(
+            "body",
+            "The body must be a JSON object.",
+        ));
     };
     for (section, fields) in sections {
-        if !matches!(section.as_str(), "system" | "limits" | "network" | "storage") {
+        if !matches!(
+            section.as_str(),
+            "system" | "limits" | "network" | "storage"
+        ) {
             return Err(ApiError::validation(
                 section,
                 "Not a section: system, limits, network or storage.",
             ));
         }
         let Some(fields) = fields.as_object() else {
-            return Err(ApiError::validation(section, "A section must be a JSON object."));
+            return Err(ApiError::validation(
+                section,
+                "A section must be a JSON object.",
+            ));
         };
         for field in fields.keys() {
             let path = format!("{section}.{field}");

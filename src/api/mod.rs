@@ -4,7 +4,6 @@
 pub mod answers;
 pub mod audit;
 pub mod auth;
-pub mod users;
 pub mod body;
 pub mod config;
 pub mod envelope;
@@ -17,6 +16,7 @@ pub mod rate_limit;
 pub mod request_id;
 pub mod retry;
 pub mod roles;
+pub mod users;
 pub mod vm_input;
 pub mod vms;
 

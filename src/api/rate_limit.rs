@@ -4,109 +4,110 @@
 //! answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset` (seconds
 //! until the budget is full again); past it, 429 `RATE_LIMITED` with `Retry-After`.
 //!
-//! The budget is a GCRA bucket (the `governor` crate, MIT): a full minute's requests may come at
-//! once, and one more is allowed every `60 s / limit` after. Budgets are per node: a shared one
-//! would cost a database or NATS round trip on every request (see README, "Rate limits").
+//! The budget is a fixed one-minute window per key: the first request opens it, `limit` requests
+//! pass in it, and it resets a minute after it opened (`X-RateLimit-Reset`). That is what "N
+//! requests a minute" and a reset time say to a client. The `governor` crate's GCRA buckets were
+//! tried first and dropped: a bucket of N refilling at N a minute lets close to 2N through in the
+//! first minute, so "the 101st request in a minute" would pass. Budgets are per node: a shared
+//! one would cost a database or NATS round trip on every request (README, "Rate limits").
 
 use std::collections::HashMap;
-use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::hash::{Hash, Hasher};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage, ResponseError};
-use governor::clock::{Clock, DefaultClock};
-use governor::middleware::StateInformationMiddleware;
-use governor::state::keyed::DefaultKeyedStateStore;
-use governor::{Quota, RateLimiter};
 
 use super::error::ApiError;
 use crate::app::AppState;
 use crate::auth::user::{authenticate, bearer};
 use crate::auth::AuthUser;
 
-type Keyed = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
-
-/// Checks between sweeps of idle keys.
-const SWEEP_EVERY: u64 = 10_000;
-
 /// One request's place in its budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
     pub limit: u32,
     pub remaining: u32,
-    /// Seconds until the budget is full again.
+    /// Seconds until the window resets.
     pub reset: u64,
     /// `Some(seconds)` when the request is refused.
     pub retry_after: Option<u64>,
 }
 
-/// The budgets of this node, one bucket per key, one limiter per rate in use.
-#[derive(Default)]
-pub struct RequestLimiter {
-    by_rate: Mutex<HashMap<u32, Arc<Keyed>>>,
-    checks: AtomicU64,
+const WINDOW: Duration = Duration::from_secs(60);
+/// Independent locks, so concurrent requests of different callers rarely wait on each other.
+const SHARDS: usize = 16;
+/// Keys a shard holds before it sweeps closed windows.
+const SWEEP_AT: usize = 4096;
+
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    opened: Instant,
+    count: u32,
 }
 
-fn ceil_secs(nanos: u128) -> u64 {
-    u64::try_from(nanos.div_ceil(1_000_000_000)).unwrap_or(u64::MAX)
+/// The budgets of this node.
+pub struct RequestLimiter {
+    shards: Vec<Mutex<HashMap<String, Window>>>,
+    sweep_at: usize,
+}
+
+impl Default for RequestLimiter {
+    fn default() -> Self {
+        RequestLimiter {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            sweep_at: SWEEP_AT,
+        }
+    }
+}
+
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
 impl RequestLimiter {
-    fn limiter(&self, per_minute: NonZeroU32) -> Arc<Keyed> {
-        let mut by_rate = self.by_rate.lock().unwrap_or_else(|p| p.into_inner());
-        by_rate
-            .entry(per_minute.get())
-            .or_insert_with(|| {
-                Arc::new(
-                    RateLimiter::keyed(Quota::per_minute(per_minute))
-                        .with_middleware::<StateInformationMiddleware>(),
-                )
-            })
-            .clone()
+    /// Counts one request of `key` against `limit` a minute.
+    pub fn check(&self, key: &str, limit: u32) -> Decision {
+        self.check_at(key, limit.max(1), Instant::now())
     }
 
-    /// Counts one request of `key` against `per_minute`.
-    pub fn check(&self, key: &str, per_minute: u32) -> Decision {
-        let rate = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
-        let limit = rate.get();
-        let limiter = self.limiter(rate);
-        if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
-            let all: Vec<Arc<Keyed>> = self
-                .by_rate
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .values()
-                .cloned()
-                .collect();
-            for limiter in all {
-                limiter.retain_recent();
-            }
+    fn check_at(&self, key: &str, limit: u32, now: Instant) -> Decision {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut hasher);
+        let shard = &self.shards[(hasher.finish() % SHARDS as u64) as usize];
+        let mut windows = shard.lock().unwrap_or_else(|p| p.into_inner());
+        if windows.len() >= self.sweep_at {
+            windows.retain(|_, w| now.duration_since(w.opened) < WINDOW);
         }
-        let per_cell_nanos = 60_000_000_000u128 / u128::from(limit);
-        match limiter.check_key(&key.to_string()) {
-            Ok(snapshot) => {
-                let remaining = snapshot.remaining_burst_capacity().min(limit);
-                Decision {
-                    limit,
-                    remaining,
-                    reset: ceil_secs(u128::from(limit - remaining) * per_cell_nanos),
-                    retry_after: None,
-                }
-            }
-            Err(not_until) => {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
-                let retry = ceil_secs(wait.as_nanos()).max(1);
-                Decision {
-                    limit,
-                    remaining: 0,
-                    reset: ceil_secs(u128::from(limit) * per_cell_nanos),
-                    retry_after: Some(retry),
-                }
-            }
+        let window = windows.entry(key.to_string()).or_insert(Window {
+            opened: now,
+            count: 0,
+        });
+        if now.duration_since(window.opened) >= WINDOW {
+            *window = Window {
+                opened: now,
+                count: 0,
+            };
+        }
+        let reset = ceil_secs((window.opened + WINDOW).saturating_duration_since(now)).max(1);
+        if window.count >= limit {
+            return Decision {
+                limit,
+                remaining: 0,
+                reset,
+                retry_after: Some(reset),
+            };
+        }
+        window.count += 1;
+        Decision {
+            limit,
+            remaining: limit - window.count,
+            reset,
+            retry_after: None,
         }
     }
 }
@@ -140,13 +141,18 @@ pub async fn middleware(
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let Some(state) = state.filter(|_| counted(req.path())) else {
-        return next.call(req).await.map(ServiceResponse::map_into_left_body);
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_left_body);
     };
     let addr = req.peer_addr().map(|a| a.ip().to_string());
     let user = match token_of(&req) {
         Some(token) => {
             let request_id = super::request_id::of(req.request());
-            authenticate(&state, &token, request_id, addr.clone()).await.ok()
+            authenticate(&state, &token, request_id, addr.clone())
+                .await
+                .ok()
         }
         None => None,
     };
@@ -195,25 +201,50 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_budget_allows_its_limit_then_refuses_with_a_wait() {
+    fn a_window_passes_its_limit_then_refuses_until_it_resets() {
         let limiter = RequestLimiter::default();
+        let t0 = Instant::now();
         for i in 0..5 {
-            let d = limiter.check("user:a", 5);
-            assert_eq!((d.limit, d.remaining, d.retry_after), (5, 4 - i, None));
+            let d = limiter.check_at("user:a", 5, t0 + Duration::from_secs(i));
+            assert_eq!((d.remaining, d.retry_after), (4 - i as u32, None));
+            assert_eq!(d.reset, 60 - i);
         }
-        let refused = limiter.check("user:a", 5);
-        assert_eq!(refused.remaining, 0);
-        let wait = refused.retry_after.expect("refused");
-        assert!((1..=12).contains(&wait), "{wait}");
-        // Another key has its own budget.
-        assert_eq!(limiter.check("user:b", 5).retry_after, None);
+        let refused = limiter.check_at("user:a", 5, t0 + Duration::from_secs(10));
+        assert_eq!((refused.remaining, refused.retry_after), (0, Some(50)));
+        // Another key has its own window.
+        assert_eq!(limiter.check_at("user:b", 5, t0).retry_after, None);
+        let next = limiter.check_at("user:a", 5, t0 + WINDOW);
+        assert_eq!(
+            (next.remaining, next.retry_after, next.reset),
+            (4, None, 60)
+        );
     }
 
     #[test]
-    fn reset_is_the_time_until_the_budget_is_full() {
-        let limiter = RequestLimiter::default();
-        let first = limiter.check("addr:x", 60);
-        assert_eq!(first.remaining, 59);
-        assert_eq!(first.reset, 1, "one request a second comes back");
+    fn closed_windows_are_swept() {
+        let limiter = RequestLimiter {
+            sweep_at: 8,
+            ..RequestLimiter::default()
+        };
+        let t0 = Instant::now();
+        for i in 0..(8 * SHARDS * 2) {
+            limiter.check_at(&format!("addr:{i}"), 1, t0);
+        }
+        let later = t0 + WINDOW * 2;
+        for i in 0..(8 * SHARDS * 4) {
+            limiter.check_at(&format!("user:{i}"), 1, later);
+        }
+        let stale: usize = limiter
+            .shards
+            .iter()
+            .map(|s| {
+                s.lock()
+                    .unwrap()
+                    .values()
+                    .filter(|w| w.opened == t0)
+                    .count()
+            })
+            .sum();
+        assert_eq!(stale, 0, "closed windows were kept");
     }
 }

@@ -121,7 +121,9 @@ pub struct NewRole {
 fn check_id(id: &str) -> Result<(), ApiError> {
     let ok = (2..=32).contains(&id.len())
         && id.starts_with(|c: char| c.is_ascii_lowercase())
-        && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     if ok {
         Ok(())
     } else {
@@ -134,7 +136,10 @@ fn check_id(id: &str) -> Result<(), ApiError> {
 
 fn check_text(field: &str, text: &str, max: usize) -> Result<(), ApiError> {
     if text.chars().count() > max {
-        return Err(ApiError::validation(field, format!("{field} may have at most {max} characters.")));
+        return Err(ApiError::validation(
+            field,
+            format!("{field} may have at most {max} characters."),
+        ));
     }
     Ok(())
 }
@@ -158,7 +163,9 @@ fn check_rate(rate: Option<u32>) -> Result<(), ApiError> {
 
 fn role_error(id: &str, e: AccountWriteError) -> ApiError {
     match e {
-        AccountWriteError::Refused(AccountError::NotFound) => ApiError::RoleNotFound(id.to_string()),
+        AccountWriteError::Refused(AccountError::NotFound) => {
+            ApiError::RoleNotFound(id.to_string())
+        }
         other => ApiError::from_account(other),
     }
 }
@@ -203,7 +210,11 @@ pub async fn create(
         .await
         .map_err(|e| role_error(&new.id, e))?
         .ok_or_else(|| ApiError::RoleNotFound(new.id.clone()))?;
-    Ok(envelope::success(StatusCode::CREATED, view(&new.id, role), "Role added."))
+    Ok(envelope::success(
+        StatusCode::CREATED,
+        view(&new.id, role),
+        "Role added.",
+    ))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -264,17 +275,26 @@ pub async fn update(
     let change = RoleChange {
         name: update.name,
         description: update.description,
-        permissions: update.permissions.as_deref().map(check_permissions).transpose()?,
+        permissions: update
+            .permissions
+            .as_deref()
+            .map(check_permissions)
+            .transpose()?,
         scope: update.scope,
         rate_limit: update.rate_limit,
     };
     if change.is_empty() {
         return Err(ApiError::validation("body", "The request changes nothing."));
     }
-    let role = accounts::write_role(&state.pool, &user.meta(Via::Rest), &id, RoleCommand::Change(change))
-        .await
-        .map_err(|e| role_error(&id, e))?
-        .ok_or_else(|| ApiError::RoleNotFound(id.clone()))?;
+    let role = accounts::write_role(
+        &state.pool,
+        &user.meta(Via::Rest),
+        &id,
+        RoleCommand::Change(change),
+    )
+    .await
+    .map_err(|e| role_error(&id, e))?
+    .ok_or_else(|| ApiError::RoleNotFound(id.clone()))?;
     Ok(envelope::ok(view(&id, role), "Role changed."))
 }
 

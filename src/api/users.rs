@@ -18,12 +18,12 @@ use super::error::ApiError;
 use super::vms::page_and_limit;
 use crate::accounts::user::{UserChange, UserCommand};
 use crate::accounts::{QuotaOverrides, UserStatus};
+use crate::actors::ActorError;
 use crate::app::AppState;
 use crate::auth::{password, AuthUser, Permission, ID_ALPHABET};
 use crate::store::accounts::{self, AccountWriteError};
 use crate::store::users::{self, UserRow};
 use crate::store::Via;
-use crate::actors::ActorError;
 use crate::vm::{Owner, VmCommand, VmError};
 
 /// A user as the API shows them (never their password or its hash).
@@ -99,7 +99,10 @@ pub async fn list(
     let (page, limit) = page_and_limit(q.page, q.limit)?;
     if let Some(s) = &q.status {
         if UserStatus::parse(s).is_none() {
-            return Err(ApiError::validation("status", "status must be 'active' or 'disabled'."));
+            return Err(ApiError::validation(
+                "status",
+                "status must be 'active' or 'disabled'.",
+            ));
         }
     }
     let offset = i64::from(page.saturating_sub(1)) * i64::from(limit);
@@ -172,13 +175,19 @@ fn check_email(email: &str) -> Result<(), ApiError> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::validation("email", "email must be an address like name@example.com."))
+        Err(ApiError::validation(
+            "email",
+            "email must be an address like name@example.com.",
+        ))
     }
 }
 
 fn check_rate(field: &str, rate: Option<u32>) -> Result<(), ApiError> {
     match rate {
-        Some(0) => Err(ApiError::validation(field, format!("{field} must be at least 1."))),
+        Some(0) => Err(ApiError::validation(
+            field,
+            format!("{field} must be at least 1."),
+        )),
         Some(r) if r > 100_000_000 => Err(ApiError::validation(
             field,
             format!("{field} must be at most 100000000."),
@@ -231,7 +240,11 @@ pub async fn create(
     let row = users::by_id(&state.pool, &id)
         .await?
         .ok_or_else(|| ApiError::UserNotFound(id.clone()))?;
-    Ok(envelope::success(StatusCode::CREATED, UserView::from(row), "User created."))
+    Ok(envelope::success(
+        StatusCode::CREATED,
+        UserView::from(row),
+        "User created.",
+    ))
 }
 
 /// An account error about user `id`.
@@ -332,7 +345,9 @@ pub async fn update(
     if id == user.id && (update.status == Some(UserStatus::Disabled) || update.role.is_some()) {
         return Err(ApiError::Conflict {
             code: "CANNOT_CHANGE_SELF",
-            message: "You cannot disable yourself or change your own role; ask another administrator.".into(),
+            message:
+                "You cannot disable yourself or change your own role; ask another administrator."
+                    .into(),
         });
     }
     let change = UserChange {
@@ -356,9 +371,15 @@ pub async fn update(
     if commands.is_empty() {
         return Err(ApiError::validation("body", "The request changes nothing."));
     }
-    accounts::change_user(&state.pool, &user.meta(Via::Rest), &id, &commands, hash.as_deref())
-        .await
-        .map_err(|e| account_error(&id, e))?;
+    accounts::change_user(
+        &state.pool,
+        &user.meta(Via::Rest),
+        &id,
+        &commands,
+        hash.as_deref(),
+    )
+    .await
+    .map_err(|e| account_error(&id, e))?;
     state.auth.forget_user(&id);
     let row = users::by_id(&state.pool, &id)
         .await?
@@ -452,14 +473,9 @@ pub async fn delete(
             }
         }
     }
-    accounts::delete_user(
-        &state.pool,
-        &user.meta(Via::Rest),
-        &id,
-        heir.map(|h| h.id),
-    )
-    .await
-    .map_err(|e| account_error(&id, e))?;
+    accounts::delete_user(&state.pool, &user.meta(Via::Rest), &id, heir.map(|h| h.id))
+        .await
+        .map_err(|e| account_error(&id, e))?;
     state.auth.forget_user(&id);
     Ok(envelope::ok(Empty {}, "User deleted."))
 }

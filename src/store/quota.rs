@@ -25,7 +25,11 @@ pub fn growth(before: &Vm, after: &Vm) -> Usage {
     }
 }
 
-async fn overrides(conn: &mut PgConnection, owner_id: &str, lock: bool) -> Result<QuotaOverrides, StoreError> {
+async fn overrides(
+    conn: &mut PgConnection,
+    owner_id: &str,
+    lock: bool,
+) -> Result<QuotaOverrides, StoreError> {
     let sql = if lock {
         "SELECT quota FROM users WHERE id = $1 FOR UPDATE"
     } else {
@@ -68,10 +72,17 @@ pub async fn check(
 }
 
 /// The quota of a user (`None` for a role with none).
-pub async fn of_user(pool: &PgPool, user_id: &str, defaults: Option<Quota>) -> Result<Quota, StoreError> {
+pub async fn of_user(
+    pool: &PgPool,
+    user_id: &str,
+    defaults: Option<Quota>,
+) -> Result<Quota, StoreError> {
     let Some(defaults) = defaults else {
         return Ok(Quota::unlimited());
     };
     let mut conn = pool.acquire().await?;
-    Ok(Quota::with(defaults, &overrides(&mut conn, user_id, false).await?))
+    Ok(Quota::with(
+        defaults,
+        &overrides(&mut conn, user_id, false).await?,
+    ))
 }

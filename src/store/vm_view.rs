@@ -113,7 +113,8 @@ pub async fn upsert(conn: &mut PgConnection, vm: &Vm, version: usize) -> Result<
                            WHERE aggregate_type = 'vm' AND aggregate_id = $1), now()),
                  now())
          ON CONFLICT (id) DO UPDATE
-         SET owner_name = EXCLUDED.owner_name, name = EXCLUDED.name, status = EXCLUDED.status,
+         SET owner_id = EXCLUDED.owner_id, owner_name = EXCLUDED.owner_name, name = EXCLUDED.name,
+             status = EXCLUDED.status,
              version = EXCLUDED.version, state = EXCLUDED.state, updated_at = now()
          WHERE vms.version < EXCLUDED.version",
     )
@@ -169,12 +170,12 @@ pub async fn hold_name(conn: &mut PgConnection, before: &Vm, after: &Vm) -> Resu
 
 /// The ids of the VMs `owner_id` owns that are not deleted.
 pub async fn owned_by(pool: &PgPool, owner_id: &str) -> Result<Vec<String>, StoreError> {
-    Ok(
-        sqlx::query_scalar("SELECT id FROM vms WHERE owner_id = $1 AND status <> 'deleted' ORDER BY created_at, id")
-            .bind(owner_id)
-            .fetch_all(pool)
-            .await?,
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM vms WHERE owner_id = $1 AND status <> 'deleted' ORDER BY created_at, id",
     )
+    .bind(owner_id)
+    .fetch_all(pool)
+    .await?)
 }
 
 pub async fn get(pool: &PgPool, id: &str) -> Result<Option<VmView>, StoreError> {

@@ -94,6 +94,12 @@ impl Env {
                 retention_secs: 3600,
                 ..Default::default()
             },
+            // Tests make many requests quickly; the rate-limit tests lower it through /config.
+            rate_limit: voidvm::config::RateLimitSettings {
+                requests_per_minute: 1_000_000,
+                login_failures: 1_000_000,
+                ..Default::default()
+            },
             ..Settings::default()
         }
     }
@@ -119,6 +125,11 @@ impl Env {
             ("VOIDVM_NATS__PREFIX".into(), self.nats_prefix.clone()),
             ("VOIDVM_NATS__STREAM".into(), self.nats_stream.clone()),
             ("VOIDVM_NATS__RETENTION_SECS".into(), "3600".into()),
+            (
+                "VOIDVM_RATE_LIMIT__REQUESTS_PER_MINUTE".into(),
+                "1000000".into(),
+            ),
+            ("VOIDVM_RATE_LIMIT__LOGIN_FAILURES".into(), "1000000".into()),
         ]
         .into_iter()
         .chain(self.extra_vars.iter().cloned())

@@ -1,6 +1,7 @@
 //! The integration tests: one binary, real PostgreSQL and real QEMU (TCG). Run
 //! `scripts/setup.sh` first; a missing service or guest fails a test with a clear message.
 
+mod accounts;
 mod audit;
 mod auth;
 mod bad_input;

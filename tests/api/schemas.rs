@@ -624,7 +624,9 @@ fn account_samples() -> Vec<(&'static str, Value)> {
     use voidvm::accounts::live::{LimitsPatch, SystemPatch};
     use voidvm::accounts::role::RoleChange;
     use voidvm::accounts::user::UserChange;
-    use voidvm::accounts::{ConfigEvent, ConfigOverrides, QuotaOverrides, RoleEvent, UserEvent, UserStatus};
+    use voidvm::accounts::{
+        ConfigEvent, ConfigOverrides, QuotaOverrides, RoleEvent, UserEvent, UserStatus,
+    };
     use voidvm::auth::permission::Scope;
     let user = [
         UserEvent::UserCreated {
@@ -675,16 +677,28 @@ fn account_samples() -> Vec<(&'static str, Value)> {
         },
     };
     let mut all: Vec<(&'static str, Value)> = Vec::new();
-    all.extend(user.iter().map(|e| (e.type_name(), serde_json::to_value(e).expect("json"))));
-    all.extend(role.iter().map(|e| (e.type_name(), serde_json::to_value(e).expect("json"))));
-    all.push((config.type_name(), serde_json::to_value(&config).expect("json")));
+    all.extend(
+        user.iter()
+            .map(|e| (e.type_name(), serde_json::to_value(e).expect("json"))),
+    );
+    all.extend(
+        role.iter()
+            .map(|e| (e.type_name(), serde_json::to_value(e).expect("json"))),
+    );
+    all.push((
+        config.type_name(),
+        serde_json::to_value(&config).expect("json"),
+    ));
     let names: BTreeSet<&str> = all.iter().map(|(n, _)| *n).collect();
     let known: BTreeSet<&str> = UserEvent::TYPE_NAMES
         .into_iter()
         .chain(RoleEvent::TYPE_NAMES)
         .chain(ConfigEvent::TYPE_NAMES)
         .collect();
-    assert_eq!(names, known, "the samples do not cover every account event type");
+    assert_eq!(
+        names, known,
+        "the samples do not cover every account event type"
+    );
     all
 }
 
@@ -693,6 +707,9 @@ fn every_account_event_validates_against_its_schema_and_holds_no_secret() {
     for (name, payload) in account_samples() {
         assert_valid(name, 1, &payload);
         let text = payload.to_string();
-        assert!(!text.contains("password\""), "{name} names a password field: {text}");
+        assert!(
+            !text.contains("password\""),
+            "{name} names a password field: {text}"
+        );
     }
 }
