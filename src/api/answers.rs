@@ -217,7 +217,12 @@ pub struct LogLine {
     pub message: String,
     #[serde(rename = "type")]
     pub event_type: String,
-    pub vm_id: String,
+    /// The VM, for a VM's event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vm_id: Option<String>,
+    /// `vm`, `user`, `role` or `config`; `streamId` is the VM, user or role id.
+    pub stream_type: String,
+    pub stream_id: String,
     pub actor: Option<String>,
     pub job_id: Option<String>,
 }

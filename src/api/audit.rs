@@ -19,6 +19,7 @@ use super::vms::page_and_limit;
 use crate::app::AppState;
 use crate::auth::{AuthUser, Permission};
 use crate::store::audit::AuditEntry;
+use crate::store::audit::StreamType;
 use crate::store::audit::{self, EventFilter, Level};
 use crate::vm::VmEvent;
 
@@ -51,6 +52,9 @@ pub struct EventsQuery {
     limit: Option<u32>,
     /// `ndjson` streams every matching entry as one JSON line each, without paging.
     format: Option<String>,
+    /// Only streams of this kind: `vm`, `user`, `role` or `config` (the last three need
+    /// `user:read`).
+    stream_type: Option<String>,
 }
 
 pub fn parse_time(field: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
@@ -105,8 +109,23 @@ fn filter_of(user: &AuthUser, q: &EventsQuery) -> Result<EventFilter, ApiError> 
         after: q.after,
         before: q.before,
         accounts: user.may(Permission::UserRead),
+        stream_type: stream_type(user, q.stream_type.as_deref())?,
         ..EventFilter::default()
     })
+}
+
+/// The `streamType` filter, checked.
+fn stream_type(user: &AuthUser, value: Option<&str>) -> Result<Option<StreamType>, ApiError> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let kind = StreamType::parse(value).ok_or_else(|| {
+        ApiError::validation("streamType", "streamType must be vm, user, role or config.")
+    })?;
+    if kind != StreamType::Vm {
+        user.require(Permission::UserRead)?;
+    }
+    Ok(Some(kind))
 }
 
 /// An event type of any stream in the log.
@@ -251,8 +270,8 @@ fn error_line() -> web::Bytes {
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[into_params(parameter_in = Query, rename_all = "camelCase")]
 pub struct LogsQuery {
     /// The least severe level to show: info, warn or error (default info).
     level: Option<String>,
@@ -264,6 +283,8 @@ pub struct LogsQuery {
     page: Option<u32>,
     /// Lines per page, 1 to 100 (default 20).
     limit: Option<u32>,
+    /// Only streams of this kind: `vm`, `user`, `role` or `config`.
+    stream_type: Option<String>,
 }
 
 /// `GET /logs`: the log for people, newest first, `level` being the least severe to show.
@@ -308,6 +329,7 @@ pub async fn logs(
         to,
         min_level,
         accounts: user.may(Permission::UserRead),
+        stream_type: stream_type(&user, q.stream_type.as_deref())?,
         ..EventFilter::default()
     };
     let (rows, total) = audit::page_by_offset(&state.pool, &filter, page, limit).await?;
@@ -319,7 +341,9 @@ pub async fn logs(
             level: r.level.clone(),
             message: r.describe(),
             event_type: r.event_type.clone(),
-            vm_id: r.aggregate_id.clone(),
+            vm_id: (r.aggregate_type == "vm").then(|| r.aggregate_id.clone()),
+            stream_type: r.aggregate_type.clone(),
+            stream_id: r.aggregate_id.clone(),
             actor: r.metadata.actor_name.clone(),
             job_id: r.metadata.job_id.clone(),
         })

@@ -34,6 +34,38 @@ pub struct EventFilter {
     /// Also the account streams (users, roles, the configuration), for callers who may read
     /// users; otherwise VM streams only.
     pub accounts: bool,
+    /// Only streams of this kind.
+    pub stream_type: Option<StreamType>,
+}
+
+/// The kinds of stream in the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamType {
+    Vm,
+    User,
+    Role,
+    Config,
+}
+
+impl StreamType {
+    pub fn parse(s: &str) -> Option<StreamType> {
+        match s {
+            "vm" => Some(StreamType::Vm),
+            "user" => Some(StreamType::User),
+            "role" => Some(StreamType::Role),
+            "config" => Some(StreamType::Config),
+            _ => None,
+        }
+    }
+
+    fn condition(self) -> &'static str {
+        match self {
+            StreamType::Vm => "e.aggregate_type = 'vm'",
+            StreamType::User => "e.aggregate_type = 'user'",
+            StreamType::Role => "e.aggregate_type = 'role'",
+            StreamType::Config => "e.aggregate_type = 'config'",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -236,6 +268,12 @@ fn select(filter: &EventFilter, bound: Bound) -> QueryBuilder<'static, Postgres>
 
 /// Which streams a filter reads.
 fn stream_types(filter: &EventFilter) -> &'static str {
+    if filter.vm_id.is_some() || filter.owner_id.is_some() {
+        return "e.aggregate_type = 'vm'";
+    }
+    if let Some(kind) = filter.stream_type {
+        return kind.condition();
+    }
     if filter.accounts && filter.vm_id.is_none() && filter.owner_id.is_none() {
         "e.aggregate_type IN ('vm', 'user', 'role', 'config')"
     } else {

@@ -162,10 +162,11 @@ async fn a_second_database_on_the_same_stream_name_relays_all_of_its_log_once_re
     let pool = sqlx::PgPool::connect(&b.env.database_url)
         .await
         .expect("B's database");
-    let first: i64 = sqlx::query_scalar("SELECT min(position) FROM events")
-        .fetch_one(&pool)
-        .await
-        .expect("B's first position");
+    let first: i64 =
+        sqlx::query_scalar("SELECT min(position) FROM events WHERE aggregate_type = 'vm'")
+            .fetch_one(&pool)
+            .await
+            .expect("B's first position");
     pool.close().await;
     assert_eq!(messages[0].1["position"], first);
     assert!(messages.iter().all(|(_, e)| e["vmId"] == vm_b.as_str()));
