@@ -19,6 +19,7 @@ pub mod publish;
 pub mod reconcile;
 pub mod startup;
 pub mod store;
+pub mod system;
 pub mod telemetry;
 pub mod vm;
 pub mod ws;

@@ -189,6 +189,17 @@ impl Application {
             Duration::from_millis(settings.ws.usage_interval_ms.max(100)),
             shutdown.clone(),
         )));
+        let system = Arc::new(crate::system::SystemState::new(
+            node.clone(),
+            settings.data_dir.clone(),
+            settings.qemu.clone(),
+        ));
+        arbiter.spawn(tasks.track_future(crate::system::sampler::run(
+            system.clone(),
+            pool.clone(),
+            Duration::from_millis(settings.system_sample_interval_ms),
+            shutdown.clone(),
+        )));
         let system_events = SystemEvents::new(bus, instance.clone());
         let stopping = CancellationToken::new();
 
@@ -206,6 +217,7 @@ impl Application {
             ws_limits: ConnectionLimits::new(settings.ws.max_connections_per_user),
             usage,
             stopping: stopping.clone(),
+            system,
         });
         let server = HttpServer::new(move || {
             App::new()

@@ -13,6 +13,7 @@ pub mod jobs;
 pub mod openapi;
 pub mod request_id;
 pub mod retry;
+pub mod system;
 pub mod vm_input;
 pub mod vms;
 
@@ -71,7 +72,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .service(resource!("/jobs", GET => jobs::list))
                 .service(resource!("/jobs/{id}", GET => jobs::get))
                 .service(resource!("/jobs/{id}/wait", GET => jobs::wait))
-                .service(resource!("/jobs/{id}/cancel", POST => jobs::cancel)),
+                .service(resource!("/jobs/{id}/cancel", POST => jobs::cancel))
+                .service(resource!("/system/info", GET => system::info))
+                .service(resource!("/system/stats", GET => system::stats)),
         )
         .default_service(web::to(not_found));
 }

@@ -14,7 +14,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_scalar::Scalar;
 
 use super::answers::ErrorEnvelope;
-use super::{audit, auth, health, jobs, vms, API_VERSION};
+use super::{audit, auth, health, jobs, system, vms, API_VERSION};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -53,6 +53,8 @@ use super::{audit, auth, health, jobs, vms, API_VERSION};
         jobs::get,
         jobs::wait,
         jobs::cancel,
+        system::info,
+        system::stats,
         json,
         page,
     ),
@@ -65,6 +67,7 @@ use super::{audit, auth, health, jobs, vms, API_VERSION};
         (name = "jobs", description = "The work a command starts."),
         (name = "audit", description = "The event log: who did what to which VM, and when."),
         (name = "feed", description = "The real-time WebSocket feed."),
+        (name = "system", description = "The host, this node, and what happened over a period."),
         (name = "health", description = "Liveness and readiness, outside the versioned API."),
         (name = "meta", description = "This document."),
     )

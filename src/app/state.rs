@@ -14,6 +14,7 @@ use crate::bus::Hub;
 use crate::config::Settings;
 use crate::hypervisor::images::ImageCatalog;
 use crate::hypervisor::Hypervisor;
+use crate::system::SystemState;
 use crate::ws::limits::ConnectionLimits;
 use crate::ws::usage::UsageBoard;
 
@@ -36,4 +37,6 @@ pub struct AppState {
     pub usage: Arc<UsageBoard>,
     /// Cancelled when the server begins to stop: WebSocket connections close with "going away".
     pub stopping: CancellationToken,
+    /// This node's id and host figures for `/system/*`.
+    pub system: Arc<SystemState>,
 }

@@ -16,6 +16,8 @@ pub mod jobs;
 pub mod log_identity;
 pub mod metadata;
 pub mod repository;
+pub mod system_samples;
+pub mod system_stats;
 pub mod upcasters;
 pub mod users;
 pub mod visible;

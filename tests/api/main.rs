@@ -22,5 +22,6 @@ mod sessions;
 mod settings;
 mod snapshots;
 mod stream_owner;
+mod system;
 mod transactions;
 mod ws_client;

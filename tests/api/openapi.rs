@@ -175,6 +175,8 @@ fn the_document_describes_every_route_with_its_answers() {
         ("get", "/api/v1/jobs/{id}"),
         ("get", "/api/v1/jobs/{id}/wait"),
         ("post", "/api/v1/jobs/{id}/cancel"),
+        ("get", "/api/v1/system/info"),
+        ("get", "/api/v1/system/stats"),
         ("get", "/api/v1/openapi.json"),
         ("get", "/api/v1/docs"),
         ("get", "/ws"),
