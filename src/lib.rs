@@ -13,6 +13,7 @@ pub mod bus;
 pub mod config;
 pub mod hypervisor;
 pub mod job_events;
+pub mod metrics;
 pub mod monitor;
 pub mod node;
 pub mod publish;

@@ -217,6 +217,7 @@ impl Application {
             ws_limits: ConnectionLimits::new(settings.ws.max_connections_per_user),
             usage,
             stopping: stopping.clone(),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
             system,
         });
         let server = HttpServer::new(move || {
@@ -225,6 +226,9 @@ impl Application {
                 .wrap(ErrorHandlers::new().default_handler(api::bare_errors))
                 .wrap(DefaultHeaders::new().add(("X-API-Version", api::API_VERSION)))
                 .wrap(actix_web::middleware::from_fn(api::request_id::middleware))
+                .wrap(actix_web::middleware::from_fn(
+                    crate::metrics::http::middleware,
+                ))
                 .wrap(tracing_actix_web::TracingLogger::default())
                 .app_data(state.clone())
                 .app_data(api::body::json_config())

@@ -10,6 +10,7 @@ pub mod error;
 pub mod health;
 pub mod input;
 pub mod jobs;
+pub mod metrics;
 pub mod openapi;
 pub mod request_id;
 pub mod retry;
@@ -43,6 +44,7 @@ macro_rules! resource {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(resource!("/health", GET => health::health))
         .service(resource!("/ready", GET => health::ready))
+        .service(resource!("/metrics", GET => metrics::metrics))
         .service(resource!("/ws", GET => crate::ws::connect))
         .service(
             web::scope("/api/v1")

@@ -14,7 +14,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_scalar::Scalar;
 
 use super::answers::ErrorEnvelope;
-use super::{audit, auth, health, jobs, system, vms, API_VERSION};
+use super::{audit, auth, health, jobs, metrics, system, vms, API_VERSION};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -55,6 +55,7 @@ use super::{audit, auth, health, jobs, system, vms, API_VERSION};
         jobs::cancel,
         system::info,
         system::stats,
+        metrics::metrics,
         json,
         page,
     ),
@@ -69,6 +70,7 @@ use super::{audit, auth, health, jobs, system, vms, API_VERSION};
         (name = "feed", description = "The real-time WebSocket feed."),
         (name = "system", description = "The host, this node, and what happened over a period."),
         (name = "health", description = "Liveness and readiness, outside the versioned API."),
+        (name = "metrics", description = "The Prometheus scrape, outside the versioned API."),
         (name = "meta", description = "This document."),
     )
 )]

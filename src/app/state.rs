@@ -14,6 +14,7 @@ use crate::bus::Hub;
 use crate::config::Settings;
 use crate::hypervisor::images::ImageCatalog;
 use crate::hypervisor::Hypervisor;
+use crate::metrics::Metrics;
 use crate::system::SystemState;
 use crate::ws::limits::ConnectionLimits;
 use crate::ws::usage::UsageBoard;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub usage: Arc<UsageBoard>,
     /// Cancelled when the server begins to stop: WebSocket connections close with "going away".
     pub stopping: CancellationToken,
+    /// What `/metrics` counts as it happens (the rate limiter counts refusals here).
+    pub metrics: Arc<Metrics>,
     /// This node's id and host figures for `/system/*`.
     pub system: Arc<SystemState>,
 }

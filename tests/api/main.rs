@@ -13,6 +13,7 @@ mod idempotency;
 mod jobs;
 mod leases;
 mod lifecycle;
+mod metrics;
 mod observations;
 mod openapi;
 mod processes;

@@ -177,6 +177,7 @@ fn the_document_describes_every_route_with_its_answers() {
         ("post", "/api/v1/jobs/{id}/cancel"),
         ("get", "/api/v1/system/info"),
         ("get", "/api/v1/system/stats"),
+        ("get", "/metrics"),
         ("get", "/api/v1/openapi.json"),
         ("get", "/api/v1/docs"),
         ("get", "/ws"),
@@ -203,6 +204,7 @@ fn the_document_describes_every_route_with_its_answers() {
                 | "/ws"
                 | "/health"
                 | "/ready"
+                | "/metrics"
         );
         assert_eq!(
             op["security"].is_array(),
