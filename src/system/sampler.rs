@@ -38,7 +38,8 @@ async fn sample_forever(state: &SystemState, pool: &PgPool, every: Duration) {
     let mut monitor = HostMonitor::new(state.data_dir.clone());
     // The first reading only primes the CPU figure (it is measured between two readings).
     monitor.sample();
-    let mut tick = tokio::time::interval(every);
+    // Settings are validated to at least 100 ms; a zero would stop the timer from working.
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     tick.tick().await;
     let mut prune_at = Instant::now();
