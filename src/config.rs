@@ -58,6 +58,9 @@ pub struct Settings {
     pub nats_url: String,
     pub nats: NatsSettings,
     pub ws: WsSettings,
+    /// Milliseconds between samples of the host's CPU and memory kept for `/system/stats`
+    /// (`VOIDVM_SYSTEM_SAMPLE_INTERVAL_MS`).
+    pub system_sample_interval_ms: u64,
     /// How log lines are written to stderr (`VOIDVM_LOG_FORMAT`): `text` or `json`.
     pub log_format: LogFormat,
 }
@@ -228,6 +231,7 @@ impl Default for Settings {
             nats_url: "nats://127.0.0.1:4222".to_string(),
             nats: NatsSettings::default(),
             ws: WsSettings::default(),
+            system_sample_interval_ms: 10_000,
             log_format: LogFormat::Text,
         }
     }
@@ -340,6 +344,11 @@ impl Settings {
         }
         if ws.ping_interval_secs == 0 || ws.idle_timeout_secs <= ws.ping_interval_secs {
             return bad("ws.idle_timeout_secs must be longer than ws.ping_interval_secs");
+        }
+        if self.system_sample_interval_ms < 100 {
+            return bad(
+                "system_sample_interval_ms (VOIDVM_SYSTEM_SAMPLE_INTERVAL_MS) must be at least 100",
+            );
         }
         let l = &self.limits;
         if l.cpu_max == 0 || l.memory_min_mib > l.memory_max_mib || l.disk_min_gib > l.disk_max_gib

@@ -192,6 +192,17 @@ impl Application {
             Duration::from_millis(settings.ws.usage_interval_ms.max(100)),
             shutdown.clone(),
         )));
+        let system = Arc::new(crate::system::SystemState::new(
+            node.clone(),
+            settings.data_dir.clone(),
+            settings.qemu.clone(),
+        ));
+        arbiter.spawn(tasks.track_future(crate::system::sampler::run(
+            system.clone(),
+            pool.clone(),
+            Duration::from_millis(settings.system_sample_interval_ms),
+            shutdown.clone(),
+        )));
         let system_events = SystemEvents::new(bus, instance.clone());
         let stopping = CancellationToken::new();
 
@@ -224,6 +235,8 @@ impl Application {
             ws_limits: ConnectionLimits::new(settings.ws.max_connections_per_user),
             usage,
             stopping: stopping.clone(),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
+            system,
         });
         let server = HttpServer::new(move || {
             App::new()
@@ -232,6 +245,9 @@ impl Application {
                 .wrap(ErrorHandlers::new().default_handler(api::bare_errors))
                 .wrap(DefaultHeaders::new().add(("X-API-Version", api::API_VERSION)))
                 .wrap(actix_web::middleware::from_fn(api::request_id::middleware))
+                .wrap(actix_web::middleware::from_fn(
+                    crate::metrics::http::middleware,
+                ))
                 .wrap(tracing_actix_web::TracingLogger::default())
                 .app_data(state.clone())
                 .app_data(api::body::json_config())

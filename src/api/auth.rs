@@ -17,6 +17,7 @@ use crate::accounts::UserStatus;
 use crate::app::AppState;
 use crate::auth::login_guard;
 use crate::auth::{password, AuthUser};
+use crate::metrics::RateLimitKind;
 use crate::store::{accounts, users, Via};
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -52,6 +53,7 @@ pub async fn login(
         .login_guard
         .check(&keys, live.login_failures, period, Instant::now())
     {
+        state.metrics.rate_limited(RateLimitKind::Login);
         return Err(ApiError::RateLimited {
             limit: live.login_failures,
             retry_after: wait.as_secs().max(1),

@@ -33,14 +33,25 @@ pub fn payload_config() -> web::PayloadConfig {
 }
 
 pub fn query_config() -> web::QueryConfig {
-    web::QueryConfig::default().error_handler(|err, _req| {
-        let message = match &err {
-            QueryPayloadError::Deserialize(e) => e.to_string(),
-            other => other.to_string(),
-        };
-        let field = field_from_message(&message).unwrap_or_else(|| "query".to_string());
-        ApiError::validation(&field, message).into()
-    })
+    web::QueryConfig::default().error_handler(|err, _req| query_error(&err).into())
+}
+
+/// A query string that does not parse, as a validation error naming the field.
+fn query_error(err: &QueryPayloadError) -> ApiError {
+    let message = match err {
+        QueryPayloadError::Deserialize(e) => e.to_string(),
+        other => other.to_string(),
+    };
+    let field = field_from_message(&message).unwrap_or_else(|| "query".to_string());
+    ApiError::validation(&field, message)
+}
+
+/// Parses the query string as `T` with the errors of [`query_config`], for a handler that must
+/// check something (a permission) before the query is read.
+pub fn query<T: DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
+    web::Query::<T>::from_query(req.query_string())
+        .map(web::Query::into_inner)
+        .map_err(|err| query_error(&err))
 }
 
 /// Reads an optional JSON body: empty means `T::default()`. Used by commands whose body may be

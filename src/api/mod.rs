@@ -11,11 +11,13 @@ pub mod error;
 pub mod health;
 pub mod input;
 pub mod jobs;
+pub mod metrics;
 pub mod openapi;
 pub mod rate_limit;
 pub mod request_id;
 pub mod retry;
 pub mod roles;
+pub mod system;
 pub mod users;
 pub mod vm_input;
 pub mod vms;
@@ -46,6 +48,7 @@ macro_rules! resource {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(resource!("/health", GET => health::health))
         .service(resource!("/ready", GET => health::ready))
+        .service(resource!("/metrics", GET => metrics::metrics))
         .service(resource!("/ws", GET => crate::ws::connect))
         .service(
             web::scope("/api/v1")
@@ -86,7 +89,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .service(resource!("/permissions", GET => roles::permissions))
                 .service(resource!("/roles", GET => roles::list, POST => roles::create))
                 .service(resource!("/roles/{id}", PUT => roles::update, DELETE => roles::delete))
-                .service(resource!("/config", GET => config::get, PUT => config::put)),
+                .service(resource!("/config", GET => config::get, PUT => config::put))
+                .service(resource!("/system/info", GET => system::info))
+                .service(resource!("/system/stats", GET => system::stats)),
         )
         .default_service(web::to(not_found));
 }

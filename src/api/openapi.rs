@@ -14,7 +14,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_scalar::Scalar;
 
 use super::answers::ErrorEnvelope;
-use super::{audit, auth, config, health, jobs, roles, users, vms, API_VERSION};
+use super::{audit, auth, config, health, jobs, metrics, roles, system, users, vms, API_VERSION};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -65,6 +65,9 @@ use super::{audit, auth, config, health, jobs, roles, users, vms, API_VERSION};
         roles::delete,
         config::get,
         config::put,
+        system::info,
+        system::stats,
+        metrics::metrics,
         json,
         page,
     ),
@@ -78,7 +81,9 @@ use super::{audit, auth, config, health, jobs, roles, users, vms, API_VERSION};
         (name = "audit", description = "The event log: who did what to which VM, and when."),
         (name = "system", description = "Users, roles, permissions and the configuration (the system page)."),
         (name = "feed", description = "The real-time WebSocket feed."),
+        (name = "system", description = "The host, this node, and what happened over a period."),
         (name = "health", description = "Liveness and readiness, outside the versioned API."),
+        (name = "metrics", description = "The Prometheus scrape, outside the versioned API."),
         (name = "meta", description = "This document."),
     )
 )]

@@ -26,6 +26,7 @@ use super::error::ApiError;
 use crate::app::AppState;
 use crate::auth::user::{authenticate, bearer};
 use crate::auth::AuthUser;
+use crate::metrics::RateLimitKind;
 
 /// One request's place in its budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,6 +181,7 @@ pub async fn middleware(
                 retry_after,
             };
             tracing::debug!(key, limit = decision.limit, "rate limited");
+            state.metrics.rate_limited(RateLimitKind::Request);
             let (req, _) = req.into_parts();
             ServiceResponse::new(req, refused.error_response()).map_into_right_body()
         }

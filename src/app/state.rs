@@ -17,6 +17,8 @@ use crate::bus::Hub;
 use crate::config::Settings;
 use crate::hypervisor::images::ImageCatalog;
 use crate::hypervisor::Hypervisor;
+use crate::metrics::Metrics;
+use crate::system::SystemState;
 use crate::ws::limits::ConnectionLimits;
 use crate::ws::usage::UsageBoard;
 
@@ -47,4 +49,8 @@ pub struct AppState {
     pub usage: Arc<UsageBoard>,
     /// Cancelled when the server begins to stop: WebSocket connections close with "going away".
     pub stopping: CancellationToken,
+    /// What `/metrics` counts as it happens (the rate limiter counts refusals here).
+    pub metrics: Arc<Metrics>,
+    /// This node's id and host figures for `/system/*`.
+    pub system: Arc<SystemState>,
 }

@@ -28,7 +28,7 @@ use super::Bus;
 use crate::store::feed;
 
 /// The offset row this relay keeps in `relay_offsets`.
-const OFFSET_NAME: &str = "nats";
+pub const OFFSET_NAME: &str = "nats";
 /// "voidvm-relay" as a lock key.
 const LEADER_LOCK: i64 = 0x0076_6f69_6472_656c;
 /// How long to wait for a wake-up before looking at the log anyway.

@@ -199,7 +199,7 @@ async fn lock_user(
     tx: &mut Transaction<'_, Postgres>,
     id: &str,
 ) -> Result<UserRow, AccountWriteError> {
-    super::users::by_id_for_update(&mut **tx, id)
+    super::users::by_id_for_update(tx, id)
         .await?
         .ok_or(AccountWriteError::Refused(AccountError::NotFound))
 }

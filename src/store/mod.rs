@@ -17,6 +17,8 @@ pub mod log_identity;
 pub mod metadata;
 pub mod quota;
 pub mod repository;
+pub mod system_samples;
+pub mod system_stats;
 pub mod upcasters;
 pub mod users;
 pub mod visible;

@@ -41,6 +41,12 @@ impl ConnectionLimits {
         })
     }
 
+    /// Every user's open connections together (`/metrics`).
+    pub fn open_total(&self) -> usize {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.values().sum()
+    }
+
     pub fn open_for(&self, user_id: &str) -> usize {
         let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         open.get(user_id).copied().unwrap_or(0)
@@ -78,8 +84,10 @@ mod tests {
         let limits = ConnectionLimits::new(1);
         let a = limits.acquire("u1");
         assert!(limits.acquire("u1").is_none());
+        assert_eq!(limits.open_total(), 1);
         drop(a);
         assert_eq!(limits.open_for("u1"), 0);
+        assert_eq!(limits.open_total(), 0);
         assert!(limits.acquire("u1").is_some());
     }
 }

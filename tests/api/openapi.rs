@@ -187,6 +187,9 @@ fn the_document_describes_every_route_with_its_answers() {
         ("delete", "/api/v1/roles/{id}"),
         ("get", "/api/v1/config"),
         ("put", "/api/v1/config"),
+        ("get", "/api/v1/system/info"),
+        ("get", "/api/v1/system/stats"),
+        ("get", "/metrics"),
         ("get", "/api/v1/openapi.json"),
         ("get", "/api/v1/docs"),
         ("get", "/ws"),
@@ -213,6 +216,7 @@ fn the_document_describes_every_route_with_its_answers() {
                 | "/ws"
                 | "/health"
                 | "/ready"
+                | "/metrics"
         );
         assert_eq!(
             op["security"].is_array(),

@@ -82,6 +82,7 @@ const SETTINGS: &[Setting] = &[
     s("VOIDVM_WS__MONITOR_MIN_INTERVAL_MS", "200", "200"),
     s("VOIDVM_WS__MONITOR_MAX_INTERVAL_MS", "10000", "10000"),
     s("VOIDVM_WS__USAGE_INTERVAL_MS", "1000", "1000"),
+    s("VOIDVM_SYSTEM_SAMPLE_INTERVAL_MS", "300", "300"),
     s("VOIDVM_LOG_FORMAT", "json", "\"json\""),
 ];
 
@@ -399,6 +400,25 @@ async fn check_effects(env: &Env, server: &Server) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "no job was claimed by the node"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The host sampler writes this node's samples every 300 ms.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let samples: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM system_samples WHERE node_id = 'settings-node'",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("system_samples");
+        if samples >= 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "VOIDVM_SYSTEM_SAMPLE_INTERVAL_MS: no samples were written"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -36,12 +36,11 @@ impl Connection {
         self.user
             .require(topic.permission())
             .map_err(Refusal::Api)?;
-        match &topic {
-            Topic::VmStatus { vm_id } => match vm_view::get(&self.state.pool, vm_id).await? {
+        if let Topic::VmStatus { vm_id } = &topic {
+            match vm_view::get(&self.state.pool, vm_id).await? {
                 Some(vm) if self.user.may_access(&vm.owner_id) => {}
                 _ => return Err(Refusal::Api(ApiError::VmNotFound(vm_id.clone()))),
-            },
-            _ => {}
+            }
         }
         match topic {
             Topic::SystemEvent => {
