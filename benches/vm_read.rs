@@ -85,6 +85,12 @@ async fn run(per_client: usize) {
         data_dir: data_dir.clone(),
         accel: AccelSetting::Tcg,
         jwt_secret: Some("bench-secret-bench-secret-bench-secret-00".into()),
+        // One user sending as fast as it can: the per-user budget is not what is measured.
+        rate_limit: voidvm::config::RateLimitSettings {
+            requests_per_minute: 100_000_000,
+            login_failures: 100_000_000,
+            ..voidvm::config::RateLimitSettings::default()
+        },
         // Nothing to publish: this bench's log stays out of the shared stream.
         nats: NatsSettings {
             relay: false,

@@ -124,6 +124,12 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) -> Result<(), Box<dy
         images_dir: Some(images),
         accel: AccelSetting::Tcg,
         jwt_secret: Some("bench-secret-bench-secret-bench-secret-00".into()),
+        // One user sending as fast as it can: the per-user budget is not what is measured.
+        rate_limit: voidvm::config::RateLimitSettings {
+            requests_per_minute: 100_000_000,
+            login_failures: 100_000_000,
+            ..voidvm::config::RateLimitSettings::default()
+        },
         workers: 2,
         nats_url: NATS_URL.to_string(),
         nats: NatsSettings {

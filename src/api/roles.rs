@@ -14,6 +14,7 @@ use super::envelope;
 use super::error::ApiError;
 use crate::accounts::role::{RoleChange, RoleCommand};
 use crate::accounts::{AccountError, Role};
+use crate::app::access::may_grant;
 use crate::app::AppState;
 use crate::auth::permission::{Grants, PermissionInfo, Scope};
 use crate::auth::{AuthUser, Permission};
@@ -151,6 +152,19 @@ fn check_permissions(ids: &[String]) -> Result<Vec<String>, ApiError> {
         .map_err(|e| ApiError::validation("permissions", format!("{e}.")))
 }
 
+/// 403 unless the caller holds every permission (and the scope) the role would grant.
+fn check_within(user: &AuthUser, permissions: &[String], scope: Scope) -> Result<(), ApiError> {
+    let grants = Grants::parse(permissions).unwrap_or(Grants::Everything);
+    if may_grant(user, &grants, scope) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!(
+            "The role would grant more than your role '{}' does; a role can only be given what you hold.",
+            user.role.id
+        )))
+    }
+}
+
 fn check_rate(rate: Option<u32>) -> Result<(), ApiError> {
     match rate {
         Some(r) if r == 0 || r > 100_000_000 => Err(ApiError::validation(
@@ -199,11 +213,14 @@ pub async fn create(
     check_text("name", &new.name, 64)?;
     check_text("description", &new.description, 500)?;
     check_rate(new.rate_limit)?;
+    let permissions = check_permissions(&new.permissions)?;
+    let scope = new.scope.unwrap_or(Scope::Own);
+    check_within(&user, &permissions, scope)?;
     let command = RoleCommand::Create {
         name: new.name,
         description: new.description,
-        permissions: check_permissions(&new.permissions)?,
-        scope: new.scope.unwrap_or(Scope::Own),
+        permissions,
+        scope,
         rate_limit: new.rate_limit,
     };
     let role = accounts::write_role(&state.pool, &user.meta(Via::Rest), &new.id, command)
@@ -272,6 +289,17 @@ pub async fn update(
         check_text("description", description, 500)?;
     }
     check_rate(update.rate_limit.flatten())?;
+    // The role as it is, and as it would be, must both be within the caller's.
+    let current = accounts::role(&state.pool, &id)
+        .await?
+        .ok_or_else(|| ApiError::RoleNotFound(id.clone()))?;
+    let current_scope = Scope::parse(&current.scope).unwrap_or(Scope::All);
+    check_within(&user, &current.permissions, current_scope)?;
+    check_within(
+        &user,
+        update.permissions.as_deref().unwrap_or(&current.permissions),
+        update.scope.unwrap_or(current_scope),
+    )?;
     let change = RoleChange {
         name: update.name,
         description: update.description,
@@ -320,6 +348,10 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     user.require(Permission::RoleDelete)?;
     let id = path.into_inner();
+    if let Some(current) = accounts::role(&state.pool, &id).await? {
+        let scope = Scope::parse(&current.scope).unwrap_or(Scope::All);
+        check_within(&user, &current.permissions, scope)?;
+    }
     accounts::write_role(&state.pool, &user.meta(Via::Rest), &id, RoleCommand::Delete)
         .await
         .map_err(|e| role_error(&id, e))?;

@@ -19,7 +19,9 @@ use super::vms::page_and_limit;
 use crate::accounts::user::{UserChange, UserCommand};
 use crate::accounts::{QuotaOverrides, UserStatus};
 use crate::actors::ActorError;
+use crate::app::access::may_grant;
 use crate::app::AppState;
+use crate::auth::permission::{Grants, Scope};
 use crate::auth::{password, AuthUser, Permission, ID_ALPHABET};
 use crate::store::accounts::{self, AccountWriteError};
 use crate::store::users::{self, UserRow};
@@ -225,6 +227,7 @@ pub async fn create(
         check_email(email)?;
     }
     check_rate("rateLimit", new.rate_limit)?;
+    check_grantable(&state, &user, &new.role).await?;
     let id = format!("user-{}", nanoid::nanoid!(10, &ID_ALPHABET));
     let hash = password::hash(new.password).await?;
     let command = UserCommand::Create {
@@ -245,6 +248,23 @@ pub async fn create(
         UserView::from(row),
         "User created.",
     ))
+}
+
+/// 403 unless the caller holds every permission (and the scope) of role `role`.
+async fn check_grantable(state: &AppState, user: &AuthUser, role: &str) -> Result<(), ApiError> {
+    let Some(row) = crate::store::accounts::role(&state.pool, role).await? else {
+        return Err(ApiError::validation("role", format!("Role '{role}' does not exist.")));
+    };
+    let grants = Grants::parse(&row.permissions).unwrap_or(Grants::Everything);
+    let scope = Scope::parse(&row.scope).unwrap_or(Scope::All);
+    if may_grant(user, &grants, scope) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!(
+            "Role '{role}' grants more than your role '{}' does; only a role within yours can be given or managed.",
+            user.role.id
+        )))
+    }
 }
 
 /// An account error about user `id`.
@@ -350,6 +370,13 @@ pub async fn update(
                     .into(),
         });
     }
+    let target = users::by_id(&state.pool, &id)
+        .await?
+        .ok_or_else(|| ApiError::UserNotFound(id.clone()))?;
+    check_grantable(&state, &user, &target.role).await?;
+    if let Some(role) = &update.role {
+        check_grantable(&state, &user, role).await?;
+    }
     let change = UserChange {
         email: update.email,
         role: update.role,
@@ -429,6 +456,7 @@ pub async fn delete(
     let doomed = users::by_id(&state.pool, &id)
         .await?
         .ok_or_else(|| ApiError::UserNotFound(id.clone()))?;
+    check_grantable(&state, &user, &doomed.role).await?;
     let heir = match &query.transfer_to {
         None => None,
         Some(name) => {

@@ -33,3 +33,20 @@ pub async fn readable(
 pub fn quota_defaults(state: &AppState, user: &AuthUser) -> Option<crate::accounts::Quota> {
     (!user.role.unlimited()).then(|| state.live.get().quota)
 }
+
+/// Whether `caller` may hand out (or manage a holder of) a role granting `grants` over `scope`:
+/// only what the caller holds themselves, so no one can raise anyone, themselves included,
+/// above their own role.
+pub fn may_grant(
+    caller: &AuthUser,
+    grants: &crate::auth::permission::Grants,
+    scope: crate::auth::permission::Scope,
+) -> bool {
+    use crate::auth::permission::{Grants, Scope};
+    let within = match (&caller.role.grants, grants) {
+        (Grants::Everything, _) => true,
+        (Grants::Only(_), Grants::Everything) => false,
+        (Grants::Only(mine), Grants::Only(theirs)) => theirs.is_subset(mine),
+    };
+    within && (scope == Scope::Own || caller.role.scope == Scope::All)
+}
