@@ -7,7 +7,7 @@
 
 use std::sync::RwLock;
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 
 use super::quota::Quota;
 use crate::config::Settings;
@@ -27,38 +27,31 @@ pub struct LiveSettings {
     pub login_lockout_seconds: u64,
 }
 
-/// Reads a present field as `Some(value)` and `null` as `Some(None)`; an absent one is `None`.
-fn double<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
-}
-
 /// A change to the `system` section: a number sets an override, `null` clears it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SystemPatch {
     #[serde(
         default,
-        deserialize_with = "double",
+        deserialize_with = "super::present_or_null",
         skip_serializing_if = "Option::is_none"
     )]
     pub max_vms_per_user: Option<Option<u64>>,
     #[serde(
         default,
-        deserialize_with = "double",
+        deserialize_with = "super::present_or_null",
         skip_serializing_if = "Option::is_none"
     )]
     pub max_vcpus_per_user: Option<Option<u64>>,
     #[serde(
         default,
-        deserialize_with = "double",
+        deserialize_with = "super::present_or_null",
         skip_serializing_if = "Option::is_none"
     )]
     pub max_memory_per_user: Option<Option<u64>>,
     #[serde(
         default,
-        deserialize_with = "double",
+        deserialize_with = "super::present_or_null",
         skip_serializing_if = "Option::is_none"
     )]
     pub max_disk_per_user: Option<Option<u64>>,
@@ -70,19 +63,19 @@ pub struct SystemPatch {
 pub struct LimitsPatch {
     #[serde(
         default,
-        deserialize_with = "double",
+        deserialize_with = "super::present_or_null",
         skip_serializing_if = "Option::is_none"
     )]
     pub requests_per_minute: Option<Option<u32>>,
     #[serde(
         default,
-        deserialize_with = "double",
+        deserialize_with = "super::present_or_null",
         skip_serializing_if = "Option::is_none"
     )]
     pub login_failures: Option<Option<u32>>,
     #[serde(
         default,
-        deserialize_with = "double",
+        deserialize_with = "super::present_or_null",
         skip_serializing_if = "Option::is_none"
     )]
     pub login_lockout_seconds: Option<Option<u64>>,

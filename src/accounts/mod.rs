@@ -17,6 +17,16 @@ pub use quota::{Quota, QuotaOverrides, QuotaResource, Usage};
 pub use role::{Role, RoleCommand, RoleEvent};
 pub use user::{User, UserCommand, UserEvent, UserStatus};
 
+/// Reads a present field as `Some(value)` and `null` as `Some(None)`; with `#[serde(default)]`
+/// an absent one is `None`. Changes use it to tell "clear this" from "leave it".
+pub fn present_or_null<'de, T, D>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: serde::Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(d).map(Some)
+}
+
 /// Why an account command is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AccountError {

@@ -12,6 +12,7 @@ use super::answers::{Empty, Envelope};
 use super::body;
 use super::envelope;
 use super::error::ApiError;
+use super::users::check_rate;
 use crate::accounts::role::{RoleChange, RoleCommand};
 use crate::accounts::{AccountError, Role};
 use crate::app::access::may_grant;
@@ -165,16 +166,6 @@ fn check_within(user: &AuthUser, permissions: &[String], scope: Scope) -> Result
     }
 }
 
-fn check_rate(rate: Option<u32>) -> Result<(), ApiError> {
-    match rate {
-        Some(r) if r == 0 || r > 100_000_000 => Err(ApiError::validation(
-            "rateLimit",
-            "rateLimit must be from 1 to 100000000.",
-        )),
-        _ => Ok(()),
-    }
-}
-
 fn role_error(id: &str, e: AccountWriteError) -> ApiError {
     match e {
         AccountWriteError::Refused(AccountError::NotFound) => {
@@ -212,7 +203,7 @@ pub async fn create(
     }
     check_text("name", &new.name, 64)?;
     check_text("description", &new.description, 500)?;
-    check_rate(new.rate_limit)?;
+    check_rate("rateLimit", new.rate_limit)?;
     let permissions = check_permissions(&new.permissions)?;
     let scope = new.scope.unwrap_or(Scope::Own);
     check_within(&user, &permissions, scope)?;
@@ -242,15 +233,9 @@ pub struct RoleUpdate {
     permissions: Option<Vec<String>>,
     scope: Option<Scope>,
     /// `null` returns the role to the configured default.
-    #[serde(default, deserialize_with = "double")]
+    #[serde(default, deserialize_with = "crate::accounts::present_or_null")]
     #[schema(value_type = Option<u32>)]
     rate_limit: Option<Option<u32>>,
-}
-
-fn double<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
 }
 
 #[utoipa::path(
@@ -288,7 +273,7 @@ pub async fn update(
     if let Some(description) = &update.description {
         check_text("description", description, 500)?;
     }
-    check_rate(update.rate_limit.flatten())?;
+    check_rate("rateLimit", update.rate_limit.flatten())?;
     // The role as it is, and as it would be, must both be within the caller's.
     let current = accounts::role(&state.pool, &id)
         .await?
@@ -297,7 +282,10 @@ pub async fn update(
     check_within(&user, &current.permissions, current_scope)?;
     check_within(
         &user,
-        update.permissions.as_deref().unwrap_or(&current.permissions),
+        update
+            .permissions
+            .as_deref()
+            .unwrap_or(&current.permissions),
         update.scope.unwrap_or(current_scope),
     )?;
     let change = RoleChange {

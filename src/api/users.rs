@@ -184,7 +184,8 @@ fn check_email(email: &str) -> Result<(), ApiError> {
     }
 }
 
-fn check_rate(field: &str, rate: Option<u32>) -> Result<(), ApiError> {
+/// A requests-a-minute figure: from 1 to 100,000,000.
+pub(super) fn check_rate(field: &str, rate: Option<u32>) -> Result<(), ApiError> {
     match rate {
         Some(0) => Err(ApiError::validation(
             field,
@@ -253,7 +254,10 @@ pub async fn create(
 /// 403 unless the caller holds every permission (and the scope) of role `role`.
 async fn check_grantable(state: &AppState, user: &AuthUser, role: &str) -> Result<(), ApiError> {
     let Some(row) = crate::store::accounts::role(&state.pool, role).await? else {
-        return Err(ApiError::validation("role", format!("Role '{role}' does not exist.")));
+        return Err(ApiError::validation(
+            "role",
+            format!("Role '{role}' does not exist."),
+        ));
     };
     let grants = Grants::parse(&row.permissions).unwrap_or(Grants::Everything);
     let scope = Scope::parse(&row.scope).unwrap_or(Scope::All);
@@ -308,7 +312,7 @@ pub async fn get(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct UserUpdate {
-    #[serde(default, deserialize_with = "double")]
+    #[serde(default, deserialize_with = "crate::accounts::present_or_null")]
     #[schema(value_type = Option<String>)]
     email: Option<Option<String>>,
     /// A new password (at least 8 characters); ends every token the user had.
@@ -317,15 +321,9 @@ pub struct UserUpdate {
     /// `disabled` ends every token the user has, on REST and open WebSockets, at once.
     status: Option<UserStatus>,
     quota: Option<QuotaOverrides>,
-    #[serde(default, deserialize_with = "double")]
+    #[serde(default, deserialize_with = "crate::accounts::present_or_null")]
     #[schema(value_type = Option<u32>)]
     rate_limit: Option<Option<u32>>,
-}
-
-fn double<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
 }
 
 #[utoipa::path(

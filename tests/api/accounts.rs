@@ -661,32 +661,86 @@ async fn a_config_change_takes_effect_on_another_node_without_a_restart() {
 #[actix_rt::test]
 async fn no_one_can_give_or_manage_more_than_their_own_role_holds() {
     let app = spawn_app().await;
-    let managers = ["user:read", "user:create", "user:update", "user:delete", "role:read", "role:create", "role:update", "vm:read"];
+    let managers = [
+        "user:read",
+        "user:create",
+        "user:update",
+        "user:delete",
+        "role:read",
+        "role:create",
+        "role:update",
+        "vm:read",
+    ];
     role_with(&app, "helpdesk", &managers).await;
     let (_, token) = user_with(&app, "hank", "helpdesk", json!({})).await;
-    let (_, me) = app.call_as(&token, Method::GET, "/api/v1/auth/me", None).await;
-    let admin_id = app.me().await.1["data"]["id"].as_str().expect("an id").to_string();
-    assert!(me["data"]["permissions"].as_array().is_some_and(|p| p.len() == managers.len()), "{me}");
+    let (_, me) = app
+        .call_as(&token, Method::GET, "/api/v1/auth/me", None)
+        .await;
+    let admin_id = app.me().await.1["data"]["id"]
+        .as_str()
+        .expect("an id")
+        .to_string();
+    assert!(
+        me["data"]["permissions"]
+            .as_array()
+            .is_some_and(|p| p.len() == managers.len()),
+        "{me}"
+    );
 
     let as_admin = json!({"username": "mallory", "password": "password1", "role": "admin"});
-    let (status, body) = app.call_as(&token, Method::POST, "/api/v1/users", Some(as_admin)).await;
-    assert_eq!((status, code(&body)), (StatusCode::FORBIDDEN, "FORBIDDEN"), "{body}");
+    let (status, body) = app
+        .call_as(&token, Method::POST, "/api/v1/users", Some(as_admin))
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::FORBIDDEN, "FORBIDDEN"),
+        "{body}"
+    );
     let takeover = json!({"password": "taken-over-1"});
-    let (status, body) = app.call_as(&token, Method::PUT, &format!("/api/v1/users/{admin_id}"), Some(takeover)).await;
+    let (status, body) = app
+        .call_as(
+            &token,
+            Method::PUT,
+            &format!("/api/v1/users/{admin_id}"),
+            Some(takeover),
+        )
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    let (status, body) = app.call_as(&token, Method::DELETE, &format!("/api/v1/users/{admin_id}"), None).await;
+    let (status, body) = app
+        .call_as(
+            &token,
+            Method::DELETE,
+            &format!("/api/v1/users/{admin_id}"),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    let (status, body) = app.call_as(&token, Method::PUT, "/api/v1/roles/helpdesk", Some(json!({"permissions": ["*"]}))).await;
+    let (status, body) = app
+        .call_as(
+            &token,
+            Method::PUT,
+            "/api/v1/roles/helpdesk",
+            Some(json!({"permissions": ["*"]})),
+        )
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    let wider = json!({"id": "wider", "name": "Wider", "permissions": ["vm:start"], "scope": "all"});
-    let (status, body) = app.call_as(&token, Method::POST, "/api/v1/roles", Some(wider)).await;
+    let wider =
+        json!({"id": "wider", "name": "Wider", "permissions": ["vm:start"], "scope": "all"});
+    let (status, body) = app
+        .call_as(&token, Method::POST, "/api/v1/roles", Some(wider))
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     // Within their own: allowed.
-    let narrower = json!({"id": "reader", "name": "Reader", "permissions": ["vm:read"], "scope": "all"});
-    let (status, body) = app.call_as(&token, Method::POST, "/api/v1/roles", Some(narrower)).await;
+    let narrower =
+        json!({"id": "reader", "name": "Reader", "permissions": ["vm:read"], "scope": "all"});
+    let (status, body) = app
+        .call_as(&token, Method::POST, "/api/v1/roles", Some(narrower))
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let reader = json!({"username": "rhea", "password": "password1", "role": "reader"});
-    let (status, body) = app.call_as(&token, Method::POST, "/api/v1/users", Some(reader)).await;
+    let (status, body) = app
+        .call_as(&token, Method::POST, "/api/v1/users", Some(reader))
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     // The admin is untouched.
     app.login_token("admin", "admin123").await;
