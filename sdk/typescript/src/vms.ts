@@ -1,5 +1,6 @@
 // Why: `client.vms`: the VM calls of the contract, with `{ wait: true }` on the commands that
 // answer a job (the call then resolves when the job has succeeded, and throws if it did not).
+import { VoidVMError } from './errors.js'
 import type { Transport } from './http.js'
 import type { Jobs } from './jobs.js'
 import type { Accepted, BodyOf, CreatedVm, DataOf, QueryOf, Vm, WaitedJob } from './types.js'
@@ -13,6 +14,11 @@ export interface CommandOptions {
   ifMatch?: number | undefined
   /** A key of your own; default a random UUID per call. */
   idempotencyKey?: string | undefined
+  /**
+   * When the VM is busy with another job (409 `VM_BUSY`, e.g. `start` right after `create`),
+   * wait for that job and send the command again, at most this many times (default 3; 0: never).
+   */
+  busyRetries?: number | undefined
 }
 type Waited = CommandOptions & { wait: true }
 export type StopOptions = CommandOptions & BodyOf<'/api/v1/vms/{id}/stop', 'post'>
@@ -55,7 +61,7 @@ export class Vms {
   delete(id: string, opts: Waited): Promise<WaitedJob>
   delete(id: string, opts?: CommandOptions): Promise<Accepted>
   delete(id: string, opts: CommandOptions = {}): Promise<Accepted | WaitedJob> {
-    return this.command('DELETE', this.path(id), undefined, opts)
+    return this.command('DELETE', id, '', undefined, opts)
   }
 
   start(id: string, opts: Waited): Promise<WaitedJob>
@@ -71,7 +77,7 @@ export class Vms {
     const body: BodyOf<'/api/v1/vms/{id}/stop', 'post'> = {}
     if (opts.force !== undefined) body.force = opts.force
     if (opts.timeout !== undefined) body.timeout = opts.timeout
-    return this.command('POST', this.path(id, '/stop'), body, opts)
+    return this.command('POST', id, '/stop', body, opts)
   }
 
   restart(id: string, opts: Waited): Promise<WaitedJob>
@@ -109,15 +115,23 @@ export class Vms {
   }
 
   private verb(verb: (typeof VERBS)[number], id: string, opts: CommandOptions): Promise<Accepted | WaitedJob> {
-    return this.command('POST', this.path(id, `/${verb}`), undefined, opts)
+    return this.command('POST', id, `/${verb}`, undefined, opts)
   }
 
-  private async command(method: string, path: string, body: unknown, opts: CommandOptions): Promise<Accepted | WaitedJob> {
-    const accepted: Accepted = await this.t.request(method, path, {
-      body,
-      ifMatch: opts.ifMatch,
-      idempotencyKey: opts.idempotencyKey,
-    })
+  private async command(method: string, id: string, rest: string, body: unknown, opts: CommandOptions): Promise<Accepted | WaitedJob> {
+    // One key for every try: a refused command records nothing, so a retry is decided again.
+    const idempotencyKey = opts.idempotencyKey ?? crypto.randomUUID()
+    let accepted: Accepted
+    for (let busy = 0; ; busy++) {
+      try {
+        accepted = await this.t.request(method, this.path(id, rest), { body, ifMatch: opts.ifMatch, idempotencyKey })
+        break
+      } catch (e) {
+        if (!(e instanceof VoidVMError && e.code === 'VM_BUSY') || busy >= (opts.busyRetries ?? 3)) throw e
+        const vm = await this.get(id)
+        if (vm.pendingJobId) await this.jobs.wait(vm.pendingJobId, { timeout: opts.waitTimeout })
+      }
+    }
     if (!opts.wait) return accepted
     return this.jobs.settle(accepted.jobId, { timeout: opts.waitTimeout })
   }

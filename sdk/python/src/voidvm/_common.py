@@ -13,6 +13,8 @@ from ._errors import VoidVMError
 JSON = dict[str, Any]
 JSONList = list[JSON]
 POLL_SECS = 30
+BUSY_RETRIES = 3
+"""Times a command refused with 409 ``VM_BUSY`` is sent again after the VM's pending job."""
 """Each long poll of ``/jobs/{id}/wait`` asks the server for at most this many seconds."""
 
 

@@ -4,6 +4,7 @@ the envelope's ``data`` as dicts, ``jobs.wait``, and the resuming feed iterator.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,7 +12,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.sync.client import connect
 
 from ._common import (
-    JSON, POLL_SECS, JSONList, FeedState, backoff, fatal_close, feed_url, seg, settle_verdict, vm_path,
+    BUSY_RETRIES, JSON, POLL_SECS, JSONList, FeedState, backoff, fatal_close, feed_url, seg, settle_verdict, vm_path,
 )
 from ._errors import VoidVMError
 from ._transport import RetryHook, SyncTransport
@@ -103,7 +104,19 @@ class Vms:
         return self._t.obj("GET", vm_path(vm_id, "/history"), query={"at": at})
 
     def _command(self, method: str, path: str, body: Any, wait: bool, wait_timeout: float, if_match: int | None) -> JSON:
-        accepted = self._t.obj(method, path, body=body, if_match=if_match)
+        # One key for every try: a refused command records nothing, so a retry is decided again.
+        key = str(uuid.uuid4())
+        for busy in range(BUSY_RETRIES + 1):
+            try:
+                accepted = self._t.obj(method, path, body=body, if_match=if_match, idempotency_key=key)
+                break
+            except VoidVMError as e:
+                # Busy with another job (e.g. start right after create): wait for it, send again.
+                if e.code != "VM_BUSY" or busy >= BUSY_RETRIES:
+                    raise
+                pending = (self._t.obj("GET", "/".join(path.split("/")[:3]))).get("pendingJobId")
+                if pending:
+                    self._jobs.wait(pending, wait_timeout)
         if not wait:
             return accepted
         return self._jobs.settle(accepted["jobId"], wait_timeout)
