@@ -81,11 +81,19 @@ export class Transport {
     const maxRetries = this.options.maxRetries ?? 3
     const maxDelay = this.options.maxRetryDelayMs ?? 65_000
 
+    let networkTries = 0
     for (let attempt = 0; ; attempt++) {
       let res: Response
       try {
         res = await doFetch(url, init)
       } catch (cause) {
+        // A dropped keep-alive connection (e.g. the server restarted) fails at once: try again
+        // on a new one. Safe for commands too: they carry the same Idempotency-Key.
+        if (networkTries++ < 2 && !opts.signal?.aborted) {
+          await sleep(200 * networkTries)
+          attempt--
+          continue
+        }
         throw new VoidVMError({
           status: 0,
           code: 'NETWORK_ERROR',
