@@ -16,12 +16,15 @@ bin="${SERVE_BIN:-${CARGO_TARGET_DIR:-$repo/target}/debug/voidvm}"
 [ -x "$bin" ] || { echo "test-sdks: $bin is missing; build it first (cargo build)" >&2; exit 1; }
 images="$repo/.cache/images"
 [ -d "$images/busybox" ] || { echo "test-sdks: no test guest in $images; run scripts/setup.sh" >&2; exit 1; }
-command -v node >/dev/null && command -v npm >/dev/null || { echo "test-sdks: node and npm are needed" >&2; exit 1; }
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  echo "test-sdks: node and npm are needed" >&2
+  exit 1
+fi
 
 run="${TEST_RUN:-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')}"
 # The run id in the path: test.sh's leftover-QEMU check finds QEMUs of this run by it.
 work="$(mktemp -d "/tmp/voidvm-test-${run}-sdk.XXXXXX")"
-suffix="${run}_$(basename "$work" | sed 's/.*\.//' | tr 'A-Z' 'a-z')"
+suffix="${run}_$(basename "$work" | sed 's/.*\.//' | tr '[:upper:]' '[:lower:]')"
 sdks=(ts py)
 
 picked=()
@@ -37,13 +40,17 @@ free_port() {
   done
 }
 
+# shellcheck disable=SC2317 # called by the trap
 cleanup() {
   local sdk pids streams=()
   for sdk in "${sdks[@]}"; do
-    [ -d "$work/$sdk" ] && bash scripts/sdk-test-server.sh stop "$work/$sdk" || true
+    if [ -d "$work/$sdk" ]; then bash scripts/sdk-test-server.sh stop "$work/$sdk" || true; fi
   done
   # QEMUs carry the data dir in their command line; the check before this reported any left.
-  if pids="$(pgrep -f -- "$work" 2>/dev/null)"; then kill -KILL $pids 2>/dev/null || true; fi
+  if pids="$(pgrep -f -- "$work" 2>/dev/null)"; then
+    mapfile -t pids <<<"$pids"
+    kill -KILL "${pids[@]}" 2>/dev/null || true
+  fi
   for sdk in "${sdks[@]}"; do
     psql -q -h 127.0.0.1 -U postgres -c "DROP DATABASE IF EXISTS voidvm_sdk_${suffix}_${sdk} WITH (FORCE)" \
       >/dev/null 2>&1 || true
@@ -122,7 +129,8 @@ fi
 # Each suite gets its server's API address and a way to restart that server (no VOIDVM_ names:
 # a restarted server would refuse them).
 (
-  export SDK_TEST_API="$(cat "$work/ts/api")"
+  SDK_TEST_API="$(cat "$work/ts/api")"
+  export SDK_TEST_API
   export SDK_TEST_RESTART="bash $repo/scripts/sdk-test-server.sh restart $work/ts"
   cd sdk/typescript
   npx tsc -p tsconfig.json --noEmit
@@ -132,7 +140,8 @@ fi
 ) >"$work/ts.log" 2>&1 &
 ts_pid=$!
 (
-  export SDK_TEST_API="$(cat "$work/py/api")"
+  SDK_TEST_API="$(cat "$work/py/api")"
+  export SDK_TEST_API
   export SDK_TEST_RESTART="bash $repo/scripts/sdk-test-server.sh restart $work/py"
   cd sdk/python
   .venv/bin/mypy
