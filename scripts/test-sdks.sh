@@ -6,7 +6,7 @@
 #
 # Runs the debug binary (SERVE_BIN, default target/debug/voidvm). Installs the SDKs' deps
 # (`npm ci`; a venv under sdk/python/.venv), then runs tsc --noEmit, the type regeneration diff,
-# node --test, mypy and pytest. Quiet on success; on failure it shows the failing output and the
+# the build, a strict type check of the seed's snippet, node --test, mypy and pytest. Quiet on success; on failure it shows the failing output and the
 # servers' logs. Leaves no process, database or data dir behind.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -136,6 +136,7 @@ fi
   npx tsc -p tsconfig.json --noEmit
   node scripts/gen-types.mjs --check
   npx tsc -p tsconfig.json
+  npx tsc -p tsconfig.snippet.json
   node --test --test-concurrency=1 test/
 ) >"$work/ts.log" 2>&1 &
 ts_pid=$!
