@@ -6,8 +6,9 @@
 #
 # Runs the debug binary (SERVE_BIN, default target/debug/voidvm). Installs the SDKs' deps
 # (`npm ci`; a venv under sdk/python/.venv), then runs tsc --noEmit, the type regeneration diff,
-# the build, a strict type check of the seed's snippet, node --test, mypy and pytest. Quiet on success; on failure it shows the failing output and the
-# servers' logs. Leaves no process, database or data dir behind.
+# the build, a strict type check of the seed's snippet, node --test, mypy and pytest. Quiet on
+# success; on failure it shows the failing output and the servers' logs. Leaves no process,
+# database, NATS stream or data dir behind. SDK_TEST_SUMMARY=1 prints the test counts.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
