@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: installs what is missing (QEMU, the test guest), then unit and
 # integration tests against the real PostgreSQL (127.0.0.1:5432) and real QEMU under TCG, then
-# scripts/test-serve.sh (serve.sh bringing up private PostgreSQL and NATS).
+# scripts/test-serve.sh (serve.sh bringing up private PostgreSQL and NATS), then
+# scripts/test-sdks.sh (the TypeScript and Python SDKs against live servers).
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$repo"
@@ -27,4 +28,6 @@ fi
 # serve.sh on a bare host: private PostgreSQL and NATS on free ports, with the debug server that
 # `cargo test` built (no release build).
 bash scripts/test-serve.sh || status=1
+# The SDKs (sdk/typescript, sdk/python) against live servers of the same debug binary.
+bash scripts/test-sdks.sh || status=1
 exit "$status"

@@ -1,0 +1,314 @@
+"""Why: ``AsyncVoidVMClient``, the asyncio twin of ``VoidVMClient`` (same resources and
+answers; every call is awaited, the feed is an async iterator)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+from ._common import (
+    BUSY_RETRIES, JSON, POLL_SECS, JSONList, FeedState, backoff, fatal_close, feed_url, seg, settle_verdict, vm_path,
+)
+from ._errors import VoidVMError
+from ._transport import AsyncTransport, RetryHook
+
+
+class Jobs:
+    def __init__(self, t: AsyncTransport) -> None:
+        self._t = t
+
+    async def list(self, **query: Any) -> JSON:
+        return await self._t.obj("GET", "/jobs", query=query)
+
+    async def get(self, job_id: str) -> JSON:
+        return await self._t.obj("GET", f"/jobs/{seg(job_id)}")
+
+    async def cancel(self, job_id: str) -> JSON:
+        return await self._t.obj("POST", f"/jobs/{seg(job_id)}/cancel")
+
+    async def wait(self, job_id: str, timeout: float = 120) -> JSON:
+        """Waits until the job ends or ``timeout`` seconds pass; answers it with ``finished``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = max(0, int(deadline - time.monotonic() + 0.999))
+            job = await self._t.obj(
+                "GET", f"/jobs/{seg(job_id)}/wait", query={"timeout": min(left, POLL_SECS)}
+            )
+            if job.get("finished") or time.monotonic() >= deadline:
+                return job
+
+    async def settle(self, job_id: str, timeout: float = 120) -> JSON:
+        """Waits for the job; raises VoidVMError unless it succeeded."""
+        return settle_verdict(job_id, await self.wait(job_id, timeout))
+
+
+class Vms:
+    def __init__(self, t: AsyncTransport, jobs: Jobs) -> None:
+        self._t = t
+        self._jobs = jobs
+
+    async def list(self, **query: Any) -> JSON:
+        return await self._t.obj("GET", "/vms", query=query)
+
+    async def get(self, vm_id: str) -> JSON:
+        return await self._t.obj("GET", vm_path(vm_id))
+
+    async def create(self, spec: JSON, *, wait: bool = False, wait_timeout: float = 120) -> JSON:
+        """Creates a VM (status ``creating``); with ``wait``, answers once it is provisioned."""
+        vm = await self._t.obj("POST", "/vms", body=spec)
+        if not wait:
+            return vm
+        await self._jobs.settle(vm["jobId"], wait_timeout)
+        return {**await self.get(vm["id"]), "jobId": vm["jobId"]}
+
+    async def update(self, vm_id: str, change: JSON, *, if_match: int | None = None) -> JSON:
+        return await self._t.obj("PATCH", vm_path(vm_id), body=change, if_match=if_match)
+
+    async def delete(self, vm_id: str, *, wait: bool = False, wait_timeout: float = 120, if_match: int | None = None) -> JSON:
+        return await self._command("DELETE", vm_path(vm_id), None, wait, wait_timeout, if_match)
+
+    async def start(self, vm_id: str, *, wait: bool = False, wait_timeout: float = 120, if_match: int | None = None) -> JSON:
+        return await self._command("POST", vm_path(vm_id, "/start"), None, wait, wait_timeout, if_match)
+
+    async def stop(
+        self, vm_id: str, *, force: bool | None = None, timeout: int | None = None,
+        wait: bool = False, wait_timeout: float = 120, if_match: int | None = None,
+    ) -> JSON:
+        """Stops the VM: ACPI powerdown, then quit after ``timeout`` seconds; ``force`` at once."""
+        body = {k: v for k, v in {"force": force, "timeout": timeout}.items() if v is not None}
+        return await self._command("POST", vm_path(vm_id, "/stop"), body, wait, wait_timeout, if_match)
+
+    async def restart(self, vm_id: str, *, wait: bool = False, wait_timeout: float = 120, if_match: int | None = None) -> JSON:
+        return await self._command("POST", vm_path(vm_id, "/restart"), None, wait, wait_timeout, if_match)
+
+    async def pause(self, vm_id: str, *, wait: bool = False, wait_timeout: float = 120, if_match: int | None = None) -> JSON:
+        return await self._command("POST", vm_path(vm_id, "/pause"), None, wait, wait_timeout, if_match)
+
+    async def resume(self, vm_id: str, *, wait: bool = False, wait_timeout: float = 120, if_match: int | None = None) -> JSON:
+        return await self._command("POST", vm_path(vm_id, "/resume"), None, wait, wait_timeout, if_match)
+
+    async def reset(self, vm_id: str, *, wait: bool = False, wait_timeout: float = 120, if_match: int | None = None) -> JSON:
+        return await self._command("POST", vm_path(vm_id, "/reset"), None, wait, wait_timeout, if_match)
+
+    async def events(self, vm_id: str, **query: Any) -> JSON:
+        """The VM's own events, oldest first; ``after``/``next`` are sequence numbers."""
+        return await self._t.obj("GET", vm_path(vm_id, "/events"), query=query)
+
+    async def history(self, vm_id: str, at: int | str | None = None) -> JSON:
+        """The VM as it was at a sequence number or RFC 3339 time."""
+        return await self._t.obj("GET", vm_path(vm_id, "/history"), query={"at": at})
+
+    async def _command(self, method: str, path: str, body: Any, wait: bool, wait_timeout: float, if_match: int | None) -> JSON:
+        # One key for every try: a refused command records nothing, so a retry is decided again.
+        key = str(uuid.uuid4())
+        for busy in range(BUSY_RETRIES + 1):
+            try:
+                accepted = await self._t.obj(method, path, body=body, if_match=if_match, idempotency_key=key)
+                break
+            except VoidVMError as e:
+                # Busy with another job (e.g. start right after create): wait for it, send again.
+                if e.code != "VM_BUSY" or busy >= BUSY_RETRIES:
+                    raise
+                pending = (await self._t.obj("GET", "/".join(path.split("/")[:3]))).get("pendingJobId")
+                if pending:
+                    await self._jobs.wait(pending, wait_timeout)
+        if not wait:
+            return accepted
+        return await self._jobs.settle(accepted["jobId"], wait_timeout)
+
+
+class Events:
+    def __init__(self, t: AsyncTransport) -> None:
+        self._t = t
+
+    async def list(self, **query: Any) -> JSON:
+        """One page, oldest first; pass the answer's ``next`` as ``after`` for the next page."""
+        return await self._t.obj("GET", "/events", query=query)
+
+    async def iterate(self, **query: Any) -> AsyncIterator[JSON]:
+        """Every event matching the query, following the cursor page by page."""
+        while True:
+            page = await self.list(**query)
+            for item in page["items"]:
+                yield item
+            if not page.get("hasMore") or page.get("next") is None:
+                return
+            query["after"] = page["next"]
+
+
+class Logs:
+    def __init__(self, t: AsyncTransport) -> None:
+        self._t = t
+
+    async def list(self, **query: Any) -> JSON:
+        return await self._t.obj("GET", "/logs", query=query)
+
+
+class Auth:
+    def __init__(self, t: AsyncTransport) -> None:
+        self._t = t
+
+    async def me(self) -> JSON:
+        return await self._t.obj("GET", "/auth/me")
+
+
+class Users:
+    def __init__(self, t: AsyncTransport) -> None:
+        self._t = t
+
+    async def list(self, **query: Any) -> JSON:
+        return await self._t.obj("GET", "/users", query=query)
+
+    async def get(self, user_id: str) -> JSON:
+        return await self._t.obj("GET", f"/users/{seg(user_id)}")
+
+    async def create(self, user: JSON) -> JSON:
+        return await self._t.obj("POST", "/users", body=user)
+
+    async def update(self, user_id: str, change: JSON) -> JSON:
+        return await self._t.obj("PUT", f"/users/{seg(user_id)}", body=change)
+
+    async def delete(self, user_id: str, *, transfer_to: str | None = None) -> JSON:
+        """Deletes a user; one who owns VMs needs ``transfer_to`` (a user id or name)."""
+        return await self._t.obj("DELETE", f"/users/{seg(user_id)}", query={"transferTo": transfer_to})
+
+
+class Roles:
+    def __init__(self, t: AsyncTransport) -> None:
+        self._t = t
+
+    async def list(self) -> JSONList:
+        return await self._t.items("GET", "/roles")
+
+    async def create(self, role: JSON) -> JSON:
+        return await self._t.obj("POST", "/roles", body=role)
+
+    async def update(self, role_id: str, change: JSON) -> JSON:
+        return await self._t.obj("PUT", f"/roles/{seg(role_id)}", body=change)
+
+    async def delete(self, role_id: str) -> JSON:
+        return await self._t.obj("DELETE", f"/roles/{seg(role_id)}")
+
+    async def permissions(self) -> JSONList:
+        """The permission catalog (``GET /permissions``)."""
+        return await self._t.items("GET", "/permissions")
+
+
+class Config:
+    def __init__(self, t: AsyncTransport) -> None:
+        self._t = t
+
+    async def get(self) -> JSON:
+        return await self._t.obj("GET", "/config")
+
+    async def update(self, change: JSON) -> JSON:
+        """Sections with live fields: a number sets one, ``None`` returns it to the default."""
+        return await self._t.obj("PUT", "/config", body=change)
+
+
+class System:
+    def __init__(self, t: AsyncTransport) -> None:
+        self._t = t
+
+    async def info(self) -> JSON:
+        return await self._t.obj("GET", "/system/info")
+
+    async def stats(self, period: str | None = None) -> JSON:
+        return await self._t.obj("GET", "/system/stats", query={"period": period})
+
+
+class Feed:
+    def __init__(self, t: AsyncTransport) -> None:
+        self._t = t
+
+    async def subscribe(
+        self, topic: str, *, vm_id: str | None = None, since: int | None = None,
+        interval: int | None = None, max_reconnects: int = 20,
+    ) -> AsyncIterator[JSON]:
+        """Frames of one subscription, resuming after disconnects from the last position seen."""
+        state = FeedState(topic, vm_id, since, interval)
+        failures = 0
+        while True:
+            code: int | None = None
+            reason: str | None = None
+            try:
+                async with connect(feed_url(self._t.origin, self._t.token), open_timeout=10) as ws:
+                    await ws.send(state.subscribe_frame())
+                    try:
+                        async for raw in ws:
+                            frame, live = state.accept(raw)
+                            if live:
+                                failures = 0
+                            if frame is not None:
+                                yield frame
+                    except ConnectionClosed as closed:
+                        code, reason = _close_of(closed)
+                    else:
+                        code, reason = ws.close_code, ws.close_reason
+            except (OSError, InvalidHandshake, ConnectionClosed, TimeoutError):
+                pass
+            fatal = fatal_close(code, reason)
+            if fatal:
+                raise fatal
+            failures += 1
+            if failures > max_reconnects:
+                raise VoidVMError(0, "NETWORK_ERROR", f"The feed could not reconnect after {max_reconnects} tries")
+            await asyncio.sleep(backoff(failures))
+
+
+def _close_of(closed: ConnectionClosed) -> tuple[int | None, str | None]:
+    if closed.rcvd is not None:
+        return closed.rcvd.code, closed.rcvd.reason
+    return None, None
+
+
+class AsyncVoidVMClient:
+    """The asyncio client: ``AsyncVoidVMClient(base_url=..., token=...)``."""
+
+    def __init__(
+        self, base_url: str, token: str | None = None, *, max_retries: int = 3,
+        max_retry_delay: float = 65, idempotency_keys: bool = True,
+        on_retry: RetryHook | None = None, timeout: float = 60,
+    ) -> None:
+        self.transport = AsyncTransport(
+            base_url, token, max_retries, max_retry_delay, idempotency_keys, on_retry, timeout=timeout
+        )
+        self.auth = Auth(self.transport)
+        self.jobs = Jobs(self.transport)
+        self.vms = Vms(self.transport, self.jobs)
+        self.events = Events(self.transport)
+        self.logs = Logs(self.transport)
+        self.users = Users(self.transport)
+        self.roles = Roles(self.transport)
+        self.config = Config(self.transport)
+        self.system = System(self.transport)
+        self.feed = Feed(self.transport)
+
+    @classmethod
+    async def login(cls, base_url: str, username: str, password: str, **options: Any) -> AsyncVoidVMClient:
+        """Logs in and answers a client carrying the new token."""
+        client = cls(base_url, **options)
+        session = await client.transport.obj(
+            "POST", "/auth/login", body={"username": username, "password": password}, idempotency_key=False
+        )
+        client.transport.token = session["token"]
+        return client
+
+    @property
+    def token(self) -> str | None:
+        return self.transport.token
+
+    async def close(self) -> None:
+        await self.transport.close()
+
+    async def __aenter__(self) -> AsyncVoidVMClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
