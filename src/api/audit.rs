@@ -161,6 +161,7 @@ fn wants_ndjson(req: &HttpRequest, format: Option<&str>) -> Result<bool, ApiErro
 #[utoipa::path(
     get,
     path = "/api/v1/events",
+    operation_id = "list_events",
     tag = "audit",
     params(EventsQuery),
     responses(

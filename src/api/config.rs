@@ -122,6 +122,7 @@ fn view(state: &AppState) -> ConfigView {
 #[utoipa::path(
     get,
     path = "/api/v1/config",
+    operation_id = "get_config",
     tag = "system",
     responses(
         (status = 200, description = "The configuration in force on this node.", body = Envelope<ConfigView>),

@@ -39,6 +39,7 @@ pub struct ListQuery {
 #[utoipa::path(
     get,
     path = "/api/v1/jobs",
+    operation_id = "list_jobs",
     tag = "jobs",
     params(ListQuery),
     responses(
@@ -102,6 +103,7 @@ async fn visible(state: &AppState, user: &AuthUser, job_id: &str) -> Result<JobR
 #[utoipa::path(
     get,
     path = "/api/v1/jobs/{id}",
+    operation_id = "get_job",
     tag = "jobs",
     params(("id" = String, Path, description = "The job's id.")),
     responses(

@@ -86,6 +86,7 @@ fn view(id: &str, role: Role) -> RoleView {
 #[utoipa::path(
     get,
     path = "/api/v1/roles",
+    operation_id = "list_roles",
     tag = "system",
     responses(
         (status = 200, description = "Every role, built-in first.", body = Envelope<Vec<RoleView>>),
@@ -178,6 +179,7 @@ fn role_error(id: &str, e: AccountWriteError) -> ApiError {
 #[utoipa::path(
     post,
     path = "/api/v1/roles",
+    operation_id = "create_role",
     tag = "system",
     request_body = NewRole,
     responses(
@@ -241,6 +243,7 @@ pub struct RoleUpdate {
 #[utoipa::path(
     put,
     path = "/api/v1/roles/{id}",
+    operation_id = "update_role",
     tag = "system",
     params(("id" = String, Path, description = "The role's id.")),
     request_body = RoleUpdate,
@@ -317,6 +320,7 @@ pub async fn update(
 #[utoipa::path(
     delete,
     path = "/api/v1/roles/{id}",
+    operation_id = "delete_role",
     tag = "system",
     params(("id" = String, Path, description = "The role's id.")),
     responses(

@@ -79,6 +79,7 @@ pub struct ListQuery {
 #[utoipa::path(
     get,
     path = "/api/v1/users",
+    operation_id = "list_users",
     tag = "system",
     params(ListQuery),
     responses(
@@ -202,6 +203,7 @@ pub(super) fn check_rate(field: &str, rate: Option<u32>) -> Result<(), ApiError>
 #[utoipa::path(
     post,
     path = "/api/v1/users",
+    operation_id = "create_user",
     tag = "system",
     request_body = NewUser,
     responses(
@@ -284,6 +286,7 @@ fn account_error(id: &str, e: AccountWriteError) -> ApiError {
 #[utoipa::path(
     get,
     path = "/api/v1/users/{id}",
+    operation_id = "get_user",
     tag = "system",
     params(("id" = String, Path, description = "The user's id.")),
     responses(
@@ -329,6 +332,7 @@ pub struct UserUpdate {
 #[utoipa::path(
     put,
     path = "/api/v1/users/{id}",
+    operation_id = "update_user",
     tag = "system",
     params(("id" = String, Path, description = "The user's id.")),
     request_body = UserUpdate,
@@ -423,6 +427,7 @@ pub struct DeleteQuery {
 #[utoipa::path(
     delete,
     path = "/api/v1/users/{id}",
+    operation_id = "delete_user",
     tag = "system",
     params(("id" = String, Path, description = "The user's id."), DeleteQuery),
     responses(

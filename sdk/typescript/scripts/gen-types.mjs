@@ -2,9 +2,8 @@
 // with openapi-typescript. `--check` regenerates in memory and fails when the checked-in file
 // differs, so an API change the SDK has not followed fails the SDK tests.
 //
-// The document reuses operationIds across tags (`list`, `get`, ...), which would make
-// openapi-typescript emit an `operations` interface with clashing keys; the ids are dropped first
-// so every operation is typed inline under its path (the SDK addresses operations by path).
+// The SDK addresses operations by path, so the operationIds are dropped first: every operation
+// is typed inline under its path, and renaming an id on the server changes nothing here.
 import { readFile, writeFile } from 'node:fs/promises'
 import { fileURLToPath } from 'node:url'
 import openapiTS, { astToString } from 'openapi-typescript'

@@ -21,6 +21,7 @@ use crate::vm::{Owner, VmCommand, VmSpec};
 #[utoipa::path(
     post,
     path = "/api/v1/vms",
+    operation_id = "create_vm",
     tag = "vms",
     request_body = CreateVm,
     params(KeyHeader),

@@ -29,6 +29,7 @@ pub struct EventsQuery {
 #[utoipa::path(
     get,
     path = "/api/v1/vms/{id}/events",
+    operation_id = "list_vm_events",
     tag = "audit",
     params(("id" = String, Path, description = "The VM's id, e.g. `vm-abc123def456`."), EventsQuery),
     responses(

@@ -31,6 +31,7 @@ pub struct ListQuery {
 #[utoipa::path(
     get,
     path = "/api/v1/vms",
+    operation_id = "list_vms",
     tag = "vms",
     params(ListQuery),
     responses(
@@ -94,6 +95,7 @@ pub async fn list(
 #[utoipa::path(
     get,
     path = "/api/v1/vms/{id}",
+    operation_id = "get_vm",
     tag = "vms",
     params(("id" = String, Path, description = "The VM's id, e.g. `vm-abc123def456`.")),
     responses(
