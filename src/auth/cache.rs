@@ -20,7 +20,7 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::permission::RoleGrant;
+use super::permission::{Grants, Permission, RoleGrant, Scope};
 use crate::accounts::UserStatus;
 use crate::store::{users, StoreError};
 
@@ -289,7 +289,37 @@ impl Cached {
 }
 
 async fn load_user(pool: &PgPool, id: &str) -> Result<Option<CachedUser>, StoreError> {
-    users::with_role(pool, id).await
+    Ok(users::with_role(pool, id).await?.map(cached))
+}
+
+/// What the cache keeps of a user and their role.
+fn cached(row: users::UserWithRole) -> CachedUser {
+    let rate = |r: Option<i32>| r.and_then(|r| u32::try_from(r).ok());
+    // A permission this version does not know (stored by another) grants nothing here.
+    let grants = if row.permissions.iter().any(|p| p == "*") {
+        Grants::Everything
+    } else {
+        Grants::Only(
+            row.permissions
+                .iter()
+                .filter_map(|p| Permission::parse(p))
+                .collect(),
+        )
+    };
+    CachedUser {
+        id: row.id,
+        username: row.username,
+        role: RoleGrant {
+            id: row.role_id,
+            grants,
+            scope: Scope::parse(&row.scope).unwrap_or(Scope::Own),
+            rate_limit: rate(row.role_rate_limit),
+        },
+        // An unknown status is refused, never let through.
+        status: UserStatus::parse(&row.status).unwrap_or(UserStatus::Disabled),
+        rate_limit: rate(row.rate_limit),
+        token_generation: row.token_generation,
+    }
 }
 
 #[cfg(test)]

@@ -94,60 +94,30 @@ pub async fn usage(
     })
 }
 
-/// The user with their role as the auth cache keeps them.
-pub async fn with_role(
-    pool: &PgPool,
-    id: &str,
-) -> Result<Option<crate::auth::cache::CachedUser>, StoreError> {
-    use crate::auth::permission::{Grants, Permission, RoleGrant, Scope};
-    #[derive(sqlx::FromRow)]
-    struct Joined {
-        id: String,
-        username: String,
-        status: String,
-        rate_limit: Option<i32>,
-        token_generation: i64,
-        role_id: String,
-        permissions: Vec<String>,
-        scope: String,
-        role_rate_limit: Option<i32>,
-    }
-    let row: Option<Joined> = sqlx::query_as(
+/// A user with their role, as the auth cache needs them.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserWithRole {
+    pub id: String,
+    pub username: String,
+    pub status: String,
+    pub rate_limit: Option<i32>,
+    pub token_generation: i64,
+    pub role_id: String,
+    pub permissions: Vec<String>,
+    pub scope: String,
+    pub role_rate_limit: Option<i32>,
+}
+
+/// The user with their role (one query).
+pub async fn with_role(pool: &PgPool, id: &str) -> Result<Option<UserWithRole>, StoreError> {
+    Ok(sqlx::query_as(
         "SELECT u.id, u.username, u.status, u.rate_limit, u.token_generation,
                 r.id AS role_id, r.permissions, r.scope, r.rate_limit AS role_rate_limit
          FROM users u JOIN roles r ON r.id = u.role WHERE u.id = $1",
     )
     .bind(id)
     .fetch_optional(pool)
-    .await?;
-    let rate = |r: Option<i32>| r.and_then(|r| u32::try_from(r).ok());
-    Ok(row.map(|row| {
-        // A permission this version does not know (stored by another) grants nothing here.
-        let grants = if row.permissions.iter().any(|p| p == "*") {
-            Grants::Everything
-        } else {
-            Grants::Only(
-                row.permissions
-                    .iter()
-                    .filter_map(|p| Permission::parse(p))
-                    .collect(),
-            )
-        };
-        crate::auth::cache::CachedUser {
-            id: row.id,
-            username: row.username,
-            role: RoleGrant {
-                id: row.role_id,
-                grants,
-                scope: Scope::parse(&row.scope).unwrap_or(Scope::Own),
-                rate_limit: rate(row.role_rate_limit),
-            },
-            status: crate::accounts::UserStatus::parse(&row.status)
-                .unwrap_or(crate::accounts::UserStatus::Disabled),
-            rate_limit: rate(row.rate_limit),
-            token_generation: row.token_generation,
-        }
-    }))
+    .await?)
 }
 
 pub async fn by_username(pool: &PgPool, username: &str) -> Result<Option<UserRow>, StoreError> {
