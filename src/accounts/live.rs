@@ -177,10 +177,6 @@ impl ConfigOverrides {
             (v < min || v > max).then(|| (field, format!("must be from {min} to {max}")))
         })
     }
-
-    pub fn is_empty(&self) -> bool {
-        *self == ConfigOverrides::default()
-    }
 }
 
 /// The events of the config aggregate (one stream, id `config`).

@@ -18,9 +18,7 @@ use super::error::ApiError;
 use super::vms::page_and_limit;
 use crate::app::AppState;
 use crate::auth::{AuthUser, Permission};
-use crate::store::audit::AuditEntry;
-use crate::store::audit::StreamType;
-use crate::store::audit::{self, EventFilter, Level};
+use crate::store::audit::{self, AuditEntry, EventFilter, Level, StreamType};
 use crate::vm::VmEvent;
 
 const PAGE_DEFAULT: u32 = 100;
