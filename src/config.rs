@@ -63,6 +63,39 @@ pub struct Settings {
     pub system_sample_interval_ms: u64,
     /// How log lines are written to stderr (`VOIDVM_LOG_FORMAT`): `text` or `json`.
     pub log_format: LogFormat,
+    /// How webhook deliveries are sent and retried (`VOIDVM_WEBHOOKS__*`).
+    pub webhooks: WebhookSettings,
+}
+
+/// Webhook deliveries: one node at a time sends them (whichever holds the lock).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Whether this node may send deliveries at all (`VOIDVM_WEBHOOKS__ENABLED`).
+    pub enabled: bool,
+    /// How long a receiver has to answer one delivery, in milliseconds.
+    pub timeout_ms: u64,
+    /// Attempts per delivery before it is marked `failed` and the VM's next delivery goes.
+    pub max_attempts: u32,
+    /// The wait after the first failed attempt, in milliseconds; it doubles up to `backoff_max_ms`.
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    /// Deliveries in flight at once (never two of one VM to one webhook).
+    pub concurrency: usize,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        WebhookSettings {
+            enabled: true,
+            timeout_ms: 10_000,
+            // 1 s doubling to 10 min: about two hours of retries.
+            max_attempts: 20,
+            backoff_base_ms: 1_000,
+            backoff_max_ms: 600_000,
+            concurrency: 16,
+        }
+    }
 }
 
 /// The shape of log lines.
@@ -233,6 +266,7 @@ impl Default for Settings {
             ws: WsSettings::default(),
             system_sample_interval_ms: 10_000,
             log_format: LogFormat::Text,
+            webhooks: WebhookSettings::default(),
         }
     }
 }
@@ -303,6 +337,14 @@ impl Settings {
         }
         if self.job_max_attempts == 0 {
             return bad("job_max_attempts must be at least 1");
+        }
+        let w = &self.webhooks;
+        if w.timeout_ms == 0 || w.max_attempts == 0 || w.concurrency == 0 || w.backoff_base_ms == 0
+        {
+            return bad("webhooks.timeout_ms, max_attempts, concurrency and backoff_base_ms (VOIDVM_WEBHOOKS__*) must be at least 1");
+        }
+        if w.backoff_max_ms < w.backoff_base_ms {
+            return bad("webhooks.backoff_max_ms must be at least webhooks.backoff_base_ms");
         }
         if self.job_lease_secs < 2 {
             return bad("job_lease_secs (VOIDVM_JOB_LEASE_SECS) must be at least 2");

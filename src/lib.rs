@@ -23,4 +23,5 @@ pub mod store;
 pub mod system;
 pub mod telemetry;
 pub mod vm;
+pub mod webhooks;
 pub mod ws;

@@ -166,6 +166,17 @@ impl Application {
             shutdown.clone(),
         )));
 
+        if settings.webhooks.enabled {
+            let transport = crate::webhooks::transport::HttpTransport::new(Duration::from_millis(
+                settings.webhooks.timeout_ms,
+            ))?;
+            let dispatcher = crate::webhooks::dispatcher::Dispatcher::new(
+                pool.clone(),
+                Arc::new(transport),
+                settings.webhooks.clone(),
+            );
+            arbiter.spawn(tasks.track_future(dispatcher.run(shutdown.clone())));
+        }
         if settings.nats.relay {
             let relay = Relay::new(
                 pool.clone(),

@@ -281,6 +281,11 @@ pub mod errors {
     #[response(status = 404)]
     pub struct VmMissing(pub ErrorEnvelope);
 
+    /// No such webhook, or not yours (`WEBHOOK_NOT_FOUND`).
+    #[derive(IntoResponses)]
+    #[response(status = 404)]
+    pub struct WebhookMissing(pub ErrorEnvelope);
+
     /// No such job, or not yours (`JOB_NOT_FOUND`).
     #[derive(IntoResponses)]
     #[response(status = 404)]

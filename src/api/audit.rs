@@ -118,7 +118,10 @@ fn stream_type(user: &AuthUser, value: Option<&str>) -> Result<Option<StreamType
         return Ok(None);
     };
     let kind = StreamType::parse(value).ok_or_else(|| {
-        ApiError::validation("streamType", "streamType must be vm, user, role or config.")
+        ApiError::validation(
+            "streamType",
+            "streamType must be vm, user, role, config or webhook.",
+        )
     })?;
     if kind != StreamType::Vm {
         user.require(Permission::UserRead)?;
@@ -133,6 +136,7 @@ fn known_type(t: &str) -> bool {
         || UserEvent::TYPE_NAMES.contains(&t)
         || RoleEvent::TYPE_NAMES.contains(&t)
         || ConfigEvent::TYPE_NAMES.contains(&t)
+        || crate::webhooks::WebhookEvent::TYPE_NAMES.contains(&t)
 }
 
 fn wants_ndjson(req: &HttpRequest, format: Option<&str>) -> Result<bool, ApiError> {

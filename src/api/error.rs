@@ -53,6 +53,8 @@ pub enum ApiError {
     JobNotFound(String),
     #[error("User '{0}' was not found")]
     UserNotFound(String),
+    #[error("Webhook '{0}' was not found")]
+    WebhookNotFound(String),
     /// A state conflict: the code says which (`VM_BUSY`, `VM_ALREADY_RUNNING`, ...).
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
@@ -105,6 +107,7 @@ impl ApiError {
             ApiError::VmNotFound(_) => (StatusCode::NOT_FOUND, "VM_NOT_FOUND"),
             ApiError::JobNotFound(_) => (StatusCode::NOT_FOUND, "JOB_NOT_FOUND"),
             ApiError::UserNotFound(_) => (StatusCode::NOT_FOUND, "USER_NOT_FOUND"),
+            ApiError::WebhookNotFound(_) => (StatusCode::NOT_FOUND, "WEBHOOK_NOT_FOUND"),
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             ApiError::PreconditionFailed { .. } => {
                 (StatusCode::PRECONDITION_FAILED, "PRECONDITION_FAILED")
@@ -139,6 +142,7 @@ impl ApiError {
             ApiError::VmNotFound(_) => "Virtual machine not found.",
             ApiError::JobNotFound(_) => "Job not found.",
             ApiError::UserNotFound(_) => "User not found.",
+            ApiError::WebhookNotFound(_) => "Webhook not found.",
             ApiError::Conflict { .. } => "The request conflicts with the current state.",
             ApiError::PreconditionFailed { .. } => "A precondition failed.",
             ApiError::IdempotencyKeyReused => "The idempotency key was used for another request.",

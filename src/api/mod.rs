@@ -21,6 +21,7 @@ pub mod system;
 pub mod users;
 pub mod vm_input;
 pub mod vms;
+pub mod webhooks;
 
 use actix_web::dev::ServiceResponse;
 use actix_web::http::header::{ALLOW, CONTENT_TYPE};
@@ -91,7 +92,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .service(resource!("/roles/{id}", PUT => roles::update, DELETE => roles::delete))
                 .service(resource!("/config", GET => config::get, PUT => config::put))
                 .service(resource!("/system/info", GET => system::info))
-                .service(resource!("/system/stats", GET => system::stats)),
+                .service(resource!("/system/stats", GET => system::stats))
+                .service(resource!("/webhooks", GET => webhooks::list, POST => webhooks::create))
+                .service(resource!(
+                    "/webhooks/{id}",
+                    GET => webhooks::get,
+                    PATCH => webhooks::update,
+                    DELETE => webhooks::delete,
+                ))
+                .service(resource!("/webhooks/{id}/deliveries", GET => webhooks::deliveries)),
         )
         .default_service(web::to(not_found));
 }

@@ -14,7 +14,9 @@ use utoipa::{Modify, OpenApi};
 use utoipa_scalar::Scalar;
 
 use super::answers::ErrorEnvelope;
-use super::{audit, auth, config, health, jobs, metrics, roles, system, users, vms, API_VERSION};
+use super::{
+    audit, auth, config, health, jobs, metrics, roles, system, users, vms, webhooks, API_VERSION,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -67,6 +69,12 @@ use super::{audit, auth, config, health, jobs, metrics, roles, system, users, vm
         config::put,
         system::info,
         system::stats,
+        webhooks::list,
+        webhooks::create,
+        webhooks::get,
+        webhooks::update,
+        webhooks::delete,
+        webhooks::deliveries,
         metrics::metrics,
         json,
         page,
@@ -79,9 +87,9 @@ use super::{audit, auth, config, health, jobs, metrics, roles, system, users, vm
         (name = "vms", description = "Virtual machines and their lifecycle."),
         (name = "jobs", description = "The work a command starts."),
         (name = "audit", description = "The event log: who did what to which VM, and when."),
-        (name = "system", description = "Users, roles, permissions and the configuration (the system page)."),
+        (name = "system", description = "Users, roles, permissions and the configuration (the system page); the host, this node, and what happened over a period."),
+        (name = "webhooks", description = "The event log delivered to HTTP receivers, signed, in order per VM, at least once."),
         (name = "feed", description = "The real-time WebSocket feed."),
-        (name = "system", description = "The host, this node, and what happened over a period."),
         (name = "health", description = "Liveness and readiness, outside the versioned API."),
         (name = "metrics", description = "The Prometheus scrape, outside the versioned API."),
         (name = "meta", description = "This document."),

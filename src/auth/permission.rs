@@ -36,6 +36,10 @@ pub enum Permission {
     ConfigRead,
     ConfigUpdate,
     SystemRead,
+    WebhookRead,
+    WebhookCreate,
+    WebhookUpdate,
+    WebhookDelete,
 }
 
 /// What `GET /permissions` says of one permission.
@@ -45,12 +49,12 @@ pub struct PermissionInfo {
     pub id: &'static str,
     pub name: &'static str,
     pub description: &'static str,
-    /// The area: `vm`, `job`, `event`, `user`, `role`, `config` or `system`.
+    /// The area: `vm`, `job`, `event`, `user`, `role`, `config`, `system` or `webhook`.
     pub category: &'static str,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 25] = [
+    pub const ALL: [Permission; 29] = [
         Permission::VmRead,
         Permission::VmCreate,
         Permission::VmUpdate,
@@ -76,6 +80,10 @@ impl Permission {
         Permission::ConfigRead,
         Permission::ConfigUpdate,
         Permission::SystemRead,
+        Permission::WebhookRead,
+        Permission::WebhookCreate,
+        Permission::WebhookUpdate,
+        Permission::WebhookDelete,
     ];
 
     /// The id, its display name and what it allows.
@@ -158,6 +166,22 @@ impl Permission {
                 "Read the system",
                 "Read the host's figures and statistics, and the system feed topics.",
             ),
+            Permission::WebhookRead => (
+                "webhook:read",
+                "Read webhooks",
+                "List webhooks (one's own, or everyone's with scope `all`) and their deliveries.",
+            ),
+            Permission::WebhookCreate => (
+                "webhook:create",
+                "Create webhooks",
+                "Add a webhook that receives the events of the VMs one may read.",
+            ),
+            Permission::WebhookUpdate => (
+                "webhook:update",
+                "Change webhooks",
+                "Change a webhook's URL, events, secret or whether it is active.",
+            ),
+            Permission::WebhookDelete => ("webhook:delete", "Delete webhooks", "Delete a webhook."),
         };
         let category = id.split(':').next().unwrap_or(id);
         PermissionInfo {

@@ -2,10 +2,9 @@
 //! log as the VMs, and its read-model row, in one transaction, with the row locked while the
 //! decision is made (so two admins changing one user are serialised on that user alone).
 
-use serde::Serialize;
-use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use sqlx::{PgPool, Postgres, Transaction};
 
-use super::metadata::EventMetadata;
+use super::append::{append, stored, Stored, Stream};
 use super::users::UserRow;
 use super::{CommandMeta, StoreError};
 use crate::accounts::role::RoleCommand;
@@ -39,95 +38,6 @@ impl From<sqlx::Error> for AccountWriteError {
     fn from(e: sqlx::Error) -> Self {
         AccountWriteError::Store(e.into())
     }
-}
-
-/// The kinds of stream this file writes.
-#[derive(Debug, Clone, Copy)]
-enum Stream {
-    User,
-    Role,
-    Config,
-}
-
-impl Stream {
-    fn as_str(self) -> &'static str {
-        match self {
-            Stream::User => "user",
-            Stream::Role => "role",
-            Stream::Config => "config",
-        }
-    }
-}
-
-/// An event as stored: its type, version and externally tagged payload.
-struct Stored {
-    type_name: &'static str,
-    version: &'static str,
-    payload: serde_json::Value,
-}
-
-fn stored<E: Serialize>(
-    type_name: &'static str,
-    version: &'static str,
-    event: &E,
-) -> Result<Stored, StoreError> {
-    let payload = serde_json::to_value(event).map_err(|e| {
-        StoreError::Unexpected(
-            anyhow::Error::new(e).context("an account event could not be serialised"),
-        )
-    })?;
-    Ok(Stored {
-        type_name,
-        version,
-        payload,
-    })
-}
-
-fn metadata(meta: &CommandMeta) -> EventMetadata {
-    EventMetadata {
-        actor_id: Some(meta.actor_id.clone()),
-        actor_name: Some(meta.actor_name.clone()),
-        via: Some(meta.via),
-        request_id: meta.request_id.clone(),
-        client_addr: meta.client_addr.clone(),
-        ..EventMetadata::default()
-    }
-}
-
-/// Appends `events` to a stream whose last sequence is `version`.
-async fn append(
-    conn: &mut PgConnection,
-    stream: Stream,
-    id: &str,
-    version: i64,
-    events: &[Stored],
-    meta: &CommandMeta,
-) -> Result<i64, StoreError> {
-    let metadata = serde_json::to_value(metadata(meta)).map_err(|e| {
-        StoreError::Unexpected(anyhow::Error::new(e).context("metadata could not be serialised"))
-    })?;
-    let mut sequence = version;
-    for event in events {
-        sequence += 1;
-        sqlx::query(
-            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(stream.as_str())
-        .bind(id)
-        .bind(sequence)
-        .bind(event.type_name)
-        .bind(event.version)
-        .bind(&event.payload)
-        .bind(&metadata)
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| match &e {
-            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
-            _ => e.into(),
-        })?;
-    }
-    Ok(sequence)
 }
 
 fn user_events(events: &[UserEvent]) -> Result<Vec<Stored>, StoreError> {

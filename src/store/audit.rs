@@ -45,6 +45,7 @@ pub enum StreamType {
     User,
     Role,
     Config,
+    Webhook,
 }
 
 impl StreamType {
@@ -54,6 +55,7 @@ impl StreamType {
             "user" => Some(StreamType::User),
             "role" => Some(StreamType::Role),
             "config" => Some(StreamType::Config),
+            "webhook" => Some(StreamType::Webhook),
             _ => None,
         }
     }
@@ -64,6 +66,7 @@ impl StreamType {
             StreamType::User => "e.aggregate_type = 'user'",
             StreamType::Role => "e.aggregate_type = 'role'",
             StreamType::Config => "e.aggregate_type = 'config'",
+            StreamType::Webhook => "e.aggregate_type = 'webhook'",
         }
     }
 }
@@ -103,7 +106,7 @@ pub struct AuditEntry {
     /// The global position: a cursor for `after` and for the WebSocket's `since`.
     pub position: i64,
     pub stream_id: String,
-    /// `vm`, `user`, `role` or `config`.
+    /// `vm`, `user`, `role`, `config` or `webhook`.
     pub stream_type: String,
     /// The VM, for a VM's event.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -275,7 +278,7 @@ fn stream_types(filter: &EventFilter) -> &'static str {
         return kind.condition();
     }
     if filter.accounts && filter.vm_id.is_none() && filter.owner_id.is_none() {
-        "e.aggregate_type IN ('vm', 'user', 'role', 'config')"
+        "e.aggregate_type IN ('vm', 'user', 'role', 'config', 'webhook')"
     } else {
         "e.aggregate_type = 'vm'"
     }

@@ -7,8 +7,10 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
 pub mod accounts;
+pub mod append;
 pub mod audit;
 pub mod conditions;
+pub mod deliveries;
 pub mod event_store;
 pub mod feed;
 pub mod idempotency;
@@ -23,6 +25,7 @@ pub mod upcasters;
 pub mod users;
 pub mod visible;
 pub mod vm_view;
+pub mod webhooks;
 
 pub use event_store::{VmEventStore, VmState};
 pub use metadata::{CommandMeta, EventMetadata, Via};

@@ -619,7 +619,8 @@ fn the_schemas_reject_payloads_of_another_shape() {
     );
 }
 
-/// Every account event (users, roles, the configuration) at its current version, as stored.
+/// Every account event (users, roles, the configuration) and webhook event at its current
+/// version, as stored.
 fn account_samples() -> Vec<(&'static str, Value)> {
     use voidvm::accounts::live::{LimitsPatch, SystemPatch};
     use voidvm::accounts::role::RoleChange;
@@ -628,6 +629,7 @@ fn account_samples() -> Vec<(&'static str, Value)> {
         ConfigEvent, ConfigOverrides, QuotaOverrides, RoleEvent, UserEvent, UserStatus,
     };
     use voidvm::auth::permission::Scope;
+    use voidvm::webhooks::{WebhookChange, WebhookEvent};
     let user = [
         UserEvent::UserCreated {
             username: "alice".into(),
@@ -689,11 +691,31 @@ fn account_samples() -> Vec<(&'static str, Value)> {
         config.type_name(),
         serde_json::to_value(&config).expect("json"),
     ));
+    let webhook = [
+        WebhookEvent::WebhookCreated {
+            owner_id: "user-1".into(),
+            url: "https://hooks.example.com/voidvm".into(),
+            events: vec!["VmStarted".into(), "VmStopped".into()],
+            active: true,
+        },
+        WebhookEvent::WebhookChanged(WebhookChange {
+            active: Some(false),
+            secret_changed: true,
+            ..WebhookChange::default()
+        }),
+        WebhookEvent::WebhookDeleted {},
+    ];
+    all.extend(
+        webhook
+            .iter()
+            .map(|e| (e.type_name(), serde_json::to_value(e).expect("json"))),
+    );
     let names: BTreeSet<&str> = all.iter().map(|(n, _)| *n).collect();
     let known: BTreeSet<&str> = UserEvent::TYPE_NAMES
         .into_iter()
         .chain(RoleEvent::TYPE_NAMES)
         .chain(ConfigEvent::TYPE_NAMES)
+        .chain(WebhookEvent::TYPE_NAMES)
         .collect();
     assert_eq!(
         names, known,
@@ -708,8 +730,8 @@ fn every_account_event_validates_against_its_schema_and_holds_no_secret() {
         assert_valid(name, 1, &payload);
         let text = payload.to_string();
         assert!(
-            !text.contains("password\""),
-            "{name} names a password field: {text}"
+            !text.contains("password\"") && !text.contains("secret\""),
+            "{name} names a password or secret field: {text}"
         );
     }
 }

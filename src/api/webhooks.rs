@@ -1,0 +1,430 @@
+//! `/webhooks`: HTTP receivers of the event log. A webhook receives the events of the VMs its
+//! owner may read, signed with its secret (see `webhooks::signature`). Adding, changing and
+//! removing one are events in the log; the secret is shown once, in the answer that set it.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::answers::errors::{Forbidden, Invalid, Unauthorized, WebhookMissing};
+use super::answers::{Empty, Envelope, Page, Pagination};
+use super::body;
+use super::envelope;
+use super::error::ApiError;
+use super::vms::page_and_limit;
+use crate::app::ids::new_webhook_id;
+use crate::app::AppState;
+use crate::auth::{AuthUser, Permission};
+use crate::store::deliveries::{self, DeliveryRow, DeliveryStatus};
+use crate::store::webhooks::{self, WebhookRow, WebhookWriteError};
+use crate::store::Via;
+use crate::webhooks::{
+    EventSelection, Secret, TargetUrl, WebhookChange, WebhookCommand, WebhookError,
+};
+
+/// A webhook as the API shows it. The secret is not shown, except once when it is set.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookView {
+    pub id: String,
+    pub owner: String,
+    pub owner_name: Option<String>,
+    pub url: String,
+    /// VM event types, or `["*"]` for every one.
+    pub events: Vec<String>,
+    pub active: bool,
+    /// Every event up to this log position has been put in the webhook's outbox (or did not
+    /// match it).
+    pub position: i64,
+    pub deliveries: DeliveryCounts,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Only in the answer that set it (`POST`, or `PATCH` with a new secret).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DeliveryCounts {
+    pub pending: i64,
+    pub delivered: i64,
+    pub failed: i64,
+}
+
+impl From<WebhookRow> for WebhookView {
+    fn from(row: WebhookRow) -> Self {
+        WebhookView {
+            id: row.id,
+            owner: row.owner_id,
+            owner_name: row.owner_name,
+            url: row.url,
+            events: row.events,
+            active: row.active,
+            position: row.cursor,
+            deliveries: DeliveryCounts {
+                pending: row.pending,
+                delivered: row.delivered,
+                failed: row.failed,
+            },
+            version: row.version,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            secret: None,
+        }
+    }
+}
+
+/// One delivery of one event to one webhook.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryView {
+    pub id: i64,
+    pub webhook_id: String,
+    /// The event's position in the log, its VM and type.
+    pub position: i64,
+    pub vm_id: String,
+    pub event_type: String,
+    pub status: DeliveryStatus,
+    pub attempts: i32,
+    /// When a pending delivery is tried next.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// The last attempt's HTTP status from the receiver, if it answered.
+    pub response_status: Option<i32>,
+    /// Why the last attempt failed.
+    pub error: Option<String>,
+    pub duration_ms: Option<i32>,
+    pub created_at: DateTime<Utc>,
+    pub last_attempt_at: Option<DateTime<Utc>>,
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+impl From<DeliveryRow> for DeliveryView {
+    fn from(row: DeliveryRow) -> Self {
+        let status = match row.status.as_str() {
+            "delivered" => DeliveryStatus::Delivered,
+            "failed" => DeliveryStatus::Failed,
+            _ => DeliveryStatus::Pending,
+        };
+        DeliveryView {
+            id: row.id,
+            webhook_id: row.webhook_id,
+            position: row.position,
+            vm_id: row.vm_id,
+            event_type: row.event_type,
+            next_attempt_at: (status == DeliveryStatus::Pending).then_some(row.next_attempt_at),
+            status,
+            attempts: row.attempts,
+            response_status: row.response_status,
+            error: row.last_error,
+            duration_ms: row.duration_ms,
+            created_at: row.created_at,
+            last_attempt_at: row.last_attempt_at,
+            delivered_at: row.delivered_at,
+        }
+    }
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NewWebhook {
+    /// An `http` or `https` URL without credentials, at most 2048 bytes.
+    url: String,
+    /// VM event types (see `schemas/events/`), or `["*"]`.
+    events: Vec<String>,
+    /// 16 to 256 visible ASCII characters; the server makes one when absent.
+    secret: Option<String>,
+    /// Default `true`.
+    active: Option<bool>,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WebhookUpdate {
+    url: Option<String>,
+    events: Option<Vec<String>>,
+    secret: Option<String>,
+    /// A webhook made active again receives the events from then on.
+    active: Option<bool>,
+}
+
+fn url(raw: &str) -> Result<TargetUrl, ApiError> {
+    TargetUrl::parse(raw).map_err(|m| ApiError::validation("url", m))
+}
+
+fn selection(types: &[String]) -> Result<EventSelection, ApiError> {
+    EventSelection::parse(types).map_err(|m| ApiError::validation("events", m))
+}
+
+fn secret(raw: &str) -> Result<Secret, ApiError> {
+    Secret::parse(raw).map_err(|m| ApiError::validation("secret", m))
+}
+
+fn write_error(id: &str, e: WebhookWriteError) -> ApiError {
+    match e {
+        WebhookWriteError::Refused(WebhookError::NotFound) => {
+            ApiError::WebhookNotFound(id.to_string())
+        }
+        WebhookWriteError::Refused(WebhookError::AlreadyExists) => ApiError::Conflict {
+            code: "ALREADY_EXISTS",
+            message: "The webhook already exists.".into(),
+        },
+        WebhookWriteError::Refused(WebhookError::NothingToChange) => {
+            ApiError::validation("body", "The request changes nothing.")
+        }
+        WebhookWriteError::Store(e) => e.into(),
+    }
+}
+
+/// The webhook, if it exists and the caller may see it (else a 404, so ids cannot be probed).
+async fn visible(state: &AppState, user: &AuthUser, id: &str) -> Result<WebhookRow, ApiError> {
+    webhooks::get(&state.pool, id)
+        .await?
+        .filter(|w| user.may_access(&w.owner_id))
+        .ok_or_else(|| ApiError::WebhookNotFound(id.to_string()))
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/webhooks",
+    operation_id = "list_webhooks",
+    tag = "webhooks",
+    responses(
+        (status = 200, description = "The caller's webhooks (everyone's for a role with scope `all`), oldest first.", body = Envelope<Vec<WebhookView>>),
+        Unauthorized,
+        Forbidden
+    ),
+    security(("bearer" = [])),
+    extensions(("x-permission" = json!("webhook:read")))
+)]
+pub async fn list(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
+    user.require(Permission::WebhookRead)?;
+    let owner = user.owner_filter();
+    let rows = webhooks::list(&state.pool, owner.as_deref()).await?;
+    let items: Vec<WebhookView> = rows.into_iter().map(WebhookView::from).collect();
+    Ok(envelope::ok(items, "Webhooks."))
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/webhooks",
+    operation_id = "create_webhook",
+    tag = "webhooks",
+    request_body = NewWebhook,
+    responses(
+        (status = 201, description = "Added; recorded as `WebhookCreated` (without the secret). It receives the events committed from now on. The answer carries the secret, once.", body = Envelope<WebhookView>),
+        Invalid,
+        Unauthorized,
+        Forbidden
+    ),
+    security(("bearer" = [])),
+    extensions(("x-permission" = json!("webhook:create")))
+)]
+#[tracing::instrument(name = "create_webhook", skip_all, fields(user_id = %user.id))]
+pub async fn create(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    user.require(Permission::WebhookCreate)?;
+    let new: NewWebhook = body::typed(body.into_inner())?;
+    let target = url(&new.url)?;
+    let events = selection(&new.events)?;
+    let secret = match &new.secret {
+        Some(raw) => secret(raw)?,
+        None => Secret::generate(),
+    };
+    let id = new_webhook_id();
+    let command = WebhookCommand::Create {
+        owner_id: user.id.clone(),
+        url: target.into_string(),
+        events: events.ids(),
+        active: new.active.unwrap_or(true),
+    };
+    let row = webhooks::create(&state.pool, &user.meta(Via::Rest), &id, command, &secret)
+        .await
+        .map_err(|e| write_error(&id, e))?;
+    let mut view = WebhookView::from(row);
+    view.secret = Some(secret.expose().to_string());
+    Ok(envelope::success(
+        StatusCode::CREATED,
+        view,
+        "Webhook added.",
+    ))
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/webhooks/{id}",
+    operation_id = "get_webhook",
+    tag = "webhooks",
+    params(("id" = String, Path, description = "The webhook's id.")),
+    responses(
+        (status = 200, description = "The webhook and how its deliveries stand.", body = Envelope<WebhookView>),
+        Unauthorized,
+        Forbidden,
+        WebhookMissing
+    ),
+    security(("bearer" = [])),
+    extensions(("x-permission" = json!("webhook:read")))
+)]
+pub async fn get(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    user.require(Permission::WebhookRead)?;
+    let row = visible(&state, &user, &path.into_inner()).await?;
+    Ok(envelope::ok(WebhookView::from(row), "Webhook."))
+}
+
+#[utoipa::path(
+    patch,
+    path = "/api/v1/webhooks/{id}",
+    operation_id = "update_webhook",
+    tag = "webhooks",
+    params(("id" = String, Path, description = "The webhook's id.")),
+    request_body = WebhookUpdate,
+    responses(
+        (status = 200, description = "Changed; recorded as `WebhookChanged` (a new secret only as `secretChanged`, and shown once in this answer).", body = Envelope<WebhookView>),
+        Invalid,
+        Unauthorized,
+        Forbidden,
+        WebhookMissing
+    ),
+    security(("bearer" = [])),
+    extensions(("x-permission" = json!("webhook:update")))
+)]
+pub async fn update(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<String>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    user.require(Permission::WebhookUpdate)?;
+    let id = path.into_inner();
+    let update: WebhookUpdate = body::typed(body.into_inner())?;
+    let change = WebhookChange {
+        url: update
+            .url
+            .as_deref()
+            .map(url)
+            .transpose()?
+            .map(TargetUrl::into_string),
+        events: update
+            .events
+            .as_deref()
+            .map(selection)
+            .transpose()?
+            .map(|s| s.ids()),
+        active: update.active,
+        secret_changed: update.secret.is_some(),
+    };
+    let new_secret = update.secret.as_deref().map(secret).transpose()?;
+    visible(&state, &user, &id).await?;
+    let row = webhooks::change(
+        &state.pool,
+        &user.meta(Via::Rest),
+        &id,
+        change,
+        new_secret.as_ref(),
+    )
+    .await
+    .map_err(|e| write_error(&id, e))?;
+    let mut view = WebhookView::from(row);
+    view.secret = new_secret.map(|s| s.expose().to_string());
+    Ok(envelope::ok(view, "Webhook changed."))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/api/v1/webhooks/{id}",
+    operation_id = "delete_webhook",
+    tag = "webhooks",
+    params(("id" = String, Path, description = "The webhook's id.")),
+    responses(
+        (status = 200, description = "Deleted with its deliveries; recorded as `WebhookDeleted`.", body = Envelope<Empty>),
+        Unauthorized,
+        Forbidden,
+        WebhookMissing
+    ),
+    security(("bearer" = [])),
+    extensions(("x-permission" = json!("webhook:delete")))
+)]
+pub async fn delete(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    user.require(Permission::WebhookDelete)?;
+    let id = path.into_inner();
+    visible(&state, &user, &id).await?;
+    webhooks::delete(&state.pool, &user.meta(Via::Rest), &id)
+        .await
+        .map_err(|e| write_error(&id, e))?;
+    Ok(envelope::ok(Empty {}, "Webhook deleted."))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DeliveriesQuery {
+    /// The page, from 1 (default 1).
+    page: Option<u32>,
+    /// Deliveries per page, 1 to 100 (default 20).
+    limit: Option<u32>,
+    /// Only `pending`, `delivered` or `failed` deliveries.
+    status: Option<String>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/webhooks/{id}/deliveries",
+    operation_id = "list_webhook_deliveries",
+    tag = "webhooks",
+    params(("id" = String, Path, description = "The webhook's id."), DeliveriesQuery),
+    responses(
+        (status = 200, description = "A page of the webhook's deliveries, newest first.", body = Envelope<Page<DeliveryView>>),
+        Invalid,
+        Unauthorized,
+        Forbidden,
+        WebhookMissing
+    ),
+    security(("bearer" = [])),
+    extensions(("x-permission" = json!("webhook:read")))
+)]
+pub async fn deliveries(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<String>,
+    query: web::Query<DeliveriesQuery>,
+) -> Result<HttpResponse, ApiError> {
+    user.require(Permission::WebhookRead)?;
+    let q = query.into_inner();
+    let (page, limit) = page_and_limit(q.page, q.limit)?;
+    let status = match q.status.as_deref() {
+        None => None,
+        Some("pending") => Some(DeliveryStatus::Pending),
+        Some("delivered") => Some(DeliveryStatus::Delivered),
+        Some("failed") => Some(DeliveryStatus::Failed),
+        Some(_) => {
+            return Err(ApiError::validation(
+                "status",
+                "status must be 'pending', 'delivered' or 'failed'.",
+            ))
+        }
+    };
+    let webhook = visible(&state, &user, &path.into_inner()).await?;
+    let offset = i64::from(page.saturating_sub(1)) * i64::from(limit);
+    let (rows, total) =
+        deliveries::list(&state.pool, &webhook.id, status, offset, i64::from(limit)).await?;
+    Ok(envelope::ok(
+        Page {
+            items: rows.into_iter().map(DeliveryView::from).collect(),
+            pagination: Pagination::new(page, limit, total),
+        },
+        "Deliveries.",
+    ))
+}

@@ -1,0 +1,207 @@
+//! Commits webhook commands: the webhook's event and its row in `webhooks` in one transaction,
+//! with the row locked while the decision is made. The secret is written to the row only; the
+//! event records that one was set or changed. Also the reads `/webhooks` answers from.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, Postgres, Transaction};
+
+use super::append::{append, stored, Stored, Stream};
+use super::{feed, CommandMeta, StoreError};
+use crate::webhooks::{Secret, Webhook, WebhookChange, WebhookCommand, WebhookError, WebhookEvent};
+
+/// Why a webhook change was not recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookWriteError {
+    #[error(transparent)]
+    Refused(#[from] WebhookError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for WebhookWriteError {
+    fn from(e: sqlx::Error) -> Self {
+        WebhookWriteError::Store(e.into())
+    }
+}
+
+/// A webhook as `/webhooks` shows it, with how its deliveries stand.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct WebhookRow {
+    pub id: String,
+    pub owner_id: String,
+    pub owner_name: Option<String>,
+    pub url: String,
+    pub events: Vec<String>,
+    pub active: bool,
+    pub cursor: i64,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub pending: i64,
+    pub delivered: i64,
+    pub failed: i64,
+}
+
+const SELECT: &str = "SELECT w.id, w.owner_id, u.username AS owner_name, w.url, w.events, w.active,
+        w.cursor, w.version, w.created_at, w.updated_at,
+        (SELECT count(*) FROM webhook_deliveries d WHERE d.webhook_id = w.id AND d.status = 'pending') AS pending,
+        (SELECT count(*) FROM webhook_deliveries d WHERE d.webhook_id = w.id AND d.status = 'delivered') AS delivered,
+        (SELECT count(*) FROM webhook_deliveries d WHERE d.webhook_id = w.id AND d.status = 'failed') AS failed
+     FROM webhooks w LEFT JOIN users u ON u.id = w.owner_id";
+
+pub async fn get(pool: &PgPool, id: &str) -> Result<Option<WebhookRow>, StoreError> {
+    Ok(sqlx::query_as(&format!("{SELECT} WHERE w.id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?)
+}
+
+/// Every webhook, or `owner`'s, oldest first.
+pub async fn list(pool: &PgPool, owner: Option<&str>) -> Result<Vec<WebhookRow>, StoreError> {
+    Ok(sqlx::query_as(&format!(
+        "{SELECT} WHERE $1::text IS NULL OR w.owner_id = $1 ORDER BY w.created_at, w.id"
+    ))
+    .bind(owner)
+    .fetch_all(pool)
+    .await?)
+}
+
+fn events(events: &[WebhookEvent]) -> Result<Vec<Stored>, StoreError> {
+    events
+        .iter()
+        .map(|e| stored(e.type_name(), e.version(), e))
+        .collect()
+}
+
+/// Records a new webhook that receives the events committed from now on.
+pub async fn create(
+    pool: &PgPool,
+    meta: &CommandMeta,
+    id: &str,
+    command: WebhookCommand,
+    secret: &Secret,
+) -> Result<WebhookRow, WebhookWriteError> {
+    let decided = Webhook::default().decide(command)?;
+    let mut state = Webhook::default();
+    for e in &decided {
+        state.apply(e.clone());
+    }
+    // Deliveries start after what is committed now.
+    let cursor = feed::head(pool).await?;
+    let mut tx = pool.begin().await?;
+    let version = append(&mut tx, Stream::Webhook, id, 0, &events(&decided)?, meta).await?;
+    sqlx::query(
+        "INSERT INTO webhooks (id, owner_id, url, events, secret, active, cursor, version)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(id)
+    .bind(&state.owner_id)
+    .bind(&state.url)
+    .bind(&state.events)
+    .bind(secret.expose())
+    .bind(state.active)
+    .bind(cursor)
+    .bind(version)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    get(pool, id)
+        .await?
+        .ok_or(WebhookWriteError::Refused(WebhookError::NotFound))
+}
+
+/// The webhook's row, locked until the transaction ends.
+async fn locked(
+    tx: &mut Transaction<'_, Postgres>,
+    id: &str,
+) -> Result<Option<(Webhook, i64)>, StoreError> {
+    let row: Option<(String, String, Vec<String>, bool, i64)> = sqlx::query_as(
+        "SELECT owner_id, url, events, active, version FROM webhooks WHERE id = $1 FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(row.map(|(owner_id, url, events, active, version)| {
+        (
+            Webhook {
+                owner_id,
+                url,
+                events,
+                active,
+                exists: true,
+            },
+            version,
+        )
+    }))
+}
+
+/// Changes a webhook. A webhook made active again receives the events committed from then on,
+/// not those of the time it was inactive.
+pub async fn change(
+    pool: &PgPool,
+    meta: &CommandMeta,
+    id: &str,
+    change: WebhookChange,
+    secret: Option<&Secret>,
+) -> Result<WebhookRow, WebhookWriteError> {
+    let head = feed::head(pool).await?;
+    let mut tx = pool.begin().await?;
+    let (mut state, version) = locked(&mut tx, id).await?.ok_or(WebhookError::NotFound)?;
+    let was_active = state.active;
+    let decided = state.decide(WebhookCommand::Change(change))?;
+    let version = append(
+        &mut tx,
+        Stream::Webhook,
+        id,
+        version,
+        &events(&decided)?,
+        meta,
+    )
+    .await?;
+    for e in decided {
+        state.apply(e);
+    }
+    sqlx::query(
+        "UPDATE webhooks SET url = $2, events = $3, active = $4, version = $5,
+                secret = COALESCE($6, secret),
+                cursor = CASE WHEN $7 THEN GREATEST(cursor, $8) ELSE cursor END,
+                updated_at = now()
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(&state.url)
+    .bind(&state.events)
+    .bind(state.active)
+    .bind(version)
+    .bind(secret.map(Secret::expose))
+    .bind(!was_active && state.active)
+    .bind(head)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    get(pool, id)
+        .await?
+        .ok_or(WebhookWriteError::Refused(WebhookError::NotFound))
+}
+
+/// Deletes a webhook and its deliveries.
+pub async fn delete(pool: &PgPool, meta: &CommandMeta, id: &str) -> Result<(), WebhookWriteError> {
+    let mut tx = pool.begin().await?;
+    let (state, version) = locked(&mut tx, id).await?.ok_or(WebhookError::NotFound)?;
+    let decided = state.decide(WebhookCommand::Delete)?;
+    append(
+        &mut tx,
+        Stream::Webhook,
+        id,
+        version,
+        &events(&decided)?,
+        meta,
+    )
+    .await?;
+    sqlx::query("DELETE FROM webhooks WHERE id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
