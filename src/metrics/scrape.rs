@@ -1,7 +1,8 @@
 //! The series read at scrape time rather than counted: VMs by status, jobs by kind and status
 //! with a histogram of their durations (claimed to finished, read from the `jobs` rows, so it
 //! holds every node's jobs and survives restarts), the queue (jobs queued), the relay's lag (VM
-//! events not yet confirmed on NATS, counted), and this node's open WebSocket connections. The
+//! events not yet confirmed on NATS, counted), the webhook deliveries pending, and this node's
+//! open WebSocket connections. The
 //! database figures are of the whole database: every node reports the same ones, so aggregate
 //! them with `max`, not `sum`. If the database does not answer, they are left out and
 //! `voidvm_scrape_database_up` says 0.
@@ -35,6 +36,7 @@ struct DatabaseFigures {
     vms: Vec<(&'static str, i64)>,
     jobs: Vec<JobCounts>,
     unrelayed: i64,
+    webhooks_pending: i64,
 }
 
 impl Figures {
@@ -79,6 +81,7 @@ async fn read_database(state: &AppState) -> Result<DatabaseFigures, StoreError> 
         vms,
         jobs: system_stats::jobs(pool, &JOB_BUCKETS).await?,
         unrelayed: system_stats::unrelayed_events(pool, crate::bus::relay::OFFSET_NAME).await?,
+        webhooks_pending: crate::store::deliveries::pending(pool).await?,
     })
 }
 
@@ -159,6 +162,12 @@ impl Collector for Figures {
             "voidvm_relay_lag_events",
             "VM events committed to the log but not yet confirmed on NATS by the relay.",
             db.unrelayed,
+        )?;
+        gauge(
+            &mut encoder,
+            "voidvm_webhook_deliveries_pending",
+            "Webhook deliveries not yet accepted by their receiver (nor given up).",
+            db.webhooks_pending,
         )
     }
 }
@@ -227,6 +236,7 @@ mod tests {
                     },
                 ],
                 unrelayed: 4,
+                webhooks_pending: 7,
             }),
             websockets: 1,
         };
@@ -241,6 +251,7 @@ mod tests {
             r#"voidvm_job_duration_seconds_count{kind="start",status="succeeded"} 3"#,
             "voidvm_job_queue_depth 2",
             "voidvm_relay_lag_events 4",
+            "voidvm_webhook_deliveries_pending 7",
             "voidvm_websocket_connections 1",
             "voidvm_scrape_database_up 1",
         ] {

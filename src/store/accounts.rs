@@ -199,6 +199,7 @@ pub async fn delete_user(
         meta,
     )
     .await?;
+    super::webhooks::delete_owned_by(&mut tx, meta, id).await?;
     sqlx::query("DELETE FROM users WHERE id = $1")
         .bind(id)
         .execute(&mut *tx)

@@ -86,6 +86,15 @@ pub async fn list(
     Ok((rows, total))
 }
 
+/// Deliveries still pending, over every webhook (for `/metrics`).
+pub async fn pending(pool: &PgPool) -> Result<i64, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM webhook_deliveries WHERE status = 'pending'")
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
 /// An active webhook whose outbox is filled, and whose VMs' events it receives.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Subscriber {

@@ -205,3 +205,27 @@ pub async fn delete(pool: &PgPool, meta: &CommandMeta, id: &str) -> Result<(), W
     tx.commit().await?;
     Ok(())
 }
+
+/// Deletes every webhook of a user who is being deleted, inside that user's transaction, each
+/// with its `WebhookDeleted` event.
+pub async fn delete_owned_by(
+    tx: &mut Transaction<'_, Postgres>,
+    meta: &CommandMeta,
+    owner_id: &str,
+) -> Result<(), StoreError> {
+    let owned: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT id, version FROM webhooks WHERE owner_id = $1 ORDER BY id FOR UPDATE",
+    )
+    .bind(owner_id)
+    .fetch_all(&mut **tx)
+    .await?;
+    let deleted = events(&[WebhookEvent::WebhookDeleted {}])?;
+    for (id, version) in owned {
+        append(tx, Stream::Webhook, &id, version, &deleted, meta).await?;
+    }
+    sqlx::query("DELETE FROM webhooks WHERE owner_id = $1")
+        .bind(owner_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use futures::FutureExt as _;
 use serde_json::json;
 use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgConnection, PgPool};
@@ -33,6 +34,10 @@ const LEADER_LOCK: i64 = 0x0076_6f69_6477_6862;
 const FILL_BATCH: u32 = 500;
 /// How often due retries are looked for when nothing wakes the dispatcher.
 const TICK: Duration = Duration::from_millis(200);
+/// The least time between two rounds: under a steady stream of commits (each one wakes the
+/// dispatcher) a round reads everything committed since the last, so rounds need not follow
+/// every commit; this bounds the dispatcher's queries to a few dozen a second.
+const MIN_ROUND: Duration = Duration::from_millis(50);
 
 pub struct Dispatcher {
     pool: PgPool,
@@ -102,6 +107,7 @@ impl Dispatcher {
         let mut attempts: JoinSet<Key> = JoinSet::new();
         let mut checked = Instant::now();
         loop {
+            let round = Instant::now();
             self.fill().await?;
             self.send_due(&mut in_flight, &mut attempts).await?;
             if checked.elapsed() > Duration::from_secs(1) {
@@ -124,6 +130,13 @@ impl Dispatcher {
                     }
                 }
                 () = tokio::time::sleep(TICK) => {}
+            }
+            if let Some(rest) = MIN_ROUND.checked_sub(round.elapsed()) {
+                tokio::time::sleep(rest).await;
+            }
+            // Commits notified meanwhile are read by the next round anyway.
+            while let Some(n) = listener.recv().now_or_never() {
+                n.context("the webhook dispatcher's listener failed")?;
             }
         }
     }

@@ -414,6 +414,7 @@ async fn deliveries_resume_after_a_crash_while_the_receiver_was_away() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(refused, "no failed attempt was recorded");
+    assert!(pending_gauge(&app).await >= 1.0);
 
     app.kill_server();
     app.restart_server().await;
@@ -435,6 +436,32 @@ async fn deliveries_resume_after_a_crash_while_the_receiver_was_away() {
     for r in receiver.received() {
         assert_signed(&r, SECRET);
     }
+    // Recorded as delivered once each answer is back.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(WAIT);
+    while pending_gauge(&app).await > 0.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "deliveries stay pending"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `voidvm_webhook_deliveries_pending` from `/metrics`.
+async fn pending_gauge(app: &TestApp) -> f64 {
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("a scrape")
+        .text()
+        .await
+        .expect("a body");
+    text.lines()
+        .find_map(|l| l.strip_prefix("voidvm_webhook_deliveries_pending "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no pending gauge in {text}"))
 }
 
 #[actix_rt::test]
@@ -497,4 +524,25 @@ async fn bad_webhooks_are_refused_naming_the_field() {
         .call(Method::GET, &format!("/api/v1/webhooks/{id}"), None)
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+
+    // A deleted user's webhooks go with them, each recorded as deleted.
+    let (bob, token) = user_token(&app, "bob").await;
+    let theirs = add_webhook(&app, &token, json!({"url": ok, "events": ["*"]})).await;
+    let (status, answer) = app
+        .call(Method::DELETE, &format!("/api/v1/users/{bob}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let (_, listed) = app.call(Method::GET, "/api/v1/webhooks", None).await;
+    assert_eq!(listed["data"], json!([]));
+    let (_, log) = app
+        .call(Method::GET, "/api/v1/events?streamType=webhook", None)
+        .await;
+    let of_theirs: Vec<&str> = log["data"]["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|e| e["streamId"] == theirs["id"])
+        .filter_map(|e| e["type"].as_str())
+        .collect();
+    assert_eq!(of_theirs, ["WebhookCreated", "WebhookDeleted"]);
 }
