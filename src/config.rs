@@ -82,6 +82,9 @@ pub struct WebhookSettings {
     pub backoff_max_ms: u64,
     /// Deliveries in flight at once (never two of one VM to one webhook).
     pub concurrency: usize,
+    /// Whether webhooks may point at this host or private networks (loopback, RFC 1918,
+    /// link-local, unique local): off by default, so users cannot make the server probe them.
+    pub allow_private: bool,
 }
 
 impl Default for WebhookSettings {
@@ -94,6 +97,7 @@ impl Default for WebhookSettings {
             backoff_base_ms: 1_000,
             backoff_max_ms: 600_000,
             concurrency: 16,
+            allow_private: false,
         }
     }
 }

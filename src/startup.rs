@@ -167,9 +167,10 @@ impl Application {
         )));
 
         if settings.webhooks.enabled {
-            let transport = crate::webhooks::transport::HttpTransport::new(Duration::from_millis(
-                settings.webhooks.timeout_ms,
-            ))?;
+            let transport = crate::webhooks::transport::HttpTransport::new(
+                Duration::from_millis(settings.webhooks.timeout_ms),
+                settings.webhooks.allow_private,
+            )?;
             let dispatcher = crate::webhooks::dispatcher::Dispatcher::new(
                 pool.clone(),
                 Arc::new(transport),

@@ -20,6 +20,7 @@ use crate::auth::{AuthUser, Permission};
 use crate::store::deliveries::{self, DeliveryRow, DeliveryStatus};
 use crate::store::webhooks::{self, WebhookRow, WebhookWriteError};
 use crate::store::Via;
+use crate::webhooks::target::is_private;
 use crate::webhooks::{
     EventSelection, Secret, TargetUrl, WebhookChange, WebhookCommand, WebhookError,
 };
@@ -150,8 +151,18 @@ pub struct WebhookUpdate {
     active: Option<bool>,
 }
 
-fn url(raw: &str) -> Result<TargetUrl, ApiError> {
-    TargetUrl::parse(raw).map_err(|m| ApiError::validation("url", m))
+/// The URL, refused if it names a private address this server may not deliver to.
+fn url(state: &AppState, raw: &str) -> Result<TargetUrl, ApiError> {
+    let target = TargetUrl::parse(raw).map_err(|m| ApiError::validation("url", m))?;
+    match target.literal_address() {
+        Some(ip) if is_private(ip) && !state.settings.webhooks.allow_private => {
+            Err(ApiError::validation(
+                "url",
+                format!("url names {ip}, a private address; this server delivers only to public ones (webhooks.allow_private)."),
+            ))
+        }
+        _ => Ok(target),
+    }
 }
 
 fn selection(types: &[String]) -> Result<EventSelection, ApiError> {
@@ -230,7 +241,7 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     user.require(Permission::WebhookCreate)?;
     let new: NewWebhook = body::typed(body.into_inner())?;
-    let target = url(&new.url)?;
+    let target = url(&state, &new.url)?;
     let events = selection(&new.events)?;
     let secret = match &new.secret {
         Some(raw) => secret(raw)?,
@@ -310,7 +321,7 @@ pub async fn update(
         url: update
             .url
             .as_deref()
-            .map(url)
+            .map(|raw| url(&state, raw))
             .transpose()?
             .map(TargetUrl::into_string),
         events: update

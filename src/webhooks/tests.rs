@@ -182,3 +182,41 @@ fn the_last_attempt_gives_up() {
         Outcome::GaveUp
     );
 }
+
+#[test]
+fn private_addresses_are_told_from_public_ones() {
+    use super::target::is_private;
+    for private in [
+        "127.0.0.1",
+        "10.1.2.3",
+        "172.16.0.1",
+        "192.168.1.1",
+        "169.254.169.254",
+        "100.64.0.1",
+        "0.0.0.0",
+        "::1",
+        "fd00::1",
+        "fe80::1",
+        "::ffff:127.0.0.1",
+    ] {
+        assert!(is_private(private.parse().unwrap()), "{private}");
+    }
+    for public in ["93.184.216.34", "8.8.8.8", "2606:4700::1111", "100.128.0.1"] {
+        assert!(!is_private(public.parse().unwrap()), "{public}");
+    }
+}
+
+#[test]
+fn a_url_names_its_address_when_it_is_one_or_localhost() {
+    let literal = |u: &str| TargetUrl::parse(u).unwrap().literal_address();
+    assert_eq!(
+        literal("http://10.0.0.5:81/x"),
+        Some("10.0.0.5".parse().unwrap())
+    );
+    assert_eq!(literal("http://[::1]/"), Some("::1".parse().unwrap()));
+    assert_eq!(
+        literal("http://LOCALHOST/"),
+        Some("127.0.0.1".parse().unwrap())
+    );
+    assert_eq!(literal("https://example.com/"), None);
+}

@@ -1,9 +1,14 @@
 //! The one effect of webhooks: an HTTP POST to a receiver. Behind a trait so the dispatcher's
 //! decisions (what counts as delivered, what is retried) are tested without a network.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+
+use super::target::{is_private, TargetUrl};
 
 /// One request to a receiver.
 #[derive(Debug, Clone)]
@@ -22,6 +27,8 @@ pub enum TransportError {
     Connect(String),
     #[error("the request failed: {0}")]
     Other(String),
+    #[error("{0} is a private address, and webhooks.allow_private is off")]
+    Private(std::net::IpAddr),
 }
 
 #[async_trait]
@@ -33,28 +40,66 @@ pub trait Transport: Send + Sync {
 /// The real transport: reqwest, with a whole-request timeout and no redirects (a receiver that
 /// moved must be changed with `PATCH /webhooks/{id}`; following one would send the signed body
 /// somewhere no one chose).
+///
+/// Unless `allow_private`, it refuses receivers on private addresses: URLs naming one, and host
+/// names that resolve to one (checked by its own resolver, on the addresses it then connects to,
+/// so a name cannot resolve to a public address for a check and a private one for the request).
 pub struct HttpTransport {
     client: reqwest::Client,
     timeout: Duration,
+    allow_private: bool,
 }
 
 impl HttpTransport {
-    pub fn new(timeout: Duration) -> anyhow::Result<HttpTransport> {
+    pub fn new(timeout: Duration, allow_private: bool) -> anyhow::Result<HttpTransport> {
         use anyhow::Context;
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("VoidVM-Webhooks/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("VoidVM-Webhooks/", env!("CARGO_PKG_VERSION")));
+        if !allow_private {
+            builder = builder.dns_resolver(Arc::new(PublicOnly));
+        }
+        let client = builder
             .build()
             .context("the webhook HTTP client could not be built")?;
-        Ok(HttpTransport { client, timeout })
+        Ok(HttpTransport {
+            client,
+            timeout,
+            allow_private,
+        })
+    }
+}
+
+/// Resolves a receiver's host name, refusing it if any of its addresses is private.
+struct PublicOnly;
+
+impl Resolve for PublicOnly {
+    fn resolve(&self, name: Name) -> Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if let Some(private) = addrs.iter().find(|a| is_private(a.ip())) {
+                return Err(Box::new(TransportError::Private(private.ip())) as _);
+            }
+            Ok(Box::new(addrs.into_iter()) as Addrs)
+        })
     }
 }
 
 #[async_trait]
 impl Transport for HttpTransport {
     async fn post(&self, request: Request) -> Result<u16, TransportError> {
+        if !self.allow_private {
+            let literal = TargetUrl::parse(&request.url)
+                .ok()
+                .and_then(|u| u.literal_address());
+            if let Some(ip) = literal.filter(|ip| is_private(*ip)) {
+                return Err(TransportError::Private(ip));
+            }
+        }
         let mut builder = self
             .client
             .post(&request.url)
@@ -72,5 +117,36 @@ impl Transport for HttpTransport {
             }
         })?;
         Ok(response.status().as_u16())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_name_that_resolves_to_this_host_is_refused() {
+        let refused = PublicOnly
+            .resolve(Name::from_str("localhost").unwrap())
+            .await
+            .err()
+            .expect("localhost is refused");
+        assert!(refused.to_string().contains("private address"), "{refused}");
+    }
+
+    #[tokio::test]
+    async fn a_url_naming_a_private_address_is_refused_before_any_request() {
+        let transport = HttpTransport::new(Duration::from_millis(200), false).unwrap();
+        let request = Request {
+            url: "http://127.0.0.1:9/hook".into(),
+            headers: Vec::new(),
+            body: Vec::new(),
+        };
+        assert_eq!(
+            transport.post(request).await,
+            Err(TransportError::Private("127.0.0.1".parse().unwrap()))
+        );
     }
 }

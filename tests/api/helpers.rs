@@ -100,6 +100,11 @@ impl Env {
                 login_failures: 1_000_000,
                 ..Default::default()
             },
+            // The tests' webhook receivers listen on 127.0.0.1.
+            webhooks: voidvm::config::WebhookSettings {
+                allow_private: true,
+                ..Default::default()
+            },
             ..Settings::default()
         }
     }
@@ -130,6 +135,7 @@ impl Env {
                 "1000000".into(),
             ),
             ("VOIDVM_RATE_LIMIT__LOGIN_FAILURES".into(), "1000000".into()),
+            ("VOIDVM_WEBHOOKS__ALLOW_PRIVATE".into(), "true".into()),
         ]
         .into_iter()
         .chain(self.extra_vars.iter().cloned())

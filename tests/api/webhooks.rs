@@ -546,3 +546,30 @@ async fn bad_webhooks_are_refused_naming_the_field() {
         .collect();
     assert_eq!(of_theirs, ["WebhookCreated", "WebhookDeleted"]);
 }
+
+#[actix_rt::test]
+async fn private_receivers_are_refused_unless_allowed() {
+    let app = spawn_app_with(|s| s.webhooks.allow_private = false).await;
+    for url in [
+        "http://127.0.0.1:5432/",
+        "http://localhost:8080/",
+        "http://[::1]/",
+        "http://10.1.2.3/",
+        "http://169.254.169.254/latest/meta-data",
+    ] {
+        let (status, answer) = app
+            .call(
+                Method::POST,
+                "/api/v1/webhooks",
+                Some(json!({"url": url, "events": ["*"]})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{url} → {answer}");
+        assert!(
+            answer["error"]["details"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("url:") && d.contains("private")),
+            "{answer}"
+        );
+    }
+}
