@@ -7,7 +7,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-use super::audit::{AuditRow, LEVEL_SQL};
 use super::{feed, StoreError};
 use crate::webhooks::EventSelection;
 
@@ -194,19 +193,6 @@ pub async fn due(pool: &PgPool, limit: i64) -> Result<Vec<Due>, StoreError> {
     )
     .bind(limit)
     .fetch_all(pool)
-    .await?)
-}
-
-/// The event a delivery carries.
-pub async fn event(pool: &PgPool, position: i64) -> Result<Option<AuditRow>, StoreError> {
-    Ok(sqlx::query_as(&format!(
-        "SELECT e.position, e.aggregate_type, e.aggregate_id, e.sequence, e.event_type,
-                e.event_version AS version, e.payload, e.metadata, e.recorded_at,
-                {LEVEL_SQL} AS level
-         FROM events e WHERE e.position = $1"
-    ))
-    .bind(position)
-    .fetch_optional(pool)
     .await?)
 }
 

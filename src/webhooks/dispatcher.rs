@@ -208,7 +208,7 @@ async fn attempt(
     settings: &WebhookSettings,
     delivery: &Due,
 ) -> anyhow::Result<()> {
-    let Some(event) = deliveries::event(pool, delivery.position).await? else {
+    let Some(event) = crate::store::log_identity::event_at(pool, delivery.position).await? else {
         let gone = Attempt {
             response_status: None,
             error: Some(format!(
