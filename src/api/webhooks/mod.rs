@@ -18,8 +18,6 @@ use crate::app::AppState;
 use crate::auth::{AuthUser, Permission};
 use crate::store::deliveries::{self, DeliveryStatus};
 use crate::store::webhooks::{self, WebhookRow, WebhookWriteError};
-
-mod views;
 use crate::store::Via;
 use crate::webhooks::target::is_private;
 use crate::webhooks::{
@@ -27,7 +25,6 @@ use crate::webhooks::{
 };
 
 mod views;
-pub use views::{DeliveryCounts, DeliveryView, WebhookView};
 pub use views::{DeliveryCounts, DeliveryView, WebhookView};
 
 #[derive(Deserialize, utoipa::ToSchema)]
