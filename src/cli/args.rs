@@ -255,9 +255,24 @@ mod tests {
 
     #[test]
     fn stop_takes_force_timeout_and_wait() {
-        let cli = parse(&["vm", "stop", "web", "--force", "--timeout", "5", "--wait", "--json"]).unwrap();
+        let cli = parse(&[
+            "vm",
+            "stop",
+            "web",
+            "--force",
+            "--timeout",
+            "5",
+            "--wait",
+            "--json",
+        ])
+        .unwrap();
         assert!(cli.global.json);
-        let ClientCommand::Vm(VmCommand::Stop { target, force, timeout }) = cli.command else {
+        let ClientCommand::Vm(VmCommand::Stop {
+            target,
+            force,
+            timeout,
+        }) = cli.command
+        else {
             panic!("not a stop: {:?}", cli.command);
         };
         assert_eq!(target.vm, "web");
@@ -268,10 +283,31 @@ mod tests {
 
     #[test]
     fn create_has_defaults_and_global_flags_go_anywhere() {
-        let cli = parse(&["--url", "http://h:1", "vm", "create", "--name", "a", "--os", "busybox", "--token", "t"]).unwrap();
+        let cli = parse(&[
+            "--url",
+            "http://h:1",
+            "vm",
+            "create",
+            "--name",
+            "a",
+            "--os",
+            "busybox",
+            "--token",
+            "t",
+        ])
+        .unwrap();
         assert_eq!(cli.global.url.as_deref(), Some("http://h:1"));
         assert_eq!(cli.global.token.as_deref(), Some("t"));
-        let ClientCommand::Vm(VmCommand::Create { name, cpu, memory, disk, os, wait, .. }) = cli.command else {
+        let ClientCommand::Vm(VmCommand::Create {
+            name,
+            cpu,
+            memory,
+            disk,
+            os,
+            wait,
+            ..
+        }) = cli.command
+        else {
             panic!("not a create");
         };
         assert_eq!((name.as_str(), cpu, memory, disk), ("a", 1, 512, 10));
@@ -281,21 +317,46 @@ mod tests {
 
     #[test]
     fn events_and_jobs_parse() {
-        let cli = parse(&["events", "--vm", "vm-1", "--type", "VmStarted", "--after", "7", "-f"]).unwrap();
+        let cli = parse(&[
+            "events",
+            "--vm",
+            "vm-1",
+            "--type",
+            "VmStarted",
+            "--after",
+            "7",
+            "-f",
+        ])
+        .unwrap();
         let ClientCommand::Events(e) = cli.command else {
             panic!("not events");
         };
-        assert_eq!((e.vm.as_deref(), e.event_type.as_deref(), e.after, e.follow), (Some("vm-1"), Some("VmStarted"), Some(7), true));
-        assert!(matches!(parse(&["jobs"]).unwrap().command, ClientCommand::Jobs { command: None }));
+        assert_eq!(
+            (e.vm.as_deref(), e.event_type.as_deref(), e.after, e.follow),
+            (Some("vm-1"), Some("VmStarted"), Some(7), true)
+        );
         assert!(matches!(
-            parse(&["jobs", "wait", "job-1", "--timeout", "3"]).unwrap().command,
-            ClientCommand::Jobs { command: Some(JobsCommand::Wait { timeout: 3, .. }) }
+            parse(&["jobs"]).unwrap().command,
+            ClientCommand::Jobs { command: None }
+        ));
+        assert!(matches!(
+            parse(&["jobs", "wait", "job-1", "--timeout", "3"])
+                .unwrap()
+                .command,
+            ClientCommand::Jobs {
+                command: Some(JobsCommand::Wait { timeout: 3, .. })
+            }
         ));
     }
 
     #[test]
     fn mistakes_are_usage_errors() {
-        for args in [&["vm", "start"][..], &["vm", "stop", "x", "--timeout", "soon"], &["vm", "fly", "x"], &["events", "--after", "x"]] {
+        for args in [
+            &["vm", "start"][..],
+            &["vm", "stop", "x", "--timeout", "soon"],
+            &["vm", "fly", "x"],
+            &["events", "--after", "x"],
+        ] {
             let e = parse(args).unwrap_err();
             assert_eq!(e.exit_code(), 2, "{args:?}");
         }

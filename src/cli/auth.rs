@@ -11,16 +11,28 @@ use super::credentials::{self, Credentials, Environment};
 use super::output::Output;
 
 /// Logs in at `url` and stores the token.
-pub async fn login(env: &impl Environment, url: &str, out: Output, args: LoginArgs) -> CliResult<()> {
+pub async fn login(
+    env: &impl Environment,
+    url: &str,
+    out: Output,
+    args: LoginArgs,
+) -> CliResult<()> {
     let username = match args.username {
         Some(u) => u,
         None if std::io::stdin().is_terminal() => prompt_line("Username: ")?,
-        None => return Err(CliError::Usage("--username is required when stdin is not a terminal".into())),
+        None => {
+            return Err(CliError::Usage(
+                "--username is required when stdin is not a terminal".into(),
+            ))
+        }
     };
     let password = read_secret(args.password_stdin, "Password: ")?;
     let client = Client::new(url, None)?;
     let session = client
-        .post("/auth/login", Some(json!({"username": username, "password": password})))
+        .post(
+            "/auth/login",
+            Some(json!({"username": username, "password": password})),
+        )
         .await?;
     let token = session["token"]
         .as_str()
@@ -36,7 +48,14 @@ pub async fn login(env: &impl Environment, url: &str, out: Output, args: LoginAr
     )?;
     // The token itself is never printed, not even with --json.
     let summary = json!({"url": client.origin(), "username": username, "expiresAt": session["expiresAt"], "credentials": path});
-    out.done(&summary, &format!("Logged in to {} as {username}; credentials in {}.", client.origin(), path.display()))
+    out.done(
+        &summary,
+        &format!(
+            "Logged in to {} as {username}; credentials in {}.",
+            client.origin(),
+            path.display()
+        ),
+    )
 }
 
 /// Revokes the token (if the server can be told) and deletes the credentials file.
@@ -47,7 +66,11 @@ pub async fn logout(env: &impl Environment, client: &Client, out: Output) -> Cli
         }
     }
     let removed = credentials::remove(env)?;
-    let sentence = if removed { "Logged out." } else { "Not logged in." };
+    let sentence = if removed {
+        "Logged out."
+    } else {
+        "Not logged in."
+    };
     out.done(&json!({"removed": removed}), sentence)
 }
 

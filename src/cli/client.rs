@@ -167,7 +167,12 @@ impl Client {
     }
 
     /// A GET that may take up to `wait` on the server (a long poll).
-    pub async fn get_long(&self, path: &str, query: &[(&str, String)], wait: Duration) -> CliResult<Value> {
+    pub async fn get_long(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        wait: Duration,
+    ) -> CliResult<Value> {
         self.send(Method::GET, path, query, None, wait + DEFAULT_TIMEOUT)
             .await
     }

@@ -71,10 +71,18 @@ fn read(path: &Path) -> CliResult<Option<Credentials>> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(anyhow::Error::new(e).context(format!("reading {}", path.display())).into()),
+        Err(e) => {
+            return Err(anyhow::Error::new(e)
+                .context(format!("reading {}", path.display()))
+                .into())
+        }
     };
-    let credentials = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a credentials file; delete it and log in again", path.display()))?;
+    let credentials = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a credentials file; delete it and log in again",
+            path.display()
+        )
+    })?;
     Ok(Some(credentials))
 }
 
@@ -90,7 +98,8 @@ fn write(path: &Path, credentials: &Credentials) -> CliResult<()> {
         .parent()
         .context("the credentials path has no directory")?;
     if let Some(parent) = dir.parent() {
-        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
     }
     match DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => {}
@@ -100,7 +109,9 @@ fn write(path: &Path, credentials: &Credentials) -> CliResult<()> {
                 .with_context(|| format!("setting the mode of {}", dir.display()))?;
         }
         Err(e) => {
-            return Err(anyhow::Error::new(e).context(format!("creating {}", dir.display())).into())
+            return Err(anyhow::Error::new(e)
+                .context(format!("creating {}", dir.display()))
+                .into())
         }
     }
     let tmp = dir.join(format!(".credentials.json.{}.tmp", std::process::id()));
@@ -130,7 +141,9 @@ pub fn remove(env: &impl Environment) -> CliResult<bool> {
     match std::fs::remove_file(&path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(anyhow::Error::new(e).context(format!("deleting {}", path.display())).into()),
+        Err(e) => Err(anyhow::Error::new(e)
+            .context(format!("deleting {}", path.display()))
+            .into()),
     }
 }
 
@@ -166,7 +179,8 @@ mod tests {
     }
 
     fn temp_dir() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("voidvm-cred-{}", uuid::Uuid::new_v4().simple()));
+        let dir =
+            std::env::temp_dir().join(format!("voidvm-cred-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         dir
     }
@@ -181,10 +195,22 @@ mod tests {
 
     #[test]
     fn xdg_config_home_wins_over_home() {
-        let env = FakeEnv(HashMap::from([("XDG_CONFIG_HOME", "/x".into()), ("HOME", "/h".into())]));
-        assert_eq!(path(&env), Some(PathBuf::from("/x/voidvm/credentials.json")));
-        let env = FakeEnv(HashMap::from([("XDG_CONFIG_HOME", "rel".into()), ("HOME", "/h".into())]));
-        assert_eq!(path(&env), Some(PathBuf::from("/h/.config/voidvm/credentials.json")));
+        let env = FakeEnv(HashMap::from([
+            ("XDG_CONFIG_HOME", "/x".into()),
+            ("HOME", "/h".into()),
+        ]));
+        assert_eq!(
+            path(&env),
+            Some(PathBuf::from("/x/voidvm/credentials.json"))
+        );
+        let env = FakeEnv(HashMap::from([
+            ("XDG_CONFIG_HOME", "rel".into()),
+            ("HOME", "/h".into()),
+        ]));
+        assert_eq!(
+            path(&env),
+            Some(PathBuf::from("/h/.config/voidvm/credentials.json"))
+        );
         assert_eq!(path(&FakeEnv(HashMap::new())), None);
     }
 
@@ -201,7 +227,10 @@ mod tests {
         save(&env, &creds("t2")).unwrap();
         assert_eq!(mode(&path), 0o600);
         assert_eq!(load(&env).unwrap(), Some(creds("t2")));
-        assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
+        assert_eq!(
+            std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
+            1
+        );
         assert!(remove(&env).unwrap());
         assert!(!remove(&env).unwrap());
         assert_eq!(load(&env).unwrap(), None);
@@ -216,7 +245,10 @@ mod tests {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         let env = FakeEnv(HashMap::from([("HOME", home.display().to_string())]));
         save(&env, &creds("t")).unwrap();
-        assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
         std::fs::remove_dir_all(home).unwrap();
     }
 

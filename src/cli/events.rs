@@ -52,13 +52,19 @@ pub async fn run(client: &Client, out: Output, args: EventsArgs) -> CliResult<()
     let data = client.get("/events", &query).await?;
     out.list(&data, items(&data), EVENT_COLUMNS)?;
     if !out.json && data["hasMore"] == Value::Bool(true) {
-        eprintln!("More events: --after {}", super::output::cell(data.get("next")));
+        eprintln!(
+            "More events: --after {}",
+            super::output::cell(data.get("next"))
+        );
     }
     Ok(())
 }
 
 pub async fn logs(client: &Client, out: Output, args: LogsArgs) -> CliResult<()> {
-    let mut query = vec![("page", args.page.to_string()), ("limit", args.limit.to_string())];
+    let mut query = vec![
+        ("page", args.page.to_string()),
+        ("limit", args.limit.to_string()),
+    ];
     query.extend(args.level.map(|l| ("level", l)));
     query.extend(args.from.map(|f| ("from", f)));
     query.extend(args.to.map(|t| ("to", t)));
@@ -198,11 +204,16 @@ async fn follow(client: &Client, out: Output, args: &EventsArgs) -> CliResult<()
                 if failures > MAX_RECONNECTS {
                     return Err(CliError::Unreachable {
                         url: client.origin().to_string(),
-                        reason: format!("the feed could not reconnect after {MAX_RECONNECTS} tries ({why})"),
+                        reason: format!(
+                            "the feed could not reconnect after {MAX_RECONNECTS} tries ({why})"
+                        ),
                     });
                 }
                 let delay = Duration::from_millis((250u64 << failures.min(4)).min(3000));
-                eprintln!("voidvm: feed disconnected ({why}); reconnecting in {:.1}s", delay.as_secs_f64());
+                eprintln!(
+                    "voidvm: feed disconnected ({why}); reconnecting in {:.1}s",
+                    delay.as_secs_f64()
+                );
                 tokio::time::sleep(delay).await;
             }
         }
@@ -238,7 +249,9 @@ async fn connection(
     while let Some(message) = ws.next().await {
         let text = match message {
             Ok(Message::Text(text)) => text,
-            Ok(Message::Close(Some(close))) if close.code == CloseCode::Policy && close.reason.contains("token") => {
+            Ok(Message::Close(Some(close)))
+                if close.code == CloseCode::Policy && close.reason.contains("token") =>
+            {
                 return Err(CliError::Api {
                     status: 401,
                     code: "UNAUTHORIZED".into(),
@@ -247,7 +260,9 @@ async fn connection(
                 });
             }
             Ok(Message::Close(close)) => {
-                let why = close.map(|c| format!("closed: {} {}", c.code, c.reason)).unwrap_or_else(|| "closed".into());
+                let why = close
+                    .map(|c| format!("closed: {} {}", c.code, c.reason))
+                    .unwrap_or_else(|| "closed".into());
                 return dropped(live, why);
             }
             Ok(_) => continue,
@@ -256,7 +271,10 @@ async fn connection(
         match state.accept(&text) {
             Frame::Subscribed => {
                 live = true;
-                eprintln!("Following events after position {}.", super::output::cell(state.last.map(Value::from).as_ref()));
+                eprintln!(
+                    "Following events after position {}.",
+                    super::output::cell(state.last.map(Value::from).as_ref())
+                );
             }
             Frame::Event(event) => {
                 if !wanted(args.event_type.as_deref(), &event) {
@@ -288,8 +306,12 @@ mod tests {
     fn the_first_subscription_starts_where_the_feed_stands() {
         let mut state = FeedState::new(None, None);
         let frame: Value = serde_json::from_str(&state.subscribe_frame()).unwrap();
-        assert_eq!(frame, json!({"type": "subscribe", "id": "sub-1", "data": {"topic": "vm-status-all"}}));
-        let subscribed = json!({"type": "subscribed", "id": "sub-1", "data": {"position": 41}}).to_string();
+        assert_eq!(
+            frame,
+            json!({"type": "subscribe", "id": "sub-1", "data": {"topic": "vm-status-all"}})
+        );
+        let subscribed =
+            json!({"type": "subscribed", "id": "sub-1", "data": {"position": 41}}).to_string();
         assert!(matches!(state.accept(&subscribed), Frame::Subscribed));
         assert_eq!(state.last, Some(41));
     }
@@ -303,7 +325,10 @@ mod tests {
         // Reconnect: the subscription carries since = 7.
         let frame: Value = serde_json::from_str(&state.subscribe_frame()).unwrap();
         assert_eq!(frame["id"], "sub-2");
-        assert_eq!(frame["data"], json!({"topic": "vm-status", "vmId": "vm-1", "since": 7}));
+        assert_eq!(
+            frame["data"],
+            json!({"topic": "vm-status", "vmId": "vm-1", "since": 7})
+        );
         // A replayed position is not printed twice; a stale `subscribed` answer is ignored.
         assert!(matches!(state.accept(&event(7)), Frame::Ignored));
         let old = json!({"type": "subscribed", "id": "sub-1", "data": {}}).to_string();
@@ -315,8 +340,11 @@ mod tests {
     #[test]
     fn an_error_frame_carries_its_code() {
         let mut state = FeedState::new(None, None);
-        let raw = json!({"type": "error", "data": {"code": "FORBIDDEN", "message": "no"}}).to_string();
-        let Frame::Error(e) = state.accept(&raw) else { panic!("not an error") };
+        let raw =
+            json!({"type": "error", "data": {"code": "FORBIDDEN", "message": "no"}}).to_string();
+        let Frame::Error(e) = state.accept(&raw) else {
+            panic!("not an error")
+        };
         assert_eq!(e.to_string(), "FORBIDDEN: no");
     }
 
@@ -326,7 +354,10 @@ mod tests {
         assert!(wanted(None, &e));
         assert!(wanted(Some("VmStopped, VmStarted"), &e));
         assert!(!wanted(Some("VmStopped"), &e));
-        assert_eq!(feed_url("http://h:1", "a.b+c"), "ws://h:1/ws?token=a%2Eb%2Bc");
+        assert_eq!(
+            feed_url("http://h:1", "a.b+c"),
+            "ws://h:1/ws?token=a%2Eb%2Bc"
+        );
         assert_eq!(feed_url("https://h", "t"), "wss://h/ws?token=t");
     }
 }

@@ -39,7 +39,11 @@ async fn dispatch(global: GlobalArgs, command: ClientCommand) -> CliResult<()> {
     let env = ProcessEnv;
     let out = Output { json: global.json };
     let stored = credentials::load(&env)?;
-    let (url, token) = credentials::resolve(global.url.as_deref(), global.token.as_deref(), stored.as_ref());
+    let (url, token) = credentials::resolve(
+        global.url.as_deref(),
+        global.token.as_deref(),
+        stored.as_ref(),
+    );
     if let ClientCommand::Login(login) = command {
         return auth::login(&env, &url, out, login).await;
     }

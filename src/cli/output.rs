@@ -94,7 +94,12 @@ mod tests {
 
     use super::*;
 
-    const COLUMNS: &[Column] = &[("ID", "/id"), ("NAME", "/name"), ("CPU", "/cpu"), ("JOB", "/job/id")];
+    const COLUMNS: &[Column] = &[
+        ("ID", "/id"),
+        ("NAME", "/name"),
+        ("CPU", "/cpu"),
+        ("JOB", "/job/id"),
+    ];
 
     #[test]
     fn a_table_has_a_heading_and_aligned_rows() {

@@ -46,7 +46,9 @@ pub async fn run(client: &Client, out: Output, command: UsersCommand) -> CliResu
         }
         UsersCommand::Delete { id, transfer_to } => {
             let query: Vec<_> = transfer_to.map(|t| ("transferTo", t)).into_iter().collect();
-            let data = client.delete(&format!("/users/{}", seg(&id)), &query).await?;
+            let data = client
+                .delete(&format!("/users/{}", seg(&id)), &query)
+                .await?;
             out.done(&data, &format!("Deleted user {id}."))
         }
     }

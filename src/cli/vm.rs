@@ -76,7 +76,10 @@ pub async fn run(client: &Client, out: Output, command: VmCommand) -> CliResult<
             let created = client.post("/vms", Some(body)).await?;
             let id = text(&created, "id")?;
             if !wait.wait {
-                eprintln!("Creating VM {id} (job {}).", created["jobId"].as_str().unwrap_or("?"));
+                eprintln!(
+                    "Creating VM {id} (job {}).",
+                    created["jobId"].as_str().unwrap_or("?")
+                );
                 return out.object(&created, DETAIL_COLUMNS);
             }
             follow(client, &text(&created, "jobId")?, timeout(wait)).await?;
