@@ -36,6 +36,9 @@ pub enum CliError {
     /// The command line makes no sense beyond what clap checks (e.g. an ambiguous VM name).
     #[error("{0}")]
     Usage(String),
+    /// Whoever read stdout stopped reading (`| head`): the command ends quietly.
+    #[error("stdout was closed")]
+    StdoutClosed,
     /// Anything else: the credentials file, a malformed answer, the terminal.
     #[error("{0:#}")]
     Unexpected(#[from] anyhow::Error),
@@ -69,6 +72,7 @@ impl CliError {
             CliError::Unreachable { .. } => exit::UNAVAILABLE,
             CliError::JobFailed { .. } => exit::JOB_FAILED,
             CliError::Usage(_) => exit::USAGE,
+            CliError::StdoutClosed => exit::OK,
             CliError::Unexpected(_) => exit::LOCAL,
         }
     }
@@ -259,6 +263,7 @@ mod tests {
         };
         assert_eq!(down.exit_code(), 7);
         assert_eq!(CliError::Usage("u".into()).exit_code(), 2);
+        assert_eq!(CliError::StdoutClosed.exit_code(), 0);
         assert_eq!(CliError::from(anyhow::anyhow!("disk full")).exit_code(), 8);
     }
 

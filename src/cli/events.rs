@@ -24,7 +24,7 @@ const EVENT_COLUMNS: &[Column] = &[
     ("TIME", "/recordedAt"),
     ("STREAM", "/streamId"),
     ("TYPE", "/type"),
-    ("ACTOR", "/actor/username"),
+    ("ACTOR", "/actor/name"),
     ("JOB", "/jobId"),
 ];
 
@@ -280,7 +280,7 @@ async fn connection(
                 if !wanted(args.event_type.as_deref(), &event) {
                     continue;
                 }
-                println!("{}", event_line(out, &event));
+                super::output::line(&event_line(out, &event))?;
                 *printed += 1;
                 if args.limit.is_some_and(|limit| *printed >= limit) {
                     let _ = ws.close(None).await;

@@ -28,6 +28,7 @@ use output::Output;
 pub async fn run(global: GlobalArgs, command: ClientCommand) -> ExitCode {
     match dispatch(global, command).await {
         Ok(()) => ExitCode::SUCCESS,
+        Err(client::CliError::StdoutClosed) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{}", e.report());
             ExitCode::from(e.exit_code())

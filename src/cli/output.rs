@@ -1,10 +1,12 @@
 //! How results reach stdout: plain tables for people, or with `--json` the envelope's `data`
 //! as it came, for scripts (`jq`). Progress and errors go to stderr, never here.
 
+use std::io::Write;
+
 use comfy_table::{presets, ContentArrangement, Table};
 use serde_json::Value;
 
-use super::client::CliResult;
+use super::client::{CliError, CliResult};
 
 /// The output mode chosen by `--json`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,8 +23,7 @@ impl Output {
         if self.json {
             return self.json(data);
         }
-        println!("{}", table(items, columns));
-        Ok(())
+        line(&table(items, columns))
     }
 
     /// One object: as JSON, else one `field  value` line per column.
@@ -30,8 +31,7 @@ impl Output {
         if self.json {
             return self.json(data);
         }
-        println!("{}", fields(data, columns));
-        Ok(())
+        line(&fields(data, columns))
     }
 
     /// A one-line result for people (`Deleted vm-1.`); the data as JSON for scripts.
@@ -39,15 +39,24 @@ impl Output {
         if self.json {
             return self.json(data);
         }
-        println!("{sentence}");
-        Ok(())
+        line(sentence)
     }
 
     pub fn json(&self, data: &Value) -> CliResult<()> {
         let text = serde_json::to_string_pretty(data)
             .map_err(|e| anyhow::Error::new(e).context("encoding the answer"))?;
-        println!("{text}");
-        Ok(())
+        line(&text)
+    }
+}
+
+/// Writes `text` and a newline to stdout. A closed stdout (`voidvm vm list | head -1`) is
+/// [`CliError::StdoutClosed`], which ends the command quietly.
+pub fn line(text: &str) -> CliResult<()> {
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{text}").and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(CliError::StdoutClosed),
+        Err(e) => Err(anyhow::Error::new(e).context("writing to stdout").into()),
     }
 }
 
