@@ -36,6 +36,12 @@ pub enum CliError {
     /// The command line makes no sense beyond what clap checks (e.g. an ambiguous VM name).
     #[error("{0}")]
     Usage(String),
+    /// A successful answer that is not what the API documents (a proxy, another server).
+    #[error("unexpected answer from the server: {0}")]
+    BadAnswer(String),
+    /// Neither `XDG_CONFIG_HOME` nor `HOME` is set.
+    #[error("neither XDG_CONFIG_HOME nor HOME is set, so there is nowhere to keep credentials")]
+    NoConfigDir,
     /// Whoever read stdout stopped reading (`| head`): the command ends quietly.
     #[error("stdout was closed")]
     StdoutClosed,
@@ -72,6 +78,7 @@ impl CliError {
             CliError::Unreachable { .. } => exit::UNAVAILABLE,
             CliError::JobFailed { .. } => exit::JOB_FAILED,
             CliError::Usage(_) => exit::USAGE,
+            CliError::BadAnswer(_) | CliError::NoConfigDir => exit::LOCAL,
             CliError::StdoutClosed => exit::OK,
             CliError::Unexpected(_) => exit::LOCAL,
         }
@@ -221,7 +228,9 @@ pub fn unwrap_envelope(status: StatusCode, mut body: Value) -> CliResult<Value> 
         return Ok(body.get_mut("data").map(Value::take).unwrap_or(Value::Null));
     }
     if status.is_success() {
-        return Err(anyhow::anyhow!("the server's answer is not a VoidVM envelope: {body}").into());
+        return Err(CliError::BadAnswer(format!(
+            "not a VoidVM envelope: {body}"
+        )));
     }
     Err(CliError::from_answer(status, &body))
 }
@@ -264,7 +273,13 @@ mod tests {
         assert_eq!(down.exit_code(), 7);
         assert_eq!(CliError::Usage("u".into()).exit_code(), 2);
         assert_eq!(CliError::StdoutClosed.exit_code(), 0);
-        assert_eq!(CliError::from(anyhow::anyhow!("disk full")).exit_code(), 8);
+        assert_eq!(CliError::BadAnswer("x".into()).exit_code(), 8);
+        assert_eq!(CliError::NoConfigDir.exit_code(), 8);
+        let disk = std::io::Error::other("disk full");
+        assert_eq!(
+            CliError::from(anyhow::Error::new(disk).context("writing")).exit_code(),
+            8
+        );
     }
 
     #[test]

@@ -53,12 +53,6 @@ pub fn path(env: &impl Environment) -> Option<PathBuf> {
     Some(base.join("voidvm").join("credentials.json"))
 }
 
-fn no_home() -> CliError {
-    CliError::Unexpected(anyhow::anyhow!(
-        "neither XDG_CONFIG_HOME nor HOME is set, so there is nowhere to keep credentials"
-    ))
-}
-
 /// The stored credentials; `None` if there is no file.
 pub fn load(env: &impl Environment) -> CliResult<Option<Credentials>> {
     let Some(path) = path(env) else {
@@ -88,7 +82,7 @@ fn read(path: &Path) -> CliResult<Option<Credentials>> {
 
 /// Writes the credentials file (dir 0700, file 0600, atomically); answers its path.
 pub fn save(env: &impl Environment, credentials: &Credentials) -> CliResult<PathBuf> {
-    let path = path(env).ok_or_else(no_home)?;
+    let path = path(env).ok_or(CliError::NoConfigDir)?;
     write(&path, credentials)?;
     Ok(path)
 }
@@ -137,7 +131,7 @@ fn write(path: &Path, credentials: &Credentials) -> CliResult<()> {
 
 /// Deletes the credentials file; answers whether there was one.
 pub fn remove(env: &impl Environment) -> CliResult<bool> {
-    let path = path(env).ok_or_else(no_home)?;
+    let path = path(env).ok_or(CliError::NoConfigDir)?;
     match std::fs::remove_file(&path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),

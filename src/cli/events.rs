@@ -133,7 +133,7 @@ impl FeedState {
                 Frame::Subscribed
             }
             Some("error") => Frame::Error(CliError::Api {
-                status: 0,
+                status: feed_status(data["code"].as_str().unwrap_or_default()),
                 code: data["code"].as_str().unwrap_or("FEED_ERROR").to_string(),
                 message: data["message"].as_str().unwrap_or("feed error").to_string(),
                 details: data["details"].as_str().map(str::to_string),
@@ -148,6 +148,16 @@ impl FeedState {
             },
             _ => Frame::Ignored,
         }
+    }
+}
+
+/// The HTTP status an `error` frame's code stands for, so it gets the same exit status.
+fn feed_status(code: &str) -> u16 {
+    match code {
+        "UNAUTHORIZED" => 401,
+        c if c.ends_with("NOT_FOUND") => 404,
+        c if c == "INTERNAL_ERROR" || c.ends_with("UNAVAILABLE") => 500,
+        _ => 400,
     }
 }
 
@@ -192,6 +202,16 @@ enum Ended {
 
 async fn follow(client: &Client, out: Output, args: &EventsArgs) -> CliResult<()> {
     let token = client.require_token()?.to_string();
+    // Fail at once, with the right exit status, on a server that is down, a refused token or an
+    // unknown VM; only a feed that once worked is worth reconnecting to.
+    match &args.vm {
+        Some(vm) => {
+            client
+                .get(&format!("/vms/{}", super::jobs::seg(vm)), &[])
+                .await?
+        }
+        None => client.get("/auth/me", &[]).await?,
+    };
     let url = feed_url(client.origin(), &token);
     let mut state = FeedState::new(args.vm.clone(), args.after);
     let mut printed = 0u32;
@@ -346,6 +366,13 @@ mod tests {
             panic!("not an error")
         };
         assert_eq!(e.to_string(), "FORBIDDEN: no");
+        assert_eq!(e.exit_code(), 1);
+        let raw = json!({"type": "error", "data": {"code": "VM_NOT_FOUND", "message": "gone"}})
+            .to_string();
+        let Frame::Error(e) = state.accept(&raw) else {
+            panic!("not an error")
+        };
+        assert_eq!(e.exit_code(), 4);
     }
 
     #[test]

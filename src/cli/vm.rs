@@ -191,7 +191,7 @@ fn text(data: &Value, key: &str) -> CliResult<String> {
     data[key]
         .as_str()
         .map(str::to_string)
-        .ok_or_else(|| anyhow::anyhow!("the answer has no `{key}`: {data}").into())
+        .ok_or_else(|| CliError::BadAnswer(format!("no `{key}` in {data}")))
 }
 
 #[cfg(test)]
