@@ -163,6 +163,12 @@ async fn login_keeps_a_private_file_that_later_commands_use() {
     let run = term.run(&["--token", "forged", "vm", "list"]).await;
     assert_eq!(run.code, 3, "{}", run.stderr);
     assert!(run.stderr.contains("UNAUTHORIZED"), "{}", run.stderr);
+    let run = term.run(&["--token", "forged", "events", "--follow"]).await;
+    assert_eq!(
+        run.code, 3,
+        "the feed checks the token first: {}",
+        run.stderr
+    );
     // A server that is not there is 7.
     let run = term
         .run(&["--url", "http://127.0.0.1:9", "vm", "list"])
