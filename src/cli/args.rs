@@ -18,6 +18,7 @@ Exit status of the client commands:
 
 /// Flags every client command takes.
 #[derive(Args, Debug, Clone, Default)]
+#[command(next_help_heading = "Client options")]
 pub struct GlobalArgs {
     /// The server, e.g. http://localhost:3000 (default: the one `voidvm login` stored).
     #[arg(long, global = true, env = "VOIDVM_URL")]

@@ -39,7 +39,12 @@ pub async fn run(global: GlobalArgs, command: ClientCommand) -> ExitCode {
 async fn dispatch(global: GlobalArgs, command: ClientCommand) -> CliResult<()> {
     let env = ProcessEnv;
     let out = Output { json: global.json };
-    let stored = credentials::load(&env)?;
+    // A damaged credentials file must not stop `login` or `logout`, which replace or delete it.
+    let stored = match (credentials::load(&env), &command) {
+        (Ok(stored), _) => stored,
+        (Err(_), ClientCommand::Login(_) | ClientCommand::Logout) => None,
+        (Err(e), _) => return Err(e),
+    };
     let (url, token) = credentials::resolve(
         global.url.as_deref(),
         global.token.as_deref(),

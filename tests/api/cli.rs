@@ -137,8 +137,14 @@ async fn login_keeps_a_private_file_that_later_commands_use() {
     assert_eq!(run.code, 3, "not logged in: {}", run.stderr);
     assert!(run.stderr.contains("not logged in"), "{}", run.stderr);
 
-    term.login().await;
+    // A damaged file is a local problem (8), and login replaces it.
     let file = term.credentials();
+    std::fs::create_dir_all(file.parent().expect("a dir")).expect("the config dir");
+    std::fs::write(&file, "not json").expect("a damaged file");
+    let run = term.run(&["vm", "list"]).await;
+    assert_eq!(run.code, 8, "{}", run.stderr);
+
+    term.login().await;
     assert_eq!(mode(&file), 0o600);
     assert_eq!(mode(file.parent().expect("a dir")), 0o700);
     let stored: Value =
