@@ -40,6 +40,10 @@ const LOG_COLUMNS: &[Column] = &[
 /// Consecutive failed connection attempts after which `--follow` gives up.
 const MAX_RECONNECTS: u32 = 30;
 
+/// The server pings every 15 s by default; a connection silent for this long is dead (a host
+/// that vanished sends no FIN) and is replaced.
+const SILENCE: Duration = Duration::from_secs(60);
+
 pub async fn run(client: &Client, out: Output, args: EventsArgs) -> CliResult<()> {
     if args.follow {
         return follow(client, out, &args).await;
@@ -266,7 +270,13 @@ async fn connection(
         return dropped(false, e.to_string());
     }
     let mut live = false;
-    while let Some(message) = ws.next().await {
+    loop {
+        let Ok(next) = tokio::time::timeout(SILENCE, ws.next()).await else {
+            return dropped(live, format!("nothing heard for {} s", SILENCE.as_secs()));
+        };
+        let Some(message) = next else {
+            return dropped(live, "the connection ended".into());
+        };
         let text = match message {
             Ok(Message::Text(text)) => text,
             Ok(Message::Close(Some(close)))
@@ -311,7 +321,6 @@ async fn connection(
             Frame::Ignored => {}
         }
     }
-    dropped(live, "the connection ended".into())
 }
 
 #[cfg(test)]
