@@ -144,7 +144,7 @@ impl Client {
             .map_err(|e| anyhow::Error::new(e).context("building the HTTP client"))?;
         Ok(Client {
             http,
-            origin: origin.trim_end_matches('/').to_string(),
+            origin: origin_of(origin),
             token,
         })
     }
@@ -222,6 +222,13 @@ impl Client {
     }
 }
 
+/// The server's origin from what a user typed: `http://h:3000/`, `http://h:3000/api/v1` and
+/// `http://h:3000` are all `http://h:3000`.
+pub fn origin_of(url: &str) -> String {
+    let url = url.trim().trim_end_matches('/');
+    url.strip_suffix("/api/v1").unwrap_or(url).to_string()
+}
+
 /// `data` of a successful envelope, or the error it (or the status) carries.
 pub fn unwrap_envelope(status: StatusCode, mut body: Value) -> CliResult<Value> {
     if status.is_success() && body["success"] == Value::Bool(true) {
@@ -280,6 +287,18 @@ mod tests {
             CliError::from(anyhow::Error::new(disk).context("writing")).exit_code(),
             8
         );
+    }
+
+    #[test]
+    fn a_url_with_the_api_prefix_is_the_same_server() {
+        for url in [
+            "http://h:3000",
+            "http://h:3000/",
+            "http://h:3000/api/v1",
+            "http://h:3000/api/v1/",
+        ] {
+            assert_eq!(origin_of(url), "http://h:3000", "{url}");
+        }
     }
 
     #[test]
