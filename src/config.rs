@@ -321,7 +321,13 @@ impl Settings {
             }
             figment = figment.merge(Toml::file(file));
         }
-        figment = figment.merge(Env::prefixed("VOIDVM_").split("__"));
+        // `VOIDVM_URL` and `VOIDVM_TOKEN` belong to the client commands (`voidvm::cli`), not to
+        // the server: a shell that exports them can still run `voidvm serve`.
+        figment = figment.merge(
+            Env::prefixed("VOIDVM_")
+                .ignore(&["url", "token"])
+                .split("__"),
+        );
         let settings: Settings = figment
             .extract()
             .map_err(|e| ConfigError::Invalid(one_line(&e)))?;

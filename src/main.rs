@@ -1,10 +1,12 @@
 //! The `voidvm` command: `voidvm serve [--config FILE]`, `voidvm openapi`,
-//! `voidvm stream status|reset [--config FILE]`.
+//! `voidvm stream status|reset [--config FILE]`, and the client commands (`login`, `vm`, `jobs`,
+//! `events`, ...) that live in `voidvm::cli`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use voidvm::cli::args::{ClientCommand, GlobalArgs, EXIT_CODES_HELP};
 use voidvm::config::Settings;
 use voidvm::startup::Application;
 
@@ -12,9 +14,12 @@ use voidvm::startup::Application;
 #[command(
     name = "voidvm",
     version,
-    about = "An event-sourced control plane for QEMU virtual machines"
+    about = "An event-sourced control plane for QEMU virtual machines",
+    after_help = EXIT_CODES_HELP
 )]
 struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -37,6 +42,8 @@ enum Command {
         #[arg(long, global = true)]
         config: Option<PathBuf>,
     },
+    #[command(flatten)]
+    Client(ClientCommand),
 }
 
 #[derive(Subcommand)]
@@ -58,6 +65,7 @@ async fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Stream { action, config } => stream(action, config).await,
+        Command::Client(command) => voidvm::cli::run(cli.global, command).await,
     }
 }
 

@@ -5,6 +5,7 @@ mod accounts;
 mod audit;
 mod auth;
 mod bad_input;
+mod cli;
 mod crash;
 mod errors;
 mod feed;

@@ -1,0 +1,365 @@
+//! The client subcommands' command line (clap derive). `src/main.rs` flattens [`ClientCommand`]
+//! and [`GlobalArgs`] into the `voidvm` binary next to `serve`; nothing here does any work.
+
+use clap::{Args, Subcommand};
+
+/// What `voidvm --help` says about exit statuses (also in the README).
+pub const EXIT_CODES_HELP: &str = "\
+Exit status of the client commands:
+  0  success
+  1  the API refused the request (400, 403, 422, 429, ...)
+  2  usage error (bad flags or arguments; an ambiguous VM name)
+  3  not logged in, or the token was refused (401)
+  4  not found (404: no such VM, job or user)
+  5  conflict (409: e.g. the VM is already running or busy)
+  6  a job followed with --wait failed, was cancelled or did not end in time
+  7  the server cannot be reached, or answered 5xx
+  8  a local problem (credentials file, an unexpected answer)";
+
+/// Flags every client command takes.
+#[derive(Args, Debug, Clone, Default)]
+#[command(next_help_heading = "Client options")]
+pub struct GlobalArgs {
+    /// The server, e.g. http://localhost:3000 (default: the one `voidvm login` stored).
+    #[arg(long, global = true, env = "VOIDVM_URL")]
+    pub url: Option<String>,
+    /// A token to use instead of the stored one.
+    #[arg(long, global = true, env = "VOIDVM_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print the answer's `data` as JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClientCommand {
+    /// Logs in and keeps the server URL and token in the user's config directory.
+    Login(LoginArgs),
+    /// Revokes the stored token and deletes the credentials file.
+    Logout,
+    /// Virtual machines.
+    #[command(subcommand)]
+    Vm(VmCommand),
+    /// Jobs (every VM command is carried out as one); `voidvm jobs` lists them.
+    Jobs {
+        #[command(subcommand)]
+        command: Option<JobsCommand>,
+    },
+    /// The event log; `--follow` streams new events over the WebSocket feed.
+    Events(EventsArgs),
+    /// The event log as log lines for people.
+    Logs(LogsArgs),
+    /// User accounts (admins).
+    #[command(subcommand)]
+    Users(UsersCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct LoginArgs {
+    /// The user (asked for on a terminal when absent).
+    #[arg(long, short)]
+    pub username: Option<String>,
+    /// Read the password from stdin (the first line) instead of prompting.
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+/// Following a job: `--wait` and how long at most.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct WaitArgs {
+    /// Follow the job until it ends, printing its progress to stderr.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up after this many seconds (exit status 6).
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub wait_timeout: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct VmTarget {
+    /// The VM's id, or its name (a value starting with `vm-` is taken as an id).
+    pub vm: String,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum VmCommand {
+    /// Lists the VMs you can see.
+    List {
+        /// Only VMs in this status (e.g. running).
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Creates a VM from an image.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Virtual CPUs.
+        #[arg(long, default_value_t = 1)]
+        cpu: u32,
+        /// Memory in MiB.
+        #[arg(long, default_value_t = 512)]
+        memory: u64,
+        /// Disk size in GiB.
+        #[arg(long, default_value_t = 10)]
+        disk: u64,
+        /// The image (template) name, e.g. ubuntu20.04.
+        #[arg(long)]
+        os: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Shows one VM.
+    Get {
+        /// The VM's id or name.
+        vm: String,
+    },
+    /// Boots a stopped VM.
+    Start(VmTarget),
+    /// Shuts a VM down: ACPI powerdown, then forced after the timeout.
+    Stop {
+        #[command(flatten)]
+        target: VmTarget,
+        /// Pull the plug at once.
+        #[arg(long)]
+        force: bool,
+        /// Seconds to wait for a graceful shutdown before forcing it.
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<u64>,
+    },
+    /// Reboots a running VM.
+    Restart(VmTarget),
+    /// Pauses a running VM.
+    Pause(VmTarget),
+    /// Resumes a paused VM.
+    Resume(VmTarget),
+    /// Hard-resets a running VM.
+    Reset(VmTarget),
+    /// Deletes a stopped VM and its disk.
+    Delete(VmTarget),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum JobsCommand {
+    /// Lists jobs, newest first.
+    List {
+        /// queued, running, succeeded, failed or cancelled.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only this VM's jobs (id).
+        #[arg(long)]
+        vm: Option<String>,
+        #[arg(long, default_value_t = 1)]
+        page: u32,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Shows one job.
+    Get { id: String },
+    /// Follows a job until it ends (exit status 6 unless it succeeds).
+    Wait {
+        id: String,
+        /// Give up after this many seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 600)]
+        timeout: u64,
+    },
+    /// Cancels a queued job.
+    Cancel { id: String },
+}
+
+#[derive(Args, Debug)]
+pub struct EventsArgs {
+    /// Only this VM's events (id).
+    #[arg(long)]
+    pub vm: Option<String>,
+    /// Only events of these types, comma-separated (e.g. VmStarted,VmStopped).
+    #[arg(long = "type", value_name = "TYPES")]
+    pub event_type: Option<String>,
+    /// Only events after this global position.
+    #[arg(long, value_name = "POSITION")]
+    pub after: Option<i64>,
+    /// At most this many events (with --follow: stop after this many).
+    #[arg(long)]
+    pub limit: Option<u32>,
+    /// Keep streaming new events over the WebSocket feed, resuming after disconnects.
+    #[arg(long, short)]
+    pub follow: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// The least severe level to show: info, warn or error.
+    #[arg(long)]
+    pub level: Option<String>,
+    /// Recorded at or after this RFC 3339 time.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Recorded before this RFC 3339 time.
+    #[arg(long)]
+    pub to: Option<String>,
+    #[arg(long, default_value_t = 1)]
+    pub page: u32,
+    #[arg(long, default_value_t = 20)]
+    pub limit: u32,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UsersCommand {
+    /// Lists users.
+    List {
+        #[arg(long)]
+        role: Option<String>,
+    },
+    /// Shows one user.
+    Get { id: String },
+    /// Creates a user; the password is asked for (or read from stdin with --password-stdin).
+    Create {
+        #[arg(long)]
+        username: String,
+        /// A role id: admin, user, viewer or one an admin added.
+        #[arg(long, default_value = "user")]
+        role: String,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Deletes a user.
+    Delete {
+        id: String,
+        /// Give the user's VMs to this user instead.
+        #[arg(long, value_name = "USER_ID")]
+        transfer_to: Option<String>,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        global: GlobalArgs,
+        #[command(subcommand)]
+        command: ClientCommand,
+    }
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("voidvm").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn stop_takes_force_timeout_and_wait() {
+        let cli = parse(&[
+            "vm",
+            "stop",
+            "web",
+            "--force",
+            "--timeout",
+            "5",
+            "--wait",
+            "--json",
+        ])
+        .unwrap();
+        assert!(cli.global.json);
+        let ClientCommand::Vm(VmCommand::Stop {
+            target,
+            force,
+            timeout,
+        }) = cli.command
+        else {
+            panic!("not a stop: {:?}", cli.command);
+        };
+        assert_eq!(target.vm, "web");
+        assert!(force && target.wait.wait);
+        assert_eq!(timeout, Some(5));
+        assert_eq!(target.wait.wait_timeout, 600);
+    }
+
+    #[test]
+    fn create_has_defaults_and_global_flags_go_anywhere() {
+        let cli = parse(&[
+            "--url",
+            "http://h:1",
+            "vm",
+            "create",
+            "--name",
+            "a",
+            "--os",
+            "busybox",
+            "--token",
+            "t",
+        ])
+        .unwrap();
+        assert_eq!(cli.global.url.as_deref(), Some("http://h:1"));
+        assert_eq!(cli.global.token.as_deref(), Some("t"));
+        let ClientCommand::Vm(VmCommand::Create {
+            name,
+            cpu,
+            memory,
+            disk,
+            os,
+            wait,
+            ..
+        }) = cli.command
+        else {
+            panic!("not a create");
+        };
+        assert_eq!((name.as_str(), cpu, memory, disk), ("a", 1, 512, 10));
+        assert_eq!(os.as_deref(), Some("busybox"));
+        assert!(!wait.wait);
+    }
+
+    #[test]
+    fn events_and_jobs_parse() {
+        let cli = parse(&[
+            "events",
+            "--vm",
+            "vm-1",
+            "--type",
+            "VmStarted",
+            "--after",
+            "7",
+            "-f",
+        ])
+        .unwrap();
+        let ClientCommand::Events(e) = cli.command else {
+            panic!("not events");
+        };
+        assert_eq!(
+            (e.vm.as_deref(), e.event_type.as_deref(), e.after, e.follow),
+            (Some("vm-1"), Some("VmStarted"), Some(7), true)
+        );
+        assert!(matches!(
+            parse(&["jobs"]).unwrap().command,
+            ClientCommand::Jobs { command: None }
+        ));
+        assert!(matches!(
+            parse(&["jobs", "wait", "job-1", "--timeout", "3"])
+                .unwrap()
+                .command,
+            ClientCommand::Jobs {
+                command: Some(JobsCommand::Wait { timeout: 3, .. })
+            }
+        ));
+    }
+
+    #[test]
+    fn mistakes_are_usage_errors() {
+        for args in [
+            &["vm", "start"][..],
+            &["vm", "stop", "x", "--timeout", "soon"],
+            &["vm", "fly", "x"],
+            &["events", "--after", "x"],
+        ] {
+            let e = parse(args).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{args:?}");
+        }
+    }
+}

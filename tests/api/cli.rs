@@ -1,0 +1,416 @@
+//! The `voidvm` client commands, run as the built binary against a real server: login keeps a
+//! private credentials file, `--wait` follows jobs on the real test guest, exit statuses say what
+//! failed, and `events --follow` resumes across a server restart without gaps or duplicates.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+use crate::helpers::{eventually, spawn_app, spawn_server, Env, TestApp, ADMIN};
+
+/// One user's terminal: their own HOME and config dir, the server's URL.
+struct Terminal {
+    home: PathBuf,
+    url: String,
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!("stdout is not JSON ({e}): {}\n{}", self.stdout, self.stderr)
+        })
+    }
+
+    fn ok(self) -> Run {
+        assert_eq!(
+            self.code, 0,
+            "stdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+impl Terminal {
+    fn new(app: &TestApp) -> Terminal {
+        let home =
+            std::env::temp_dir().join(format!("voidvm-cli-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&home).expect("a temp home");
+        Terminal {
+            home,
+            url: app.address.clone(),
+        }
+    }
+
+    fn credentials(&self) -> PathBuf {
+        self.home.join("config/voidvm/credentials.json")
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_voidvm"));
+        cmd.args(args)
+            .env("HOME", &self.home)
+            .env("XDG_CONFIG_HOME", self.home.join("config"))
+            .env_remove("VOIDVM_URL")
+            .env_remove("VOIDVM_TOKEN");
+        cmd
+    }
+
+    async fn run_with(&self, args: &[&str], stdin: &str) -> Run {
+        let mut cmd = self.command(args);
+        let stdin = stdin.to_string();
+        tokio::task::spawn_blocking(move || {
+            let mut child = cmd
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("the voidvm binary starts");
+            if let Some(mut pipe) = child.stdin.take() {
+                let _ = pipe.write_all(stdin.as_bytes());
+            }
+            let out = child.wait_with_output().expect("voidvm ran");
+            Run {
+                code: out.status.code().unwrap_or(-1),
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            }
+        })
+        .await
+        .expect("the runner")
+    }
+
+    async fn run(&self, args: &[&str]) -> Run {
+        self.run_with(args, "").await
+    }
+
+    async fn login(&self) {
+        let run = self
+            .run_with(
+                &[
+                    "login",
+                    "--url",
+                    &self.url,
+                    "--username",
+                    ADMIN.0,
+                    "--password-stdin",
+                ],
+                &format!("{}\n", ADMIN.1),
+            )
+            .await
+            .ok();
+        assert!(run.stdout.contains("Logged in"), "{}", run.stdout);
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.home);
+    }
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    std::fs::metadata(path)
+        .expect("the file exists")
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[actix_rt::test]
+async fn login_keeps_a_private_file_that_later_commands_use() {
+    let app = spawn_app().await;
+    let term = Terminal::new(&app);
+
+    let run = term.run(&["vm", "list"]).await;
+    assert_eq!(run.code, 3, "not logged in: {}", run.stderr);
+    assert!(run.stderr.contains("not logged in"), "{}", run.stderr);
+
+    // A damaged file is a local problem (8), and login replaces it.
+    let file = term.credentials();
+    std::fs::create_dir_all(file.parent().expect("a dir")).expect("the config dir");
+    std::fs::write(&file, "not json").expect("a damaged file");
+    let run = term.run(&["vm", "list"]).await;
+    assert_eq!(run.code, 8, "{}", run.stderr);
+
+    term.login().await;
+    assert_eq!(mode(&file), 0o600);
+    assert_eq!(mode(file.parent().expect("a dir")), 0o700);
+    let stored: Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).expect("readable")).expect("JSON");
+    assert_eq!(stored["url"], app.address.as_str());
+
+    let list = term.run(&["vm", "list", "--json"]).await.ok().json();
+    assert_eq!(list, Value::Array(vec![]));
+    let table = term.run(&["users", "list"]).await.ok();
+    assert!(
+        table
+            .stdout
+            .lines()
+            .next()
+            .is_some_and(|h| h.starts_with("ID")),
+        "{}",
+        table.stdout
+    );
+    assert!(table.stdout.contains("admin"), "{}", table.stdout);
+
+    // A flag overrides the stored token; a bad token is exit status 3 with the API's code.
+    let run = term.run(&["--token", "forged", "vm", "list"]).await;
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(run.stderr.contains("UNAUTHORIZED"), "{}", run.stderr);
+    let run = term.run(&["--token", "forged", "events", "--follow"]).await;
+    assert_eq!(
+        run.code, 3,
+        "the feed checks the token first: {}",
+        run.stderr
+    );
+    // A server that is not there is 7.
+    let run = term
+        .run(&["--url", "http://127.0.0.1:9", "vm", "list"])
+        .await;
+    assert_eq!(run.code, 7, "{}", run.stderr);
+
+    // Logout revokes the token and deletes the file.
+    let token = stored["token"].as_str().expect("a token").to_string();
+    term.run(&["logout"]).await.ok();
+    assert!(!file.exists());
+    let run = term
+        .run(&["--url", &app.address, "--token", &token, "vm", "list"])
+        .await;
+    assert_eq!(run.code, 3, "a revoked token: {}", run.stderr);
+}
+
+#[actix_rt::test]
+async fn a_guest_is_created_started_and_stopped_with_wait() {
+    let app = spawn_app().await;
+    let term = Terminal::new(&app);
+    term.login().await;
+
+    let create = term
+        .run(&[
+            "vm",
+            "create",
+            "--name",
+            "cli-guest",
+            "--cpu",
+            "1",
+            "--memory",
+            "128",
+            "--disk",
+            "1",
+            "--os",
+            "busybox",
+            "--wait",
+            "--json",
+        ])
+        .await
+        .ok();
+    let vm = create.json();
+    let id = vm["id"].as_str().expect("an id").to_string();
+    assert_eq!(vm["status"], "stopped", "{vm}");
+    assert!(
+        create.stderr.contains("succeeded"),
+        "progress on stderr: {}",
+        create.stderr
+    );
+
+    // By name; the answer is the VM once its job succeeded.
+    let started = term
+        .run(&["vm", "start", "cli-guest", "--wait", "--json"])
+        .await
+        .ok();
+    assert_eq!(started.json()["status"], "running", "{}", started.stderr);
+    assert_eq!(app.status_of(&id).await, "running");
+    let run = term.run(&["vm", "start", &id]).await;
+    assert_eq!(run.code, 5, "already running is a conflict: {}", run.stderr);
+
+    let stopped = term
+        .run(&["vm", "stop", &id, "--force", "--timeout", "5", "--wait"])
+        .await
+        .ok();
+    assert!(stopped.stdout.contains("stopped"), "{}", stopped.stdout);
+    assert_eq!(app.status_of(&id).await, "stopped");
+
+    let list = term.run(&["vm", "list", "--json"]).await.ok().json();
+    let ids: Vec<&str> = list
+        .as_array()
+        .expect("an array")
+        .iter()
+        .filter_map(|v| v["id"].as_str())
+        .collect();
+    assert_eq!(ids, vec![id.as_str()]);
+    let jobs = term
+        .run(&["jobs", "list", "--vm", &id, "--json"])
+        .await
+        .ok()
+        .json();
+    let kinds: Vec<&str> = jobs["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|j| j["kind"].as_str())
+        .collect();
+    assert_eq!(kinds.len(), 3, "create, start and stop: {jobs}");
+
+    let run = term.run(&["vm", "get", "vm-nosuchthing"]).await;
+    assert_eq!(run.code, 4, "{}", run.stderr);
+    assert!(run.stderr.contains("VM_NOT_FOUND"), "{}", run.stderr);
+    let run = term.run(&["vm", "get", "no-such-name"]).await;
+    assert_eq!(run.code, 4, "{}", run.stderr);
+    let run = term.run(&["jobs", "get", "job-nosuchthing"]).await;
+    assert_eq!(run.code, 4, "{}", run.stderr);
+}
+
+/// A running `events --follow`: its stdout lines and stderr, as they arrive.
+struct Follower {
+    child: Child,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Follower {
+    fn start(term: &Terminal, token: &str) -> Follower {
+        let mut child = term
+            .command(&[
+                "--url", &term.url, "--token", token, "events", "--follow", "--json",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("voidvm events --follow starts");
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (out, sink) = (child.stdout.take().expect("piped"), stdout.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                sink.lock().expect("not poisoned").push(line);
+            }
+        });
+        let (err, sink) = (child.stderr.take().expect("piped"), stderr.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let mut s = sink.lock().expect("not poisoned");
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        Follower {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    fn events(&self) -> Vec<Value> {
+        self.stdout
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect()
+    }
+
+    fn positions(&self) -> Vec<i64> {
+        self.events()
+            .iter()
+            .filter_map(|e| e["position"].as_i64())
+            .collect()
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().expect("not poisoned").clone()
+    }
+
+    fn signal(&self, signal: Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal)
+            .expect("a signal to the follower");
+    }
+
+    fn saw(&self, vm: &str, ty: &str) -> bool {
+        self.events()
+            .iter()
+            .any(|e| e["vmId"] == vm && e["type"] == ty)
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[actix_rt::test]
+async fn events_follow_resumes_after_a_server_restart() {
+    // A fixed port, so the restarted server is where the follower reconnects.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut env = Env::new().await;
+    env.extra_vars
+        .push(("VOIDVM_LISTEN".into(), format!("127.0.0.1:{port}")));
+    let mut app = spawn_server(env).await;
+    let id = app.create_guest("followed").await;
+    let term = Terminal::new(&app);
+    let follower = Follower::start(&term, &app.token);
+    eventually(20, "the follower subscribing", || {
+        follower
+            .stderr()
+            .contains("Following events after position")
+    })
+    .await;
+    let start: i64 = follower
+        .stderr()
+        .split("after position ")
+        .nth(1)
+        .and_then(|s| s.split('.').next())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no start position: {}", follower.stderr()));
+
+    app.act_and_wait(&id, "start", None).await;
+    eventually(20, "VmStarted reaching the follower", || {
+        follower.saw(&id, "VmStarted")
+    })
+    .await;
+
+    // The follower is frozen while the server restarts and the VM stops, so those events can
+    // only reach it by the replay of its resubscription.
+    follower.signal(Signal::SIGSTOP);
+    app.restart_server().await;
+    app.act_and_wait(&id, "stop", Some(serde_json::json!({"force": true})))
+        .await;
+    follower.signal(Signal::SIGCONT);
+    eventually(
+        30,
+        "VmStopped reaching the follower after the restart",
+        || follower.saw(&id, "VmStopped"),
+    )
+    .await;
+    assert!(
+        follower.stderr().contains("reconnecting"),
+        "{}",
+        follower.stderr()
+    );
+
+    // Exactly the log's VM events after the start position: no gap, no duplicate.
+    let expected = app.log_positions(&app.token, start).await;
+    let mut seen = follower.positions();
+    eventually(10, "the follower catching up with the log", || {
+        seen = follower.positions();
+        seen.len() >= expected.len()
+    })
+    .await;
+    assert_eq!(seen, expected, "stderr: {}", follower.stderr());
+}
