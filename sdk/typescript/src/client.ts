@@ -8,6 +8,7 @@ import { Transport, type ClientOptions } from './http.js'
 import { Jobs } from './jobs.js'
 import type { Session } from './types.js'
 import { Vms } from './vms.js'
+import { Webhooks } from './webhooks.js'
 
 export class VoidVMClient {
   readonly transport: Transport
@@ -20,6 +21,7 @@ export class VoidVMClient {
   readonly roles: Roles
   readonly config: Config
   readonly system: System
+  readonly webhooks: Webhooks
   readonly feed: Feed
 
   constructor(options: ClientOptions) {
@@ -33,6 +35,7 @@ export class VoidVMClient {
     this.roles = new Roles(this.transport)
     this.config = new Config(this.transport)
     this.system = new System(this.transport)
+    this.webhooks = new Webhooks(this.transport)
     this.feed = new Feed(this.transport)
   }
 

@@ -1,11 +1,4 @@
-// Why: the package's public surface (`import { VoidVMClient } from '@void-vm/sdk'`).
-export { VoidVMClient } from './client.js'
-export { VoidVMError } from './errors.js'
-export type { ClientOptions, RequestOptions, WebSocketCtor } from './http.js'
-export type { CommandOptions, StopOptions } from './vms.js'
-export type { WaitOptions } from './jobs.js'
-export type { EventQuery } from './audit.js'
-export type { ConfigChange, ConfigView } from './admin.js'
-export type { FeedData, FeedFrame, FeedTopic, SubscribeOptions } from './feed.js'
-export type * from './types.js'
-export type { components, paths } from './openapi.js'
+// Why: the package's entry for Node (package.json `import`): the whole surface, with the
+// webhook signature check on node:crypto.
+export * from './common.js'
+export { verifyWebhookSignature, type VerifyWebhookOptions } from './signature.js'

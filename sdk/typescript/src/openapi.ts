@@ -4473,6 +4473,600 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/webhooks": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description The caller's webhooks (everyone's for a role with scope `all`), oldest first. */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Envelope_Vec_WebhookView"];
+                    };
+                };
+                /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /**
+                 * @description The caller's role lacks the operation's permission (`x-permission`): `FORBIDDEN`, with
+                 *     `error.details` naming it.
+                 */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
+                414: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                default: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["NewWebhook"];
+                };
+            };
+            responses: {
+                /** @description Added; recorded as `WebhookCreated` (without the secret). It receives the events committed from now on. The answer carries the secret, once. */
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Envelope_WebhookView"];
+                    };
+                };
+                /** @description A field is invalid; `error.field` names it (`VALIDATION_ERROR`). */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /**
+                 * @description The caller's role lacks the operation's permission (`x-permission`): `FORBIDDEN`, with
+                 *     `error.details` naming it.
+                 */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
+                414: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                default: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/webhooks/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description The webhook's id. */
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description The webhook and how its deliveries stand. */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Envelope_WebhookView"];
+                    };
+                };
+                /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /**
+                 * @description The caller's role lacks the operation's permission (`x-permission`): `FORBIDDEN`, with
+                 *     `error.details` naming it.
+                 */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description No such webhook, or not yours (`WEBHOOK_NOT_FOUND`). */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
+                414: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                default: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description The webhook's id. */
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Deleted with its deliveries; recorded as `WebhookDeleted`. */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Envelope_Empty"];
+                    };
+                };
+                /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /**
+                 * @description The caller's role lacks the operation's permission (`x-permission`): `FORBIDDEN`, with
+                 *     `error.details` naming it.
+                 */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description No such webhook, or not yours (`WEBHOOK_NOT_FOUND`). */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
+                414: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                default: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+            };
+        };
+        options?: never;
+        head?: never;
+        patch: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description The webhook's id. */
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["WebhookUpdate"];
+                };
+            };
+            responses: {
+                /** @description Changed; recorded as `WebhookChanged` (a new secret only as `secretChanged`, and shown once in this answer). */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Envelope_WebhookView"];
+                    };
+                };
+                /** @description A field is invalid; `error.field` names it (`VALIDATION_ERROR`). */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /**
+                 * @description The caller's role lacks the operation's permission (`x-permission`): `FORBIDDEN`, with
+                 *     `error.details` naming it.
+                 */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description No such webhook, or not yours (`WEBHOOK_NOT_FOUND`). */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
+                414: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                default: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+            };
+        };
+        trace?: never;
+    };
+    "/api/v1/webhooks/{id}/deliveries": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: {
+            parameters: {
+                query?: {
+                    /** @description The page, from 1 (default 1). */
+                    page?: number;
+                    /** @description Deliveries per page, 1 to 100 (default 20). */
+                    limit?: number;
+                    /** @description Only `pending`, `delivered` or `failed` deliveries. */
+                    status?: string;
+                };
+                header?: never;
+                path: {
+                    /** @description The webhook's id. */
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description A page of the webhook's deliveries, newest first. */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Envelope_Page_DeliveryView"];
+                    };
+                };
+                /** @description A field is invalid; `error.field` names it (`VALIDATION_ERROR`). */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /**
+                 * @description The caller's role lacks the operation's permission (`x-permission`): `FORBIDDEN`, with
+                 *     `error.details` naming it.
+                 */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description No such webhook, or not yours (`WEBHOOK_NOT_FOUND`). */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
+                414: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                default: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/health": {
         parameters: {
             query?: never;
@@ -4787,7 +5381,7 @@ export interface components {
              */
             position: number;
             streamId: string;
-            /** @description `vm`, `user`, `role` or `config`. */
+            /** @description `vm`, `user`, `role`, `config` or `webhook`. */
             streamType: string;
             /** @description The VM, for a VM's event. */
             vmId?: string | null;
@@ -4866,6 +5460,55 @@ export interface components {
         CreatedVm: components["schemas"]["VmView"] & {
             jobId: string;
         };
+        DeliveryCounts: {
+            /** Format: int64 */
+            pending: number;
+            /** Format: int64 */
+            delivered: number;
+            /** Format: int64 */
+            failed: number;
+        };
+        /**
+         * @description Where a delivery stands.
+         * @enum {string}
+         */
+        DeliveryStatus: "pending" | "delivered" | "failed";
+        /** @description One delivery of one event to one webhook. */
+        DeliveryView: {
+            /** Format: int64 */
+            id: number;
+            webhookId: string;
+            /**
+             * Format: int64
+             * @description The event's position in the log, its VM and type.
+             */
+            position: number;
+            vmId: string;
+            eventType: string;
+            status: components["schemas"]["DeliveryStatus"];
+            /** Format: int32 */
+            attempts: number;
+            /**
+             * Format: date-time
+             * @description When a pending delivery is tried next.
+             */
+            nextAttemptAt?: string | null;
+            /**
+             * Format: int32
+             * @description The last attempt's HTTP status from the receiver, if it answered.
+             */
+            responseStatus?: number | null;
+            /** @description Why the last attempt failed. */
+            error?: string | null;
+            /** Format: int32 */
+            durationMs?: number | null;
+            /** Format: date-time */
+            createdAt: string;
+            /** Format: date-time */
+            lastAttemptAt?: string | null;
+            /** Format: date-time */
+            deliveredAt?: string | null;
+        };
         DiskInfo: components["schemas"]["Capacity"] & {
             /** @description The filesystem's mount point. */
             path: string;
@@ -4938,7 +5581,7 @@ export interface components {
                      */
                     position: number;
                     streamId: string;
-                    /** @description `vm`, `user`, `role` or `config`. */
+                    /** @description `vm`, `user`, `role`, `config` or `webhook`. */
                     streamType: string;
                     /** @description The VM, for a VM's event. */
                     vmId?: string | null;
@@ -5062,6 +5705,54 @@ export interface components {
                  * @description Requests a minute on each node.
                  */
                 rateLimit: number;
+            };
+            /** @description One sentence for people. */
+            message: string;
+            /** @description When the server answered, RFC 3339 in UTC. */
+            timestamp: string;
+        };
+        /** @description Every successful answer: `data` holds the answer itself. */
+        Envelope_Page_DeliveryView: {
+            /** @description Always `true` here. */
+            success: boolean;
+            /** @description One page of a list, by page number. */
+            data: {
+                items: {
+                    /** Format: int64 */
+                    id: number;
+                    webhookId: string;
+                    /**
+                     * Format: int64
+                     * @description The event's position in the log, its VM and type.
+                     */
+                    position: number;
+                    vmId: string;
+                    eventType: string;
+                    status: components["schemas"]["DeliveryStatus"];
+                    /** Format: int32 */
+                    attempts: number;
+                    /**
+                     * Format: date-time
+                     * @description When a pending delivery is tried next.
+                     */
+                    nextAttemptAt?: string | null;
+                    /**
+                     * Format: int32
+                     * @description The last attempt's HTTP status from the receiver, if it answered.
+                     */
+                    responseStatus?: number | null;
+                    /** @description Why the last attempt failed. */
+                    error?: string | null;
+                    /** Format: int32 */
+                    durationMs?: number | null;
+                    /** Format: date-time */
+                    createdAt: string;
+                    /** Format: date-time */
+                    lastAttemptAt?: string | null;
+                    /** Format: date-time */
+                    deliveredAt?: string | null;
+                }[];
+                pagination: components["schemas"]["Pagination"];
             };
             /** @description One sentence for people. */
             message: string;
@@ -5344,7 +6035,7 @@ export interface components {
                 id: string;
                 name: string;
                 description: string;
-                /** @description The area: `vm`, `job`, `event`, `user`, `role`, `config` or `system`. */
+                /** @description The area: `vm`, `job`, `event`, `user`, `role`, `config`, `system` or `webhook`. */
                 category: string;
             }[];
             /** @description One sentence for people. */
@@ -5371,6 +6062,39 @@ export interface components {
                  */
                 rateLimit?: number | null;
                 builtIn: boolean;
+            }[];
+            /** @description One sentence for people. */
+            message: string;
+            /** @description When the server answered, RFC 3339 in UTC. */
+            timestamp: string;
+        };
+        /** @description Every successful answer: `data` holds the answer itself. */
+        Envelope_Vec_WebhookView: {
+            /** @description Always `true` here. */
+            success: boolean;
+            data: {
+                id: string;
+                owner: string;
+                ownerName?: string | null;
+                url: string;
+                /** @description VM event types, or `["*"]` for every one. */
+                events: string[];
+                active: boolean;
+                /**
+                 * Format: int64
+                 * @description Every event up to this log position has been put in the webhook's outbox (or did not
+                 *     match it).
+                 */
+                position: number;
+                deliveries: components["schemas"]["DeliveryCounts"];
+                /** Format: int64 */
+                version: number;
+                /** Format: date-time */
+                createdAt: string;
+                /** Format: date-time */
+                updatedAt: string;
+                /** @description Only in the answer that set it (`POST`, or `PATCH` with a new secret). */
+                secret?: string | null;
             }[];
             /** @description One sentence for people. */
             message: string;
@@ -5423,6 +6147,40 @@ export interface components {
             data: components["schemas"]["JobView"] & {
                 /** @description Whether the job ended (else the wait timed out). */
                 finished: boolean;
+            };
+            /** @description One sentence for people. */
+            message: string;
+            /** @description When the server answered, RFC 3339 in UTC. */
+            timestamp: string;
+        };
+        /** @description Every successful answer: `data` holds the answer itself. */
+        Envelope_WebhookView: {
+            /** @description Always `true` here. */
+            success: boolean;
+            /** @description A webhook as the API shows it. The secret is not shown, except once when it is set. */
+            data: {
+                id: string;
+                owner: string;
+                ownerName?: string | null;
+                url: string;
+                /** @description VM event types, or `["*"]` for every one. */
+                events: string[];
+                active: boolean;
+                /**
+                 * Format: int64
+                 * @description Every event up to this log position has been put in the webhook's outbox (or did not
+                 *     match it).
+                 */
+                position: number;
+                deliveries: components["schemas"]["DeliveryCounts"];
+                /** Format: int64 */
+                version: number;
+                /** Format: date-time */
+                createdAt: string;
+                /** Format: date-time */
+                updatedAt: string;
+                /** @description Only in the answer that set it (`POST`, or `PATCH` with a new secret). */
+                secret?: string | null;
             };
             /** @description One sentence for people. */
             message: string;
@@ -5615,6 +6373,16 @@ export interface components {
              */
             rateLimit?: number | null;
         };
+        NewWebhook: {
+            /** @description An `http` or `https` URL without credentials, at most 2048 bytes. */
+            url: string;
+            /** @description VM event types (see `schemas/events/`), or `["*"]`. */
+            events: string[];
+            /** @description 16 to 256 visible ASCII characters; the server makes one when absent. */
+            secret?: string | null;
+            /** @description Default `true`. */
+            active?: boolean | null;
+        };
         /** @description The pagination block of list answers. */
         Pagination: {
             /** Format: int32 */
@@ -5649,7 +6417,7 @@ export interface components {
             id: string;
             name: string;
             description: string;
-            /** @description The area: `vm`, `job`, `event`, `user`, `role`, `config` or `system`. */
+            /** @description The area: `vm`, `job`, `event`, `user`, `role`, `config`, `system` or `webhook`. */
             category: string;
         };
         /** @description One point of a chart. */
@@ -5965,6 +6733,38 @@ export interface components {
         WaitedJob: components["schemas"]["JobView"] & {
             /** @description Whether the job ended (else the wait timed out). */
             finished: boolean;
+        };
+        WebhookUpdate: {
+            url?: string | null;
+            events?: string[] | null;
+            secret?: string | null;
+            /** @description A webhook made active again receives the events from then on. */
+            active?: boolean | null;
+        };
+        /** @description A webhook as the API shows it. The secret is not shown, except once when it is set. */
+        WebhookView: {
+            id: string;
+            owner: string;
+            ownerName?: string | null;
+            url: string;
+            /** @description VM event types, or `["*"]` for every one. */
+            events: string[];
+            active: boolean;
+            /**
+             * Format: int64
+             * @description Every event up to this log position has been put in the webhook's outbox (or did not
+             *     match it).
+             */
+            position: number;
+            deliveries: components["schemas"]["DeliveryCounts"];
+            /** Format: int64 */
+            version: number;
+            /** Format: date-time */
+            createdAt: string;
+            /** Format: date-time */
+            updatedAt: string;
+            /** @description Only in the answer that set it (`POST`, or `PATCH` with a new secret). */
+            secret?: string | null;
         };
     };
     responses: never;

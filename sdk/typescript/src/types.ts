@@ -39,3 +39,18 @@ export type AuditEntry = Schemas['AuditEntry']
 export type User = Schemas['UserView']
 export type Role = Schemas['RoleView']
 export type Session = Schemas['Session']
+export type Webhook = Schemas['WebhookView']
+export type WebhookDelivery = Schemas['DeliveryView']
+export type DeliveryStatus = Schemas['DeliveryStatus']
+/**
+ * The JSON body VoidVM POSTs to a webhook's URL, one event per request
+ * (schemas/feed/webhook-delivery.json). `id` is the same on every attempt: drop repeats by it.
+ */
+export interface WebhookDeliveryBody {
+  id: number
+  webhookId: string
+  /** 1 on the first attempt. */
+  attempt: number
+  /** The event, as `GET /events` shows it. */
+  event: AuditEntry
+}

@@ -1,10 +1,11 @@
 """VoidVM SDK: ``VoidVMClient`` (blocking) and ``AsyncVoidVMClient`` (asyncio) for the VoidVM
 REST API and WebSocket feed. Answers are the envelope's ``data`` as dicts; errors are
-``VoidVMError``."""
+``VoidVMError``. ``verify_webhook_signature`` checks a webhook delivery."""
 
 from ._async import AsyncVoidVMClient
 from ._errors import VoidVMError
+from ._signature import verify_webhook_signature
 from ._sync import VoidVMClient
 
-__all__ = ["AsyncVoidVMClient", "VoidVMClient", "VoidVMError"]
+__all__ = ["AsyncVoidVMClient", "VoidVMClient", "VoidVMError", "verify_webhook_signature"]
 __version__ = "0.1.0"

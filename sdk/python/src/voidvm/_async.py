@@ -223,6 +223,41 @@ class System:
         return await self._t.obj("GET", "/system/stats", query={"period": period})
 
 
+class Webhooks:
+    """HTTP receivers of the event log; check their deliveries with ``verify_webhook_signature``."""
+
+    def __init__(self, t: AsyncTransport) -> None:
+        self._t = t
+
+    async def list(self) -> JSONList:
+        """The caller's webhooks (everyone's for a role with scope ``all``), oldest first."""
+        return await self._t.items("GET", "/webhooks")
+
+    async def get(self, webhook_id: str) -> JSON:
+        return await self._t.obj("GET", f"/webhooks/{seg(webhook_id)}")
+
+    async def create(self, webhook: JSON) -> JSON:
+        """``{url, events: ["*"] | ["VmStarted", ...], secret?, active?}``; the answer carries
+        the ``secret``, the only time it is shown."""
+        return await self._t.obj("POST", "/webhooks", body=webhook)
+
+    async def update(self, webhook_id: str, change: JSON) -> JSON:
+        """Changes ``url``, ``events``, ``secret`` or ``active``; a new secret is shown once, here."""
+        return await self._t.obj("PATCH", f"/webhooks/{seg(webhook_id)}", body=change)
+
+    async def delete(self, webhook_id: str) -> JSON:
+        """Deletes the webhook with its deliveries."""
+        return await self._t.obj("DELETE", f"/webhooks/{seg(webhook_id)}")
+
+    async def deliveries(
+        self, webhook_id: str, *, page: int | None = None, limit: int | None = None, status: str | None = None,
+    ) -> JSON:
+        """A page of the webhook's deliveries, newest first; ``status``: pending, delivered or failed."""
+        return await self._t.obj(
+            "GET", f"/webhooks/{seg(webhook_id)}/deliveries", query={"page": page, "limit": limit, "status": status}
+        )
+
+
 class Feed:
     def __init__(self, t: AsyncTransport) -> None:
         self._t = t
@@ -288,6 +323,7 @@ class AsyncVoidVMClient:
         self.roles = Roles(self.transport)
         self.config = Config(self.transport)
         self.system = System(self.transport)
+        self.webhooks = Webhooks(self.transport)
         self.feed = Feed(self.transport)
 
     @classmethod
