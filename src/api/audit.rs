@@ -47,11 +47,13 @@ pub struct EventsQuery {
     /// Events before this global position.
     before: Option<i64>,
     /// Entries per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
     /// `ndjson` streams every matching entry as one JSON line each, without paging.
     format: Option<String>,
-    /// Only streams of this kind: `vm`, `user`, `role` or `config` (the last three need
-    /// `user:read`).
+    /// Only streams of this kind: `vm`, `user`, `role`, `config` or `webhook` (all but `vm`
+    /// need `user:read`).
+    #[param(pattern = "^(vm|user|role|config|webhook)$")]
     stream_type: Option<String>,
 }
 
@@ -277,16 +279,20 @@ fn error_line() -> web::Bytes {
 #[into_params(parameter_in = Query, rename_all = "camelCase")]
 pub struct LogsQuery {
     /// The least severe level to show: info, warn or error (default info).
+    #[param(pattern = "^(info|warn|error)$")]
     level: Option<String>,
     /// Recorded at or after this RFC 3339 time.
     from: Option<String>,
     /// Recorded before this RFC 3339 time.
     to: Option<String>,
     /// The page, from 1 (default 1).
+    #[param(minimum = 1)]
     page: Option<u32>,
     /// Lines per page, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
-    /// Only streams of this kind: `vm`, `user`, `role` or `config`.
+    /// Only streams of this kind: `vm`, `user`, `role`, `config` or `webhook`.
+    #[param(pattern = "^(vm|user|role|config|webhook)$")]
     stream_type: Option<String>,
 }
 

@@ -27,10 +27,13 @@ const WAIT_MAX_SECS: u64 = 120;
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// The page, from 1 (default 1).
+    #[param(minimum = 1)]
     page: Option<u32>,
     /// Jobs per page, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
     /// Only jobs in this status: queued, running, succeeded, failed or cancelled.
+    #[param(pattern = "^(queued|running|succeeded|failed|cancelled)$")]
     status: Option<String>,
     /// Only this VM's jobs.
     vm_id: Option<String>,
@@ -130,6 +133,7 @@ pub async fn get(
 #[into_params(parameter_in = Query)]
 pub struct WaitQuery {
     /// Seconds to wait at most, up to 120 (default 30).
+    #[param(maximum = 120)]
     timeout: Option<u64>,
 }
 

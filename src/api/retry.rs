@@ -50,7 +50,11 @@ pub struct IfMatchHeader {
     /// Apply only if the VM is still at one of these versions: one or more ETags of
     /// `GET /vms/{id}` (e.g. `"7"`), or `*`. Otherwise 412 `PRECONDITION_FAILED` and nothing
     /// changes.
-    #[param(rename = "If-Match", nullable = false)]
+    #[param(
+        rename = "If-Match",
+        nullable = false,
+        pattern = r#"^\s*(\*|(W/)?"[^"]*"(\s*,\s*(W/)?"[^"]*")*)\s*$"#
+    )]
     pub if_match: Option<String>,
 }
 

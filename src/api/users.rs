@@ -67,12 +67,15 @@ impl From<UserRow> for UserView {
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// The page, from 1 (default 1).
+    #[param(minimum = 1)]
     page: Option<u32>,
     /// Users per page, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
     /// Only users with this role id.
     role: Option<String>,
     /// Only `active` or only `disabled` users.
+    #[param(pattern = "^(active|disabled)$")]
     status: Option<String>,
 }
 

@@ -146,6 +146,41 @@ fn the_committed_document_is_the_one_the_code_generates() {
     );
 }
 
+/// The patterns the document gives list filters name exactly the values the server knows.
+#[test]
+fn status_filters_list_the_statuses_the_code_has() {
+    let doc: Value = serde_json::from_str(voidvm::api::openapi::document()).expect("JSON");
+    let pattern = |path: &str, name: &str| -> String {
+        doc["paths"][path]["get"]["parameters"]
+            .as_array()
+            .expect("parameters")
+            .iter()
+            .find(|p| p["name"] == name)
+            .and_then(|p| p["schema"]["pattern"].as_str())
+            .unwrap_or_else(|| panic!("{path} has no pattern for {name}"))
+            .to_string()
+    };
+    let alternatives = |names: Vec<&str>| format!("^({})$", names.join("|"));
+    assert_eq!(
+        pattern("/api/v1/vms", "status"),
+        alternatives(
+            voidvm::vm::VmStatus::ALL
+                .iter()
+                .map(|s| s.as_str())
+                .collect()
+        )
+    );
+    assert_eq!(
+        pattern("/api/v1/jobs", "status"),
+        alternatives(
+            voidvm::store::jobs::JobStatus::ALL
+                .iter()
+                .map(|s| s.as_str())
+                .collect()
+        )
+    );
+}
+
 #[test]
 fn the_document_describes_every_route_with_its_answers() {
     let doc = document();

@@ -636,8 +636,8 @@ export interface paths {
                     /** @description `ndjson` streams every matching entry as one JSON line each, without paging. */
                     format?: string;
                     /**
-                     * @description Only streams of this kind: `vm`, `user`, `role` or `config` (the last three need
-                     *     `user:read`).
+                     * @description Only streams of this kind: `vm`, `user`, `role`, `config` or `webhook` (all but `vm`
+                     *     need `user:read`).
                      */
                     streamType?: string;
                 };
@@ -1217,7 +1217,7 @@ export interface paths {
                     page?: number;
                     /** @description Lines per page, 1 to 100 (default 20). */
                     limit?: number;
-                    /** @description Only streams of this kind: `vm`, `user`, `role` or `config`. */
+                    /** @description Only streams of this kind: `vm`, `user`, `role`, `config` or `webhook`. */
                     streamType?: string;
                 };
                 header?: never;
@@ -6374,10 +6374,12 @@ export interface components {
             rateLimit?: number | null;
         };
         NewWebhook: {
-            /** @description An `http` or `https` URL without credentials, at most 2048 bytes. */
+            /**
+             * @description An `http` or `https` URL without credentials, at most 2048 bytes; not a private address
+             *     unless the server allows them (`webhooks.allow_private`).
+             */
             url: string;
-            /** @description VM event types (see `schemas/events/`), or `["*"]`. */
-            events: string[];
+            events: ("*" | "VmCreated" | "VmProvisioned" | "StartRequested" | "VmStarted" | "StopRequested" | "VmStopped" | "RestartRequested" | "VmRestarted" | "PauseRequested" | "VmPaused" | "ResumeRequested" | "VmResumed" | "ResetRequested" | "VmReset" | "VmReconfigured" | "VmOwnerChanged" | "DeleteRequested" | "VmDeleted" | "VmCrashed" | "OperationFailed" | "OperationRetried" | "JobCancelled" | "StaleObservationIgnored")[];
             /** @description 16 to 256 visible ASCII characters; the server makes one when absent. */
             secret?: string | null;
             /** @description Default `true`. */
@@ -6736,7 +6738,7 @@ export interface components {
         };
         WebhookUpdate: {
             url?: string | null;
-            events?: string[] | null;
+            events?: ("*" | "VmCreated" | "VmProvisioned" | "StartRequested" | "VmStarted" | "StopRequested" | "VmStopped" | "RestartRequested" | "VmRestarted" | "PauseRequested" | "VmPaused" | "ResumeRequested" | "VmResumed" | "ResetRequested" | "VmReset" | "VmReconfigured" | "VmOwnerChanged" | "DeleteRequested" | "VmDeleted" | "VmCrashed" | "OperationFailed" | "OperationRetried" | "JobCancelled" | "StaleObservationIgnored")[];
             secret?: string | null;
             /** @description A webhook made active again receives the events from then on. */
             active?: boolean | null;

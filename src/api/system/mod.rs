@@ -106,6 +106,7 @@ pub async fn info(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResp
 #[into_params(parameter_in = Query)]
 pub struct StatsQuery {
     /// How far back: 1h, 24h, 7d or 30d (default 24h).
+    #[param(pattern = "^(1h|24h|7d|30d)$")]
     period: Option<String>,
 }
 

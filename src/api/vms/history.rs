@@ -21,6 +21,7 @@ pub struct EventsQuery {
     /// Events after this sequence number (default 0: from the first).
     after: Option<i64>,
     /// Events per page, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
 }
 

@@ -19,10 +19,15 @@ use crate::vm::VmStatus;
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// The page, from 1 (default 1).
+    #[param(minimum = 1)]
     page: Option<u32>,
     /// VMs per page, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
     /// Only VMs in this status, e.g. `running`.
+    #[param(
+        pattern = "^(creating|stopped|starting|running|stopping|pausing|paused|resuming|rebooting|deleting|deleted|error|crashed)$"
+    )]
     status: Option<String>,
     /// Only this user's VMs, by username (administrators; others may name only themselves).
     owner: Option<String>,

@@ -30,11 +30,19 @@ pub use views::{DeliveryCounts, DeliveryView, WebhookView};
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct NewWebhook {
-    /// An `http` or `https` URL without credentials, at most 2048 bytes.
+    /// An `http` or `https` URL without credentials, at most 2048 bytes; not a private address
+    /// unless the server allows them (`webhooks.allow_private`).
+    #[schema(
+        min_length = 10,
+        max_length = 2048,
+        pattern = "^[hH][tT][tT][pP][sS]?://[^/@#?\\s]+([/?][^#\\s]*)?$"
+    )]
     url: String,
     /// VM event types (see `schemas/events/`), or `["*"]`.
+    #[schema(schema_with = event_types)]
     events: Vec<String>,
     /// 16 to 256 visible ASCII characters; the server makes one when absent.
+    #[schema(min_length = 16, max_length = 256, pattern = "^[!-~]+$")]
     secret: Option<String>,
     /// Default `true`.
     active: Option<bool>,
@@ -43,11 +51,33 @@ pub struct NewWebhook {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct WebhookUpdate {
+    #[schema(
+        min_length = 10,
+        max_length = 2048,
+        pattern = "^[hH][tT][tT][pP][sS]?://[^/@#?\\s]+([/?][^#\\s]*)?$"
+    )]
     url: Option<String>,
+    #[schema(schema_with = event_types)]
     events: Option<Vec<String>>,
+    #[schema(min_length = 16, max_length = 256, pattern = "^[!-~]+$")]
     secret: Option<String>,
     /// A webhook made active again receives the events from then on.
     active: Option<bool>,
+}
+
+/// `events` in the OpenAPI document: 1 to 64 VM event types, or `"*"`.
+fn event_types() -> utoipa::openapi::Array {
+    use utoipa::openapi::{ArrayBuilder, ObjectBuilder, Type};
+    let names = std::iter::once("*").chain(crate::vm::VmEvent::TYPE_NAMES);
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(names)),
+        )
+        .min_items(Some(1))
+        .max_items(Some(crate::webhooks::target::MAX_EVENT_TYPES))
+        .build()
 }
 
 /// The URL, refused if it names a private address this server may not deliver to.
@@ -282,10 +312,13 @@ pub async fn delete(
 #[into_params(parameter_in = Query)]
 pub struct DeliveriesQuery {
     /// The page, from 1 (default 1).
+    #[param(minimum = 1)]
     page: Option<u32>,
     /// Deliveries per page, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
     /// Only `pending`, `delivered` or `failed` deliveries.
+    #[param(pattern = "^(pending|delivered|failed)$")]
     status: Option<String>,
 }
 
