@@ -52,6 +52,9 @@ pub enum ClientCommand {
     /// User accounts (admins).
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Webhooks: HTTP receivers of your VMs' events, and their deliveries.
+    #[command(subcommand)]
+    Webhooks(WebhooksCommand),
 }
 
 #[derive(Args, Debug)]
@@ -236,6 +239,42 @@ pub enum UsersCommand {
     },
 }
 
+#[derive(Subcommand, Debug)]
+pub enum WebhooksCommand {
+    /// Lists webhooks.
+    List,
+    /// Shows one webhook and how its deliveries stand.
+    Get { id: String },
+    /// Adds a webhook; its secret is printed once (to stderr; in the JSON with --json).
+    Create {
+        /// Where deliveries are POSTed (http or https); `--url` is the VoidVM server's.
+        #[arg(value_name = "URL")]
+        target: String,
+        /// A VM event type to deliver (repeat it), or `*` for every one.
+        #[arg(long = "event", value_name = "TYPE", default_value = "*")]
+        events: Vec<String>,
+        /// The signing secret (16 to 256 characters); the server makes one when absent.
+        #[arg(long)]
+        secret: Option<String>,
+        /// Add it paused.
+        #[arg(long)]
+        inactive: bool,
+    },
+    /// Stops deliveries (events meanwhile are not kept for later).
+    Pause { id: String },
+    /// Starts deliveries again, from the events committed from now on.
+    Resume { id: String },
+    /// Deletes a webhook and its deliveries.
+    Delete { id: String },
+    /// Lists a webhook's deliveries, newest first.
+    Deliveries {
+        id: String,
+        /// pending, delivered or failed.
+        #[arg(long)]
+        status: Option<String>,
+    },
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser;
@@ -252,6 +291,28 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("voidvm").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn a_webhook_target_is_not_taken_for_the_server_url() {
+        let cli = parse(&[
+            "--url",
+            "http://voidvm:3000",
+            "webhooks",
+            "create",
+            "https://hooks.example.com/x",
+            "--event",
+            "VmStarted",
+        ])
+        .unwrap();
+        assert_eq!(cli.global.url.as_deref(), Some("http://voidvm:3000"));
+        match cli.command {
+            ClientCommand::Webhooks(WebhooksCommand::Create { target, events, .. }) => {
+                assert_eq!(target, "https://hooks.example.com/x");
+                assert_eq!(events, ["VmStarted"]);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod jobs;
 pub mod output;
 pub mod users;
 pub mod vm;
+pub mod webhooks;
 
 use std::process::ExitCode;
 
@@ -65,5 +66,6 @@ async fn dispatch(global: GlobalArgs, command: ClientCommand) -> CliResult<()> {
         ClientCommand::Events(a) => events::run(&client, out, a).await,
         ClientCommand::Logs(a) => events::logs(&client, out, a).await,
         ClientCommand::Users(c) => users::run(&client, out, c).await,
+        ClientCommand::Webhooks(c) => webhooks::run(&client, out, c).await,
     }
 }

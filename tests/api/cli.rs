@@ -414,3 +414,98 @@ async fn events_follow_resumes_after_a_server_restart() {
     .await;
     assert_eq!(seen, expected, "stderr: {}", follower.stderr());
 }
+
+#[actix_rt::test]
+async fn webhooks_are_added_paused_resumed_listed_and_deleted() {
+    let app = spawn_app().await;
+    let term = Terminal::new(&app);
+    term.login().await;
+    let receiver = crate::receiver::Receiver::start().await;
+    let url = receiver.url("/hook");
+    let added = term
+        .run(&[
+            "webhooks",
+            "create",
+            &url,
+            "--event",
+            "VmCreated",
+            "--event",
+            "VmDeleted",
+            "--json",
+        ])
+        .await
+        .ok()
+        .json();
+    let id = added["id"].as_str().expect("an id").to_string();
+    assert_eq!(
+        added["events"],
+        serde_json::json!(["VmCreated", "VmDeleted"])
+    );
+    assert!(added["secret"]
+        .as_str()
+        .is_some_and(|s| s.starts_with("whsec_")));
+
+    let paused = term
+        .run(&["webhooks", "pause", &id, "--json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(paused["active"], false);
+    let resumed = term
+        .run(&["webhooks", "resume", &id, "--json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(resumed["active"], true);
+    let again = term.run(&["webhooks", "resume", &id]).await;
+    assert_eq!(
+        again.code, 1,
+        "nothing to change is refused: {}",
+        again.stderr
+    );
+    assert!(
+        again.stderr.contains("VALIDATION_ERROR"),
+        "{}",
+        again.stderr
+    );
+
+    app.create_vm(
+        serde_json::json!({"name": "hooked", "cpu": 1, "memory": 128, "disk": 1, "os": "busybox"}),
+    )
+    .await;
+    eventually(60, "the delivery", || !receiver.accepted().is_empty()).await;
+    let mut delivered = Value::Null;
+    for _ in 0..600 {
+        delivered = term
+            .run(&[
+                "webhooks",
+                "deliveries",
+                &id,
+                "--status",
+                "delivered",
+                "--json",
+            ])
+            .await
+            .ok()
+            .json();
+        if delivered["pagination"]["total"] == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        delivered["items"][0]["eventType"], "VmCreated",
+        "{delivered}"
+    );
+
+    let table = term.run(&["webhooks", "list"]).await.ok();
+    assert!(table
+        .stdout
+        .lines()
+        .next()
+        .is_some_and(|h| h.starts_with("ID")));
+    assert!(table.stdout.contains(&id), "{}", table.stdout);
+    term.run(&["webhooks", "delete", &id]).await.ok();
+    let gone = term.run(&["webhooks", "get", &id]).await;
+    assert_eq!(gone.code, 4, "{}", gone.stderr);
+}
