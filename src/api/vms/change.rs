@@ -1,5 +1,5 @@
-//! `PATCH /vms/{id}` and `DELETE /vms/{id}`: change a VM's name, description or size, or delete
-//! it (a delete opens a job like the lifecycle verbs, and goes the same way).
+//! `PATCH /vms/{id}` and `DELETE /vms/{id}`: change a VM's name, description, size or network,
+//! or delete it (a delete opens a job like the lifecycle verbs, and goes the same way).
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -12,6 +12,7 @@ use super::super::answers::{Accepted, Envelope, Patched};
 use super::super::body;
 use super::super::envelope;
 use super::super::error::ApiError;
+use super::super::network_input;
 use super::super::retry::{envelope_answer, IfMatchHeader, KeyHeader, Retry};
 use super::super::vm_input::{self, PatchVm};
 use super::lifecycle::act;
@@ -73,12 +74,25 @@ pub async fn patch(
     if let Some(m) = input.memory {
         vm_input::check_memory(m, limits)?;
     }
+    let network = input
+        .network
+        .as_ref()
+        .map(|n| network_input::check_network(n, &state.settings.network))
+        .transpose()?;
     let current = visible(&state, &user, &vm_id).await?;
+    let network = match network {
+        Some(n) => {
+            let held = Some((vm_id.as_str(), current.network.ports.as_slice()));
+            Some(network_input::assign_ports(&state, n, held).await?)
+        }
+        None => None,
+    };
     let command = VmCommand::Reconfigure(Reconfiguration {
         name: input.name,
         description: input.description,
         cpu: input.cpu,
         memory: input.memory,
+        network,
     });
     let answer = Answer::new(false, |done| {
         let view = view_of(done.vm, done.version);
@@ -89,7 +103,8 @@ pub async fn patch(
         };
         envelope_answer(StatusCode::OK, data, "Virtual machine updated.")
     });
-    // A new name is reserved (and the old one released) in the transaction that records it.
+    // A new name and new host ports are reserved (and the old ones released) in the transaction
+    // that records them.
     let result = retry
         .execute(&state, &vm_id, command, user.meta(Via::Rest), answer)
         .await?;

@@ -8,6 +8,7 @@ use super::super::answers::errors::{Invalid, KeyReused, Unauthorized, VmConflict
 use super::super::answers::{CreatedVm, Envelope};
 use super::super::body;
 use super::super::error::ApiError;
+use super::super::network_input;
 use super::super::retry::{envelope_answer, KeyHeader, Retry};
 use super::super::vm_input::{self, CreateVm};
 use super::view_of;
@@ -62,6 +63,9 @@ pub async fn create(
     vm_input::check_memory(input.memory, limits)?;
     vm_input::check_disk(input.disk, limits)?;
     let (os, image_present) = vm_input::check_os(input.os.as_deref(), limits, &state.images)?;
+    let network =
+        network_input::check_network(&input.network.unwrap_or_default(), &state.settings.network)?;
+    let network = network_input::assign_ports(&state, network, None).await?;
 
     let vm_id = new_vm_id();
     let job_id = new_job_id();
@@ -77,6 +81,7 @@ pub async fn create(
             memory: input.memory,
             disk: input.disk,
             os,
+            network,
         },
         owner: Owner {
             id: user.id.clone(),
@@ -96,7 +101,8 @@ pub async fn create(
             "Virtual machine created; it is being provisioned.",
         )
     });
-    // The name is reserved in the transaction that records the VM (409 VM_NAME_TAKEN if not).
+    // The name and the host ports are reserved in the transaction that records the VM (409
+    // VM_NAME_TAKEN or PORT_TAKEN if not).
     retry
         .execute(&state, &vm_id, command, user.meta(Via::Rest), answer)
         .await?
