@@ -14,6 +14,8 @@ use crate::vm::{NetworkMode, NetworkSpec, PortForward, Protocol};
 
 /// Forwards one VM may have.
 pub const MAX_PORTS: usize = 16;
+/// Times a command is tried when a host port chosen for it is taken by another request first.
+pub const CHOOSE_ATTEMPTS: u32 = 8;
 
 /// `user`: QEMU user-mode NAT with a virtio NIC (the default). `none`: no NIC. `bridge` is
 /// refused for now.
@@ -62,6 +64,13 @@ pub struct RequestedPort {
 pub struct NetworkRequest {
     pub mode: NetworkMode,
     pub ports: Vec<RequestedPort>,
+}
+
+impl NetworkRequest {
+    /// Whether a host port is to be chosen for one of the forwards.
+    pub fn chooses_ports(&self) -> bool {
+        self.ports.iter().any(|p| p.host.is_none())
+    }
 }
 
 /// Checks `input` against the port range in `settings`.

@@ -313,3 +313,27 @@ async fn mode_none_boots_without_a_nic() {
     app.act_and_wait(&id, "stop", Some(json!({"force": true})))
         .await;
 }
+
+#[tokio::test]
+async fn concurrent_creates_choosing_ports_each_get_their_own() {
+    let (app, start, end) = app_with_range().await;
+    let creates = (0..5).map(|i| {
+        app.create_vm(
+            json!({"name": format!("race-{i}"), "cpu": 1, "memory": 128, "disk": 1,
+            "os": "busybox", "network": {"ports": [{"guest": 80}]}}),
+        )
+    });
+    let mut hosts = std::collections::BTreeSet::new();
+    for (status, body) in futures::future::join_all(creates).await {
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let host = body["data"]["network"]["ports"][0]["host"]
+            .as_u64()
+            .expect("a host port");
+        assert!(
+            (u64::from(start)..=u64::from(end)).contains(&host),
+            "{host}"
+        );
+        hosts.insert(host);
+    }
+    assert_eq!(hosts.len(), 5, "each VM got its own host port: {hosts:?}");
+}
