@@ -6377,6 +6377,16 @@ export interface components {
             listen: string;
             natsUrl: string;
             natsStream: string;
+            /**
+             * Format: int32
+             * @description The host ports VMs' port forwards are given (`network.port_range_start`).
+             */
+            vmPortRangeStart: number;
+            /**
+             * Format: int32
+             * @description Included.
+             */
+            vmPortRangeEnd: number;
         };
         /**
          * @description A VM's network: its mode, its forwards with the host port each got, and its NIC's MAC
