@@ -229,6 +229,7 @@ async fn replay(pool: &sqlx::PgPool, scale: &Scale) -> String {
             memory: 128,
             disk: 1,
             os: "ubuntu20.04".into(),
+            network: Default::default(),
         },
         owner: Owner {
             id: "u".into(),

@@ -3,7 +3,10 @@
 # busybox initramfs, taken from Debian packages with `apt-get download` (nothing is installed on
 # the host). Outputs IMAGES_DIR/busybox/{vmlinuz,initrd.img,cmdline}; skips the work when they
 # already exist. The guest prints VOIDVM-GUEST-READY on its serial console and powers off at once
-# on an ACPI power-button press (QMP system_powerdown).
+# on an ACPI power-button press (QMP system_powerdown). With a NIC (eth0, virtio-net) it serves
+# "VOIDVM-GUEST-HTTP <hostname>" with busybox httpd on port 80 and takes a DHCP lease with udhcpc,
+# printing VOIDVM-GUEST-NET (address, router, DHCP server) on the console; without one it prints
+# VOIDVM-GUEST-NO-NIC.
 #
 # Usage: scripts/build-guest.sh [IMAGES_DIR]   (default: <repo>/.cache/images)
 set -euo pipefail
@@ -12,7 +15,7 @@ repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 images_dir="${1:-$repo_root/.cache/images}"
 out="$images_dir/busybox"
 # Bump when the guest changes, so that an older build in the cache is replaced.
-guest_version=2
+guest_version=3
 
 if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.img" ] && [ -s "$out/cmdline" ] &&
   [ "$(cat "$out/version" 2>/dev/null)" = "$guest_version" ]; then
@@ -59,7 +62,7 @@ moddir="$work/kernel/lib/modules/$kver"
 
 # --- initramfs tree ---
 root="$work/root"
-mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,run,etc/acpi/PWRF,lib/modules}
+mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,run,etc/acpi/PWRF,lib/modules,www}
 cp "$work/busybox/bin/busybox" "$root/bin/busybox"
 chmod 755 "$root/bin/busybox"
 for applet in $("$root/bin/busybox" --list-full); do
@@ -69,7 +72,8 @@ for applet in $("$root/bin/busybox" --list-full); do
 done
 
 # The power button needs the ACPI button driver (input events) and evdev (/dev/input/event*, read
-# by busybox acpid). Built in (=y) needs nothing; a module (=m) is shipped with its dependencies
+# by busybox acpid); the NIC needs virtio-pci and virtio-net, and udhcpc raw packet sockets
+# (af_packet). Built in (=y) needs nothing; a module (=m) is shipped with its dependencies
 # (from the .ko's own .modinfo, the package has no modules.dep), decompressed, and loaded by /init
 # in dependency order.
 : >"$root/lib/modules/load-order"
@@ -93,15 +97,18 @@ add_module() { # adds a module after its dependencies
   done
   echo "$name.ko" >>"$root/lib/modules/load-order"
 }
-for pair in ACPI_BUTTON:button INPUT_EVDEV:evdev; do
-  symbol="${pair%%:*}"
-  module="${pair#*:}"
+for triple in ACPI_BUTTON:button:power-down INPUT_EVDEV:evdev:power-down \
+  VIRTIO_PCI:virtio_pci:networking VIRTIO_NET:virtio_net:networking PACKET:af_packet:DHCP; do
+  symbol="${triple%%:*}"
+  rest="${triple#*:}"
+  module="${rest%%:*}"
+  what="${rest#*:}"
   setting="$(sed -n "s/^CONFIG_$symbol=\(.\)$/\1/p" "$config")"
   echo "build-guest: CONFIG_$symbol=${setting:-unset}"
   case "$setting" in
     y) ;;
     m) add_module "$module" ;;
-    *) echo "build-guest: the kernel lacks CONFIG_$symbol; ACPI power-down will not work" >&2 ;;
+    *) echo "build-guest: the kernel lacks CONFIG_$symbol; $what will not work" >&2 ;;
   esac
 done
 echo "build-guest: modules to load: $(tr '\n' ' ' <"$root/lib/modules/load-order")"
@@ -113,6 +120,30 @@ sync
 poweroff -f
 SH
 chmod 755 "$root/etc/acpi/PWRF/00000080"
+
+# udhcpc's hook: configures the lease it got and says so on the console (in user-mode NAT the
+# DHCP server and router are 10.0.2.2, which is also how the guest reaches the host).
+cat >"$root/etc/udhcpc.script" <<'SH'
+#!/bin/sh
+case "$1" in
+  deconfig)
+    ip addr flush dev "$interface"
+    ip link set "$interface" up
+    ;;
+  bound | renew)
+    ip addr flush dev "$interface"
+    ip addr add "$ip/${mask:-24}" dev "$interface"
+    for r in $router; do
+      ip route add default via "$r" dev "$interface"
+      break
+    done
+    : >/etc/resolv.conf
+    for d in $dns; do echo "nameserver $d" >>/etc/resolv.conf; done
+    echo "VOIDVM-GUEST-NET $interface $ip router ${router:-none} server ${serverid:-none}" >/dev/console
+    ;;
+esac
+SH
+chmod 755 "$root/etc/udhcpc.script"
 
 cat >"$root/init" <<'SH'
 #!/bin/sh
@@ -133,6 +164,15 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 echo "VOIDVM-GUEST-READY" >/dev/console
+hostname voidvm-guest
+ip link set lo up
+if [ -e /sys/class/net/eth0 ]; then
+  echo "VOIDVM-GUEST-HTTP $(hostname)" >/www/index.html
+  httpd -p 80 -h /www
+  udhcpc -i eth0 -s /etc/udhcpc.script -t 30 -T 2 -n -q >/dev/console 2>&1 &
+else
+  echo "VOIDVM-GUEST-NO-NIC" >/dev/console
+fi
 while true; do
   setsid cttyhack sh
   sleep 1

@@ -65,6 +65,28 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// How webhook deliveries are sent and retried (`VOIDVM_WEBHOOKS__*`).
     pub webhooks: WebhookSettings,
+    /// VMs' networks (`VOIDVM_NETWORK__*`).
+    pub network: NetworkSettings,
+}
+
+/// VMs' networks: the host ports forwards get when they name none.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSettings {
+    /// First host port given to a forward without one (`VOIDVM_NETWORK__PORT_RANGE_START`);
+    /// explicit host ports must be in the range too.
+    pub port_range_start: u16,
+    /// Last such port, included.
+    pub port_range_end: u16,
+}
+
+impl Default for NetworkSettings {
+    fn default() -> Self {
+        NetworkSettings {
+            port_range_start: 20_000,
+            port_range_end: 29_999,
+        }
+    }
 }
 
 /// Webhook deliveries: one node at a time sends them (whichever holds the lock).
@@ -271,6 +293,7 @@ impl Default for Settings {
             system_sample_interval_ms: 10_000,
             log_format: LogFormat::Text,
             webhooks: WebhookSettings::default(),
+            network: NetworkSettings::default(),
         }
     }
 }
@@ -406,6 +429,12 @@ impl Settings {
         if l.cpu_max == 0 || l.memory_min_mib > l.memory_max_mib || l.disk_min_gib > l.disk_max_gib
         {
             return bad("limits must have each minimum at or below its maximum");
+        }
+        let n = &self.network;
+        if n.port_range_start == 0 || n.port_range_start > n.port_range_end {
+            return bad(
+                "network.port_range_start must be at least 1 and at most network.port_range_end",
+            );
         }
         let r = &self.rate_limit;
         if r.requests_per_minute == 0 || r.login_failures == 0 || r.login_lockout_secs == 0 {

@@ -201,7 +201,7 @@ impl ConfigEvent {
 }
 
 /// The fields `GET /config` shows that only take effect at start-up.
-pub const RESTART_REQUIRED: [&str; 13] = [
+pub const RESTART_REQUIRED: [&str; 15] = [
     "system.nodeId",
     "system.workers",
     "system.version",
@@ -212,6 +212,8 @@ pub const RESTART_REQUIRED: [&str; 13] = [
     "network.listen",
     "network.natsUrl",
     "network.natsStream",
+    "network.vmPortRangeStart",
+    "network.vmPortRangeEnd",
     "storage.dataDir",
     "storage.imagesDir",
     "storage.snapshotEvery",

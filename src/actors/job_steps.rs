@@ -70,6 +70,7 @@ pub async fn perform(deps: &WorkerDeps, job: &JobRow) -> Result<Step, JobError> 
                     memory_mib: spec.memory,
                     disk_gib: spec.disk,
                     boot: deps.images.resolve(&spec.os),
+                    network: spec.network,
                 },
                 _ => return Err(JobError::BadParams),
             };
@@ -146,6 +147,7 @@ async fn machine_spec(deps: &WorkerDeps, job: &JobRow) -> Result<MachineSpec, Jo
         memory_mib: vm.spec.memory,
         disk_gib: vm.spec.disk,
         boot: deps.images.resolve(&vm.spec.os),
+        network: vm.spec.network.clone(),
     })
 }
 

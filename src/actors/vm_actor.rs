@@ -144,6 +144,7 @@ async fn execute(
             // A rule across VMs or jobs refused the commit; the state is unchanged.
             Err(crate::store::event_store::CommitError::Store(
                 e @ (crate::store::StoreError::NameTaken { .. }
+                | crate::store::StoreError::PortTaken { .. }
                 | crate::store::StoreError::JobNotQueued { .. }
                 | crate::store::StoreError::KeyTaken),
             )) => return (Some(state), Err(e.into())),

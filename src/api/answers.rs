@@ -292,7 +292,8 @@ pub mod errors {
     pub struct JobMissing(pub ErrorEnvelope);
 
     /// The VM's state does not allow it (e.g. `VM_ALREADY_RUNNING`), the name is taken
-    /// (`VM_NAME_TAKEN`), or another job is in flight (`VM_BUSY`).
+    /// (`VM_NAME_TAKEN`), a host port is forwarded to another VM (`PORT_TAKEN`) or none is left
+    /// in the configured range (`NO_FREE_PORT`), or another job is in flight (`VM_BUSY`).
     #[derive(IntoResponses)]
     #[response(status = 409)]
     pub struct VmConflict(pub ErrorEnvelope);

@@ -57,6 +57,10 @@ pub struct NetworkSection {
     pub listen: String,
     pub nats_url: String,
     pub nats_stream: String,
+    /// The host ports VMs' port forwards are given (`network.port_range_start`).
+    pub vm_port_range_start: u16,
+    /// Included.
+    pub vm_port_range_end: u16,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -108,6 +112,8 @@ fn view(state: &AppState) -> ConfigView {
             listen: s.listen.to_string(),
             nats_url: s.nats_url.clone(),
             nats_stream: s.nats.stream.clone(),
+            vm_port_range_start: s.network.port_range_start,
+            vm_port_range_end: s.network.port_range_end,
         },
         storage: StorageSection {
             data_dir: s.data_dir.display().to_string(),

@@ -260,6 +260,13 @@ impl From<StoreError> for ApiError {
                 code: "VM_NAME_TAKEN",
                 message: format!("You already have a virtual machine named '{name}'."),
             },
+            StoreError::PortTaken { protocol, port } => ApiError::Conflict {
+                code: "PORT_TAKEN",
+                message: format!(
+                    "Host port {port}/{} is already forwarded to another virtual machine.",
+                    protocol.as_str()
+                ),
+            },
             StoreError::JobNotQueued { job_id, status } => ApiError::Conflict {
                 code: "JOB_NOT_CANCELLABLE",
                 message: format!("Job {job_id} cannot be cancelled: it is {status}."),

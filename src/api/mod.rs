@@ -12,6 +12,7 @@ pub mod health;
 pub mod input;
 pub mod jobs;
 pub mod metrics;
+pub mod network_input;
 pub mod openapi;
 pub mod rate_limit;
 pub mod request_id;

@@ -4,6 +4,7 @@
 use serde::Deserialize;
 
 use super::error::ApiError;
+use super::network_input::NetworkInput;
 use crate::config::Limits;
 use crate::hypervisor::images::ImageCatalog;
 
@@ -20,6 +21,8 @@ pub struct CreateVm {
     pub disk: u64,
     pub os: Option<String>,
     pub description: Option<String>,
+    /// Defaults to user-mode NAT without forwarded ports.
+    pub network: Option<NetworkInput>,
 }
 
 #[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
@@ -29,6 +32,8 @@ pub struct PatchVm {
     pub description: Option<String>,
     pub cpu: Option<u32>,
     pub memory: Option<u64>,
+    /// Replaces the whole network; forwards without `host` keep the host port they had.
+    pub network: Option<NetworkInput>,
 }
 
 #[derive(Debug, Deserialize, Default, utoipa::ToSchema)]

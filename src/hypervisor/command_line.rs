@@ -3,7 +3,8 @@
 //! What QEMU is told decides how VoidVM finds and controls the machine afterwards (it daemonizes
 //! and writes `qemu.pid`, starts paused with `-S` until the start has a watcher, and serves the two
 //! QMP monitors and the serial console on the machine's sockets), so it is built here from the
-//! spec, the machine's paths and the accelerator alone, with no I/O, and tested as such.
+//! spec, the machine's paths and the accelerator alone, with no I/O, and tested as such. The NIC
+//! (user-mode NAT) and its MAC come from the spec's network and the VM's id.
 //! Paths inside an option value (`-drive file=...`) have their commas doubled, so a path can
 //! never add options of its own.
 
@@ -12,6 +13,7 @@ use std::path::Path;
 
 use super::paths::MachinePaths;
 use super::{Accel, BootSource, MachineSpec};
+use crate::vm::{mac_address, NetworkMode, NetworkSpec};
 
 /// The arguments (after the binary) that boot `spec` from `paths` with `accel`.
 pub fn qemu_args(spec: &MachineSpec, paths: &MachinePaths, accel: Accel) -> Vec<OsString> {
@@ -65,6 +67,7 @@ pub fn qemu_args(spec: &MachineSpec, paths: &MachinePaths, accel: Accel) -> Vec<
     ]));
     args.push("-serial".into());
     args.push("chardev:serial0".into());
+    args.extend(network_args(&spec.vm_id, &spec.network));
     if let BootSource::Kernel {
         kernel,
         initrd,
@@ -81,6 +84,30 @@ pub fn qemu_args(spec: &MachineSpec, paths: &MachinePaths, accel: Accel) -> Vec<
         args.push(cmdline.into());
     }
     args
+}
+
+/// The NIC of `network`: for user-mode NAT a virtio NIC with the VM's stable MAC and a `hostfwd`
+/// per forwarded port (QEMU listens on the host port on every host address); nothing for `none`.
+fn network_args(vm_id: &str, network: &NetworkSpec) -> Vec<OsString> {
+    match network.mode {
+        NetworkMode::None => Vec::new(),
+        NetworkMode::User => {
+            let mut netdev = "user,id=net0".to_string();
+            for port in &network.ports {
+                netdev.push_str(&format!(
+                    ",hostfwd={}::{}-:{}",
+                    port.protocol.as_str(),
+                    port.host,
+                    port.guest
+                ));
+            }
+            let device = format!("virtio-net-pci,netdev=net0,mac={}", mac_address(vm_id));
+            ["-netdev".to_string(), netdev, "-device".to_string(), device]
+                .into_iter()
+                .map(OsString::from)
+                .collect()
+        }
+    }
 }
 
 /// The accelerator named in a process's command line (`/proc/<pid>/cmdline`: arguments separated
@@ -132,6 +159,10 @@ mod tests {
             memory_mib: 256,
             disk_gib: 1,
             boot,
+            network: NetworkSpec {
+                mode: NetworkMode::None,
+                ports: Vec::new(),
+            },
         }
     }
 
@@ -284,6 +315,45 @@ mod tests {
                 assert!(!args.contains(&option.to_string()), "{option} in {args:?}");
             }
         }
+    }
+
+    #[test]
+    fn user_mode_gets_a_virtio_nic_with_a_stable_mac_and_its_forwards() {
+        let mut machine = spec(BootSource::BlankDisk);
+        machine.network = NetworkSpec {
+            mode: NetworkMode::User,
+            ports: vec![
+                crate::vm::PortForward {
+                    guest: 80,
+                    host: 20080,
+                    protocol: crate::vm::Protocol::Tcp,
+                },
+                crate::vm::PortForward {
+                    guest: 53,
+                    host: 20053,
+                    protocol: crate::vm::Protocol::Udp,
+                },
+            ],
+        };
+        let args = args_of(&machine, &paths(), Accel::Tcg);
+        assert_eq!(
+            value(&args, "-netdev"),
+            "user,id=net0,hostfwd=tcp::20080-:80,hostfwd=udp::20053-:53"
+        );
+        let device = value(&args, "-device");
+        assert_eq!(
+            device,
+            format!("virtio-net-pci,netdev=net0,mac={}", mac_address("vm-1"))
+        );
+        assert_eq!(args_of(&machine, &paths(), Accel::Tcg), args, "stable");
+        assert!(args.contains(&"-nodefaults".to_string()));
+    }
+
+    #[test]
+    fn mode_none_has_no_nic() {
+        let args = args_of(&spec(BootSource::BlankDisk), &paths(), Accel::Tcg);
+        assert!(!args.contains(&"-netdev".to_string()), "{args:?}");
+        assert!(!args.contains(&"-device".to_string()), "{args:?}");
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub struct MachineSpec {
     pub disk_gib: u64,
     /// How to boot: from an image on the host, or a blank disk when the image is missing.
     pub boot: BootSource,
+    /// The NIC (user-mode NAT, its MAC derived from `vm_id`) and its host port forwards, or none.
+    pub network: crate::vm::NetworkSpec,
 }
 
 /// Where a machine's first instructions come from.

@@ -17,6 +17,7 @@ pub mod idempotency;
 pub mod jobs;
 pub mod log_identity;
 pub mod metadata;
+pub mod ports;
 pub mod quota;
 pub mod repository;
 pub mod system_samples;
@@ -41,6 +42,12 @@ pub enum StoreError {
     /// The owner already has a VM of that name; nothing was recorded.
     #[error("the owner already has a virtual machine named '{name}'")]
     NameTaken { name: String },
+    /// Another VM holds a host port this VM's network forwards; nothing was recorded.
+    #[error("host port {port}/{} is forwarded to another virtual machine", .protocol.as_str())]
+    PortTaken {
+        protocol: crate::vm::Protocol,
+        port: u16,
+    },
     /// A cancel found its job no longer queued (a worker took it); nothing was recorded.
     #[error("job {job_id} is {status}")]
     JobNotQueued { job_id: String, status: String },

@@ -11,7 +11,50 @@ pub fn all() -> Vec<Box<dyn EventUpcaster>> {
         Box::new(OperationFailedV1ToV2),
         Box::new(ProcessStartV1ToV2("VmStarted")),
         Box::new(ProcessStartV1ToV2("VmRestarted")),
+        Box::new(VmCreatedV1ToV2),
+        Box::new(VmReconfiguredV1ToV2),
     ]
+}
+
+/// `VmCreated` v2 added `spec.network`. Every VM created before it ran without a NIC; it reads as
+/// the default network, user-mode NAT with no forwarded ports, so it gets a NIC at its next start
+/// and nothing on the host is reserved for it.
+pub struct VmCreatedV1ToV2;
+
+impl EventUpcaster for VmCreatedV1ToV2 {
+    fn can_upcast(&self, event_type: &str, event_version: &str) -> bool {
+        event_type == "VmCreated" && event_version == "1"
+    }
+
+    fn upcast(&self, mut event: SerializedEvent) -> SerializedEvent {
+        if let Some(Value::Object(spec)) = event
+            .payload
+            .get_mut("VmCreated")
+            .and_then(|fields| fields.get_mut("spec"))
+        {
+            spec.entry("network")
+                .or_insert(serde_json::json!({"mode": "user", "ports": []}));
+        }
+        event.event_version = "2".to_string();
+        event
+    }
+}
+
+/// `VmReconfigured` v2 added `network`; a v1 change left the network as it was.
+pub struct VmReconfiguredV1ToV2;
+
+impl EventUpcaster for VmReconfiguredV1ToV2 {
+    fn can_upcast(&self, event_type: &str, event_version: &str) -> bool {
+        event_type == "VmReconfigured" && event_version == "1"
+    }
+
+    fn upcast(&self, mut event: SerializedEvent) -> SerializedEvent {
+        if let Some(Value::Object(fields)) = event.payload.get_mut("VmReconfigured") {
+            fields.entry("network").or_insert(Value::Null);
+        }
+        event.event_version = "2".to_string();
+        event
+    }
 }
 
 /// `VmStarted` and `VmRestarted` v2 added `processStart`, which with the pid names the process.
@@ -90,6 +133,54 @@ mod tests {
                 other => panic!("{name} read as {other:?}"),
             }
         }
+    }
+
+    fn v1(event_type: &str, payload: Value) -> SerializedEvent {
+        SerializedEvent {
+            aggregate_id: "vm-1".into(),
+            sequence: 1,
+            aggregate_type: "vm".into(),
+            event_type: event_type.into(),
+            event_version: "1".into(),
+            payload,
+            metadata: json!({}),
+        }
+    }
+
+    #[test]
+    fn a_v1_creation_reads_as_user_mode_nat_without_ports() {
+        let up = VmCreatedV1ToV2;
+        assert!(up.can_upcast("VmCreated", "1") && !up.can_upcast("VmCreated", "2"));
+        let v2 = up.upcast(v1(
+            "VmCreated",
+            json!({"VmCreated": {"vmId": "vm-1", "spec": {"name": "a", "description": null,
+                "cpu": 1, "memory": 128, "disk": 1, "os": "busybox"},
+                "owner": {"id": "u", "name": "u"}, "imagePresent": true, "jobId": "j"}}),
+        ));
+        assert_eq!(v2.event_version, "2");
+        match serde_json::from_value::<VmEvent>(v2.payload).unwrap() {
+            VmEvent::VmCreated { spec, .. } => {
+                assert_eq!(spec.network, crate::vm::NetworkSpec::default());
+                assert_eq!(spec.network.mode, crate::vm::NetworkMode::User);
+            }
+            other => panic!("read as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_v1_reconfiguration_leaves_the_network_alone() {
+        let up = VmReconfiguredV1ToV2;
+        assert!(up.can_upcast("VmReconfigured", "1"));
+        let v2 = up.upcast(v1(
+            "VmReconfigured",
+            json!({"VmReconfigured": {"name": "b", "description": null, "cpu": null,
+                "memory": null, "requiresRestart": false}}),
+        ));
+        assert_eq!(v2.event_version, "2");
+        assert!(matches!(
+            serde_json::from_value::<VmEvent>(v2.payload).unwrap(),
+            VmEvent::VmReconfigured { network: None, .. }
+        ));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 
 use super::StoreError;
-use crate::vm::{Vm, VmStatus};
+use crate::vm::{mac_address, NetworkMode, PortForward, Vm, VmStatus};
 
 /// A VM as the API shows it.
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
@@ -29,10 +29,21 @@ pub struct VmView {
     pub pending_job_id: Option<String>,
     pub pid: Option<u32>,
     pub accel: Option<String>,
+    pub network: NetworkView,
     pub requires_restart: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub version: i64,
+}
+
+/// A VM's network: its mode, its forwards with the host port each got, and its NIC's MAC
+/// address (stable per VM; none without a NIC).
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkView {
+    pub mode: NetworkMode,
+    pub ports: Vec<PortForward>,
+    pub mac: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
@@ -67,6 +78,14 @@ impl VmView {
             pending_job_id: vm.pending.as_ref().map(|p| p.id.clone()),
             pid: vm.pid,
             accel: vm.accel.clone(),
+            network: NetworkView {
+                mode: vm.spec.network.mode,
+                ports: vm.spec.network.ports.clone(),
+                mac: match vm.spec.network.mode {
+                    NetworkMode::User => Some(mac_address(&vm.id)),
+                    NetworkMode::None => None,
+                },
+            },
             requires_restart: vm.requires_restart,
             created_at,
             updated_at,

@@ -192,15 +192,23 @@ impl Vm {
             .filter(|d| Some(d) != self.spec.description.as_ref());
         let cpu = change.cpu.filter(|c| *c != self.spec.cpu);
         let memory = change.memory.filter(|m| *m != self.spec.memory);
-        if name.is_none() && description.is_none() && cpu.is_none() && memory.is_none() {
+        let network = change.network.filter(|n| *n != self.spec.network);
+        if name.is_none()
+            && description.is_none()
+            && cpu.is_none()
+            && memory.is_none()
+            && network.is_none()
+        {
             return Err(VmError::NothingToChange);
         }
-        let requires_restart = running && (cpu.is_some() || memory.is_some());
+        // QEMU's NIC and its forwards are set when it starts.
+        let requires_restart = running && (cpu.is_some() || memory.is_some() || network.is_some());
         Ok(vec![VmEvent::VmReconfigured {
             name,
             description,
             cpu,
             memory,
+            network,
             requires_restart,
         }])
     }
@@ -446,6 +454,7 @@ impl Aggregate for Vm {
                 description,
                 cpu,
                 memory,
+                network,
                 requires_restart,
             } => {
                 if let Some(name) = name {
@@ -459,6 +468,9 @@ impl Aggregate for Vm {
                 }
                 if let Some(memory) = memory {
                     self.spec.memory = memory;
+                }
+                if let Some(network) = network {
+                    self.spec.network = network;
                 }
                 self.requires_restart |= requires_restart;
             }

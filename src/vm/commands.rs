@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::events::{Owner, VmSpec};
+use super::network::NetworkSpec;
 use super::process::MachineProcess;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -76,6 +77,8 @@ pub struct Reconfiguration {
     pub description: Option<String>,
     pub cpu: Option<u32>,
     pub memory: Option<u64>,
+    /// The whole new network, host ports already chosen.
+    pub network: Option<NetworkSpec>,
 }
 
 /// How a job ended, as its worker saw it.

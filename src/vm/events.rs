@@ -9,6 +9,7 @@ use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
 use super::commands::ObservationKind;
+use super::network::NetworkSpec;
 use super::status::Operation;
 
 /// The user a VM belongs to.
@@ -32,11 +33,16 @@ pub struct VmSpec {
     pub disk: u64,
     /// The image (template) name the VM was created from.
     pub os: String,
+    /// Added in `VmCreated` v2; states stored before it read as user-mode NAT without ports.
+    #[serde(default)]
+    pub network: NetworkSpec,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all_fields = "camelCase")]
 pub enum VmEvent {
+    /// Version 2 added `spec.network`; version-1 events read as user-mode NAT with no forwarded
+    /// ports (see `store::upcasters`).
     VmCreated {
         vm_id: String,
         spec: VmSpec,
@@ -99,11 +105,14 @@ pub enum VmEvent {
     VmReset {
         job_id: String,
     },
+    /// Version 2 added `network` (the whole new network, with its host ports); version-1 events
+    /// read as not changing it (see `store::upcasters`).
     VmReconfigured {
         name: Option<String>,
         description: Option<String>,
         cpu: Option<u32>,
         memory: Option<u64>,
+        network: Option<NetworkSpec>,
         requires_restart: bool,
     },
     /// The VM was handed to another user (their former owner's account is being deleted).
@@ -234,9 +243,10 @@ impl VmEvent {
         match self {
             VmEvent::OperationFailed { .. }
             | VmEvent::VmStarted { .. }
-            | VmEvent::VmRestarted { .. } => 2,
-            VmEvent::VmCreated { .. }
-            | VmEvent::VmProvisioned { .. }
+            | VmEvent::VmRestarted { .. }
+            | VmEvent::VmCreated { .. }
+            | VmEvent::VmReconfigured { .. } => 2,
+            VmEvent::VmProvisioned { .. }
             | VmEvent::StartRequested { .. }
             | VmEvent::StopRequested { .. }
             | VmEvent::VmStopped { .. }
@@ -247,7 +257,6 @@ impl VmEvent {
             | VmEvent::VmResumed { .. }
             | VmEvent::ResetRequested { .. }
             | VmEvent::VmReset { .. }
-            | VmEvent::VmReconfigured { .. }
             | VmEvent::VmOwnerChanged { .. }
             | VmEvent::DeleteRequested { .. }
             | VmEvent::VmDeleted { .. }

@@ -5,6 +5,7 @@ pub mod aggregate;
 pub mod commands;
 pub mod error;
 pub mod events;
+pub mod network;
 pub mod process;
 pub mod status;
 
@@ -15,5 +16,6 @@ pub use aggregate::{PendingJob, Vm};
 pub use commands::{JobResult, ObservationKind, Observed, Reconfiguration, VmCommand};
 pub use error::VmError;
 pub use events::{JobEffect, JobOutcome, Owner, VmEvent, VmSpec};
+pub use network::{mac_address, NetworkMode, NetworkSpec, PortForward, Protocol};
 pub use process::MachineProcess;
 pub use status::{Operation, Rejection, VmStatus};

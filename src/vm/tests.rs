@@ -35,6 +35,7 @@ fn spec() -> VmSpec {
         memory: 2048,
         disk: 20,
         os: "ubuntu20.04".into(),
+        network: Default::default(),
     }
 }
 
@@ -611,8 +612,51 @@ fn reconfiguring_a_running_vm_needs_a_restart() {
             description: None,
             cpu: None,
             memory: Some(4096),
+            network: None,
             requires_restart: true,
         }]);
+}
+
+fn forwarded(guest: u16, host: u16) -> crate::vm::NetworkSpec {
+    crate::vm::NetworkSpec {
+        mode: crate::vm::NetworkMode::User,
+        ports: vec![crate::vm::PortForward {
+            guest,
+            host,
+            protocol: crate::vm::Protocol::Tcp,
+        }],
+    }
+}
+
+#[test]
+fn a_network_change_needs_a_restart_only_when_running() {
+    for (status, requires_restart) in [(VmStatus::Running, true), (VmStatus::Stopped, false)] {
+        VmTest::with(())
+            .given(history(status))
+            .when(VmCommand::Reconfigure(Reconfiguration {
+                network: Some(forwarded(80, 20080)),
+                ..Default::default()
+            }))
+            .then_expect_events(vec![VmEvent::VmReconfigured {
+                name: None,
+                description: None,
+                cpu: None,
+                memory: None,
+                network: Some(forwarded(80, 20080)),
+                requires_restart,
+            }]);
+    }
+}
+
+#[test]
+fn the_same_network_again_is_nothing_to_change() {
+    VmTest::with(())
+        .given(history(VmStatus::Running))
+        .when(VmCommand::Reconfigure(Reconfiguration {
+            network: Some(crate::vm::NetworkSpec::default()),
+            ..Default::default()
+        }))
+        .then_expect_error(VmError::NothingToChange);
 }
 
 #[test]
@@ -628,6 +672,7 @@ fn renaming_a_running_vm_needs_no_restart() {
             description: None,
             cpu: None,
             memory: None,
+            network: None,
             requires_restart: false,
         }]);
 }
@@ -668,6 +713,7 @@ fn a_restart_clears_requires_restart() {
                     description: None,
                     cpu: Some(4),
                     memory: None,
+                    network: None,
                     requires_restart: true,
                 },
                 VmEvent::RestartRequested {

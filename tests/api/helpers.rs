@@ -728,6 +728,7 @@ pub fn create_command(vm_id: &str, name: &str, job_id: &str) -> voidvm::vm::VmCo
             memory: 128,
             disk: 1,
             os: "busybox".into(),
+            network: Default::default(),
         },
         owner: voidvm::vm::Owner {
             id: "u".into(),

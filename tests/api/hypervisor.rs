@@ -76,6 +76,7 @@ fn spec(vm_id: &str, boot: BootSource) -> MachineSpec {
         memory_mib: 256,
         disk_gib: 1,
         boot,
+        network: Default::default(),
     }
 }
 

@@ -16,6 +16,7 @@ mod jobs;
 mod leases;
 mod lifecycle;
 mod metrics;
+mod network;
 mod observations;
 mod openapi;
 mod processes;

@@ -9,12 +9,22 @@ use std::path::PathBuf;
 use cqrs_es::persist::{EventUpcaster, SerializedEvent};
 use jsonschema::Validator;
 use serde_json::{json, Value};
-use voidvm::store::upcasters::{OperationFailedV1ToV2, ProcessStartV1ToV2};
-use voidvm::vm::{ObservationKind, Operation, Owner, VmEvent, VmSpec};
+use voidvm::store::upcasters::{
+    OperationFailedV1ToV2, ProcessStartV1ToV2, VmCreatedV1ToV2, VmReconfiguredV1ToV2,
+};
+use voidvm::vm::{
+    NetworkMode, NetworkSpec, ObservationKind, Operation, Owner, PortForward, Protocol, VmEvent,
+    VmSpec,
+};
 
 /// Versions no longer written but still in the log, each read through an upcaster.
-const OLD_VERSIONS: &[(&str, u32)] =
-    &[("OperationFailed", 1), ("VmStarted", 1), ("VmRestarted", 1)];
+const OLD_VERSIONS: &[(&str, u32)] = &[
+    ("OperationFailed", 1),
+    ("VmStarted", 1),
+    ("VmRestarted", 1),
+    ("VmCreated", 1),
+    ("VmReconfigured", 1),
+];
 
 fn schema_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("schemas/events")
@@ -83,6 +93,7 @@ fn covers(event: &VmEvent) -> &'static str {
                     memory: _,
                     disk: _,
                     os: _,
+                    network: NetworkSpec { mode: _, ports: _ },
                 },
             owner: Owner { id: _, name: _ },
             image_present: _,
@@ -126,6 +137,7 @@ fn covers(event: &VmEvent) -> &'static str {
             description: _,
             cpu: _,
             memory: _,
+            network: _,
             requires_restart: _,
         } => "VmReconfigured",
         VmEvent::DeleteRequested { job_id: _ } => "DeleteRequested",
@@ -166,6 +178,14 @@ fn spec(description: Option<&str>) -> VmSpec {
         memory: 2048,
         disk: 20,
         os: "busybox".into(),
+        network: NetworkSpec {
+            mode: NetworkMode::User,
+            ports: vec![PortForward {
+                guest: 80,
+                host: 20080,
+                protocol: Protocol::Tcp,
+            }],
+        },
     }
 }
 
@@ -265,6 +285,10 @@ fn samples() -> Vec<VmEvent> {
             description: Some("renamed".into()),
             cpu: Some(4),
             memory: Some(4096),
+            network: Some(NetworkSpec {
+                mode: NetworkMode::None,
+                ports: vec![],
+            }),
             requires_restart: true,
         },
         VmEvent::VmReconfigured {
@@ -272,6 +296,7 @@ fn samples() -> Vec<VmEvent> {
             description: None,
             cpu: None,
             memory: None,
+            network: None,
             requires_restart: false,
         },
         VmEvent::DeleteRequested { job_id: job() },
@@ -558,20 +583,64 @@ fn stored_v1_starts_validate_and_upcast_to_v2() {
 }
 
 #[test]
+fn stored_v1_creations_and_changes_validate_and_upcast_to_v2() {
+    let created = json!({"VmCreated": {"vmId": "vm-1", "spec": {"name": "a", "description": null,
+        "cpu": 1, "memory": 128, "disk": 1, "os": "busybox"},
+        "owner": {"id": "u", "name": "u"}, "imagePresent": true, "jobId": "job-1"}});
+    let changed = json!({"VmReconfigured": {"name": "b", "description": null, "cpu": null,
+        "memory": null, "requiresRestart": false}});
+    let upcasters: [(&str, Value, Box<dyn EventUpcaster>); 2] = [
+        ("VmCreated", created, Box::new(VmCreatedV1ToV2)),
+        ("VmReconfigured", changed, Box::new(VmReconfiguredV1ToV2)),
+    ];
+    for (name, payload, upcaster) in upcasters {
+        assert_valid(name, 1, &payload);
+        assert_invalid(name, 2, &payload, "v1 has no network, v2 requires it");
+        let stored = SerializedEvent {
+            aggregate_id: "vm-1".into(),
+            sequence: 1,
+            aggregate_type: "vm".into(),
+            event_type: name.into(),
+            event_version: "1".into(),
+            payload,
+            metadata: json!({}),
+        };
+        assert!(upcaster.can_upcast(&stored.event_type, &stored.event_version));
+        let upcast = upcaster.upcast(stored);
+        assert_eq!(upcast.event_version, "2");
+        assert_valid(name, 2, &upcast.payload);
+        let event: VmEvent = serde_json::from_value(upcast.payload.clone())
+            .unwrap_or_else(|e| panic!("upcast {} does not deserialise: {e}", upcast.payload));
+        assert_eq!(event.version().to_string(), upcast.event_version);
+        match event {
+            VmEvent::VmCreated { spec, .. } => assert_eq!(
+                spec.network,
+                NetworkSpec {
+                    mode: NetworkMode::User,
+                    ports: vec![]
+                }
+            ),
+            VmEvent::VmReconfigured { network, .. } => assert_eq!(network, None),
+            other => panic!("{name} read as {other:?}"),
+        }
+    }
+}
+
+#[test]
 fn the_schemas_reject_payloads_of_another_shape() {
     let created = serde_json::to_value(&samples()[0]).expect("VmCreated serialises");
-    assert_valid("VmCreated", 1, &created);
+    assert_valid("VmCreated", 2, &created);
 
     let mut extra = created.clone();
     extra["VmCreated"]["color"] = json!("blue");
-    assert_invalid("VmCreated", 1, &extra, "an extra field");
+    assert_invalid("VmCreated", 2, &extra, "an extra field");
 
     let mut missing = created.clone();
     missing["VmCreated"]
         .as_object_mut()
         .expect("VmCreated fields")
         .remove("imagePresent");
-    assert_invalid("VmCreated", 1, &missing, "a missing field");
+    assert_invalid("VmCreated", 2, &missing, "a missing field");
 
     let mut null_description_missing = created.clone();
     null_description_missing["VmCreated"]["spec"]
@@ -587,11 +656,11 @@ fn the_schemas_reject_payloads_of_another_shape() {
 
     let mut nested_extra = created.clone();
     nested_extra["VmCreated"]["owner"]["email"] = json!("a@b.c");
-    assert_invalid("VmCreated", 1, &nested_extra, "an extra field in owner");
+    assert_invalid("VmCreated", 2, &nested_extra, "an extra field in owner");
 
     let mut negative = created.clone();
     negative["VmCreated"]["spec"]["cpu"] = json!(-1);
-    assert_invalid("VmCreated", 1, &negative, "a negative u32");
+    assert_invalid("VmCreated", 2, &negative, "a negative u32");
 
     let mut snake = created.clone();
     let fields = snake["VmCreated"]
@@ -599,11 +668,18 @@ fn the_schemas_reject_payloads_of_another_shape() {
         .expect("VmCreated fields");
     let vm_id = fields.remove("vmId").expect("vmId");
     fields.insert("vm_id".into(), vm_id);
-    assert_invalid("VmCreated", 1, &snake, "a snake_case field name");
+    assert_invalid("VmCreated", 2, &snake, "a snake_case field name");
 
     let mut second_event = created.clone();
     second_event["VmDeleted"] = json!({"jobId": "job-1"});
-    assert_invalid("VmCreated", 1, &second_event, "a second top-level tag");
+    assert_invalid("VmCreated", 2, &second_event, "a second top-level tag");
+
+    let mut bridge = created.clone();
+    bridge["VmCreated"]["spec"]["network"]["mode"] = json!("bridge");
+    assert_invalid("VmCreated", 2, &bridge, "a network mode not recorded yet");
+    let mut port_too_big = created.clone();
+    port_too_big["VmCreated"]["spec"]["network"]["ports"][0]["guest"] = json!(70000);
+    assert_invalid("VmCreated", 2, &port_too_big, "a port above 65535");
 
     let unknown_operation = json!({"OperationFailed": {
         "jobId": "job-1",

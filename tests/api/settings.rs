@@ -84,6 +84,8 @@ const SETTINGS: &[Setting] = &[
     s("VOIDVM_WS__USAGE_INTERVAL_MS", "1000", "1000"),
     s("VOIDVM_SYSTEM_SAMPLE_INTERVAL_MS", "300", "300"),
     s("VOIDVM_LOG_FORMAT", "json", "\"json\""),
+    s("VOIDVM_NETWORK__PORT_RANGE_START", "40000", "40000"),
+    s("VOIDVM_NETWORK__PORT_RANGE_END", "40099", "40099"),
 ];
 
 /// Settings whose value comes from the test's own `Env` (its database, data dir, stream).

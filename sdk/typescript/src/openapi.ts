@@ -2797,7 +2797,8 @@ export interface paths {
                 };
                 /**
                  * @description The VM's state does not allow it (e.g. `VM_ALREADY_RUNNING`), the name is taken
-                 *     (`VM_NAME_TAKEN`), or another job is in flight (`VM_BUSY`).
+                 *     (`VM_NAME_TAKEN`), a host port is forwarded to another VM (`PORT_TAKEN`) or none is left
+                 *     in the configured range (`NO_FREE_PORT`), or another job is in flight (`VM_BUSY`).
                  */
                 409: {
                     headers: {
@@ -3035,7 +3036,8 @@ export interface paths {
                 };
                 /**
                  * @description The VM's state does not allow it (e.g. `VM_ALREADY_RUNNING`), the name is taken
-                 *     (`VM_NAME_TAKEN`), or another job is in flight (`VM_BUSY`).
+                 *     (`VM_NAME_TAKEN`), a host port is forwarded to another VM (`PORT_TAKEN`) or none is left
+                 *     in the configured range (`NO_FREE_PORT`), or another job is in flight (`VM_BUSY`).
                  */
                 409: {
                     headers: {
@@ -3187,7 +3189,8 @@ export interface paths {
                 };
                 /**
                  * @description The VM's state does not allow it (e.g. `VM_ALREADY_RUNNING`), the name is taken
-                 *     (`VM_NAME_TAKEN`), or another job is in flight (`VM_BUSY`).
+                 *     (`VM_NAME_TAKEN`), a host port is forwarded to another VM (`PORT_TAKEN`) or none is left
+                 *     in the configured range (`NO_FREE_PORT`), or another job is in flight (`VM_BUSY`).
                  */
                 409: {
                     headers: {
@@ -3581,7 +3584,8 @@ export interface paths {
                 };
                 /**
                  * @description The VM's state does not allow it (e.g. `VM_ALREADY_RUNNING`), the name is taken
-                 *     (`VM_NAME_TAKEN`), or another job is in flight (`VM_BUSY`).
+                 *     (`VM_NAME_TAKEN`), a host port is forwarded to another VM (`PORT_TAKEN`) or none is left
+                 *     in the configured range (`NO_FREE_PORT`), or another job is in flight (`VM_BUSY`).
                  */
                 409: {
                     headers: {
@@ -3743,7 +3747,8 @@ export interface paths {
                 };
                 /**
                  * @description The VM's state does not allow it (e.g. `VM_ALREADY_RUNNING`), the name is taken
-                 *     (`VM_NAME_TAKEN`), or another job is in flight (`VM_BUSY`).
+                 *     (`VM_NAME_TAKEN`), a host port is forwarded to another VM (`PORT_TAKEN`) or none is left
+                 *     in the configured range (`NO_FREE_PORT`), or another job is in flight (`VM_BUSY`).
                  */
                 409: {
                     headers: {
@@ -3905,7 +3910,8 @@ export interface paths {
                 };
                 /**
                  * @description The VM's state does not allow it (e.g. `VM_ALREADY_RUNNING`), the name is taken
-                 *     (`VM_NAME_TAKEN`), or another job is in flight (`VM_BUSY`).
+                 *     (`VM_NAME_TAKEN`), a host port is forwarded to another VM (`PORT_TAKEN`) or none is left
+                 *     in the configured range (`NO_FREE_PORT`), or another job is in flight (`VM_BUSY`).
                  */
                 409: {
                     headers: {
@@ -4067,7 +4073,8 @@ export interface paths {
                 };
                 /**
                  * @description The VM's state does not allow it (e.g. `VM_ALREADY_RUNNING`), the name is taken
-                 *     (`VM_NAME_TAKEN`), or another job is in flight (`VM_BUSY`).
+                 *     (`VM_NAME_TAKEN`), a host port is forwarded to another VM (`PORT_TAKEN`) or none is left
+                 *     in the configured range (`NO_FREE_PORT`), or another job is in flight (`VM_BUSY`).
                  */
                 409: {
                     headers: {
@@ -4229,7 +4236,8 @@ export interface paths {
                 };
                 /**
                  * @description The VM's state does not allow it (e.g. `VM_ALREADY_RUNNING`), the name is taken
-                 *     (`VM_NAME_TAKEN`), or another job is in flight (`VM_BUSY`).
+                 *     (`VM_NAME_TAKEN`), a host port is forwarded to another VM (`PORT_TAKEN`) or none is left
+                 *     in the configured range (`NO_FREE_PORT`), or another job is in flight (`VM_BUSY`).
                  */
                 409: {
                     headers: {
@@ -4395,7 +4403,8 @@ export interface paths {
                 };
                 /**
                  * @description The VM's state does not allow it (e.g. `VM_ALREADY_RUNNING`), the name is taken
-                 *     (`VM_NAME_TAKEN`), or another job is in flight (`VM_BUSY`).
+                 *     (`VM_NAME_TAKEN`), a host port is forwarded to another VM (`PORT_TAKEN`) or none is left
+                 *     in the configured range (`NO_FREE_PORT`), or another job is in flight (`VM_BUSY`).
                  */
                 409: {
                     headers: {
@@ -5455,6 +5464,7 @@ export interface components {
             disk: number;
             os?: string | null;
             description?: string | null;
+            network?: components["schemas"]["NetworkInput"] | null;
         };
         /** @description A VM just created, with its provisioning job. */
         CreatedVm: components["schemas"]["VmView"] & {
@@ -5878,6 +5888,7 @@ export interface components {
                     /** Format: int32 */
                     pid?: number | null;
                     accel?: string | null;
+                    network: components["schemas"]["NetworkView"];
                     requiresRestart: boolean;
                     /** Format: date-time */
                     createdAt: string;
@@ -6126,6 +6137,7 @@ export interface components {
                 /** Format: int32 */
                 pid?: number | null;
                 accel?: string | null;
+                network: components["schemas"]["NetworkView"];
                 requiresRestart: boolean;
                 /** Format: date-time */
                 createdAt: string;
@@ -6342,10 +6354,48 @@ export interface components {
              */
             rateLimit: number;
         };
+        /**
+         * @description `user`: QEMU user-mode NAT with a virtio NIC (the default). `none`: no NIC. `bridge` is
+         *     refused for now.
+         * @enum {string}
+         */
+        ModeInput: "user" | "none" | "bridge";
+        /** @description A VM's network; on PATCH it replaces the whole network. */
+        NetworkInput: {
+            mode?: components["schemas"]["ModeInput"] | null;
+            /** @description Host ports forwarded to the guest (`user` mode only), at most 16. */
+            ports?: components["schemas"]["PortInput"][] | null;
+            /** @description The host bridge, for `bridge` mode (not supported yet). */
+            bridge?: string | null;
+        };
+        /**
+         * @description How a VM is attached to a network.
+         * @enum {string}
+         */
+        NetworkMode: "user" | "none";
         NetworkSection: {
             listen: string;
             natsUrl: string;
             natsStream: string;
+            /**
+             * Format: int32
+             * @description The host ports VMs' port forwards are given (`network.port_range_start`).
+             */
+            vmPortRangeStart: number;
+            /**
+             * Format: int32
+             * @description Included.
+             */
+            vmPortRangeEnd: number;
+        };
+        /**
+         * @description A VM's network: its mode, its forwards with the host port each got, and its NIC's MAC
+         *     address (stable per VM; none without a NIC).
+         */
+        NetworkView: {
+            mode: components["schemas"]["NetworkMode"];
+            ports: components["schemas"]["PortForward"][];
+            mac?: string | null;
         };
         NewRole: {
             /** @description 2 to 32 lower-case letters, digits or `-`, starting with a letter. */
@@ -6407,6 +6457,7 @@ export interface components {
             cpu?: number | null;
             /** Format: int64 */
             memory?: number | null;
+            network?: components["schemas"]["NetworkInput"] | null;
         };
         Patched: {
             vm: components["schemas"]["VmView"];
@@ -6432,6 +6483,36 @@ export interface components {
              */
             value: number;
         };
+        /** @description A host port forwarded to a guest port. */
+        PortForward: {
+            /** Format: int32 */
+            guest: number;
+            /**
+             * Format: int32
+             * @description The host port; QEMU listens on it on every host address.
+             */
+            host: number;
+            protocol: components["schemas"]["Protocol"];
+        };
+        PortInput: {
+            /**
+             * Format: int32
+             * @description The guest's port, 1 to 65535.
+             */
+            guest: number;
+            /**
+             * Format: int32
+             * @description The host port, within the server's `network.port_range_start..=port_range_end`; one is
+             *     chosen when left out.
+             */
+            host?: number | null;
+            protocol?: components["schemas"]["Protocol"] | null;
+        };
+        /**
+         * @description The transport a port forward carries.
+         * @enum {string}
+         */
+        Protocol: "tcp" | "udp";
         QemuInfo: {
             /** @description The configured `qemu-system-x86_64 --version`'s number, e.g. `7.2.22`. */
             version: string;
@@ -6723,6 +6804,7 @@ export interface components {
             /** Format: int32 */
             pid?: number | null;
             accel?: string | null;
+            network: components["schemas"]["NetworkView"];
             requiresRestart: boolean;
             /** Format: date-time */
             createdAt: string;

@@ -1,5 +1,5 @@
-//! `PATCH /vms/{id}` and `DELETE /vms/{id}`: change a VM's name, description or size, or delete
-//! it (a delete opens a job like the lifecycle verbs, and goes the same way).
+//! `PATCH /vms/{id}` and `DELETE /vms/{id}`: change a VM's name, description, size or network,
+//! or delete it (a delete opens a job like the lifecycle verbs, and goes the same way).
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -12,15 +12,17 @@ use super::super::answers::{Accepted, Envelope, Patched};
 use super::super::body;
 use super::super::envelope;
 use super::super::error::ApiError;
+use super::super::network_input;
 use super::super::retry::{envelope_answer, IfMatchHeader, KeyHeader, Retry};
 use super::super::vm_input::{self, PatchVm};
 use super::lifecycle::act;
 use super::{view_of, visible};
+use crate::actors::ActorError;
 use crate::app::lifecycle::Action;
 use crate::app::AppState;
 use crate::auth::{AuthUser, Permission};
 use crate::store::conditions::Answer;
-use crate::store::Via;
+use crate::store::{StoreError, Via};
 use crate::vm::{Reconfiguration, VmCommand, VmError};
 
 #[utoipa::path(
@@ -73,13 +75,12 @@ pub async fn patch(
     if let Some(m) = input.memory {
         vm_input::check_memory(m, limits)?;
     }
+    let network = input
+        .network
+        .as_ref()
+        .map(|n| network_input::check_network(n, &state.settings.network))
+        .transpose()?;
     let current = visible(&state, &user, &vm_id).await?;
-    let command = VmCommand::Reconfigure(Reconfiguration {
-        name: input.name,
-        description: input.description,
-        cpu: input.cpu,
-        memory: input.memory,
-    });
     let answer = Answer::new(false, |done| {
         let view = view_of(done.vm, done.version);
         let requires_restart = view.requires_restart;
@@ -89,13 +90,44 @@ pub async fn patch(
         };
         envelope_answer(StatusCode::OK, data, "Virtual machine updated.")
     });
-    // A new name is reserved (and the old one released) in the transaction that records it.
-    let result = retry
-        .execute(&state, &vm_id, command, user.meta(Via::Rest), answer)
-        .await?;
+    // A new name and new host ports are reserved (and the old ones released) in the transaction
+    // that records them; a port chosen here that another request took first is chosen again.
+    let mut attempt = 0;
+    let result = loop {
+        attempt += 1;
+        let chosen = match &network {
+            Some(n) => {
+                let held = Some((vm_id.as_str(), current.network.ports.as_slice()));
+                Some(network_input::assign_ports(&state, n.clone(), held).await?)
+            }
+            None => None,
+        };
+        let command = VmCommand::Reconfigure(Reconfiguration {
+            name: input.name.clone(),
+            description: input.description.clone(),
+            cpu: input.cpu,
+            memory: input.memory,
+            network: chosen,
+        });
+        match retry
+            .execute(
+                &state,
+                &vm_id,
+                command,
+                user.meta(Via::Rest),
+                answer.clone(),
+            )
+            .await?
+        {
+            Err(ActorError::Store(StoreError::PortTaken { .. }))
+                if network.as_ref().is_some_and(|n| n.chooses_ports())
+                    && attempt < network_input::CHOOSE_ATTEMPTS => {}
+            result => break result,
+        }
+    };
     match result {
         Ok(response) => Ok(response),
-        Err(crate::actors::ActorError::Refused(VmError::NothingToChange)) => Ok(envelope::ok(
+        Err(ActorError::Refused(VmError::NothingToChange)) => Ok(envelope::ok(
             Patched {
                 requires_restart: current.requires_restart,
                 vm: current,

@@ -8,15 +8,18 @@ use super::super::answers::errors::{Invalid, KeyReused, Unauthorized, VmConflict
 use super::super::answers::{CreatedVm, Envelope};
 use super::super::body;
 use super::super::error::ApiError;
+use super::super::network_input;
 use super::super::retry::{envelope_answer, KeyHeader, Retry};
 use super::super::vm_input::{self, CreateVm};
 use super::view_of;
+use crate::actors::ActorError;
 use crate::app::ids::{new_job_id, new_vm_id};
 use crate::app::AppState;
 use crate::auth::{AuthUser, Permission};
 use crate::store::conditions::Answer;
+use crate::store::StoreError;
 use crate::store::Via;
-use crate::vm::{Owner, VmCommand, VmSpec};
+use crate::vm::{NetworkSpec, Owner, VmCommand, VmSpec};
 
 #[utoipa::path(
     post,
@@ -62,33 +65,32 @@ pub async fn create(
     vm_input::check_memory(input.memory, limits)?;
     vm_input::check_disk(input.disk, limits)?;
     let (os, image_present) = vm_input::check_os(input.os.as_deref(), limits, &state.images)?;
+    let request =
+        network_input::check_network(&input.network.unwrap_or_default(), &state.settings.network)?;
 
     let vm_id = new_vm_id();
     let job_id = new_job_id();
     tracing::Span::current()
         .record("vm_id", vm_id.as_str())
         .record("job_id", job_id.as_str());
-    let command = VmCommand::Create {
-        vm_id: vm_id.clone(),
-        spec: VmSpec {
-            name: input.name.clone(),
-            description: input.description,
-            cpu: input.cpu,
-            memory: input.memory,
-            disk: input.disk,
-            os,
-        },
-        owner: Owner {
-            id: user.id.clone(),
-            name: user.name.clone(),
-        },
-        image_present,
-        job_id: job_id.clone(),
+    let spec = VmSpec {
+        name: input.name.clone(),
+        description: input.description,
+        cpu: input.cpu,
+        memory: input.memory,
+        disk: input.disk,
+        os,
+        network: NetworkSpec::default(),
     };
+    let owner = Owner {
+        id: user.id.clone(),
+        name: user.name.clone(),
+    };
+    let answer_job = job_id.clone();
     let answer = Answer::new(false, move |done| {
         let data = CreatedVm {
             vm: view_of(done.vm, done.version),
-            job_id: job_id.clone(),
+            job_id: answer_job.clone(),
         };
         envelope_answer(
             StatusCode::CREATED,
@@ -96,9 +98,36 @@ pub async fn create(
             "Virtual machine created; it is being provisioned.",
         )
     });
-    // The name is reserved in the transaction that records the VM (409 VM_NAME_TAKEN if not).
-    retry
-        .execute(&state, &vm_id, command, user.meta(Via::Rest), answer)
-        .await?
-        .map_err(|e| ApiError::from_actor(&vm_id, e))
+    // The name and the host ports are reserved in the transaction that records the VM (409
+    // VM_NAME_TAKEN or PORT_TAKEN if not). A port chosen here that another request took first is
+    // chosen again.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let network = network_input::assign_ports(&state, request.clone(), None).await?;
+        let command = VmCommand::Create {
+            vm_id: vm_id.clone(),
+            spec: VmSpec {
+                network,
+                ..spec.clone()
+            },
+            owner: owner.clone(),
+            image_present,
+            job_id: job_id.clone(),
+        };
+        match retry
+            .execute(
+                &state,
+                &vm_id,
+                command,
+                user.meta(Via::Rest),
+                answer.clone(),
+            )
+            .await?
+        {
+            Err(ActorError::Store(StoreError::PortTaken { .. }))
+                if request.chooses_ports() && attempt < network_input::CHOOSE_ATTEMPTS => {}
+            result => return result.map_err(|e| ApiError::from_actor(&vm_id, e)),
+        }
+    }
 }

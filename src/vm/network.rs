@@ -1,0 +1,133 @@
+//! A VM's network as its events record it: the mode (QEMU user-mode NAT, or no NIC at all) and
+//! the ports forwarded from the host to the guest, each with the host port it was given. The MAC
+//! address is not recorded: it is derived from the VM's id, so it is the same at every boot.
+
+use serde::{Deserialize, Serialize};
+
+/// How a VM is attached to a network.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// QEMU user-mode NAT: a virtio NIC; the guest reaches out through the host, and the host
+    /// reaches the guest only through the forwarded ports.
+    #[default]
+    User,
+    /// No network interface at all.
+    None,
+}
+
+impl NetworkMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkMode::User => "user",
+            NetworkMode::None => "none",
+        }
+    }
+}
+
+/// The transport a port forward carries.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+/// A host port forwarded to a guest port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PortForward {
+    pub guest: u16,
+    /// The host port; QEMU listens on it on every host address.
+    pub host: u16,
+    pub protocol: Protocol,
+}
+
+/// A VM's network. Events written before networks existed read as user-mode NAT with no
+/// forwarded ports (see `store::upcasters`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkSpec {
+    pub mode: NetworkMode,
+    pub ports: Vec<PortForward>,
+}
+
+impl NetworkSpec {
+    /// The host ports this network holds while its VM exists.
+    pub fn held_ports(&self) -> Vec<(Protocol, u16)> {
+        match self.mode {
+            NetworkMode::User => self.ports.iter().map(|p| (p.protocol, p.host)).collect(),
+            NetworkMode::None => Vec::new(),
+        }
+    }
+}
+
+/// The VM's MAC address: QEMU's locally administered prefix `52:54:00` and three bytes of a
+/// 64-bit FNV-1a hash of the VM's id, so it is the same at every boot and differs between VMs.
+pub fn mac_address(vm_id: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in vm_id.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    let [a, b, c, ..] = hash.to_be_bytes();
+    format!("52:54:00:{a:02x}:{b:02x}:{c:02x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mac_is_stable_per_vm_and_differs_between_vms() {
+        let a = mac_address("vm-abc123def456");
+        assert_eq!(a, mac_address("vm-abc123def456"));
+        assert_ne!(a, mac_address("vm-abc123def457"));
+        assert!(a.starts_with("52:54:00:"));
+        assert_eq!(a.len(), 17);
+    }
+
+    #[test]
+    fn a_vm_without_a_nic_holds_no_ports() {
+        let ports = vec![PortForward {
+            guest: 80,
+            host: 20000,
+            protocol: Protocol::Tcp,
+        }];
+        let user = NetworkSpec {
+            mode: NetworkMode::User,
+            ports: ports.clone(),
+        };
+        assert_eq!(user.held_ports(), [(Protocol::Tcp, 20000)]);
+        let none = NetworkSpec {
+            mode: NetworkMode::None,
+            ports,
+        };
+        assert!(none.held_ports().is_empty());
+    }
+}
