@@ -7,9 +7,10 @@ use std::collections::{BTreeSet, HashSet};
 use serde::Deserialize;
 
 use super::error::ApiError;
+use crate::actors::ActorError;
 use crate::app::AppState;
 use crate::config::NetworkSettings;
-use crate::store::ports;
+use crate::store::{ports, StoreError};
 use crate::vm::{NetworkMode, NetworkSpec, PortForward, Protocol};
 
 /// Forwards one VM may have.
@@ -160,6 +161,32 @@ pub fn check_network(
         });
     }
     Ok(NetworkRequest { mode, ports })
+}
+
+/// Runs a command that records `request`'s network (`None`: the command records none), with the
+/// host ports [`assign_ports`] chooses; `run` makes and executes the command. A port chosen here
+/// that another request reserved first (`PORT_TAKEN` from the command's transaction) is chosen
+/// again, up to [`CHOOSE_ATTEMPTS`] times; a port the client named is never retried.
+pub async fn with_assigned_ports<T>(
+    state: &AppState,
+    request: Option<&NetworkRequest>,
+    current: Option<(&str, &[PortForward])>,
+    mut run: impl AsyncFnMut(Option<NetworkSpec>) -> Result<Result<T, ActorError>, ApiError>,
+) -> Result<Result<T, ActorError>, ApiError> {
+    let chooses = request.is_some_and(NetworkRequest::chooses_ports);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let network = match request {
+            Some(r) => Some(assign_ports(state, r.clone(), current).await?),
+            None => None,
+        };
+        match run(network).await? {
+            Err(ActorError::Store(StoreError::PortTaken { .. }))
+                if chooses && attempt < CHOOSE_ATTEMPTS => {}
+            result => return Ok(result),
+        }
+    }
 }
 
 /// The network to record: each forward without a host port keeps the one `current` gives the same

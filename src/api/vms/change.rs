@@ -22,7 +22,7 @@ use crate::app::lifecycle::Action;
 use crate::app::AppState;
 use crate::auth::{AuthUser, Permission};
 use crate::store::conditions::Answer;
-use crate::store::{StoreError, Via};
+use crate::store::Via;
 use crate::vm::{Reconfiguration, VmCommand, VmError};
 
 #[utoipa::path(
@@ -91,40 +91,28 @@ pub async fn patch(
         envelope_answer(StatusCode::OK, data, "Virtual machine updated.")
     });
     // A new name and new host ports are reserved (and the old ones released) in the transaction
-    // that records them; a port chosen here that another request took first is chosen again.
-    let mut attempt = 0;
-    let result = loop {
-        attempt += 1;
-        let chosen = match &network {
-            Some(n) => {
-                let held = Some((vm_id.as_str(), current.network.ports.as_slice()));
-                Some(network_input::assign_ports(&state, n.clone(), held).await?)
-            }
-            None => None,
-        };
-        let command = VmCommand::Reconfigure(Reconfiguration {
-            name: input.name.clone(),
-            description: input.description.clone(),
-            cpu: input.cpu,
-            memory: input.memory,
-            network: chosen,
-        });
-        match retry
-            .execute(
-                &state,
-                &vm_id,
-                command,
-                user.meta(Via::Rest),
-                answer.clone(),
-            )
-            .await?
-        {
-            Err(ActorError::Store(StoreError::PortTaken { .. }))
-                if network.as_ref().is_some_and(|n| n.chooses_ports())
-                    && attempt < network_input::CHOOSE_ATTEMPTS => {}
-            result => break result,
-        }
-    };
+    // that records them.
+    let held = Some((vm_id.as_str(), current.network.ports.as_slice()));
+    let result =
+        network_input::with_assigned_ports(&state, network.as_ref(), held, async |chosen| {
+            let command = VmCommand::Reconfigure(Reconfiguration {
+                name: input.name.clone(),
+                description: input.description.clone(),
+                cpu: input.cpu,
+                memory: input.memory,
+                network: chosen,
+            });
+            retry
+                .execute(
+                    &state,
+                    &vm_id,
+                    command,
+                    user.meta(Via::Rest),
+                    answer.clone(),
+                )
+                .await
+        })
+        .await?;
     match result {
         Ok(response) => Ok(response),
         Err(ActorError::Refused(VmError::NothingToChange)) => Ok(envelope::ok(

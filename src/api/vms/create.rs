@@ -12,12 +12,10 @@ use super::super::network_input;
 use super::super::retry::{envelope_answer, KeyHeader, Retry};
 use super::super::vm_input::{self, CreateVm};
 use super::view_of;
-use crate::actors::ActorError;
 use crate::app::ids::{new_job_id, new_vm_id};
 use crate::app::AppState;
 use crate::auth::{AuthUser, Permission};
 use crate::store::conditions::Answer;
-use crate::store::StoreError;
 use crate::store::Via;
 use crate::vm::{NetworkSpec, Owner, VmCommand, VmSpec};
 
@@ -99,35 +97,30 @@ pub async fn create(
         )
     });
     // The name and the host ports are reserved in the transaction that records the VM (409
-    // VM_NAME_TAKEN or PORT_TAKEN if not). A port chosen here that another request took first is
-    // chosen again.
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let network = network_input::assign_ports(&state, request.clone(), None).await?;
-        let command = VmCommand::Create {
-            vm_id: vm_id.clone(),
-            spec: VmSpec {
-                network,
-                ..spec.clone()
-            },
-            owner: owner.clone(),
-            image_present,
-            job_id: job_id.clone(),
-        };
-        match retry
-            .execute(
-                &state,
-                &vm_id,
-                command,
-                user.meta(Via::Rest),
-                answer.clone(),
-            )
-            .await?
-        {
-            Err(ActorError::Store(StoreError::PortTaken { .. }))
-                if request.chooses_ports() && attempt < network_input::CHOOSE_ATTEMPTS => {}
-            result => return result.map_err(|e| ApiError::from_actor(&vm_id, e)),
-        }
-    }
+    // VM_NAME_TAKEN or PORT_TAKEN if not).
+    let result =
+        network_input::with_assigned_ports(&state, Some(&request), None, async |network| {
+            let command = VmCommand::Create {
+                vm_id: vm_id.clone(),
+                spec: VmSpec {
+                    // Always chosen: a new VM records a network.
+                    network: network.unwrap_or_default(),
+                    ..spec.clone()
+                },
+                owner: owner.clone(),
+                image_present,
+                job_id: job_id.clone(),
+            };
+            retry
+                .execute(
+                    &state,
+                    &vm_id,
+                    command,
+                    user.meta(Via::Rest),
+                    answer.clone(),
+                )
+                .await
+        })
+        .await?;
+    result.map_err(|e| ApiError::from_actor(&vm_id, e))
 }
