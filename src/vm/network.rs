@@ -87,16 +87,15 @@ impl NetworkSpec {
     }
 }
 
-/// The VM's MAC address: QEMU's locally administered prefix `52:54:00` and three bytes of a
-/// 64-bit FNV-1a hash of the VM's id, so it is the same at every boot and differs between VMs.
+/// The VM's MAC address: QEMU's locally administered prefix `52:54:00` and the first three bytes
+/// of the SHA-256 of the VM's id, so it is the same at every boot and differs between VMs.
 pub fn mac_address(vm_id: &str) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in vm_id.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    let [a, b, c, ..] = hash.to_be_bytes();
-    format!("52:54:00:{a:02x}:{b:02x}:{c:02x}")
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(vm_id.as_bytes());
+    format!(
+        "52:54:00:{:02x}:{:02x}:{:02x}",
+        digest[0], digest[1], digest[2]
+    )
 }
 
 #[cfg(test)]
