@@ -213,6 +213,7 @@ impl ApiError {
             ActorError::Refused(e) => ApiError::from_vm(vm_id, e),
             ActorError::Store(e) => e.into(),
             ActorError::Stale { current } => ApiError::PreconditionFailed { current },
+            ActorError::NotVisible => ApiError::VmNotFound(vm_id.to_string()),
             ActorError::Mailbox(_) => ApiError::Unavailable,
         }
     }
@@ -289,8 +290,6 @@ impl From<LifecycleError> for ApiError {
             LifecycleError::Denied { permission, role } => {
                 ApiError::PermissionDenied { permission, role }
             }
-            LifecycleError::NotFound(vm_id) => ApiError::VmNotFound(vm_id),
-            LifecycleError::Store(e) => e.into(),
             LifecycleError::Actor { vm_id, source } => ApiError::from_actor(&vm_id, source),
         }
     }

@@ -19,6 +19,7 @@ pub mod log_identity;
 pub mod metadata;
 pub mod ports;
 pub mod quota;
+pub mod record;
 pub mod repository;
 pub mod system_samples;
 pub mod system_stats;
