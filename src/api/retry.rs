@@ -19,9 +19,7 @@ use super::error::ApiError;
 use crate::actors::ActorError;
 use crate::app::AppState;
 use crate::auth::AuthUser;
-use crate::store::conditions::{
-    Answer, Conditions, IfMatch, KeyedRequest, StoredAnswer, Viewer,
-};
+use crate::store::conditions::{Answer, Conditions, IfMatch, KeyedRequest, StoredAnswer, Viewer};
 use crate::store::{idempotency, CommandMeta, StoreError};
 use crate::vm::VmCommand;
 

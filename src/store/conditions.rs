@@ -104,7 +104,10 @@ impl Viewer {
     pub fn sees(&self, vm: &Vm) -> bool {
         vm.status
             .is_some_and(|status| status != crate::vm::VmStatus::Deleted)
-            && self.owner.as_ref().is_none_or(|owner| *owner == vm.owner.id)
+            && self
+                .owner
+                .as_ref()
+                .is_none_or(|owner| *owner == vm.owner.id)
     }
 }
 

@@ -66,8 +66,8 @@ where
         );
     }
     let after = commit.after;
-    let state = serde_json::to_value(after)
-        .map_err(|e| unexpected(e, "a VM could not be serialised"))?;
+    let state =
+        serde_json::to_value(after).map_err(|e| unexpected(e, "a VM could not be serialised"))?;
     let status = after.status.unwrap_or(VmStatus::Creating);
     let version = to_i64(commit.version + commit.events.len())?;
     let stamps: Option<(DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(RECORD)

@@ -113,7 +113,12 @@ impl Repository {
                     // The state's shape changed since: rebuild it from every event.
                     Err(e) => {
                         tracing::info!(vm_id, error = %e, "a snapshot no longer reads; replaying the stream");
-                        (Vm::default(), 0, number, self.rows_after(vm_id, 0, None).await?)
+                        (
+                            Vm::default(),
+                            0,
+                            number,
+                            self.rows_after(vm_id, 0, None).await?,
+                        )
                     }
                 }
             }
@@ -164,11 +169,7 @@ impl Repository {
     }
 
     /// Event rows in their current shapes (upcast), as events.
-    fn upcast(
-        &self,
-        vm_id: &str,
-        rows: Vec<LoadRow>,
-    ) -> Result<Vec<(usize, VmEvent)>, StoreError> {
+    fn upcast(&self, vm_id: &str, rows: Vec<LoadRow>) -> Result<Vec<(usize, VmEvent)>, StoreError> {
         rows.into_iter()
             .map(|row| {
                 let sequence = to_usize(row.sequence)?;
@@ -263,13 +264,15 @@ impl Repository {
         Ok(Written { snapshot, answer })
     }
 
-    /// Whether `commit` writes only its events and the VM's row: no idempotency key, no name or
+    /// Whether `commit` writes only its events and the VM's row: not a creation, no idempotency
+    /// key, no name or
     /// host port reservation changing, no quota to check, no job to cancel, no snapshot due, and
     /// an answer that does not show a job.
     fn is_plain(&self, commit: &Commit<'_>) -> bool {
         let (before, after) = (commit.before, commit.after);
         let conditions = commit.conditions;
-        conditions.key.is_none()
+        commit.version > 0
+            && conditions.key.is_none()
             && conditions.answer.as_ref().is_none_or(|a| !a.needs_job())
             && !vm_view::name_changes(before, after)
             && !ports::ports_change(before, after)

@@ -94,21 +94,19 @@ impl VmView {
     }
 }
 
+/// A row of the list; the state is decoded straight from the column's JSON into a [`Vm`].
 #[derive(sqlx::FromRow)]
 struct Row {
     version: i64,
-    state: Value,
+    state: sqlx::types::Json<Vm>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
 
 impl Row {
     fn into_view(self) -> Result<VmView, StoreError> {
-        let vm: Vm = serde_json::from_value(self.state).map_err(|e| {
-            StoreError::Unexpected(anyhow::Error::new(e).context("a VM row could not be read"))
-        })?;
         Ok(VmView::new(
-            &vm,
+            &self.state.0,
             self.version,
             self.created_at,
             self.updated_at,
