@@ -1,7 +1,8 @@
 //! The VM event log's persistence over sqlx, in postgres-es's `events`/`snapshots` layout.
 //!
-//! It reads a stream (the latest snapshot plus later events, upcast to their current shapes), and
-//! commits one command in one transaction: its events (optimistic concurrency on the stream's
+//! It reads a stream (the latest snapshot plus later events, upcast to their current shapes, in
+//! one statement), and commits one command in one transaction (one statement when it writes only
+//! its events and the VM's row, see `super::record`): its events (optimistic concurrency on the stream's
 //! sequence), the snapshot when one is due, the VM's name and host port reservations, the VM's row in the list,
 //! and, through the events trigger (`migrations/0002_jobs.sql`), the jobs its events open and
 //! close, and the idempotency key it was sent with and the answer it got. Either all of it is
@@ -265,9 +266,8 @@ impl Repository {
     }
 
     /// Whether `commit` writes only its events and the VM's row: not a creation, no idempotency
-    /// key, no name or
-    /// host port reservation changing, no quota to check, no job to cancel, no snapshot due, and
-    /// an answer that does not show a job.
+    /// key, no name or host port reservation changing, no quota to check, no job to cancel, no
+    /// snapshot due, and an answer that does not show a job.
     fn is_plain(&self, commit: &Commit<'_>) -> bool {
         let (before, after) = (commit.before, commit.after);
         let conditions = commit.conditions;
