@@ -30,7 +30,7 @@ pub const UPLOAD_PATTERN: &str = "/api/v1/images/{name}/upload";
 /// An image as `/images` shows it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct ImageView {
+pub struct ImageDetails {
     pub name: String,
     pub kind: ImageKind,
     /// `importing`, `ready` or `failed` (a failed import left nothing on disk; the name may be
@@ -53,9 +53,9 @@ pub struct ImageView {
     pub updated_at: Option<DateTime<Utc>>,
 }
 
-impl ImageView {
-    fn from_row(r: ImageRow) -> ImageView {
-        ImageView {
+impl ImageDetails {
+    fn from_row(r: ImageRow) -> ImageDetails {
+        ImageDetails {
             kind: ImageKind::parse(&r.kind).unwrap_or(ImageKind::Disk),
             name: r.name,
             status: r.status,
@@ -71,12 +71,12 @@ impl ImageView {
         }
     }
 
-    fn host(state: &AppState, name: &str, kind: ImageKind) -> ImageView {
+    fn host(state: &AppState, name: &str, kind: ImageKind) -> ImageDetails {
         let file = state.images.images_dir().join(name).join(kind.file_name());
         let size = std::fs::metadata(file)
             .ok()
             .and_then(|m| i64::try_from(m.len()).ok());
-        ImageView {
+        ImageDetails {
             name: name.to_string(),
             kind,
             status: "ready".to_string(),
@@ -98,7 +98,7 @@ impl ImageView {
 #[serde(rename_all = "camelCase")]
 pub struct ImportAccepted {
     #[serde(flatten)]
-    pub image: ImageView,
+    pub image: ImageDetails,
     pub job: JobView,
 }
 
@@ -172,16 +172,16 @@ fn write_error(e: ImageWriteError) -> ApiError {
 }
 
 /// The image `name` as listed: its row unless deleted, else its files on disk.
-async fn find(state: &AppState, name: &str) -> Result<Option<ImageView>, ApiError> {
+async fn find(state: &AppState, name: &str) -> Result<Option<ImageDetails>, ApiError> {
     if let Some(row) = rows::get(&state.pool, name).await? {
         if row.status != "deleted" {
-            return Ok(Some(ImageView::from_row(row)));
+            return Ok(Some(ImageDetails::from_row(row)));
         }
     }
     Ok(state
         .images
         .kind(name)
-        .map(|kind| ImageView::host(state, name, kind)))
+        .map(|kind| ImageDetails::host(state, name, kind)))
 }
 
 #[utoipa::path(
@@ -190,7 +190,7 @@ async fn find(state: &AppState, name: &str) -> Result<Option<ImageView>, ApiErro
     operation_id = "list_images",
     tag = "images",
     responses(
-        (status = 200, description = "Every image, by name: imported, uploaded and found on disk (`source: host`).", body = Envelope<Vec<ImageView>>),
+        (status = 200, description = "Every image, by name: imported, uploaded and found on disk (`source: host`).", body = Envelope<Vec<ImageDetails>>),
         Unauthorized,
         Forbidden
     ),
@@ -199,14 +199,14 @@ async fn find(state: &AppState, name: &str) -> Result<Option<ImageView>, ApiErro
 )]
 pub async fn list(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
     user.require(Permission::ImageRead)?;
-    let mut items: Vec<ImageView> = rows::list(&state.pool)
+    let mut items: Vec<ImageDetails> = rows::list(&state.pool)
         .await?
         .into_iter()
-        .map(ImageView::from_row)
+        .map(ImageDetails::from_row)
         .collect();
     for (name, kind) in state.images.entries() {
         if !items.iter().any(|i| i.name == name) {
-            items.push(ImageView::host(&state, &name, kind));
+            items.push(ImageDetails::host(&state, &name, kind));
         }
     }
     items.sort_by(|a, b| a.name.cmp(&b.name));
@@ -220,7 +220,7 @@ pub async fn list(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResp
     tag = "images",
     params(("name" = String, Path, description = "The image's name.")),
     responses(
-        (status = 200, description = "The image.", body = Envelope<ImageView>),
+        (status = 200, description = "The image.", body = Envelope<ImageDetails>),
         Unauthorized,
         Forbidden,
         (status = 404, description = "No such image (`IMAGE_NOT_FOUND`).", body = super::answers::ErrorEnvelope)
@@ -285,7 +285,7 @@ pub async fn create(
         .await
         .map_err(write_error)?;
     let data = ImportAccepted {
-        image: ImageView::from_row(row),
+        image: ImageDetails::from_row(row),
         job: JobView::from(job),
     };
     Ok(envelope::success(
@@ -303,7 +303,7 @@ pub async fn create(
     params(("name" = String, Path, description = "The new image's name."), UploadQuery),
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The image's bytes, streamed to disk (up to `images.max_bytes`)."),
     responses(
-        (status = 201, description = "Installed; recorded as `ImageUploaded`.", body = Envelope<ImageView>),
+        (status = 201, description = "Installed; recorded as `ImageUploaded`.", body = Envelope<ImageDetails>),
         Invalid,
         Unauthorized,
         Forbidden,
@@ -333,7 +333,7 @@ pub async fn upload(
         .map_err(write_error)?;
     Ok(envelope::success(
         StatusCode::CREATED,
-        ImageView::from_row(row),
+        ImageDetails::from_row(row),
         "Image uploaded.",
     ))
 }
