@@ -527,12 +527,13 @@ async fn bad_input_names_the_field_and_only_admins_add_images() {
 }
 
 #[tokio::test]
-async fn private_urls_are_refused_unless_the_setting_allows_them() {
+async fn the_settings_refuse_private_urls_and_images_over_the_size_bound() {
     let images = Images::new();
     let dir = images.dir.clone();
     let app = spawn_app_with(move |s| {
         s.images_dir = Some(dir);
         s.images.allow_private = false;
+        s.images.max_bytes = 1024 * 1024;
     })
     .await;
     for url in [
@@ -540,11 +541,30 @@ async fn private_urls_are_refused_unless_the_setting_allows_them() {
         "http://localhost:9/x.img",
         "http://10.1.2.3/x.img",
     ] {
-        let (status, body) =
-            import(&app, json!({"name": "private", "url": url, "kind": "disk"})).await;
+        let (status, body) = import(
+            &app,
+            json!({"name": "private", "url": url, "kind": "disk"}),
+        )
+        .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{url}: {body}");
         assert_eq!(body["error"]["field"], "url", "{url}: {body}");
     }
     let (status, _) = image(&app, "private").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let path = "/api/v1/images/too-big/upload?kind=kernel";
+    let resp = app
+        .client
+        .put(app.url(path))
+        .bearer_auth(&app.token)
+        .body(kernel())
+        .send()
+        .await
+        .expect("the upload");
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    crate::openapi::check_answer(&Method::PUT, path, status, "application/json", Some(&body));
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_eq!(body["error"]["code"], "PAYLOAD_TOO_LARGE", "{body}");
+    assert!(images.entries().is_empty(), "{:?}", images.entries());
 }
