@@ -541,11 +541,8 @@ async fn the_settings_refuse_private_urls_and_images_over_the_size_bound() {
         "http://localhost:9/x.img",
         "http://10.1.2.3/x.img",
     ] {
-        let (status, body) = import(
-            &app,
-            json!({"name": "private", "url": url, "kind": "disk"}),
-        )
-        .await;
+        let (status, body) =
+            import(&app, json!({"name": "private", "url": url, "kind": "disk"})).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{url}: {body}");
         assert_eq!(body["error"]["field"], "url", "{url}: {body}");
     }
