@@ -565,3 +565,39 @@ async fn the_settings_refuse_private_urls_and_images_over_the_size_bound() {
     assert_eq!(body["error"]["code"], "PAYLOAD_TOO_LARGE", "{body}");
     assert!(images.entries().is_empty(), "{:?}", images.entries());
 }
+
+#[tokio::test]
+async fn a_vm_creation_racing_the_delete_of_its_image_never_both_win() {
+    let images = Images::new();
+    let app = app_with(&images).await;
+    let kernel = b"not really a kernel, but a file of the kernel kind".to_vec();
+    for round in 0..6 {
+        let name = format!("racy-{round}");
+        let resp = app
+            .client
+            .put(app.url(&format!("/api/v1/images/{name}/upload?kind=kernel")))
+            .bearer_auth(&app.token)
+            .body(kernel.clone())
+            .send()
+            .await
+            .expect("the upload");
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        let create = app.create_vm(
+            json!({"name": format!("on-{name}"), "cpu": 1, "memory": 128, "disk": 1, "os": name}),
+        );
+        let path = format!("/api/v1/images/{name}");
+        let delete = app.call(Method::DELETE, &path, None);
+        let ((created, vm), (deleted, gone)) = tokio::join!(create, delete);
+        let created = created == StatusCode::CREATED;
+        let deleted = deleted == StatusCode::NO_CONTENT;
+        assert!(
+            created != deleted,
+            "round {round}: exactly one may win: create {vm}, delete {gone}"
+        );
+        if created {
+            assert_eq!(gone["error"]["code"], "IMAGE_IN_USE", "{gone}");
+        } else {
+            assert_eq!(vm["error"]["field"], "os", "{vm}");
+        }
+    }
+}
