@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use reqwest::{Method, StatusCode};
@@ -13,13 +14,15 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{images_dir, spawn_app_with, TestApp};
+use crate::helpers::{eventually, images_dir, spawn_app_with, spawn_server, Env, TestApp};
 
-/// A tiny HTTP/1.0 server: `/file/<key>` serves a file, `/cut/<key>` announces the whole file
-/// and closes after half of it, anything else is a 404.
+/// A tiny HTTP server: `/file/<key>` serves a file, `/cut/<key>` announces the whole file and
+/// closes after half of it, anything else is a 404. While `stalled`, `/file/<key>` sends half
+/// the file and then nothing more.
 struct FileServer {
     port: u16,
     task: tokio::task::JoinHandle<()>,
+    stalled: Arc<AtomicBool>,
 }
 
 impl FileServer {
@@ -29,9 +32,12 @@ impl FileServer {
             .expect("a port");
         let port = listener.local_addr().expect("an address").port();
         let files = Arc::new(files);
+        let stalled = Arc::new(AtomicBool::new(false));
+        let stall = stalled.clone();
         let task = tokio::spawn(async move {
             while let Ok((mut socket, _)) = listener.accept().await {
                 let files = files.clone();
+                let stall = stall.load(Ordering::SeqCst);
                 tokio::spawn(async move {
                     let mut request = Vec::new();
                     let mut buf = [0u8; 1024];
@@ -59,18 +65,26 @@ impl FileServer {
                         "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                         bytes.len()
                     );
-                    let body = if cut {
+                    let body = if cut || stall {
                         &bytes[..bytes.len() / 2]
                     } else {
                         &bytes[..]
                     };
                     let _ = socket.write_all(head.as_bytes()).await;
                     let _ = socket.write_all(body).await;
+                    if stall {
+                        // Held open, as a server that hangs.
+                        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+                    }
                     let _ = socket.shutdown().await;
                 });
             }
         });
-        FileServer { port, task }
+        FileServer {
+            port,
+            task,
+            stalled,
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -600,4 +614,54 @@ async fn a_vm_creation_racing_the_delete_of_its_image_never_both_win() {
             assert_eq!(vm["error"]["field"], "os", "{vm}");
         }
     }
+}
+
+#[tokio::test]
+async fn a_server_killed_mid_download_leaves_no_image_and_the_import_starts_over() {
+    let images = Images::new();
+    let mut env = Env::new().await;
+    env.extra_vars = vec![("VOIDVM_IMAGES_DIR".into(), images.dir.display().to_string())];
+    let mut app = spawn_server(env).await;
+    let bytes = kernel();
+    let server = FileServer::start(HashMap::from([("vmlinuz".to_string(), bytes.clone())])).await;
+    server.stalled.store(true, Ordering::SeqCst);
+
+    let (status, answer) = import(
+        &app,
+        json!({"name": "survivor", "url": server.url("/file/vmlinuz"), "kind": "kernel",
+               "sha256": sha256(&bytes)}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let job_id = answer["data"]["job"]["id"]
+        .as_str()
+        .expect("a job")
+        .to_string();
+    let staging = images
+        .dir
+        .join(format!(".staging-import-{job_id}/download"));
+    let half = (bytes.len() / 2) as u64;
+    eventually(30, "half the image received", || {
+        std::fs::metadata(&staging).is_ok_and(|m| m.len() == half)
+    })
+    .await;
+
+    app.kill_server();
+    assert!(
+        !images.dir.join("survivor").exists(),
+        "nothing is under the image's name"
+    );
+    server.stalled.store(false, Ordering::SeqCst);
+    app.restart_server().await;
+
+    let job = app.wait_job(&job_id).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["attempt"], 2, "{job}");
+    assert_eq!(
+        images.entries(),
+        vec!["survivor"],
+        "the staging dir is gone"
+    );
+    let installed = std::fs::read(images.dir.join("survivor/vmlinuz")).expect("installed");
+    assert_eq!(sha256(&installed), sha256(&bytes));
 }
