@@ -26,7 +26,7 @@ mod paths;
 pub mod process;
 pub mod qemu;
 pub mod qmp;
-mod tools;
+pub(crate) mod tools;
 pub mod watch;
 
 pub use accel::AccelSetting;

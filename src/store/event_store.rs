@@ -61,6 +61,21 @@ impl VmEventStore {
         }
     }
 
+    /// [`VmEventStore::new`], checking at each VM creation that its image was not deleted since
+    /// the request found it.
+    pub fn with_images(
+        pool: PgPool,
+        snapshot_every: usize,
+        images_dir: std::path::PathBuf,
+    ) -> Self {
+        VmEventStore {
+            repo: std::sync::Arc::new(
+                Repository::new(pool, snapshot_every, super::upcasters::all())
+                    .with_images(images_dir),
+            ),
+        }
+    }
+
     /// The VM's current state: the latest snapshot plus the events after it.
     pub async fn load(&self, vm_id: &str) -> Result<VmState, StoreError> {
         let loaded = self.repo.load(vm_id).await?;

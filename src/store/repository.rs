@@ -2,8 +2,10 @@
 //!
 //! It reads a stream (the latest snapshot plus later events, upcast to their current shapes, in
 //! one statement), and commits one command in one transaction (one statement when it writes only
-//! its events and the VM's row, see `super::record`): its events (optimistic concurrency on the stream's
-//! sequence), the snapshot when one is due, the VM's name and host port reservations, the VM's row in the list,
+//! its events and the VM's row, see `super::record`): its events (optimistic concurrency on the
+//! stream's sequence), the snapshot when one is due, the VM's name and host port reservations
+//! (and, for a creation, a shared lock on its image, which a delete takes exclusively), the VM's
+//! row in the list,
 //! and, through the events trigger (`migrations/0002_jobs.sql`), the jobs its events open and
 //! close, and the idempotency key it was sent with and the answer it got. Either all of it is
 //! visible or none of it is.
@@ -15,13 +17,16 @@ use sqlx::{PgConnection, PgPool};
 
 use super::conditions::{AnswerInput, Conditions, StoredAnswer};
 use super::metadata::EventMetadata;
-use super::{idempotency, jobs, ports, quota, record, vm_view, StoreError};
+use super::{idempotency, images, jobs, ports, quota, record, vm_view, StoreError};
 use crate::vm::{JobEffect, JobOutcome, Vm, VmEvent};
 
 const AGGREGATE_TYPE: &str = <Vm as Aggregate>::TYPE;
 
 pub struct Repository {
     pool: PgPool,
+    /// Where images live: a VM's creation checks, under the image's lock, that its image is
+    /// still there (see `store::images::hold_for_vm`).
+    images_dir: Option<std::path::PathBuf>,
     upcasters: Vec<Box<dyn EventUpcaster>>,
     snapshot_every: usize,
 }
@@ -75,9 +80,16 @@ impl Repository {
     ) -> Self {
         Repository {
             pool,
+            images_dir: None,
             upcasters,
             snapshot_every: snapshot_every.max(1),
         }
+    }
+
+    /// Checks at each VM creation that its image (found by the request) was not deleted since.
+    pub fn with_images(mut self, images_dir: std::path::PathBuf) -> Self {
+        self.images_dir = Some(images_dir);
+        self
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -224,6 +236,11 @@ impl Repository {
         // First, so that a concurrent request with the same key waits for this one.
         if let Some(keyed) = &commit.conditions.key {
             idempotency::take(&mut tx, keyed).await?;
+        }
+        if let Some(images_dir) = self.images_dir.as_deref() {
+            if commit.version == 0 && commit.after.image_present {
+                images::hold_for_vm(&mut tx, images_dir, &commit.after.spec.os).await?;
+            }
         }
         vm_view::hold_name(&mut tx, commit.before, commit.after).await?;
         ports::hold_ports(&mut tx, commit.before, commit.after).await?;

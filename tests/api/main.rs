@@ -12,6 +12,7 @@ mod feed;
 mod helpers;
 mod hypervisor;
 mod idempotency;
+mod images;
 mod jobs;
 mod leases;
 mod lifecycle;
