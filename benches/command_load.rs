@@ -147,6 +147,23 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) {
         })
         .await
         .expect("login");
+    // Like pgbench, which connects before its clock starts: the new node's HTTP connections and
+    // database pool are opened by a round of list reads first.
+    clients
+        .spawn(load(
+            http.clone(),
+            scale.connections,
+            scale.connections * 4,
+            Arc::new({
+                let (base, token) = (base.clone(), token.clone());
+                move |c: &reqwest::Client, _: usize| {
+                    c.get(format!("{base}/api/v1/vms?limit=1")).bearer_auth(&token)
+                }
+            }),
+            200,
+        ))
+        .await
+        .expect("the warm-up");
     let start = clients
         .spawn(load(
             http.clone(),

@@ -128,7 +128,8 @@ async fn run(per_client: usize) {
         .expect("JSON");
     let id = created["data"]["id"].as_str().expect("a VM id").to_string();
 
-    let pool = sqlx::postgres::PgPoolOptions::new()
+    // The server's own pool options (no ping before each query of a connection in use).
+    let pool = voidvm::store::pool_options()
         .max_connections(CLIENTS as u32)
         .connect(&db.url)
         .await

@@ -54,6 +54,10 @@ pub fn run(database: &str, script: &str, clients: usize, seconds: u64, work: &Pa
         .arg(&script_file)
         .arg(database)
         .current_dir(work)
+        // The server's sqlx pool talks to PostgreSQL in plain TCP (sqlx is built without TLS);
+        // libpq would otherwise negotiate TLS with a server that offers it, and the baseline
+        // would pay for encryption the server does not.
+        .env("PGSSLMODE", "disable")
         .output()
         .unwrap_or_else(|e| {
             panic!("pgbench could not be run ({e}); it comes with PostgreSQL's client packages")

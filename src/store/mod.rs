@@ -89,6 +89,27 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+/// How long a pooled connection may sit idle before it is checked (a round trip) on its way out.
+const CHECK_IDLE_AFTER: Duration = Duration::from_secs(1);
+
+/// The pool's options: a connection that has been idle for a while is pinged before it is handed
+/// out (one that broke while idle, e.g. across a PostgreSQL restart, is replaced), but one in
+/// steady use is not: sqlx's default pings on every acquire, a round trip before every query.
+pub fn pool_options() -> PgPoolOptions {
+    use sqlx::Connection;
+    PgPoolOptions::new()
+        .acquire_timeout(Duration::from_secs(5))
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for > CHECK_IDLE_AFTER {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
+}
+
 /// Connects (creating the database when it does not exist yet) and applies `migrations/`.
 pub async fn connect_and_migrate(url: &str) -> anyhow::Result<PgPool> {
     use anyhow::Context;
@@ -100,9 +121,8 @@ pub async fn connect_and_migrate(url: &str) -> anyhow::Result<PgPool> {
             .await
             .context("the database could not be created")?;
     }
-    let pool = PgPoolOptions::new()
+    let pool = pool_options()
         .max_connections(16)
-        .acquire_timeout(Duration::from_secs(5))
         .connect(url)
         .await
         .context("PostgreSQL refused the connection")?;
