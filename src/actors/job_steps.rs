@@ -12,9 +12,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::worker::WorkerDeps;
+use crate::hypervisor::seed::Seed;
 use crate::hypervisor::{Hypervisor, HypervisorError, MachineSpec, PowerButton, StopOutcome};
 use crate::store::jobs::JobRow;
-use crate::store::{vm_view, StoreError};
+use crate::store::{cloud_init, vm_view, StoreError};
 use crate::vm::{JobResult, Operation, Vm, VmEvent};
 
 /// How often a waiting graceful stop presses the power button again (a guest still booting
@@ -71,6 +72,9 @@ pub async fn perform(deps: &WorkerDeps, job: &JobRow) -> Result<Step, JobError> 
                     disk_gib: spec.disk,
                     boot: deps.images.resolve(&spec.os),
                     network: spec.network,
+                    // A provision boots nothing.
+                    seed: None,
+                    boot_order: spec.boot_order,
                 },
                 _ => return Err(JobError::BadParams),
             };
@@ -141,6 +145,18 @@ async fn machine_spec(deps: &WorkerDeps, job: &JobRow) -> Result<MachineSpec, Jo
     if vm.pending.as_ref().map(|p| p.id.as_str()) != Some(job.id.as_str()) {
         return Err(JobError::NotCaughtUp);
     }
+    let seed = match &vm.spec.cloud_init {
+        Some(cloud_init) => {
+            let secrets = cloud_init::secrets(&deps.pool, &vm.id).await?;
+            Some(Seed::render(
+                &vm.id,
+                vm.cloud_init_revision,
+                cloud_init,
+                &secrets,
+            ))
+        }
+        None => None,
+    };
     Ok(MachineSpec {
         vm_id: vm.id.clone(),
         cpu: vm.spec.cpu,
@@ -148,6 +164,8 @@ async fn machine_spec(deps: &WorkerDeps, job: &JobRow) -> Result<MachineSpec, Jo
         disk_gib: vm.spec.disk,
         boot: deps.images.resolve(&vm.spec.os),
         network: vm.spec.network.clone(),
+        seed,
+        boot_order: vm.spec.boot_order.clone(),
     })
 }
 

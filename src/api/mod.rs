@@ -5,6 +5,7 @@ pub mod answers;
 pub mod audit;
 pub mod auth;
 pub mod body;
+pub mod cloud_init_input;
 pub mod config;
 pub mod envelope;
 pub mod error;

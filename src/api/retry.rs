@@ -67,6 +67,7 @@ pub struct Retry {
     key: Option<KeyedRequest>,
     if_match: Option<IfMatch>,
     quota: Option<crate::accounts::Quota>,
+    secrets: Option<crate::vm::CloudInitSecrets>,
 }
 
 impl Retry {
@@ -82,6 +83,7 @@ impl Retry {
             key,
             if_match: read_if_match(req)?,
             quota: None,
+            secrets: None,
         })
     }
 
@@ -91,6 +93,12 @@ impl Retry {
     }
 
     /// The same, without `If-Match` (for a command that makes a new VM).
+    /// These conditions carrying cloud-init secrets, written outside the log in the command's
+    /// transaction.
+    pub fn with_secrets(self, secrets: Option<crate::vm::CloudInitSecrets>) -> Retry {
+        Retry { secrets, ..self }
+    }
+
     pub fn without_if_match(self) -> Retry {
         Retry {
             if_match: None,
@@ -131,6 +139,7 @@ impl Retry {
             key: self.key.clone(),
             answer: Some(answer),
             quota: self.quota,
+            secrets: self.secrets.clone(),
         }
     }
 

@@ -68,6 +68,23 @@ pub fn qemu_args(spec: &MachineSpec, paths: &MachinePaths, accel: Accel) -> Vec<
     args.push("-serial".into());
     args.push("chardev:serial0".into());
     args.extend(network_args(&spec.vm_id, &spec.network));
+    if spec.seed.is_some() {
+        // A virtio-scsi CD-ROM: q35's AHCI would need a driver the cloud kernels lack.
+        args.push("-device".into());
+        args.push("virtio-scsi-pci,id=scsi0".into());
+        args.push("-drive".into());
+        args.push(joined(&[
+            "if=none,id=seed,media=cdrom,readonly=on,format=raw,file=".as_ref(),
+            &escape_commas(&paths.seed_iso),
+        ]));
+        args.push("-device".into());
+        args.push("scsi-cd,bus=scsi0.0,drive=seed,id=seed-cd".into());
+    }
+    let order: String = spec.boot_order.iter().map(|d| d.qemu_letter()).collect();
+    if !order.is_empty() && !matches!(spec.boot, BootSource::Kernel { .. }) {
+        args.push("-boot".into());
+        args.push(format!("order={order}").into());
+    }
     if let BootSource::Kernel {
         kernel,
         initrd,
@@ -163,6 +180,8 @@ mod tests {
                 mode: NetworkMode::None,
                 ports: Vec::new(),
             },
+            seed: None,
+            boot_order: Vec::new(),
         }
     }
 
@@ -354,6 +373,51 @@ mod tests {
         let args = args_of(&spec(BootSource::BlankDisk), &paths(), Accel::Tcg);
         assert!(!args.contains(&"-netdev".to_string()), "{args:?}");
         assert!(!args.contains(&"-device".to_string()), "{args:?}");
+    }
+
+    #[test]
+    fn a_seed_is_a_read_only_cdrom_on_virtio_scsi() {
+        let mut machine = spec(BootSource::BlankDisk);
+        let args = args_of(&machine, &paths(), Accel::Tcg);
+        assert!(
+            !args.iter().any(|a| a.contains("seed")),
+            "no seed, no CD-ROM"
+        );
+        machine.seed = Some(crate::hypervisor::seed::Seed {
+            meta_data: String::new(),
+            user_data: String::new(),
+            network_config: None,
+        });
+        let args = args_of(&machine, &paths(), Accel::Tcg);
+        assert_eq!(
+            values(&args, "-drive")[1],
+            "if=none,id=seed,media=cdrom,readonly=on,format=raw,file=/data/vms/vm-1/seed.iso"
+        );
+        assert_eq!(
+            values(&args, "-device"),
+            [
+                "virtio-scsi-pci,id=scsi0",
+                "scsi-cd,bus=scsi0.0,drive=seed,id=seed-cd"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_boot_order_maps_to_letters_unless_a_kernel_boots() {
+        use crate::vm::BootDevice;
+        let mut machine = spec(BootSource::BlankDisk);
+        assert!(!args_of(&machine, &paths(), Accel::Tcg).contains(&"-boot".to_string()));
+        machine.boot_order = vec![BootDevice::Cdrom, BootDevice::Disk, BootDevice::Network];
+        assert_eq!(
+            value(&args_of(&machine, &paths(), Accel::Tcg), "-boot"),
+            "order=dcn"
+        );
+        machine.boot = BootSource::Kernel {
+            kernel: PathBuf::from("/boot/vmlinuz"),
+            initrd: None,
+            cmdline: String::new(),
+        };
+        assert!(!args_of(&machine, &paths(), Accel::Tcg).contains(&"-boot".to_string()));
     }
 
     #[test]

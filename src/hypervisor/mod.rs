@@ -26,6 +26,7 @@ mod paths;
 pub mod process;
 pub mod qemu;
 pub mod qmp;
+pub mod seed;
 mod tools;
 pub mod watch;
 
@@ -47,6 +48,10 @@ pub struct MachineSpec {
     pub boot: BootSource,
     /// The NIC (user-mode NAT, its MAC derived from `vm_id`) and its host port forwards, or none.
     pub network: crate::vm::NetworkSpec,
+    /// The NoCloud seed, written next to the disk at each start and attached as a CD-ROM.
+    pub seed: Option<seed::Seed>,
+    /// The firmware's boot order; empty is QEMU's default. Ignored by direct kernel boot.
+    pub boot_order: Vec<crate::vm::BootDevice>,
 }
 
 /// Where a machine's first instructions come from.

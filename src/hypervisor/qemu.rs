@@ -19,6 +19,7 @@ use tracing::Instrument;
 use super::accel::{self, AccelSetting};
 use super::control::{self, STARTUP_TIMEOUT};
 use super::paths::MachinePaths;
+use super::seed::{GenIsoImage, IsoWriter, SEED_LABEL};
 use super::tools::binary_version;
 use super::watch::{WatchTarget, Watchers};
 use super::{
@@ -58,6 +59,7 @@ pub struct QemuHypervisor {
     version: String,
     observations: ObservationSender,
     watchers: Watchers,
+    iso_writer: Box<dyn IsoWriter>,
 }
 
 impl QemuHypervisor {
@@ -84,6 +86,7 @@ impl QemuHypervisor {
             version,
             observations,
             watchers: Watchers::default(),
+            iso_writer: Box::new(GenIsoImage),
         })
     }
 
@@ -173,6 +176,17 @@ impl QemuHypervisor {
 
         // The disk is the provision job's; a start never makes one (a missing disk is an error).
         launch::check_bootable(spec, &paths)?;
+        // The seed is made anew at each start, from the settings the start was asked with.
+        match &spec.seed {
+            Some(seed) => {
+                self.iso_writer
+                    .write(SEED_LABEL, &seed.files(), &paths.seed_iso)
+                    .await?
+            }
+            None => {
+                let _ = std::fs::remove_file(&paths.seed_iso);
+            }
+        }
         let running = launch::spawn(&self.config.qemu_binary, self.accel, spec, &paths).await?;
         let pid = running.pid;
 

@@ -2,7 +2,7 @@
 //!
 //! It reads a stream (the latest snapshot plus later events, upcast to their current shapes), and
 //! commits one command in one transaction: its events (optimistic concurrency on the stream's
-//! sequence), the snapshot when one is due, the VM's name and host port reservations, the VM's row in the list,
+//! sequence), the snapshot when one is due, the VM's name and host port reservations, its cloud-init secrets, the VM's row in the list,
 //! and, through the events trigger (`migrations/0002_jobs.sql`), the jobs its events open and
 //! close, and the idempotency key it was sent with and the answer it got. Either all of it is
 //! visible or none of it is.
@@ -14,7 +14,7 @@ use sqlx::{PgConnection, PgPool};
 
 use super::conditions::{AnswerInput, Conditions, StoredAnswer};
 use super::metadata::EventMetadata;
-use super::{idempotency, jobs, ports, quota, vm_view, StoreError};
+use super::{cloud_init, idempotency, jobs, ports, quota, vm_view, StoreError};
 use crate::vm::{JobEffect, JobOutcome, Vm, VmEvent};
 
 const AGGREGATE_TYPE: &str = <Vm as Aggregate>::TYPE;
@@ -172,6 +172,13 @@ impl Repository {
         }
         vm_view::hold_name(&mut tx, commit.before, commit.after).await?;
         ports::hold_ports(&mut tx, commit.before, commit.after).await?;
+        cloud_init::hold_secrets(
+            &mut tx,
+            commit.conditions.secrets.as_ref(),
+            commit.before,
+            commit.after,
+        )
+        .await?;
         if let Some(defaults) = commit.conditions.quota {
             quota::check(&mut tx, defaults, commit.before, commit.after).await?;
         }

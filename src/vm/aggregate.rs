@@ -43,6 +43,10 @@ pub struct Vm {
     pub accel: Option<String>,
     /// A setting changed while the machine ran; it takes effect at the next (re)start.
     pub requires_restart: bool,
+    /// How many times the cloud-init settings were set; with the VM id it makes the NoCloud
+    /// `instance-id`, so the guest's cloud-init runs again after a change.
+    #[serde(default)]
+    pub cloud_init_revision: u32,
 }
 
 /// The status an operation's job holds a VM in while it runs.
@@ -193,22 +197,35 @@ impl Vm {
         let cpu = change.cpu.filter(|c| *c != self.spec.cpu);
         let memory = change.memory.filter(|m| *m != self.spec.memory);
         let network = change.network.filter(|n| *n != self.spec.network);
+        // New cloud-init settings always count: their secrets cannot be compared here.
+        let cloud_init = change.cloud_init;
+        let boot_order = change.boot_order.filter(|b| *b != self.spec.boot_order);
         if name.is_none()
             && description.is_none()
             && cpu.is_none()
             && memory.is_none()
             && network.is_none()
+            && cloud_init.is_none()
+            && boot_order.is_none()
         {
             return Err(VmError::NothingToChange);
         }
-        // QEMU's NIC and its forwards are set when it starts.
-        let requires_restart = running && (cpu.is_some() || memory.is_some() || network.is_some());
+        // QEMU's NIC and its forwards, the NoCloud seed and the boot order are set when it
+        // starts.
+        let requires_restart = running
+            && (cpu.is_some()
+                || memory.is_some()
+                || network.is_some()
+                || cloud_init.is_some()
+                || boot_order.is_some());
         Ok(vec![VmEvent::VmReconfigured {
             name,
             description,
             cpu,
             memory,
             network,
+            cloud_init,
+            boot_order,
             requires_restart,
         }])
     }
@@ -409,6 +426,7 @@ impl Aggregate for Vm {
                 job_id,
             } => {
                 self.id = vm_id;
+                self.cloud_init_revision = u32::from(spec.cloud_init.is_some());
                 self.spec = spec;
                 self.owner = owner;
                 self.image_present = image_present;
@@ -455,8 +473,17 @@ impl Aggregate for Vm {
                 cpu,
                 memory,
                 network,
+                cloud_init,
+                boot_order,
                 requires_restart,
             } => {
+                if cloud_init.is_some() {
+                    self.spec.cloud_init = cloud_init;
+                    self.cloud_init_revision += 1;
+                }
+                if let Some(boot_order) = boot_order {
+                    self.spec.boot_order = boot_order;
+                }
                 if let Some(name) = name {
                     self.spec.name = name;
                 }

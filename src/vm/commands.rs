@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::cloud_init::{BootDevice, CloudInitSpec};
 use super::events::{Owner, VmSpec};
 use super::network::NetworkSpec;
 use super::process::MachineProcess;
@@ -79,6 +80,9 @@ pub struct Reconfiguration {
     pub memory: Option<u64>,
     /// The whole new network, host ports already chosen.
     pub network: Option<NetworkSpec>,
+    /// The whole new cloud-init settings (their secrets travel in the command's conditions).
+    pub cloud_init: Option<CloudInitSpec>,
+    pub boot_order: Option<Vec<BootDevice>>,
 }
 
 /// How a job ended, as its worker saw it.

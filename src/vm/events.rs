@@ -8,6 +8,7 @@
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
+use super::cloud_init::{BootDevice, CloudInitSpec};
 use super::commands::ObservationKind;
 use super::network::NetworkSpec;
 use super::status::Operation;
@@ -36,13 +37,21 @@ pub struct VmSpec {
     /// Added in `VmCreated` v2; states stored before it read as user-mode NAT without ports.
     #[serde(default)]
     pub network: NetworkSpec,
+    /// Added in `VmCreated` v3: what cloud-init is told (without its secrets); `None` attaches
+    /// no NoCloud seed.
+    #[serde(default)]
+    pub cloud_init: Option<CloudInitSpec>,
+    /// Added in `VmCreated` v3: the firmware's boot order; empty is QEMU's default (the disk).
+    #[serde(default)]
+    pub boot_order: Vec<BootDevice>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all_fields = "camelCase")]
 pub enum VmEvent {
     /// Version 2 added `spec.network`; version-1 events read as user-mode NAT with no forwarded
-    /// ports (see `store::upcasters`).
+    /// ports. Version 3 added `spec.cloudInit` and `spec.bootOrder`; earlier events read as none
+    /// and the default order (see `store::upcasters`).
     VmCreated {
         vm_id: String,
         spec: VmSpec,
@@ -106,13 +115,17 @@ pub enum VmEvent {
         job_id: String,
     },
     /// Version 2 added `network` (the whole new network, with its host ports); version-1 events
-    /// read as not changing it (see `store::upcasters`).
+    /// read as not changing it. Version 3 added `cloudInit` (the whole new settings, without
+    /// secrets: a new one always counts as a change, since its secrets cannot be compared here)
+    /// and `bootOrder`; earlier events read as changing neither (see `store::upcasters`).
     VmReconfigured {
         name: Option<String>,
         description: Option<String>,
         cpu: Option<u32>,
         memory: Option<u64>,
         network: Option<NetworkSpec>,
+        cloud_init: Option<CloudInitSpec>,
+        boot_order: Option<Vec<BootDevice>>,
         requires_restart: bool,
     },
     /// The VM was handed to another user (their former owner's account is being deleted).
@@ -241,11 +254,10 @@ impl VmEvent {
     /// The current version of this event's shape.
     pub fn version(&self) -> u32 {
         match self {
+            VmEvent::VmCreated { .. } | VmEvent::VmReconfigured { .. } => 3,
             VmEvent::OperationFailed { .. }
             | VmEvent::VmStarted { .. }
-            | VmEvent::VmRestarted { .. }
-            | VmEvent::VmCreated { .. }
-            | VmEvent::VmReconfigured { .. } => 2,
+            | VmEvent::VmRestarted { .. } => 2,
             VmEvent::VmProvisioned { .. }
             | VmEvent::StartRequested { .. }
             | VmEvent::StopRequested { .. }

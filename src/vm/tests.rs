@@ -36,6 +36,8 @@ fn spec() -> VmSpec {
         disk: 20,
         os: "ubuntu20.04".into(),
         network: Default::default(),
+        cloud_init: None,
+        boot_order: Vec::new(),
     }
 }
 
@@ -613,6 +615,8 @@ fn reconfiguring_a_running_vm_needs_a_restart() {
             cpu: None,
             memory: Some(4096),
             network: None,
+            cloud_init: None,
+            boot_order: None,
             requires_restart: true,
         }]);
 }
@@ -643,6 +647,8 @@ fn a_network_change_needs_a_restart_only_when_running() {
                 cpu: None,
                 memory: None,
                 network: Some(forwarded(80, 20080)),
+                cloud_init: None,
+                boot_order: None,
                 requires_restart,
             }]);
     }
@@ -673,6 +679,8 @@ fn renaming_a_running_vm_needs_no_restart() {
             cpu: None,
             memory: None,
             network: None,
+            cloud_init: None,
+            boot_order: None,
             requires_restart: false,
         }]);
 }
@@ -714,6 +722,8 @@ fn a_restart_clears_requires_restart() {
                     cpu: Some(4),
                     memory: None,
                     network: None,
+                    cloud_init: None,
+                    boot_order: None,
                     requires_restart: true,
                 },
                 VmEvent::RestartRequested {
