@@ -6,6 +6,7 @@ mod audit;
 mod auth;
 mod bad_input;
 mod cli;
+mod cloud_init;
 mod crash;
 mod errors;
 mod feed;
