@@ -5411,6 +5411,11 @@ export interface components {
             /** Format: date-time */
             recordedAt: string;
         };
+        /**
+         * @description A device the firmware may boot from, in a VM's `bootOrder`.
+         * @enum {string}
+         */
+        BootDevice: "disk" | "cdrom" | "network";
         /** @description Sizes in bytes; `usage` is `used` over `total` in percent. */
         Capacity: {
             /** Format: int64 */
@@ -5427,6 +5432,51 @@ export interface components {
             free: number;
             /** Format: double */
             usage: number;
+        };
+        /** @description What cloud-init (NoCloud) is told at the next boot; on PATCH it replaces the whole settings. */
+        CloudInitInput: {
+            /**
+             * @description The guest's hostname (RFC 1123), as `local-hostname` in meta-data and `hostname` in the
+             *     generated user-data.
+             */
+            hostname?: string | null;
+            /** @description Users the generated user-data creates (at most 16). Not together with `userData`. */
+            users?: components["schemas"]["CloudUserInput"][] | null;
+            /**
+             * @description User-data given verbatim (at most 32 KiB), instead of the generated `#cloud-config`.
+             *     Treated as a secret: never in the event log or in `GET /vms/{id}`.
+             */
+            userData?: string | null;
+            /** @description NoCloud `network-config` (at most 16 KiB), written verbatim. */
+            networkConfig?: string | null;
+        };
+        /** @description What cloud-init is told at the next boot, without its secrets. */
+        CloudInitSpec: {
+            hostname?: string | null;
+            users: components["schemas"]["CloudUser"][];
+            /** @description Whether user-data was given (its text is kept outside the event log). */
+            userDataSet: boolean;
+            /** @description NoCloud `network-config` (v1 or v2 YAML), given verbatim. */
+            networkConfig?: string | null;
+        };
+        /** @description One user the guest gets, as the log records it. */
+        CloudUser: {
+            name: string;
+            sshAuthorizedKeys: string[];
+            /** @description Whether a password was given (its hash is kept outside the event log). */
+            passwordSet: boolean;
+        };
+        /** @description One user the guest gets. */
+        CloudUserInput: {
+            /**
+             * @description A Linux user name: a lower-case letter or `_`, then up to 31 lower-case letters, digits,
+             *     `_` or `-`. `root` writes root's keys.
+             */
+            name: string;
+            /** @description Public keys for `~/.ssh/authorized_keys`, one line each (at most 32). */
+            sshAuthorizedKeys?: string[] | null;
+            /** @description Stored and written to the seed only as a SHA-512 crypt hash; never in the event log. */
+            password?: string | null;
         };
         ConfigView: {
             system: components["schemas"]["SystemSection"];
@@ -5465,6 +5515,12 @@ export interface components {
             os?: string | null;
             description?: string | null;
             network?: components["schemas"]["NetworkInput"] | null;
+            cloudInit?: components["schemas"]["CloudInitInput"] | null;
+            /**
+             * @description Devices the firmware boots from, in order (each at most once); a VM booting a kernel
+             *     directly (the `busybox` image) ignores it.
+             */
+            bootOrder?: components["schemas"]["BootDevice"][] | null;
         };
         /** @description A VM just created, with its provisioning job. */
         CreatedVm: components["schemas"]["VmView"] & {
@@ -5889,6 +5945,9 @@ export interface components {
                     pid?: number | null;
                     accel?: string | null;
                     network: components["schemas"]["NetworkView"];
+                    cloudInit?: components["schemas"]["CloudInitSpec"] | null;
+                    /** @description Devices the firmware boots from, in order; empty is the default (the disk). */
+                    bootOrder: components["schemas"]["BootDevice"][];
                     requiresRestart: boolean;
                     /** Format: date-time */
                     createdAt: string;
@@ -6138,6 +6197,9 @@ export interface components {
                 pid?: number | null;
                 accel?: string | null;
                 network: components["schemas"]["NetworkView"];
+                cloudInit?: components["schemas"]["CloudInitSpec"] | null;
+                /** @description Devices the firmware boots from, in order; empty is the default (the disk). */
+                bootOrder: components["schemas"]["BootDevice"][];
                 requiresRestart: boolean;
                 /** Format: date-time */
                 createdAt: string;
@@ -6458,6 +6520,8 @@ export interface components {
             /** Format: int64 */
             memory?: number | null;
             network?: components["schemas"]["NetworkInput"] | null;
+            cloudInit?: components["schemas"]["CloudInitInput"] | null;
+            bootOrder?: components["schemas"]["BootDevice"][] | null;
         };
         Patched: {
             vm: components["schemas"]["VmView"];
@@ -6805,6 +6869,9 @@ export interface components {
             pid?: number | null;
             accel?: string | null;
             network: components["schemas"]["NetworkView"];
+            cloudInit?: components["schemas"]["CloudInitSpec"] | null;
+            /** @description Devices the firmware boots from, in order; empty is the default (the disk). */
+            bootOrder: components["schemas"]["BootDevice"][];
             requiresRestart: boolean;
             /** Format: date-time */
             createdAt: string;
