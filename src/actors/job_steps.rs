@@ -75,6 +75,7 @@ pub async fn perform(deps: &WorkerDeps, job: &JobRow) -> Result<Step, JobError> 
                     // A provision boots nothing.
                     seed: None,
                     boot_order: spec.boot_order,
+                    iso: None,
                 },
                 _ => return Err(JobError::BadParams),
             };
@@ -132,6 +133,20 @@ pub async fn perform(deps: &WorkerDeps, job: &JobRow) -> Result<Step, JobError> 
             hv.destroy(vm_id).await?;
             Step::Done(JobResult::Deleted)
         }
+        Operation::Media => {
+            let image = match serde_json::from_value::<VmEvent>(job.params.clone()) {
+                Ok(VmEvent::IsoChangeRequested { image, .. }) => image,
+                _ => return Err(JobError::BadParams),
+            };
+            let iso = match &image {
+                Some(name) => Some(deps.images.iso(name).ok_or_else(|| {
+                    HypervisorError::Permanent(format!("the image '{name}' has no image.iso"))
+                })?),
+                None => None,
+            };
+            hv.change_medium(vm_id, iso.as_deref()).await?;
+            Step::Done(JobResult::IsoChanged { image })
+        }
     })
 }
 
@@ -166,6 +181,8 @@ async fn machine_spec(deps: &WorkerDeps, job: &JobRow) -> Result<MachineSpec, Jo
         network: vm.spec.network.clone(),
         seed,
         boot_order: vm.spec.boot_order.clone(),
+        // An image removed since it was attached leaves the drive empty.
+        iso: vm.iso.as_deref().and_then(|image| deps.images.iso(image)),
     })
 }
 
@@ -320,6 +337,13 @@ mod tests {
             unimplemented!("not a power-off step")
         }
         async fn destroy(&self, _: &str) -> Result<(), HypervisorError> {
+            unimplemented!("not a power-off step")
+        }
+        async fn change_medium(
+            &self,
+            _: &str,
+            _: Option<&std::path::Path>,
+        ) -> Result<(), HypervisorError> {
             unimplemented!("not a power-off step")
         }
         async fn probe(&self, _: &str) -> Result<Liveness, HypervisorError> {

@@ -55,6 +55,8 @@ pub enum ApiError {
     UserNotFound(String),
     #[error("Webhook '{0}' was not found")]
     WebhookNotFound(String),
+    #[error("Image '{0}' was not found")]
+    ImageNotFound(String),
     /// A state conflict: the code says which (`VM_BUSY`, `VM_ALREADY_RUNNING`, ...).
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
@@ -108,6 +110,7 @@ impl ApiError {
             ApiError::JobNotFound(_) => (StatusCode::NOT_FOUND, "JOB_NOT_FOUND"),
             ApiError::UserNotFound(_) => (StatusCode::NOT_FOUND, "USER_NOT_FOUND"),
             ApiError::WebhookNotFound(_) => (StatusCode::NOT_FOUND, "WEBHOOK_NOT_FOUND"),
+            ApiError::ImageNotFound(_) => (StatusCode::NOT_FOUND, "IMAGE_NOT_FOUND"),
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             ApiError::PreconditionFailed { .. } => {
                 (StatusCode::PRECONDITION_FAILED, "PRECONDITION_FAILED")
@@ -143,6 +146,7 @@ impl ApiError {
             ApiError::JobNotFound(_) => "Job not found.",
             ApiError::UserNotFound(_) => "User not found.",
             ApiError::WebhookNotFound(_) => "Webhook not found.",
+            ApiError::ImageNotFound(_) => "Image not found.",
             ApiError::Conflict { .. } => "The request conflicts with the current state.",
             ApiError::PreconditionFailed { .. } => "A precondition failed.",
             ApiError::IdempotencyKeyReused => "The idempotency key was used for another request.",

@@ -15,6 +15,9 @@ use super::paths::MachinePaths;
 use super::{Accel, BootSource, MachineSpec};
 use crate::vm::{mac_address, NetworkMode, NetworkSpec};
 
+/// The qdev id of the ISO CD-ROM, which QMP changes the medium of.
+pub const ISO_DEVICE: &str = "iso-cd";
+
 /// The arguments (after the binary) that boot `spec` from `paths` with `accel`.
 pub fn qemu_args(spec: &MachineSpec, paths: &MachinePaths, accel: Accel) -> Vec<OsString> {
     let mut args: Vec<OsString> = [
@@ -68,10 +71,22 @@ pub fn qemu_args(spec: &MachineSpec, paths: &MachinePaths, accel: Accel) -> Vec<
     args.push("-serial".into());
     args.push("chardev:serial0".into());
     args.extend(network_args(&spec.vm_id, &spec.network));
+    // CD-ROMs on virtio-scsi (q35's AHCI would need a driver the cloud kernels lack): the ISO
+    // drive, always there (empty without an ISO) so a medium can be put in while the machine
+    // runs, and the NoCloud seed when there is one.
+    args.push("-device".into());
+    args.push("virtio-scsi-pci,id=scsi0".into());
+    args.push("-drive".into());
+    args.push(match &spec.iso {
+        Some(iso) => joined(&[
+            "if=none,id=iso,media=cdrom,readonly=on,format=raw,file=".as_ref(),
+            &escape_commas(iso),
+        ]),
+        None => "if=none,id=iso,media=cdrom".into(),
+    });
+    args.push("-device".into());
+    args.push(format!("scsi-cd,bus=scsi0.0,drive=iso,id={ISO_DEVICE}").into());
     if spec.seed.is_some() {
-        // A virtio-scsi CD-ROM: q35's AHCI would need a driver the cloud kernels lack.
-        args.push("-device".into());
-        args.push("virtio-scsi-pci,id=scsi0".into());
         args.push("-drive".into());
         args.push(joined(&[
             "if=none,id=seed,media=cdrom,readonly=on,format=raw,file=".as_ref(),
@@ -182,6 +197,7 @@ mod tests {
             },
             seed: None,
             boot_order: Vec::new(),
+            iso: None,
         }
     }
 
@@ -245,7 +261,7 @@ mod tests {
     fn the_disk_is_the_machine_qcow2_on_virtio() {
         let args = args_of(&spec(BootSource::BlankDisk), &paths(), Accel::Tcg);
         assert_eq!(
-            value(&args, "-drive"),
+            values(&args, "-drive")[0],
             "file=/data/vms/vm-1/disk.qcow2,format=qcow2,if=virtio"
         );
         // A base disk is the overlay's backing file, not a second drive.
@@ -359,7 +375,7 @@ mod tests {
             value(&args, "-netdev"),
             "user,id=net0,hostfwd=tcp::20080-:80,hostfwd=udp::20053-:53"
         );
-        let device = value(&args, "-device");
+        let device = values(&args, "-device")[0];
         assert_eq!(
             device,
             format!("virtio-net-pci,netdev=net0,mac={}", mac_address("vm-1"))
@@ -372,7 +388,10 @@ mod tests {
     fn mode_none_has_no_nic() {
         let args = args_of(&spec(BootSource::BlankDisk), &paths(), Accel::Tcg);
         assert!(!args.contains(&"-netdev".to_string()), "{args:?}");
-        assert!(!args.contains(&"-device".to_string()), "{args:?}");
+        assert!(
+            !values(&args, "-device").iter().any(|d| d.contains("net")),
+            "{args:?}"
+        );
     }
 
     #[test]
@@ -381,7 +400,7 @@ mod tests {
         let args = args_of(&machine, &paths(), Accel::Tcg);
         assert!(
             !args.iter().any(|a| a.contains("seed")),
-            "no seed, no CD-ROM"
+            "no seed, no seed CD-ROM"
         );
         machine.seed = Some(crate::hypervisor::seed::Seed {
             meta_data: String::new(),
@@ -390,15 +409,29 @@ mod tests {
         });
         let args = args_of(&machine, &paths(), Accel::Tcg);
         assert_eq!(
-            values(&args, "-drive")[1],
+            values(&args, "-drive")[2],
             "if=none,id=seed,media=cdrom,readonly=on,format=raw,file=/data/vms/vm-1/seed.iso"
         );
         assert_eq!(
             values(&args, "-device"),
             [
                 "virtio-scsi-pci,id=scsi0",
+                "scsi-cd,bus=scsi0.0,drive=iso,id=iso-cd",
                 "scsi-cd,bus=scsi0.0,drive=seed,id=seed-cd"
             ]
+        );
+    }
+
+    #[test]
+    fn the_iso_drive_is_always_there_and_holds_the_iso_when_given() {
+        let mut machine = spec(BootSource::BlankDisk);
+        let args = args_of(&machine, &paths(), Accel::Tcg);
+        assert_eq!(values(&args, "-drive")[1], "if=none,id=iso,media=cdrom");
+        machine.iso = Some(PathBuf::from("/images/tools,x/image.iso"));
+        let args = args_of(&machine, &paths(), Accel::Tcg);
+        assert_eq!(
+            values(&args, "-drive")[1],
+            "if=none,id=iso,media=cdrom,readonly=on,format=raw,file=/images/tools,,x/image.iso"
         );
     }
 
@@ -442,7 +475,7 @@ mod tests {
     fn a_path_with_commas_cannot_add_options() {
         let evil = MachinePaths::new(Path::new("/data,readonly=on,file=/etc/shadow"), "vm-1");
         let args = args_of(&spec(BootSource::BlankDisk), &evil, Accel::Tcg);
-        let drive = value(&args, "-drive");
+        let drive = values(&args, "-drive")[0];
         assert_eq!(
             drive,
             "file=/data,,readonly=on,,file=/etc/shadow/vms/vm-1/disk.qcow2,format=qcow2,if=virtio"

@@ -55,6 +55,13 @@ impl ImageCatalog {
         BootSource::BlankDisk
     }
 
+    /// The ISO file of image `name` (`<images dir>/<name>/image.iso`), if it is there.
+    pub fn iso(&self, name: &str) -> Option<PathBuf> {
+        self.image_dir(name)
+            .map(|dir| dir.join("image.iso"))
+            .filter(|p| p.is_file())
+    }
+
     /// Whether image `name` exists on the host.
     pub fn present(&self, name: &str) -> bool {
         !matches!(self.resolve(name), BootSource::BlankDisk)

@@ -8,7 +8,7 @@
 //! server [`attach`](Hypervisor::attach) to what still runs.
 
 use std::io::ErrorKind;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -17,6 +17,7 @@ use qapi::qmp;
 use tracing::Instrument;
 
 use super::accel::{self, AccelSetting};
+use super::command_line::ISO_DEVICE;
 use super::control::{self, STARTUP_TIMEOUT};
 use super::paths::MachinePaths;
 use super::seed::{GenIsoImage, IsoWriter, SEED_LABEL};
@@ -282,6 +283,57 @@ impl Hypervisor for QemuHypervisor {
         .instrument(span)
         .await?;
         Ok(())
+    }
+
+    #[allow(deprecated)] // qapi's `device` fields: the drives are named by `id` instead.
+    async fn change_medium(&self, vm_id: &str, iso: Option<&Path>) -> Result<(), HypervisorError> {
+        let span = tracing::info_span!("change_medium", vm_id = %vm_id);
+        async {
+            let paths = self.checked_paths(vm_id)?;
+            // A machine that does not run gets the medium at its next start.
+            if process::live_pid(&paths.pid_file).is_none() {
+                return Ok(());
+            }
+            let id = Some(ISO_DEVICE.to_string());
+            match iso {
+                Some(file) => {
+                    control::command(
+                        &paths,
+                        qmp::blockdev_change_medium {
+                            device: None,
+                            id,
+                            filename: file.to_string_lossy().into_owned(),
+                            format: Some("raw".to_string()),
+                            force: Some(true),
+                            read_only_mode: Some(qmp::BlockdevChangeReadOnlyMode::read_only),
+                        },
+                    )
+                    .await?;
+                }
+                None => {
+                    control::command(
+                        &paths,
+                        qmp::blockdev_open_tray {
+                            device: None,
+                            id,
+                            force: Some(true),
+                        },
+                    )
+                    .await?;
+                    control::command(
+                        &paths,
+                        qmp::blockdev_remove_medium {
+                            id: ISO_DEVICE.to_string(),
+                        },
+                    )
+                    .await?;
+                }
+            }
+            tracing::info!(iso = ?iso, "the CD-ROM's medium changed");
+            Ok(())
+        }
+        .instrument(span)
+        .await
     }
 
     async fn destroy(&self, vm_id: &str) -> Result<(), HypervisorError> {

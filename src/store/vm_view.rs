@@ -34,6 +34,8 @@ pub struct VmView {
     pub cloud_init: Option<CloudInitSpec>,
     /// Devices the firmware boots from, in order; empty is the default (the disk).
     pub boot_order: Vec<BootDevice>,
+    /// The image whose ISO is in the VM's CD-ROM (`POST /vms/{id}/iso`), if any.
+    pub iso: Option<String>,
     pub requires_restart: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -92,6 +94,7 @@ impl VmView {
             },
             cloud_init: vm.spec.cloud_init.clone(),
             boot_order: vm.spec.boot_order.clone(),
+            iso: vm.iso.clone(),
             requires_restart: vm.requires_restart,
             created_at,
             updated_at,

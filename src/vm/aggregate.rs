@@ -47,11 +47,15 @@ pub struct Vm {
     /// `instance-id`, so the guest's cloud-init runs again after a change.
     #[serde(default)]
     pub cloud_init_revision: u32,
+    /// The image whose ISO is in the VM's CD-ROM, if any.
+    #[serde(default)]
+    pub iso: Option<String>,
 }
 
-/// The status an operation's job holds a VM in while it runs.
-pub fn transitional(operation: Operation) -> VmStatus {
+/// The status an operation's job holds a VM in while it runs (`from` is where it was).
+pub fn transitional(operation: Operation, from: VmStatus) -> VmStatus {
     match operation {
+        Operation::Media => from,
         Operation::Provision => VmStatus::Creating,
         Operation::Start => VmStatus::Starting,
         Operation::Stop => VmStatus::Stopping,
@@ -74,11 +78,16 @@ impl Vm {
         event: impl FnOnce() -> VmEvent,
     ) -> Result<Vec<VmEvent>, VmError> {
         let status = self.existing_status()?;
-        accept(status, operation).map_err(|rejection| VmError::Rejected {
+        let busy = |rejection| VmError::Rejected {
             status,
             operation,
             rejection,
-        })?;
+        };
+        accept(status, operation).map_err(busy)?;
+        // A media job leaves the status as it is: the pending job is what makes the VM busy.
+        if self.pending.is_some() {
+            return Err(busy(Rejection::Busy));
+        }
         Ok(vec![event()])
     }
 
@@ -137,6 +146,9 @@ impl Vm {
             VmCommand::Delete { job_id } => {
                 self.request(Operation::Delete, || VmEvent::DeleteRequested { job_id })
             }
+            VmCommand::ChangeIso { job_id, image } => self.request(Operation::Media, || {
+                VmEvent::IsoChangeRequested { job_id, image }
+            }),
             VmCommand::Reconfigure(change) => self.reconfigure(change),
             VmCommand::ChangeOwner { owner } => match self.existing_status()? {
                 VmStatus::Deleted => Err(VmError::Rejected {
@@ -179,7 +191,8 @@ impl Vm {
                     | Operation::Pause
                     | Operation::Resume
                     | Operation::Reset
-                    | Operation::Delete => Ok(vec![VmEvent::JobCancelled { job_id }]),
+                    | Operation::Delete
+                    | Operation::Media => Ok(vec![VmEvent::JobCancelled { job_id }]),
                 }
             }
             VmCommand::Observe { process, observed } => self.observe(process, observed),
@@ -264,6 +277,9 @@ impl Vm {
             },
             (Operation::Reset, JobResult::Reset) => VmEvent::VmReset { job_id },
             (Operation::Delete, JobResult::Deleted) => VmEvent::VmDeleted { job_id },
+            (Operation::Media, JobResult::IsoChanged { image }) => {
+                VmEvent::VmIsoChanged { job_id, image }
+            }
             (operation, _) => return Err(VmError::ResultDoesNotFit { operation }),
         };
         Ok(vec![event])
@@ -370,7 +386,7 @@ impl Vm {
             operation,
             previous,
         });
-        self.status = Some(transitional(operation));
+        self.status = Some(transitional(operation, previous));
     }
 
     fn run(&mut self, pid: u32, start: Option<u64>) {
@@ -439,6 +455,12 @@ impl Aggregate for Vm {
             VmEvent::ResumeRequested { job_id } => self.open_job(&job_id, Operation::Resume),
             VmEvent::ResetRequested { job_id } => self.open_job(&job_id, Operation::Reset),
             VmEvent::DeleteRequested { job_id } => self.open_job(&job_id, Operation::Delete),
+            VmEvent::IsoChangeRequested { job_id, .. } => self.open_job(&job_id, Operation::Media),
+            VmEvent::VmIsoChanged { image, .. } => {
+                // The status stays where it was; only the job ends.
+                self.iso = image;
+                self.pending = None;
+            }
             VmEvent::VmProvisioned { .. } => self.settle(VmStatus::Stopped, None),
             VmEvent::VmStarted {
                 pid,

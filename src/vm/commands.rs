@@ -41,6 +41,11 @@ pub enum VmCommand {
     Delete {
         job_id: String,
     },
+    /// Put image `image`'s ISO in the VM's CD-ROM, or (`None`) take the medium out.
+    ChangeIso {
+        job_id: String,
+        image: Option<String>,
+    },
     /// Hand the VM to another user.
     ChangeOwner {
         owner: Owner,
@@ -103,6 +108,9 @@ pub enum JobResult {
     Resumed,
     Reset,
     Deleted,
+    IsoChanged {
+        image: Option<String>,
+    },
     /// The job gave up after `attempts` tries.
     Failed {
         reason: String,

@@ -128,6 +128,18 @@ pub enum VmEvent {
         boot_order: Option<Vec<BootDevice>>,
         requires_restart: bool,
     },
+    /// The ISO CD-ROM's medium is to change: `image` (an image with an `image.iso`) goes in, or,
+    /// for none, the medium comes out. Opens a `media` job.
+    IsoChangeRequested {
+        job_id: String,
+        image: Option<String>,
+    },
+    /// The ISO CD-ROM holds `image` now (or nothing): changed live on a running machine, or
+    /// recorded for its next start.
+    VmIsoChanged {
+        job_id: String,
+        image: Option<String>,
+    },
     /// The VM was handed to another user (their former owner's account is being deleted).
     VmOwnerChanged {
         from: Owner,
@@ -240,6 +252,8 @@ impl VmEvent {
             VmEvent::ResetRequested { .. } => "ResetRequested",
             VmEvent::VmReset { .. } => "VmReset",
             VmEvent::VmReconfigured { .. } => "VmReconfigured",
+            VmEvent::IsoChangeRequested { .. } => "IsoChangeRequested",
+            VmEvent::VmIsoChanged { .. } => "VmIsoChanged",
             VmEvent::VmOwnerChanged { .. } => "VmOwnerChanged",
             VmEvent::DeleteRequested { .. } => "DeleteRequested",
             VmEvent::VmDeleted { .. } => "VmDeleted",
@@ -270,6 +284,8 @@ impl VmEvent {
             | VmEvent::ResetRequested { .. }
             | VmEvent::VmReset { .. }
             | VmEvent::VmOwnerChanged { .. }
+            | VmEvent::IsoChangeRequested { .. }
+            | VmEvent::VmIsoChanged { .. }
             | VmEvent::DeleteRequested { .. }
             | VmEvent::VmDeleted { .. }
             | VmEvent::VmCrashed { .. }
@@ -280,7 +296,7 @@ impl VmEvent {
     }
 
     /// Every event type name, for schema checks and filters.
-    pub const TYPE_NAMES: [&'static str; 23] = [
+    pub const TYPE_NAMES: [&'static str; 25] = [
         "VmCreated",
         "VmProvisioned",
         "StartRequested",
@@ -297,6 +313,8 @@ impl VmEvent {
         "VmReset",
         "VmReconfigured",
         "VmOwnerChanged",
+        "IsoChangeRequested",
+        "VmIsoChanged",
         "DeleteRequested",
         "VmDeleted",
         "VmCrashed",
@@ -327,10 +345,12 @@ impl VmEvent {
             VmEvent::ResumeRequested { job_id } => opens(job_id, Operation::Resume),
             VmEvent::ResetRequested { job_id } => opens(job_id, Operation::Reset),
             VmEvent::DeleteRequested { job_id } => opens(job_id, Operation::Delete),
+            VmEvent::IsoChangeRequested { job_id, .. } => opens(job_id, Operation::Media),
             VmEvent::VmProvisioned { job_id }
             | VmEvent::VmStarted { job_id, .. }
             | VmEvent::VmRestarted { job_id, .. }
             | VmEvent::VmReset { job_id }
+            | VmEvent::VmIsoChanged { job_id, .. }
             | VmEvent::VmDeleted { job_id } => succeeds(job_id),
             VmEvent::VmStopped { job_id, .. }
             | VmEvent::VmPaused { job_id }

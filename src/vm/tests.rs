@@ -194,7 +194,40 @@ fn command_for(op: Operation, job_id: &str) -> VmCommand {
         Operation::Resume => VmCommand::Resume { job_id },
         Operation::Reset => VmCommand::Reset { job_id },
         Operation::Delete => VmCommand::Delete { job_id },
+        Operation::Media => VmCommand::ChangeIso {
+            job_id,
+            image: Some("tools".into()),
+        },
     }
+}
+
+#[test]
+fn a_media_job_keeps_the_status_and_makes_the_vm_busy_until_it_ends() {
+    let vm = state_after([history(VmStatus::Running), vec![]].concat());
+    let events = vm
+        .decide(command_for(Operation::Media, "job-iso"))
+        .expect("accepted");
+    let during = state_after([history(VmStatus::Running), events.clone()].concat());
+    assert_eq!(during.status, Some(VmStatus::Running));
+    assert!(during
+        .decide(VmCommand::Stop {
+            job_id: "j".into(),
+            force: true,
+            timeout: 0
+        })
+        .is_err());
+    let done = during
+        .decide(VmCommand::CompleteJob {
+            job_id: "job-iso".into(),
+            result: JobResult::IsoChanged {
+                image: Some("tools".into()),
+            },
+        })
+        .expect("the media job ends");
+    let after = state_after([history(VmStatus::Running), events, done].concat());
+    assert_eq!(after.status, Some(VmStatus::Running));
+    assert_eq!(after.iso.as_deref(), Some("tools"));
+    assert!(after.pending.is_none());
 }
 
 #[test]
@@ -218,8 +251,17 @@ fn the_transition_table_matches_the_contract() {
         O::Resume,
         O::Reset,
         O::Delete,
+        O::Media,
     ];
     let accepted = |status: S, op: O| -> Option<S> {
+        // The ISO medium changes wherever the VM is settled, and the VM stays there.
+        if op == O::Media {
+            return matches!(
+                status,
+                S::Stopped | S::Crashed | S::Error | S::Running | S::Paused
+            )
+            .then_some(status);
+        }
         match status {
             S::Stopped | S::Crashed => match op {
                 O::Start => Some(S::Starting),
@@ -256,7 +298,7 @@ fn the_transition_table_matches_the_contract() {
                     let events = result.unwrap_or_else(|e| panic!("{status} {op}: {e}"));
                     let after = state_after([history(status), events].concat());
                     assert_eq!(after.status, Some(next), "{status} {op}");
-                    assert_eq!(transitional(op), next, "{status} {op}");
+                    assert_eq!(transitional(op, status), next, "{status} {op}");
                 }
                 None => assert!(result.is_err(), "{status} {op} should be refused"),
             }

@@ -79,6 +79,7 @@ fn spec(vm_id: &str, boot: BootSource) -> MachineSpec {
         network: Default::default(),
         seed: None,
         boot_order: Vec::new(),
+        iso: None,
     }
 }
 

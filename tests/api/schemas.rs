@@ -147,6 +147,14 @@ fn covers(event: &VmEvent) -> &'static str {
             boot_order: _,
             requires_restart: _,
         } => "VmReconfigured",
+        VmEvent::IsoChangeRequested {
+            job_id: _,
+            image: _,
+        } => "IsoChangeRequested",
+        VmEvent::VmIsoChanged {
+            job_id: _,
+            image: _,
+        } => "VmIsoChanged",
         VmEvent::DeleteRequested { job_id: _ } => "DeleteRequested",
         VmEvent::VmDeleted { job_id: _ } => "VmDeleted",
         VmEvent::VmCrashed {
@@ -331,6 +339,22 @@ fn samples() -> Vec<VmEvent> {
             cloud_init: None,
             boot_order: None,
             requires_restart: false,
+        },
+        VmEvent::IsoChangeRequested {
+            job_id: job(),
+            image: Some("tools".into()),
+        },
+        VmEvent::IsoChangeRequested {
+            job_id: job(),
+            image: None,
+        },
+        VmEvent::VmIsoChanged {
+            job_id: job(),
+            image: Some("tools".into()),
+        },
+        VmEvent::VmIsoChanged {
+            job_id: job(),
+            image: None,
         },
         VmEvent::DeleteRequested { job_id: job() },
         VmEvent::VmDeleted { job_id: job() },
