@@ -13,6 +13,7 @@ mod feed;
 mod helpers;
 mod hypervisor;
 mod idempotency;
+mod iso;
 mod jobs;
 mod leases;
 mod lifecycle;
