@@ -3500,6 +3500,320 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/vms/{id}/iso": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /**
+                     * @description Makes the request safe to retry: the same user sending the same key with the same method,
+                     *     path and body within 24 hours gets the first answer again (with `Idempotent-Replayed:
+                     *     true`); the same key with another request gets 422 `IDEMPOTENCY_KEY_REUSED`. 1 to 255
+                     *     printable ASCII characters, e.g. a UUID.
+                     */
+                    "Idempotency-Key"?: string;
+                    /**
+                     * @description Apply only if the VM is still at one of these versions: one or more ETags of
+                     *     `GET /vms/{id}` (e.g. `"7"`), or `*`. Otherwise 412 `PRECONDITION_FAILED` and nothing
+                     *     changes.
+                     */
+                    "If-Match"?: string;
+                };
+                path: {
+                    /** @description The VM's id, e.g. `vm-abc123def456`. */
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["AttachIso"];
+                };
+            };
+            responses: {
+                /** @description Accepted: a `media` job puts the ISO in the CD-ROM, live on a running VM, for the next start otherwise. */
+                202: {
+                    headers: {
+                        /** @description `true` when this is the first answer to an earlier request with the same Idempotency-Key. */
+                        "Idempotent-Replayed"?: boolean;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Envelope_Accepted"];
+                    };
+                };
+                /** @description A field is invalid; `error.field` names it (`VALIDATION_ERROR`). */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The caller's role lacks the permission in `x-permission` (`FORBIDDEN`; `error.details` names it). */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description No such VM (`VM_NOT_FOUND`), or no image of that name with an ISO (`IMAGE_NOT_FOUND`, naming `image`). */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /**
+                 * @description The VM's state does not allow it (e.g. `VM_ALREADY_RUNNING`), the name is taken
+                 *     (`VM_NAME_TAKEN`), a host port is forwarded to another VM (`PORT_TAKEN`) or none is left
+                 *     in the configured range (`NO_FREE_PORT`), or another job is in flight (`VM_BUSY`).
+                 */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /**
+                 * @description `If-Match` names another version of the VM than its current one; nothing was changed
+                 *     (`PRECONDITION_FAILED`).
+                 */
+                412: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
+                414: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /**
+                 * @description The `Idempotency-Key` was used for another request (another method, path or body) in the
+                 *     last 24 hours (`IDEMPOTENCY_KEY_REUSED`).
+                 */
+                422: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                default: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+            };
+        };
+        delete: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /**
+                     * @description Makes the request safe to retry: the same user sending the same key with the same method,
+                     *     path and body within 24 hours gets the first answer again (with `Idempotent-Replayed:
+                     *     true`); the same key with another request gets 422 `IDEMPOTENCY_KEY_REUSED`. 1 to 255
+                     *     printable ASCII characters, e.g. a UUID.
+                     */
+                    "Idempotency-Key"?: string;
+                    /**
+                     * @description Apply only if the VM is still at one of these versions: one or more ETags of
+                     *     `GET /vms/{id}` (e.g. `"7"`), or `*`. Otherwise 412 `PRECONDITION_FAILED` and nothing
+                     *     changes.
+                     */
+                    "If-Match"?: string;
+                };
+                path: {
+                    /** @description The VM's id, e.g. `vm-abc123def456`. */
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Accepted: a `media` job takes the medium out of the CD-ROM (live on a running VM). */
+                202: {
+                    headers: {
+                        /** @description `true` when this is the first answer to an earlier request with the same Idempotency-Key. */
+                        "Idempotent-Replayed"?: boolean;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Envelope_Accepted"];
+                    };
+                };
+                /** @description A field is invalid; `error.field` names it (`VALIDATION_ERROR`). */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The caller's role lacks the permission in `x-permission` (`FORBIDDEN`; `error.details` names it). */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description No such virtual machine, or not yours (`VM_NOT_FOUND`). */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /**
+                 * @description The VM's state does not allow it (e.g. `VM_ALREADY_RUNNING`), the name is taken
+                 *     (`VM_NAME_TAKEN`), a host port is forwarded to another VM (`PORT_TAKEN`) or none is left
+                 *     in the configured range (`NO_FREE_PORT`), or another job is in flight (`VM_BUSY`).
+                 */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /**
+                 * @description `If-Match` names another version of the VM than its current one; nothing was changed
+                 *     (`PRECONDITION_FAILED`).
+                 */
+                412: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
+                414: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /**
+                 * @description The `Idempotency-Key` was used for another request (another method, path or body) in the
+                 *     last 24 hours (`IDEMPOTENCY_KEY_REUSED`).
+                 */
+                422: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                default: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+            };
+        };
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/vms/{id}/pause": {
         parameters: {
             query?: never;
@@ -5382,6 +5696,11 @@ export interface components {
             /** @description `rest`, `websocket` or `system`. */
             via?: string | null;
         };
+        /** @description The image whose `image.iso` goes in the CD-ROM. */
+        AttachIso: {
+            /** @description An image name with an ISO (`<images dir>/<image>/image.iso`). */
+            image: string;
+        };
         /** @description One entry of the audit log, as the API and the feed show it. */
         AuditEntry: {
             /**
@@ -5948,6 +6267,8 @@ export interface components {
                     cloudInit?: components["schemas"]["CloudInitSpec"] | null;
                     /** @description Devices the firmware boots from, in order; empty is the default (the disk). */
                     bootOrder: components["schemas"]["BootDevice"][];
+                    /** @description The image whose ISO is in the VM's CD-ROM (`POST /vms/{id}/iso`), if any. */
+                    iso?: string | null;
                     requiresRestart: boolean;
                     /** Format: date-time */
                     createdAt: string;
@@ -6200,6 +6521,8 @@ export interface components {
                 cloudInit?: components["schemas"]["CloudInitSpec"] | null;
                 /** @description Devices the firmware boots from, in order; empty is the default (the disk). */
                 bootOrder: components["schemas"]["BootDevice"][];
+                /** @description The image whose ISO is in the VM's CD-ROM (`POST /vms/{id}/iso`), if any. */
+                iso?: string | null;
                 requiresRestart: boolean;
                 /** Format: date-time */
                 createdAt: string;
@@ -6491,7 +6814,7 @@ export interface components {
              *     unless the server allows them (`webhooks.allow_private`).
              */
             url: string;
-            events: ("*" | "VmCreated" | "VmProvisioned" | "StartRequested" | "VmStarted" | "StopRequested" | "VmStopped" | "RestartRequested" | "VmRestarted" | "PauseRequested" | "VmPaused" | "ResumeRequested" | "VmResumed" | "ResetRequested" | "VmReset" | "VmReconfigured" | "VmOwnerChanged" | "DeleteRequested" | "VmDeleted" | "VmCrashed" | "OperationFailed" | "OperationRetried" | "JobCancelled" | "StaleObservationIgnored")[];
+            events: ("*" | "VmCreated" | "VmProvisioned" | "StartRequested" | "VmStarted" | "StopRequested" | "VmStopped" | "RestartRequested" | "VmRestarted" | "PauseRequested" | "VmPaused" | "ResumeRequested" | "VmResumed" | "ResetRequested" | "VmReset" | "VmReconfigured" | "VmOwnerChanged" | "IsoChangeRequested" | "VmIsoChanged" | "DeleteRequested" | "VmDeleted" | "VmCrashed" | "OperationFailed" | "OperationRetried" | "JobCancelled" | "StaleObservationIgnored")[];
             /** @description 16 to 256 visible ASCII characters; the server makes one when absent. */
             secret?: string | null;
             /** @description Default `true`. */
@@ -6872,6 +7195,8 @@ export interface components {
             cloudInit?: components["schemas"]["CloudInitSpec"] | null;
             /** @description Devices the firmware boots from, in order; empty is the default (the disk). */
             bootOrder: components["schemas"]["BootDevice"][];
+            /** @description The image whose ISO is in the VM's CD-ROM (`POST /vms/{id}/iso`), if any. */
+            iso?: string | null;
             requiresRestart: boolean;
             /** Format: date-time */
             createdAt: string;
@@ -6887,7 +7212,7 @@ export interface components {
         };
         WebhookUpdate: {
             url?: string | null;
-            events?: ("*" | "VmCreated" | "VmProvisioned" | "StartRequested" | "VmStarted" | "StopRequested" | "VmStopped" | "RestartRequested" | "VmRestarted" | "PauseRequested" | "VmPaused" | "ResumeRequested" | "VmResumed" | "ResetRequested" | "VmReset" | "VmReconfigured" | "VmOwnerChanged" | "DeleteRequested" | "VmDeleted" | "VmCrashed" | "OperationFailed" | "OperationRetried" | "JobCancelled" | "StaleObservationIgnored")[];
+            events?: ("*" | "VmCreated" | "VmProvisioned" | "StartRequested" | "VmStarted" | "StopRequested" | "VmStopped" | "RestartRequested" | "VmRestarted" | "PauseRequested" | "VmPaused" | "ResumeRequested" | "VmResumed" | "ResetRequested" | "VmReset" | "VmReconfigured" | "VmOwnerChanged" | "IsoChangeRequested" | "VmIsoChanged" | "DeleteRequested" | "VmDeleted" | "VmCrashed" | "OperationFailed" | "OperationRetried" | "JobCancelled" | "StaleObservationIgnored")[];
             secret?: string | null;
             /** @description A webhook made active again receives the events from then on. */
             active?: boolean | null;
