@@ -42,9 +42,12 @@ pub async fn hold_secrets(
     Ok(())
 }
 
+/// A row: the password hashes by user name, and the user-data.
+type SecretsRow = (Json<Vec<(String, String)>>, Option<String>);
+
 /// The VM's secrets; none recorded reads as none set.
 pub async fn secrets(pool: &PgPool, vm_id: &str) -> Result<CloudInitSecrets, StoreError> {
-    let row: Option<(Json<Vec<(String, String)>>, Option<String>)> = sqlx::query_as(
+    let row: Option<SecretsRow> = sqlx::query_as(
         "SELECT password_hashes, user_data FROM vm_cloud_init_secrets WHERE vm_id = $1",
     )
     .bind(vm_id)

@@ -531,7 +531,16 @@ impl Aggregate for Vm {
                 self.end_process();
                 self.settle(VmStatus::Crashed, Some(reason));
             }
-            VmEvent::OperationFailed { reason, .. } => self.settle(VmStatus::Error, Some(reason)),
+            VmEvent::OperationFailed {
+                operation, reason, ..
+            } => match operation {
+                // A failed medium change leaves the machine as it was.
+                Operation::Media => {
+                    self.status_reason = Some(reason);
+                    self.pending = None;
+                }
+                _ => self.settle(VmStatus::Error, Some(reason)),
+            },
             VmEvent::OperationRetried { .. } | VmEvent::StaleObservationIgnored { .. } => {}
             VmEvent::JobCancelled { .. } => {
                 let previous = self.pending.as_ref().map(|p| p.previous);

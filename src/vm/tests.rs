@@ -231,6 +231,28 @@ fn a_media_job_keeps_the_status_and_makes_the_vm_busy_until_it_ends() {
 }
 
 #[test]
+fn a_failed_media_change_leaves_the_vm_where_it_was() {
+    let vm = state_after(history(VmStatus::Running));
+    let events = vm
+        .decide(command_for(Operation::Media, "job-iso"))
+        .expect("accepted");
+    let during = state_after([history(VmStatus::Running), events.clone()].concat());
+    let failed = during
+        .decide(VmCommand::CompleteJob {
+            job_id: "job-iso".into(),
+            result: JobResult::Failed {
+                reason: "no such device".into(),
+                attempts: 1,
+            },
+        })
+        .expect("the failure is recorded");
+    let after = state_after([history(VmStatus::Running), events, failed].concat());
+    assert_eq!(after.status, Some(VmStatus::Running));
+    assert_eq!(after.iso, None);
+    assert!(after.pending.is_none());
+}
+
+#[test]
 fn every_history_reaches_its_status() {
     for status in VmStatus::ALL {
         assert_eq!(state_after(history(status)).status, Some(status));
