@@ -15,7 +15,36 @@ pub fn all() -> Vec<Box<dyn EventUpcaster>> {
         Box::new(VmReconfiguredV1ToV2),
         Box::new(VmCreatedV2ToV3),
         Box::new(VmReconfiguredV2ToV3),
+        Box::new(MediaOperation {
+            event_type: "OperationFailed",
+            from: "2",
+            to: "3",
+        }),
+        Box::new(MediaOperation {
+            event_type: "OperationRetried",
+            from: "1",
+            to: "2",
+        }),
     ]
+}
+
+/// `OperationFailed` v3 and `OperationRetried` v2 added the operation `media` (an ISO medium
+/// change). Their fields did not change: an earlier event reads as it is.
+pub struct MediaOperation {
+    pub event_type: &'static str,
+    pub from: &'static str,
+    pub to: &'static str,
+}
+
+impl EventUpcaster for MediaOperation {
+    fn can_upcast(&self, event_type: &str, event_version: &str) -> bool {
+        event_type == self.event_type && event_version == self.from
+    }
+
+    fn upcast(&self, mut event: SerializedEvent) -> SerializedEvent {
+        event.event_version = self.to.to_string();
+        event
+    }
 }
 
 /// `VmCreated` v3 added `spec.cloudInit` and `spec.bootOrder`. A VM created before them had no

@@ -159,7 +159,7 @@ pub enum VmEvent {
     /// A job gave up; the VM is left in `error` with the reason.
     ///
     /// Version 2 added `attempts`; version-1 events are read as one attempt (see
-    /// `store::upcasters`).
+    /// `store::upcasters`). Version 3 added the operation `media`; earlier ones read unchanged.
     OperationFailed {
         job_id: String,
         operation: Operation,
@@ -169,7 +169,8 @@ pub enum VmEvent {
         attempts: u32,
     },
     /// A job's attempt failed for a reason that may pass; a worker tries again later. The VM's
-    /// state does not change: this is for the record.
+    /// state does not change: this is for the record. Version 2 added the operation `media`;
+    /// version-1 events read unchanged.
     OperationRetried {
         job_id: String,
         operation: Operation,
@@ -268,10 +269,12 @@ impl VmEvent {
     /// The current version of this event's shape.
     pub fn version(&self) -> u32 {
         match self {
-            VmEvent::VmCreated { .. } | VmEvent::VmReconfigured { .. } => 3,
-            VmEvent::OperationFailed { .. }
-            | VmEvent::VmStarted { .. }
-            | VmEvent::VmRestarted { .. } => 2,
+            VmEvent::VmCreated { .. }
+            | VmEvent::VmReconfigured { .. }
+            | VmEvent::OperationFailed { .. } => 3,
+            VmEvent::VmStarted { .. }
+            | VmEvent::VmRestarted { .. }
+            | VmEvent::OperationRetried { .. } => 2,
             VmEvent::VmProvisioned { .. }
             | VmEvent::StartRequested { .. }
             | VmEvent::StopRequested { .. }
@@ -289,7 +292,6 @@ impl VmEvent {
             | VmEvent::DeleteRequested { .. }
             | VmEvent::VmDeleted { .. }
             | VmEvent::VmCrashed { .. }
-            | VmEvent::OperationRetried { .. }
             | VmEvent::JobCancelled { .. }
             | VmEvent::StaleObservationIgnored { .. } => 1,
         }

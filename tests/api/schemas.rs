@@ -10,7 +10,7 @@ use cqrs_es::persist::{EventUpcaster, SerializedEvent};
 use jsonschema::Validator;
 use serde_json::{json, Value};
 use voidvm::store::upcasters::{
-    OperationFailedV1ToV2, ProcessStartV1ToV2, VmCreatedV1ToV2, VmCreatedV2ToV3,
+    MediaOperation, OperationFailedV1ToV2, ProcessStartV1ToV2, VmCreatedV1ToV2, VmCreatedV2ToV3,
     VmReconfiguredV1ToV2, VmReconfiguredV2ToV3,
 };
 use voidvm::vm::{
@@ -27,6 +27,8 @@ const OLD_VERSIONS: &[(&str, u32)] = &[
     ("VmReconfigured", 1),
     ("VmCreated", 2),
     ("VmReconfigured", 2),
+    ("OperationFailed", 2),
+    ("OperationRetried", 1),
 ];
 
 fn schema_dir() -> PathBuf {
@@ -602,7 +604,69 @@ fn a_stored_v1_operation_failed_validates_and_upcasts_to_v2() {
             attempts: 1,
         }
     );
-    assert_eq!(event.version().to_string(), upcast.event_version);
+    assert_eq!(
+        event.version().to_string(),
+        MediaOperation {
+            event_type: "OperationFailed",
+            from: "2",
+            to: "3"
+        }
+        .upcast(upcast)
+        .event_version
+    );
+}
+
+#[test]
+fn operations_before_media_read_unchanged_and_media_needs_the_new_versions() {
+    for (name, old, new, fields) in [
+        (
+            "OperationFailed",
+            "2",
+            "3",
+            json!({"jobId": "j", "operation": "start", "reason": "r", "attempts": 1}),
+        ),
+        (
+            "OperationRetried",
+            "1",
+            "2",
+            json!({"jobId": "j", "operation": "start", "attempt": 1, "reason": "r", "retryInMs": 10}),
+        ),
+    ] {
+        let payload = json!({ name: fields });
+        let (old_n, new_n) = (old.parse().unwrap(), new.parse().unwrap());
+        assert_valid(name, old_n, &payload);
+        let mut media = payload.clone();
+        media[name]["operation"] = json!("media");
+        assert_invalid(
+            name,
+            old_n,
+            &media,
+            "the old version has no media operation",
+        );
+        assert_valid(name, new_n, &media);
+        let up = MediaOperation {
+            event_type: name,
+            from: old,
+            to: new,
+        };
+        let stored = SerializedEvent {
+            aggregate_id: "vm-1".into(),
+            sequence: 3,
+            aggregate_type: "vm".into(),
+            event_type: name.into(),
+            event_version: old.into(),
+            payload: payload.clone(),
+            metadata: json!({}),
+        };
+        assert!(up.can_upcast(name, old) && !up.can_upcast(name, new));
+        let upcast = up.upcast(stored);
+        assert_eq!(
+            (upcast.event_version.as_str(), &upcast.payload),
+            (new, &payload)
+        );
+        let event: VmEvent = serde_json::from_value(upcast.payload).expect("it reads");
+        assert_eq!(event.version().to_string(), new);
+    }
 }
 
 #[test]
@@ -753,7 +817,7 @@ fn the_schemas_reject_payloads_of_another_shape() {
     }});
     assert_invalid(
         "OperationFailed",
-        2,
+        3,
         &unknown_operation,
         "an unknown operation",
     );
