@@ -4,7 +4,8 @@
 //! `cargo bench --bench command_load` reports, at 64 connections, commands accepted per second
 //! and their p50/p99: `PATCH /vms/{id}` (one `VmReconfigured`) and `POST /vms/{id}/start` on
 //! distinct stopped VMs (one event that opens a job), against pgbench committing the same row
-//! writes (the event row, with its job for a start, and the VM's list row) with no lock of ours.
+//! writes (the event row, with its job for a start, and the VM's list row) with no lock of ours,
+//! in two shapes: a transaction of two statements, and the one statement VoidVM itself sends.
 //! (`GET /vms/{id}` against a primary-key read is `benches/vm_read.rs`.)
 //!
 //! The starts are accepted by a node with no job workers (an API node; its jobs stay queued), so
@@ -190,9 +191,15 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) {
     );
     let vms_n = scale.vms;
     let baselines = tokio::task::spawn_blocking(move || {
-        let patch = pgbench::run(&name, &write_script("patch", vms_n), c, secs, &work);
-        let start = pgbench::run(&name, &write_script("start", vms_n), c, secs, &work);
-        (patch, start)
+        let run = |kind: &str, shape: Shape| {
+            pgbench::run(&name, &write_script(kind, shape, vms_n), c, secs, &work)
+        };
+        [
+            run("patch", Shape::Transaction),
+            run("patch", Shape::Statement),
+            run("start", Shape::Transaction),
+            run("start", Shape::Statement),
+        ]
     })
     .await
     .expect("pgbench");
@@ -203,14 +210,26 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) {
             (
                 "PATCH /vms/{id}",
                 &patch,
-                &baselines.0,
-                "pgbench: event + list row",
+                &baselines[0],
+                "pgbench: event + list row, BEGIN; INSERT; UPDATE; COMMIT",
+            ),
+            (
+                "PATCH /vms/{id}",
+                &patch,
+                &baselines[1],
+                "pgbench: event + list row, one statement (as VoidVM writes them)",
             ),
             (
                 "POST /vms/{id}/start",
                 &start,
-                &baselines.1,
-                "pgbench: event + job + list row",
+                &baselines[2],
+                "pgbench: event + job + list row, BEGIN; INSERT; UPDATE; COMMIT",
+            ),
+            (
+                "POST /vms/{id}/start",
+                &start,
+                &baselines[3],
+                "pgbench: event + job + list row, one statement (as VoidVM writes them)",
             ),
         ],
     );
@@ -407,22 +426,38 @@ async fn prepare_baseline(pool: &sqlx::PgPool, t: &Templates, vms: usize) {
     .expect("the list rows");
 }
 
+/// How a baseline writes a command's rows.
+#[derive(Clone, Copy)]
+enum Shape {
+    /// `BEGIN; INSERT; UPDATE; COMMIT`: four round trips.
+    Transaction,
+    /// One statement, the event inserted in a data-modifying `WITH` (what VoidVM sends for a
+    /// command that writes only its events and the VM's row, `src/store/record.rs`).
+    Statement,
+}
+
 /// One command's row writes: its event (a start's opens a job through the same trigger as the
 /// server's), then the VM's list row, in one transaction.
-fn write_script(kind: &str, vms: usize) -> String {
-    format!(
-        "\\set vm random(0, {last})
-\\set seq random(1, 1000000000000)
-BEGIN;
-INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+fn write_script(kind: &str, shape: Shape, vms: usize) -> String {
+    let insert = format!(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
   SELECT 'vm', 'pgb-' || :vm, :seq, 'Bench', '1', t.payload,
          jsonb_set(t.metadata, '{{job_id}}', to_jsonb('pgb-' || :seq::text))
-  FROM pgb_template t WHERE t.kind = '{kind}';
-UPDATE vms SET status = 'stopped', version = version + 1,
+  FROM pgb_template t WHERE t.kind = '{kind}'"
+    );
+    let update = format!(
+        "UPDATE vms SET status = 'stopped', version = version + 1,
        state = (SELECT state FROM pgb_template WHERE kind = '{kind}'), updated_at = now()
-  WHERE id = 'pgb-' || :vm;
-COMMIT;
-",
+  WHERE id = 'pgb-' || :vm"
+    );
+    let body = match shape {
+        Shape::Transaction => format!("BEGIN;\n{insert};\n{update};\nCOMMIT;\n"),
+        Shape::Statement => {
+            format!("WITH recorded AS ({insert} RETURNING 1)\n{update} RETURNING created_at;\n")
+        }
+    };
+    format!(
+        "\\set vm random(0, {last})\n\\set seq random(1, 1000000000000)\n{body}",
         last = vms - 1
     )
 }

@@ -67,6 +67,32 @@ pub struct Settings {
     pub webhooks: WebhookSettings,
     /// VMs' networks (`VOIDVM_NETWORK__*`).
     pub network: NetworkSettings,
+    /// Image imports and uploads (`VOIDVM_IMAGES__*`).
+    pub images: ImageSettings,
+}
+
+/// Image imports (`POST /images`) and uploads (`PUT /images/{name}/upload`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSettings {
+    /// The largest image accepted, in bytes, as downloaded or uploaded
+    /// (`VOIDVM_IMAGES__MAX_BYTES`).
+    pub max_bytes: u64,
+    /// Whether imports may download from this host or private networks
+    /// (`VOIDVM_IMAGES__ALLOW_PRIVATE`): off by default, as for webhooks.
+    pub allow_private: bool,
+    /// How long a download may go without receiving a byte, in seconds.
+    pub stall_timeout_secs: u64,
+}
+
+impl Default for ImageSettings {
+    fn default() -> Self {
+        ImageSettings {
+            max_bytes: 64 * 1024 * 1024 * 1024,
+            allow_private: false,
+            stall_timeout_secs: 60,
+        }
+    }
 }
 
 /// VMs' networks: the host ports forwards get when they name none.
@@ -294,6 +320,7 @@ impl Default for Settings {
             log_format: LogFormat::Text,
             webhooks: WebhookSettings::default(),
             network: NetworkSettings::default(),
+            images: ImageSettings::default(),
         }
     }
 }

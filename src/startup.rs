@@ -32,6 +32,8 @@ use crate::config::Settings;
 use crate::hypervisor::images::ImageCatalog;
 use crate::hypervisor::qemu::{QemuConfig, QemuHypervisor};
 use crate::hypervisor::{Hypervisor, ObservationSender};
+use crate::images::fetch::Fetcher;
+use crate::images::service::{ImageService, SharedImages};
 use crate::publish::WakeRelay;
 use crate::store::{self, VmEventStore};
 use crate::ws::limits::ConnectionLimits;
@@ -93,6 +95,13 @@ impl Application {
         );
         tracing::info!(qemu = %hypervisor.version(), accel = ?hypervisor.accel(), "hypervisor ready");
         let images = ImageCatalog::new(settings.images_dir());
+        let image_service: SharedImages = Arc::new(ImageService::new(
+            pool.clone(),
+            images.clone(),
+            settings.qemu_img.clone(),
+            Fetcher::new(&settings.images)?,
+            settings.images.max_bytes,
+        ));
 
         let log = store::log_identity::load(&pool)
             .await
@@ -104,7 +113,7 @@ impl Application {
         // VM actors and workers live on their own arbiter, apart from the HTTP workers.
         let arbiter = Arbiter::new();
         let registry = VmRegistry::new(
-            VmEventStore::new(pool.clone(), settings.snapshot_every),
+            VmEventStore::with_images(pool.clone(), settings.snapshot_every, settings.images_dir()),
             pool.clone(),
             settings.actor_idle_secs,
             Arc::new(WakeRelay(relay_wake.clone())),
@@ -144,6 +153,7 @@ impl Application {
             max_attempts: settings.job_max_attempts,
             restart_stop_timeout: Duration::from_secs(settings.default_stop_timeout_secs),
             lease: lease.clone(),
+            image_service: image_service.clone(),
         });
         let instance = nanoid::nanoid!(6, &auth::ID_ALPHABET);
         let workers: Vec<_> = (0..settings.workers)
@@ -239,6 +249,7 @@ impl Application {
             registry,
             hypervisor,
             images,
+            image_service,
             tokens,
             auth: auth_cache,
             job_events,

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use super::worker::WorkerDeps;
 use crate::hypervisor::seed::Seed;
 use crate::hypervisor::{Hypervisor, HypervisorError, MachineSpec, PowerButton, StopOutcome};
-use crate::store::jobs::JobRow;
+use crate::store::jobs::{JobKind, JobRow};
 use crate::store::{cloud_init, vm_view, StoreError};
 use crate::vm::{JobResult, Operation, Vm, VmEvent};
 
@@ -61,7 +61,12 @@ impl JobError {
 pub async fn perform(deps: &WorkerDeps, job: &JobRow) -> Result<Step, JobError> {
     let hv = &deps.hypervisor;
     let vm_id = job.vm_id.as_str();
-    Ok(match job.kind.0 {
+    let operation = match job.kind {
+        JobKind::Vm(operation) => operation,
+        // Image imports are carried out by `images::service`, never here.
+        JobKind::ImportImage => return Err(JobError::BadParams),
+    };
+    Ok(match operation {
         Operation::Provision => {
             // The event that opened the job (`VmCreated`) holds the whole machine.
             let spec = match serde_json::from_value::<VmEvent>(job.params.clone()) {
@@ -269,7 +274,7 @@ mod tests {
 
     use super::*;
     use crate::hypervisor::{Accel, Liveness, RunningMachine};
-    use crate::store::jobs::{JobKind, JobStatus};
+    use crate::store::jobs::JobStatus;
 
     /// A machine that runs (maybe paused) until it is told to quit, and ignores the power button.
     struct DeafMachine {
@@ -368,7 +373,8 @@ mod tests {
         JobRow {
             id: "job-1".into(),
             vm_id: "vm-1".into(),
-            kind: JobKind(Operation::Stop),
+            stream_type: "vm".into(),
+            kind: JobKind::Vm(Operation::Stop),
             status: JobStatus::Running,
             params: json!({}),
             actor_id: None,
@@ -380,6 +386,8 @@ mod tests {
             finished_at: None,
             updated_at: now,
             deadline,
+            bytes_done: None,
+            bytes_total: None,
         }
     }
 

@@ -23,6 +23,9 @@ pub enum ActorError {
     /// An `If-Match` precondition names another version; nothing was recorded.
     #[error("the virtual machine is at version {current}")]
     Stale { current: usize },
+    /// The VM does not exist, is deleted, or is not the caller's; nothing was recorded.
+    #[error("no such virtual machine")]
+    NotVisible,
     /// The actor could not be reached (it stopped, or the system is shutting down).
     #[error("the virtual machine's actor did not answer")]
     Mailbox(#[from] MailboxError),

@@ -141,6 +141,7 @@ async fn execute(
             Err(CommitError::Stale { current }) => {
                 return (Some(state), Err(ActorError::Stale { current }))
             }
+            Err(CommitError::NotVisible) => return (Some(state), Err(ActorError::NotVisible)),
             // A rule across VMs or jobs refused the commit; the state is unchanged.
             Err(crate::store::event_store::CommitError::Store(
                 e @ (crate::store::StoreError::NameTaken { .. }
@@ -168,7 +169,12 @@ impl Handler<Execute> for VmActor {
         )
         .instrument(span);
         AtomicResponse::new(Box::pin(fut.into_actor(self).map(
-            |(state, result), actor, _ctx| {
+            |(state, result), actor, ctx| {
+                // A VM with no events (an id that names no VM, or a creation refused) keeps no
+                // actor: probing ids must not fill the registry.
+                if state.as_ref().is_some_and(|s| s.version == 0) {
+                    ctx.stop();
+                }
                 actor.state = state;
                 result
             },

@@ -19,6 +19,7 @@ use super::job_steps::{self, JobError, Step};
 use super::registry::{ActorError, VmRegistry};
 use crate::hypervisor::images::ImageCatalog;
 use crate::hypervisor::Hypervisor;
+use crate::images::service::SharedImages;
 use crate::store::jobs::{self, JobRow, Lease};
 use crate::store::{CommandMeta, StoreError, Via};
 use crate::vm::{JobResult, VmCommand, VmError};
@@ -35,6 +36,8 @@ pub struct WorkerDeps {
     pub restart_stop_timeout: Duration,
     /// This node and the lease its claims hold under.
     pub lease: Lease,
+    /// Carries out image imports (jobs of `image` streams).
+    pub image_service: SharedImages,
 }
 
 pub struct JobWorker {
@@ -104,9 +107,31 @@ async fn run_next(deps: &WorkerDeps, worker: &str) -> Result<bool, StoreError> {
     let Some(job) = jobs::claim(&deps.pool, &deps.lease, worker).await? else {
         return Ok(false);
     };
+    if job.is_image_job() {
+        let span = tracing::info_span!("job", job_id = %job.id, image = %job.vm_id, kind = %job.kind, attempt = job.attempt);
+        run_import(deps, job).instrument(span).await?;
+        return Ok(true);
+    }
     let span = tracing::info_span!("job", job_id = %job.id, vm_id = %job.vm_id, kind = %job.kind, attempt = job.attempt);
     run_job(deps, job).instrument(span).await?;
     Ok(true)
+}
+
+/// An image import runs to its end in one step; only a failure to record its outcome is retried
+/// (the next attempt starts over from an empty staging directory).
+async fn run_import(deps: &WorkerDeps, job: JobRow) -> Result<(), StoreError> {
+    tracing::info!("image import started");
+    if let Err(e) = deps.image_service.run_import(&job, &job_meta(&job)).await {
+        tracing::warn!(error = %crate::telemetry::chain(&e), "the import's outcome could not be recorded; it will run again");
+        jobs::retry_later(
+            &deps.pool,
+            &job.id,
+            "The outcome could not be recorded.",
+            backoff(job.attempt),
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 async fn run_job(deps: &WorkerDeps, job: JobRow) -> Result<(), StoreError> {

@@ -51,9 +51,9 @@ pub struct EventsQuery {
     limit: Option<u32>,
     /// `ndjson` streams every matching entry as one JSON line each, without paging.
     format: Option<String>,
-    /// Only streams of this kind: `vm`, `user`, `role`, `config` or `webhook` (all but `vm`
+    /// Only streams of this kind: `vm`, `user`, `role`, `config`, `webhook` or `image` (all but `vm`
     /// need `user:read`).
-    #[param(pattern = "^(vm|user|role|config|webhook)$")]
+    #[param(pattern = "^(vm|user|role|config|webhook|image)$")]
     stream_type: Option<String>,
 }
 
@@ -122,7 +122,7 @@ fn stream_type(user: &AuthUser, value: Option<&str>) -> Result<Option<StreamType
     let kind = StreamType::parse(value).ok_or_else(|| {
         ApiError::validation(
             "streamType",
-            "streamType must be vm, user, role, config or webhook.",
+            "streamType must be vm, user, role, config, webhook or image.",
         )
     })?;
     if kind != StreamType::Vm {
@@ -139,6 +139,7 @@ fn known_type(t: &str) -> bool {
         || RoleEvent::TYPE_NAMES.contains(&t)
         || ConfigEvent::TYPE_NAMES.contains(&t)
         || crate::webhooks::WebhookEvent::TYPE_NAMES.contains(&t)
+        || crate::images::ImageEvent::TYPE_NAMES.contains(&t)
 }
 
 fn wants_ndjson(req: &HttpRequest, format: Option<&str>) -> Result<bool, ApiError> {
@@ -291,8 +292,8 @@ pub struct LogsQuery {
     /// Lines per page, 1 to 100 (default 20).
     #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
-    /// Only streams of this kind: `vm`, `user`, `role`, `config` or `webhook`.
-    #[param(pattern = "^(vm|user|role|config|webhook)$")]
+    /// Only streams of this kind: `vm`, `user`, `role`, `config`, `webhook` or `image`.
+    #[param(pattern = "^(vm|user|role|config|webhook|image)$")]
     stream_type: Option<String>,
 }
 

@@ -217,6 +217,7 @@ impl ApiError {
             ActorError::Refused(e) => ApiError::from_vm(vm_id, e),
             ActorError::Store(e) => e.into(),
             ActorError::Stale { current } => ApiError::PreconditionFailed { current },
+            ActorError::NotVisible => ApiError::VmNotFound(vm_id.to_string()),
             ActorError::Mailbox(_) => ApiError::Unavailable,
         }
     }
@@ -278,6 +279,12 @@ impl From<StoreError> for ApiError {
             // The handler answers a taken key from its record (`retry.rs`); this is the rest.
             StoreError::KeyTaken => ApiError::IdempotencyKeyReused,
             StoreError::QuotaExceeded(q) => ApiError::QuotaExceeded(q),
+            StoreError::ImageGone(name) => ApiError::validation(
+                "os",
+                format!(
+                    "The image '{name}' was deleted while the virtual machine was being created."
+                ),
+            ),
             StoreError::Unexpected(e) => ApiError::Unexpected(e),
         }
     }
@@ -293,8 +300,6 @@ impl From<LifecycleError> for ApiError {
             LifecycleError::Denied { permission, role } => {
                 ApiError::PermissionDenied { permission, role }
             }
-            LifecycleError::NotFound(vm_id) => ApiError::VmNotFound(vm_id),
-            LifecycleError::Store(e) => e.into(),
             LifecycleError::Actor { vm_id, source } => ApiError::from_actor(&vm_id, source),
         }
     }

@@ -72,12 +72,15 @@ fn check_request(req: &ServiceRequest) -> Result<(), ApiError> {
     if uri_len > MAX_URI_BYTES {
         return Err(ApiError::UriTooLong(MAX_URI_BYTES));
     }
-    let too_large = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .is_some_and(|len| len > MAX_BODY_BYTES as u64);
+    // An image upload streams its body to disk, bounded by `images.max_bytes` instead.
+    let streamed = req.match_pattern().as_deref() == Some(crate::api::images::UPLOAD_PATTERN);
+    let too_large = !streamed
+        && req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|len| len > MAX_BODY_BYTES as u64);
     if too_large {
         return Err(ApiError::PayloadTooLarge);
     }

@@ -97,6 +97,13 @@ async fn visible(state: &AppState, user: &AuthUser, job_id: &str) -> Result<JobR
     if user.sees_all() {
         return Ok(job);
     }
+    // An image import is its requester's (and the administrators').
+    if job.is_image_job() {
+        return match job.actor_id.as_deref() {
+            Some(actor) if actor == user.id => Ok(job),
+            _ => Err(not_found()),
+        };
+    }
     match crate::store::vm_view::get(&state.pool, &job.vm_id).await? {
         Some(vm) if vm.owner_id == user.id => Ok(job),
         Some(_) | None => Err(not_found()),
@@ -239,6 +246,11 @@ pub async fn cancel(
     };
     if job.status != JobStatus::Queued {
         return Err(not_cancellable(&format!("it is {}.", job.status)));
+    }
+    if job.is_image_job() {
+        return Err(not_cancellable(
+            "image imports run to their end (delete the image once it failed or is ready).",
+        ));
     }
     // The cancel's transaction locks the job's row and checks again that no worker took it.
     let command = VmCommand::CancelJob {

@@ -10,6 +10,7 @@ pub mod config;
 pub mod envelope;
 pub mod error;
 pub mod health;
+pub mod images;
 pub mod input;
 pub mod jobs;
 pub mod metrics;
@@ -107,7 +108,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     PATCH => webhooks::update,
                     DELETE => webhooks::delete,
                 ))
-                .service(resource!("/webhooks/{id}/deliveries", GET => webhooks::deliveries)),
+                .service(resource!("/webhooks/{id}/deliveries", GET => webhooks::deliveries))
+                .service(resource!("/images", GET => images::list, POST => images::create))
+                .service(resource!(
+                    "/images/{name}",
+                    GET => images::get,
+                    DELETE => images::delete,
+                ))
+                .service(resource!("/images/{name}/upload", PUT => images::upload)),
         )
         .default_service(web::to(not_found));
 }

@@ -15,7 +15,8 @@ use utoipa_scalar::Scalar;
 
 use super::answers::ErrorEnvelope;
 use super::{
-    audit, auth, config, health, jobs, metrics, roles, system, users, vms, webhooks, API_VERSION,
+    audit, auth, config, health, images, jobs, metrics, roles, system, users, vms, webhooks,
+    API_VERSION,
 };
 
 #[derive(OpenApi)]
@@ -77,6 +78,11 @@ use super::{
         webhooks::update,
         webhooks::delete,
         webhooks::deliveries,
+        images::list,
+        images::get,
+        images::create,
+        images::upload,
+        images::delete,
         metrics::metrics,
         json,
         page,
@@ -91,6 +97,7 @@ use super::{
         (name = "audit", description = "The event log: who did what to which VM, and when."),
         (name = "system", description = "Users, roles, permissions and the configuration (the system page); the host, this node, and what happened over a period."),
         (name = "webhooks", description = "The event log delivered to HTTP receivers, signed, in order per VM, at least once."),
+        (name = "images", description = "The images VMs are made from: imported from a URL (a job), uploaded, or found on disk."),
         (name = "feed", description = "The real-time WebSocket feed."),
         (name = "health", description = "Liveness and readiness, outside the versioned API."),
         (name = "metrics", description = "The Prometheus scrape, outside the versioned API."),

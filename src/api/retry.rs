@@ -19,7 +19,7 @@ use super::error::ApiError;
 use crate::actors::ActorError;
 use crate::app::AppState;
 use crate::auth::AuthUser;
-use crate::store::conditions::{Answer, Conditions, IfMatch, KeyedRequest, StoredAnswer};
+use crate::store::conditions::{Answer, Conditions, IfMatch, KeyedRequest, StoredAnswer, Viewer};
 use crate::store::{idempotency, CommandMeta, StoreError};
 use crate::vm::VmCommand;
 
@@ -67,6 +67,7 @@ pub struct Retry {
     key: Option<KeyedRequest>,
     if_match: Option<IfMatch>,
     quota: Option<crate::accounts::Quota>,
+    viewer: Option<Viewer>,
     secrets: Option<crate::vm::CloudInitSecrets>,
 }
 
@@ -83,6 +84,7 @@ impl Retry {
             key,
             if_match: read_if_match(req)?,
             quota: None,
+            viewer: None,
             secrets: None,
         })
     }
@@ -90,6 +92,15 @@ impl Retry {
     /// The same, with the owner's default quota to hold the command to (see `store::quota`).
     pub fn within(self, quota: Option<crate::accounts::Quota>) -> Retry {
         Retry { quota, ..self }
+    }
+
+    /// The same, for a command on an existing VM that must be `user`'s to act on (checked by the
+    /// VM's actor: a VM that does not exist, is deleted or is another's is `VM_NOT_FOUND`).
+    pub fn seen_by(self, user: &AuthUser) -> Retry {
+        Retry {
+            viewer: Some(user.viewer()),
+            ..self
+        }
     }
 
     /// The same, without `If-Match` (for a command that makes a new VM).
@@ -139,6 +150,7 @@ impl Retry {
             key: self.key.clone(),
             answer: Some(answer),
             quota: self.quota,
+            viewer: self.viewer.clone(),
             secrets: self.secrets.clone(),
         }
     }

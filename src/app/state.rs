@@ -37,6 +37,8 @@ pub struct AppState {
     pub registry: VmRegistry,
     pub hypervisor: Arc<dyn Hypervisor>,
     pub images: ImageCatalog,
+    /// Image imports, uploads and deletes.
+    pub image_service: crate::images::service::SharedImages,
     pub tokens: TokenKeys,
     /// Users and revoked tokens, kept current by PostgreSQL notifications.
     pub auth: Arc<AuthCache>,

@@ -40,6 +40,9 @@ pub enum Permission {
     WebhookCreate,
     WebhookUpdate,
     WebhookDelete,
+    ImageRead,
+    ImageCreate,
+    ImageDelete,
 }
 
 /// What `GET /permissions` says of one permission.
@@ -49,12 +52,12 @@ pub struct PermissionInfo {
     pub id: &'static str,
     pub name: &'static str,
     pub description: &'static str,
-    /// The area: `vm`, `job`, `event`, `user`, `role`, `config`, `system` or `webhook`.
+    /// The area: `vm`, `job`, `event`, `user`, `role`, `config`, `system`, `webhook` or `image`.
     pub category: &'static str,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 29] = [
+    pub const ALL: [Permission; 32] = [
         Permission::VmRead,
         Permission::VmCreate,
         Permission::VmUpdate,
@@ -84,6 +87,9 @@ impl Permission {
         Permission::WebhookCreate,
         Permission::WebhookUpdate,
         Permission::WebhookDelete,
+        Permission::ImageRead,
+        Permission::ImageCreate,
+        Permission::ImageDelete,
     ];
 
     /// The id, its display name and what it allows.
@@ -182,6 +188,21 @@ impl Permission {
                 "Change a webhook's URL, events, secret or whether it is active.",
             ),
             Permission::WebhookDelete => ("webhook:delete", "Delete webhooks", "Delete a webhook."),
+            Permission::ImageRead => (
+                "image:read",
+                "Read images",
+                "List the images VMs can be made from and read one.",
+            ),
+            Permission::ImageCreate => (
+                "image:create",
+                "Add images",
+                "Import an image from a URL or upload one.",
+            ),
+            Permission::ImageDelete => (
+                "image:delete",
+                "Delete images",
+                "Delete an image no VM uses.",
+            ),
         };
         let category = id.split(':').next().unwrap_or(id);
         PermissionInfo {

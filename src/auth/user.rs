@@ -39,6 +39,13 @@ impl AuthUser {
         self.sees_all() || self.id == owner_id
     }
 
+    /// Whose VMs this user may act on, for the VM's actor to check ([`crate::store::conditions::Viewer`]).
+    pub fn viewer(&self) -> crate::store::conditions::Viewer {
+        crate::store::conditions::Viewer {
+            owner: self.owner_filter(),
+        }
+    }
+
     /// The owner to restrict a listing to: none for a role that sees all.
     pub fn owner_filter(&self) -> Option<String> {
         (!self.sees_all()).then(|| self.id.clone())

@@ -1,13 +1,16 @@
 //! The images a machine can boot from, as found on the host.
 //!
 //! An image is a directory under the images dir: either `disk.qcow2` (a base disk the machine's
-//! disk overlays) or `vmlinuz` with an optional `initrd.img` and `cmdline` (direct kernel boot,
-//! as the busybox test guest built by `scripts/build-guest.sh`). An image that is not there boots
-//! a blank disk, so a machine can always be created.
+//! disk overlays), `vmlinuz` with an optional `initrd.img` and `cmdline` (direct kernel boot,
+//! as the busybox test guest built by `scripts/build-guest.sh`), or `image.iso` (a CD-ROM to
+//! attach; it boots nothing by itself). An image that is not there boots a blank disk, so a
+//! machine can always be created. Names beginning with `.` are VoidVM's own (images being
+//! staged or deleted, see `images::install`), never images.
 
 use std::path::{Path, PathBuf};
 
 use super::BootSource;
+use crate::images::ImageKind;
 
 /// The kernel command line used when an image has no `cmdline` file.
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0 panic=-1";
@@ -55,11 +58,34 @@ impl ImageCatalog {
         BootSource::BlankDisk
     }
 
-    /// The ISO file of image `name` (`<images dir>/<name>/image.iso`), if it is there.
+    /// The ISO file of image `name`, when it has one.
     pub fn iso(&self, name: &str) -> Option<PathBuf> {
         self.image_dir(name)
-            .map(|dir| dir.join("image.iso"))
+            .map(|dir| dir.join(ImageKind::Iso.file_name()))
             .filter(|p| p.is_file())
+    }
+
+    /// What image `name` is, as its files say; `None` when it has none of them.
+    pub fn kind(&self, name: &str) -> Option<ImageKind> {
+        match self.resolve(name) {
+            BootSource::BaseDisk { .. } => Some(ImageKind::Disk),
+            BootSource::Kernel { .. } => Some(ImageKind::Kernel),
+            BootSource::BlankDisk => self.iso(name).map(|_| ImageKind::Iso),
+        }
+    }
+
+    /// Every image on the host (ISOs too) and its kind, by name.
+    pub fn entries(&self) -> Vec<(String, ImageKind)> {
+        let Ok(entries) = std::fs::read_dir(&self.images_dir) else {
+            return Vec::new();
+        };
+        let mut found: Vec<(String, ImageKind)> = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter_map(|name| self.kind(&name).map(|k| (name, k)))
+            .collect();
+        found.sort();
+        found
     }
 
     /// Whether image `name` exists on the host.
@@ -83,7 +109,7 @@ impl ImageCatalog {
 
     fn image_dir(&self, name: &str) -> Option<PathBuf> {
         let plain = !name.is_empty()
-            && name != "."
+            && !name.starts_with('.')
             && !name.contains("..")
             && !name.contains('/')
             && !name.contains('\\')
@@ -103,6 +129,30 @@ mod tests {
         assert_eq!(catalog.resolve("a/b"), BootSource::BlankDisk);
         assert!(!catalog.present(".."));
         assert!(!catalog.present(""));
+        assert!(!catalog.present(".staging-import-job-1"));
+    }
+
+    #[test]
+    fn finds_iso_images_and_kinds() {
+        let dir = std::env::temp_dir().join(format!("voidvm-catalog-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("cd")).unwrap();
+        std::fs::write(dir.join("cd/image.iso"), b"iso").unwrap();
+        std::fs::create_dir_all(dir.join("k")).unwrap();
+        std::fs::write(dir.join("k/vmlinuz"), b"kernel").unwrap();
+        std::fs::create_dir_all(dir.join(".staging-x")).unwrap();
+        std::fs::write(dir.join(".staging-x/vmlinuz"), b"kernel").unwrap();
+        let catalog = ImageCatalog::new(dir.clone());
+        assert_eq!(catalog.iso("cd"), Some(dir.join("cd/image.iso")));
+        assert_eq!(catalog.iso("k"), None);
+        assert!(!catalog.present("cd"), "an ISO boots nothing by itself");
+        assert_eq!(
+            catalog.entries(),
+            vec![
+                ("cd".to_string(), ImageKind::Iso),
+                ("k".to_string(), ImageKind::Kernel)
+            ]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

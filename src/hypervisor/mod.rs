@@ -27,7 +27,7 @@ pub mod process;
 pub mod qemu;
 pub mod qmp;
 pub mod seed;
-mod tools;
+pub(crate) mod tools;
 pub mod watch;
 
 pub use accel::AccelSetting;

@@ -1,4 +1,5 @@
-//! Appends events to the streams that are not VMs (users, roles, the configuration, webhooks):
+//! Appends events to the streams that are not VMs (users, roles, the configuration, webhooks,
+//! images):
 //! their commands are decided in memory against a locked read-model row, and their events are
 //! written here inside the caller's transaction, with who acted in the metadata.
 
@@ -15,6 +16,7 @@ pub enum Stream {
     Role,
     Config,
     Webhook,
+    Image,
 }
 
 impl Stream {
@@ -24,6 +26,7 @@ impl Stream {
             Stream::Role => "role",
             Stream::Config => "config",
             Stream::Webhook => "webhook",
+            Stream::Image => "image",
         }
     }
 }
@@ -61,6 +64,24 @@ fn metadata(meta: &CommandMeta) -> EventMetadata {
     }
 }
 
+/// The job a non-VM event opens, closes or concerns, for the `jobs` trigger (which reads these
+/// metadata keys by name, as for VM events).
+#[derive(Debug, Clone)]
+pub enum JobMark<'a> {
+    Opens {
+        job_id: &'a str,
+        kind: &'a str,
+    },
+    Closes {
+        job_id: &'a str,
+        outcome: crate::vm::JobOutcome,
+        error: Option<&'a str>,
+    },
+    Concerns {
+        job_id: &'a str,
+    },
+}
+
 /// Appends `events` to a stream whose last sequence is `version`.
 pub async fn append(
     conn: &mut PgConnection,
@@ -70,9 +91,45 @@ pub async fn append(
     events: &[Stored],
     meta: &CommandMeta,
 ) -> Result<i64, StoreError> {
-    let metadata = serde_json::to_value(metadata(meta)).map_err(|e| {
+    append_for_job(conn, stream, id, version, events, meta, None).await
+}
+
+/// [`append`], recording that the events open, close or concern a job.
+pub async fn append_for_job(
+    conn: &mut PgConnection,
+    stream: Stream,
+    id: &str,
+    version: i64,
+    events: &[Stored],
+    meta: &CommandMeta,
+    job: Option<JobMark<'_>>,
+) -> Result<i64, StoreError> {
+    let mut metadata = serde_json::to_value(metadata(meta)).map_err(|e| {
         StoreError::Unexpected(anyhow::Error::new(e).context("metadata could not be serialised"))
     })?;
+    if let (Some(job), Some(map)) = (job, metadata.as_object_mut()) {
+        use serde_json::Value;
+        match job {
+            JobMark::Opens { job_id, kind } => {
+                map.insert("job_id".into(), Value::from(job_id));
+                map.insert("job_kind".into(), Value::from(kind));
+            }
+            JobMark::Closes {
+                job_id,
+                outcome,
+                error,
+            } => {
+                map.insert("job_id".into(), Value::from(job_id));
+                map.insert("job_outcome".into(), Value::from(outcome.as_str()));
+                if let Some(error) = error {
+                    map.insert("job_error".into(), Value::from(error));
+                }
+            }
+            JobMark::Concerns { job_id } => {
+                map.insert("job_id".into(), Value::from(job_id));
+            }
+        }
+    }
     let mut sequence = version;
     for event in events {
         sequence += 1;

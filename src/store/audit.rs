@@ -46,6 +46,7 @@ pub enum StreamType {
     Role,
     Config,
     Webhook,
+    Image,
 }
 
 impl StreamType {
@@ -56,6 +57,7 @@ impl StreamType {
             "role" => Some(StreamType::Role),
             "config" => Some(StreamType::Config),
             "webhook" => Some(StreamType::Webhook),
+            "image" => Some(StreamType::Image),
             _ => None,
         }
     }
@@ -67,6 +69,7 @@ impl StreamType {
             StreamType::Role => "e.aggregate_type = 'role'",
             StreamType::Config => "e.aggregate_type = 'config'",
             StreamType::Webhook => "e.aggregate_type = 'webhook'",
+            StreamType::Image => "e.aggregate_type = 'image'",
         }
     }
 }
@@ -286,7 +289,7 @@ fn stream_types(filter: &EventFilter) -> &'static str {
         return kind.condition();
     }
     if filter.accounts && filter.vm_id.is_none() && filter.owner_id.is_none() {
-        "e.aggregate_type IN ('vm', 'user', 'role', 'config', 'webhook')"
+        "e.aggregate_type IN ('vm', 'user', 'role', 'config', 'webhook', 'image')"
     } else {
         "e.aggregate_type = 'vm'"
     }

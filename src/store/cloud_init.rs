@@ -10,6 +10,15 @@ use sqlx::{PgConnection, PgPool};
 use super::StoreError;
 use crate::vm::{CloudInitSecrets, Vm, VmStatus};
 
+/// Whether a command writes or removes secrets (and so needs its own transaction).
+pub fn secrets_change(secrets: Option<&CloudInitSecrets>, before: &Vm, after: &Vm) -> bool {
+    secrets.is_some() || deleted(before, after)
+}
+
+fn deleted(before: &Vm, after: &Vm) -> bool {
+    after.status == Some(VmStatus::Deleted) && before.status != Some(VmStatus::Deleted)
+}
+
 /// Keeps the secrets in step with a command: `secrets` (sent with the command) replace the
 /// VM's; a deletion removes them.
 pub async fn hold_secrets(
@@ -18,7 +27,7 @@ pub async fn hold_secrets(
     before: &Vm,
     after: &Vm,
 ) -> Result<(), StoreError> {
-    if after.status == Some(VmStatus::Deleted) && before.status != Some(VmStatus::Deleted) {
+    if deleted(before, after) {
         sqlx::query("DELETE FROM vm_cloud_init_secrets WHERE vm_id = $1")
             .bind(&after.id)
             .execute(&mut *conn)

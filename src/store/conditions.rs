@@ -50,6 +50,8 @@ pub struct AnswerInput<'a> {
     pub version: usize,
     /// The job the command's events open or close, when the answer asked for it.
     pub job: Option<JobRow>,
+    /// When the VM's row was made and last changed.
+    pub stamps: super::record::Stamps,
 }
 
 type Build = dyn Fn(&AnswerInput<'_>) -> Result<StoredAnswer, StoreError> + Send + Sync;
@@ -90,9 +92,31 @@ impl std::fmt::Debug for Answer {
     }
 }
 
+/// Whose VM a command may act on: one that exists, is not deleted, and is owned by `owner` (any
+/// owner when `None`). Decided by the VM's actor on the state it decides the command on, so the
+/// API needs no read of its own before a command, and a VM deleted meanwhile is seen as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Viewer {
+    pub owner: Option<String>,
+}
+
+impl Viewer {
+    pub fn sees(&self, vm: &Vm) -> bool {
+        vm.status
+            .is_some_and(|status| status != crate::vm::VmStatus::Deleted)
+            && self
+                .owner
+                .as_ref()
+                .is_none_or(|owner| *owner == vm.owner.id)
+    }
+}
+
 /// Everything a command carries besides itself; the default is none of it.
 #[derive(Debug, Clone, Default)]
 pub struct Conditions {
+    /// The caller the VM must be visible to; `None` for commands that make the VM or come from
+    /// the system itself.
+    pub viewer: Option<Viewer>,
     pub if_match: Option<IfMatch>,
     pub key: Option<KeyedRequest>,
     /// Built when the command commits events; stored with `key` when there is one.

@@ -38,6 +38,9 @@ pub enum CommitError {
     /// An `If-Match` precondition names another version than the VM's current one.
     #[error("the virtual machine is at version {current}")]
     Stale { current: usize },
+    /// The VM does not exist, is deleted, or is not the caller's ([`Conditions::viewer`]).
+    #[error("no such virtual machine")]
+    NotVisible,
 }
 
 /// A command's outcome: its events (possibly none), and the answer built from the state after
@@ -55,6 +58,21 @@ impl VmEventStore {
                 snapshot_every,
                 super::upcasters::all(),
             )),
+        }
+    }
+
+    /// [`VmEventStore::new`], checking at each VM creation that its image was not deleted since
+    /// the request found it.
+    pub fn with_images(
+        pool: PgPool,
+        snapshot_every: usize,
+        images_dir: std::path::PathBuf,
+    ) -> Self {
+        VmEventStore {
+            repo: std::sync::Arc::new(
+                Repository::new(pool, snapshot_every, super::upcasters::all())
+                    .with_images(images_dir),
+            ),
         }
     }
 
@@ -104,6 +122,11 @@ impl VmEventStore {
         meta: &CommandMeta,
         conditions: &Conditions,
     ) -> Result<Executed, CommitError> {
+        if let Some(viewer) = &conditions.viewer {
+            if !viewer.sees(&state.vm) {
+                return Err(CommitError::NotVisible);
+            }
+        }
         if let Some(keyed) = &conditions.key {
             if idempotency::find(self.repo.pool(), &keyed.user_id, &keyed.key)
                 .await?

@@ -82,31 +82,54 @@ impl TryFrom<String> for JobStatus {
     }
 }
 
-/// A job's kind is the operation it carries out.
+/// A job's kind: the operation it carries out on its VM, or an image import.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct JobKind(pub Operation);
+pub enum JobKind {
+    Vm(Operation),
+    ImportImage,
+}
+
+impl JobKind {
+    /// The stored name of an image import.
+    pub const IMPORT_IMAGE: &'static str = "import_image";
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Vm(op) => op.as_str(),
+            JobKind::ImportImage => JobKind::IMPORT_IMAGE,
+        }
+    }
+}
 
 impl TryFrom<String> for JobKind {
     type Error = UnknownValue;
 
     fn try_from(value: String) -> Result<Self, Self::Error> {
-        Operation::parse(&value).map(JobKind).ok_or(UnknownValue {
-            column: "kind",
-            value,
-        })
+        if value == JobKind::IMPORT_IMAGE {
+            return Ok(JobKind::ImportImage);
+        }
+        Operation::parse(&value)
+            .map(JobKind::Vm)
+            .ok_or(UnknownValue {
+                column: "kind",
+                value,
+            })
     }
 }
 
 impl fmt::Display for JobKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.0.as_str())
+        f.write_str(self.as_str())
     }
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct JobRow {
     pub id: String,
+    /// The id of the job's stream: its VM, or for an image import the image's name.
     pub vm_id: String,
+    /// `vm`, or `image` for an import.
+    pub stream_type: String,
     #[sqlx(try_from = "String")]
     pub kind: JobKind,
     #[sqlx(try_from = "String")]
@@ -122,6 +145,8 @@ pub struct JobRow {
     pub updated_at: DateTime<Utc>,
     /// A wait for the guest gives up at this time (a graceful stop's timeout).
     pub deadline: Option<DateTime<Utc>>,
+    pub bytes_done: Option<i64>,
+    pub bytes_total: Option<i64>,
 }
 
 /// A job as the API shows it.
@@ -129,7 +154,11 @@ pub struct JobRow {
 #[serde(rename_all = "camelCase")]
 pub struct JobView {
     pub id: String,
-    pub vm_id: String,
+    /// The job's VM; `null` for an image import.
+    pub vm_id: Option<String>,
+    /// The image an import job brings in; `null` for VM jobs.
+    pub image: Option<String>,
+    /// `provision`, `start`, `stop`, ... or `import_image`.
     pub kind: String,
     pub status: String,
     pub attempt: i32,
@@ -139,13 +168,29 @@ pub struct JobView {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
+    /// How far an image import's download has come; `null` for other jobs.
+    pub progress: Option<JobProgress>,
+}
+
+/// Bytes downloaded so far, of how many (`null` when the server did not say).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobProgress {
+    pub bytes_done: i64,
+    pub bytes_total: Option<i64>,
 }
 
 impl From<JobRow> for JobView {
     fn from(r: JobRow) -> Self {
+        let image = r.is_image_job();
         JobView {
             id: r.id,
-            vm_id: r.vm_id,
+            vm_id: (!image).then(|| r.vm_id.clone()),
+            image: image.then_some(r.vm_id),
+            progress: r.bytes_done.map(|done| JobProgress {
+                bytes_done: done,
+                bytes_total: r.bytes_total,
+            }),
             kind: r.kind.to_string(),
             status: r.status.to_string(),
             attempt: r.attempt,
@@ -163,10 +208,16 @@ impl JobRow {
     pub fn is_finished(&self) -> bool {
         self.status.is_finished()
     }
+
+    /// Whether the job belongs to an image's stream (an import), not to a VM.
+    pub fn is_image_job(&self) -> bool {
+        self.stream_type == "image"
+    }
 }
 
-const COLUMNS: &str = "id, vm_id, kind, status, params, actor_id, attempt, last_error, error, \
-                       created_at, started_at, finished_at, updated_at, deadline";
+const COLUMNS: &str = "id, vm_id, stream_type, kind, status, params, actor_id, attempt, \
+                       last_error, error, created_at, started_at, finished_at, updated_at, \
+                       deadline, bytes_done, bytes_total";
 
 pub async fn get(pool: &PgPool, id: &str) -> Result<Option<JobRow>, StoreError> {
     Ok(
@@ -200,7 +251,7 @@ pub struct JobFilter {
 pub async fn list(pool: &PgPool, f: &JobFilter) -> Result<(Vec<JobRow>, i64), StoreError> {
     let offset = i64::from(f.page.saturating_sub(1)) * i64::from(f.limit);
     let filter = "($1::text IS NULL OR EXISTS (SELECT 1 FROM vms v WHERE v.id = j.vm_id AND v.owner_id = $1))
-           AND ($2::text IS NULL OR j.vm_id = $2)
+           AND ($2::text IS NULL OR (j.vm_id = $2 AND j.stream_type = 'vm'))
            AND ($3::text IS NULL OR j.status = $3)";
     let rows = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM jobs j WHERE {filter}

@@ -15,11 +15,13 @@ pub mod deliveries;
 pub mod event_store;
 pub mod feed;
 pub mod idempotency;
+pub mod images;
 pub mod jobs;
 pub mod log_identity;
 pub mod metadata;
 pub mod ports;
 pub mod quota;
+pub mod record;
 pub mod repository;
 pub mod system_samples;
 pub mod system_stats;
@@ -58,6 +60,9 @@ pub enum StoreError {
     /// The change would take its owner past a quota; nothing was recorded.
     #[error("{0}")]
     QuotaExceeded(QuotaExceeded),
+    /// The VM's image was deleted before the VM's creation committed; nothing was recorded.
+    #[error("the image '{0}' was deleted")]
+    ImageGone(String),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }

@@ -18,6 +18,11 @@ fn held(vm: &Vm) -> BTreeSet<(Protocol, u16)> {
     }
 }
 
+/// Whether a change from `before` to `after` takes or releases host ports.
+pub fn ports_change(before: &Vm, after: &Vm) -> bool {
+    held(before) != held(after)
+}
+
 /// Keeps the VM's reservations in step with a change from `before` to `after`.
 pub async fn hold_ports(
     conn: &mut PgConnection,

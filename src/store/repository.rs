@@ -1,8 +1,11 @@
 //! The VM event log's persistence over sqlx, in postgres-es's `events`/`snapshots` layout.
 //!
-//! It reads a stream (the latest snapshot plus later events, upcast to their current shapes), and
-//! commits one command in one transaction: its events (optimistic concurrency on the stream's
-//! sequence), the snapshot when one is due, the VM's name and host port reservations, its cloud-init secrets, the VM's row in the list,
+//! It reads a stream (the latest snapshot plus later events, upcast to their current shapes, in
+//! one statement), and commits one command in one transaction (one statement when it writes only
+//! its events and the VM's row, see `super::record`): its events (optimistic concurrency on the
+//! stream's sequence), the snapshot when one is due, the VM's name and host port reservations
+//! (and, for a creation, a shared lock on its image, which a delete takes exclusively), its
+//! cloud-init secrets, the VM's row in the list,
 //! and, through the events trigger (`migrations/0002_jobs.sql`), the jobs its events open and
 //! close, and the idempotency key it was sent with and the answer it got. Either all of it is
 //! visible or none of it is.
@@ -14,13 +17,16 @@ use sqlx::{PgConnection, PgPool};
 
 use super::conditions::{AnswerInput, Conditions, StoredAnswer};
 use super::metadata::EventMetadata;
-use super::{cloud_init, idempotency, jobs, ports, quota, vm_view, StoreError};
+use super::{cloud_init, idempotency, images, jobs, ports, quota, record, vm_view, StoreError};
 use crate::vm::{JobEffect, JobOutcome, Vm, VmEvent};
 
 const AGGREGATE_TYPE: &str = <Vm as Aggregate>::TYPE;
 
 pub struct Repository {
     pool: PgPool,
+    /// Where images live: a VM's creation checks, under the image's lock, that its image is
+    /// still there (see `store::images::hold_for_vm`).
+    images_dir: Option<std::path::PathBuf>,
     upcasters: Vec<Box<dyn EventUpcaster>>,
     snapshot_every: usize,
 }
@@ -53,9 +59,13 @@ pub struct Written {
     pub answer: Option<StoredAnswer>,
 }
 
+/// A row of a stream as read: its snapshot (`is_snapshot`, with the snapshot's `number` and the
+/// state as `payload`) or one of its events.
 #[derive(sqlx::FromRow)]
-struct EventRow {
+struct LoadRow {
+    is_snapshot: bool,
     sequence: i64,
+    number: Option<i64>,
     event_type: String,
     event_version: String,
     payload: Value,
@@ -70,40 +80,64 @@ impl Repository {
     ) -> Self {
         Repository {
             pool,
+            images_dir: None,
             upcasters,
             snapshot_every: snapshot_every.max(1),
         }
+    }
+
+    /// Checks at each VM creation that its image (found by the request) was not deleted since.
+    pub fn with_images(mut self, images_dir: std::path::PathBuf) -> Self {
+        self.images_dir = Some(images_dir);
+        self
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
 
-    /// The VM's current state: the latest snapshot plus the events after it.
+    /// The VM's current state: the latest snapshot plus the events after it, read in one
+    /// statement (the snapshot's row first, then the events after it).
     pub async fn load(&self, vm_id: &str) -> Result<Loaded, StoreError> {
-        let snapshot: Option<(i64, i64, Value)> = sqlx::query_as(
-            "SELECT last_sequence, current_snapshot, payload FROM snapshots
-             WHERE aggregate_type = $1 AND aggregate_id = $2",
+        let rows: Vec<LoadRow> = sqlx::query_as(
+            "WITH s AS (SELECT last_sequence, current_snapshot, payload FROM snapshots
+                        WHERE aggregate_type = $1 AND aggregate_id = $2)
+             SELECT true AS is_snapshot, last_sequence AS sequence, current_snapshot AS number,
+                    '' AS event_type, '' AS event_version, payload, 'null'::jsonb AS metadata
+             FROM s
+             UNION ALL
+             SELECT false, sequence, NULL, event_type, event_version, payload, metadata
+             FROM events
+             WHERE aggregate_type = $1 AND aggregate_id = $2
+               AND sequence > COALESCE((SELECT last_sequence FROM s), 0)
+             ORDER BY is_snapshot DESC, sequence",
         )
         .bind(AGGREGATE_TYPE)
         .bind(vm_id)
-        .fetch_optional(&self.pool)
+        .fetch_all(&self.pool)
         .await?;
-        let (mut vm, mut version, snapshot) = match snapshot {
-            Some((last, number, payload)) => {
-                let number = Some(to_usize(number)?);
-                match serde_json::from_value::<Vm>(payload) {
-                    Ok(vm) => (vm, to_usize(last)?, number),
+        let mut rows = rows.into_iter().peekable();
+        let snapshot = rows.next_if(|r| r.is_snapshot);
+        let (mut vm, mut version, snapshot, events) = match snapshot {
+            Some(row) => {
+                let number = Some(to_usize(row.number.unwrap_or(0))?);
+                match serde_json::from_value::<Vm>(row.payload) {
+                    Ok(vm) => (vm, to_usize(row.sequence)?, number, rows.collect()),
                     // The state's shape changed since: rebuild it from every event.
                     Err(e) => {
                         tracing::info!(vm_id, error = %e, "a snapshot no longer reads; replaying the stream");
-                        (Vm::default(), 0, number)
+                        (
+                            Vm::default(),
+                            0,
+                            number,
+                            self.rows_after(vm_id, 0, None).await?,
+                        )
                     }
                 }
             }
-            None => (Vm::default(), 0, None),
+            None => (Vm::default(), 0, None, rows.collect()),
         };
-        for (sequence, event) in self.events_after(vm_id, version, None).await? {
+        for (sequence, event) in self.upcast(vm_id, events)? {
             vm.apply(event);
             version = sequence;
         }
@@ -121,8 +155,20 @@ impl Repository {
         after: usize,
         up_to: Option<usize>,
     ) -> Result<Vec<(usize, VmEvent)>, StoreError> {
-        let rows: Vec<EventRow> = sqlx::query_as(
-            "SELECT sequence, event_type, event_version, payload, metadata FROM events
+        let rows = self.rows_after(vm_id, after, up_to).await?;
+        self.upcast(vm_id, rows)
+    }
+
+    async fn rows_after(
+        &self,
+        vm_id: &str,
+        after: usize,
+        up_to: Option<usize>,
+    ) -> Result<Vec<LoadRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT false AS is_snapshot, sequence, NULL::bigint AS number, event_type,
+                    event_version, payload, metadata
+             FROM events
              WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3
                AND ($4::bigint IS NULL OR sequence <= $4)
              ORDER BY sequence",
@@ -132,7 +178,11 @@ impl Repository {
         .bind(to_i64(after)?)
         .bind(up_to.map(to_i64).transpose()?)
         .fetch_all(&self.pool)
-        .await?;
+        .await?)
+    }
+
+    /// Event rows in their current shapes (upcast), as events.
+    fn upcast(&self, vm_id: &str, rows: Vec<LoadRow>) -> Result<Vec<(usize, VmEvent)>, StoreError> {
         rows.into_iter()
             .map(|row| {
                 let sequence = to_usize(row.sequence)?;
@@ -163,12 +213,34 @@ impl Repository {
             .collect()
     }
 
-    /// Commits `commit` in one transaction.
+    /// Commits `commit` in one transaction: one statement when the events and the VM's row are
+    /// all it writes ([`Repository::is_plain`]), else everything in one `BEGIN`/`COMMIT`.
     pub async fn commit(&self, commit: &Commit<'_>) -> Result<Written, StoreError> {
+        if self.is_plain(commit) {
+            let stamps = record::record(&self.pool, commit).await?;
+            let answer = match &commit.conditions.answer {
+                Some(answer) => Some(answer.build(&AnswerInput {
+                    vm: commit.after,
+                    version: commit.version + commit.events.len(),
+                    job: None,
+                    stamps,
+                })?),
+                None => None,
+            };
+            return Ok(Written {
+                snapshot: commit.snapshot,
+                answer,
+            });
+        }
         let mut tx = self.pool.begin().await?;
         // First, so that a concurrent request with the same key waits for this one.
         if let Some(keyed) = &commit.conditions.key {
             idempotency::take(&mut tx, keyed).await?;
+        }
+        if let Some(images_dir) = self.images_dir.as_deref() {
+            if commit.version == 0 && commit.after.image_present {
+                images::hold_for_vm(&mut tx, images_dir, &commit.after.spec.os).await?;
+            }
         }
         vm_view::hold_name(&mut tx, commit.before, commit.after).await?;
         ports::hold_ports(&mut tx, commit.before, commit.after).await?;
@@ -183,19 +255,13 @@ impl Repository {
             quota::check(&mut tx, defaults, commit.before, commit.after).await?;
         }
         for event in commit.events {
-            if let Some(JobEffect::Closes {
-                job_id,
-                outcome: JobOutcome::Cancelled,
-                ..
-            }) = event.job_effect()
-            {
+            if let Some(job_id) = cancelled_job(event) {
                 jobs::lock_queued(&mut tx, job_id).await?;
             }
         }
-        insert_events(&mut tx, commit).await?;
+        let stamps = record::record(&mut *tx, commit).await?;
         let snapshot = self.snapshot(&mut tx, commit).await?;
         let version = commit.version + commit.events.len();
-        vm_view::upsert(&mut tx, commit.after, version).await?;
         let answer = match &commit.conditions.answer {
             Some(answer) => {
                 let job = match commit.events.first().and_then(VmEvent::job_effect) {
@@ -210,6 +276,7 @@ impl Repository {
                     vm: commit.after,
                     version,
                     job,
+                    stamps,
                 })?;
                 if let Some(keyed) = &commit.conditions.key {
                     idempotency::answer(&mut tx, keyed, &built).await?;
@@ -220,6 +287,29 @@ impl Repository {
         };
         tx.commit().await?;
         Ok(Written { snapshot, answer })
+    }
+
+    /// Whether `commit` writes only its events and the VM's row: not a creation, no idempotency
+    /// key, no name or host port reservation changing, no cloud-init secrets to write or remove, no quota to check, no job to cancel, no
+    /// snapshot due, and an answer that does not show a job.
+    fn is_plain(&self, commit: &Commit<'_>) -> bool {
+        let (before, after) = (commit.before, commit.after);
+        let conditions = commit.conditions;
+        commit.version > 0
+            && conditions.key.is_none()
+            && conditions.answer.as_ref().is_none_or(|a| !a.needs_job())
+            && !vm_view::name_changes(before, after)
+            && !ports::ports_change(before, after)
+            && !cloud_init::secrets_change(conditions.secrets.as_ref(), before, after)
+            && (conditions.quota.is_none()
+                || quota::growth(before, after) == crate::accounts::Usage::default())
+            && !commit.events.iter().any(|e| cancelled_job(e).is_some())
+            && !self.snapshot_due(commit)
+    }
+
+    fn snapshot_due(&self, commit: &Commit<'_>) -> bool {
+        let every = self.snapshot_every;
+        (commit.version + commit.events.len()) / every * every > commit.version
     }
 
     /// Writes the snapshot when the events cross a multiple of `snapshot_every` (as cqrs-es's
@@ -267,36 +357,20 @@ impl Repository {
     }
 }
 
-async fn insert_events(conn: &mut PgConnection, commit: &Commit<'_>) -> Result<(), StoreError> {
-    let metadata = serde_json::to_value(commit.metadata).map_err(|e| {
-        StoreError::Unexpected(anyhow::Error::new(e).context("metadata could not be serialised"))
-    })?;
-    for (sequence, event) in (commit.version + 1..).zip(commit.events) {
-        let payload = serde_json::to_value(event).map_err(|e| {
-            StoreError::Unexpected(
-                anyhow::Error::new(e).context("an event could not be serialised"),
-            )
-        })?;
-        sqlx::query(
-            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(AGGREGATE_TYPE)
-        .bind(commit.vm_id)
-        .bind(to_i64(sequence)?)
-        .bind(event.type_name())
-        .bind(event.version().to_string())
-        .bind(payload)
-        .bind(&metadata)
-        .execute(&mut *conn)
-        .await
-        .map_err(conflict_on_duplicate)?;
+/// The job an event cancels, if it does.
+fn cancelled_job(event: &VmEvent) -> Option<&str> {
+    match event.job_effect() {
+        Some(JobEffect::Closes {
+            job_id,
+            outcome: JobOutcome::Cancelled,
+            ..
+        }) => Some(job_id),
+        _ => None,
     }
-    Ok(())
 }
 
 /// Another writer took the same sequence (or snapshot) first.
-fn conflict_on_duplicate(e: sqlx::Error) -> StoreError {
+pub(super) fn conflict_on_duplicate(e: sqlx::Error) -> StoreError {
     match &e {
         sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
         _ => e.into(),

@@ -103,21 +103,19 @@ impl VmView {
     }
 }
 
+/// A row of the list; the state is decoded straight from the column's JSON into a [`Vm`].
 #[derive(sqlx::FromRow)]
 struct Row {
     version: i64,
-    state: Value,
+    state: sqlx::types::Json<Vm>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
 
 impl Row {
     fn into_view(self) -> Result<VmView, StoreError> {
-        let vm: Vm = serde_json::from_value(self.state).map_err(|e| {
-            StoreError::Unexpected(anyhow::Error::new(e).context("a VM row could not be read"))
-        })?;
         Ok(VmView::new(
-            &vm,
+            &self.state.0,
             self.version,
             self.created_at,
             self.updated_at,
@@ -125,49 +123,23 @@ impl Row {
     }
 }
 
-/// Writes a VM's state at `version`, unless the row already holds a later one.
-pub async fn upsert(conn: &mut PgConnection, vm: &Vm, version: usize) -> Result<(), StoreError> {
-    let state = serde_json::to_value(vm).map_err(|e| {
-        StoreError::Unexpected(anyhow::Error::new(e).context("a VM could not be serialised"))
-    })?;
-    let status = vm.status.unwrap_or(VmStatus::Creating);
-    let version = i64::try_from(version).map_err(|e| {
-        StoreError::Unexpected(anyhow::Error::new(e).context("a VM's version overflowed"))
-    })?;
-    sqlx::query(
-        "INSERT INTO vms (id, owner_id, owner_name, name, status, version, state, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7,
-                 COALESCE((SELECT min(recorded_at) FROM events
-                           WHERE aggregate_type = 'vm' AND aggregate_id = $1), now()),
-                 now())
-         ON CONFLICT (id) DO UPDATE
-         SET owner_id = EXCLUDED.owner_id, owner_name = EXCLUDED.owner_name, name = EXCLUDED.name,
-             status = EXCLUDED.status,
-             version = EXCLUDED.version, state = EXCLUDED.state, updated_at = now()
-         WHERE vms.version < EXCLUDED.version",
-    )
-    .bind(&vm.id)
-    .bind(&vm.owner.id)
-    .bind(&vm.owner.name)
-    .bind(&vm.spec.name)
-    .bind(status.as_str())
-    .bind(version)
-    .bind(state)
-    .execute(conn)
-    .await?;
-    Ok(())
+/// The name a VM holds among its owner's VMs: none once deleted (or before it exists).
+fn held_name(vm: &Vm) -> Option<(&str, &str)> {
+    vm.status
+        .filter(|s| *s != VmStatus::Deleted)
+        .map(|_| (vm.owner.id.as_str(), vm.spec.name.as_str()))
+}
+
+/// Whether a change from `before` to `after` takes or releases a name reservation.
+pub fn name_changes(before: &Vm, after: &Vm) -> bool {
+    held_name(before) != held_name(after)
 }
 
 /// Keeps the VM's name reservation in step with a change from `before` to `after`: a VM that is
 /// not deleted holds its name among its owner's VMs. Another VM holding the name is
 /// [`StoreError::NameTaken`] (and the caller's transaction records nothing).
 pub async fn hold_name(conn: &mut PgConnection, before: &Vm, after: &Vm) -> Result<(), StoreError> {
-    fn held(vm: &Vm) -> Option<(&str, &str)> {
-        vm.status
-            .filter(|s| *s != VmStatus::Deleted)
-            .map(|_| (vm.owner.id.as_str(), vm.spec.name.as_str()))
-    }
-    let (old, new) = (held(before), held(after));
+    let (old, new) = (held_name(before), held_name(after));
     if old == new {
         return Ok(());
     }

@@ -2,41 +2,11 @@
 //! go ([`TargetUrl`]), which events they carry ([`EventSelection`]) and what signs them
 //! ([`Secret`]). Each refusal names what is wrong, for a 400 naming the field.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use crate::vm::VmEvent;
 
-/// Whether `ip` is on this host or a private, link-local or otherwise non-public network: where a
-/// webhook may only point when `webhooks.allow_private` says so (else a user could make the
-/// server probe its own network, e.g. PostgreSQL on 127.0.0.1 or a cloud metadata service).
-pub fn is_private(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                // 100.64.0.0/10, shared address space (carrier-grade NAT).
-                || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
-                || v4.octets()[0] == 0
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_private(IpAddr::V4(v4));
-            }
-            let first = v6.segments()[0];
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                // fc00::/7 unique local, fe80::/10 link-local.
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-        }
-    }
-}
+pub use crate::outbound::is_private;
 
 /// Longest URL accepted.
 pub const MAX_URL_BYTES: usize = 2048;
@@ -80,15 +50,7 @@ impl TargetUrl {
 
     /// The host's address when the URL names one (`http://10.0.0.5/`), or `localhost`'s.
     pub fn literal_address(&self) -> Option<IpAddr> {
-        let url = reqwest::Url::parse(&self.0).ok()?;
-        match url.host()? {
-            url::Host::Ipv4(ip) => Some(IpAddr::V4(ip)),
-            url::Host::Ipv6(ip) => Some(IpAddr::V6(ip)),
-            url::Host::Domain(d) if d.eq_ignore_ascii_case("localhost") => {
-                Some(IpAddr::V4(Ipv4Addr::LOCALHOST))
-            }
-            url::Host::Domain(_) => None,
-        }
+        crate::outbound::literal_address(&self.0)
     }
 
     pub fn into_string(self) -> String {

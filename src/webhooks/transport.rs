@@ -1,14 +1,13 @@
 //! The one effect of webhooks: an HTTP POST to a receiver. Behind a trait so the dispatcher's
 //! decisions (what counts as delivered, what is retried) are tested without a network.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 use super::target::{is_private, TargetUrl};
+use crate::outbound::PublicOnly;
 
 /// One request to a receiver.
 #[derive(Debug, Clone)]
@@ -72,23 +71,6 @@ impl HttpTransport {
     }
 }
 
-/// Resolves a receiver's host name, refusing it if any of its addresses is private.
-struct PublicOnly;
-
-impl Resolve for PublicOnly {
-    fn resolve(&self, name: Name) -> Resolving {
-        let host = name.as_str().to_string();
-        Box::pin(async move {
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            if let Some(private) = addrs.iter().find(|a| is_private(a.ip())) {
-                return Err(Box::new(TransportError::Private(private.ip())) as _);
-            }
-            Ok(Box::new(addrs.into_iter()) as Addrs)
-        })
-    }
-}
-
 #[async_trait]
 impl Transport for HttpTransport {
     async fn post(&self, request: Request) -> Result<u16, TransportError> {
@@ -122,19 +104,7 @@ impl Transport for HttpTransport {
 
 #[cfg(test)]
 mod tests {
-    use std::str::FromStr;
-
     use super::*;
-
-    #[tokio::test]
-    async fn a_name_that_resolves_to_this_host_is_refused() {
-        let refused = PublicOnly
-            .resolve(Name::from_str("localhost").unwrap())
-            .await
-            .err()
-            .expect("localhost is refused");
-        assert!(refused.to_string().contains("private address"), "{refused}");
-    }
 
     #[tokio::test]
     async fn a_url_naming_a_private_address_is_refused_before_any_request() {

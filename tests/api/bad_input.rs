@@ -211,6 +211,11 @@ async fn a_body_over_the_limit_is_a_413_envelope_on_every_route() {
     }
     let just_over = vec![b' '; 64 * 1024 + 1];
     for (method, template, url) in operations() {
+        // An image upload streams its body to disk, bounded by `images.max_bytes` instead
+        // (tested in `images`).
+        if template == voidvm::api::images::UPLOAD_PATTERN {
+            continue;
+        }
         let what = format!("{method} {template}");
         let (status, body) = send_raw(&app, method, &url, just_over.clone()).await;
         assert_error(

@@ -105,6 +105,11 @@ impl Env {
                 allow_private: true,
                 ..Default::default()
             },
+            // The tests' image servers listen on 127.0.0.1 too.
+            images: voidvm::config::ImageSettings {
+                allow_private: true,
+                ..Default::default()
+            },
             ..Settings::default()
         }
     }
@@ -136,6 +141,7 @@ impl Env {
             ),
             ("VOIDVM_RATE_LIMIT__LOGIN_FAILURES".into(), "1000000".into()),
             ("VOIDVM_WEBHOOKS__ALLOW_PRIVATE".into(), "true".into()),
+            ("VOIDVM_IMAGES__ALLOW_PRIVATE".into(), "true".into()),
         ]
         .into_iter()
         .chain(self.extra_vars.iter().cloned())

@@ -13,6 +13,7 @@ mod feed;
 mod helpers;
 mod hypervisor;
 mod idempotency;
+mod images;
 mod iso;
 mod jobs;
 mod leases;

@@ -833,6 +833,7 @@ fn account_samples() -> Vec<(&'static str, Value)> {
         ConfigEvent, ConfigOverrides, QuotaOverrides, RoleEvent, UserEvent, UserStatus,
     };
     use voidvm::auth::permission::Scope;
+    use voidvm::images::{ImageEvent, ImageKind};
     use voidvm::webhooks::{WebhookChange, WebhookEvent};
     let user = [
         UserEvent::UserCreated {
@@ -914,12 +915,49 @@ fn account_samples() -> Vec<(&'static str, Value)> {
             .iter()
             .map(|e| (e.type_name(), serde_json::to_value(e).expect("json"))),
     );
+    let sha = "ab".repeat(32);
+    let image = [
+        ImageEvent::ImageImportRequested {
+            job_id: "job-1".into(),
+            kind: ImageKind::Disk,
+            url: "https://images.example.com/debian.raw".into(),
+            format: Some("raw".into()),
+            sha256: None,
+        },
+        ImageEvent::ImageImportProgressed {
+            job_id: "job-1".into(),
+            bytes_done: 1024,
+            bytes_total: None,
+        },
+        ImageEvent::ImageImported {
+            job_id: "job-1".into(),
+            sha256: sha.clone(),
+            size_bytes: 4096,
+        },
+        ImageEvent::ImageImportFailed {
+            job_id: "job-2".into(),
+            reason: "The server answered HTTP 404.".into(),
+        },
+        ImageEvent::ImageUploaded {
+            kind: ImageKind::Kernel,
+            format: None,
+            sha256: sha,
+            size_bytes: 4096,
+        },
+        ImageEvent::ImageDeleted {},
+    ];
+    all.extend(
+        image
+            .iter()
+            .map(|e| (e.type_name(), serde_json::to_value(e).expect("json"))),
+    );
     let names: BTreeSet<&str> = all.iter().map(|(n, _)| *n).collect();
     let known: BTreeSet<&str> = UserEvent::TYPE_NAMES
         .into_iter()
         .chain(RoleEvent::TYPE_NAMES)
         .chain(ConfigEvent::TYPE_NAMES)
         .chain(WebhookEvent::TYPE_NAMES)
+        .chain(ImageEvent::TYPE_NAMES)
         .collect();
     assert_eq!(
         names, known,

@@ -636,7 +636,7 @@ export interface paths {
                     /** @description `ndjson` streams every matching entry as one JSON line each, without paging. */
                     format?: string;
                     /**
-                     * @description Only streams of this kind: `vm`, `user`, `role`, `config` or `webhook` (all but `vm`
+                     * @description Only streams of this kind: `vm`, `user`, `role`, `config`, `webhook` or `image` (all but `vm`
                      *     need `user:read`).
                      */
                     streamType?: string;
@@ -723,6 +723,520 @@ export interface paths {
             };
         };
         put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/images": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Every image, by name: imported, uploaded and found on disk (`source: host`). */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Envelope_Vec_ImageDetails"];
+                    };
+                };
+                /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /**
+                 * @description The caller's role lacks the operation's permission (`x-permission`): `FORBIDDEN`, with
+                 *     `error.details` naming it.
+                 */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
+                414: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                default: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["NewImage"];
+                };
+            };
+            responses: {
+                /** @description Accepted; recorded as `ImageImportRequested`. A worker downloads the image (progress on the job and as `ImageImportProgressed` events), verifies its checksum, converts a disk to qcow2 and installs it; then `ImageImported`, or `ImageImportFailed` with nothing left behind. */
+                202: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Envelope_ImportAccepted"];
+                    };
+                };
+                /** @description A field is invalid; `error.field` names it (`VALIDATION_ERROR`). */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /**
+                 * @description The caller's role lacks the operation's permission (`x-permission`): `FORBIDDEN`, with
+                 *     `error.details` naming it.
+                 */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description An image of that name exists (`IMAGE_EXISTS`). */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
+                414: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                default: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/images/{name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description The image's name. */
+                    name: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description The image. */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Envelope_ImageDetails"];
+                    };
+                };
+                /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /**
+                 * @description The caller's role lacks the operation's permission (`x-permission`): `FORBIDDEN`, with
+                 *     `error.details` naming it.
+                 */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description No such image (`IMAGE_NOT_FOUND`). */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
+                414: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                default: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description The image's name. */
+                    name: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Deleted; recorded as `ImageDeleted`. Its files are removed. */
+                204: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /**
+                 * @description The caller's role lacks the operation's permission (`x-permission`): `FORBIDDEN`, with
+                 *     `error.details` naming it.
+                 */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description No such image (`IMAGE_NOT_FOUND`). */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description A VM that is not deleted was made from it (`IMAGE_IN_USE`, naming the VMs), or it is being imported (`IMAGE_BUSY`). */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
+                414: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                default: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+            };
+        };
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/images/{name}/upload": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put: {
+            parameters: {
+                query: {
+                    /** @description `disk`, `iso` or `kernel`. */
+                    kind: string;
+                    /** @description Disks only: `qcow2`, `raw`, `vmdk`, `vdi`, `vhdx` or `vpc`. */
+                    format?: string;
+                    /** @description The SHA-256 of the body; the upload is refused if it differs. */
+                    sha256?: string;
+                };
+                header?: never;
+                path: {
+                    /** @description The new image's name. */
+                    name: string;
+                };
+                cookie?: never;
+            };
+            /** @description The image's bytes, streamed to disk (up to `images.max_bytes`). */
+            requestBody: {
+                content: {
+                    "application/octet-stream": number[];
+                };
+            };
+            responses: {
+                /** @description Installed; recorded as `ImageUploaded`. */
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Envelope_ImageDetails"];
+                    };
+                };
+                /** @description A field is invalid; `error.field` names it (`VALIDATION_ERROR`). */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /**
+                 * @description The caller's role lacks the operation's permission (`x-permission`): `FORBIDDEN`, with
+                 *     `error.details` naming it.
+                 */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description An image of that name exists (`IMAGE_EXISTS`). */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
+                414: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                default: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+            };
+        };
         post?: never;
         delete?: never;
         options?: never;
@@ -1217,7 +1731,7 @@ export interface paths {
                     page?: number;
                     /** @description Lines per page, 1 to 100 (default 20). */
                     limit?: number;
-                    /** @description Only streams of this kind: `vm`, `user`, `role`, `config` or `webhook`. */
+                    /** @description Only streams of this kind: `vm`, `user`, `role`, `config`, `webhook` or `image`. */
                     streamType?: string;
                 };
                 header?: never;
@@ -6042,13 +6556,69 @@ export interface components {
             timestamp: string;
         };
         /** @description Every successful answer: `data` holds the answer itself. */
+        Envelope_ImageDetails: {
+            /** @description Always `true` here. */
+            success: boolean;
+            /** @description An image as `/images` shows it. */
+            data: {
+                name: string;
+                kind: components["schemas"]["ImageKind"];
+                /**
+                 * @description `importing`, `ready` or `failed` (a failed import left nothing on disk; the name may be
+                 *     used again).
+                 */
+                status: string;
+                /** @description `url` (imported), `upload`, or `host` (found on disk). */
+                source: string;
+                url?: string | null;
+                /** @description The format asked for; disk images are stored as qcow2. */
+                format?: string | null;
+                /** @description The checksum asked for, or once ready the one of the bytes received. */
+                sha256?: string | null;
+                /**
+                 * Format: int64
+                 * @description The bytes received (for `host` images, the size of the image's file).
+                 */
+                sizeBytes?: number | null;
+                /** @description The import's job. */
+                jobId?: string | null;
+                /** @description Why the import failed. */
+                error?: string | null;
+                /** Format: date-time */
+                createdAt?: string | null;
+                /** Format: date-time */
+                updatedAt?: string | null;
+            };
+            /** @description One sentence for people. */
+            message: string;
+            /** @description When the server answered, RFC 3339 in UTC. */
+            timestamp: string;
+        };
+        /** @description Every successful answer: `data` holds the answer itself. */
+        Envelope_ImportAccepted: {
+            /** @description Always `true` here. */
+            success: boolean;
+            /** @description An import accepted: the image (`importing`) and its job. */
+            data: components["schemas"]["ImageDetails"] & {
+                job: components["schemas"]["JobView"];
+            };
+            /** @description One sentence for people. */
+            message: string;
+            /** @description When the server answered, RFC 3339 in UTC. */
+            timestamp: string;
+        };
+        /** @description Every successful answer: `data` holds the answer itself. */
         Envelope_JobView: {
             /** @description Always `true` here. */
             success: boolean;
             /** @description A job as the API shows it. */
             data: {
                 id: string;
-                vmId: string;
+                /** @description The job's VM; `null` for an image import. */
+                vmId?: string | null;
+                /** @description The image an import job brings in; `null` for VM jobs. */
+                image?: string | null;
+                /** @description `provision`, `start`, `stop`, ... or `import_image`. */
                 kind: string;
                 status: string;
                 /** Format: int32 */
@@ -6063,6 +6633,7 @@ export interface components {
                 finishedAt?: string | null;
                 /** Format: date-time */
                 updatedAt: string;
+                progress?: components["schemas"]["JobProgress"] | null;
             };
             /** @description One sentence for people. */
             message: string;
@@ -6152,7 +6723,11 @@ export interface components {
             data: {
                 items: {
                     id: string;
-                    vmId: string;
+                    /** @description The job's VM; `null` for an image import. */
+                    vmId?: string | null;
+                    /** @description The image an import job brings in; `null` for VM jobs. */
+                    image?: string | null;
+                    /** @description `provision`, `start`, `stop`, ... or `import_image`. */
                     kind: string;
                     status: string;
                     /** Format: int32 */
@@ -6167,6 +6742,7 @@ export interface components {
                     finishedAt?: string | null;
                     /** Format: date-time */
                     updatedAt: string;
+                    progress?: components["schemas"]["JobProgress"] | null;
                 }[];
                 pagination: components["schemas"]["Pagination"];
             };
@@ -6418,6 +6994,44 @@ export interface components {
             timestamp: string;
         };
         /** @description Every successful answer: `data` holds the answer itself. */
+        Envelope_Vec_ImageDetails: {
+            /** @description Always `true` here. */
+            success: boolean;
+            data: {
+                name: string;
+                kind: components["schemas"]["ImageKind"];
+                /**
+                 * @description `importing`, `ready` or `failed` (a failed import left nothing on disk; the name may be
+                 *     used again).
+                 */
+                status: string;
+                /** @description `url` (imported), `upload`, or `host` (found on disk). */
+                source: string;
+                url?: string | null;
+                /** @description The format asked for; disk images are stored as qcow2. */
+                format?: string | null;
+                /** @description The checksum asked for, or once ready the one of the bytes received. */
+                sha256?: string | null;
+                /**
+                 * Format: int64
+                 * @description The bytes received (for `host` images, the size of the image's file).
+                 */
+                sizeBytes?: number | null;
+                /** @description The import's job. */
+                jobId?: string | null;
+                /** @description Why the import failed. */
+                error?: string | null;
+                /** Format: date-time */
+                createdAt?: string | null;
+                /** Format: date-time */
+                updatedAt?: string | null;
+            }[];
+            /** @description One sentence for people. */
+            message: string;
+            /** @description When the server answered, RFC 3339 in UTC. */
+            timestamp: string;
+        };
+        /** @description Every successful answer: `data` holds the answer itself. */
         Envelope_Vec_PermissionInfo: {
             /** @description Always `true` here. */
             success: boolean;
@@ -6426,7 +7040,7 @@ export interface components {
                 id: string;
                 name: string;
                 description: string;
-                /** @description The area: `vm`, `job`, `event`, `user`, `role`, `config`, `system` or `webhook`. */
+                /** @description The area: `vm`, `job`, `event`, `user`, `role`, `config`, `system`, `webhook` or `image`. */
                 category: string;
             }[];
             /** @description One sentence for people. */
@@ -6639,14 +7253,65 @@ export interface components {
             kernel: string;
             hostname: string;
         };
+        /** @description An image as `/images` shows it. */
+        ImageDetails: {
+            name: string;
+            kind: components["schemas"]["ImageKind"];
+            /**
+             * @description `importing`, `ready` or `failed` (a failed import left nothing on disk; the name may be
+             *     used again).
+             */
+            status: string;
+            /** @description `url` (imported), `upload`, or `host` (found on disk). */
+            source: string;
+            url?: string | null;
+            /** @description The format asked for; disk images are stored as qcow2. */
+            format?: string | null;
+            /** @description The checksum asked for, or once ready the one of the bytes received. */
+            sha256?: string | null;
+            /**
+             * Format: int64
+             * @description The bytes received (for `host` images, the size of the image's file).
+             */
+            sizeBytes?: number | null;
+            /** @description The import's job. */
+            jobId?: string | null;
+            /** @description Why the import failed. */
+            error?: string | null;
+            /** Format: date-time */
+            createdAt?: string | null;
+            /** Format: date-time */
+            updatedAt?: string | null;
+        };
+        /**
+         * @description What an image is for: a base disk the VM's disk overlays, a CD-ROM, or a kernel booted
+         *     directly.
+         * @enum {string}
+         */
+        ImageKind: "disk" | "iso" | "kernel";
         ImageView: {
             name: string;
             present: boolean;
         };
+        /** @description An import accepted: the image (`importing`) and its job. */
+        ImportAccepted: components["schemas"]["ImageDetails"] & {
+            job: components["schemas"]["JobView"];
+        };
+        /** @description Bytes downloaded so far, of how many (`null` when the server did not say). */
+        JobProgress: {
+            /** Format: int64 */
+            bytesDone: number;
+            /** Format: int64 */
+            bytesTotal?: number | null;
+        };
         /** @description A job as the API shows it. */
         JobView: {
             id: string;
-            vmId: string;
+            /** @description The job's VM; `null` for an image import. */
+            vmId?: string | null;
+            /** @description The image an import job brings in; `null` for VM jobs. */
+            image?: string | null;
+            /** @description `provision`, `start`, `stop`, ... or `import_image`. */
             kind: string;
             status: string;
             /** Format: int32 */
@@ -6661,6 +7326,7 @@ export interface components {
             finishedAt?: string | null;
             /** Format: date-time */
             updatedAt: string;
+            progress?: components["schemas"]["JobProgress"] | null;
         };
         /** @description `limits`: request rates (live) and what one VM may ask for. */
         LimitsSection: {
@@ -6782,6 +7448,24 @@ export interface components {
             ports: components["schemas"]["PortForward"][];
             mac?: string | null;
         };
+        NewImage: {
+            /** @description Lowercase letters, digits, `.`, `-`, `_`; begins with a letter or digit; at most 63. */
+            name: string;
+            /**
+             * @description An `http` or `https` URL without credentials (it is recorded in the event log); not a
+             *     private address unless the server allows them (`images.allow_private`).
+             */
+            url: string;
+            /**
+             * @description `disk` (a base disk, converted to qcow2), `iso` (a CD-ROM) or `kernel` (a kernel booted
+             *     directly, with the default command line and no initrd).
+             */
+            kind: components["schemas"]["ImageKind"];
+            /** @description Disks only: `qcow2`, `raw`, `vmdk`, `vdi`, `vhdx` or `vpc`; `qemu-img` tells when absent. */
+            format?: string | null;
+            /** @description The SHA-256 of the bytes served, 64 hexadecimal digits; the import fails if it differs. */
+            sha256?: string | null;
+        };
         NewRole: {
             /** @description 2 to 32 lower-case letters, digits or `-`, starting with a letter. */
             id: string;
@@ -6857,7 +7541,7 @@ export interface components {
             id: string;
             name: string;
             description: string;
-            /** @description The area: `vm`, `job`, `event`, `user`, `role`, `config`, `system` or `webhook`. */
+            /** @description The area: `vm`, `job`, `event`, `user`, `role`, `config`, `system`, `webhook` or `image`. */
             category: string;
         };
         /** @description One point of a chart. */

@@ -59,7 +59,8 @@ pub async fn patch(
     let vm_id = path.into_inner();
     let body = body.into_inner();
     let retry = Retry::read_json(&req, &user, &body)?
-        .within(crate::app::access::quota_defaults(&state, &user));
+        .within(crate::app::access::quota_defaults(&state, &user))
+        .seen_by(&user);
     if let Some(earlier) = retry.earlier(&state).await? {
         return Ok(earlier);
     }
@@ -93,9 +94,14 @@ pub async fn patch(
         None => (None, None),
     };
     let retry = retry.with_secrets(secrets);
-    let current = visible(&state, &user, &vm_id).await?;
+    // The VM's actor decides whether the VM is the caller's; its current ports are read first
+    // only when the network changes (to keep the ones it holds).
+    let current_ports = match &network {
+        Some(_) => Some(visible(&state, &user, &vm_id).await?.network.ports),
+        None => None,
+    };
     let answer = Answer::new(false, |done| {
-        let view = view_of(done.vm, done.version);
+        let view = view_of(done);
         let requires_restart = view.requires_restart;
         let data = Patched {
             vm: view,
@@ -105,7 +111,9 @@ pub async fn patch(
     });
     // A new name and new host ports are reserved (and the old ones released) in the transaction
     // that records them.
-    let held = Some((vm_id.as_str(), current.network.ports.as_slice()));
+    let held = current_ports
+        .as_deref()
+        .map(|ports| (vm_id.as_str(), ports));
     let result =
         network_input::with_assigned_ports(&state, network.as_ref(), held, async |chosen| {
             let command = VmCommand::Reconfigure(Reconfiguration {
@@ -130,13 +138,16 @@ pub async fn patch(
         .await?;
     match result {
         Ok(response) => Ok(response),
-        Err(ActorError::Refused(VmError::NothingToChange)) => Ok(envelope::ok(
-            Patched {
-                requires_restart: current.requires_restart,
-                vm: current,
-            },
-            "Nothing to change.",
-        )),
+        Err(ActorError::Refused(VmError::NothingToChange)) => {
+            let current = visible(&state, &user, &vm_id).await?;
+            Ok(envelope::ok(
+                Patched {
+                    requires_restart: current.requires_restart,
+                    vm: current,
+                },
+                "Nothing to change.",
+            ))
+        }
         Err(e) => Err(ApiError::from_actor(&vm_id, e)),
     }
 }

@@ -101,7 +101,7 @@ pub async fn create(
     let answer_job = job_id.clone();
     let answer = Answer::new(false, move |done| {
         let data = CreatedVm {
-            vm: view_of(done.vm, done.version),
+            vm: view_of(done),
             job_id: answer_job.clone(),
         };
         envelope_answer(

@@ -38,9 +38,13 @@ pub fn page_and_limit(page: Option<u32>, limit: Option<u32>) -> Result<(u32, u32
 }
 
 /// The view of a VM as a command left it, for the answer built in its transaction.
-fn view_of(vm: &crate::vm::Vm, version: usize) -> VmView {
-    let now = chrono::Utc::now();
-    VmView::new(vm, version as i64, now, now)
+fn view_of(done: &crate::store::conditions::AnswerInput<'_>) -> VmView {
+    VmView::new(
+        done.vm,
+        i64::try_from(done.version).unwrap_or(i64::MAX),
+        done.stamps.created_at,
+        done.stamps.updated_at,
+    )
 }
 
 /// The VM, if it exists, is not deleted, and the user may see it. Anything else is a 404, so

@@ -1,0 +1,107 @@
+//! Requests VoidVM makes to addresses users name (webhook receivers, image downloads): what counts
+//! as a private address, and a resolver that refuses host names resolving to one. Unless a
+//! setting allows it, such requests go to public addresses only, or a user could make the server
+//! probe its own network (PostgreSQL on 127.0.0.1, a cloud metadata service).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+
+/// Whether `ip` is on this host or a private, link-local or otherwise non-public network: where requests
+/// to user-named addresses go only when a setting allows it.
+pub fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                // 100.64.0.0/10, shared address space (carrier-grade NAT).
+                || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
+                || v4.octets()[0] == 0
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_private(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                // fc00::/7 unique local, fe80::/10 link-local.
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// The address a URL names literally (`http://10.0.0.5/`), or `localhost`'s; `None` for other
+/// host names (the resolver checks those) and for what is not a URL.
+pub fn literal_address(url: &str) -> Option<IpAddr> {
+    let url = reqwest::Url::parse(url).ok()?;
+    match url.host()? {
+        url::Host::Ipv4(ip) => Some(IpAddr::V4(ip)),
+        url::Host::Ipv6(ip) => Some(IpAddr::V6(ip)),
+        url::Host::Domain(d) if d.eq_ignore_ascii_case("localhost") => {
+            Some(IpAddr::V4(Ipv4Addr::LOCALHOST))
+        }
+        url::Host::Domain(_) => None,
+    }
+}
+
+/// A host name resolved to a private address, which the request may not go to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{0} is a private address")]
+pub struct PrivateAddress(pub IpAddr);
+
+/// Resolves a host name, refusing it if any of its addresses is private. Installed as the
+/// client's resolver, it checks the addresses the client then connects to, so a name cannot
+/// resolve to a public address for a check and a private one for the request.
+pub struct PublicOnly;
+
+impl Resolve for PublicOnly {
+    fn resolve(&self, name: Name) -> Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if let Some(private) = addrs.iter().find(|a| is_private(a.ip())) {
+                return Err(Box::new(PrivateAddress(private.ip())) as _);
+            }
+            Ok(Box::new(addrs.into_iter()) as Addrs)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_name_that_resolves_to_this_host_is_refused() {
+        let refused = PublicOnly
+            .resolve(Name::from_str("localhost").unwrap())
+            .await
+            .err()
+            .expect("localhost is refused");
+        assert!(refused.to_string().contains("private address"), "{refused}");
+    }
+
+    #[test]
+    fn literal_addresses_are_read_from_urls() {
+        assert_eq!(
+            literal_address("http://127.0.0.1:9/x"),
+            Some(IpAddr::V4(Ipv4Addr::LOCALHOST))
+        );
+        assert_eq!(
+            literal_address("http://LOCALHOST/x"),
+            Some(IpAddr::V4(Ipv4Addr::LOCALHOST))
+        );
+        assert_eq!(literal_address("https://example.com/x"), None);
+    }
+}

@@ -1,0 +1,101 @@
+//! The statement that records a command: its events and the VM's row in the list, written by one
+//! `INSERT` with the events in a data-modifying `WITH`. Either both are written or neither.
+//!
+//! It is the whole commit of most commands (a change, a lifecycle verb: nothing to reserve,
+//! check or snapshot), which then needs no `BEGIN`/`COMMIT` around it: one statement is one
+//! transaction, and one round trip to PostgreSQL. Commands that also reserve a name or ports,
+//! take an idempotency key, check a quota or write a snapshot run it inside their transaction
+//! (see `super::repository`).
+
+use chrono::{DateTime, Utc};
+
+use super::repository::Commit;
+use super::StoreError;
+use crate::vm::VmStatus;
+
+/// When a VM's row was made and last changed, as the commit left it.
+#[derive(Debug, Clone, Copy)]
+pub struct Stamps {
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Events in the order given get positions in that order (the events' position trigger counts
+/// rows as they are inserted). The VM's row is written unless it holds a later version already.
+const RECORD: &str = "
+WITH recorded AS (
+    INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
+                        payload, metadata)
+    SELECT 'vm', $1, e.sequence, e.event_type, e.event_version, e.payload, $5
+    FROM unnest($2::bigint[], $3::text[], $4::text[], $6::jsonb[])
+         WITH ORDINALITY AS e(sequence, event_type, event_version, payload, n)
+    ORDER BY e.n
+    RETURNING 1
+)
+INSERT INTO vms (id, owner_id, owner_name, name, status, version, state, created_at, updated_at)
+VALUES ($1, $7, $8, $9, $10, $11, $12, now(), now())
+ON CONFLICT (id) DO UPDATE
+SET owner_id = EXCLUDED.owner_id, owner_name = EXCLUDED.owner_name, name = EXCLUDED.name,
+    status = EXCLUDED.status, version = EXCLUDED.version, state = EXCLUDED.state,
+    updated_at = now()
+WHERE vms.version < EXCLUDED.version
+RETURNING created_at, updated_at";
+
+/// Records `commit`'s events and the VM's row after them, on `conn` (a transaction, or a plain
+/// connection when this is the whole commit).
+pub async fn record<'c, E>(conn: E, commit: &Commit<'_>) -> Result<Stamps, StoreError>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Postgres>,
+{
+    let unexpected = |e: serde_json::Error, what: &'static str| {
+        StoreError::Unexpected(anyhow::Error::new(e).context(what))
+    };
+    let metadata = serde_json::to_value(commit.metadata)
+        .map_err(|e| unexpected(e, "metadata could not be serialised"))?;
+    let mut sequences = Vec::with_capacity(commit.events.len());
+    let mut types = Vec::with_capacity(commit.events.len());
+    let mut versions = Vec::with_capacity(commit.events.len());
+    let mut payloads = Vec::with_capacity(commit.events.len());
+    for (sequence, event) in (commit.version + 1..).zip(commit.events) {
+        sequences.push(to_i64(sequence)?);
+        types.push(event.type_name());
+        versions.push(event.version().to_string());
+        payloads.push(
+            serde_json::to_value(event)
+                .map_err(|e| unexpected(e, "an event could not be serialised"))?,
+        );
+    }
+    let after = commit.after;
+    let state =
+        serde_json::to_value(after).map_err(|e| unexpected(e, "a VM could not be serialised"))?;
+    let status = after.status.unwrap_or(VmStatus::Creating);
+    let version = to_i64(commit.version + commit.events.len())?;
+    let stamps: Option<(DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(RECORD)
+        .bind(commit.vm_id)
+        .bind(&sequences)
+        .bind(&types)
+        .bind(&versions)
+        .bind(&metadata)
+        .bind(&payloads)
+        .bind(&after.owner.id)
+        .bind(&after.owner.name)
+        .bind(&after.spec.name)
+        .bind(status.as_str())
+        .bind(version)
+        .bind(&state)
+        .fetch_optional(conn)
+        .await
+        .map_err(super::repository::conflict_on_duplicate)?;
+    // No row: the list already held a later version (its stamps are not needed to be exact).
+    let now = Utc::now();
+    let (created_at, updated_at) = stamps.unwrap_or((now, now));
+    Ok(Stamps {
+        created_at,
+        updated_at,
+    })
+}
+
+fn to_i64(n: usize) -> Result<i64, StoreError> {
+    i64::try_from(n)
+        .map_err(|e| StoreError::Unexpected(anyhow::Error::new(e).context("a sequence overflowed")))
+}
