@@ -31,15 +31,13 @@ async fn rows_holding(app: &TestApp, table: &str, needle: &str) -> i64 {
     count
 }
 
-/// Types `line` on the VM's serial console.
-async fn type_on_console(app: &TestApp, id: &str, line: &str) {
-    let console = app.env.data_dir.join("vms").join(id).join("console.sock");
-    let mut tty = tokio::net::UnixStream::connect(&console)
+/// The VM's serial console, held open: QEMU drops what the guest has not read yet when the
+/// connection closes.
+async fn console(app: &TestApp, id: &str) -> tokio::net::UnixStream {
+    let path = app.env.data_dir.join("vms").join(id).join("console.sock");
+    tokio::net::UnixStream::connect(&path)
         .await
-        .expect("the serial console");
-    tty.write_all(format!("{line}\n").as_bytes())
-        .await
-        .expect("typed");
+        .expect("the serial console")
 }
 
 async fn created(app: &TestApp, body: Value) -> String {
@@ -102,18 +100,19 @@ async fn the_seed_reaches_the_guest_and_secrets_stay_out_of_the_log() {
         let log = app.serial_log(&id);
         log.contains(&host_line) && log.contains(&key_line)
     };
+    let mut tty = console(&app, &id).await;
     for _ in 0..12 {
         if answered(&app) {
             break;
         }
-        type_on_console(
-            &app,
-            &id,
-            "echo HOST-$(hostname); cut -d' ' -f2 /root/.ssh/authorized_keys | sed 's/^/ROOTKEY-/'",
+        tty.write_all(
+            b"echo HOST-$(hostname); cut -d' ' -f2 /root/.ssh/authorized_keys | sed 's/^/ROOTKEY-/'\n",
         )
-        .await;
+        .await
+        .expect("typed");
         tokio::time::sleep(std::time::Duration::from_secs(5)).await;
     }
+    drop(tty);
     assert!(answered(&app), "{}", app.serial_log(&id));
 
     // A change on a running VM waits for the restart; a new password stays out of the log too.

@@ -76,14 +76,15 @@ async fn change_and_wait(app: &TestApp, method: Method, id: &str, body: Option<V
 
 /// Types `line` on the console until the serial log holds `want` `times` times.
 async fn ask_guest(app: &TestApp, id: &str, line: &str, want: &str, times: usize) {
+    // Held open while waiting: QEMU drops what the guest has not read yet when it closes.
     let console = app.env.data_dir.join("vms").join(id).join("console.sock");
+    let mut tty = tokio::net::UnixStream::connect(&console)
+        .await
+        .expect("the serial console");
     for _ in 0..12 {
         if app.serial_log(id).matches(want).count() >= times {
             return;
         }
-        let mut tty = tokio::net::UnixStream::connect(&console)
-            .await
-            .expect("the serial console");
         tty.write_all(format!("{line}\n").as_bytes())
             .await
             .expect("typed");
