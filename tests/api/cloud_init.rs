@@ -101,7 +101,7 @@ async fn the_seed_reaches_the_guest_and_secrets_stay_out_of_the_log() {
         log.contains(&host_line) && log.contains(&key_line)
     };
     let mut tty = console(&app, &id).await;
-    for _ in 0..12 {
+    for _ in 0..24 {
         if answered(&app) {
             break;
         }

@@ -81,7 +81,7 @@ async fn ask_guest(app: &TestApp, id: &str, line: &str, want: &str, times: usize
     let mut tty = tokio::net::UnixStream::connect(&console)
         .await
         .expect("the serial console");
-    for _ in 0..12 {
+    for _ in 0..24 {
         if app.serial_log(id).matches(want).count() >= times {
             return;
         }
