@@ -730,6 +730,49 @@ fn the_same_network_again_is_nothing_to_change() {
 }
 
 #[test]
+fn new_cloud_init_settings_are_always_a_change_and_a_new_revision() {
+    let settings = CloudInitSpec {
+        hostname: Some("web-1".into()),
+        ..Default::default()
+    };
+    let running = state_after(history(VmStatus::Running));
+    assert_eq!(running.cloud_init_revision, 0);
+    // The same settings again still count: their secrets may differ.
+    for _ in 0..2 {
+        let events = running
+            .decide(VmCommand::Reconfigure(Reconfiguration {
+                cloud_init: Some(settings.clone()),
+                ..Default::default()
+            }))
+            .expect("a change");
+        assert!(matches!(
+            &events[..],
+            [VmEvent::VmReconfigured {
+                requires_restart: true,
+                ..
+            }]
+        ));
+    }
+    let events = running
+        .decide(VmCommand::Reconfigure(Reconfiguration {
+            cloud_init: Some(settings.clone()),
+            ..Default::default()
+        }))
+        .expect("a change");
+    let after = state_after([history(VmStatus::Running), events].concat());
+    assert_eq!(after.cloud_init_revision, 1);
+    assert_eq!(after.spec.cloud_init, Some(settings));
+    // An unchanged boot order is nothing to change.
+    assert_eq!(
+        after.decide(VmCommand::Reconfigure(Reconfiguration {
+            boot_order: Some(Vec::new()),
+            ..Default::default()
+        })),
+        Err(VmError::NothingToChange)
+    );
+}
+
+#[test]
 fn renaming_a_running_vm_needs_no_restart() {
     VmTest::with(())
         .given(history(VmStatus::Running))
