@@ -230,6 +230,8 @@ async fn replay(pool: &sqlx::PgPool, scale: &Scale) -> String {
             disk: 1,
             os: "ubuntu20.04".into(),
             network: Default::default(),
+            cloud_init: None,
+            boot_order: Vec::new(),
         },
         owner: Owner {
             id: "u".into(),

@@ -6,7 +6,9 @@
 # on an ACPI power-button press (QMP system_powerdown). With a NIC (eth0, virtio-net) it serves
 # "VOIDVM-GUEST-HTTP <hostname>" with busybox httpd on port 80 and takes a DHCP lease with udhcpc,
 # printing VOIDVM-GUEST-NET (address, router, DHCP server) on the console; without one it prints
-# VOIDVM-GUEST-NO-NIC.
+# VOIDVM-GUEST-NO-NIC. With a NoCloud seed (a CD-ROM labelled cidata) it sets the hostname from
+# meta-data's local-hostname, writes each user's ssh_authorized_keys to ~/.ssh/authorized_keys and
+# prints VOIDVM-SEED lines (see "seed" in /init); without one it prints VOIDVM-SEED none.
 #
 # Usage: scripts/build-guest.sh [IMAGES_DIR]   (default: <repo>/.cache/images)
 set -euo pipefail
@@ -15,7 +17,7 @@ repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 images_dir="${1:-$repo_root/.cache/images}"
 out="$images_dir/busybox"
 # Bump when the guest changes, so that an older build in the cache is replaced.
-guest_version=3
+guest_version=4
 
 if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.img" ] && [ -s "$out/cmdline" ] &&
   [ "$(cat "$out/version" 2>/dev/null)" = "$guest_version" ]; then
@@ -73,7 +75,8 @@ done
 
 # The power button needs the ACPI button driver (input events) and evdev (/dev/input/event*, read
 # by busybox acpid); the NIC needs virtio-pci and virtio-net, and udhcpc raw packet sockets
-# (af_packet). Built in (=y) needs nothing; a module (=m) is shipped with its dependencies
+# (af_packet); the CD-ROMs (the NoCloud seed, an attached ISO) need the virtio-scsi controller, the
+# SCSI CD-ROM driver and ISO 9660. Built in (=y) needs nothing; a module (=m) is shipped with its dependencies
 # (from the .ko's own .modinfo, the package has no modules.dep), decompressed, and loaded by /init
 # in dependency order.
 : >"$root/lib/modules/load-order"
@@ -98,7 +101,8 @@ add_module() { # adds a module after its dependencies
   echo "$name.ko" >>"$root/lib/modules/load-order"
 }
 for triple in ACPI_BUTTON:button:power-down INPUT_EVDEV:evdev:power-down \
-  VIRTIO_PCI:virtio_pci:networking VIRTIO_NET:virtio_net:networking PACKET:af_packet:DHCP; do
+  VIRTIO_PCI:virtio_pci:networking VIRTIO_NET:virtio_net:networking PACKET:af_packet:DHCP \
+  SCSI_VIRTIO:virtio_scsi:CD-ROMs BLK_DEV_SR:sr_mod:CD-ROMs ISO9660_FS:isofs:CD-ROMs; do
   symbol="${triple%%:*}"
   rest="${triple#*:}"
   module="${rest%%:*}"
@@ -148,6 +152,48 @@ chmod 755 "$root/etc/udhcpc.script"
 cat >"$root/init" <<'SH'
 #!/bin/sh
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+# The NoCloud seed: the CD-ROM labelled cidata (busybox here has no blkid), read the way VoidVM writes it (meta-data's
+# "local-hostname", and in a generated #cloud-config each user's "- name:" and the
+# "ssh_authorized_keys:" lines under it, values JSON-quoted). A minimal stand-in for cloud-init.
+unquote() { sed -e 's/^[^:]*: *//' -e 's/^ *- *//' -e 's/^"//' -e 's/"$//'; }
+seed() {
+  dev=""
+  for _ in $(seq 50); do
+    for d in /dev/sr*; do
+      [ -b "$d" ] || continue
+      # The ISO 9660 volume id: 32 bytes at 40 into the primary volume descriptor (sector 16).
+      [ "$(dd if="$d" bs=1 skip=32808 count=32 2>/dev/null | tr -d ' ')" = cidata ] && dev="$d" && break 2
+    done
+    sleep 0.1
+  done
+  if [ -z "$dev" ]; then
+    echo "VOIDVM-SEED none" >/dev/console
+    return
+  fi
+  mkdir -p /run/seed
+  mount -t iso9660 -o ro "$dev" /run/seed || { echo "VOIDVM-SEED unreadable $dev" >/dev/console; return; }
+  h="$(grep '^local-hostname:' /run/seed/meta-data | unquote)"
+  [ -n "$h" ] && hostname "$h"
+  echo "VOIDVM-SEED device=$dev instance=$(grep '^instance-id:' /run/seed/meta-data | unquote) hostname=$(hostname)" >/dev/console
+  user=""
+  inkeys=0
+  while IFS= read -r line; do
+    case "$line" in
+      "  - name: "*) user="$(echo "$line" | unquote)"; inkeys=0 ;;
+      "    ssh_authorized_keys:"*) inkeys=1 ;;
+      "      - "*)
+        if [ "$inkeys" = 1 ] && [ -n "$user" ]; then
+          home="/home/$user"
+          [ "$user" = root ] && home=/root
+          mkdir -p "$home/.ssh"
+          echo "$line" | unquote >>"$home/.ssh/authorized_keys"
+          echo "VOIDVM-SEED key user=$user file=$home/.ssh/authorized_keys" >/dev/console
+        fi
+        ;;
+      "    "*) inkeys=0 ;;
+    esac
+  done </run/seed/user-data
+}
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null || mdev -s
@@ -165,6 +211,8 @@ for _ in $(seq 100); do
 done
 echo "VOIDVM-GUEST-READY" >/dev/console
 hostname voidvm-guest
+# In the background: a guest without a seed need not wait for CD-ROMs that never appear.
+seed &
 ip link set lo up
 if [ -e /sys/class/net/eth0 ]; then
   echo "VOIDVM-GUEST-HTTP $(hostname)" >/www/index.html

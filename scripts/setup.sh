@@ -15,6 +15,7 @@ declare -A wanted=(
   [zstd]=zstd
   [xz]=xz-utils
   [dpkg-deb]=dpkg
+  [genisoimage]=genisoimage
 )
 
 missing=()

@@ -12,9 +12,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::worker::WorkerDeps;
+use crate::hypervisor::seed::Seed;
 use crate::hypervisor::{Hypervisor, HypervisorError, MachineSpec, PowerButton, StopOutcome};
 use crate::store::jobs::{JobKind, JobRow};
-use crate::store::{vm_view, StoreError};
+use crate::store::{cloud_init, vm_view, StoreError};
 use crate::vm::{JobResult, Operation, Vm, VmEvent};
 
 /// How often a waiting graceful stop presses the power button again (a guest still booting
@@ -76,6 +77,10 @@ pub async fn perform(deps: &WorkerDeps, job: &JobRow) -> Result<Step, JobError> 
                     disk_gib: spec.disk,
                     boot: deps.images.resolve(&spec.os),
                     network: spec.network,
+                    // A provision boots nothing.
+                    seed: None,
+                    boot_order: spec.boot_order,
+                    iso: None,
                 },
                 _ => return Err(JobError::BadParams),
             };
@@ -133,6 +138,20 @@ pub async fn perform(deps: &WorkerDeps, job: &JobRow) -> Result<Step, JobError> 
             hv.destroy(vm_id).await?;
             Step::Done(JobResult::Deleted)
         }
+        Operation::Media => {
+            let image = match serde_json::from_value::<VmEvent>(job.params.clone()) {
+                Ok(VmEvent::IsoChangeRequested { image, .. }) => image,
+                _ => return Err(JobError::BadParams),
+            };
+            let iso = match &image {
+                Some(name) => Some(deps.images.iso(name).ok_or_else(|| {
+                    HypervisorError::Permanent(format!("the image '{name}' has no image.iso"))
+                })?),
+                None => None,
+            };
+            hv.change_medium(vm_id, iso.as_deref()).await?;
+            Step::Done(JobResult::IsoChanged { image })
+        }
     })
 }
 
@@ -146,6 +165,18 @@ async fn machine_spec(deps: &WorkerDeps, job: &JobRow) -> Result<MachineSpec, Jo
     if vm.pending.as_ref().map(|p| p.id.as_str()) != Some(job.id.as_str()) {
         return Err(JobError::NotCaughtUp);
     }
+    let seed = match &vm.spec.cloud_init {
+        Some(cloud_init) => {
+            let secrets = cloud_init::secrets(&deps.pool, &vm.id).await?;
+            Some(Seed::render(
+                &vm.id,
+                vm.cloud_init_revision,
+                cloud_init,
+                &secrets,
+            ))
+        }
+        None => None,
+    };
     Ok(MachineSpec {
         vm_id: vm.id.clone(),
         cpu: vm.spec.cpu,
@@ -153,6 +184,10 @@ async fn machine_spec(deps: &WorkerDeps, job: &JobRow) -> Result<MachineSpec, Jo
         disk_gib: vm.spec.disk,
         boot: deps.images.resolve(&vm.spec.os),
         network: vm.spec.network.clone(),
+        seed,
+        boot_order: vm.spec.boot_order.clone(),
+        // An image removed since it was attached leaves the drive empty.
+        iso: vm.iso.as_deref().and_then(|image| deps.images.iso(image)),
     })
 }
 
@@ -307,6 +342,13 @@ mod tests {
             unimplemented!("not a power-off step")
         }
         async fn destroy(&self, _: &str) -> Result<(), HypervisorError> {
+            unimplemented!("not a power-off step")
+        }
+        async fn change_medium(
+            &self,
+            _: &str,
+            _: Option<&std::path::Path>,
+        ) -> Result<(), HypervisorError> {
             unimplemented!("not a power-off step")
         }
         async fn probe(&self, _: &str) -> Result<Liveness, HypervisorError> {

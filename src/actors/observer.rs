@@ -80,7 +80,8 @@ async fn wake_waiting_job(pool: &PgPool, c: &Committed, process: &MachineProcess
         | Operation::Pause
         | Operation::Resume
         | Operation::Reset
-        | Operation::Delete => false,
+        | Operation::Delete
+        | Operation::Media => false,
     };
     if !waits || !c.vm.current_process().is_some_and(|p| p.same_as(process)) {
         return;

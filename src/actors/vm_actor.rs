@@ -224,6 +224,7 @@ fn command_name(command: &VmCommand) -> &'static str {
         VmCommand::Reset { .. } => "reset",
         VmCommand::Reconfigure(_) => "reconfigure",
         VmCommand::Delete { .. } => "delete",
+        VmCommand::ChangeIso { .. } => "change_iso",
         VmCommand::ChangeOwner { .. } => "change_owner",
         VmCommand::CompleteJob { .. } => "complete_job",
         VmCommand::NoteRetry { .. } => "note_retry",

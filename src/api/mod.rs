@@ -5,6 +5,7 @@ pub mod answers;
 pub mod audit;
 pub mod auth;
 pub mod body;
+pub mod cloud_init_input;
 pub mod config;
 pub mod envelope;
 pub mod error;
@@ -74,6 +75,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .service(resource!("/vms/{id}/pause", POST => vms::pause))
                 .service(resource!("/vms/{id}/resume", POST => vms::resume))
                 .service(resource!("/vms/{id}/reset", POST => vms::reset))
+                .service(resource!(
+                    "/vms/{id}/iso",
+                    POST => vms::attach_iso,
+                    DELETE => vms::detach_iso,
+                ))
                 .service(resource!("/vms/{id}/events", GET => vms::events))
                 .service(resource!("/vms/{id}/history", GET => vms::history))
                 .service(resource!("/events", GET => audit::events))

@@ -48,6 +48,8 @@ use super::{
         vms::pause,
         vms::resume,
         vms::reset,
+        vms::attach_iso,
+        vms::detach_iso,
         vms::events,
         vms::history,
         audit::events,

@@ -68,6 +68,7 @@ pub struct Retry {
     if_match: Option<IfMatch>,
     quota: Option<crate::accounts::Quota>,
     viewer: Option<Viewer>,
+    secrets: Option<crate::vm::CloudInitSecrets>,
 }
 
 impl Retry {
@@ -84,6 +85,7 @@ impl Retry {
             if_match: read_if_match(req)?,
             quota: None,
             viewer: None,
+            secrets: None,
         })
     }
 
@@ -102,6 +104,12 @@ impl Retry {
     }
 
     /// The same, without `If-Match` (for a command that makes a new VM).
+    /// These conditions carrying cloud-init secrets, written outside the log in the command's
+    /// transaction.
+    pub fn with_secrets(self, secrets: Option<crate::vm::CloudInitSecrets>) -> Retry {
+        Retry { secrets, ..self }
+    }
+
     pub fn without_if_match(self) -> Retry {
         Retry {
             if_match: None,
@@ -143,6 +151,7 @@ impl Retry {
             answer: Some(answer),
             quota: self.quota,
             viewer: self.viewer.clone(),
+            secrets: self.secrets.clone(),
         }
     }
 

@@ -3,10 +3,12 @@
 
 use serde::Deserialize;
 
+use super::cloud_init_input::CloudInitInput;
 use super::error::ApiError;
 use super::network_input::NetworkInput;
 use crate::config::Limits;
 use crate::hypervisor::images::ImageCatalog;
+use crate::vm::BootDevice;
 
 /// The image a VM gets when the request names none (the seed's SDK example sends no `os`).
 pub const DEFAULT_IMAGE: &str = "ubuntu20.04";
@@ -23,6 +25,13 @@ pub struct CreateVm {
     pub description: Option<String>,
     /// Defaults to user-mode NAT without forwarded ports.
     pub network: Option<NetworkInput>,
+    /// Attaches a NoCloud seed (a CD-ROM labelled `cidata`) built at each start.
+    #[serde(rename = "cloudInit")]
+    pub cloud_init: Option<CloudInitInput>,
+    /// Devices the firmware boots from, in order (each at most once); a VM booting a kernel
+    /// directly (the `busybox` image) ignores it.
+    #[serde(rename = "bootOrder")]
+    pub boot_order: Option<Vec<BootDevice>>,
 }
 
 #[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
@@ -34,6 +43,12 @@ pub struct PatchVm {
     pub memory: Option<u64>,
     /// Replaces the whole network; forwards without `host` keep the host port they had.
     pub network: Option<NetworkInput>,
+    /// Replaces the whole cloud-init settings, for the next boot (always a change: the guest gets
+    /// a new instance-id).
+    #[serde(rename = "cloudInit")]
+    pub cloud_init: Option<CloudInitInput>,
+    #[serde(rename = "bootOrder")]
+    pub boot_order: Option<Vec<BootDevice>>,
 }
 
 #[derive(Debug, Deserialize, Default, utoipa::ToSchema)]

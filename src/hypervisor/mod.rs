@@ -26,6 +26,7 @@ mod paths;
 pub mod process;
 pub mod qemu;
 pub mod qmp;
+pub mod seed;
 pub(crate) mod tools;
 pub mod watch;
 
@@ -47,6 +48,12 @@ pub struct MachineSpec {
     pub boot: BootSource,
     /// The NIC (user-mode NAT, its MAC derived from `vm_id`) and its host port forwards, or none.
     pub network: crate::vm::NetworkSpec,
+    /// The NoCloud seed, written next to the disk at each start and attached as a CD-ROM.
+    pub seed: Option<seed::Seed>,
+    /// The firmware's boot order; empty is QEMU's default. Ignored by direct kernel boot.
+    pub boot_order: Vec<crate::vm::BootDevice>,
+    /// The ISO in the machine's CD-ROM; the drive is there, empty, without one.
+    pub iso: Option<PathBuf>,
 }
 
 /// Where a machine's first instructions come from.
@@ -199,6 +206,13 @@ pub trait Hypervisor: Send + Sync + 'static {
     async fn resume(&self, vm_id: &str) -> Result<(), HypervisorError>;
     /// QMP `system_reset`.
     async fn reset(&self, vm_id: &str) -> Result<(), HypervisorError>;
+    /// Puts `iso` in the machine's ISO CD-ROM (or, for `None`, takes the medium out), live
+    /// through QMP. A machine that does not run gets it at its next start: nothing to do here.
+    async fn change_medium(
+        &self,
+        vm_id: &str,
+        iso: Option<&std::path::Path>,
+    ) -> Result<(), HypervisorError>;
     /// Kills the machine if it still runs and removes its directory.
     async fn destroy(&self, vm_id: &str) -> Result<(), HypervisorError>;
     /// Is the machine up and answering?

@@ -2,7 +2,7 @@
 //!
 //! Everything about a machine is in `<data_dir>/vms/<vm_id>/`: its disk, its two QMP monitors
 //! (`qmp.sock` for commands, `events.sock` for the watcher), its serial console (`console.sock`,
-//! logged to `serial.log`) and `qemu.pid`. Since the VM id names a directory and the sockets must
+//! logged to `serial.log`), `qemu.pid` and the NoCloud seed `seed.iso`. Since the VM id names a directory and the sockets must
 //! fit in `sockaddr_un`, both are checked here before any file is touched.
 
 use std::path::{Path, PathBuf};
@@ -29,6 +29,8 @@ pub struct MachinePaths {
     pub serial_log: PathBuf,
     /// Where QEMU writes its pid; its path also identifies the machine's process (see `process`).
     pub pid_file: PathBuf,
+    /// The NoCloud seed (ISO 9660, labelled `cidata`), written at each start.
+    pub seed_iso: PathBuf,
 }
 
 impl MachinePaths {
@@ -42,6 +44,7 @@ impl MachinePaths {
             console: dir.join("console.sock"),
             serial_log: dir.join("serial.log"),
             pid_file: dir.join("qemu.pid"),
+            seed_iso: dir.join("seed.iso"),
             dir,
         }
     }

@@ -8,7 +8,7 @@
 //! server [`attach`](Hypervisor::attach) to what still runs.
 
 use std::io::ErrorKind;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -17,8 +17,10 @@ use qapi::qmp;
 use tracing::Instrument;
 
 use super::accel::{self, AccelSetting};
+use super::command_line::ISO_DEVICE;
 use super::control::{self, STARTUP_TIMEOUT};
 use super::paths::MachinePaths;
+use super::seed::{GenIsoImage, IsoWriter, SEED_LABEL};
 use super::tools::binary_version;
 use super::watch::{WatchTarget, Watchers};
 use super::{
@@ -58,6 +60,7 @@ pub struct QemuHypervisor {
     version: String,
     observations: ObservationSender,
     watchers: Watchers,
+    iso_writer: Box<dyn IsoWriter>,
 }
 
 impl QemuHypervisor {
@@ -84,6 +87,7 @@ impl QemuHypervisor {
             version,
             observations,
             watchers: Watchers::default(),
+            iso_writer: Box::new(GenIsoImage),
         })
     }
 
@@ -173,6 +177,17 @@ impl QemuHypervisor {
 
         // The disk is the provision job's; a start never makes one (a missing disk is an error).
         launch::check_bootable(spec, &paths)?;
+        // The seed is made anew at each start, from the settings the start was asked with.
+        match &spec.seed {
+            Some(seed) => {
+                self.iso_writer
+                    .write(SEED_LABEL, &seed.files(), &paths.seed_iso)
+                    .await?
+            }
+            None => {
+                let _ = std::fs::remove_file(&paths.seed_iso);
+            }
+        }
         let running = launch::spawn(&self.config.qemu_binary, self.accel, spec, &paths).await?;
         let pid = running.pid;
 
@@ -268,6 +283,57 @@ impl Hypervisor for QemuHypervisor {
         .instrument(span)
         .await?;
         Ok(())
+    }
+
+    #[allow(deprecated)] // qapi's `device` fields: the drives are named by `id` instead.
+    async fn change_medium(&self, vm_id: &str, iso: Option<&Path>) -> Result<(), HypervisorError> {
+        let span = tracing::info_span!("change_medium", vm_id = %vm_id);
+        async {
+            let paths = self.checked_paths(vm_id)?;
+            // A machine that does not run gets the medium at its next start.
+            if process::live_pid(&paths.pid_file).is_none() {
+                return Ok(());
+            }
+            let id = Some(ISO_DEVICE.to_string());
+            match iso {
+                Some(file) => {
+                    control::command(
+                        &paths,
+                        qmp::blockdev_change_medium {
+                            device: None,
+                            id,
+                            filename: file.to_string_lossy().into_owned(),
+                            format: Some("raw".to_string()),
+                            force: Some(true),
+                            read_only_mode: Some(qmp::BlockdevChangeReadOnlyMode::read_only),
+                        },
+                    )
+                    .await?;
+                }
+                None => {
+                    control::command(
+                        &paths,
+                        qmp::blockdev_open_tray {
+                            device: None,
+                            id,
+                            force: Some(true),
+                        },
+                    )
+                    .await?;
+                    control::command(
+                        &paths,
+                        qmp::blockdev_remove_medium {
+                            id: ISO_DEVICE.to_string(),
+                        },
+                    )
+                    .await?;
+                }
+            }
+            tracing::info!(iso = ?iso, "the CD-ROM's medium changed");
+            Ok(())
+        }
+        .instrument(span)
+        .await
     }
 
     async fn destroy(&self, vm_id: &str) -> Result<(), HypervisorError> {

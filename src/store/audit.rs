@@ -227,6 +227,14 @@ impl AuditRow {
                 data["to"]["name"].as_str().unwrap_or("another user")
             ),
             "VmDeleted" => format!("{vm} was deleted."),
+            "IsoChangeRequested" => match data["image"].as_str() {
+                Some(image) => format!("{actor} asked to put the ISO of {image} in {vm}."),
+                None => format!("{actor} asked to take the ISO out of {vm}."),
+            },
+            "VmIsoChanged" => match data["image"].as_str() {
+                Some(image) => format!("The ISO of {image} is in {vm}'s CD-ROM."),
+                None => format!("{vm}'s CD-ROM is empty."),
+            },
             "VmCrashed" => format!("{vm} crashed: {reason}"),
             "OperationFailed" => format!(
                 "The {} of {vm} failed: {reason}",

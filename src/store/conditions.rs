@@ -124,6 +124,8 @@ pub struct Conditions {
     /// The owner's default quota, checked (with their overrides) in the commit's transaction
     /// when the VM is created or grows; `None` for owners without one.
     pub quota: Option<crate::accounts::Quota>,
+    /// Cloud-init secrets the command sets, written outside the event log in its transaction.
+    pub secrets: Option<crate::vm::CloudInitSecrets>,
 }
 
 #[cfg(test)]

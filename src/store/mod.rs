@@ -9,6 +9,7 @@ use sqlx::PgPool;
 pub mod accounts;
 pub mod append;
 pub mod audit;
+pub mod cloud_init;
 pub mod conditions;
 pub mod deliveries;
 pub mod event_store;

@@ -4,8 +4,8 @@
 //! one statement), and commits one command in one transaction (one statement when it writes only
 //! its events and the VM's row, see `super::record`): its events (optimistic concurrency on the
 //! stream's sequence), the snapshot when one is due, the VM's name and host port reservations
-//! (and, for a creation, a shared lock on its image, which a delete takes exclusively), the VM's
-//! row in the list,
+//! (and, for a creation, a shared lock on its image, which a delete takes exclusively), its
+//! cloud-init secrets, the VM's row in the list,
 //! and, through the events trigger (`migrations/0002_jobs.sql`), the jobs its events open and
 //! close, and the idempotency key it was sent with and the answer it got. Either all of it is
 //! visible or none of it is.
@@ -17,7 +17,7 @@ use sqlx::{PgConnection, PgPool};
 
 use super::conditions::{AnswerInput, Conditions, StoredAnswer};
 use super::metadata::EventMetadata;
-use super::{idempotency, images, jobs, ports, quota, record, vm_view, StoreError};
+use super::{cloud_init, idempotency, images, jobs, ports, quota, record, vm_view, StoreError};
 use crate::vm::{JobEffect, JobOutcome, Vm, VmEvent};
 
 const AGGREGATE_TYPE: &str = <Vm as Aggregate>::TYPE;
@@ -244,6 +244,13 @@ impl Repository {
         }
         vm_view::hold_name(&mut tx, commit.before, commit.after).await?;
         ports::hold_ports(&mut tx, commit.before, commit.after).await?;
+        cloud_init::hold_secrets(
+            &mut tx,
+            commit.conditions.secrets.as_ref(),
+            commit.before,
+            commit.after,
+        )
+        .await?;
         if let Some(defaults) = commit.conditions.quota {
             quota::check(&mut tx, defaults, commit.before, commit.after).await?;
         }
@@ -283,7 +290,7 @@ impl Repository {
     }
 
     /// Whether `commit` writes only its events and the VM's row: not a creation, no idempotency
-    /// key, no name or host port reservation changing, no quota to check, no job to cancel, no
+    /// key, no name or host port reservation changing, no cloud-init secrets to write or remove, no quota to check, no job to cancel, no
     /// snapshot due, and an answer that does not show a job.
     fn is_plain(&self, commit: &Commit<'_>) -> bool {
         let (before, after) = (commit.before, commit.after);
@@ -293,6 +300,7 @@ impl Repository {
             && conditions.answer.as_ref().is_none_or(|a| !a.needs_job())
             && !vm_view::name_changes(before, after)
             && !ports::ports_change(before, after)
+            && !cloud_init::secrets_change(conditions.secrets.as_ref(), before, after)
             && (conditions.quota.is_none()
                 || quota::growth(before, after) == crate::accounts::Usage::default())
             && !commit.events.iter().any(|e| cancelled_job(e).is_some())

@@ -13,7 +13,79 @@ pub fn all() -> Vec<Box<dyn EventUpcaster>> {
         Box::new(ProcessStartV1ToV2("VmRestarted")),
         Box::new(VmCreatedV1ToV2),
         Box::new(VmReconfiguredV1ToV2),
+        Box::new(VmCreatedV2ToV3),
+        Box::new(VmReconfiguredV2ToV3),
+        Box::new(MediaOperation {
+            event_type: "OperationFailed",
+            from: "2",
+            to: "3",
+        }),
+        Box::new(MediaOperation {
+            event_type: "OperationRetried",
+            from: "1",
+            to: "2",
+        }),
     ]
+}
+
+/// `OperationFailed` v3 and `OperationRetried` v2 added the operation `media` (an ISO medium
+/// change). Their fields did not change: an earlier event reads as it is.
+pub struct MediaOperation {
+    pub event_type: &'static str,
+    pub from: &'static str,
+    pub to: &'static str,
+}
+
+impl EventUpcaster for MediaOperation {
+    fn can_upcast(&self, event_type: &str, event_version: &str) -> bool {
+        event_type == self.event_type && event_version == self.from
+    }
+
+    fn upcast(&self, mut event: SerializedEvent) -> SerializedEvent {
+        event.event_version = self.to.to_string();
+        event
+    }
+}
+
+/// `VmCreated` v3 added `spec.cloudInit` and `spec.bootOrder`. A VM created before them had no
+/// NoCloud seed and QEMU's default boot order.
+pub struct VmCreatedV2ToV3;
+
+impl EventUpcaster for VmCreatedV2ToV3 {
+    fn can_upcast(&self, event_type: &str, event_version: &str) -> bool {
+        event_type == "VmCreated" && event_version == "2"
+    }
+
+    fn upcast(&self, mut event: SerializedEvent) -> SerializedEvent {
+        if let Some(Value::Object(spec)) = event
+            .payload
+            .get_mut("VmCreated")
+            .and_then(|fields| fields.get_mut("spec"))
+        {
+            spec.entry("cloudInit").or_insert(Value::Null);
+            spec.entry("bootOrder").or_insert(Value::Array(Vec::new()));
+        }
+        event.event_version = "3".to_string();
+        event
+    }
+}
+
+/// `VmReconfigured` v3 added `cloudInit` and `bootOrder`; an earlier change left both alone.
+pub struct VmReconfiguredV2ToV3;
+
+impl EventUpcaster for VmReconfiguredV2ToV3 {
+    fn can_upcast(&self, event_type: &str, event_version: &str) -> bool {
+        event_type == "VmReconfigured" && event_version == "2"
+    }
+
+    fn upcast(&self, mut event: SerializedEvent) -> SerializedEvent {
+        if let Some(Value::Object(fields)) = event.payload.get_mut("VmReconfigured") {
+            fields.entry("cloudInit").or_insert(Value::Null);
+            fields.entry("bootOrder").or_insert(Value::Null);
+        }
+        event.event_version = "3".to_string();
+        event
+    }
 }
 
 /// `VmCreated` v2 added `spec.network`. Every VM created before it ran without a NIC; it reads as
@@ -158,8 +230,12 @@ mod tests {
                 "owner": {"id": "u", "name": "u"}, "imagePresent": true, "jobId": "j"}}),
         ));
         assert_eq!(v2.event_version, "2");
-        match serde_json::from_value::<VmEvent>(v2.payload).unwrap() {
+        let v3 = VmCreatedV2ToV3.upcast(v2);
+        assert_eq!(v3.event_version, "3");
+        match serde_json::from_value::<VmEvent>(v3.payload).unwrap() {
             VmEvent::VmCreated { spec, .. } => {
+                assert_eq!(spec.cloud_init, None);
+                assert!(spec.boot_order.is_empty());
                 assert_eq!(spec.network, crate::vm::NetworkSpec::default());
                 assert_eq!(spec.network.mode, crate::vm::NetworkMode::User);
             }
@@ -177,9 +253,16 @@ mod tests {
                 "memory": null, "requiresRestart": false}}),
         ));
         assert_eq!(v2.event_version, "2");
+        let v3 = VmReconfiguredV2ToV3.upcast(v2);
+        assert_eq!(v3.event_version, "3");
         assert!(matches!(
-            serde_json::from_value::<VmEvent>(v2.payload).unwrap(),
-            VmEvent::VmReconfigured { network: None, .. }
+            serde_json::from_value::<VmEvent>(v3.payload).unwrap(),
+            VmEvent::VmReconfigured {
+                network: None,
+                cloud_init: None,
+                boot_order: None,
+                ..
+            }
         ));
     }
 

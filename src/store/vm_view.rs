@@ -8,7 +8,7 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 
 use super::StoreError;
-use crate::vm::{mac_address, NetworkMode, PortForward, Vm, VmStatus};
+use crate::vm::{mac_address, BootDevice, CloudInitSpec, NetworkMode, PortForward, Vm, VmStatus};
 
 /// A VM as the API shows it.
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
@@ -30,6 +30,12 @@ pub struct VmView {
     pub pid: Option<u32>,
     pub accel: Option<String>,
     pub network: NetworkView,
+    /// What cloud-init is told at the next boot; passwords and user-data show only as set.
+    pub cloud_init: Option<CloudInitSpec>,
+    /// Devices the firmware boots from, in order; empty is the default (the disk).
+    pub boot_order: Vec<BootDevice>,
+    /// The image whose ISO is in the VM's CD-ROM (`POST /vms/{id}/iso`), if any.
+    pub iso: Option<String>,
     pub requires_restart: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -86,6 +92,9 @@ impl VmView {
                     NetworkMode::None => None,
                 },
             },
+            cloud_init: vm.spec.cloud_init.clone(),
+            boot_order: vm.spec.boot_order.clone(),
+            iso: vm.iso.clone(),
             requires_restart: vm.requires_restart,
             created_at,
             updated_at,

@@ -43,11 +43,19 @@ pub struct Vm {
     pub accel: Option<String>,
     /// A setting changed while the machine ran; it takes effect at the next (re)start.
     pub requires_restart: bool,
+    /// How many times the cloud-init settings were set; with the VM id it makes the NoCloud
+    /// `instance-id`, so the guest's cloud-init runs again after a change.
+    #[serde(default)]
+    pub cloud_init_revision: u32,
+    /// The image whose ISO is in the VM's CD-ROM, if any.
+    #[serde(default)]
+    pub iso: Option<String>,
 }
 
-/// The status an operation's job holds a VM in while it runs.
-pub fn transitional(operation: Operation) -> VmStatus {
+/// The status an operation's job holds a VM in while it runs (`from` is where it was).
+pub fn transitional(operation: Operation, from: VmStatus) -> VmStatus {
     match operation {
+        Operation::Media => from,
         Operation::Provision => VmStatus::Creating,
         Operation::Start => VmStatus::Starting,
         Operation::Stop => VmStatus::Stopping,
@@ -70,11 +78,16 @@ impl Vm {
         event: impl FnOnce() -> VmEvent,
     ) -> Result<Vec<VmEvent>, VmError> {
         let status = self.existing_status()?;
-        accept(status, operation).map_err(|rejection| VmError::Rejected {
+        let busy = |rejection| VmError::Rejected {
             status,
             operation,
             rejection,
-        })?;
+        };
+        accept(status, operation).map_err(busy)?;
+        // A media job leaves the status as it is: the pending job is what makes the VM busy.
+        if self.pending.is_some() {
+            return Err(busy(Rejection::Busy));
+        }
         Ok(vec![event()])
     }
 
@@ -133,6 +146,9 @@ impl Vm {
             VmCommand::Delete { job_id } => {
                 self.request(Operation::Delete, || VmEvent::DeleteRequested { job_id })
             }
+            VmCommand::ChangeIso { job_id, image } => self.request(Operation::Media, || {
+                VmEvent::IsoChangeRequested { job_id, image }
+            }),
             VmCommand::Reconfigure(change) => self.reconfigure(change),
             VmCommand::ChangeOwner { owner } => match self.existing_status()? {
                 VmStatus::Deleted => Err(VmError::Rejected {
@@ -175,7 +191,8 @@ impl Vm {
                     | Operation::Pause
                     | Operation::Resume
                     | Operation::Reset
-                    | Operation::Delete => Ok(vec![VmEvent::JobCancelled { job_id }]),
+                    | Operation::Delete
+                    | Operation::Media => Ok(vec![VmEvent::JobCancelled { job_id }]),
                 }
             }
             VmCommand::Observe { process, observed } => self.observe(process, observed),
@@ -193,22 +210,35 @@ impl Vm {
         let cpu = change.cpu.filter(|c| *c != self.spec.cpu);
         let memory = change.memory.filter(|m| *m != self.spec.memory);
         let network = change.network.filter(|n| *n != self.spec.network);
+        // New cloud-init settings always count: their secrets cannot be compared here.
+        let cloud_init = change.cloud_init;
+        let boot_order = change.boot_order.filter(|b| *b != self.spec.boot_order);
         if name.is_none()
             && description.is_none()
             && cpu.is_none()
             && memory.is_none()
             && network.is_none()
+            && cloud_init.is_none()
+            && boot_order.is_none()
         {
             return Err(VmError::NothingToChange);
         }
-        // QEMU's NIC and its forwards are set when it starts.
-        let requires_restart = running && (cpu.is_some() || memory.is_some() || network.is_some());
+        // QEMU's NIC and its forwards, the NoCloud seed and the boot order are set when it
+        // starts.
+        let requires_restart = running
+            && (cpu.is_some()
+                || memory.is_some()
+                || network.is_some()
+                || cloud_init.is_some()
+                || boot_order.is_some());
         Ok(vec![VmEvent::VmReconfigured {
             name,
             description,
             cpu,
             memory,
             network,
+            cloud_init,
+            boot_order,
             requires_restart,
         }])
     }
@@ -247,6 +277,9 @@ impl Vm {
             },
             (Operation::Reset, JobResult::Reset) => VmEvent::VmReset { job_id },
             (Operation::Delete, JobResult::Deleted) => VmEvent::VmDeleted { job_id },
+            (Operation::Media, JobResult::IsoChanged { image }) => {
+                VmEvent::VmIsoChanged { job_id, image }
+            }
             (operation, _) => return Err(VmError::ResultDoesNotFit { operation }),
         };
         Ok(vec![event])
@@ -353,7 +386,7 @@ impl Vm {
             operation,
             previous,
         });
-        self.status = Some(transitional(operation));
+        self.status = Some(transitional(operation, previous));
     }
 
     fn run(&mut self, pid: u32, start: Option<u64>) {
@@ -409,6 +442,7 @@ impl Aggregate for Vm {
                 job_id,
             } => {
                 self.id = vm_id;
+                self.cloud_init_revision = u32::from(spec.cloud_init.is_some());
                 self.spec = spec;
                 self.owner = owner;
                 self.image_present = image_present;
@@ -421,6 +455,12 @@ impl Aggregate for Vm {
             VmEvent::ResumeRequested { job_id } => self.open_job(&job_id, Operation::Resume),
             VmEvent::ResetRequested { job_id } => self.open_job(&job_id, Operation::Reset),
             VmEvent::DeleteRequested { job_id } => self.open_job(&job_id, Operation::Delete),
+            VmEvent::IsoChangeRequested { job_id, .. } => self.open_job(&job_id, Operation::Media),
+            VmEvent::VmIsoChanged { image, .. } => {
+                // The status stays where it was; only the job ends.
+                self.iso = image;
+                self.pending = None;
+            }
             VmEvent::VmProvisioned { .. } => self.settle(VmStatus::Stopped, None),
             VmEvent::VmStarted {
                 pid,
@@ -455,8 +495,17 @@ impl Aggregate for Vm {
                 cpu,
                 memory,
                 network,
+                cloud_init,
+                boot_order,
                 requires_restart,
             } => {
+                if cloud_init.is_some() {
+                    self.spec.cloud_init = cloud_init;
+                    self.cloud_init_revision += 1;
+                }
+                if let Some(boot_order) = boot_order {
+                    self.spec.boot_order = boot_order;
+                }
                 if let Some(name) = name {
                     self.spec.name = name;
                 }
@@ -482,7 +531,16 @@ impl Aggregate for Vm {
                 self.end_process();
                 self.settle(VmStatus::Crashed, Some(reason));
             }
-            VmEvent::OperationFailed { reason, .. } => self.settle(VmStatus::Error, Some(reason)),
+            VmEvent::OperationFailed {
+                operation, reason, ..
+            } => match operation {
+                // A failed medium change leaves the machine as it was.
+                Operation::Media => {
+                    self.status_reason = Some(reason);
+                    self.pending = None;
+                }
+                _ => self.settle(VmStatus::Error, Some(reason)),
+            },
             VmEvent::OperationRetried { .. } | VmEvent::StaleObservationIgnored { .. } => {}
             VmEvent::JobCancelled { .. } => {
                 let previous = self.pending.as_ref().map(|p| p.previous);

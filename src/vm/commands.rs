@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::cloud_init::{BootDevice, CloudInitSpec};
 use super::events::{Owner, VmSpec};
 use super::network::NetworkSpec;
 use super::process::MachineProcess;
@@ -39,6 +40,11 @@ pub enum VmCommand {
     Reconfigure(Reconfiguration),
     Delete {
         job_id: String,
+    },
+    /// Put image `image`'s ISO in the VM's CD-ROM, or (`None`) take the medium out.
+    ChangeIso {
+        job_id: String,
+        image: Option<String>,
     },
     /// Hand the VM to another user.
     ChangeOwner {
@@ -79,6 +85,9 @@ pub struct Reconfiguration {
     pub memory: Option<u64>,
     /// The whole new network, host ports already chosen.
     pub network: Option<NetworkSpec>,
+    /// The whole new cloud-init settings (their secrets travel in the command's conditions).
+    pub cloud_init: Option<CloudInitSpec>,
+    pub boot_order: Option<Vec<BootDevice>>,
 }
 
 /// How a job ended, as its worker saw it.
@@ -99,6 +108,9 @@ pub enum JobResult {
     Resumed,
     Reset,
     Deleted,
+    IsoChanged {
+        image: Option<String>,
+    },
     /// The job gave up after `attempts` tries.
     Failed {
         reason: String,

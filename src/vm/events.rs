@@ -8,6 +8,7 @@
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
+use super::cloud_init::{BootDevice, CloudInitSpec};
 use super::commands::ObservationKind;
 use super::network::NetworkSpec;
 use super::status::Operation;
@@ -36,13 +37,21 @@ pub struct VmSpec {
     /// Added in `VmCreated` v2; states stored before it read as user-mode NAT without ports.
     #[serde(default)]
     pub network: NetworkSpec,
+    /// Added in `VmCreated` v3: what cloud-init is told (without its secrets); `None` attaches
+    /// no NoCloud seed.
+    #[serde(default)]
+    pub cloud_init: Option<CloudInitSpec>,
+    /// Added in `VmCreated` v3: the firmware's boot order; empty is QEMU's default (the disk).
+    #[serde(default)]
+    pub boot_order: Vec<BootDevice>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all_fields = "camelCase")]
 pub enum VmEvent {
     /// Version 2 added `spec.network`; version-1 events read as user-mode NAT with no forwarded
-    /// ports (see `store::upcasters`).
+    /// ports. Version 3 added `spec.cloudInit` and `spec.bootOrder`; earlier events read as none
+    /// and the default order (see `store::upcasters`).
     VmCreated {
         vm_id: String,
         spec: VmSpec,
@@ -106,14 +115,30 @@ pub enum VmEvent {
         job_id: String,
     },
     /// Version 2 added `network` (the whole new network, with its host ports); version-1 events
-    /// read as not changing it (see `store::upcasters`).
+    /// read as not changing it. Version 3 added `cloudInit` (the whole new settings, without
+    /// secrets: a new one always counts as a change, since its secrets cannot be compared here)
+    /// and `bootOrder`; earlier events read as changing neither (see `store::upcasters`).
     VmReconfigured {
         name: Option<String>,
         description: Option<String>,
         cpu: Option<u32>,
         memory: Option<u64>,
         network: Option<NetworkSpec>,
+        cloud_init: Option<CloudInitSpec>,
+        boot_order: Option<Vec<BootDevice>>,
         requires_restart: bool,
+    },
+    /// The ISO CD-ROM's medium is to change: `image` (an image with an `image.iso`) goes in, or,
+    /// for none, the medium comes out. Opens a `media` job.
+    IsoChangeRequested {
+        job_id: String,
+        image: Option<String>,
+    },
+    /// The ISO CD-ROM holds `image` now (or nothing): changed live on a running machine, or
+    /// recorded for its next start.
+    VmIsoChanged {
+        job_id: String,
+        image: Option<String>,
     },
     /// The VM was handed to another user (their former owner's account is being deleted).
     VmOwnerChanged {
@@ -134,7 +159,7 @@ pub enum VmEvent {
     /// A job gave up; the VM is left in `error` with the reason.
     ///
     /// Version 2 added `attempts`; version-1 events are read as one attempt (see
-    /// `store::upcasters`).
+    /// `store::upcasters`). Version 3 added the operation `media`; earlier ones read unchanged.
     OperationFailed {
         job_id: String,
         operation: Operation,
@@ -144,7 +169,8 @@ pub enum VmEvent {
         attempts: u32,
     },
     /// A job's attempt failed for a reason that may pass; a worker tries again later. The VM's
-    /// state does not change: this is for the record.
+    /// state does not change: this is for the record. Version 2 added the operation `media`;
+    /// version-1 events read unchanged.
     OperationRetried {
         job_id: String,
         operation: Operation,
@@ -227,6 +253,8 @@ impl VmEvent {
             VmEvent::ResetRequested { .. } => "ResetRequested",
             VmEvent::VmReset { .. } => "VmReset",
             VmEvent::VmReconfigured { .. } => "VmReconfigured",
+            VmEvent::IsoChangeRequested { .. } => "IsoChangeRequested",
+            VmEvent::VmIsoChanged { .. } => "VmIsoChanged",
             VmEvent::VmOwnerChanged { .. } => "VmOwnerChanged",
             VmEvent::DeleteRequested { .. } => "DeleteRequested",
             VmEvent::VmDeleted { .. } => "VmDeleted",
@@ -241,11 +269,12 @@ impl VmEvent {
     /// The current version of this event's shape.
     pub fn version(&self) -> u32 {
         match self {
-            VmEvent::OperationFailed { .. }
-            | VmEvent::VmStarted { .. }
+            VmEvent::VmCreated { .. }
+            | VmEvent::VmReconfigured { .. }
+            | VmEvent::OperationFailed { .. } => 3,
+            VmEvent::VmStarted { .. }
             | VmEvent::VmRestarted { .. }
-            | VmEvent::VmCreated { .. }
-            | VmEvent::VmReconfigured { .. } => 2,
+            | VmEvent::OperationRetried { .. } => 2,
             VmEvent::VmProvisioned { .. }
             | VmEvent::StartRequested { .. }
             | VmEvent::StopRequested { .. }
@@ -258,17 +287,18 @@ impl VmEvent {
             | VmEvent::ResetRequested { .. }
             | VmEvent::VmReset { .. }
             | VmEvent::VmOwnerChanged { .. }
+            | VmEvent::IsoChangeRequested { .. }
+            | VmEvent::VmIsoChanged { .. }
             | VmEvent::DeleteRequested { .. }
             | VmEvent::VmDeleted { .. }
             | VmEvent::VmCrashed { .. }
-            | VmEvent::OperationRetried { .. }
             | VmEvent::JobCancelled { .. }
             | VmEvent::StaleObservationIgnored { .. } => 1,
         }
     }
 
     /// Every event type name, for schema checks and filters.
-    pub const TYPE_NAMES: [&'static str; 23] = [
+    pub const TYPE_NAMES: [&'static str; 25] = [
         "VmCreated",
         "VmProvisioned",
         "StartRequested",
@@ -285,6 +315,8 @@ impl VmEvent {
         "VmReset",
         "VmReconfigured",
         "VmOwnerChanged",
+        "IsoChangeRequested",
+        "VmIsoChanged",
         "DeleteRequested",
         "VmDeleted",
         "VmCrashed",
@@ -315,10 +347,12 @@ impl VmEvent {
             VmEvent::ResumeRequested { job_id } => opens(job_id, Operation::Resume),
             VmEvent::ResetRequested { job_id } => opens(job_id, Operation::Reset),
             VmEvent::DeleteRequested { job_id } => opens(job_id, Operation::Delete),
+            VmEvent::IsoChangeRequested { job_id, .. } => opens(job_id, Operation::Media),
             VmEvent::VmProvisioned { job_id }
             | VmEvent::VmStarted { job_id, .. }
             | VmEvent::VmRestarted { job_id, .. }
             | VmEvent::VmReset { job_id }
+            | VmEvent::VmIsoChanged { job_id, .. }
             | VmEvent::VmDeleted { job_id } => succeeds(job_id),
             VmEvent::VmStopped { job_id, .. }
             | VmEvent::VmPaused { job_id }

@@ -2,6 +2,7 @@
 //! table and the rules that tie them together. Nothing here touches IO.
 
 pub mod aggregate;
+pub mod cloud_init;
 pub mod commands;
 pub mod error;
 pub mod events;
@@ -13,6 +14,7 @@ pub mod status;
 mod tests;
 
 pub use aggregate::{PendingJob, Vm};
+pub use cloud_init::{BootDevice, CloudInitSecrets, CloudInitSpec, CloudUser};
 pub use commands::{JobResult, ObservationKind, Observed, Reconfiguration, VmCommand};
 pub use error::VmError;
 pub use events::{JobEffect, JobOutcome, Owner, VmEvent, VmSpec};

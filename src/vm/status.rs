@@ -102,6 +102,9 @@ pub enum Operation {
     Resume,
     Reset,
     Delete,
+    /// A change of the VM's ISO CD-ROM medium: live on a running machine, recorded for the next
+    /// start otherwise. The VM keeps its status while it runs.
+    Media,
 }
 
 impl Operation {
@@ -115,10 +118,11 @@ impl Operation {
             Operation::Resume => "resume",
             Operation::Reset => "reset",
             Operation::Delete => "delete",
+            Operation::Media => "media",
         }
     }
 
-    pub const ALL: [Operation; 8] = [
+    pub const ALL: [Operation; 9] = [
         Operation::Provision,
         Operation::Start,
         Operation::Stop,
@@ -127,22 +131,11 @@ impl Operation {
         Operation::Resume,
         Operation::Reset,
         Operation::Delete,
+        Operation::Media,
     ];
 
     pub fn parse(s: &str) -> Option<Operation> {
         Operation::ALL.into_iter().find(|op| op.as_str() == s)
-    }
-
-    /// The status a VM settles in when this operation's job succeeds.
-    pub fn settles_in(self) -> VmStatus {
-        match self {
-            Operation::Provision | Operation::Stop => VmStatus::Stopped,
-            Operation::Start | Operation::Restart | Operation::Resume | Operation::Reset => {
-                VmStatus::Running
-            }
-            Operation::Pause => VmStatus::Paused,
-            Operation::Delete => VmStatus::Deleted,
-        }
     }
 }
 
@@ -195,7 +188,8 @@ pub fn accept(status: VmStatus, operation: Operation) -> Result<VmStatus, Reject
             | Op::Pause
             | Op::Resume
             | Op::Reset
-            | Op::Delete,
+            | Op::Delete
+            | Op::Media,
         ) => Err(R::Busy),
 
         (
@@ -207,8 +201,13 @@ pub fn accept(status: VmStatus, operation: Operation) -> Result<VmStatus, Reject
             | Op::Pause
             | Op::Resume
             | Op::Reset
-            | Op::Delete,
+            | Op::Delete
+            | Op::Media,
         ) => Err(R::Gone),
+
+        // The ISO medium changes wherever the VM is: live while it runs, for its next start
+        // otherwise. The VM keeps its status (the job is what makes it busy).
+        (S::Stopped | S::Crashed | S::Error | S::Running | S::Paused, Op::Media) => Ok(status),
 
         // Powered off, whether cleanly, after a crash, or after a failed job.
         (S::Stopped | S::Crashed | S::Error, Op::Start) => Ok(S::Starting),

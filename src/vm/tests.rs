@@ -36,6 +36,8 @@ fn spec() -> VmSpec {
         disk: 20,
         os: "ubuntu20.04".into(),
         network: Default::default(),
+        cloud_init: None,
+        boot_order: Vec::new(),
     }
 }
 
@@ -192,7 +194,62 @@ fn command_for(op: Operation, job_id: &str) -> VmCommand {
         Operation::Resume => VmCommand::Resume { job_id },
         Operation::Reset => VmCommand::Reset { job_id },
         Operation::Delete => VmCommand::Delete { job_id },
+        Operation::Media => VmCommand::ChangeIso {
+            job_id,
+            image: Some("tools".into()),
+        },
     }
+}
+
+#[test]
+fn a_media_job_keeps_the_status_and_makes_the_vm_busy_until_it_ends() {
+    let vm = state_after([history(VmStatus::Running), vec![]].concat());
+    let events = vm
+        .decide(command_for(Operation::Media, "job-iso"))
+        .expect("accepted");
+    let during = state_after([history(VmStatus::Running), events.clone()].concat());
+    assert_eq!(during.status, Some(VmStatus::Running));
+    assert!(during
+        .decide(VmCommand::Stop {
+            job_id: "j".into(),
+            force: true,
+            timeout: 0
+        })
+        .is_err());
+    let done = during
+        .decide(VmCommand::CompleteJob {
+            job_id: "job-iso".into(),
+            result: JobResult::IsoChanged {
+                image: Some("tools".into()),
+            },
+        })
+        .expect("the media job ends");
+    let after = state_after([history(VmStatus::Running), events, done].concat());
+    assert_eq!(after.status, Some(VmStatus::Running));
+    assert_eq!(after.iso.as_deref(), Some("tools"));
+    assert!(after.pending.is_none());
+}
+
+#[test]
+fn a_failed_media_change_leaves_the_vm_where_it_was() {
+    let vm = state_after(history(VmStatus::Running));
+    let events = vm
+        .decide(command_for(Operation::Media, "job-iso"))
+        .expect("accepted");
+    let during = state_after([history(VmStatus::Running), events.clone()].concat());
+    let failed = during
+        .decide(VmCommand::CompleteJob {
+            job_id: "job-iso".into(),
+            result: JobResult::Failed {
+                reason: "no such device".into(),
+                attempts: 1,
+            },
+        })
+        .expect("the failure is recorded");
+    let after = state_after([history(VmStatus::Running), events, failed].concat());
+    assert_eq!(after.status, Some(VmStatus::Running));
+    assert_eq!(after.iso, None);
+    assert!(after.pending.is_none());
 }
 
 #[test]
@@ -216,8 +273,17 @@ fn the_transition_table_matches_the_contract() {
         O::Resume,
         O::Reset,
         O::Delete,
+        O::Media,
     ];
     let accepted = |status: S, op: O| -> Option<S> {
+        // The ISO medium changes wherever the VM is settled, and the VM stays there.
+        if op == O::Media {
+            return matches!(
+                status,
+                S::Stopped | S::Crashed | S::Error | S::Running | S::Paused
+            )
+            .then_some(status);
+        }
         match status {
             S::Stopped | S::Crashed => match op {
                 O::Start => Some(S::Starting),
@@ -254,7 +320,7 @@ fn the_transition_table_matches_the_contract() {
                     let events = result.unwrap_or_else(|e| panic!("{status} {op}: {e}"));
                     let after = state_after([history(status), events].concat());
                     assert_eq!(after.status, Some(next), "{status} {op}");
-                    assert_eq!(transitional(op), next, "{status} {op}");
+                    assert_eq!(transitional(op, status), next, "{status} {op}");
                 }
                 None => assert!(result.is_err(), "{status} {op} should be refused"),
             }
@@ -613,6 +679,8 @@ fn reconfiguring_a_running_vm_needs_a_restart() {
             cpu: None,
             memory: Some(4096),
             network: None,
+            cloud_init: None,
+            boot_order: None,
             requires_restart: true,
         }]);
 }
@@ -643,6 +711,8 @@ fn a_network_change_needs_a_restart_only_when_running() {
                 cpu: None,
                 memory: None,
                 network: Some(forwarded(80, 20080)),
+                cloud_init: None,
+                boot_order: None,
                 requires_restart,
             }]);
     }
@@ -660,6 +730,49 @@ fn the_same_network_again_is_nothing_to_change() {
 }
 
 #[test]
+fn new_cloud_init_settings_are_always_a_change_and_a_new_revision() {
+    let settings = CloudInitSpec {
+        hostname: Some("web-1".into()),
+        ..Default::default()
+    };
+    let running = state_after(history(VmStatus::Running));
+    assert_eq!(running.cloud_init_revision, 0);
+    // The same settings again still count: their secrets may differ.
+    for _ in 0..2 {
+        let events = running
+            .decide(VmCommand::Reconfigure(Reconfiguration {
+                cloud_init: Some(settings.clone()),
+                ..Default::default()
+            }))
+            .expect("a change");
+        assert!(matches!(
+            &events[..],
+            [VmEvent::VmReconfigured {
+                requires_restart: true,
+                ..
+            }]
+        ));
+    }
+    let events = running
+        .decide(VmCommand::Reconfigure(Reconfiguration {
+            cloud_init: Some(settings.clone()),
+            ..Default::default()
+        }))
+        .expect("a change");
+    let after = state_after([history(VmStatus::Running), events].concat());
+    assert_eq!(after.cloud_init_revision, 1);
+    assert_eq!(after.spec.cloud_init, Some(settings));
+    // An unchanged boot order is nothing to change.
+    assert_eq!(
+        after.decide(VmCommand::Reconfigure(Reconfiguration {
+            boot_order: Some(Vec::new()),
+            ..Default::default()
+        })),
+        Err(VmError::NothingToChange)
+    );
+}
+
+#[test]
 fn renaming_a_running_vm_needs_no_restart() {
     VmTest::with(())
         .given(history(VmStatus::Running))
@@ -673,6 +786,8 @@ fn renaming_a_running_vm_needs_no_restart() {
             cpu: None,
             memory: None,
             network: None,
+            cloud_init: None,
+            boot_order: None,
             requires_restart: false,
         }]);
 }
@@ -714,6 +829,8 @@ fn a_restart_clears_requires_restart() {
                     cpu: Some(4),
                     memory: None,
                     network: None,
+                    cloud_init: None,
+                    boot_order: None,
                     requires_restart: true,
                 },
                 VmEvent::RestartRequested {

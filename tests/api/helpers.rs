@@ -735,6 +735,8 @@ pub fn create_command(vm_id: &str, name: &str, job_id: &str) -> voidvm::vm::VmCo
             disk: 1,
             os: "busybox".into(),
             network: Default::default(),
+            cloud_init: None,
+            boot_order: Vec::new(),
         },
         owner: voidvm::vm::Owner {
             id: "u".into(),

@@ -77,6 +77,9 @@ fn spec(vm_id: &str, boot: BootSource) -> MachineSpec {
         disk_gib: 1,
         boot,
         network: Default::default(),
+        seed: None,
+        boot_order: Vec::new(),
+        iso: None,
     }
 }
 

@@ -10,11 +10,12 @@ use cqrs_es::persist::{EventUpcaster, SerializedEvent};
 use jsonschema::Validator;
 use serde_json::{json, Value};
 use voidvm::store::upcasters::{
-    OperationFailedV1ToV2, ProcessStartV1ToV2, VmCreatedV1ToV2, VmReconfiguredV1ToV2,
+    MediaOperation, OperationFailedV1ToV2, ProcessStartV1ToV2, VmCreatedV1ToV2, VmCreatedV2ToV3,
+    VmReconfiguredV1ToV2, VmReconfiguredV2ToV3,
 };
 use voidvm::vm::{
-    NetworkMode, NetworkSpec, ObservationKind, Operation, Owner, PortForward, Protocol, VmEvent,
-    VmSpec,
+    BootDevice, CloudInitSpec, CloudUser, NetworkMode, NetworkSpec, ObservationKind, Operation,
+    Owner, PortForward, Protocol, VmEvent, VmSpec,
 };
 
 /// Versions no longer written but still in the log, each read through an upcaster.
@@ -24,6 +25,10 @@ const OLD_VERSIONS: &[(&str, u32)] = &[
     ("VmRestarted", 1),
     ("VmCreated", 1),
     ("VmReconfigured", 1),
+    ("VmCreated", 2),
+    ("VmReconfigured", 2),
+    ("OperationFailed", 2),
+    ("OperationRetried", 1),
 ];
 
 fn schema_dir() -> PathBuf {
@@ -94,6 +99,8 @@ fn covers(event: &VmEvent) -> &'static str {
                     disk: _,
                     os: _,
                     network: NetworkSpec { mode: _, ports: _ },
+                    cloud_init: _,
+                    boot_order: _,
                 },
             owner: Owner { id: _, name: _ },
             image_present: _,
@@ -138,8 +145,18 @@ fn covers(event: &VmEvent) -> &'static str {
             cpu: _,
             memory: _,
             network: _,
+            cloud_init: _,
+            boot_order: _,
             requires_restart: _,
         } => "VmReconfigured",
+        VmEvent::IsoChangeRequested {
+            job_id: _,
+            image: _,
+        } => "IsoChangeRequested",
+        VmEvent::VmIsoChanged {
+            job_id: _,
+            image: _,
+        } => "VmIsoChanged",
         VmEvent::DeleteRequested { job_id: _ } => "DeleteRequested",
         VmEvent::VmDeleted { job_id: _ } => "VmDeleted",
         VmEvent::VmCrashed {
@@ -186,6 +203,28 @@ fn spec(description: Option<&str>) -> VmSpec {
                 protocol: Protocol::Tcp,
             }],
         },
+        cloud_init: description.map(|_| cloud_init()),
+        boot_order: vec![BootDevice::Cdrom, BootDevice::Disk],
+    }
+}
+
+fn cloud_init() -> CloudInitSpec {
+    CloudInitSpec {
+        hostname: Some("web-1".into()),
+        users: vec![
+            CloudUser {
+                name: "root".into(),
+                ssh_authorized_keys: vec!["ssh-ed25519 AAAA root@host".into()],
+                password_set: true,
+            },
+            CloudUser {
+                name: "alice".into(),
+                ssh_authorized_keys: vec![],
+                password_set: false,
+            },
+        ],
+        user_data_set: true,
+        network_config: Some("version: 2\n".into()),
     }
 }
 
@@ -289,6 +328,8 @@ fn samples() -> Vec<VmEvent> {
                 mode: NetworkMode::None,
                 ports: vec![],
             }),
+            cloud_init: Some(cloud_init()),
+            boot_order: Some(vec![BootDevice::Network]),
             requires_restart: true,
         },
         VmEvent::VmReconfigured {
@@ -297,7 +338,25 @@ fn samples() -> Vec<VmEvent> {
             cpu: None,
             memory: None,
             network: None,
+            cloud_init: None,
+            boot_order: None,
             requires_restart: false,
+        },
+        VmEvent::IsoChangeRequested {
+            job_id: job(),
+            image: Some("tools".into()),
+        },
+        VmEvent::IsoChangeRequested {
+            job_id: job(),
+            image: None,
+        },
+        VmEvent::VmIsoChanged {
+            job_id: job(),
+            image: Some("tools".into()),
+        },
+        VmEvent::VmIsoChanged {
+            job_id: job(),
+            image: None,
         },
         VmEvent::DeleteRequested { job_id: job() },
         VmEvent::VmDeleted { job_id: job() },
@@ -545,7 +604,69 @@ fn a_stored_v1_operation_failed_validates_and_upcasts_to_v2() {
             attempts: 1,
         }
     );
-    assert_eq!(event.version().to_string(), upcast.event_version);
+    assert_eq!(
+        event.version().to_string(),
+        MediaOperation {
+            event_type: "OperationFailed",
+            from: "2",
+            to: "3"
+        }
+        .upcast(upcast)
+        .event_version
+    );
+}
+
+#[test]
+fn operations_before_media_read_unchanged_and_media_needs_the_new_versions() {
+    for (name, old, new, fields) in [
+        (
+            "OperationFailed",
+            "2",
+            "3",
+            json!({"jobId": "j", "operation": "start", "reason": "r", "attempts": 1}),
+        ),
+        (
+            "OperationRetried",
+            "1",
+            "2",
+            json!({"jobId": "j", "operation": "start", "attempt": 1, "reason": "r", "retryInMs": 10}),
+        ),
+    ] {
+        let payload = json!({ name: fields });
+        let (old_n, new_n) = (old.parse().unwrap(), new.parse().unwrap());
+        assert_valid(name, old_n, &payload);
+        let mut media = payload.clone();
+        media[name]["operation"] = json!("media");
+        assert_invalid(
+            name,
+            old_n,
+            &media,
+            "the old version has no media operation",
+        );
+        assert_valid(name, new_n, &media);
+        let up = MediaOperation {
+            event_type: name,
+            from: old,
+            to: new,
+        };
+        let stored = SerializedEvent {
+            aggregate_id: "vm-1".into(),
+            sequence: 3,
+            aggregate_type: "vm".into(),
+            event_type: name.into(),
+            event_version: old.into(),
+            payload: payload.clone(),
+            metadata: json!({}),
+        };
+        assert!(up.can_upcast(name, old) && !up.can_upcast(name, new));
+        let upcast = up.upcast(stored);
+        assert_eq!(
+            (upcast.event_version.as_str(), &upcast.payload),
+            (new, &payload)
+        );
+        let event: VmEvent = serde_json::from_value(upcast.payload).expect("it reads");
+        assert_eq!(event.version().to_string(), new);
+    }
 }
 
 #[test]
@@ -609,6 +730,13 @@ fn stored_v1_creations_and_changes_validate_and_upcast_to_v2() {
         let upcast = upcaster.upcast(stored);
         assert_eq!(upcast.event_version, "2");
         assert_valid(name, 2, &upcast.payload);
+        let upcast = if name == "VmCreated" {
+            VmCreatedV2ToV3.upcast(upcast)
+        } else {
+            VmReconfiguredV2ToV3.upcast(upcast)
+        };
+        assert_eq!(upcast.event_version, "3");
+        assert_valid(name, 3, &upcast.payload);
         let event: VmEvent = serde_json::from_value(upcast.payload.clone())
             .unwrap_or_else(|e| panic!("upcast {} does not deserialise: {e}", upcast.payload));
         assert_eq!(event.version().to_string(), upcast.event_version);
@@ -629,18 +757,18 @@ fn stored_v1_creations_and_changes_validate_and_upcast_to_v2() {
 #[test]
 fn the_schemas_reject_payloads_of_another_shape() {
     let created = serde_json::to_value(&samples()[0]).expect("VmCreated serialises");
-    assert_valid("VmCreated", 2, &created);
+    assert_valid("VmCreated", 3, &created);
 
     let mut extra = created.clone();
     extra["VmCreated"]["color"] = json!("blue");
-    assert_invalid("VmCreated", 2, &extra, "an extra field");
+    assert_invalid("VmCreated", 3, &extra, "an extra field");
 
     let mut missing = created.clone();
     missing["VmCreated"]
         .as_object_mut()
         .expect("VmCreated fields")
         .remove("imagePresent");
-    assert_invalid("VmCreated", 2, &missing, "a missing field");
+    assert_invalid("VmCreated", 3, &missing, "a missing field");
 
     let mut null_description_missing = created.clone();
     null_description_missing["VmCreated"]["spec"]
@@ -656,11 +784,11 @@ fn the_schemas_reject_payloads_of_another_shape() {
 
     let mut nested_extra = created.clone();
     nested_extra["VmCreated"]["owner"]["email"] = json!("a@b.c");
-    assert_invalid("VmCreated", 2, &nested_extra, "an extra field in owner");
+    assert_invalid("VmCreated", 3, &nested_extra, "an extra field in owner");
 
     let mut negative = created.clone();
     negative["VmCreated"]["spec"]["cpu"] = json!(-1);
-    assert_invalid("VmCreated", 2, &negative, "a negative u32");
+    assert_invalid("VmCreated", 3, &negative, "a negative u32");
 
     let mut snake = created.clone();
     let fields = snake["VmCreated"]
@@ -668,18 +796,18 @@ fn the_schemas_reject_payloads_of_another_shape() {
         .expect("VmCreated fields");
     let vm_id = fields.remove("vmId").expect("vmId");
     fields.insert("vm_id".into(), vm_id);
-    assert_invalid("VmCreated", 2, &snake, "a snake_case field name");
+    assert_invalid("VmCreated", 3, &snake, "a snake_case field name");
 
     let mut second_event = created.clone();
     second_event["VmDeleted"] = json!({"jobId": "job-1"});
-    assert_invalid("VmCreated", 2, &second_event, "a second top-level tag");
+    assert_invalid("VmCreated", 3, &second_event, "a second top-level tag");
 
     let mut bridge = created.clone();
     bridge["VmCreated"]["spec"]["network"]["mode"] = json!("bridge");
-    assert_invalid("VmCreated", 2, &bridge, "a network mode not recorded yet");
+    assert_invalid("VmCreated", 3, &bridge, "a network mode not recorded yet");
     let mut port_too_big = created.clone();
     port_too_big["VmCreated"]["spec"]["network"]["ports"][0]["guest"] = json!(70000);
-    assert_invalid("VmCreated", 2, &port_too_big, "a port above 65535");
+    assert_invalid("VmCreated", 3, &port_too_big, "a port above 65535");
 
     let unknown_operation = json!({"OperationFailed": {
         "jobId": "job-1",
@@ -689,7 +817,7 @@ fn the_schemas_reject_payloads_of_another_shape() {
     }});
     assert_invalid(
         "OperationFailed",
-        2,
+        3,
         &unknown_operation,
         "an unknown operation",
     );

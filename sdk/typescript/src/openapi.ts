@@ -4014,6 +4014,320 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/vms/{id}/iso": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /**
+                     * @description Makes the request safe to retry: the same user sending the same key with the same method,
+                     *     path and body within 24 hours gets the first answer again (with `Idempotent-Replayed:
+                     *     true`); the same key with another request gets 422 `IDEMPOTENCY_KEY_REUSED`. 1 to 255
+                     *     printable ASCII characters, e.g. a UUID.
+                     */
+                    "Idempotency-Key"?: string;
+                    /**
+                     * @description Apply only if the VM is still at one of these versions: one or more ETags of
+                     *     `GET /vms/{id}` (e.g. `"7"`), or `*`. Otherwise 412 `PRECONDITION_FAILED` and nothing
+                     *     changes.
+                     */
+                    "If-Match"?: string;
+                };
+                path: {
+                    /** @description The VM's id, e.g. `vm-abc123def456`. */
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["AttachIso"];
+                };
+            };
+            responses: {
+                /** @description Accepted: a `media` job puts the ISO in the CD-ROM, live on a running VM, for the next start otherwise. */
+                202: {
+                    headers: {
+                        /** @description `true` when this is the first answer to an earlier request with the same Idempotency-Key. */
+                        "Idempotent-Replayed"?: boolean;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Envelope_Accepted"];
+                    };
+                };
+                /** @description A field is invalid; `error.field` names it (`VALIDATION_ERROR`). */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The caller's role lacks the permission in `x-permission` (`FORBIDDEN`; `error.details` names it). */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description No such VM (`VM_NOT_FOUND`), or no image of that name with an ISO (`IMAGE_NOT_FOUND`, naming `image`). */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /**
+                 * @description The VM's state does not allow it (e.g. `VM_ALREADY_RUNNING`), the name is taken
+                 *     (`VM_NAME_TAKEN`), a host port is forwarded to another VM (`PORT_TAKEN`) or none is left
+                 *     in the configured range (`NO_FREE_PORT`), or another job is in flight (`VM_BUSY`).
+                 */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /**
+                 * @description `If-Match` names another version of the VM than its current one; nothing was changed
+                 *     (`PRECONDITION_FAILED`).
+                 */
+                412: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
+                414: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /**
+                 * @description The `Idempotency-Key` was used for another request (another method, path or body) in the
+                 *     last 24 hours (`IDEMPOTENCY_KEY_REUSED`).
+                 */
+                422: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                default: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+            };
+        };
+        delete: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /**
+                     * @description Makes the request safe to retry: the same user sending the same key with the same method,
+                     *     path and body within 24 hours gets the first answer again (with `Idempotent-Replayed:
+                     *     true`); the same key with another request gets 422 `IDEMPOTENCY_KEY_REUSED`. 1 to 255
+                     *     printable ASCII characters, e.g. a UUID.
+                     */
+                    "Idempotency-Key"?: string;
+                    /**
+                     * @description Apply only if the VM is still at one of these versions: one or more ETags of
+                     *     `GET /vms/{id}` (e.g. `"7"`), or `*`. Otherwise 412 `PRECONDITION_FAILED` and nothing
+                     *     changes.
+                     */
+                    "If-Match"?: string;
+                };
+                path: {
+                    /** @description The VM's id, e.g. `vm-abc123def456`. */
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Accepted: a `media` job takes the medium out of the CD-ROM (live on a running VM). */
+                202: {
+                    headers: {
+                        /** @description `true` when this is the first answer to an earlier request with the same Idempotency-Key. */
+                        "Idempotent-Replayed"?: boolean;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Envelope_Accepted"];
+                    };
+                };
+                /** @description A field is invalid; `error.field` names it (`VALIDATION_ERROR`). */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The caller's role lacks the permission in `x-permission` (`FORBIDDEN`; `error.details` names it). */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description No such virtual machine, or not yours (`VM_NOT_FOUND`). */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /**
+                 * @description The VM's state does not allow it (e.g. `VM_ALREADY_RUNNING`), the name is taken
+                 *     (`VM_NAME_TAKEN`), a host port is forwarded to another VM (`PORT_TAKEN`) or none is left
+                 *     in the configured range (`NO_FREE_PORT`), or another job is in flight (`VM_BUSY`).
+                 */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /**
+                 * @description `If-Match` names another version of the VM than its current one; nothing was changed
+                 *     (`PRECONDITION_FAILED`).
+                 */
+                412: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
+                414: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /**
+                 * @description The `Idempotency-Key` was used for another request (another method, path or body) in the
+                 *     last 24 hours (`IDEMPOTENCY_KEY_REUSED`).
+                 */
+                422: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                default: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+            };
+        };
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/vms/{id}/pause": {
         parameters: {
             query?: never;
@@ -5896,6 +6210,11 @@ export interface components {
             /** @description `rest`, `websocket` or `system`. */
             via?: string | null;
         };
+        /** @description The image whose `image.iso` goes in the CD-ROM. */
+        AttachIso: {
+            /** @description An image name with an ISO (`<images dir>/<image>/image.iso`). */
+            image: string;
+        };
         /** @description One entry of the audit log, as the API and the feed show it. */
         AuditEntry: {
             /**
@@ -5925,6 +6244,11 @@ export interface components {
             /** Format: date-time */
             recordedAt: string;
         };
+        /**
+         * @description A device the firmware may boot from, in a VM's `bootOrder`.
+         * @enum {string}
+         */
+        BootDevice: "disk" | "cdrom" | "network";
         /** @description Sizes in bytes; `usage` is `used` over `total` in percent. */
         Capacity: {
             /** Format: int64 */
@@ -5941,6 +6265,51 @@ export interface components {
             free: number;
             /** Format: double */
             usage: number;
+        };
+        /** @description What cloud-init (NoCloud) is told at the next boot; on PATCH it replaces the whole settings. */
+        CloudInitInput: {
+            /**
+             * @description The guest's hostname (RFC 1123), as `local-hostname` in meta-data and `hostname` in the
+             *     generated user-data.
+             */
+            hostname?: string | null;
+            /** @description Users the generated user-data creates (at most 16). Not together with `userData`. */
+            users?: components["schemas"]["CloudUserInput"][] | null;
+            /**
+             * @description User-data given verbatim (at most 32 KiB), instead of the generated `#cloud-config`.
+             *     Treated as a secret: never in the event log or in `GET /vms/{id}`.
+             */
+            userData?: string | null;
+            /** @description NoCloud `network-config` (at most 16 KiB), written verbatim. */
+            networkConfig?: string | null;
+        };
+        /** @description What cloud-init is told at the next boot, without its secrets. */
+        CloudInitSpec: {
+            hostname?: string | null;
+            users: components["schemas"]["CloudUser"][];
+            /** @description Whether user-data was given (its text is kept outside the event log). */
+            userDataSet: boolean;
+            /** @description NoCloud `network-config` (v1 or v2 YAML), given verbatim. */
+            networkConfig?: string | null;
+        };
+        /** @description One user the guest gets, as the log records it. */
+        CloudUser: {
+            name: string;
+            sshAuthorizedKeys: string[];
+            /** @description Whether a password was given (its hash is kept outside the event log). */
+            passwordSet: boolean;
+        };
+        /** @description One user the guest gets. */
+        CloudUserInput: {
+            /**
+             * @description A Linux user name: a lower-case letter or `_`, then up to 31 lower-case letters, digits,
+             *     `_` or `-`. `root` writes root's keys.
+             */
+            name: string;
+            /** @description Public keys for `~/.ssh/authorized_keys`, one line each (at most 32). */
+            sshAuthorizedKeys?: string[] | null;
+            /** @description Stored and written to the seed only as a SHA-512 crypt hash; never in the event log. */
+            password?: string | null;
         };
         ConfigView: {
             system: components["schemas"]["SystemSection"];
@@ -5979,6 +6348,12 @@ export interface components {
             os?: string | null;
             description?: string | null;
             network?: components["schemas"]["NetworkInput"] | null;
+            cloudInit?: components["schemas"]["CloudInitInput"] | null;
+            /**
+             * @description Devices the firmware boots from, in order (each at most once); a VM booting a kernel
+             *     directly (the `busybox` image) ignores it.
+             */
+            bootOrder?: components["schemas"]["BootDevice"][] | null;
         };
         /** @description A VM just created, with its provisioning job. */
         CreatedVm: components["schemas"]["VmView"] & {
@@ -6465,6 +6840,11 @@ export interface components {
                     pid?: number | null;
                     accel?: string | null;
                     network: components["schemas"]["NetworkView"];
+                    cloudInit?: components["schemas"]["CloudInitSpec"] | null;
+                    /** @description Devices the firmware boots from, in order; empty is the default (the disk). */
+                    bootOrder: components["schemas"]["BootDevice"][];
+                    /** @description The image whose ISO is in the VM's CD-ROM (`POST /vms/{id}/iso`), if any. */
+                    iso?: string | null;
                     requiresRestart: boolean;
                     /** Format: date-time */
                     createdAt: string;
@@ -6752,6 +7132,11 @@ export interface components {
                 pid?: number | null;
                 accel?: string | null;
                 network: components["schemas"]["NetworkView"];
+                cloudInit?: components["schemas"]["CloudInitSpec"] | null;
+                /** @description Devices the firmware boots from, in order; empty is the default (the disk). */
+                bootOrder: components["schemas"]["BootDevice"][];
+                /** @description The image whose ISO is in the VM's CD-ROM (`POST /vms/{id}/iso`), if any. */
+                iso?: string | null;
                 requiresRestart: boolean;
                 /** Format: date-time */
                 createdAt: string;
@@ -7113,7 +7498,7 @@ export interface components {
              *     unless the server allows them (`webhooks.allow_private`).
              */
             url: string;
-            events: ("*" | "VmCreated" | "VmProvisioned" | "StartRequested" | "VmStarted" | "StopRequested" | "VmStopped" | "RestartRequested" | "VmRestarted" | "PauseRequested" | "VmPaused" | "ResumeRequested" | "VmResumed" | "ResetRequested" | "VmReset" | "VmReconfigured" | "VmOwnerChanged" | "DeleteRequested" | "VmDeleted" | "VmCrashed" | "OperationFailed" | "OperationRetried" | "JobCancelled" | "StaleObservationIgnored")[];
+            events: ("*" | "VmCreated" | "VmProvisioned" | "StartRequested" | "VmStarted" | "StopRequested" | "VmStopped" | "RestartRequested" | "VmRestarted" | "PauseRequested" | "VmPaused" | "ResumeRequested" | "VmResumed" | "ResetRequested" | "VmReset" | "VmReconfigured" | "VmOwnerChanged" | "IsoChangeRequested" | "VmIsoChanged" | "DeleteRequested" | "VmDeleted" | "VmCrashed" | "OperationFailed" | "OperationRetried" | "JobCancelled" | "StaleObservationIgnored")[];
             /** @description 16 to 256 visible ASCII characters; the server makes one when absent. */
             secret?: string | null;
             /** @description Default `true`. */
@@ -7142,6 +7527,8 @@ export interface components {
             /** Format: int64 */
             memory?: number | null;
             network?: components["schemas"]["NetworkInput"] | null;
+            cloudInit?: components["schemas"]["CloudInitInput"] | null;
+            bootOrder?: components["schemas"]["BootDevice"][] | null;
         };
         Patched: {
             vm: components["schemas"]["VmView"];
@@ -7489,6 +7876,11 @@ export interface components {
             pid?: number | null;
             accel?: string | null;
             network: components["schemas"]["NetworkView"];
+            cloudInit?: components["schemas"]["CloudInitSpec"] | null;
+            /** @description Devices the firmware boots from, in order; empty is the default (the disk). */
+            bootOrder: components["schemas"]["BootDevice"][];
+            /** @description The image whose ISO is in the VM's CD-ROM (`POST /vms/{id}/iso`), if any. */
+            iso?: string | null;
             requiresRestart: boolean;
             /** Format: date-time */
             createdAt: string;
@@ -7504,7 +7896,7 @@ export interface components {
         };
         WebhookUpdate: {
             url?: string | null;
-            events?: ("*" | "VmCreated" | "VmProvisioned" | "StartRequested" | "VmStarted" | "StopRequested" | "VmStopped" | "RestartRequested" | "VmRestarted" | "PauseRequested" | "VmPaused" | "ResumeRequested" | "VmResumed" | "ResetRequested" | "VmReset" | "VmReconfigured" | "VmOwnerChanged" | "DeleteRequested" | "VmDeleted" | "VmCrashed" | "OperationFailed" | "OperationRetried" | "JobCancelled" | "StaleObservationIgnored")[];
+            events?: ("*" | "VmCreated" | "VmProvisioned" | "StartRequested" | "VmStarted" | "StopRequested" | "VmStopped" | "RestartRequested" | "VmRestarted" | "PauseRequested" | "VmPaused" | "ResumeRequested" | "VmResumed" | "ResetRequested" | "VmReset" | "VmReconfigured" | "VmOwnerChanged" | "IsoChangeRequested" | "VmIsoChanged" | "DeleteRequested" | "VmDeleted" | "VmCrashed" | "OperationFailed" | "OperationRetried" | "JobCancelled" | "StaleObservationIgnored")[];
             secret?: string | null;
             /** @description A webhook made active again receives the events from then on. */
             active?: boolean | null;

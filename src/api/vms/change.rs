@@ -1,4 +1,5 @@
-//! `PATCH /vms/{id}` and `DELETE /vms/{id}`: change a VM's name, description, size or network,
+//! `PATCH /vms/{id}` and `DELETE /vms/{id}`: change a VM's name, description, size, network,
+//! cloud-init settings or boot order,
 //! or delete it (a delete opens a job like the lifecycle verbs, and goes the same way).
 
 use actix_web::http::StatusCode;
@@ -10,6 +11,7 @@ use super::super::answers::errors::{
 };
 use super::super::answers::{Accepted, Envelope, Patched};
 use super::super::body;
+use super::super::cloud_init_input;
 use super::super::envelope;
 use super::super::error::ApiError;
 use super::super::network_input;
@@ -81,6 +83,17 @@ pub async fn patch(
         .as_ref()
         .map(|n| network_input::check_network(n, &state.settings.network))
         .transpose()?;
+    if let Some(order) = &input.boot_order {
+        cloud_init_input::check_boot_order(order)?;
+    }
+    let (cloud_init, secrets) = match &input.cloud_init {
+        Some(c) => {
+            let (spec, secrets) = cloud_init_input::check_cloud_init(c)?;
+            (Some(spec), Some(secrets))
+        }
+        None => (None, None),
+    };
+    let retry = retry.with_secrets(secrets);
     // The VM's actor decides whether the VM is the caller's; its current ports are read first
     // only when the network changes (to keep the ones it holds).
     let current_ports = match &network {
@@ -109,6 +122,8 @@ pub async fn patch(
                 cpu: input.cpu,
                 memory: input.memory,
                 network: chosen,
+                cloud_init: cloud_init.clone(),
+                boot_order: input.boot_order.clone(),
             });
             retry
                 .execute(

@@ -7,6 +7,7 @@ use serde_json::Value;
 use super::super::answers::errors::{Invalid, KeyReused, Unauthorized, VmConflict};
 use super::super::answers::{CreatedVm, Envelope};
 use super::super::body;
+use super::super::cloud_init_input;
 use super::super::error::ApiError;
 use super::super::network_input;
 use super::super::retry::{envelope_answer, KeyHeader, Retry};
@@ -65,6 +66,17 @@ pub async fn create(
     let (os, image_present) = vm_input::check_os(input.os.as_deref(), limits, &state.images)?;
     let request =
         network_input::check_network(&input.network.unwrap_or_default(), &state.settings.network)?;
+    let boot_order = input.boot_order.unwrap_or_default();
+    cloud_init_input::check_boot_order(&boot_order)?;
+    let (cloud_init, secrets) = match &input.cloud_init {
+        Some(c) => {
+            let (spec, secrets) = cloud_init_input::check_cloud_init(c)?;
+            (Some(spec), Some(secrets))
+        }
+        None => (None, None),
+    };
+    // The secrets are written outside the log, in the transaction that records the VM.
+    let retry = retry.with_secrets(secrets);
 
     let vm_id = new_vm_id();
     let job_id = new_job_id();
@@ -79,6 +91,8 @@ pub async fn create(
         disk: input.disk,
         os,
         network: NetworkSpec::default(),
+        cloud_init,
+        boot_order,
     };
     let owner = Owner {
         id: user.id.clone(),

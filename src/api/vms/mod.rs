@@ -6,12 +6,14 @@
 mod change;
 mod create;
 mod history;
+mod iso;
 mod lifecycle;
 mod read;
 
 pub use change::*;
 pub use create::*;
 pub use history::*;
+pub use iso::*;
 pub use lifecycle::*;
 pub use read::*;
 
