@@ -7,6 +7,26 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
+/// Parses a URL a user names for the server to call or fetch: `http` or `https`, with a host, at
+/// most `max_bytes` long and without credentials (such URLs are recorded in the event log, which
+/// never holds a secret). The error is the sentence to answer with, naming `url`.
+pub fn user_url(raw: &str, max_bytes: usize) -> Result<reqwest::Url, String> {
+    if raw.len() > max_bytes {
+        return Err(format!("url may have at most {max_bytes} bytes."));
+    }
+    let url = reqwest::Url::parse(raw).map_err(|e| format!("url is not a URL ({e})."))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("url must be an http or https URL.".into());
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("url must name a host.".into());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("url must not carry credentials (it is recorded in the event log).".into());
+    }
+    Ok(url)
+}
+
 /// Whether `ip` is on this host or a private, link-local or otherwise non-public network: where requests
 /// to user-named addresses go only when a setting allows it.
 pub fn is_private(ip: IpAddr) -> bool {

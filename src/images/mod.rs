@@ -167,19 +167,7 @@ pub struct SourceUrl(String);
 
 impl SourceUrl {
     pub fn parse(raw: &str) -> Result<SourceUrl, String> {
-        if raw.len() > URL_MAX {
-            return Err(format!("url may have at most {URL_MAX} bytes."));
-        }
-        let url = reqwest::Url::parse(raw).map_err(|e| format!("url is not a URL ({e})."))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err("url must be an http or https URL.".into());
-        }
-        if url.host_str().is_none_or(str::is_empty) {
-            return Err("url must name a host.".into());
-        }
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err("url must not carry credentials (it is recorded in the event log).".into());
-        }
+        let url = crate::outbound::user_url(raw, URL_MAX)?;
         Ok(SourceUrl(url.to_string()))
     }
 

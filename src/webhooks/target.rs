@@ -22,25 +22,7 @@ pub struct TargetUrl(String);
 
 impl TargetUrl {
     pub fn parse(raw: &str) -> Result<TargetUrl, String> {
-        if raw.len() > MAX_URL_BYTES {
-            return Err(format!("url may have at most {MAX_URL_BYTES} bytes."));
-        }
-        let url = reqwest::Url::parse(raw).map_err(|e| format!("url is not a URL ({e})."))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err("url must be an http or https URL.".into());
-        }
-        if url.host_str().is_none_or(str::is_empty) {
-            return Err("url must name a host.".into());
-        }
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(
-                "url must not carry credentials (it is recorded in the event log); the secret signs each delivery."
-                    .into(),
-            );
-        }
-        if url.fragment().is_some() {
-            return Err("url must not have a fragment.".into());
-        }
+        let url = crate::outbound::user_url(raw, MAX_URL_BYTES)?;
         Ok(TargetUrl(url.to_string()))
     }
 

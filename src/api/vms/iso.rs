@@ -137,6 +137,8 @@ async fn change(
         envelope_answer(StatusCode::ACCEPTED, data, "Accepted; the job is queued.")
     });
     retry
+        .clone()
+        .seen_by(user)
         .execute(
             state,
             vm_id,
