@@ -235,6 +235,11 @@ pub async fn dispatch(
     workers: Vec<Addr<JobWorker>>,
     shutdown: CancellationToken,
 ) {
+    // A node without workers (an API node) has no one to wake: it neither listens nor reads the
+    // queue.
+    if workers.is_empty() {
+        return;
+    }
     tokio::select! {
         () = dispatch_until_error(pool, node, workers) => {}
         () = shutdown.cancelled() => tracing::debug!("job dispatcher stopped"),
@@ -310,6 +315,8 @@ async fn dispatch_until_error(pool: PgPool, node: String, workers: Vec<Addr<JobW
                 if let Err(e) = n {
                     tracing::warn!(error = %crate::telemetry::chain(&e), "the job dispatcher lost its connection; reconnecting");
                 }
+                // A burst of new jobs wakes the workers once, not once per job.
+                while listener.next_buffered().is_some() {}
             }
             _ = tokio::time::sleep(wait.max(Duration::from_millis(10))) => {}
         }
