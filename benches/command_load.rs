@@ -157,7 +157,8 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) {
             Arc::new({
                 let (base, token) = (base.clone(), token.clone());
                 move |c: &reqwest::Client, _: usize| {
-                    c.get(format!("{base}/api/v1/vms?limit=1")).bearer_auth(&token)
+                    c.get(format!("{base}/api/v1/vms?limit=1"))
+                        .bearer_auth(&token)
                 }
             }),
             200,
