@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 /// Parses a URL a user names for the server to call or fetch: `http` or `https`, with a host, at
-/// most `max_bytes` long and without credentials (such URLs are recorded in the event log, which
+/// most `max_bytes` long, without a fragment and without credentials (such URLs are recorded in the event log, which
 /// never holds a secret). The error is the sentence to answer with, naming `url`.
 pub fn user_url(raw: &str, max_bytes: usize) -> Result<reqwest::Url, String> {
     if raw.len() > max_bytes {
@@ -23,6 +23,10 @@ pub fn user_url(raw: &str, max_bytes: usize) -> Result<reqwest::Url, String> {
     }
     if !url.username().is_empty() || url.password().is_some() {
         return Err("url must not carry credentials (it is recorded in the event log).".into());
+    }
+    // A fragment is never sent to the server; one in the URL is a mistake.
+    if url.fragment().is_some() {
+        return Err("url must not have a fragment.".into());
     }
     Ok(url)
 }
