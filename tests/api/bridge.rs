@@ -1,0 +1,191 @@
+//! `bridge` networks through the real test guest under TCG: the test makes a host bridge of its
+//! own, a server allowed to use it puts an admin's VM on it (the VM's tap device is a port of the
+//! bridge, and the bridge learns the guest's MAC from its DHCP discovers), the tap goes with the
+//! machine, a missing bridge fails the start naming it, and bad or unauthorised requests are
+//! refused (400 naming `network.bridge` or `network.ports`, 403 for a non-admin).
+
+use std::process::Command;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::helpers::{eventually, spawn_app_with};
+
+/// A host bridge made for one test and deleted when it ends, even by a failure.
+struct OwnBridge(String);
+
+impl OwnBridge {
+    fn new(prefix: &str) -> OwnBridge {
+        let name = format!(
+            "{prefix}{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        ip(&["link", "add", &name, "type", "bridge"]);
+        let bridge = OwnBridge(name);
+        ip(&["link", "set", &bridge.0, "up"]);
+        bridge
+    }
+}
+
+impl Drop for OwnBridge {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "delete", &self.0, "type", "bridge"])
+            .output();
+    }
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("ip runs");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The JSON `program args` prints (`ip -j`, `bridge -j`).
+fn json_of(program: &str, args: &[&str]) -> Vec<Value> {
+    let out = Command::new(program).args(args).output().expect("it runs");
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+/// The interfaces that are ports of `bridge`.
+fn ports_of(bridge: &str) -> Vec<String> {
+    json_of("ip", &["-j", "link", "show", "master", bridge])
+        .iter()
+        .filter_map(|l| l["ifname"].as_str().map(String::from))
+        .collect()
+}
+
+/// The MAC addresses `bridge` has learned on its ports.
+fn learned_macs(bridge: &str) -> Vec<String> {
+    json_of("bridge", &["-j", "fdb", "show", "br", bridge])
+        .iter()
+        .filter_map(|e| e["mac"].as_str().map(str::to_lowercase))
+        .collect()
+}
+
+fn exists(interface: &str) -> bool {
+    std::path::Path::new("/sys/class/net")
+        .join(interface)
+        .exists()
+}
+
+fn vm(name: &str, network: Value) -> Value {
+    json!({"name": name, "cpu": 1, "memory": 128, "disk": 1, "os": "busybox", "network": network})
+}
+
+#[tokio::test]
+async fn a_bridged_guest_is_on_the_bridge_and_its_tap_goes_with_it() {
+    let bridge = OwnBridge::new("vvtb");
+    let missing = format!("vvtm{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let allowed = vec![bridge.0.clone(), missing.clone()];
+    let app = spawn_app_with(|s| s.network.bridges = allowed).await;
+
+    let user = app.create_user("bridger").await;
+    let (status, body) = app
+        .call_as(
+            &user,
+            Method::POST,
+            "/api/v1/vms",
+            Some(vm("mine", json!({"mode": "bridge"}))),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"]["code"], "FORBIDDEN", "{body}");
+    for (network, field) in [
+        (
+            json!({"mode": "bridge", "bridge": "br-elsewhere"}),
+            "network.bridge",
+        ),
+        (
+            json!({"mode": "bridge", "ports": [{"guest": 80}]}),
+            "network.ports",
+        ),
+        (
+            json!({"mode": "user", "bridge": bridge.0.as_str()}),
+            "network.bridge",
+        ),
+    ] {
+        let (status, body) = app.create_vm(vm("bad", network.clone())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{network}: {body}");
+        assert_eq!(body["error"]["field"], field, "{network}: {body}");
+    }
+
+    // Without a name, the first configured bridge.
+    let (status, body) = app.create_vm(vm("lan", json!({"mode": "bridge"}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let id = body["data"]["id"].as_str().expect("an id").to_string();
+    let job = app
+        .wait_job(body["data"]["jobId"].as_str().expect("a job"))
+        .await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let network = &body["data"]["network"];
+    assert_eq!(network["mode"], "bridge", "{network}");
+    assert_eq!(network["bridge"], bridge.0.as_str(), "{network}");
+    assert_eq!(network["ports"], json!([]), "{network}");
+    let mac = network["mac"].as_str().expect("a MAC").to_string();
+    let tap = network["tap"].as_str().expect("a tap").to_string();
+
+    app.act_and_wait(&id, "start", None).await;
+    assert_eq!(
+        ports_of(&bridge.0),
+        [tap.clone()],
+        "the tap is the bridge's port"
+    );
+    // udhcpc sends discovers from the guest's NIC as soon as it is up; the bridge learns its MAC.
+    eventually(90, "the bridge learns the guest's MAC", || {
+        learned_macs(&bridge.0).contains(&mac)
+    })
+    .await;
+
+    // A user's change of the network to a bridge is refused too; a running VM's change of mode
+    // needs a restart.
+    let (status, body) = app
+        .patch_vm(&id, json!({"network": {"mode": "user"}}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["requiresRestart"], true, "{body}");
+    let (status, body) = app
+        .patch_vm(&id, json!({"network": {"mode": "bridge"}}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    app.act_and_wait(&id, "stop", Some(json!({"force": true})))
+        .await;
+    eventually(10, "the tap goes with its machine", || !exists(&tap)).await;
+    assert!(ports_of(&bridge.0).is_empty());
+
+    // A configured bridge that is not on the host fails the start at once, naming it.
+    let (status, body) = app
+        .create_vm(vm(
+            "nowhere",
+            json!({"mode": "bridge", "bridge": missing.as_str()}),
+        ))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let other = body["data"]["id"].as_str().expect("an id").to_string();
+    app.wait_job(body["data"]["jobId"].as_str().expect("a job"))
+        .await;
+    let (status, body) = app.vm_action(&other, "start", None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let job = app
+        .wait_job(body["data"]["jobId"].as_str().expect("a job"))
+        .await;
+    assert_eq!(job["status"], "failed", "{job}");
+    let error = job["error"].as_str().unwrap_or_default();
+    assert!(error.contains(&missing), "{job}");
+    assert!(app.pid_of(&other).is_none());
+
+    let (status, body) = app.delete_vm(&id).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    app.wait_job(body["data"]["jobId"].as_str().expect("a job"))
+        .await;
+    assert!(!exists(&tap));
+}
