@@ -1,7 +1,8 @@
 //! `bridge` networks through the real test guest under TCG: the test makes a host bridge of its
 //! own, a server allowed to use it puts an admin's VM on it (the VM's tap device is a port of the
 //! bridge, and the bridge learns the guest's MAC from its DHCP discovers), the tap goes with the
-//! machine, a missing bridge fails the start naming it, and bad or unauthorised requests are
+//! machine (even one whose name a leftover persistent device held), a missing bridge fails the
+//! start naming it, and bad or unauthorised requests are
 //! refused (400 naming `network.bridge` or `network.ports`, 403 for a non-admin).
 
 use std::process::Command;
@@ -32,6 +33,19 @@ impl Drop for OwnBridge {
         let _ = Command::new("ip")
             .args(["link", "delete", &self.0, "type", "bridge"])
             .output();
+    }
+}
+
+/// A network device the test made, deleted when the test ends if it is still there.
+struct OwnDevice(String);
+
+impl Drop for OwnDevice {
+    fn drop(&mut self) {
+        if exists(&self.0) {
+            let _ = Command::new("ip")
+                .args(["link", "delete", &self.0])
+                .output();
+        }
     }
 }
 
@@ -133,10 +147,14 @@ async fn a_bridged_guest_is_on_the_bridge_and_its_tap_goes_with_it() {
     let mac = network["mac"].as_str().expect("a MAC").to_string();
     let tap = network["tap"].as_str().expect("a tap").to_string();
 
+    // A persistent device of the tap's name (as a crash of an older layout or a hand could leave)
+    // does not stop the start: it is replaced by QEMU's own, which goes with the machine.
+    ip(&["tuntap", "add", "dev", &tap, "mode", "tap"]);
+    let _leftover = OwnDevice(tap.clone());
     app.act_and_wait(&id, "start", None).await;
     assert_eq!(
         ports_of(&bridge.0),
-        [tap.clone()],
+        std::slice::from_ref(&tap),
         "the tap is the bridge's port"
     );
     // udhcpc sends discovers from the guest's NIC as soon as it is up; the bridge learns its MAC.
