@@ -1,6 +1,7 @@
 //! `bridge` networks through the real test guest under TCG: the test makes a host bridge of its
 //! own, a server allowed to use it puts an admin's VM on it (the VM's tap device is a port of the
-//! bridge, and the bridge learns the guest's MAC from its DHCP discovers), the tap goes with the
+//! bridge, the bridge learns the guest's MAC from its DHCP discovers, and with a lease from a small
+//! DHCP server on the bridge the guest's httpd answers the host there), the tap goes with the
 //! machine (even one whose name a leftover persistent device held), a missing bridge fails the
 //! start naming it, and bad or unauthorised requests are
 //! refused (400 naming `network.bridge` or `network.ports`, 403 for a non-admin).
@@ -11,6 +12,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::helpers::{eventually, spawn_app_with};
+
+/// The address the test's DHCP server leases to the guest, on the test bridge's 10.213.0.0/24.
+const GUEST_IP: &str = "10.213.0.50";
 
 /// A host bridge made for one test and deleted when it ends, even by a failure.
 struct OwnBridge(String);
@@ -91,6 +95,68 @@ fn exists(interface: &str) -> bool {
         .exists()
 }
 
+/// A DHCP server of four messages, enough for the guest's udhcpc: on the host's `server` address
+/// (the bridge's), it offers and acknowledges `lease` to whoever asks, answering to the subnet's
+/// broadcast address (the guest has no address yet, and a limited broadcast would leave by the
+/// host's default route instead of the bridge).
+async fn dhcp_server(server: [u8; 4], lease: [u8; 4], broadcast: [u8; 4]) {
+    let socket = tokio::net::UdpSocket::bind("0.0.0.0:67")
+        .await
+        .expect("port 67");
+    socket.set_broadcast(true).expect("broadcast");
+    tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, _)) = socket.recv_from(&mut buf).await {
+            let request = &buf[..n];
+            // BOOTREQUEST, Ethernet, the magic cookie, then the message type option.
+            if n < 240 || request[0] != 1 || request[236..240] != [99, 130, 83, 99] {
+                continue;
+            }
+            let kind = dhcp_option(&request[240..], 53).and_then(|v| v.first().copied());
+            let answer = match kind {
+                Some(1) => 2, // DISCOVER → OFFER
+                Some(3) => 5, // REQUEST → ACK
+                _ => continue,
+            };
+            let mut reply = vec![0u8; 240];
+            reply[..4].copy_from_slice(&[2, 1, 6, 0]);
+            reply[4..8].copy_from_slice(&request[4..8]); // xid
+            reply[10..12].copy_from_slice(&request[10..12]); // flags
+            reply[16..20].copy_from_slice(&lease); // yiaddr
+            reply[20..24].copy_from_slice(&server); // siaddr
+            reply[28..44].copy_from_slice(&request[28..44]); // chaddr
+            reply[236..240].copy_from_slice(&[99, 130, 83, 99]);
+            reply.extend_from_slice(&[53, 1, answer]);
+            reply.extend_from_slice(&[54, 4]);
+            reply.extend_from_slice(&server);
+            reply.extend_from_slice(&[51, 4, 0, 0, 14, 16]); // an hour
+            reply.extend_from_slice(&[1, 4, 255, 255, 255, 0]);
+            reply.push(255);
+            let to = std::net::SocketAddr::from((broadcast, 68));
+            let _ = socket.send_to(&reply, to).await;
+        }
+    });
+}
+
+/// The value of option `code` among DHCP `options`.
+fn dhcp_option(mut options: &[u8], code: u8) -> Option<&[u8]> {
+    while let [c, rest @ ..] = options {
+        match *c {
+            255 => return None,
+            0 => options = rest,
+            _ => {
+                let len = usize::from(*rest.first()?);
+                let value = rest.get(1..1 + len)?;
+                if *c == code {
+                    return Some(value);
+                }
+                options = &rest[1 + len..];
+            }
+        }
+    }
+    None
+}
+
 fn vm(name: &str, network: Value) -> Value {
     json!({"name": name, "cpu": 1, "memory": 128, "disk": 1, "os": "busybox", "network": network})
 }
@@ -98,6 +164,8 @@ fn vm(name: &str, network: Value) -> Value {
 #[tokio::test]
 async fn a_bridged_guest_is_on_the_bridge_and_its_tap_goes_with_it() {
     let bridge = OwnBridge::new("vvtb");
+    ip(&["addr", "add", "10.213.0.1/24", "dev", &bridge.0]);
+    dhcp_server([10, 213, 0, 1], [10, 213, 0, 50], [10, 213, 0, 255]).await;
     let missing = format!("vvtm{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let allowed = vec![bridge.0.clone(), missing.clone()];
     let app = spawn_app_with(|s| s.network.bridges = allowed).await;
@@ -162,6 +230,29 @@ async fn a_bridged_guest_is_on_the_bridge_and_its_tap_goes_with_it() {
         learned_macs(&bridge.0).contains(&mac)
     })
     .await;
+    // With a lease from the bridge's network, the guest's httpd answers on it.
+    let guest = format!("http://{GUEST_IP}/");
+    let answer = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .expect("a client");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let last = match answer.get(&guest).send().await {
+            Ok(resp) => resp.text().await.unwrap_or_default(),
+            Err(e) => e.to_string(),
+        };
+        if last.contains("VOIDVM-GUEST-HTTP") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the guest did not answer on {guest}: {last}; console: {}",
+            app.serial_log(&id)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 
     // A user's change of the network to a bridge is refused too; a running VM's change of mode
     // needs a restart.
