@@ -16,6 +16,8 @@ declare -A wanted=(
   [xz]=xz-utils
   [dpkg-deb]=dpkg
   [genisoimage]=genisoimage
+  [ip]=iproute2
+  [bridge]=iproute2
 )
 
 missing=()

@@ -95,7 +95,8 @@ impl Default for ImageSettings {
     }
 }
 
-/// VMs' networks: the host ports forwards get when they name none.
+/// VMs' networks: the host ports forwards get when they name none, and the host bridges VMs may
+/// join.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkSettings {
@@ -104,6 +105,10 @@ pub struct NetworkSettings {
     pub port_range_start: u16,
     /// Last such port, included.
     pub port_range_end: u16,
+    /// Existing host bridges `bridge`-mode VMs may join (`VOIDVM_NETWORK__BRIDGES=[br0,br1]`);
+    /// the first is the default. Empty (the default): no VM may use `bridge` mode.
+    #[serde(default)]
+    pub bridges: Vec<String>,
 }
 
 impl Default for NetworkSettings {
@@ -111,8 +116,19 @@ impl Default for NetworkSettings {
         NetworkSettings {
             port_range_start: 20_000,
             port_range_end: 29_999,
+            bridges: Vec::new(),
         }
     }
+}
+
+/// Whether `name` can be a Linux network interface: 1 to 15 letters, digits, `-`, `_` or `.`
+/// (what `ip` is given is then never an option or a path).
+pub fn is_interface_name(name: &str) -> bool {
+    (1..=15).contains(&name.len())
+        && !name.starts_with(['-', '.'])
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// Webhook deliveries: one node at a time sends them (whichever holds the lock).
@@ -462,6 +478,9 @@ impl Settings {
             return bad(
                 "network.port_range_start must be at least 1 and at most network.port_range_end",
             );
+        }
+        if !n.bridges.iter().all(|b| is_interface_name(b)) {
+            return bad("network.bridges (VOIDVM_NETWORK__BRIDGES) must be interface names: 1 to 15 letters, digits, '-', '_' or '.'");
         }
         let r = &self.rate_limit;
         if r.requests_per_minute == 0 || r.login_failures == 0 || r.login_lockout_secs == 0 {

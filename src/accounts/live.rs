@@ -201,7 +201,7 @@ impl ConfigEvent {
 }
 
 /// The fields `GET /config` shows that only take effect at start-up.
-pub const RESTART_REQUIRED: [&str; 15] = [
+pub const RESTART_REQUIRED: [&str; 16] = [
     "system.nodeId",
     "system.workers",
     "system.version",
@@ -214,6 +214,7 @@ pub const RESTART_REQUIRED: [&str; 15] = [
     "network.natsStream",
     "network.vmPortRangeStart",
     "network.vmPortRangeEnd",
+    "network.vmBridges",
     "storage.dataDir",
     "storage.imagesDir",
     "storage.snapshotEvery",

@@ -61,6 +61,8 @@ pub struct NetworkSection {
     pub vm_port_range_start: u16,
     /// Included.
     pub vm_port_range_end: u16,
+    /// The host bridges `bridge`-mode VMs may join (`network.bridges`); the first is the default.
+    pub vm_bridges: Vec<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -114,6 +116,7 @@ fn view(state: &AppState) -> ConfigView {
             nats_stream: s.nats.stream.clone(),
             vm_port_range_start: s.network.port_range_start,
             vm_port_range_end: s.network.port_range_end,
+            vm_bridges: s.network.bridges.clone(),
         },
         storage: StorageSection {
             data_dir: s.data_dir.display().to_string(),

@@ -1,6 +1,7 @@
 //! The `network` a client may send on create and PATCH, the checks it must pass (each failure
 //! names its field, e.g. `network.ports[0].guest`), and how forwards without a host port get one
-//! from the configured range. The result is a [`NetworkSpec`] the VM's events can record as is.
+//! from the configured range, and which bridge a `bridge`-mode VM joins (one of the configured
+//! `network.bridges`). The result is a [`NetworkSpec`] the VM's events can record as is.
 
 use std::collections::{BTreeSet, HashSet};
 
@@ -18,8 +19,9 @@ pub const MAX_PORTS: usize = 16;
 /// Times a command is tried when a host port chosen for it is taken by another request first.
 pub const CHOOSE_ATTEMPTS: u32 = 8;
 
-/// `user`: QEMU user-mode NAT with a virtio NIC (the default). `none`: no NIC. `bridge` is
-/// refused for now.
+/// `user`: QEMU user-mode NAT with a virtio NIC (the default). `bridge`: a virtio NIC on a tap
+/// device attached to a host bridge the server's `network.bridges` names (admins only). `none`: no
+/// NIC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ModeInput {
@@ -48,7 +50,8 @@ pub struct NetworkInput {
     pub mode: Option<ModeInput>,
     /// Host ports forwarded to the guest (`user` mode only), at most 16.
     pub ports: Option<Vec<PortInput>>,
-    /// The host bridge, for `bridge` mode (not supported yet).
+    /// The host bridge, for `bridge` mode only: one of the server's `network.bridges`; defaults to
+    /// the first of them.
     pub bridge: Option<String>,
 }
 
@@ -65,6 +68,8 @@ pub struct RequestedPort {
 pub struct NetworkRequest {
     pub mode: NetworkMode,
     pub ports: Vec<RequestedPort>,
+    /// The configured bridge a `bridge`-mode VM joins; `None` in the other modes.
+    pub bridge: Option<String>,
 }
 
 impl NetworkRequest {
@@ -74,7 +79,7 @@ impl NetworkRequest {
     }
 }
 
-/// Checks `input` against the port range in `settings`.
+/// Checks `input` against the port range and the bridges in `settings`.
 pub fn check_network(
     input: &NetworkInput,
     settings: &NetworkSettings,
@@ -82,24 +87,21 @@ pub fn check_network(
     let mode = match input.mode.unwrap_or(ModeInput::User) {
         ModeInput::User => NetworkMode::User,
         ModeInput::None => NetworkMode::None,
-        ModeInput::Bridge => {
-            return Err(ApiError::validation(
-                "network.mode",
-                "Bridge networks are not supported yet; use 'user' or 'none'.",
-            ))
-        }
+        ModeInput::Bridge => NetworkMode::Bridge,
     };
-    if input.bridge.is_some() {
-        return Err(ApiError::validation(
-            "network.bridge",
-            "A bridge may be named only with mode 'bridge', which is not supported yet.",
-        ));
-    }
+    let bridge = check_bridge(mode, input.bridge.as_deref(), &settings.bridges)?;
     let given = input.ports.as_deref().unwrap_or_default();
-    if mode == NetworkMode::None && !given.is_empty() {
+    if mode != NetworkMode::User && !given.is_empty() {
         return Err(ApiError::validation(
             "network.ports",
-            "A VM without a network ('none') cannot forward ports.",
+            match mode {
+                NetworkMode::Bridge => {
+                    "A bridged VM is on the bridge's network itself; it forwards no ports."
+                }
+                NetworkMode::User | NetworkMode::None => {
+                    "A VM without a network ('none') cannot forward ports."
+                }
+            },
         ));
     }
     if given.len() > MAX_PORTS {
@@ -160,7 +162,63 @@ pub fn check_network(
             protocol,
         });
     }
-    Ok(NetworkRequest { mode, ports })
+    Ok(NetworkRequest {
+        mode,
+        ports,
+        bridge,
+    })
+}
+
+/// The bridge a VM in `mode` joins: the one `named` (which must be configured), or the first
+/// configured; only `bridge` mode names one.
+fn check_bridge(
+    mode: NetworkMode,
+    named: Option<&str>,
+    configured: &[String],
+) -> Result<Option<String>, ApiError> {
+    if mode != NetworkMode::Bridge {
+        return match named {
+            Some(_) => Err(ApiError::validation(
+                "network.bridge",
+                "A bridge may be named only with mode 'bridge'.",
+            )),
+            None => Ok(None),
+        };
+    }
+    let allowed = || match configured {
+        [] => "this server allows no bridges (network.bridges is empty)".to_string(),
+        list => format!("the server allows {}", list.join(", ")),
+    };
+    match named {
+        Some(name) if configured.iter().any(|b| b == name) => Ok(Some(name.to_string())),
+        Some(name) => Err(ApiError::validation(
+            "network.bridge",
+            format!(
+                "The bridge '{name}' is not one VMs may join; {}.",
+                allowed()
+            ),
+        )),
+        None => configured.first().cloned().map(Some).ok_or_else(|| {
+            ApiError::validation(
+                "network.bridge",
+                format!("Bridge mode needs a bridge: {}.", allowed()),
+            )
+        }),
+    }
+}
+
+/// Refuses `bridge` mode to a caller whose role does not grant everything: a bridged guest is on
+/// the host's network, beyond what VoidVM's quotas and NAT keep in check.
+pub fn check_bridge_allowed(
+    request: &NetworkRequest,
+    user: &crate::auth::AuthUser,
+) -> Result<(), ApiError> {
+    if request.mode == NetworkMode::Bridge && !user.role.unlimited() {
+        return Err(ApiError::Forbidden(
+            "Bridge networks need a role that grants everything (such as 'admin').".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Runs a command that records `request`'s network (`None`: the command records none), with the
@@ -252,6 +310,7 @@ pub async fn assign_ports(
     Ok(NetworkSpec {
         mode: request.mode,
         ports,
+        bridge: request.bridge,
     })
 }
 
@@ -281,7 +340,10 @@ mod tests {
     fn bad_forwards_name_their_field() {
         let s = NetworkSettings::default();
         let check = |v| field(check_network(&input(v), &s));
-        assert_eq!(check(serde_json::json!({"mode": "bridge"})), "network.mode");
+        assert_eq!(
+            check(serde_json::json!({"mode": "bridge"})),
+            "network.bridge"
+        );
         assert_eq!(
             check(serde_json::json!({"bridge": "br0"})),
             "network.bridge"
@@ -313,6 +375,39 @@ mod tests {
         );
         let many: Vec<_> = (1..=17).map(|g| serde_json::json!({"guest": g})).collect();
         assert_eq!(check(serde_json::json!({"ports": many})), "network.ports");
+    }
+
+    #[test]
+    fn bridge_mode_joins_a_configured_bridge_and_forwards_nothing() {
+        let s = NetworkSettings {
+            bridges: vec!["br-a".into(), "br-b".into()],
+            ..NetworkSettings::default()
+        };
+        let check = |v| check_network(&input(v), &s);
+        let first = check(serde_json::json!({"mode": "bridge"})).unwrap();
+        assert_eq!(
+            (first.mode, first.bridge.as_deref()),
+            (NetworkMode::Bridge, Some("br-a"))
+        );
+        let named = check(serde_json::json!({"mode": "bridge", "bridge": "br-b"})).unwrap();
+        assert_eq!(named.bridge.as_deref(), Some("br-b"));
+        assert_eq!(
+            field(check(
+                serde_json::json!({"mode": "bridge", "bridge": "br-c"})
+            )),
+            "network.bridge"
+        );
+        assert_eq!(
+            field(check(serde_json::json!({"mode": "user", "bridge": "br-a"}))),
+            "network.bridge"
+        );
+        assert_eq!(
+            field(check(
+                serde_json::json!({"mode": "bridge", "ports": [{"guest": 80}]})
+            )),
+            "network.ports"
+        );
+        assert_eq!(check(serde_json::json!({})).unwrap().bridge, None);
     }
 
     #[test]

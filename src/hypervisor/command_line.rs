@@ -4,7 +4,8 @@
 //! and writes `qemu.pid`, starts paused with `-S` until the start has a watcher, and serves the two
 //! QMP monitors and the serial console on the machine's sockets), so it is built here from the
 //! spec, the machine's paths and the accelerator alone, with no I/O, and tested as such. The NIC
-//! (user-mode NAT) and its MAC come from the spec's network and the VM's id.
+//! (user-mode NAT, or a tap device for a bridge) and its MAC come from the spec's network and the
+//! VM's id.
 //! Paths inside an option value (`-drive file=...`) have their commas doubled, so a path can
 //! never add options of its own.
 
@@ -13,7 +14,7 @@ use std::path::Path;
 
 use super::paths::MachinePaths;
 use super::{Accel, BootSource, MachineSpec};
-use crate::vm::{mac_address, NetworkMode, NetworkSpec};
+use crate::vm::{mac_address, tap_name, NetworkMode, NetworkSpec};
 
 /// The qdev id of the ISO CD-ROM, which QMP changes the medium of.
 pub const ISO_DEVICE: &str = "iso-cd";
@@ -118,11 +119,13 @@ pub fn qemu_args(spec: &MachineSpec, paths: &MachinePaths, accel: Accel) -> Vec<
     args
 }
 
-/// The NIC of `network`: for user-mode NAT a virtio NIC with the VM's stable MAC and a `hostfwd`
-/// per forwarded port (QEMU listens on the host port on every host address); nothing for `none`.
+/// The NIC of `network`: a virtio NIC with the VM's stable MAC, on user-mode NAT with a `hostfwd`
+/// per forwarded port (QEMU listens on the host port on every host address), or on the VM's tap
+/// device (which QEMU opens, creating it when missing; attaching it to the bridge is the caller's
+/// part, see `host_network`); nothing for `none`.
 fn network_args(vm_id: &str, network: &NetworkSpec) -> Vec<OsString> {
-    match network.mode {
-        NetworkMode::None => Vec::new(),
+    let netdev = match network.mode {
+        NetworkMode::None => return Vec::new(),
         NetworkMode::User => {
             let mut netdev = "user,id=net0".to_string();
             for port in &network.ports {
@@ -133,13 +136,18 @@ fn network_args(vm_id: &str, network: &NetworkSpec) -> Vec<OsString> {
                     port.guest
                 ));
             }
-            let device = format!("virtio-net-pci,netdev=net0,mac={}", mac_address(vm_id));
-            ["-netdev".to_string(), netdev, "-device".to_string(), device]
-                .into_iter()
-                .map(OsString::from)
-                .collect()
+            netdev
         }
-    }
+        NetworkMode::Bridge => format!(
+            "tap,id=net0,ifname={},script=no,downscript=no",
+            tap_name(vm_id)
+        ),
+    };
+    let device = format!("virtio-net-pci,netdev=net0,mac={}", mac_address(vm_id));
+    ["-netdev".to_string(), netdev, "-device".to_string(), device]
+        .into_iter()
+        .map(OsString::from)
+        .collect()
 }
 
 /// The accelerator named in a process's command line (`/proc/<pid>/cmdline`: arguments separated

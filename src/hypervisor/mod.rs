@@ -20,6 +20,7 @@ pub mod accel;
 mod command_line;
 mod control;
 mod disk;
+pub mod host_network;
 pub mod images;
 mod launch;
 mod paths;
@@ -46,7 +47,8 @@ pub struct MachineSpec {
     pub disk_gib: u64,
     /// How to boot: from an image on the host, or a blank disk when the image is missing.
     pub boot: BootSource,
-    /// The NIC (user-mode NAT, its MAC derived from `vm_id`) and its host port forwards, or none.
+    /// The NIC (user-mode NAT or a tap on a host bridge, its MAC derived from `vm_id`) and its
+    /// host port forwards, or none.
     pub network: crate::vm::NetworkSpec,
     /// The NoCloud seed, written next to the disk at each start and attached as a CD-ROM.
     pub seed: Option<seed::Seed>,

@@ -3,7 +3,8 @@
 //!
 //! This file wires the parts together: where a machine's files are (`paths`), its disk (`disk`),
 //! starting its process (`launch`, with the command line of `command_line`), acting on it through
-//! QMP (`control`) and watching it ([`super::watch`]). QEMU daemonizes, so machines outlive the server; all state needed to find
+//! QMP (`control`), putting a bridged machine's tap on its bridge (`host_network`) and watching
+//! it ([`super::watch`]). QEMU daemonizes, so machines outlive the server; all state needed to find
 //! and control them again is on disk, which makes every operation idempotent and lets a restarted
 //! server [`attach`](Hypervisor::attach) to what still runs.
 
@@ -19,6 +20,7 @@ use tracing::Instrument;
 use super::accel::{self, AccelSetting};
 use super::command_line::ISO_DEVICE;
 use super::control::{self, STARTUP_TIMEOUT};
+use super::host_network::{self, HostNetwork, IpCommand};
 use super::paths::MachinePaths;
 use super::seed::{GenIsoImage, IsoWriter, SEED_LABEL};
 use super::tools::binary_version;
@@ -27,7 +29,7 @@ use super::{
     disk, launch, process, Accel, Hypervisor, HypervisorError, Liveness, MachineSpec,
     ObservationSender, PowerButton, RunningMachine, StopOutcome,
 };
-use crate::vm::MachineProcess;
+use crate::vm::{tap_name, MachineProcess};
 
 /// Where QEMU is and where machines live.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -61,6 +63,7 @@ pub struct QemuHypervisor {
     observations: ObservationSender,
     watchers: Watchers,
     iso_writer: Box<dyn IsoWriter>,
+    host_network: Box<dyn HostNetwork>,
 }
 
 impl QemuHypervisor {
@@ -88,6 +91,7 @@ impl QemuHypervisor {
             observations,
             watchers: Watchers::default(),
             iso_writer: Box::new(GenIsoImage),
+            host_network: Box::new(IpCommand),
         })
     }
 
@@ -156,12 +160,17 @@ impl QemuHypervisor {
 
     async fn start_inner(&self, spec: &MachineSpec) -> Result<RunningMachine, HypervisorError> {
         let paths = self.checked_paths(&spec.vm_id)?;
+        let tap = tap_name(&spec.vm_id);
 
         if let Some(pid) = process::live_pid(&paths.pid_file) {
             tracing::info!(pid, "the machine already runs");
             let running = process::identify(pid).ok_or(HypervisorError::Transient(
                 "the machine exited while it was looked at".to_string(),
             ))?;
+            // A start that died before the tap was on its bridge left it off.
+            if let Some(bridge) = host_network::bridge_of(self.host_network.as_ref(), spec).await? {
+                self.host_network.attach_tap(&tap, &bridge).await?;
+            }
             self.ensure_watched(&spec.vm_id, running, &paths).await?;
             // A start that died between spawning (paused, `-S`) and `cont` left it waiting.
             let status = control::command_with_retry(&paths, pid, qmp::query_status {}).await?;
@@ -177,6 +186,12 @@ impl QemuHypervisor {
 
         // The disk is the provision job's; a start never makes one (a missing disk is an error).
         launch::check_bootable(spec, &paths)?;
+        let bridge = host_network::bridge_of(self.host_network.as_ref(), spec).await?;
+        if bridge.is_some() {
+            // A persistent device of the same name (left by hand) would outlive QEMU; QEMU makes
+            // a fresh one that goes when it exits.
+            self.host_network.delete_tap(&tap).await?;
+        }
         // The seed is made anew at each start, from the settings the start was asked with.
         match &spec.seed {
             Some(seed) => {
@@ -192,6 +207,10 @@ impl QemuHypervisor {
         let pid = running.pid;
 
         let started = async {
+            if let Some(bridge) = &bridge {
+                self.host_network.attach_tap(&tap, bridge).await?;
+                tracing::info!(%tap, %bridge, "the tap is on the bridge");
+            }
             self.ensure_watched(&spec.vm_id, running, &paths).await?;
             control::command_with_retry(&paths, pid, qmp::cont {}).await
         };
@@ -342,6 +361,10 @@ impl Hypervisor for QemuHypervisor {
             let paths = self.checked_paths(vm_id)?;
             if let Some(pid) = process::live_pid(&paths.pid_file) {
                 control::quit_or_kill(pid, &paths).await?;
+            }
+            // QEMU's tap goes with it; a persistent one of the same name would not.
+            if let Err(e) = self.host_network.delete_tap(&tap_name(vm_id)).await {
+                tracing::warn!(error = %e, "the machine's tap device could not be deleted");
             }
             match std::fs::remove_dir_all(&paths.dir) {
                 Ok(()) => {

@@ -25,7 +25,34 @@ pub fn all() -> Vec<Box<dyn EventUpcaster>> {
             from: "1",
             to: "2",
         }),
+        Box::new(NetworkBridgeV3ToV4("VmCreated")),
+        Box::new(NetworkBridgeV3ToV4("VmReconfigured")),
     ]
+}
+
+/// `VmCreated` and `VmReconfigured` v4 added `bridge` to the network (and the mode `bridge`). A
+/// network recorded before named no bridge.
+pub struct NetworkBridgeV3ToV4(pub &'static str);
+
+impl EventUpcaster for NetworkBridgeV3ToV4 {
+    fn can_upcast(&self, event_type: &str, event_version: &str) -> bool {
+        event_type == self.0 && event_version == "3"
+    }
+
+    fn upcast(&self, mut event: SerializedEvent) -> SerializedEvent {
+        let fields = event.payload.get_mut(self.0);
+        let network = match self.0 {
+            "VmCreated" => fields
+                .and_then(|f| f.get_mut("spec"))
+                .and_then(|spec| spec.get_mut("network")),
+            _ => fields.and_then(|f| f.get_mut("network")),
+        };
+        if let Some(Value::Object(network)) = network {
+            network.entry("bridge").or_insert(Value::Null);
+        }
+        event.event_version = "4".to_string();
+        event
+    }
 }
 
 /// `OperationFailed` v3 and `OperationRetried` v2 added the operation `media` (an ISO medium
@@ -232,7 +259,15 @@ mod tests {
         assert_eq!(v2.event_version, "2");
         let v3 = VmCreatedV2ToV3.upcast(v2);
         assert_eq!(v3.event_version, "3");
-        match serde_json::from_value::<VmEvent>(v3.payload).unwrap() {
+        let up = NetworkBridgeV3ToV4("VmCreated");
+        assert!(up.can_upcast("VmCreated", "3") && !up.can_upcast("VmCreated", "4"));
+        let v4 = up.upcast(v3);
+        assert_eq!(v4.event_version, "4");
+        assert_eq!(
+            v4.payload["VmCreated"]["spec"]["network"]["bridge"],
+            Value::Null
+        );
+        match serde_json::from_value::<VmEvent>(v4.payload).unwrap() {
             VmEvent::VmCreated { spec, .. } => {
                 assert_eq!(spec.cloud_init, None);
                 assert!(spec.boot_order.is_empty());
@@ -264,6 +299,33 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_v3_network_change_reads_as_naming_no_bridge() {
+        let mut v3 = v1(
+            "VmReconfigured",
+            json!({"VmReconfigured": {"name": null, "description": null, "cpu": null,
+                "memory": null, "network": {"mode": "none", "ports": []}, "cloudInit": null,
+                "bootOrder": null, "requiresRestart": true}}),
+        );
+        v3.event_version = "3".into();
+        let v4 = NetworkBridgeV3ToV4("VmReconfigured").upcast(v3);
+        assert_eq!(v4.event_version, "4");
+        assert_eq!(
+            v4.payload["VmReconfigured"]["network"]["bridge"],
+            Value::Null
+        );
+        match serde_json::from_value::<VmEvent>(v4.payload).unwrap() {
+            VmEvent::VmReconfigured {
+                network: Some(network),
+                ..
+            } => assert_eq!(
+                (network.mode, network.bridge),
+                (crate::vm::NetworkMode::None, None)
+            ),
+            other => panic!("read as {other:?}"),
+        }
     }
 
     #[test]

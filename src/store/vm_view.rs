@@ -8,7 +8,9 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 
 use super::StoreError;
-use crate::vm::{mac_address, BootDevice, CloudInitSpec, NetworkMode, PortForward, Vm, VmStatus};
+use crate::vm::{
+    mac_address, tap_name, BootDevice, CloudInitSpec, NetworkMode, PortForward, Vm, VmStatus,
+};
 
 /// A VM as the API shows it.
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
@@ -42,14 +44,19 @@ pub struct VmView {
     pub version: i64,
 }
 
-/// A VM's network: its mode, its forwards with the host port each got, and its NIC's MAC
-/// address (stable per VM; none without a NIC).
+/// A VM's network: its mode, its forwards with the host port each got, its NIC's MAC address
+/// (stable per VM; none without a NIC), and in `bridge` mode the host bridge and the name of the
+/// VM's tap device on it.
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NetworkView {
     pub mode: NetworkMode,
     pub ports: Vec<PortForward>,
     pub mac: Option<String>,
+    /// The host bridge (`bridge` mode only).
+    pub bridge: Option<String>,
+    /// The VM's tap device on the bridge while it runs (`bridge` mode only), e.g. `vv0123456789ab`.
+    pub tap: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
@@ -88,9 +95,11 @@ impl VmView {
                 mode: vm.spec.network.mode,
                 ports: vm.spec.network.ports.clone(),
                 mac: match vm.spec.network.mode {
-                    NetworkMode::User => Some(mac_address(&vm.id)),
+                    NetworkMode::User | NetworkMode::Bridge => Some(mac_address(&vm.id)),
                     NetworkMode::None => None,
                 },
+                bridge: vm.spec.network.bridge.clone(),
+                tap: (vm.spec.network.mode == NetworkMode::Bridge).then(|| tap_name(&vm.id)),
             },
             cloud_init: vm.spec.cloud_init.clone(),
             boot_order: vm.spec.boot_order.clone(),

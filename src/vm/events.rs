@@ -51,7 +51,8 @@ pub struct VmSpec {
 pub enum VmEvent {
     /// Version 2 added `spec.network`; version-1 events read as user-mode NAT with no forwarded
     /// ports. Version 3 added `spec.cloudInit` and `spec.bootOrder`; earlier events read as none
-    /// and the default order (see `store::upcasters`).
+    /// and the default order (see `store::upcasters`). Version 4 added `spec.network.bridge` (and
+    /// the mode `bridge`); earlier networks read as naming no bridge.
     VmCreated {
         vm_id: String,
         spec: VmSpec,
@@ -117,7 +118,8 @@ pub enum VmEvent {
     /// Version 2 added `network` (the whole new network, with its host ports); version-1 events
     /// read as not changing it. Version 3 added `cloudInit` (the whole new settings, without
     /// secrets: a new one always counts as a change, since its secrets cannot be compared here)
-    /// and `bootOrder`; earlier events read as changing neither (see `store::upcasters`).
+    /// and `bootOrder`; earlier events read as changing neither (see `store::upcasters`). Version 4
+    /// added `network.bridge` (and the mode `bridge`); earlier networks read as naming no bridge.
     VmReconfigured {
         name: Option<String>,
         description: Option<String>,
@@ -269,9 +271,8 @@ impl VmEvent {
     /// The current version of this event's shape.
     pub fn version(&self) -> u32 {
         match self {
-            VmEvent::VmCreated { .. }
-            | VmEvent::VmReconfigured { .. }
-            | VmEvent::OperationFailed { .. } => 3,
+            VmEvent::VmCreated { .. } | VmEvent::VmReconfigured { .. } => 4,
+            VmEvent::OperationFailed { .. } => 3,
             VmEvent::VmStarted { .. }
             | VmEvent::VmRestarted { .. }
             | VmEvent::OperationRetried { .. } => 2,

@@ -18,6 +18,6 @@ pub use cloud_init::{BootDevice, CloudInitSecrets, CloudInitSpec, CloudUser};
 pub use commands::{JobResult, ObservationKind, Observed, Reconfiguration, VmCommand};
 pub use error::VmError;
 pub use events::{JobEffect, JobOutcome, Owner, VmEvent, VmSpec};
-pub use network::{mac_address, NetworkMode, NetworkSpec, PortForward, Protocol};
+pub use network::{mac_address, tap_name, NetworkMode, NetworkSpec, PortForward, Protocol};
 pub use process::MachineProcess;
 pub use status::{Operation, Rejection, VmStatus};

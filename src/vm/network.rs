@@ -1,6 +1,7 @@
-//! A VM's network as its events record it: the mode (QEMU user-mode NAT, or no NIC at all) and
-//! the ports forwarded from the host to the guest, each with the host port it was given. The MAC
-//! address is not recorded: it is derived from the VM's id, so it is the same at every boot.
+//! A VM's network as its events record it: the mode (QEMU user-mode NAT, a tap device on a host
+//! bridge, or no NIC at all), the bridge, and the ports forwarded from the host to the guest, each
+//! with the host port it was given. The MAC address and the tap device's name are not recorded:
+//! they are derived from the VM's id, so they are the same at every boot.
 
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +15,9 @@ pub enum NetworkMode {
     /// reaches the guest only through the forwarded ports.
     #[default]
     User,
+    /// A virtio NIC on a tap device attached to a host bridge named in the server's
+    /// `network.bridges`: the guest is on the bridge's network (no NAT, no forwarded ports).
+    Bridge,
     /// No network interface at all.
     None,
 }
@@ -22,6 +26,7 @@ impl NetworkMode {
     pub fn as_str(self) -> &'static str {
         match self {
             NetworkMode::User => "user",
+            NetworkMode::Bridge => "bridge",
             NetworkMode::None => "none",
         }
     }
@@ -75,6 +80,10 @@ pub struct PortForward {
 pub struct NetworkSpec {
     pub mode: NetworkMode,
     pub ports: Vec<PortForward>,
+    /// The host bridge of `bridge` mode; `None` in the other modes. Added in `VmCreated` and
+    /// `VmReconfigured` v4; earlier networks read as none.
+    #[serde(default)]
+    pub bridge: Option<String>,
 }
 
 impl NetworkSpec {
@@ -82,9 +91,18 @@ impl NetworkSpec {
     pub fn held_ports(&self) -> Vec<(Protocol, u16)> {
         match self.mode {
             NetworkMode::User => self.ports.iter().map(|p| (p.protocol, p.host)).collect(),
-            NetworkMode::None => Vec::new(),
+            NetworkMode::Bridge | NetworkMode::None => Vec::new(),
         }
     }
+}
+
+/// The name of the VM's tap device in `bridge` mode: `vv` and the first six bytes of the SHA-256
+/// of the VM's id in hex, 14 characters (Linux allows 15), the same at every boot.
+pub fn tap_name(vm_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(vm_id.as_bytes());
+    let hex: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+    format!("vv{hex}")
 }
 
 /// The VM's MAC address: QEMU's locally administered prefix `52:54:00` and the first three bytes
@@ -112,6 +130,14 @@ mod tests {
     }
 
     #[test]
+    fn the_tap_name_is_stable_per_vm_and_fits_linux() {
+        let a = tap_name("vm-abc123def456");
+        assert_eq!(a, tap_name("vm-abc123def456"));
+        assert_ne!(a, tap_name("vm-abc123def457"));
+        assert!(a.starts_with("vv") && a.len() == 14, "{a}");
+    }
+
+    #[test]
     fn a_vm_without_a_nic_holds_no_ports() {
         let ports = vec![PortForward {
             guest: 80,
@@ -121,12 +147,20 @@ mod tests {
         let user = NetworkSpec {
             mode: NetworkMode::User,
             ports: ports.clone(),
+            bridge: None,
         };
         assert_eq!(user.held_ports(), [(Protocol::Tcp, 20000)]);
         let none = NetworkSpec {
             mode: NetworkMode::None,
-            ports,
+            ports: ports.clone(),
+            bridge: None,
         };
         assert!(none.held_ports().is_empty());
+        let bridge = NetworkSpec {
+            mode: NetworkMode::Bridge,
+            ports,
+            bridge: Some("br0".into()),
+        };
+        assert!(bridge.held_ports().is_empty());
     }
 }

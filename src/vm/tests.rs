@@ -693,6 +693,7 @@ fn forwarded(guest: u16, host: u16) -> crate::vm::NetworkSpec {
             host,
             protocol: crate::vm::Protocol::Tcp,
         }],
+        bridge: None,
     }
 }
 

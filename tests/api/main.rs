@@ -5,6 +5,7 @@ mod accounts;
 mod audit;
 mod auth;
 mod bad_input;
+mod bridge;
 mod cli;
 mod cloud_init;
 mod crash;

@@ -28,6 +28,7 @@ async fn app_with_range() -> (TestApp, u16, u16) {
         s.network = voidvm::config::NetworkSettings {
             port_range_start: start,
             port_range_end: end,
+            ..Default::default()
         };
     })
     .await;
@@ -248,7 +249,7 @@ async fn a_host_port_serves_one_vm_until_it_is_deleted() {
 async fn bad_networks_are_refused_naming_the_field() {
     let (app, _, end) = app_with_range().await;
     let cases = [
-        (json!({"mode": "bridge", "bridge": "br0"}), "network.mode"),
+        (json!({"mode": "bridge", "bridge": "br0"}), "network.bridge"),
         (
             json!({"ports": [{"guest": 80}, {"guest": 0}]}),
             "network.ports[1].guest",
@@ -293,7 +294,7 @@ async fn mode_none_boots_without_a_nic() {
     let (id, network) = create_with_network(&app, "dark", json!({"mode": "none"})).await;
     assert_eq!(
         network,
-        json!({"mode": "none", "ports": [], "mac": null}),
+        json!({"mode": "none", "ports": [], "mac": null, "bridge": null, "tap": null}),
         "{network}"
     );
     app.act_and_wait(&id, "start", None).await;

@@ -10,8 +10,8 @@ use cqrs_es::persist::{EventUpcaster, SerializedEvent};
 use jsonschema::Validator;
 use serde_json::{json, Value};
 use voidvm::store::upcasters::{
-    MediaOperation, OperationFailedV1ToV2, ProcessStartV1ToV2, VmCreatedV1ToV2, VmCreatedV2ToV3,
-    VmReconfiguredV1ToV2, VmReconfiguredV2ToV3,
+    MediaOperation, NetworkBridgeV3ToV4, OperationFailedV1ToV2, ProcessStartV1ToV2,
+    VmCreatedV1ToV2, VmCreatedV2ToV3, VmReconfiguredV1ToV2, VmReconfiguredV2ToV3,
 };
 use voidvm::vm::{
     BootDevice, CloudInitSpec, CloudUser, NetworkMode, NetworkSpec, ObservationKind, Operation,
@@ -29,6 +29,8 @@ const OLD_VERSIONS: &[(&str, u32)] = &[
     ("VmReconfigured", 2),
     ("OperationFailed", 2),
     ("OperationRetried", 1),
+    ("VmCreated", 3),
+    ("VmReconfigured", 3),
 ];
 
 fn schema_dir() -> PathBuf {
@@ -98,7 +100,12 @@ fn covers(event: &VmEvent) -> &'static str {
                     memory: _,
                     disk: _,
                     os: _,
-                    network: NetworkSpec { mode: _, ports: _ },
+                    network:
+                        NetworkSpec {
+                            mode: _,
+                            ports: _,
+                            bridge: _,
+                        },
                     cloud_init: _,
                     boot_order: _,
                 },
@@ -202,6 +209,7 @@ fn spec(description: Option<&str>) -> VmSpec {
                 host: 20080,
                 protocol: Protocol::Tcp,
             }],
+            bridge: None,
         },
         cloud_init: description.map(|_| cloud_init()),
         boot_order: vec![BootDevice::Cdrom, BootDevice::Disk],
@@ -325,8 +333,9 @@ fn samples() -> Vec<VmEvent> {
             cpu: Some(4),
             memory: Some(4096),
             network: Some(NetworkSpec {
-                mode: NetworkMode::None,
+                mode: NetworkMode::Bridge,
                 ports: vec![],
+                bridge: Some("br-voidvm".into()),
             }),
             cloud_init: Some(cloud_init()),
             boot_order: Some(vec![BootDevice::Network]),
@@ -737,6 +746,9 @@ fn stored_v1_creations_and_changes_validate_and_upcast_to_v2() {
         };
         assert_eq!(upcast.event_version, "3");
         assert_valid(name, 3, &upcast.payload);
+        let upcast = NetworkBridgeV3ToV4(name).upcast(upcast);
+        assert_eq!(upcast.event_version, "4");
+        assert_valid(name, 4, &upcast.payload);
         let event: VmEvent = serde_json::from_value(upcast.payload.clone())
             .unwrap_or_else(|e| panic!("upcast {} does not deserialise: {e}", upcast.payload));
         assert_eq!(event.version().to_string(), upcast.event_version);
@@ -745,7 +757,8 @@ fn stored_v1_creations_and_changes_validate_and_upcast_to_v2() {
                 spec.network,
                 NetworkSpec {
                     mode: NetworkMode::User,
-                    ports: vec![]
+                    ports: vec![],
+                    bridge: None,
                 }
             ),
             VmEvent::VmReconfigured { network, .. } => assert_eq!(network, None),
@@ -757,18 +770,18 @@ fn stored_v1_creations_and_changes_validate_and_upcast_to_v2() {
 #[test]
 fn the_schemas_reject_payloads_of_another_shape() {
     let created = serde_json::to_value(&samples()[0]).expect("VmCreated serialises");
-    assert_valid("VmCreated", 3, &created);
+    assert_valid("VmCreated", 4, &created);
 
     let mut extra = created.clone();
     extra["VmCreated"]["color"] = json!("blue");
-    assert_invalid("VmCreated", 3, &extra, "an extra field");
+    assert_invalid("VmCreated", 4, &extra, "an extra field");
 
     let mut missing = created.clone();
     missing["VmCreated"]
         .as_object_mut()
         .expect("VmCreated fields")
         .remove("imagePresent");
-    assert_invalid("VmCreated", 3, &missing, "a missing field");
+    assert_invalid("VmCreated", 4, &missing, "a missing field");
 
     let mut null_description_missing = created.clone();
     null_description_missing["VmCreated"]["spec"]
@@ -784,11 +797,11 @@ fn the_schemas_reject_payloads_of_another_shape() {
 
     let mut nested_extra = created.clone();
     nested_extra["VmCreated"]["owner"]["email"] = json!("a@b.c");
-    assert_invalid("VmCreated", 3, &nested_extra, "an extra field in owner");
+    assert_invalid("VmCreated", 4, &nested_extra, "an extra field in owner");
 
     let mut negative = created.clone();
     negative["VmCreated"]["spec"]["cpu"] = json!(-1);
-    assert_invalid("VmCreated", 3, &negative, "a negative u32");
+    assert_invalid("VmCreated", 4, &negative, "a negative u32");
 
     let mut snake = created.clone();
     let fields = snake["VmCreated"]
@@ -796,18 +809,24 @@ fn the_schemas_reject_payloads_of_another_shape() {
         .expect("VmCreated fields");
     let vm_id = fields.remove("vmId").expect("vmId");
     fields.insert("vm_id".into(), vm_id);
-    assert_invalid("VmCreated", 3, &snake, "a snake_case field name");
+    assert_invalid("VmCreated", 4, &snake, "a snake_case field name");
 
     let mut second_event = created.clone();
     second_event["VmDeleted"] = json!({"jobId": "job-1"});
-    assert_invalid("VmCreated", 3, &second_event, "a second top-level tag");
+    assert_invalid("VmCreated", 4, &second_event, "a second top-level tag");
 
     let mut bridge = created.clone();
     bridge["VmCreated"]["spec"]["network"]["mode"] = json!("bridge");
-    assert_invalid("VmCreated", 3, &bridge, "a network mode not recorded yet");
+    bridge["VmCreated"]["spec"]["network"]["ports"] = json!([]);
+    bridge["VmCreated"]["spec"]["network"]["bridge"] = json!("br-voidvm");
+    assert_valid("VmCreated", 4, &bridge);
+    assert_invalid("VmCreated", 3, &bridge, "v3 records no bridge");
+    let mut unknown_mode = created.clone();
+    unknown_mode["VmCreated"]["spec"]["network"]["mode"] = json!("vde");
+    assert_invalid("VmCreated", 4, &unknown_mode, "an unknown network mode");
     let mut port_too_big = created.clone();
     port_too_big["VmCreated"]["spec"]["network"]["ports"][0]["guest"] = json!(70000);
-    assert_invalid("VmCreated", 3, &port_too_big, "a port above 65535");
+    assert_invalid("VmCreated", 4, &port_too_big, "a port above 65535");
 
     let unknown_operation = json!({"OperationFailed": {
         "jobId": "job-1",

@@ -86,6 +86,7 @@ const SETTINGS: &[Setting] = &[
     s("VOIDVM_LOG_FORMAT", "json", "\"json\""),
     s("VOIDVM_NETWORK__PORT_RANGE_START", "40000", "40000"),
     s("VOIDVM_NETWORK__PORT_RANGE_END", "40099", "40099"),
+    s("VOIDVM_NETWORK__BRIDGES", "[br-voidvm]", "[\"br-voidvm\"]"),
 ];
 
 /// Settings whose value comes from the test's own `Env` (its database, data dir, stream).

@@ -7406,8 +7406,9 @@ export interface components {
             rateLimit: number;
         };
         /**
-         * @description `user`: QEMU user-mode NAT with a virtio NIC (the default). `none`: no NIC. `bridge` is
-         *     refused for now.
+         * @description `user`: QEMU user-mode NAT with a virtio NIC (the default). `bridge`: a virtio NIC on a tap
+         *     device attached to a host bridge the server's `network.bridges` names (admins only). `none`: no
+         *     NIC.
          * @enum {string}
          */
         ModeInput: "user" | "none" | "bridge";
@@ -7416,14 +7417,17 @@ export interface components {
             mode?: components["schemas"]["ModeInput"] | null;
             /** @description Host ports forwarded to the guest (`user` mode only), at most 16. */
             ports?: components["schemas"]["PortInput"][] | null;
-            /** @description The host bridge, for `bridge` mode (not supported yet). */
+            /**
+             * @description The host bridge, for `bridge` mode only: one of the server's `network.bridges`; defaults to
+             *     the first of them.
+             */
             bridge?: string | null;
         };
         /**
          * @description How a VM is attached to a network.
          * @enum {string}
          */
-        NetworkMode: "user" | "none";
+        NetworkMode: "user" | "bridge" | "none";
         NetworkSection: {
             listen: string;
             natsUrl: string;
@@ -7438,15 +7442,22 @@ export interface components {
              * @description Included.
              */
             vmPortRangeEnd: number;
+            /** @description The host bridges `bridge`-mode VMs may join (`network.bridges`); the first is the default. */
+            vmBridges: string[];
         };
         /**
-         * @description A VM's network: its mode, its forwards with the host port each got, and its NIC's MAC
-         *     address (stable per VM; none without a NIC).
+         * @description A VM's network: its mode, its forwards with the host port each got, its NIC's MAC address
+         *     (stable per VM; none without a NIC), and in `bridge` mode the host bridge and the name of the
+         *     VM's tap device on it.
          */
         NetworkView: {
             mode: components["schemas"]["NetworkMode"];
             ports: components["schemas"]["PortForward"][];
             mac?: string | null;
+            /** @description The host bridge (`bridge` mode only). */
+            bridge?: string | null;
+            /** @description The VM's tap device on the bridge while it runs (`bridge` mode only), e.g. `vv0123456789ab`. */
+            tap?: string | null;
         };
         NewImage: {
             /** @description Lowercase letters, digits, `.`, `-`, `_`; begins with a letter or digit; at most 63. */

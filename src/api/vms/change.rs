@@ -83,6 +83,9 @@ pub async fn patch(
         .as_ref()
         .map(|n| network_input::check_network(n, &state.settings.network))
         .transpose()?;
+    if let Some(request) = &network {
+        network_input::check_bridge_allowed(request, &user)?;
+    }
     if let Some(order) = &input.boot_order {
         cloud_init_input::check_boot_order(order)?;
     }

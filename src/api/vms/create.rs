@@ -66,6 +66,7 @@ pub async fn create(
     let (os, image_present) = vm_input::check_os(input.os.as_deref(), limits, &state.images)?;
     let request =
         network_input::check_network(&input.network.unwrap_or_default(), &state.settings.network)?;
+    network_input::check_bridge_allowed(&request, &user)?;
     let boot_order = input.boot_order.unwrap_or_default();
     cloud_init_input::check_boot_order(&boot_order)?;
     let (cloud_init, secrets) = match &input.cloud_init {

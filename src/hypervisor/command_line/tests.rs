@@ -14,6 +14,7 @@ fn spec(boot: BootSource) -> MachineSpec {
         network: NetworkSpec {
             mode: NetworkMode::None,
             ports: Vec::new(),
+            bridge: None,
         },
         seed: None,
         boot_order: Vec::new(),
@@ -189,6 +190,7 @@ fn user_mode_gets_a_virtio_nic_with_a_stable_mac_and_its_forwards() {
                 protocol: crate::vm::Protocol::Udp,
             },
         ],
+        bridge: None,
     };
     let args = args_of(&machine, &paths(), Accel::Tcg);
     assert_eq!(
@@ -202,6 +204,26 @@ fn user_mode_gets_a_virtio_nic_with_a_stable_mac_and_its_forwards() {
     );
     assert_eq!(args_of(&machine, &paths(), Accel::Tcg), args, "stable");
     assert!(args.contains(&"-nodefaults".to_string()));
+}
+
+#[test]
+fn bridge_mode_gets_a_virtio_nic_on_the_vms_own_tap() {
+    let mut machine = spec(BootSource::BlankDisk);
+    machine.network = NetworkSpec {
+        mode: NetworkMode::Bridge,
+        ports: Vec::new(),
+        bridge: Some("br-test".into()),
+    };
+    let args = args_of(&machine, &paths(), Accel::Tcg);
+    let tap = crate::vm::tap_name("vm-1");
+    assert_eq!(
+        value(&args, "-netdev"),
+        format!("tap,id=net0,ifname={tap},script=no,downscript=no")
+    );
+    assert_eq!(
+        values(&args, "-device")[0],
+        format!("virtio-net-pci,netdev=net0,mac={}", mac_address("vm-1"))
+    );
 }
 
 #[test]
