@@ -30,15 +30,20 @@ fail() {
   exit 1
 }
 
-# A port nothing listens on, other than those already picked (it runs in a subshell, so the
+# A port a bind takes, other than those already picked (it runs in a subshell, so the
 # caller records them).
 picked=()
 free_port() {
+  # Below the kernel's ephemeral range (ip_local_port_range, 32768+ by default), where a port that
+  # nothing listens on can still be the local end of an outgoing connection and refuse a bind;
+  # and below VoidVM's default range for forwarded VM ports (20000-29999). Free means a bind works.
   local port
   while :; do
-    port=$((20000 + RANDOM % 30000))
+    port=$((10000 + RANDOM % 10000))
     [[ " ${picked[*]} " == *" $port "* ]] && continue
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    if python3 -c 'import socket, sys
+s = socket.socket()
+s.bind(("127.0.0.1", int(sys.argv[1])))' "$port" 2>/dev/null; then
       echo "$port"
       return
     fi
