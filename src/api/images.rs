@@ -19,7 +19,9 @@ use crate::app::ids::new_job_id;
 use crate::app::AppState;
 use crate::auth::{AuthUser, Permission};
 use crate::images::service::ImageWriteError;
-use crate::images::{ImageError, ImageKind, ImageName, SourceUrl, Wanted};
+use crate::images::{
+    ImageError, ImageKind, ImageName, ImageSource, ImageStatus, SourceUrl, Wanted,
+};
 use crate::store::images::{self as rows, ImageRow};
 use crate::store::jobs::JobView;
 use crate::store::Via;
@@ -34,10 +36,10 @@ pub struct ImageDetails {
     pub name: String,
     pub kind: ImageKind,
     /// `importing`, `ready` or `failed` (a failed import left nothing on disk; the name may be
-    /// used again).
-    pub status: String,
+    /// used again). A deleted image is not shown.
+    pub status: ImageStatus,
     /// `url` (imported), `upload`, or `host` (found on disk).
-    pub source: String,
+    pub source: ImageSource,
     pub url: Option<String>,
     /// The format asked for; disk images are stored as qcow2.
     pub format: Option<String>,
@@ -79,8 +81,8 @@ impl ImageDetails {
         ImageDetails {
             name: name.to_string(),
             kind,
-            status: "ready".to_string(),
-            source: "host".to_string(),
+            status: ImageStatus::Ready,
+            source: ImageSource::Host,
             url: None,
             format: None,
             sha256: None,
@@ -174,7 +176,7 @@ fn write_error(e: ImageWriteError) -> ApiError {
 /// The image `name` as listed: its row unless deleted, else its files on disk.
 async fn find(state: &AppState, name: &str) -> Result<Option<ImageDetails>, ApiError> {
     if let Some(row) = rows::get(&state.pool, name).await? {
-        if row.status != "deleted" {
+        if row.status != ImageStatus::Deleted {
             return Ok(Some(ImageDetails::from_row(row)));
         }
     }

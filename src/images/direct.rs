@@ -8,7 +8,7 @@ use futures::{Stream, StreamExt};
 
 use super::install::{self, Sink, Staging};
 use super::service::{ImageService, ImageWriteError};
-use super::{ImageEvent, ImageKind, ImageName, Wanted};
+use super::{ImageEvent, ImageKind, ImageName, ImageSource, ImageStatus, Wanted};
 use crate::store::images::{self as rows, ImageRow, RowWrite};
 use crate::store::{CommandMeta, StoreError};
 
@@ -80,8 +80,8 @@ impl ImageService {
                 &RowWrite {
                     name: name.as_str(),
                     kind: wanted.kind.as_str(),
-                    status: "ready",
-                    source: "upload",
+                    status: ImageStatus::Ready,
+                    source: ImageSource::Upload,
                     url: None,
                     format: format.as_deref(),
                     sha256: Some(&sha),
@@ -118,12 +118,12 @@ impl ImageService {
         let images_dir = self.catalog.images_dir();
         let mut tx = self.pool.begin().await?;
         let (row, version) = rows::lock(&mut tx, name.as_str()).await?;
-        let status = row.as_ref().map(|r| r.status.as_str());
-        if status == Some("importing") {
+        let status = row.as_ref().map(|r| r.status);
+        if status == Some(ImageStatus::Importing) {
             return Err(ImageWriteError::Busy(name.to_string()));
         }
         let on_disk = self.on_disk(name);
-        if !on_disk && matches!(status, None | Some("deleted")) {
+        if !on_disk && matches!(status, None | Some(ImageStatus::Deleted)) {
             return Err(ImageWriteError::NotFound(name.to_string()));
         }
         let vms = rows::users_of(&mut tx, name.as_str()).await?;
@@ -134,7 +134,7 @@ impl ImageService {
             });
         }
         let kind = match &row {
-            Some(r) if r.status != "deleted" => r.kind.clone(),
+            Some(r) if r.status != ImageStatus::Deleted => r.kind.clone(),
             _ => self
                 .catalog
                 .kind(name.as_str())
@@ -150,8 +150,16 @@ impl ImageService {
             let version = rows::record(&mut tx, name.as_str(), version, &event, meta, None).await?;
             match &row {
                 Some(_) => {
-                    rows::set_status(&mut tx, name.as_str(), "deleted", version, None, None, None)
-                        .await?
+                    rows::set_status(
+                        &mut tx,
+                        name.as_str(),
+                        ImageStatus::Deleted,
+                        version,
+                        None,
+                        None,
+                        None,
+                    )
+                    .await?
                 }
                 None => {
                     rows::upsert(
@@ -159,8 +167,8 @@ impl ImageService {
                         &RowWrite {
                             name: name.as_str(),
                             kind: &kind,
-                            status: "deleted",
-                            source: "host",
+                            status: ImageStatus::Deleted,
+                            source: ImageSource::Host,
                             url: None,
                             format: None,
                             sha256: None,

@@ -10,6 +10,9 @@ mod direct;
 pub mod fetch;
 pub mod install;
 pub mod service;
+pub mod state;
+
+pub use state::{ImageSource, ImageStatus};
 
 use std::fmt;
 

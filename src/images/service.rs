@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use super::fetch::{Fetcher, Progress};
 use super::install::{self, Sink, Staging};
-use super::{ImageError, ImageEvent, ImageName, SourceUrl, Wanted};
+use super::{ImageError, ImageEvent, ImageName, ImageSource, ImageStatus, SourceUrl, Wanted};
 use crate::hypervisor::images::ImageCatalog;
 use crate::store::append::JobMark;
 use crate::store::images::{self as rows, ImageRow, RowWrite};
@@ -88,7 +88,8 @@ impl ImageService {
     }
 
     pub(super) fn taken(&self, row: Option<&ImageRow>, name: &ImageName) -> bool {
-        row.is_some_and(|r| r.status == "importing" || r.status == "ready") || self.on_disk(name)
+        row.is_some_and(|r| matches!(r.status, ImageStatus::Importing | ImageStatus::Ready))
+            || self.on_disk(name)
     }
 
     /// Records the request for an import; its event opens the job a worker carries out.
@@ -125,8 +126,8 @@ impl ImageService {
             &RowWrite {
                 name: name.as_str(),
                 kind: wanted.kind.as_str(),
-                status: "importing",
-                source: "url",
+                status: ImageStatus::Importing,
+                source: ImageSource::Url,
                 url: Some(url.as_str()),
                 format: format.as_deref(),
                 sha256: sha256.as_deref(),
@@ -185,7 +186,9 @@ impl ImageService {
     async fn still_importing(&self, name: &ImageName, job_id: &str) -> Result<bool, StoreError> {
         Ok(rows::get(&self.pool, name.as_str())
             .await?
-            .is_some_and(|r| r.status == "importing" && r.job_id.as_deref() == Some(job_id)))
+            .is_some_and(|r| {
+                r.status == ImageStatus::Importing && r.job_id.as_deref() == Some(job_id)
+            }))
     }
 
     /// Downloads, verifies, converts and installs; the staging directory is gone either way.
@@ -244,9 +247,9 @@ impl ImageService {
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         let (row, version) = rows::lock(&mut tx, name).await?;
-        let current = row
-            .as_ref()
-            .is_some_and(|r| r.status == "importing" && r.job_id.as_deref() == Some(&job.id));
+        let current = row.as_ref().is_some_and(|r| {
+            r.status == ImageStatus::Importing && r.job_id.as_deref() == Some(&job.id)
+        });
         let mut event_error = None;
         if current {
             let (event, status, sha, size, error) = match &outcome {
@@ -256,7 +259,7 @@ impl ImageService {
                         sha256: sha.clone(),
                         size_bytes: *size,
                     },
-                    "ready",
+                    ImageStatus::Ready,
                     Some(sha.as_str()),
                     Some(i64::try_from(*size).unwrap_or(i64::MAX)),
                     None,
@@ -266,7 +269,7 @@ impl ImageService {
                         job_id: job.id.clone(),
                         reason: reason.clone(),
                     },
-                    "failed",
+                    ImageStatus::Failed,
                     None,
                     None,
                     Some(reason.as_str()),
@@ -337,7 +340,9 @@ async fn record_progress(
     rows::job_progress(pool, job_id, p.done, p.total).await?;
     let mut tx = pool.begin().await?;
     let (row, version) = rows::lock(&mut tx, name.as_str()).await?;
-    if !row.is_some_and(|r| r.status == "importing" && r.job_id.as_deref() == Some(job_id)) {
+    if !row
+        .is_some_and(|r| r.status == ImageStatus::Importing && r.job_id.as_deref() == Some(job_id))
+    {
         return Ok(());
     }
     let event = ImageEvent::ImageImportProgressed {

@@ -11,15 +11,17 @@ use sqlx::{PgConnection, PgPool};
 
 use super::append::{append_for_job, stored, JobMark, Stream};
 use super::{CommandMeta, StoreError};
-use crate::images::ImageEvent;
+use crate::images::{ImageEvent, ImageSource, ImageStatus};
 
 /// An image as the read model holds it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ImageRow {
     pub name: String,
     pub kind: String,
-    pub status: String,
-    pub source: String,
+    #[sqlx(try_from = "String")]
+    pub status: ImageStatus,
+    #[sqlx(try_from = "String")]
+    pub source: ImageSource,
     pub url: Option<String>,
     pub format: Option<String>,
     pub sha256: Option<String>,
@@ -135,8 +137,8 @@ pub async fn record(
 pub struct RowWrite<'a> {
     pub name: &'a str,
     pub kind: &'a str,
-    pub status: &'a str,
-    pub source: &'a str,
+    pub status: ImageStatus,
+    pub source: ImageSource,
     pub url: Option<&'a str>,
     pub format: Option<&'a str>,
     pub sha256: Option<&'a str>,
@@ -162,8 +164,8 @@ pub async fn upsert(conn: &mut PgConnection, w: &RowWrite<'_>) -> Result<(), Sto
     )
     .bind(w.name)
     .bind(w.kind)
-    .bind(w.status)
-    .bind(w.source)
+    .bind(w.status.as_str())
+    .bind(w.source.as_str())
     .bind(w.url)
     .bind(w.format)
     .bind(w.sha256)
@@ -181,7 +183,7 @@ pub async fn upsert(conn: &mut PgConnection, w: &RowWrite<'_>) -> Result<(), Sto
 pub async fn set_status(
     conn: &mut PgConnection,
     name: &str,
-    status: &str,
+    status: ImageStatus,
     version: i64,
     sha256: Option<&str>,
     size_bytes: Option<i64>,
@@ -193,7 +195,7 @@ pub async fn set_status(
          WHERE name = $1",
     )
     .bind(name)
-    .bind(status)
+    .bind(status.as_str())
     .bind(version)
     .bind(sha256)
     .bind(size_bytes)

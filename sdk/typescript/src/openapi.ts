@@ -6565,11 +6565,11 @@ export interface components {
                 kind: components["schemas"]["ImageKind"];
                 /**
                  * @description `importing`, `ready` or `failed` (a failed import left nothing on disk; the name may be
-                 *     used again).
+                 *     used again). A deleted image is not shown.
                  */
-                status: string;
+                status: components["schemas"]["ImageStatus"];
                 /** @description `url` (imported), `upload`, or `host` (found on disk). */
-                source: string;
+                source: components["schemas"]["ImageSource"];
                 url?: string | null;
                 /** @description The format asked for; disk images are stored as qcow2. */
                 format?: string | null;
@@ -7002,11 +7002,11 @@ export interface components {
                 kind: components["schemas"]["ImageKind"];
                 /**
                  * @description `importing`, `ready` or `failed` (a failed import left nothing on disk; the name may be
-                 *     used again).
+                 *     used again). A deleted image is not shown.
                  */
-                status: string;
+                status: components["schemas"]["ImageStatus"];
                 /** @description `url` (imported), `upload`, or `host` (found on disk). */
-                source: string;
+                source: components["schemas"]["ImageSource"];
                 url?: string | null;
                 /** @description The format asked for; disk images are stored as qcow2. */
                 format?: string | null;
@@ -7259,11 +7259,11 @@ export interface components {
             kind: components["schemas"]["ImageKind"];
             /**
              * @description `importing`, `ready` or `failed` (a failed import left nothing on disk; the name may be
-             *     used again).
+             *     used again). A deleted image is not shown.
              */
-            status: string;
+            status: components["schemas"]["ImageStatus"];
             /** @description `url` (imported), `upload`, or `host` (found on disk). */
-            source: string;
+            source: components["schemas"]["ImageSource"];
             url?: string | null;
             /** @description The format asked for; disk images are stored as qcow2. */
             format?: string | null;
@@ -7289,6 +7289,16 @@ export interface components {
          * @enum {string}
          */
         ImageKind: "disk" | "iso" | "kernel";
+        /**
+         * @description Where an image's bytes came from.
+         * @enum {string}
+         */
+        ImageSource: "url" | "upload" | "host";
+        /**
+         * @description An image's status.
+         * @enum {string}
+         */
+        ImageStatus: "importing" | "ready" | "failed" | "deleted";
         ImageView: {
             name: string;
             present: boolean;
