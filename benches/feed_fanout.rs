@@ -40,6 +40,7 @@ fn event() -> FeedEvent {
         },
         owner_id: Some("user-4f1c2d".into()),
     })
+    .expect("a VM event")
 }
 
 /// The same event as it arrives from NATS: nothing rendered yet.

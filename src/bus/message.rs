@@ -1,7 +1,7 @@
 //! What an event looks like on NATS and inside the process: the audit log's JSON entry
-//! (`GET /events`) plus the VM's owner, the status the event left the VM in, and the job change
-//! it made. The relay writes it; the hub and the WebSocket replay read it back, so a frame is the
-//! same whether it came live or from the log.
+//! (`GET /events`) plus its owner, the status the event left the VM in, and the job change it
+//! made. The feed carries the VM streams and the image streams. The relay writes it; the hub and
+//! the WebSocket replay read it back, so a frame is the same whether it came live or from the log.
 
 use std::sync::{Arc, OnceLock};
 
@@ -10,9 +10,32 @@ use bytestring::ByteString;
 use serde_json::{json, Value};
 
 use crate::store::feed::FeedRow;
-use crate::store::jobs::JobStatus;
+use crate::store::jobs::{JobKind, JobStatus};
 use crate::store::EventMetadata;
-use crate::vm::{JobOutcome, Operation, VmStatus};
+use crate::vm::{JobOutcome, VmStatus};
+
+/// The kind of stream an event on the feed belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedStream {
+    Vm,
+    Image,
+}
+
+impl FeedStream {
+    /// The stream type as the log stores it (`events.aggregate_type`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FeedStream::Vm => "vm",
+            FeedStream::Image => "image",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<FeedStream> {
+        [FeedStream::Vm, FeedStream::Image]
+            .into_iter()
+            .find(|t| t.as_str() == s)
+    }
+}
 
 /// A job was queued or ended by an event.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,7 +44,7 @@ pub struct JobChange {
     /// `Queued`, or the outcome: `Succeeded`, `Failed`, `Cancelled`.
     pub status: JobStatus,
     /// Set when the event queued the job.
-    pub kind: Option<Operation>,
+    pub kind: Option<JobKind>,
     pub error: Option<String>,
 }
 
@@ -44,12 +67,19 @@ impl JobChange {
         })
     }
 
-    pub fn to_json(&self, vm_id: &str, position: i64) -> Value {
+    /// The job message of `event` (`schemas/feed/job-update.json`): a VM's job names its VM,
+    /// an image import its image, as `GET /jobs/{id}` does.
+    pub fn to_json(&self, event: &FeedEvent) -> Value {
+        let (vm_id, image) = match event.stream {
+            FeedStream::Vm => (Some(&event.stream_id), None),
+            FeedStream::Image => (None, Some(&event.stream_id)),
+        };
         json!({
-            "position": position,
+            "position": event.position,
             "jobId": self.job_id,
             "vmId": vm_id,
-            "kind": self.kind.map(Operation::as_str),
+            "image": image,
+            "kind": self.kind.map(JobKind::as_str),
             "status": self.status.as_str(),
             "error": self.error,
         })
@@ -69,7 +99,10 @@ fn ended(outcome: JobOutcome) -> JobStatus {
 #[derive(Debug, Clone)]
 pub struct FeedEvent {
     pub position: i64,
-    pub vm_id: String,
+    pub stream: FeedStream,
+    /// The VM's id, or the image's name.
+    pub stream_id: String,
+    /// The VM's owner, or the user who asked for the image.
     pub owner_id: Option<String>,
     pub event_type: String,
     pub status: Option<VmStatus>,
@@ -86,6 +119,7 @@ pub struct FeedEvent {
 pub struct FrameCache {
     pub status: OnceLock<ByteString>,
     pub job: OnceLock<Option<ByteString>>,
+    pub image: OnceLock<ByteString>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,7 +127,10 @@ pub struct FrameCache {
 pub struct NotAnEvent(&'static str);
 
 impl FeedEvent {
-    pub fn from_row(row: &FeedRow) -> FeedEvent {
+    /// The event of a row the feed read (a VM or an image stream's; see `store::feed`).
+    pub fn from_row(row: &FeedRow) -> Result<FeedEvent, NotAnEvent> {
+        let stream = FeedStream::parse(&row.row.aggregate_type)
+            .ok_or(NotAnEvent("not a VM or image stream"))?;
         let mut body = row.row.to_json();
         let job = JobChange::from_metadata(&row.row.metadata);
         let status = row.row.metadata.status;
@@ -102,22 +139,23 @@ impl FeedEvent {
         body["job"] = match &job {
             Some(j) => json!({
                 "id": j.job_id,
-                "kind": j.kind.map(Operation::as_str),
+                "kind": j.kind.map(JobKind::as_str),
                 "status": j.status.as_str(),
                 "error": j.error,
             }),
             None => Value::Null,
         };
-        FeedEvent {
+        Ok(FeedEvent {
             position: row.row.position,
-            vm_id: row.row.aggregate_id.clone(),
+            stream,
+            stream_id: row.row.aggregate_id.clone(),
             owner_id: row.owner_id.clone(),
             event_type: row.row.event_type.clone(),
             status,
             job,
             body: Arc::new(body),
             frames: Arc::default(),
-        }
+        })
     }
 
     /// Reads back what `to_bytes` wrote.
@@ -125,7 +163,11 @@ impl FeedEvent {
         let body: Value = serde_json::from_slice(bytes).map_err(|_| NotAnEvent("not JSON"))?;
         let text = |k: &str| body[k].as_str().map(str::to_string);
         let position = body["position"].as_i64().ok_or(NotAnEvent("no position"))?;
-        let vm_id = text("vmId").ok_or(NotAnEvent("no vmId"))?;
+        let stream = body["streamType"]
+            .as_str()
+            .and_then(FeedStream::parse)
+            .ok_or(NotAnEvent("no VM or image streamType"))?;
+        let stream_id = text("streamId").ok_or(NotAnEvent("no streamId"))?;
         let event_type = text("type").ok_or(NotAnEvent("no type"))?;
         let job = match &body["job"] {
             Value::Object(j) => Some(JobChange {
@@ -143,9 +185,10 @@ impl FeedEvent {
                             .map_err(|_| NotAnEvent("a job with an unknown status"))
                     })?,
                 kind: match j.get("kind").and_then(Value::as_str) {
-                    Some(kind) => {
-                        Some(Operation::parse(kind).ok_or(NotAnEvent("a job of an unknown kind"))?)
-                    }
+                    Some(kind) => Some(
+                        JobKind::try_from(kind.to_string())
+                            .map_err(|_| NotAnEvent("a job of an unknown kind"))?,
+                    ),
                     None => None,
                 },
                 error: j.get("error").and_then(Value::as_str).map(str::to_string),
@@ -156,7 +199,8 @@ impl FeedEvent {
             position,
             owner_id: text("owner"),
             status: body["status"].as_str().and_then(VmStatus::parse),
-            vm_id,
+            stream,
+            stream_id,
             event_type,
             job,
             body: Arc::new(body),
@@ -197,10 +241,12 @@ mod tests {
         let sent = FeedEvent::from_row(&row(json!({
             "actor_id": "user-1", "actor_name": "ann", "via": "rest",
             "job_id": "job-1", "job_kind": "start", "status": "starting", "owner_id": "user-1"
-        })));
+        })))
+        .expect("a feed event");
         let got = FeedEvent::from_bytes(&sent.to_bytes()).expect("an event");
         assert_eq!(got.position, 42);
-        assert_eq!(got.vm_id, "vm-1");
+        assert_eq!(got.stream, FeedStream::Vm);
+        assert_eq!(got.stream_id, "vm-1");
         assert_eq!(got.owner_id.as_deref(), Some("user-1"));
         assert_eq!(got.status, Some(VmStatus::Starting));
         assert_eq!(got.job, sent.job);
@@ -217,7 +263,8 @@ mod tests {
     fn an_outcome_closes_its_job() {
         let e = FeedEvent::from_row(&row(json!({
             "job_id": "job-1", "job_outcome": "failed", "job_error": "no disk"
-        })));
+        })))
+        .expect("a feed event");
         let job = e.job.expect("a job change");
         assert_eq!(job.status, JobStatus::Failed);
         assert_eq!(job.error.as_deref(), Some("no disk"));
@@ -225,16 +272,42 @@ mod tests {
 
     #[test]
     fn an_event_without_a_job_has_no_job_change() {
-        let e = FeedEvent::from_row(&row(json!({"actor_id": "u"})));
+        let e = FeedEvent::from_row(&row(json!({"actor_id": "u"}))).expect("a feed event");
         assert!(e.job.is_none());
         assert_eq!(e.body["job"], Value::Null);
+    }
+
+    #[test]
+    fn an_image_event_names_its_image_and_its_import() {
+        let mut image = row(json!({"job_id": "job-9", "job_kind": "import_image"}));
+        image.row.aggregate_type = "image".into();
+        image.row.aggregate_id = "debian".into();
+        image.row.event_type = "ImageImportRequested".into();
+        let sent = FeedEvent::from_row(&image).expect("a feed event");
+        let got = FeedEvent::from_bytes(&sent.to_bytes()).expect("an event");
+        assert_eq!(got.stream, FeedStream::Image);
+        assert_eq!(got.stream_id, "debian");
+        let job = got.job.clone().expect("the import's job");
+        assert_eq!(job.kind, Some(JobKind::ImportImage));
+        let message = job.to_json(&got);
+        assert_eq!(message["image"], "debian");
+        assert_eq!(message["vmId"], Value::Null);
+        assert_eq!(message["kind"], "import_image");
+        assert!(sent.body.get("vmId").is_none());
+    }
+
+    #[test]
+    fn a_stream_that_is_not_on_the_feed_is_refused() {
+        let mut user = row(json!({}));
+        user.row.aggregate_type = "user".into();
+        assert!(FeedEvent::from_row(&user).is_err());
     }
 
     #[test]
     fn a_foreign_message_is_refused() {
         assert!(FeedEvent::from_bytes(b"{\"hello\":1}").is_err());
         let unknown_job = json!({
-            "position": 1, "vmId": "vm-1", "type": "VmStarted",
+            "position": 1, "streamType": "vm", "streamId": "vm-1", "type": "VmStarted",
             "job": {"id": "job-1", "status": "exploded"}
         });
         assert!(FeedEvent::from_bytes(unknown_job.to_string().as_bytes()).is_err());

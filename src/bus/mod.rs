@@ -17,7 +17,7 @@ pub mod subjects;
 pub mod system;
 
 pub use hub::Hub;
-pub use message::FeedEvent;
+pub use message::{FeedEvent, FeedStream};
 pub use subjects::Subjects;
 
 #[derive(Debug, thiserror::Error)]

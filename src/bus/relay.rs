@@ -1,6 +1,7 @@
 //! The relay: publishes the event log to NATS in position order, at least once.
 //!
-//! It reads "everything after the last confirmed position" from PostgreSQL and publishes a batch
+//! It reads "everything after the last confirmed position" of the VM and image streams from
+//! PostgreSQL and publishes a batch
 //! to JetStream without waiting between messages. Each message expects the stream's previous
 //! sequence, so a message lost in flight (a reconnect, an outage) makes every later one be
 //! refused instead of stored out of order: the stream's order is always the log's order. After
@@ -21,7 +22,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::message::FeedEvent;
+use super::message::{FeedEvent, FeedStream};
 use super::ownership::{CheckError, StreamOwner};
 use super::subjects::{LOG_HEADER, POSITION_HEADER};
 use super::Bus;
@@ -171,7 +172,11 @@ impl Relay {
                 }
                 continue;
             }
-            let events: Vec<FeedEvent> = rows.iter().map(FeedEvent::from_row).collect();
+            let events = rows
+                .iter()
+                .map(FeedEvent::from_row)
+                .collect::<Result<Vec<_>, _>>()
+                .context("the feed read an event it cannot relay")?;
             let before = at.confirmed;
             match self.publish_batch(&mut at, &events).await {
                 Ok(()) => synced = Some(at),
@@ -249,20 +254,23 @@ impl Relay {
         for event in events {
             let position = event.position;
             let mut messages = Vec::with_capacity(2);
+            let id = &event.stream_id;
             if let Some(job) = &event.job {
                 if at.job_sent_for != Some(position) {
-                    let payload = job.to_json(&event.vm_id, position).to_string();
-                    messages.push((
-                        false,
-                        subjects.job(&event.vm_id, &job.job_id),
-                        payload.into(),
-                        format!("j{position}"),
-                    ));
+                    let payload = job.to_json(event).to_string();
+                    let subject = match event.stream {
+                        FeedStream::Vm => subjects.job(id, &job.job_id),
+                        FeedStream::Image => subjects.image_job(id, &job.job_id),
+                    };
+                    messages.push((false, subject, payload.into(), format!("j{position}")));
                 }
             }
             messages.push((
                 true,
-                subjects.event(&event.vm_id, &event.event_type),
+                match event.stream {
+                    FeedStream::Vm => subjects.event(id, &event.event_type),
+                    FeedStream::Image => subjects.image_event(id, &event.event_type),
+                },
                 event.to_bytes(),
                 format!("e{position}"),
             ));

@@ -4,11 +4,14 @@
 //! | subject | what | where |
 //! |---|---|---|
 //! | `<prefix>.events.<vmId>.<EventType>` | every committed VM event, in log order | JetStream |
+//! | `<prefix>.events.image.<name>.<EventType>` | every committed image event (imports, progress) | JetStream |
 //! | `<prefix>.jobs.<vmId>.<jobId>` | a job was queued or ended (derived from an event) | JetStream |
+//! | `<prefix>.jobs.image.<name>.<jobId>` | an image import was queued or ended | JetStream |
 //! | `<prefix>.system.<kind>` | node happenings: started, stopping, NATS lost/back | core NATS |
 //!
-//! So `<prefix>.events.vm-123.>` follows one VM, `<prefix>.events.*.VmCrashed` one event type,
-//! and `<prefix>.jobs.>` every job. Event and job messages carry `Nats-Msg-Id` (`e<position>`,
+//! So `<prefix>.events.vm-123.>` follows one VM, `<prefix>.events.*.VmCrashed` one VM event type,
+//! `<prefix>.events.image.>` every image, and `<prefix>.jobs.>` every job. A VM id always starts
+//! with `vm-`, so the token `image` never names a VM. Event and job messages carry `Nats-Msg-Id` (`e<position>`,
 //! `j<position>`), so a re-sent message is dropped by JetStream's duplicate window, and a
 //! `Voidvm-Position` header with the event's global position in the log, and a `Voidvm-Log` header
 //! with the id of the log it comes from. The stream holds them in log order; an event's job
@@ -40,8 +43,26 @@ impl Subjects {
         )
     }
 
+    pub fn image_event(&self, name: &str, event_type: &str) -> String {
+        format!(
+            "{}.events.image.{}.{}",
+            self.prefix,
+            token(name),
+            token(event_type)
+        )
+    }
+
     pub fn job(&self, vm_id: &str, job_id: &str) -> String {
         format!("{}.jobs.{}.{}", self.prefix, token(vm_id), token(job_id))
+    }
+
+    pub fn image_job(&self, name: &str, job_id: &str) -> String {
+        format!(
+            "{}.jobs.image.{}.{}",
+            self.prefix,
+            token(name),
+            token(job_id)
+        )
     }
 
     pub fn system(&self, kind: &str) -> String {
@@ -100,6 +121,14 @@ mod tests {
         );
         assert_eq!(s.job("vm-abc", "job-1"), "voidvm.jobs.vm-abc.job-1");
         assert_eq!(s.system("started"), "voidvm.system.started");
+        assert_eq!(
+            s.image_event("debian-12", "ImageImported"),
+            "voidvm.events.image.debian-12.ImageImported"
+        );
+        assert_eq!(
+            s.image_job("debian-12", "job-1"),
+            "voidvm.jobs.image.debian-12.job-1"
+        );
     }
 
     #[test]

@@ -16,12 +16,10 @@ use super::{ImageError, ImageEvent, ImageName, ImageSource, ImageStatus, SourceU
 use crate::hypervisor::images::ImageCatalog;
 use crate::store::append::JobMark;
 use crate::store::images::{self as rows, ImageRow, RowWrite};
-use crate::store::jobs::{self, JobRow};
+use crate::store::jobs::{self, JobKind, JobRow};
 use crate::store::{CommandMeta, StoreError};
 use crate::vm::JobOutcome;
 
-/// The job kind of an import.
-pub const IMPORT_JOB_KIND: &str = "import_image";
 /// Progress events are recorded at most this often.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
@@ -117,7 +115,7 @@ impl ImageService {
         };
         let opens = JobMark::Opens {
             job_id,
-            kind: IMPORT_JOB_KIND,
+            kind: JobKind::ImportImage,
         };
         let version =
             rows::record(&mut tx, name.as_str(), version, &event, meta, Some(opens)).await?;
@@ -329,7 +327,7 @@ async fn report(
     }
 }
 
-/// Writes progress on the job's row and as an `ImageImportProgressed` event.
+/// Writes progress on the job's row and as an `ImageImportProgressed` event, in one transaction.
 async fn record_progress(
     pool: &PgPool,
     name: &ImageName,
@@ -337,7 +335,6 @@ async fn record_progress(
     p: Progress,
     meta: &CommandMeta,
 ) -> Result<(), StoreError> {
-    rows::job_progress(pool, job_id, p.done, p.total).await?;
     let mut tx = pool.begin().await?;
     let (row, version) = rows::lock(&mut tx, name.as_str()).await?;
     if !row
@@ -345,6 +342,7 @@ async fn record_progress(
     {
         return Ok(());
     }
+    rows::job_progress(&mut tx, job_id, p.done, p.total).await?;
     let event = ImageEvent::ImageImportProgressed {
         job_id: job_id.to_string(),
         bytes_done: p.done,

@@ -70,7 +70,7 @@ fn metadata(meta: &CommandMeta) -> EventMetadata {
 pub enum JobMark<'a> {
     Opens {
         job_id: &'a str,
-        kind: &'a str,
+        kind: super::jobs::JobKind,
     },
     Closes {
         job_id: &'a str,
@@ -112,7 +112,7 @@ pub async fn append_for_job(
         match job {
             JobMark::Opens { job_id, kind } => {
                 map.insert("job_id".into(), Value::from(job_id));
-                map.insert("job_kind".into(), Value::from(kind));
+                map.insert("job_kind".into(), Value::from(kind.as_str()));
             }
             JobMark::Closes {
                 job_id,

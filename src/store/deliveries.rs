@@ -121,8 +121,9 @@ pub async fn subscribers(pool: &PgPool) -> Result<Vec<Subscriber>, StoreError> {
 /// events were read (0: the subscriber is up to date). A cursor moved meanwhile (the webhook
 /// changed) makes this a no-op answering 0; the next round reads again.
 pub async fn fill(pool: &PgPool, sub: &Subscriber, batch: u32) -> Result<(usize, i64), StoreError> {
+    // Webhooks carry VM events (their `events` filter names VM event types).
     let scope = feed::Scope {
-        vm_id: None,
+        streams: feed::Streams::Vms,
         owner_id: (!sub.sees_all).then(|| sub.owner_id.clone()),
     };
     let rows = feed::after(pool, sub.cursor, batch, &scope).await?;

@@ -1,5 +1,6 @@
 //! Reads of the event log for the real-time feed: the relay to NATS and the WebSocket replay
-//! both read "everything after position P", in position order, with who owns each event's VM.
+//! both read "everything after position P" of the VM and image streams, in position order, with
+//! who owns each event.
 //! Both read only below the bound of [`super::visible`], so resuming after P never skips an event.
 
 use sqlx::{PgPool, Postgres, QueryBuilder};
@@ -8,8 +9,9 @@ use super::audit::{AuditRow, LEVEL_SQL};
 use super::visible;
 use super::StoreError;
 
-/// One event with the owner of its VM (from the event's metadata; for events recorded before
-/// owners were written there, from the VM list).
+/// One event with its owner: a VM event's VM owner (from the event's metadata; for events
+/// recorded before owners were written there, from the VM list), or for an image event the user
+/// who asked for the image.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct FeedRow {
     #[sqlx(flatten)]
@@ -17,14 +19,32 @@ pub struct FeedRow {
     pub owner_id: Option<String>,
 }
 
+/// Which streams a reader follows. The feed carries VM and image streams; the other streams
+/// (users, roles, the configuration, webhooks) are only in `/events`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Streams {
+    /// Every VM and every image.
+    #[default]
+    All,
+    /// Every VM.
+    Vms,
+    /// One VM.
+    Vm(String),
+    /// Every image.
+    Images,
+}
+
 /// Which events a reader may have.
 #[derive(Debug, Clone, Default)]
 pub struct Scope {
-    /// Only this VM's events.
-    pub vm_id: Option<String>,
-    /// Only events of VMs this user owns (unset for admins).
+    pub streams: Streams,
+    /// Only events this user owns (their VMs' events and the events of images they asked for);
+    /// unset for admins, and for readers of images, which every user with `image:read` sees.
     pub owner_id: Option<String>,
 }
+
+/// The owner of an event, in SQL (see [`FeedRow`]).
+const OWNER_SQL: &str = "COALESCE(e.metadata ->> 'owner_id', v.owner_id, i.created_by)";
 
 /// Up to `limit` events after `after`, oldest first.
 pub async fn after(
@@ -38,17 +58,24 @@ pub async fn after(
         "SELECT e.position, e.aggregate_type, e.aggregate_id, e.sequence, e.event_type,
                 e.event_version AS version, e.payload, e.metadata, e.recorded_at,
                 {LEVEL_SQL} AS level,
-                COALESCE(e.metadata ->> 'owner_id', v.owner_id) AS owner_id
-         FROM events e LEFT JOIN vms v ON v.id = e.aggregate_id
-         WHERE e.aggregate_type = 'vm' AND e.position > "
+                {OWNER_SQL} AS owner_id
+         FROM events e
+         LEFT JOIN vms v ON e.aggregate_type = 'vm' AND v.id = e.aggregate_id
+         LEFT JOIN images i ON e.aggregate_type = 'image' AND i.name = e.aggregate_id
+         WHERE e.position > "
     ));
     q.push_bind(after);
     visible::push_below(&mut q, bound);
-    if let Some(vm) = &scope.vm_id {
-        q.push(" AND e.aggregate_id = ").push_bind(vm.clone());
-    }
+    match &scope.streams {
+        Streams::All => q.push(" AND e.aggregate_type IN ('vm', 'image')"),
+        Streams::Vms => q.push(" AND e.aggregate_type = 'vm'"),
+        Streams::Vm(vm) => q
+            .push(" AND e.aggregate_type = 'vm' AND e.aggregate_id = ")
+            .push_bind(vm.clone()),
+        Streams::Images => q.push(" AND e.aggregate_type = 'image'"),
+    };
     if let Some(owner) = &scope.owner_id {
-        q.push(" AND COALESCE(e.metadata ->> 'owner_id', v.owner_id) = ")
+        q.push(format!(" AND {OWNER_SQL} = "))
             .push_bind(owner.clone());
     }
     q.push(" ORDER BY e.position LIMIT ")

@@ -221,7 +221,7 @@ pub async fn set_version(
 
 /// Records an import job's progress on its row.
 pub async fn job_progress(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     job_id: &str,
     done: u64,
     total: Option<u64>,
@@ -233,7 +233,7 @@ pub async fn job_progress(
     .bind(job_id)
     .bind(i64::try_from(done).unwrap_or(i64::MAX))
     .bind(total.map(|t| i64::try_from(t).unwrap_or(i64::MAX)))
-    .execute(pool)
+    .execute(&mut *conn)
     .await?;
     Ok(())
 }

@@ -12,7 +12,8 @@ use serde::de::{DeserializeOwned, Deserializer};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::vm::{JobEffect, JobOutcome, Operation, VmStatus};
+use super::jobs::JobKind;
+use crate::vm::{JobEffect, JobOutcome, VmStatus};
 
 /// How a command reached the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,7 +77,7 @@ impl CommandMeta {
         match job {
             Some(JobEffect::Opens { job_id, operation }) => {
                 metadata.job_id = Some(job_id.to_string());
-                metadata.job_kind = Some(operation);
+                metadata.job_kind = Some(JobKind::Vm(operation));
             }
             Some(JobEffect::Closes {
                 job_id,
@@ -128,7 +129,7 @@ pub struct EventMetadata {
         skip_serializing_if = "Option::is_none",
         deserialize_with = "known_or_none"
     )]
-    pub job_kind: Option<Operation>,
+    pub job_kind: Option<JobKind>,
     /// Set when the event closes its job.
     #[serde(
         skip_serializing_if = "Option::is_none",
@@ -161,6 +162,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vm::Operation;
     use serde_json::json;
 
     fn stored(metadata: &EventMetadata) -> Value {

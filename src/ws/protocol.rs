@@ -47,6 +47,9 @@ pub enum Topic {
     },
     VmStatusAll,
     Jobs,
+    /// Every image's events: imports requested, their progress, images imported, uploaded,
+    /// failed or deleted.
+    Images,
     SystemEvent,
     /// Host figures every `interval_ms`.
     SystemMonitor {
@@ -61,6 +64,7 @@ impl Topic {
         match self {
             Topic::VmStatus { .. } | Topic::VmStatusAll => Permission::VmRead,
             Topic::Jobs => Permission::JobRead,
+            Topic::Images => Permission::ImageRead,
             Topic::SystemEvent | Topic::SystemMonitor { .. } => Permission::SystemRead,
         }
     }
@@ -70,6 +74,7 @@ impl Topic {
             Topic::VmStatus { .. } => "vm-status",
             Topic::VmStatusAll => "vm-status-all",
             Topic::Jobs => "jobs",
+            Topic::Images => "images",
             Topic::SystemEvent => "system-event",
             Topic::SystemMonitor { .. } => "system-monitor",
         }
@@ -78,7 +83,7 @@ impl Topic {
     /// Whether its frames come from the event log (and so carry positions and take `since`).
     pub fn from_log(&self) -> bool {
         match self {
-            Topic::VmStatus { .. } | Topic::VmStatusAll | Topic::Jobs => true,
+            Topic::VmStatus { .. } | Topic::VmStatusAll | Topic::Jobs | Topic::Images => true,
             Topic::SystemEvent | Topic::SystemMonitor { .. } => false,
         }
     }
@@ -207,6 +212,7 @@ fn topic(data: &Map<String, Value>, bounds: IntervalBounds) -> Result<Topic, Api
         }),
         "vm-status-all" => Ok(Topic::VmStatusAll),
         "jobs" => Ok(Topic::Jobs),
+        "images" => Ok(Topic::Images),
         "system-event" => Ok(Topic::SystemEvent),
         "system-monitor" => {
             let interval_ms = match data.get("interval") {
@@ -228,7 +234,7 @@ fn topic(data: &Map<String, Value>, bounds: IntervalBounds) -> Result<Topic, Api
         }
         other => Err(ApiError::validation(
             "data.topic",
-            format!("`{other}` is not a topic; use vm-status, vm-status-all, jobs, system-event or system-monitor."),
+            format!("`{other}` is not a topic; use vm-status, vm-status-all, jobs, images, system-event or system-monitor."),
         )),
     }
 }
@@ -296,11 +302,21 @@ pub fn job_frame(event: &FeedEvent) -> Option<ByteString> {
         .job
         .get_or_init(|| {
             event.job.as_ref().map(|job| {
-                let mut data = job.to_json(&event.vm_id, event.position);
+                let mut data = job.to_json(event);
                 data["event"] = json!(event.event_type);
                 frame("job-update", data, &Value::Null).into()
             })
         })
+        .clone()
+}
+
+/// The `image-event` frame of an image stream's event (the same body as on NATS), shared like
+/// [`status_frame`].
+pub fn image_frame(event: &FeedEvent) -> ByteString {
+    event
+        .frames
+        .image
+        .get_or_init(|| frame("image-event", (*event.body).clone(), &Value::Null).into())
         .clone()
 }
 
@@ -479,6 +495,7 @@ mod frame_tests {
             },
             owner_id: Some("user-1".into()),
         })
+        .expect("a feed event")
     }
 
     fn parsed(frame: &ByteString) -> Value {

@@ -19,14 +19,14 @@ use crate::helpers::{eventually, images_dir, spawn_app_with, spawn_server, Env, 
 /// A tiny HTTP server: `/file/<key>` serves a file, `/cut/<key>` announces the whole file and
 /// closes after half of it, anything else is a 404. While `stalled`, `/file/<key>` sends half
 /// the file and then nothing more.
-struct FileServer {
+pub(crate) struct FileServer {
     port: u16,
     task: tokio::task::JoinHandle<()>,
     stalled: Arc<AtomicBool>,
 }
 
 impl FileServer {
-    async fn start(files: HashMap<String, Vec<u8>>) -> FileServer {
+    pub(crate) async fn start(files: HashMap<String, Vec<u8>>) -> FileServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a port");
@@ -87,7 +87,7 @@ impl FileServer {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 }
@@ -99,12 +99,12 @@ impl Drop for FileServer {
 }
 
 /// An images dir of the test's own, holding the test guest (a link to the built one).
-struct Images {
+pub(crate) struct Images {
     dir: PathBuf,
 }
 
 impl Images {
-    fn new() -> Images {
+    pub(crate) fn new() -> Images {
         let dir = std::env::temp_dir().join(format!(
             "voidvm-test-images-{}",
             uuid::Uuid::new_v4().simple()
@@ -134,20 +134,20 @@ impl Drop for Images {
     }
 }
 
-async fn app_with(images: &Images) -> TestApp {
+pub(crate) async fn app_with(images: &Images) -> TestApp {
     let dir = images.dir.clone();
     spawn_app_with(move |s| s.images_dir = Some(dir)).await
 }
 
-fn sha256(bytes: &[u8]) -> String {
+pub(crate) fn sha256(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-fn kernel() -> Vec<u8> {
+pub(crate) fn kernel() -> Vec<u8> {
     std::fs::read(images_dir().join("busybox/vmlinuz")).expect("the test guest's kernel")
 }
 
-async fn import(app: &TestApp, body: Value) -> (StatusCode, Value) {
+pub(crate) async fn import(app: &TestApp, body: Value) -> (StatusCode, Value) {
     app.call(Method::POST, "/api/v1/images", Some(body)).await
 }
 

@@ -14,6 +14,7 @@ mod feed;
 mod helpers;
 mod hypervisor;
 mod idempotency;
+mod image_feed;
 mod images;
 mod iso;
 mod jobs;

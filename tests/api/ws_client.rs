@@ -189,6 +189,11 @@ pub fn positions(frames: &[Value]) -> Vec<i64> {
 
 /// Every event message in the test's JetStream stream, in stream order: (subject, body).
 pub async fn stream_events(app: &TestApp) -> Vec<(String, Value)> {
+    stream_messages(app, ".events.").await
+}
+
+/// Every message in the test's JetStream stream whose subject contains `part`, in stream order.
+pub async fn stream_messages(app: &TestApp, part: &str) -> Vec<(String, Value)> {
     let client = async_nats::connect(NATS_URL)
         .await
         .unwrap_or_else(|e| panic!("NATS must be running on {NATS_URL} for the tests ({e})"));
@@ -205,10 +210,10 @@ pub async fn stream_events(app: &TestApp) -> Vec<(String, Value)> {
     let mut out = Vec::new();
     for seq in 1..=last {
         if let Ok(msg) = stream.get_raw_message(seq).await {
-            if msg.subject.as_str().contains(".events.") {
+            if msg.subject.as_str().contains(part) {
                 out.push((
                     msg.subject.to_string(),
-                    serde_json::from_slice(&msg.payload).expect("a JSON event"),
+                    serde_json::from_slice(&msg.payload).expect("a JSON message"),
                 ));
             }
         }
@@ -433,6 +438,7 @@ pub fn assert_frame(frame: &Value) {
             assert_schema("feed-event", &frame["data"])
         }
         Some("job-update") => assert_schema("job-update", &frame["data"]),
+        Some("image-event") => assert_schema("feed-event", &frame["data"]),
         _ => {}
     }
 }

@@ -1,5 +1,5 @@
 //! Live fan-out: a log event from the hub goes to each subscription that has not passed it yet
-//! (one status frame per event), system events to subscribed administrators, and the monitor and
+//! (one status frame per VM event, an `image-event` frame per image event), system events to subscribed administrators, and the monitor and
 //! usage ticks become frames of their own.
 
 use bytestring::ByteString;
@@ -8,13 +8,18 @@ use serde_json::{json, Value};
 use super::{Connection, End};
 use crate::app::AppState;
 use crate::bus::system::SystemEvent;
-use crate::bus::FeedEvent;
+use crate::bus::{FeedEvent, FeedStream};
 use crate::monitor::host::HostMonitor;
 use crate::ws::protocol::{self, Topic};
 
 impl Connection {
-    fn visible(&self, event: &FeedEvent) -> bool {
-        self.user.sees_all() || event.owner_id.as_deref() == Some(self.user.id.as_str())
+    /// Whether `topic` may carry `event` to this user: their own VMs' events and their own image
+    /// imports' jobs (everything for administrators), and every image's events on `images`,
+    /// whose subscription needed `image:read`.
+    fn visible(&self, topic: &Topic, event: &FeedEvent) -> bool {
+        matches!(topic, Topic::Images)
+            || self.user.sees_all()
+            || event.owner_id.as_deref() == Some(self.user.id.as_str())
     }
 
     pub(super) fn frame_for(&self, topic: &Topic, event: &FeedEvent) -> Option<ByteString> {
@@ -22,15 +27,15 @@ impl Connection {
     }
 
     pub(super) async fn on_event(&mut self, event: &FeedEvent) -> Result<(), End> {
-        let visible = self.visible(event);
         let mut status_sent = false;
         let mut frames = Vec::new();
-        for sub in &mut self.subs {
-            if event.position <= sub.cursor {
+        for index in 0..self.subs.len() {
+            if event.position <= self.subs[index].cursor {
                 continue;
             }
-            sub.cursor = event.position;
-            if !visible {
+            self.subs[index].cursor = event.position;
+            let sub = &self.subs[index];
+            if !self.visible(&sub.topic, event) {
                 continue;
             }
             let is_status = matches!(sub.topic, Topic::VmStatus { .. } | Topic::VmStatusAll);
@@ -105,15 +110,18 @@ impl Connection {
 
 /// The frame `topic` gets for `event`.
 fn frame_for_static(state: &AppState, topic: &Topic, event: &FeedEvent) -> Option<ByteString> {
+    let vm_event = event.stream == FeedStream::Vm;
     match topic {
-        Topic::VmStatus { vm_id } if *vm_id != event.vm_id => None,
+        Topic::VmStatus { vm_id } if !vm_event || *vm_id != event.stream_id => None,
+        Topic::VmStatus { .. } | Topic::VmStatusAll if !vm_event => None,
         Topic::VmStatus { .. } | Topic::VmStatusAll => Some(protocol::status_frame(event, || {
             state
                 .usage
-                .get(&event.vm_id)
+                .get(&event.stream_id)
                 .map(|sample| json!(sample.usage))
         })),
         Topic::Jobs => protocol::job_frame(event),
+        Topic::Images => (event.stream == FeedStream::Image).then(|| protocol::image_frame(event)),
         Topic::SystemEvent | Topic::SystemMonitor { .. } => None,
     }
 }

@@ -107,12 +107,21 @@ impl Connection {
 
     /// Sends what the log holds after subscription `index`'s cursor; returns how many frames.
     async fn catch_up(&mut self, index: usize) -> Result<u64, Refusal> {
+        let topic = &self.subs[index].topic;
         let scope = feed::Scope {
-            vm_id: match &self.subs[index].topic {
-                Topic::VmStatus { vm_id } => Some(vm_id.clone()),
-                _ => None,
+            streams: match topic {
+                Topic::VmStatus { vm_id } => feed::Streams::Vm(vm_id.clone()),
+                Topic::VmStatusAll => feed::Streams::Vms,
+                Topic::Images => feed::Streams::Images,
+                Topic::Jobs | Topic::SystemEvent | Topic::SystemMonitor { .. } => {
+                    feed::Streams::All
+                }
             },
-            owner_id: self.user.owner_filter(),
+            // Every image's events are for anyone who may read images (see `fanout`).
+            owner_id: match topic {
+                Topic::Images => None,
+                _ => self.user.owner_filter(),
+            },
         };
         let mut sent = 0;
         loop {
@@ -120,7 +129,11 @@ impl Connection {
             let rows = feed::after(&self.state.pool, cursor, REPLAY_PAGE, &scope).await?;
             let full = rows.len() == REPLAY_PAGE as usize;
             for row in &rows {
-                let event = FeedEvent::from_row(row);
+                let event = FeedEvent::from_row(row).map_err(|e| {
+                    Refusal::Api(ApiError::Unexpected(
+                        anyhow::Error::new(e).context("the feed read an event it cannot send"),
+                    ))
+                })?;
                 self.subs[index].cursor = event.position;
                 if let Some(frame) = self.frame_for(&self.subs[index].topic, &event) {
                     self.send_at(frame, Some(event.position)).await?;
