@@ -4,7 +4,7 @@
 import { VoidVMError } from './errors.js'
 import type { Transport, WebSocketCtor } from './http.js'
 
-export type FeedTopic = 'vm-status' | 'vm-status-all' | 'jobs' | 'system-event' | 'system-monitor'
+export type FeedTopic = 'vm-status' | 'vm-status-all' | 'jobs' | 'images' | 'system-event' | 'system-monitor'
 
 export interface SubscribeOptions {
   topic: FeedTopic
@@ -26,7 +26,7 @@ export interface FeedData {
   [key: string]: unknown
 }
 
-/** A server frame: `vm-status`, `job-update`, `system-event` or `system-monitor`. */
+/** A server frame: `vm-status`, `job-update`, `image-event`, `system-event` or `system-monitor`. */
 export interface FeedFrame {
   type: string
   data: FeedData
