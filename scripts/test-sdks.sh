@@ -83,7 +83,9 @@ trap cleanup EXIT
 secret="$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')"
 for sdk in "${sdks[@]}"; do
   dir="$work/$sdk"
-  mkdir -p "$dir"
+  # Each server its own images dir (the SDK tests import and upload images), with the test guest.
+  mkdir -p "$dir/images"
+  ln -s "$images/busybox" "$dir/images/busybox"
   port="$(free_port)"
   picked+=("$port")
   echo "$bin" >"$dir/bin"
@@ -91,7 +93,7 @@ for sdk in "${sdks[@]}"; do
 VOIDVM_LISTEN=127.0.0.1:$port
 VOIDVM_DATABASE_URL=postgres://postgres@127.0.0.1:5432/voidvm_sdk_${suffix}_${sdk}
 VOIDVM_DATA_DIR=$dir/data
-VOIDVM_IMAGES_DIR=$images
+VOIDVM_IMAGES_DIR=$dir/images
 VOIDVM_ACCEL=tcg
 VOIDVM_JWT_SECRET=$secret
 VOIDVM_RATE_LIMIT__REQUESTS_PER_MINUTE=100000

@@ -5,6 +5,7 @@ import { Config, System } from './admin.js'
 import { Events, Logs } from './audit.js'
 import { Feed } from './feed.js'
 import { Transport, type ClientOptions } from './http.js'
+import { Images } from './images.js'
 import { Jobs } from './jobs.js'
 import type { Session } from './types.js'
 import { Vms } from './vms.js'
@@ -15,6 +16,7 @@ export class VoidVMClient {
   readonly auth: Auth
   readonly vms: Vms
   readonly jobs: Jobs
+  readonly images: Images
   readonly events: Events
   readonly logs: Logs
   readonly users: Users
@@ -29,6 +31,7 @@ export class VoidVMClient {
     this.auth = new Auth(this.transport)
     this.jobs = new Jobs(this.transport)
     this.vms = new Vms(this.transport, this.jobs)
+    this.images = new Images(this.transport, this.jobs)
     this.events = new Events(this.transport)
     this.logs = new Logs(this.transport)
     this.users = new Users(this.transport)

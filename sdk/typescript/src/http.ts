@@ -27,6 +27,8 @@ export interface ClientOptions {
 export interface RequestOptions {
   query?: Record<string, unknown> | undefined
   body?: unknown
+  /** Bytes sent as they are (`application/octet-stream`) instead of a JSON body. */
+  rawBody?: Uint8Array | Blob | undefined
   /** Overrides the generated key; `false` sends none. */
   idempotencyKey?: string | false | undefined
   /** `If-Match` with the VM version the command applies to. */
@@ -69,6 +71,7 @@ export class Transport {
     const headers: Record<string, string> = { Accept: 'application/json' }
     if (this.token) headers.Authorization = `Bearer ${this.token}`
     if (opts.body !== undefined) headers['Content-Type'] = 'application/json'
+    else if (opts.rawBody !== undefined) headers['Content-Type'] = 'application/octet-stream'
     if (opts.ifMatch !== undefined) headers['If-Match'] = `"${opts.ifMatch}"`
     if (COMMANDS.has(method) && opts.idempotencyKey !== false && this.options.idempotencyKeys !== false) {
       // One key for all retries of this call: a replay answers the first result.
@@ -76,6 +79,7 @@ export class Transport {
     }
     const init: RequestInit = { method, headers }
     if (opts.body !== undefined) init.body = JSON.stringify(opts.body)
+    else if (opts.rawBody !== undefined) init.body = opts.rawBody as BodyInit
     if (opts.signal) init.signal = opts.signal
     const doFetch = this.options.fetch ?? fetch
     const maxRetries = this.options.maxRetries ?? 3

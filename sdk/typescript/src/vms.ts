@@ -104,6 +104,21 @@ export class Vms {
     return this.verb('reset', id, opts)
   }
 
+  /** Puts image `image`'s ISO in the VM's CD-ROM (live on a running VM). */
+  attachIso(id: string, image: string, opts: Waited): Promise<WaitedJob>
+  attachIso(id: string, image: string, opts?: CommandOptions): Promise<Accepted>
+  attachIso(id: string, image: string, opts: CommandOptions = {}): Promise<Accepted | WaitedJob> {
+    const body: BodyOf<'/api/v1/vms/{id}/iso', 'post'> = { image }
+    return this.command('POST', id, '/iso', body, opts)
+  }
+
+  /** Takes the ISO out of the VM's CD-ROM. */
+  detachIso(id: string, opts: Waited): Promise<WaitedJob>
+  detachIso(id: string, opts?: CommandOptions): Promise<Accepted>
+  detachIso(id: string, opts: CommandOptions = {}): Promise<Accepted | WaitedJob> {
+    return this.command('DELETE', id, '/iso', undefined, opts)
+  }
+
   /** The VM's own events, oldest first; `after`/`next` are sequence numbers. */
   events(id: string, query: QueryOf<'/api/v1/vms/{id}/events', 'get'> = {}): Promise<DataOf<'/api/v1/vms/{id}/events', 'get'>> {
     return this.t.request('GET', this.path(id, '/events'), { query })

@@ -96,6 +96,16 @@ class Vms:
     async def reset(self, vm_id: str, *, wait: bool = False, wait_timeout: float = 120, if_match: int | None = None) -> JSON:
         return await self._command("POST", vm_path(vm_id, "/reset"), None, wait, wait_timeout, if_match)
 
+    async def attach_iso(
+        self, vm_id: str, image: str, *, wait: bool = False, wait_timeout: float = 120, if_match: int | None = None,
+    ) -> JSON:
+        """Puts image ``image``'s ISO in the VM's CD-ROM (live on a running VM)."""
+        return await self._command("POST", vm_path(vm_id, "/iso"), {"image": image}, wait, wait_timeout, if_match)
+
+    async def detach_iso(self, vm_id: str, *, wait: bool = False, wait_timeout: float = 120, if_match: int | None = None) -> JSON:
+        """Takes the ISO out of the VM's CD-ROM."""
+        return await self._command("DELETE", vm_path(vm_id, "/iso"), None, wait, wait_timeout, if_match)
+
     async def events(self, vm_id: str, **query: Any) -> JSON:
         """The VM's own events, oldest first; ``after``/``next`` are sequence numbers."""
         return await self._t.obj("GET", vm_path(vm_id, "/events"), query=query)
@@ -121,6 +131,41 @@ class Vms:
         if not wait:
             return accepted
         return await self._jobs.settle(accepted["jobId"], wait_timeout)
+
+
+class Images:
+    """The image catalogue: an import downloads a URL as a job (``progress`` on the job,
+    ``ImageImport*`` events on the ``images`` feed topic); an upload sends bytes."""
+
+    def __init__(self, t: AsyncTransport, jobs: Jobs) -> None:
+        self._t = t
+        self._jobs = jobs
+
+    async def list(self) -> JSONList:
+        return await self._t.items("GET", "/images")
+
+    async def get(self, name: str) -> JSON:
+        return await self._t.obj("GET", f"/images/{seg(name)}")
+
+    async def import_(self, spec: JSON, *, wait: bool = False, wait_timeout: float = 120) -> JSON:
+        """Imports ``{name, url, kind, format?, sha256?}``: the image (``importing``) and its job;
+        with ``wait``, the image once the import succeeded (``VoidVMError`` if it failed)."""
+        accepted = await self._t.obj("POST", "/images", body=spec)
+        if not wait:
+            return accepted
+        await self._jobs.settle(accepted["job"]["id"], wait_timeout)
+        return await self.get(spec["name"])
+
+    async def upload(
+        self, name: str, content: bytes, *, kind: str, format: str | None = None, sha256: str | None = None,
+    ) -> JSON:
+        """Sends ``content`` as image ``name``; answers the installed image."""
+        query = {"kind": kind, "format": format, "sha256": sha256}
+        return await self._t.obj("PUT", f"/images/{seg(name)}/upload", query=query, content=content)
+
+    async def delete(self, name: str) -> None:
+        """Deletes the image and its files (409 ``IMAGE_IN_USE`` while a VM is made from it)."""
+        await self._t.request("DELETE", f"/images/{seg(name)}")
 
 
 class Events:
@@ -317,6 +362,7 @@ class AsyncVoidVMClient:
         self.auth = Auth(self.transport)
         self.jobs = Jobs(self.transport)
         self.vms = Vms(self.transport, self.jobs)
+        self.images = Images(self.transport, self.jobs)
         self.events = Events(self.transport)
         self.logs = Logs(self.transport)
         self.users = Users(self.transport)

@@ -95,6 +95,16 @@ class Vms:
     def reset(self, vm_id: str, *, wait: bool = False, wait_timeout: float = 120, if_match: int | None = None) -> JSON:
         return self._command("POST", vm_path(vm_id, "/reset"), None, wait, wait_timeout, if_match)
 
+    def attach_iso(
+        self, vm_id: str, image: str, *, wait: bool = False, wait_timeout: float = 120, if_match: int | None = None,
+    ) -> JSON:
+        """Puts image ``image``'s ISO in the VM's CD-ROM (live on a running VM)."""
+        return self._command("POST", vm_path(vm_id, "/iso"), {"image": image}, wait, wait_timeout, if_match)
+
+    def detach_iso(self, vm_id: str, *, wait: bool = False, wait_timeout: float = 120, if_match: int | None = None) -> JSON:
+        """Takes the ISO out of the VM's CD-ROM."""
+        return self._command("DELETE", vm_path(vm_id, "/iso"), None, wait, wait_timeout, if_match)
+
     def events(self, vm_id: str, **query: Any) -> JSON:
         """The VM's own events, oldest first; ``after``/``next`` are sequence numbers."""
         return self._t.obj("GET", vm_path(vm_id, "/events"), query=query)
@@ -120,6 +130,41 @@ class Vms:
         if not wait:
             return accepted
         return self._jobs.settle(accepted["jobId"], wait_timeout)
+
+
+class Images:
+    """The image catalogue: an import downloads a URL as a job (``progress`` on the job,
+    ``ImageImport*`` events on the ``images`` feed topic); an upload sends bytes."""
+
+    def __init__(self, t: SyncTransport, jobs: Jobs) -> None:
+        self._t = t
+        self._jobs = jobs
+
+    def list(self) -> JSONList:
+        return self._t.items("GET", "/images")
+
+    def get(self, name: str) -> JSON:
+        return self._t.obj("GET", f"/images/{seg(name)}")
+
+    def import_(self, spec: JSON, *, wait: bool = False, wait_timeout: float = 120) -> JSON:
+        """Imports ``{name, url, kind, format?, sha256?}``: the image (``importing``) and its job;
+        with ``wait``, the image once the import succeeded (``VoidVMError`` if it failed)."""
+        accepted = self._t.obj("POST", "/images", body=spec)
+        if not wait:
+            return accepted
+        self._jobs.settle(accepted["job"]["id"], wait_timeout)
+        return self.get(spec["name"])
+
+    def upload(
+        self, name: str, content: bytes, *, kind: str, format: str | None = None, sha256: str | None = None,
+    ) -> JSON:
+        """Sends ``content`` as image ``name``; answers the installed image."""
+        query = {"kind": kind, "format": format, "sha256": sha256}
+        return self._t.obj("PUT", f"/images/{seg(name)}/upload", query=query, content=content)
+
+    def delete(self, name: str) -> None:
+        """Deletes the image and its files (409 ``IMAGE_IN_USE`` while a VM is made from it)."""
+        self._t.request("DELETE", f"/images/{seg(name)}")
 
 
 class Events:
@@ -315,6 +360,7 @@ class VoidVMClient:
         self.auth = Auth(self.transport)
         self.jobs = Jobs(self.transport)
         self.vms = Vms(self.transport, self.jobs)
+        self.images = Images(self.transport, self.jobs)
         self.events = Events(self.transport)
         self.logs = Logs(self.transport)
         self.users = Users(self.transport)

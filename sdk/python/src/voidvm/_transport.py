@@ -115,16 +115,19 @@ class SyncTransport(_Base):
         *,
         query: Mapping[str, Any] | None = None,
         body: Any = None,
+        content: bytes | None = None,
         if_match: int | None = None,
         idempotency_key: str | bool = True,
     ) -> Any:
         """Makes a request and answers the envelope's ``data`` (the whole body if it has none)."""
         url, params, headers = self._prepare(method, path, query, body, if_match, idempotency_key)
+        if content is not None:
+            headers["Content-Type"] = "application/octet-stream"
         for attempt in range(self.max_retries + 1):
             try:
                 res = self.http.request(
                     method, url, params=params, headers=headers,
-                    json=body if body is not None else None,
+                    json=body if body is not None else None, content=content,
                 )
             except httpx.HTTPError as exc:
                 raise _network_error(method, path, exc) from exc
@@ -160,16 +163,19 @@ class AsyncTransport(_Base):
         *,
         query: Mapping[str, Any] | None = None,
         body: Any = None,
+        content: bytes | None = None,
         if_match: int | None = None,
         idempotency_key: str | bool = True,
     ) -> Any:
         """Makes a request and answers the envelope's ``data`` (the whole body if it has none)."""
         url, params, headers = self._prepare(method, path, query, body, if_match, idempotency_key)
+        if content is not None:
+            headers["Content-Type"] = "application/octet-stream"
         for attempt in range(self.max_retries + 1):
             try:
                 res = await self.http.request(
                     method, url, params=params, headers=headers,
-                    json=body if body is not None else None,
+                    json=body if body is not None else None, content=content,
                 )
             except httpx.HTTPError as exc:
                 raise _network_error(method, path, exc) from exc
