@@ -267,7 +267,8 @@ impl LiveConfig {
         }
     }
 
-    fn resolve(&self, o: &ConfigOverrides) -> LiveSettings {
+    /// The live settings `o` would give.
+    pub fn resolve(&self, o: &ConfigOverrides) -> LiveSettings {
         let d = &self.defaults;
         LiveSettings {
             quota: Quota {

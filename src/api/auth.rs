@@ -18,7 +18,7 @@ use crate::app::AppState;
 use crate::auth::login_guard;
 use crate::auth::{password, AuthUser};
 use crate::metrics::RateLimitKind;
-use crate::store::{accounts, users, Via};
+use crate::store::{accounts, users, StoreError, Via};
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -191,8 +191,10 @@ pub async fn change_password(
         ));
     }
     let hash = password::hash(change.new_password).await?;
+    // No Idempotency-Key: the change revokes the token a retry would carry.
+    let mut tx = state.pool.begin().await.map_err(StoreError::from)?;
     accounts::change_user(
-        &state.pool,
+        &mut tx,
         &user.meta(Via::Rest),
         &user.id,
         &[UserCommand::SetPassword { by_admin: false }],
@@ -200,6 +202,7 @@ pub async fn change_password(
     )
     .await
     .map_err(ApiError::from_account)?;
+    tx.commit().await.map_err(StoreError::from)?;
     state.auth.forget_user(&user.id);
     Ok(envelope::ok(Empty {}, "Password changed."))
 }

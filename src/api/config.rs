@@ -3,7 +3,8 @@
 //! field by field, recorded as `ConfigChanged`, and in force on every node at once; the others
 //! only change with the server's own settings and a restart, which `restartRequired` names.
 
-use actix_web::{web, HttpResponse};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -12,7 +13,8 @@ use super::answers::Envelope;
 use super::body;
 use super::envelope;
 use super::error::ApiError;
-use crate::accounts::live::RESTART_REQUIRED;
+use super::retry::{envelope_answer, KeyHeader, Retry};
+use crate::accounts::live::{LiveSettings, RESTART_REQUIRED};
 use crate::accounts::ConfigOverrides;
 use crate::app::AppState;
 use crate::auth::{AuthUser, Permission};
@@ -88,8 +90,12 @@ pub struct ConfigView {
 }
 
 fn view(state: &AppState) -> ConfigView {
-    let live = state.live.get();
     let (_, version) = state.live.overrides();
+    view_with(state, state.live.get(), version)
+}
+
+/// The configuration with `live` in force at config `version`.
+fn view_with(state: &AppState, live: LiveSettings, version: i64) -> ConfigView {
     let s = &state.settings;
     ConfigView {
         system: SystemSection {
@@ -188,6 +194,7 @@ fn check_sections(body: &Value) -> Result<(), ApiError> {
     put,
     path = "/api/v1/config",
     tag = "system",
+    params(KeyHeader),
     request_body(content = Object, description = "Sections with the live fields to change: a number sets one, `null` returns it to the server's setting. E.g. `{\"system\": {\"maxVmsPerUser\": 10}, \"limits\": {\"requestsPerMinute\": 300}}`."),
     responses(
         (status = 200, description = "Changed; recorded as `ConfigChanged` and in force on every node.", body = Envelope<ConfigView>),
@@ -200,10 +207,15 @@ fn check_sections(body: &Value) -> Result<(), ApiError> {
 )]
 pub async fn put(
     state: web::Data<AppState>,
+    req: HttpRequest,
     user: AuthUser,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Permission::ConfigUpdate)?;
+    let retry = Retry::read_json(&req, &user, &body)?;
+    if let Some(response) = retry.earlier(&state).await? {
+        return Ok(response);
+    }
     let mut body = body.into_inner();
     check_sections(&body)?;
     // What is left of `network` and `storage` is empty (their fields all need a restart).
@@ -216,9 +228,24 @@ pub async fn put(
     if let Some((field, message)) = current.patched(&patch).invalid() {
         return Err(ApiError::validation(field, format!("{field} {message}.")));
     }
-    let (overrides, version) = accounts::change_config(&state.pool, &user.meta(Via::Rest), patch)
-        .await
-        .map_err(ApiError::from_account)?;
-    state.live.set(overrides, version);
-    Ok(envelope::ok(view(&state), "Configuration changed."))
+    let mut applied = None;
+    let response = retry
+        .transaction(&state, async |tx| {
+            let (overrides, version) = accounts::change_config(tx, &user.meta(Via::Rest), patch)
+                .await
+                .map_err(ApiError::from_account)?;
+            applied = Some((overrides, version));
+            let view = view_with(&state, state.live.resolve(&overrides), version);
+            Ok(envelope_answer(
+                StatusCode::OK,
+                view,
+                "Configuration changed.",
+            )?)
+        })
+        .await?;
+    // In force here once committed (other nodes take it from the log's notification).
+    if let Some((overrides, version)) = applied {
+        state.live.set(overrides, version);
+    }
+    Ok(response)
 }

@@ -15,6 +15,7 @@ use super::answers::Envelope;
 use super::body;
 use super::envelope;
 use super::error::ApiError;
+use super::retry::{envelope_answer, KeyHeader, Retry};
 use crate::app::ids::new_job_id;
 use crate::app::AppState;
 use crate::auth::{AuthUser, Permission};
@@ -22,6 +23,7 @@ use crate::images::service::ImageWriteError;
 use crate::images::{
     ImageError, ImageKind, ImageName, ImageSource, ImageStatus, SourceUrl, Wanted,
 };
+use crate::store::conditions::StoredAnswer;
 use crate::store::images::{self as rows, ImageRow};
 use crate::store::jobs::JobView;
 use crate::store::Via;
@@ -248,6 +250,7 @@ pub async fn get(
     path = "/api/v1/images",
     operation_id = "import_image",
     tag = "images",
+    params(KeyHeader),
     request_body = NewImage,
     responses(
         (status = 202, description = "Accepted; recorded as `ImageImportRequested`. A worker downloads the image (progress on the job and as `ImageImportProgressed` events), verifies its checksum, converts a disk to qcow2 and installs it; then `ImageImported`, or `ImageImportFailed` with nothing left behind.", body = Envelope<ImportAccepted>),
@@ -262,10 +265,15 @@ pub async fn get(
 #[tracing::instrument(name = "import_image", skip_all, fields(user_id = %user.id))]
 pub async fn create(
     state: web::Data<AppState>,
+    req: HttpRequest,
     user: AuthUser,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Permission::ImageCreate)?;
+    let retry = Retry::read_json(&req, &user, &body)?;
+    if let Some(response) = retry.earlier(&state).await? {
+        return Ok(response);
+    }
     let new: NewImage = body::typed(body.into_inner())?;
     let name = name(&new.name)?;
     let url = SourceUrl::parse(&new.url).map_err(|m| ApiError::validation("url", m))?;
@@ -281,20 +289,28 @@ pub async fn create(
         new.sha256.as_deref(),
     )?;
     let job_id = new_job_id();
-    let (row, job) = state
-        .image_service
-        .request_import(&user.meta(Via::Rest), &name, &url, &wanted, &job_id)
-        .await
-        .map_err(write_error)?;
-    let data = ImportAccepted {
-        image: ImageDetails::from_row(row),
-        job: JobView::from(job),
-    };
-    Ok(envelope::success(
-        StatusCode::ACCEPTED,
-        data,
-        "Image import accepted.",
-    ))
+    let done = retry
+        .transaction(&state, async |tx| {
+            let (row, job) = state
+                .image_service
+                .request_import(tx, &user.meta(Via::Rest), &name, &url, &wanted, &job_id)
+                .await
+                .map_err(write_error)?;
+            let data = ImportAccepted {
+                image: ImageDetails::from_row(row),
+                job: JobView::from(job),
+            };
+            Ok(envelope_answer(
+                StatusCode::ACCEPTED,
+                data,
+                "Image import accepted.",
+            )?)
+        })
+        .await;
+    match done {
+        Ok(response) => Ok(response),
+        Err(e) => retry.or_earlier(&state, e).await,
+    }
 }
 
 #[utoipa::path(
@@ -302,7 +318,7 @@ pub async fn create(
     path = "/api/v1/images/{name}/upload",
     operation_id = "upload_image",
     tag = "images",
-    params(("name" = String, Path, description = "The new image's name."), UploadQuery),
+    params(("name" = String, Path, description = "The new image's name."), UploadQuery, KeyHeader),
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The image's bytes, streamed to disk (up to `images.max_bytes`)."),
     responses(
         (status = 201, description = "Installed; recorded as `ImageUploaded`.", body = Envelope<ImageDetails>),
@@ -324,20 +340,38 @@ pub async fn upload(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Permission::ImageCreate)?;
+    // The key covers the method, the path and the query (with `sha256`, the bytes' checksum),
+    // not the streamed bytes themselves.
+    let retry = Retry::read(&req, &user, &[])?;
+    if let Some(response) = retry.earlier(&state).await? {
+        return Ok(response);
+    }
     let name = name(&path.into_inner())?;
     let q: UploadQuery = body::query(&req)?;
     let wanted = wanted(&q.kind, q.format.as_deref(), q.sha256.as_deref())?;
     let body = payload.map(|chunk| chunk.map_err(|e| e.to_string()));
-    let row = state
+    let answer = |row: &ImageRow| {
+        envelope_answer(
+            StatusCode::CREATED,
+            ImageDetails::from_row(row.clone()),
+            "Image uploaded.",
+        )
+    };
+    let uploaded = state
         .image_service
-        .upload(&user.meta(Via::Rest), &name, &wanted, body)
-        .await
-        .map_err(write_error)?;
-    Ok(envelope::success(
-        StatusCode::CREATED,
-        ImageDetails::from_row(row),
-        "Image uploaded.",
-    ))
+        .upload(
+            &user.meta(Via::Rest),
+            &name,
+            &wanted,
+            body,
+            retry.key(),
+            &answer,
+        )
+        .await;
+    match uploaded {
+        Ok(answer) => Retry::respond(&answer),
+        Err(e) => retry.or_earlier(&state, write_error(e)).await,
+    }
 }
 
 #[utoipa::path(
@@ -345,7 +379,7 @@ pub async fn upload(
     path = "/api/v1/images/{name}",
     operation_id = "delete_image",
     tag = "images",
-    params(("name" = String, Path, description = "The image's name.")),
+    params(("name" = String, Path, description = "The image's name."), KeyHeader),
     responses(
         (status = 204, description = "Deleted; recorded as `ImageDeleted`. Its files are removed."),
         Unauthorized,
@@ -359,16 +393,27 @@ pub async fn upload(
 #[tracing::instrument(name = "delete_image", skip_all, fields(user_id = %user.id))]
 pub async fn delete(
     state: web::Data<AppState>,
+    req: HttpRequest,
     user: AuthUser,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Permission::ImageDelete)?;
+    let retry = Retry::read(&req, &user, &[])?;
+    if let Some(response) = retry.earlier(&state).await? {
+        return Ok(response);
+    }
     let raw = path.into_inner();
     let name = ImageName::parse(&raw).map_err(|_| ApiError::ImageNotFound(raw.clone()))?;
-    state
+    let answer = StoredAnswer {
+        status: StatusCode::NO_CONTENT.as_u16(),
+        body: Value::Null,
+    };
+    let deleted = state
         .image_service
-        .delete(&user.meta(Via::Rest), &name)
-        .await
-        .map_err(write_error)?;
-    Ok(HttpResponse::NoContent().finish())
+        .delete(&user.meta(Via::Rest), &name, retry.key(), &answer)
+        .await;
+    match deleted {
+        Ok(()) => Retry::respond(&answer),
+        Err(e) => retry.or_earlier(&state, write_error(e)).await,
+    }
 }

@@ -78,7 +78,14 @@ impl Retry {
         let key = read_key(req)?.map(|key| KeyedRequest {
             user_id: user.id.clone(),
             key,
-            request_hash: request_hash(req.method(), req.path(), body),
+            // The query too: it is part of what a command says (`?transferTo=`, an upload's kind).
+            request_hash: request_hash(
+                req.method(),
+                req.uri()
+                    .path_and_query()
+                    .map_or(req.path(), |pq| pq.as_str()),
+                body,
+            ),
         });
         Ok(Retry {
             key,
@@ -87,6 +94,31 @@ impl Retry {
             viewer: None,
             secrets: None,
         })
+    }
+
+    /// The key the request was sent with, if any.
+    pub fn key(&self) -> Option<&KeyedRequest> {
+        self.key.as_ref()
+    }
+
+    /// `error`, unless a request with the same key was answered meanwhile (a concurrent twin that
+    /// won the race): then that answer.
+    pub async fn or_earlier(
+        &self,
+        state: &AppState,
+        error: ApiError,
+    ) -> Result<HttpResponse, ApiError> {
+        if self.key.is_some() {
+            if let Some(response) = self.earlier(state).await? {
+                return Ok(response);
+            }
+        }
+        Err(error)
+    }
+
+    /// The response carrying `answer` (first given, not replayed).
+    pub fn respond(answer: &StoredAnswer) -> Result<HttpResponse, ApiError> {
+        send(answer, false)
     }
 
     /// The same, with the owner's default quota to hold the command to (see `store::quota`).
@@ -194,6 +226,43 @@ impl Retry {
     }
 }
 
+impl Retry {
+    /// A command that is not a VM's (users, roles, the configuration, webhooks, images) in one
+    /// transaction with its `Idempotency-Key`: the key is taken first, `work` records the command
+    /// and builds the answer inside the same transaction, the answer is stored with the key, and
+    /// all of it commits together. A refused command (an error from `work`) rolls everything
+    /// back, the key included, so a retry is decided again. A key a concurrent request took is
+    /// answered with that request's answer.
+    pub async fn transaction<W>(&self, state: &AppState, work: W) -> Result<HttpResponse, ApiError>
+    where
+        W: AsyncFnOnce(&mut sqlx::PgConnection) -> Result<StoredAnswer, ApiError>,
+    {
+        if let Some(response) = self.earlier(state).await? {
+            return Ok(response);
+        }
+        let mut tx = state.pool.begin().await.map_err(StoreError::from)?;
+        if let Some(keyed) = &self.key {
+            match idempotency::take(&mut tx, keyed).await {
+                Ok(()) => {}
+                Err(StoreError::KeyTaken) => {
+                    drop(tx);
+                    return self
+                        .earlier(state)
+                        .await?
+                        .ok_or(ApiError::IdempotencyKeyReused);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let answer = work(&mut tx).await?;
+        if let Some(keyed) = &self.key {
+            idempotency::answer(&mut tx, keyed, &answer).await?;
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+        send(&answer, false)
+    }
+}
+
 /// A success envelope as a stored answer.
 pub fn envelope_answer<T: Serialize>(
     status: StatusCode,
@@ -223,6 +292,9 @@ fn send(answer: &StoredAnswer, replayed: bool) -> Result<HttpResponse, ApiError>
     let mut response = HttpResponse::build(status);
     if replayed {
         response.insert_header((REPLAYED, "true"));
+    }
+    if status == StatusCode::NO_CONTENT {
+        return Ok(response.finish());
     }
     Ok(response.json(&answer.body))
 }

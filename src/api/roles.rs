@@ -3,7 +3,7 @@
 //! the `roles` table changes) and is an event in the log.
 
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -12,6 +12,7 @@ use super::answers::{Empty, Envelope};
 use super::body;
 use super::envelope;
 use super::error::ApiError;
+use super::retry::{envelope_answer, KeyHeader, Retry};
 use super::users::check_rate;
 use crate::accounts::role::{RoleChange, RoleCommand};
 use crate::accounts::{AccountError, Role};
@@ -182,6 +183,7 @@ fn role_error(id: &str, e: AccountWriteError) -> ApiError {
     operation_id = "create_role",
     tag = "system",
     request_body = NewRole,
+    params(KeyHeader),
     responses(
         (status = 201, description = "Added; recorded as `RoleCreated`.", body = Envelope<RoleView>),
         Invalid,
@@ -194,10 +196,15 @@ fn role_error(id: &str, e: AccountWriteError) -> ApiError {
 )]
 pub async fn create(
     state: web::Data<AppState>,
+    req: HttpRequest,
     user: AuthUser,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Permission::RoleCreate)?;
+    let retry = Retry::read_json(&req, &user, &body)?;
+    if let Some(response) = retry.earlier(&state).await? {
+        return Ok(response);
+    }
     let new: NewRole = body::typed(body.into_inner())?;
     check_id(&new.id)?;
     if new.name.trim().is_empty() {
@@ -216,15 +223,19 @@ pub async fn create(
         scope,
         rate_limit: new.rate_limit,
     };
-    let role = accounts::write_role(&state.pool, &user.meta(Via::Rest), &new.id, command)
+    retry
+        .transaction(&state, async |tx| {
+            let role = accounts::write_role(tx, &user.meta(Via::Rest), &new.id, command)
+                .await
+                .map_err(|e| role_error(&new.id, e))?
+                .ok_or_else(|| ApiError::RoleNotFound(new.id.clone()))?;
+            Ok(envelope_answer(
+                StatusCode::CREATED,
+                view(&new.id, role),
+                "Role added.",
+            )?)
+        })
         .await
-        .map_err(|e| role_error(&new.id, e))?
-        .ok_or_else(|| ApiError::RoleNotFound(new.id.clone()))?;
-    Ok(envelope::success(
-        StatusCode::CREATED,
-        view(&new.id, role),
-        "Role added.",
-    ))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -245,7 +256,7 @@ pub struct RoleUpdate {
     path = "/api/v1/roles/{id}",
     operation_id = "update_role",
     tag = "system",
-    params(("id" = String, Path, description = "The role's id.")),
+    params(("id" = String, Path, description = "The role's id."), KeyHeader),
     request_body = RoleUpdate,
     responses(
         (status = 200, description = "Changed; recorded as `RoleChanged`, in force at once for its users. Built-in roles change only their description and rate limit.", body = Envelope<RoleView>),
@@ -260,12 +271,17 @@ pub struct RoleUpdate {
 )]
 pub async fn update(
     state: web::Data<AppState>,
+    req: HttpRequest,
     user: AuthUser,
     path: web::Path<String>,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Permission::RoleUpdate)?;
     let id = path.into_inner();
+    let retry = Retry::read_json(&req, &user, &body)?;
+    if let Some(response) = retry.earlier(&state).await? {
+        return Ok(response);
+    }
     let update: RoleUpdate = body::typed(body.into_inner())?;
     if let Some(name) = &update.name {
         if name.trim().is_empty() {
@@ -305,16 +321,20 @@ pub async fn update(
     if change.is_empty() {
         return Err(ApiError::validation("body", "The request changes nothing."));
     }
-    let role = accounts::write_role(
-        &state.pool,
-        &user.meta(Via::Rest),
-        &id,
-        RoleCommand::Change(change),
-    )
-    .await
-    .map_err(|e| role_error(&id, e))?
-    .ok_or_else(|| ApiError::RoleNotFound(id.clone()))?;
-    Ok(envelope::ok(view(&id, role), "Role changed."))
+    retry
+        .transaction(&state, async |tx| {
+            let role =
+                accounts::write_role(tx, &user.meta(Via::Rest), &id, RoleCommand::Change(change))
+                    .await
+                    .map_err(|e| role_error(&id, e))?
+                    .ok_or_else(|| ApiError::RoleNotFound(id.clone()))?;
+            Ok(envelope_answer(
+                StatusCode::OK,
+                view(&id, role),
+                "Role changed.",
+            )?)
+        })
+        .await
 }
 
 #[utoipa::path(
@@ -322,7 +342,7 @@ pub async fn update(
     path = "/api/v1/roles/{id}",
     operation_id = "delete_role",
     tag = "system",
-    params(("id" = String, Path, description = "The role's id.")),
+    params(("id" = String, Path, description = "The role's id."), KeyHeader),
     responses(
         (status = 200, description = "Deleted; recorded as `RoleDeleted`. Built-in roles and roles users have stay.", body = Envelope<Empty>),
         Unauthorized,
@@ -335,17 +355,26 @@ pub async fn update(
 )]
 pub async fn delete(
     state: web::Data<AppState>,
+    req: HttpRequest,
     user: AuthUser,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Permission::RoleDelete)?;
     let id = path.into_inner();
+    let retry = Retry::read(&req, &user, &[])?;
+    if let Some(response) = retry.earlier(&state).await? {
+        return Ok(response);
+    }
     if let Some(current) = accounts::role(&state.pool, &id).await? {
         let scope = Scope::parse(&current.scope).unwrap_or(Scope::All);
         check_within(&user, &current.permissions, scope)?;
     }
-    accounts::write_role(&state.pool, &user.meta(Via::Rest), &id, RoleCommand::Delete)
+    retry
+        .transaction(&state, async |tx| {
+            accounts::write_role(tx, &user.meta(Via::Rest), &id, RoleCommand::Delete)
+                .await
+                .map_err(|e| role_error(&id, e))?;
+            Ok(envelope_answer(StatusCode::OK, Empty {}, "Role deleted.")?)
+        })
         .await
-        .map_err(|e| role_error(&id, e))?;
-    Ok(envelope::ok(Empty {}, "Role deleted."))
 }

@@ -5,7 +5,7 @@
 //! its actor, then the user is deleted in a transaction that checks they own none.
 
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -15,6 +15,7 @@ use super::answers::{Empty, Envelope, Page, Pagination};
 use super::body;
 use super::envelope;
 use super::error::ApiError;
+use super::retry::{envelope_answer, KeyHeader, Retry};
 use super::vms::page_and_limit;
 use crate::accounts::user::{UserChange, UserCommand};
 use crate::accounts::{QuotaOverrides, UserStatus};
@@ -209,6 +210,7 @@ pub(super) fn check_rate(field: &str, rate: Option<u32>) -> Result<(), ApiError>
     operation_id = "create_user",
     tag = "system",
     request_body = NewUser,
+    params(KeyHeader),
     responses(
         (status = 201, description = "Created; recorded as `UserCreated` (without the password).", body = Envelope<UserView>),
         Invalid,
@@ -222,10 +224,15 @@ pub(super) fn check_rate(field: &str, rate: Option<u32>) -> Result<(), ApiError>
 #[tracing::instrument(name = "create_user", skip_all, fields(user_id = %user.id))]
 pub async fn create(
     state: web::Data<AppState>,
+    req: HttpRequest,
     user: AuthUser,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Permission::UserCreate)?;
+    let retry = Retry::read_json(&req, &user, &body)?;
+    if let Some(response) = retry.earlier(&state).await? {
+        return Ok(response);
+    }
     let new: NewUser = body::typed(body.into_inner())?;
     check_username(&new.username)?;
     check_password("password", &new.password)?;
@@ -243,17 +250,21 @@ pub async fn create(
         quota: new.quota,
         rate_limit: new.rate_limit,
     };
-    accounts::create_user(&state.pool, &user.meta(Via::Rest), &id, command, &hash)
+    retry
+        .transaction(&state, async |tx| {
+            accounts::create_user(tx, &user.meta(Via::Rest), &id, command, &hash)
+                .await
+                .map_err(|e| account_error(&id, e))?;
+            let row = users::by_id(&mut *tx, &id)
+                .await?
+                .ok_or_else(|| ApiError::UserNotFound(id.clone()))?;
+            Ok(envelope_answer(
+                StatusCode::CREATED,
+                UserView::from(row),
+                "User created.",
+            )?)
+        })
         .await
-        .map_err(|e| account_error(&id, e))?;
-    let row = users::by_id(&state.pool, &id)
-        .await?
-        .ok_or_else(|| ApiError::UserNotFound(id.clone()))?;
-    Ok(envelope::success(
-        StatusCode::CREATED,
-        UserView::from(row),
-        "User created.",
-    ))
 }
 
 /// 403 unless the caller holds every permission (and the scope) of role `role`.
@@ -337,7 +348,7 @@ pub struct UserUpdate {
     path = "/api/v1/users/{id}",
     operation_id = "update_user",
     tag = "system",
-    params(("id" = String, Path, description = "The user's id.")),
+    params(("id" = String, Path, description = "The user's id."), KeyHeader),
     request_body = UserUpdate,
     responses(
         (status = 200, description = "Changed; recorded as `UserChanged` and, for a password, `UserPasswordChanged` (without it).", body = Envelope<UserView>),
@@ -353,12 +364,17 @@ pub struct UserUpdate {
 #[tracing::instrument(name = "update_user", skip_all, fields(user_id = %user.id))]
 pub async fn update(
     state: web::Data<AppState>,
+    req: HttpRequest,
     user: AuthUser,
     path: web::Path<String>,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Permission::UserUpdate)?;
     let id = path.into_inner();
+    let retry = Retry::read_json(&req, &user, &body)?;
+    if let Some(response) = retry.earlier(&state).await? {
+        return Ok(response);
+    }
     let update: UserUpdate = body::typed(body.into_inner())?;
     if let Some(Some(email)) = &update.email {
         check_email(email)?;
@@ -403,20 +419,23 @@ pub async fn update(
     if commands.is_empty() {
         return Err(ApiError::validation("body", "The request changes nothing."));
     }
-    accounts::change_user(
-        &state.pool,
-        &user.meta(Via::Rest),
-        &id,
-        &commands,
-        hash.as_deref(),
-    )
-    .await
-    .map_err(|e| account_error(&id, e))?;
+    let response = retry
+        .transaction(&state, async |tx| {
+            accounts::change_user(tx, &user.meta(Via::Rest), &id, &commands, hash.as_deref())
+                .await
+                .map_err(|e| account_error(&id, e))?;
+            let row = users::by_id(&mut *tx, &id)
+                .await?
+                .ok_or_else(|| ApiError::UserNotFound(id.clone()))?;
+            Ok(envelope_answer(
+                StatusCode::OK,
+                UserView::from(row),
+                "User changed.",
+            )?)
+        })
+        .await?;
     state.auth.forget_user(&id);
-    let row = users::by_id(&state.pool, &id)
-        .await?
-        .ok_or_else(|| ApiError::UserNotFound(id.clone()))?;
-    Ok(envelope::ok(UserView::from(row), "User changed."))
+    Ok(response)
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -432,7 +451,7 @@ pub struct DeleteQuery {
     path = "/api/v1/users/{id}",
     operation_id = "delete_user",
     tag = "system",
-    params(("id" = String, Path, description = "The user's id."), DeleteQuery),
+    params(("id" = String, Path, description = "The user's id."), DeleteQuery, KeyHeader),
     responses(
         (status = 200, description = "Deleted; recorded as `UserDeleted` (and each VM handed over as `VmOwnerChanged`). The user's tokens stop working.", body = Envelope<Empty>),
         Invalid,
@@ -447,12 +466,17 @@ pub struct DeleteQuery {
 #[tracing::instrument(name = "delete_user", skip_all, fields(user_id = %user.id))]
 pub async fn delete(
     state: web::Data<AppState>,
+    req: HttpRequest,
     user: AuthUser,
     path: web::Path<String>,
     query: web::Query<DeleteQuery>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Permission::UserDelete)?;
     let id = path.into_inner();
+    let retry = Retry::read(&req, &user, &[])?;
+    if let Some(response) = retry.earlier(&state).await? {
+        return Ok(response);
+    }
     if id == user.id {
         return Err(ApiError::Conflict {
             code: "CANNOT_CHANGE_SELF",
@@ -507,9 +531,15 @@ pub async fn delete(
             }
         }
     }
-    accounts::delete_user(&state.pool, &user.meta(Via::Rest), &id, heir.map(|h| h.id))
-        .await
-        .map_err(|e| account_error(&id, e))?;
+    let heir = heir.map(|h| h.id);
+    let response = retry
+        .transaction(&state, async |tx| {
+            accounts::delete_user(tx, &user.meta(Via::Rest), &id, heir)
+                .await
+                .map_err(|e| account_error(&id, e))?;
+            Ok(envelope_answer(StatusCode::OK, Empty {}, "User deleted.")?)
+        })
+        .await?;
     state.auth.forget_user(&id);
-    Ok(envelope::ok(Empty {}, "User deleted."))
+    Ok(response)
 }

@@ -45,7 +45,18 @@ pub async fn ensure_admin(pool: &PgPool) -> anyhow::Result<()> {
                 rate_limit: None,
             };
             let meta = CommandMeta::system("first start");
-            match accounts::create_user(pool, &meta, &id, create, &hash).await {
+            let mut tx = pool
+                .begin()
+                .await
+                .context("the admin user's transaction could not begin")?;
+            let created = match accounts::create_user(&mut tx, &meta, &id, create, &hash).await {
+                Ok(()) => tx
+                    .commit()
+                    .await
+                    .map_err(|e| accounts::AccountWriteError::Store(e.into())),
+                Err(e) => Err(e),
+            };
+            match created {
                 // Another node made it first.
                 Ok(()) | Err(accounts::AccountWriteError::UsernameTaken(_)) => {}
                 Err(e) => {

@@ -1,7 +1,8 @@
 //! The image commands that answer when they are done, without a job: an upload (the body is
 //! streamed to a staging directory, verified and converted, installed under the image name's
 //! lock, then `ImageUploaded` commits) and a delete (refused while a VM uses the image; the files
-//! are moved aside under the lock and removed after `ImageDeleted` commits).
+//! are moved aside under the lock and removed after `ImageDeleted` commits). Each commits its
+//! answer with the request's idempotency key, when there is one, in the same transaction.
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -9,18 +10,25 @@ use futures::{Stream, StreamExt};
 use super::install::{self, Sink, Staging};
 use super::service::{ImageService, ImageWriteError};
 use super::{ImageEvent, ImageKind, ImageName, ImageSource, ImageStatus, Wanted};
+use crate::store::conditions::{KeyedRequest, StoredAnswer};
 use crate::store::images::{self as rows, ImageRow, RowWrite};
-use crate::store::{CommandMeta, StoreError};
+use crate::store::{idempotency, CommandMeta, StoreError};
+
+/// How an upload's answer is built from the image's row, inside its transaction.
+pub type UploadAnswer<'a> = &'a (dyn Fn(&ImageRow) -> Result<StoredAnswer, StoreError> + Sync);
 
 impl ImageService {
-    /// Streams an upload to disk, verifies and converts it, and installs it as image `name`.
+    /// Streams an upload to disk, verifies and converts it, and installs it as image `name`;
+    /// answers what `answer` made of the image's row (recorded with `key`, if any).
     pub async fn upload<S>(
         &self,
         meta: &CommandMeta,
         name: &ImageName,
         wanted: &Wanted,
         mut body: S,
-    ) -> Result<ImageRow, ImageWriteError>
+        key: Option<&KeyedRequest>,
+        answer: UploadAnswer<'_>,
+    ) -> Result<StoredAnswer, ImageWriteError>
     where
         S: Stream<Item = Result<Bytes, String>> + Unpin,
     {
@@ -74,6 +82,9 @@ impl ImageService {
             size_bytes: size,
         };
         let committed = async {
+            if let Some(key) = key {
+                idempotency::take(&mut tx, key).await?;
+            }
             let version = rows::record(&mut tx, name.as_str(), version, &event, meta, None).await?;
             rows::upsert(
                 &mut tx,
@@ -93,27 +104,38 @@ impl ImageService {
                 },
             )
             .await?;
+            let row = rows::get(&mut *tx, name.as_str())
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("an uploaded image has no row"))
+                .map_err(StoreError::Unexpected)?;
+            let answer = answer(&row)?;
+            if let Some(key) = key {
+                idempotency::answer(&mut tx, key, &answer).await?;
+            }
             tx.commit().await?;
-            Ok::<_, StoreError>(())
+            Ok::<_, StoreError>(answer)
         }
         .await;
-        if let Err(e) = committed {
-            // Nothing recorded: the files go too.
-            if let Ok(Some(aside)) = install::set_aside(images_dir, name).await {
-                install::remove(&aside).await;
+        match committed {
+            Ok(answer) => Ok(answer),
+            Err(e) => {
+                // Nothing recorded: the files go too.
+                if let Ok(Some(aside)) = install::set_aside(images_dir, name).await {
+                    install::remove(&aside).await;
+                }
+                Err(e.into())
             }
-            return Err(e.into());
         }
-        rows::get(&self.pool, name.as_str())
-            .await?
-            .ok_or_else(|| ImageWriteError::NotFound(name.to_string()))
     }
 
-    /// Deletes image `name`, unless a VM that is not deleted was made from it.
+    /// Deletes image `name`, unless a VM that is not deleted was made from it (recording
+    /// `answer` with `key`, if any).
     pub async fn delete(
         &self,
         meta: &CommandMeta,
         name: &ImageName,
+        key: Option<&KeyedRequest>,
+        answer: &StoredAnswer,
     ) -> Result<(), ImageWriteError> {
         let images_dir = self.catalog.images_dir();
         let mut tx = self.pool.begin().await?;
@@ -146,6 +168,10 @@ impl ImageService {
             .await
             .map_err(ImageWriteError::Refused)?;
         let committed = async {
+            if let Some(key) = key {
+                idempotency::take(&mut tx, key).await?;
+                idempotency::answer(&mut tx, key, answer).await?;
+            }
             let event = ImageEvent::ImageDeleted {};
             let version = rows::record(&mut tx, name.as_str(), version, &event, meta, None).await?;
             match &row {

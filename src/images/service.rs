@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
 
 use super::fetch::{Fetcher, Progress};
@@ -90,17 +90,18 @@ impl ImageService {
             || self.on_disk(name)
     }
 
-    /// Records the request for an import; its event opens the job a worker carries out.
+    /// Records the request for an import in the caller's transaction; its event opens the job a
+    /// worker carries out.
     pub async fn request_import(
         &self,
+        tx: &mut PgConnection,
         meta: &CommandMeta,
         name: &ImageName,
         url: &SourceUrl,
         wanted: &Wanted,
         job_id: &str,
     ) -> Result<(ImageRow, JobRow), ImageWriteError> {
-        let mut tx = self.pool.begin().await?;
-        let (row, version) = rows::lock(&mut tx, name.as_str()).await?;
+        let (row, version) = rows::lock(tx, name.as_str()).await?;
         if self.taken(row.as_ref(), name) {
             return Err(ImageWriteError::Exists(name.to_string()));
         }
@@ -117,10 +118,9 @@ impl ImageService {
             job_id,
             kind: JobKind::ImportImage,
         };
-        let version =
-            rows::record(&mut tx, name.as_str(), version, &event, meta, Some(opens)).await?;
+        let version = rows::record(tx, name.as_str(), version, &event, meta, Some(opens)).await?;
         rows::upsert(
-            &mut tx,
+            tx,
             &RowWrite {
                 name: name.as_str(),
                 kind: wanted.kind.as_str(),
@@ -137,12 +137,11 @@ impl ImageService {
             },
         )
         .await?;
-        let job = jobs::get_in(&mut tx, job_id)
+        let job = jobs::get_in(tx, job_id)
             .await?
             .ok_or_else(|| anyhow::anyhow!("the import's job was not opened by its event"))
             .map_err(StoreError::Unexpected)?;
-        tx.commit().await?;
-        let row = rows::get(&self.pool, name.as_str())
+        let row = rows::get(&mut *tx, name.as_str())
             .await?
             .ok_or_else(|| ImageWriteError::NotFound(name.to_string()))?;
         Ok((row, job))

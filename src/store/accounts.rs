@@ -1,8 +1,9 @@
-//! Commits account commands (users, roles, the live configuration): each one's events, in the same
-//! log as the VMs, and its read-model row, in one transaction, with the row locked while the
-//! decision is made (so two admins changing one user are serialised on that user alone).
+//! Records account commands (users, roles, the live configuration): each one's events, in the same
+//! log as the VMs, and its read-model row, in the caller's transaction (which also holds the
+//! request's idempotency key and answer), with the row locked while the decision is made (so two
+//! admins changing one user are serialised on that user alone).
 
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool};
 
 use super::append::{append, stored, Stored, Stream};
 use super::users::UserRow;
@@ -70,7 +71,7 @@ fn role_missing(role: &str, e: sqlx::Error) -> AccountWriteError {
 
 /// Creates a user with the hash of their password (kept in the row, never in the log).
 pub async fn create_user(
-    pool: &PgPool,
+    tx: &mut PgConnection,
     meta: &CommandMeta,
     id: &str,
     command: UserCommand,
@@ -81,7 +82,6 @@ pub async fn create_user(
     for event in events.clone() {
         user.apply(event);
     }
-    let mut tx = pool.begin().await?;
     let inserted = sqlx::query(
         "INSERT INTO users (id, username, password_hash, role, email, status, quota, rate_limit, version)
          VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $8) ON CONFLICT (username) DO NOTHING",
@@ -100,15 +100,11 @@ pub async fn create_user(
     if inserted.rows_affected() == 0 {
         return Err(AccountWriteError::UsernameTaken(user.username));
     }
-    append(&mut tx, Stream::User, id, 0, &user_events(&events)?, meta).await?;
-    tx.commit().await?;
+    append(tx, Stream::User, id, 0, &user_events(&events)?, meta).await?;
     Ok(())
 }
 
-async fn lock_user(
-    tx: &mut Transaction<'_, Postgres>,
-    id: &str,
-) -> Result<UserRow, AccountWriteError> {
+async fn lock_user(tx: &mut PgConnection, id: &str) -> Result<UserRow, AccountWriteError> {
     super::users::by_id_for_update(tx, id)
         .await?
         .ok_or(AccountWriteError::Refused(AccountError::NotFound))
@@ -117,14 +113,13 @@ async fn lock_user(
 /// Changes a user's settings and/or sets a new password (`password_hash`, with `SetPassword`),
 /// deciding the commands in turn.
 pub async fn change_user(
-    pool: &PgPool,
+    tx: &mut PgConnection,
     meta: &CommandMeta,
     id: &str,
     commands: &[UserCommand],
     password_hash: Option<&str>,
 ) -> Result<User, AccountWriteError> {
-    let mut tx = pool.begin().await?;
-    let row = lock_user(&mut tx, id).await?;
+    let row = lock_user(tx, id).await?;
     let mut user = user_state(&row);
     let mut events = Vec::new();
     for command in commands {
@@ -134,7 +129,7 @@ pub async fn change_user(
         }
     }
     let version = append(
-        &mut tx,
+        tx,
         Stream::User,
         id,
         row.version,
@@ -168,19 +163,17 @@ pub async fn change_user(
         .execute(&mut *tx)
         .await?;
     }
-    tx.commit().await?;
     Ok(user)
 }
 
 /// Deletes a user who owns no VM that is not deleted (their VMs are handed over first).
 pub async fn delete_user(
-    pool: &PgPool,
+    tx: &mut PgConnection,
     meta: &CommandMeta,
     id: &str,
     transferred_to: Option<String>,
 ) -> Result<(), AccountWriteError> {
-    let mut tx = pool.begin().await?;
-    let row = lock_user(&mut tx, id).await?;
+    let row = lock_user(tx, id).await?;
     let owned: i64 =
         sqlx::query_scalar("SELECT count(*) FROM vms WHERE owner_id = $1 AND status <> 'deleted'")
             .bind(id)
@@ -191,7 +184,7 @@ pub async fn delete_user(
     }
     let events = user_state(&row).decide(UserCommand::Delete { transferred_to })?;
     append(
-        &mut tx,
+        tx,
         Stream::User,
         id,
         row.version,
@@ -199,12 +192,11 @@ pub async fn delete_user(
         meta,
     )
     .await?;
-    super::webhooks::delete_owned_by(&mut tx, meta, id).await?;
+    super::webhooks::delete_owned_by(tx, meta, id).await?;
     sqlx::query("DELETE FROM users WHERE id = $1")
         .bind(id)
         .execute(&mut *tx)
         .await?;
-    tx.commit().await?;
     Ok(())
 }
 
@@ -256,12 +248,11 @@ pub async fn role(pool: &PgPool, id: &str) -> Result<Option<RoleRow>, StoreError
 
 /// Creates, changes or deletes role `id`; answers the role as it is after (none once deleted).
 pub async fn write_role(
-    pool: &PgPool,
+    tx: &mut PgConnection,
     meta: &CommandMeta,
     id: &str,
     command: RoleCommand,
 ) -> Result<Option<Role>, AccountWriteError> {
-    let mut tx = pool.begin().await?;
     let row: Option<RoleRow> = sqlx::query_as(&format!(
         "SELECT {ROLE_COLUMNS} FROM roles WHERE id = $1 FOR UPDATE"
     ))
@@ -293,7 +284,7 @@ pub async fn write_role(
         .iter()
         .map(|e: &RoleEvent| stored(e.type_name(), e.version(), e))
         .collect::<Result<_, _>>()?;
-    let version = append(&mut tx, Stream::Role, id, version, &stored, meta).await?;
+    let version = append(tx, Stream::Role, id, version, &stored, meta).await?;
     if role.exists {
         sqlx::query(
             "INSERT INTO roles (id, name, description, permissions, scope, rate_limit, built_in, version)
@@ -317,7 +308,6 @@ pub async fn write_role(
             .execute(&mut *tx)
             .await?;
     }
-    tx.commit().await?;
     Ok(role.exists.then_some(role))
 }
 
@@ -338,11 +328,10 @@ pub async fn config(pool: &PgPool) -> Result<(ConfigOverrides, i64), StoreError>
 
 /// Records `patch` as a `ConfigChanged` event and the overrides it leaves; answers them.
 pub async fn change_config(
-    pool: &PgPool,
+    tx: &mut PgConnection,
     meta: &CommandMeta,
     patch: ConfigOverrides,
 ) -> Result<(ConfigOverrides, i64), AccountWriteError> {
-    let mut tx = pool.begin().await?;
     sqlx::query(
         "INSERT INTO config (id, overrides, version) VALUES (1, '{}', 0) ON CONFLICT DO NOTHING",
     )
@@ -359,12 +348,11 @@ pub async fn change_config(
     }
     let event = ConfigEvent::ConfigChanged { changes: patch };
     let stored = [stored(event.type_name(), event.version(), &event)?];
-    let version = append(&mut tx, Stream::Config, "config", version, &stored, meta).await?;
+    let version = append(tx, Stream::Config, "config", version, &stored, meta).await?;
     sqlx::query("UPDATE config SET overrides = $1, version = $2, updated_at = now() WHERE id = 1")
         .bind(sqlx::types::Json(next))
         .bind(version)
         .execute(&mut *tx)
         .await?;
-    tx.commit().await?;
     Ok((next, version))
 }

@@ -37,11 +37,14 @@ pub struct ImageRow {
 const COLUMNS: &str = "name, kind, status, source, url, format, sha256, size_bytes, job_id, \
                        error, version, created_by, created_at, updated_at";
 
-pub async fn get(pool: &PgPool, name: &str) -> Result<Option<ImageRow>, StoreError> {
+pub async fn get<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    name: &str,
+) -> Result<Option<ImageRow>, StoreError> {
     Ok(
         sqlx::query_as(&format!("SELECT {COLUMNS} FROM images WHERE name = $1"))
             .bind(name)
-            .fetch_optional(pool)
+            .fetch_optional(db)
             .await?,
     )
 }

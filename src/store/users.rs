@@ -129,11 +129,14 @@ pub async fn by_username(pool: &PgPool, username: &str) -> Result<Option<UserRow
     )
 }
 
-pub async fn by_id(pool: &PgPool, id: &str) -> Result<Option<UserRow>, StoreError> {
+pub async fn by_id<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    id: &str,
+) -> Result<Option<UserRow>, StoreError> {
     Ok(
         sqlx::query_as(&format!("SELECT {COLUMNS} FROM users WHERE id = $1"))
             .bind(id)
-            .fetch_optional(pool)
+            .fetch_optional(db)
             .await?,
     )
 }

@@ -1,9 +1,10 @@
-//! Commits webhook commands: the webhook's event and its row in `webhooks` in one transaction,
-//! with the row locked while the decision is made. The secret is written to the row only; the
+//! Records webhook commands: the webhook's event and its row in `webhooks` in the caller's
+//! transaction (which also holds the request's idempotency key and answer), with the row locked
+//! while the decision is made. The secret is written to the row only; the
 //! event records that one was set or changed. Also the reads `/webhooks` answers from.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool};
 
 use super::append::{append, stored, Stored, Stream};
 use super::{feed, CommandMeta, StoreError};
@@ -49,10 +50,13 @@ const SELECT: &str = "SELECT w.id, w.owner_id, u.username AS owner_name, w.url, 
         (SELECT count(*) FROM webhook_deliveries d WHERE d.webhook_id = w.id AND d.status = 'failed') AS failed
      FROM webhooks w LEFT JOIN users u ON u.id = w.owner_id";
 
-pub async fn get(pool: &PgPool, id: &str) -> Result<Option<WebhookRow>, StoreError> {
+pub async fn get<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    id: &str,
+) -> Result<Option<WebhookRow>, StoreError> {
     Ok(sqlx::query_as(&format!("{SELECT} WHERE w.id = $1"))
         .bind(id)
-        .fetch_optional(pool)
+        .fetch_optional(db)
         .await?)
 }
 
@@ -76,6 +80,7 @@ fn events(events: &[WebhookEvent]) -> Result<Vec<Stored>, StoreError> {
 /// Records a new webhook that receives the events committed from now on.
 pub async fn create(
     pool: &PgPool,
+    tx: &mut PgConnection,
     meta: &CommandMeta,
     id: &str,
     command: WebhookCommand,
@@ -88,8 +93,7 @@ pub async fn create(
     }
     // Deliveries start after what is committed now.
     let cursor = feed::head(pool).await?;
-    let mut tx = pool.begin().await?;
-    let version = append(&mut tx, Stream::Webhook, id, 0, &events(&decided)?, meta).await?;
+    let version = append(tx, Stream::Webhook, id, 0, &events(&decided)?, meta).await?;
     sqlx::query(
         "INSERT INTO webhooks (id, owner_id, url, events, secret, active, cursor, version)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -104,22 +108,18 @@ pub async fn create(
     .bind(version)
     .execute(&mut *tx)
     .await?;
-    tx.commit().await?;
-    get(pool, id)
+    get(&mut *tx, id)
         .await?
         .ok_or(WebhookWriteError::Refused(WebhookError::NotFound))
 }
 
 /// The webhook's row, locked until the transaction ends.
-async fn locked(
-    tx: &mut Transaction<'_, Postgres>,
-    id: &str,
-) -> Result<Option<(Webhook, i64)>, StoreError> {
+async fn locked(tx: &mut PgConnection, id: &str) -> Result<Option<(Webhook, i64)>, StoreError> {
     let row: Option<(String, String, Vec<String>, bool, i64)> = sqlx::query_as(
         "SELECT owner_id, url, events, active, version FROM webhooks WHERE id = $1 FOR UPDATE",
     )
     .bind(id)
-    .fetch_optional(&mut **tx)
+    .fetch_optional(&mut *tx)
     .await?;
     Ok(row.map(|(owner_id, url, events, active, version)| {
         (
@@ -139,25 +139,17 @@ async fn locked(
 /// not those of the time it was inactive.
 pub async fn change(
     pool: &PgPool,
+    tx: &mut PgConnection,
     meta: &CommandMeta,
     id: &str,
     change: WebhookChange,
     secret: Option<&Secret>,
 ) -> Result<WebhookRow, WebhookWriteError> {
     let head = feed::head(pool).await?;
-    let mut tx = pool.begin().await?;
-    let (mut state, version) = locked(&mut tx, id).await?.ok_or(WebhookError::NotFound)?;
+    let (mut state, version) = locked(tx, id).await?.ok_or(WebhookError::NotFound)?;
     let was_active = state.active;
     let decided = state.decide(WebhookCommand::Change(change))?;
-    let version = append(
-        &mut tx,
-        Stream::Webhook,
-        id,
-        version,
-        &events(&decided)?,
-        meta,
-    )
-    .await?;
+    let version = append(tx, Stream::Webhook, id, version, &events(&decided)?, meta).await?;
     for e in decided {
         state.apply(e);
     }
@@ -178,38 +170,31 @@ pub async fn change(
     .bind(head)
     .execute(&mut *tx)
     .await?;
-    tx.commit().await?;
-    get(pool, id)
+    get(&mut *tx, id)
         .await?
         .ok_or(WebhookWriteError::Refused(WebhookError::NotFound))
 }
 
 /// Deletes a webhook and its deliveries.
-pub async fn delete(pool: &PgPool, meta: &CommandMeta, id: &str) -> Result<(), WebhookWriteError> {
-    let mut tx = pool.begin().await?;
-    let (state, version) = locked(&mut tx, id).await?.ok_or(WebhookError::NotFound)?;
+pub async fn delete(
+    tx: &mut PgConnection,
+    meta: &CommandMeta,
+    id: &str,
+) -> Result<(), WebhookWriteError> {
+    let (state, version) = locked(tx, id).await?.ok_or(WebhookError::NotFound)?;
     let decided = state.decide(WebhookCommand::Delete)?;
-    append(
-        &mut tx,
-        Stream::Webhook,
-        id,
-        version,
-        &events(&decided)?,
-        meta,
-    )
-    .await?;
+    append(tx, Stream::Webhook, id, version, &events(&decided)?, meta).await?;
     sqlx::query("DELETE FROM webhooks WHERE id = $1")
         .bind(id)
         .execute(&mut *tx)
         .await?;
-    tx.commit().await?;
     Ok(())
 }
 
 /// Deletes every webhook of a user who is being deleted, inside that user's transaction, each
 /// with its `WebhookDeleted` event.
 pub async fn delete_owned_by(
-    tx: &mut Transaction<'_, Postgres>,
+    tx: &mut PgConnection,
     meta: &CommandMeta,
     owner_id: &str,
 ) -> Result<(), StoreError> {
@@ -217,7 +202,7 @@ pub async fn delete_owned_by(
         "SELECT id, version FROM webhooks WHERE owner_id = $1 ORDER BY id FOR UPDATE",
     )
     .bind(owner_id)
-    .fetch_all(&mut **tx)
+    .fetch_all(&mut *tx)
     .await?;
     let deleted = events(&[WebhookEvent::WebhookDeleted {}])?;
     for (id, version) in owned {
@@ -225,7 +210,7 @@ pub async fn delete_owned_by(
     }
     sqlx::query("DELETE FROM webhooks WHERE owner_id = $1")
         .bind(owner_id)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     Ok(())
 }

@@ -429,8 +429,9 @@ impl TestApp {
             rate_limit: None,
         };
         let meta = voidvm::store::CommandMeta::system("test");
+        let mut tx = pool.begin().await.expect("a transaction");
         voidvm::store::accounts::create_user(
-            &pool,
+            &mut tx,
             &meta,
             &format!("user-{username}"),
             create,
@@ -438,6 +439,7 @@ impl TestApp {
         )
         .await
         .expect("the user");
+        tx.commit().await.expect("the user commits");
         self.login_token(username, "password1").await
     }
 

@@ -14,6 +14,7 @@ mod feed;
 mod helpers;
 mod hypervisor;
 mod idempotency;
+mod idempotent_admin;
 mod image_feed;
 mod images;
 mod iso;

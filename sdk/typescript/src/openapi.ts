@@ -434,7 +434,15 @@ export interface paths {
         put: {
             parameters: {
                 query?: never;
-                header?: never;
+                header?: {
+                    /**
+                     * @description Makes the request safe to retry: the same user sending the same key with the same method,
+                     *     path and body within 24 hours gets the first answer again (with `Idempotent-Replayed:
+                     *     true`); the same key with another request gets 422 `IDEMPOTENCY_KEY_REUSED`. 1 to 255
+                     *     printable ASCII characters, e.g. a UUID.
+                     */
+                    "Idempotency-Key"?: string;
+                };
                 path?: never;
                 cookie?: never;
             };
@@ -818,7 +826,15 @@ export interface paths {
         post: {
             parameters: {
                 query?: never;
-                header?: never;
+                header?: {
+                    /**
+                     * @description Makes the request safe to retry: the same user sending the same key with the same method,
+                     *     path and body within 24 hours gets the first answer again (with `Idempotent-Replayed:
+                     *     true`); the same key with another request gets 422 `IDEMPOTENCY_KEY_REUSED`. 1 to 255
+                     *     printable ASCII characters, e.g. a UUID.
+                     */
+                    "Idempotency-Key"?: string;
+                };
                 path?: never;
                 cookie?: never;
             };
@@ -1021,7 +1037,15 @@ export interface paths {
         delete: {
             parameters: {
                 query?: never;
-                header?: never;
+                header?: {
+                    /**
+                     * @description Makes the request safe to retry: the same user sending the same key with the same method,
+                     *     path and body within 24 hours gets the first answer again (with `Idempotent-Replayed:
+                     *     true`); the same key with another request gets 422 `IDEMPOTENCY_KEY_REUSED`. 1 to 255
+                     *     printable ASCII characters, e.g. a UUID.
+                     */
+                    "Idempotency-Key"?: string;
+                };
                 path: {
                     /** @description The image's name. */
                     name: string;
@@ -1137,7 +1161,15 @@ export interface paths {
                     /** @description The SHA-256 of the body; the upload is refused if it differs. */
                     sha256?: string;
                 };
-                header?: never;
+                header?: {
+                    /**
+                     * @description Makes the request safe to retry: the same user sending the same key with the same method,
+                     *     path and body within 24 hours gets the first answer again (with `Idempotent-Replayed:
+                     *     true`); the same key with another request gets 422 `IDEMPOTENCY_KEY_REUSED`. 1 to 255
+                     *     printable ASCII characters, e.g. a UUID.
+                     */
+                    "Idempotency-Key"?: string;
+                };
                 path: {
                     /** @description The new image's name. */
                     name: string;
@@ -2074,7 +2106,15 @@ export interface paths {
         post: {
             parameters: {
                 query?: never;
-                header?: never;
+                header?: {
+                    /**
+                     * @description Makes the request safe to retry: the same user sending the same key with the same method,
+                     *     path and body within 24 hours gets the first answer again (with `Idempotent-Replayed:
+                     *     true`); the same key with another request gets 422 `IDEMPOTENCY_KEY_REUSED`. 1 to 255
+                     *     printable ASCII characters, e.g. a UUID.
+                     */
+                    "Idempotency-Key"?: string;
+                };
                 path?: never;
                 cookie?: never;
             };
@@ -2190,7 +2230,15 @@ export interface paths {
         put: {
             parameters: {
                 query?: never;
-                header?: never;
+                header?: {
+                    /**
+                     * @description Makes the request safe to retry: the same user sending the same key with the same method,
+                     *     path and body within 24 hours gets the first answer again (with `Idempotent-Replayed:
+                     *     true`); the same key with another request gets 422 `IDEMPOTENCY_KEY_REUSED`. 1 to 255
+                     *     printable ASCII characters, e.g. a UUID.
+                     */
+                    "Idempotency-Key"?: string;
+                };
                 path: {
                     /** @description The role's id. */
                     id: string;
@@ -2305,7 +2353,15 @@ export interface paths {
         delete: {
             parameters: {
                 query?: never;
-                header?: never;
+                header?: {
+                    /**
+                     * @description Makes the request safe to retry: the same user sending the same key with the same method,
+                     *     path and body within 24 hours gets the first answer again (with `Idempotent-Replayed:
+                     *     true`); the same key with another request gets 422 `IDEMPOTENCY_KEY_REUSED`. 1 to 255
+                     *     printable ASCII characters, e.g. a UUID.
+                     */
+                    "Idempotency-Key"?: string;
+                };
                 path: {
                     /** @description The role's id. */
                     id: string;
@@ -2713,7 +2769,15 @@ export interface paths {
         post: {
             parameters: {
                 query?: never;
-                header?: never;
+                header?: {
+                    /**
+                     * @description Makes the request safe to retry: the same user sending the same key with the same method,
+                     *     path and body within 24 hours gets the first answer again (with `Idempotent-Replayed:
+                     *     true`); the same key with another request gets 422 `IDEMPOTENCY_KEY_REUSED`. 1 to 255
+                     *     printable ASCII characters, e.g. a UUID.
+                     */
+                    "Idempotency-Key"?: string;
+                };
                 path?: never;
                 cookie?: never;
             };
@@ -2917,7 +2981,15 @@ export interface paths {
         put: {
             parameters: {
                 query?: never;
-                header?: never;
+                header?: {
+                    /**
+                     * @description Makes the request safe to retry: the same user sending the same key with the same method,
+                     *     path and body within 24 hours gets the first answer again (with `Idempotent-Replayed:
+                     *     true`); the same key with another request gets 422 `IDEMPOTENCY_KEY_REUSED`. 1 to 255
+                     *     printable ASCII characters, e.g. a UUID.
+                     */
+                    "Idempotency-Key"?: string;
+                };
                 path: {
                     /** @description The user's id. */
                     id: string;
@@ -3035,7 +3107,15 @@ export interface paths {
                     /** @description The id or username of the user who takes over the deleted user's VMs. */
                     transferTo?: string;
                 };
-                header?: never;
+                header?: {
+                    /**
+                     * @description Makes the request safe to retry: the same user sending the same key with the same method,
+                     *     path and body within 24 hours gets the first answer again (with `Idempotent-Replayed:
+                     *     true`); the same key with another request gets 422 `IDEMPOTENCY_KEY_REUSED`. 1 to 255
+                     *     printable ASCII characters, e.g. a UUID.
+                     */
+                    "Idempotency-Key"?: string;
+                };
                 path: {
                     /** @description The user's id. */
                     id: string;
@@ -5398,7 +5478,15 @@ export interface paths {
         post: {
             parameters: {
                 query?: never;
-                header?: never;
+                header?: {
+                    /**
+                     * @description Makes the request safe to retry: the same user sending the same key with the same method,
+                     *     path and body within 24 hours gets the first answer again (with `Idempotent-Replayed:
+                     *     true`); the same key with another request gets 422 `IDEMPOTENCY_KEY_REUSED`. 1 to 255
+                     *     printable ASCII characters, e.g. a UUID.
+                     */
+                    "Idempotency-Key"?: string;
+                };
                 path?: never;
                 cookie?: never;
             };
@@ -5592,7 +5680,15 @@ export interface paths {
         delete: {
             parameters: {
                 query?: never;
-                header?: never;
+                header?: {
+                    /**
+                     * @description Makes the request safe to retry: the same user sending the same key with the same method,
+                     *     path and body within 24 hours gets the first answer again (with `Idempotent-Replayed:
+                     *     true`); the same key with another request gets 422 `IDEMPOTENCY_KEY_REUSED`. 1 to 255
+                     *     printable ASCII characters, e.g. a UUID.
+                     */
+                    "Idempotency-Key"?: string;
+                };
                 path: {
                     /** @description The webhook's id. */
                     id: string;
@@ -5683,7 +5779,15 @@ export interface paths {
         patch: {
             parameters: {
                 query?: never;
-                header?: never;
+                header?: {
+                    /**
+                     * @description Makes the request safe to retry: the same user sending the same key with the same method,
+                     *     path and body within 24 hours gets the first answer again (with `Idempotent-Replayed:
+                     *     true`); the same key with another request gets 422 `IDEMPOTENCY_KEY_REUSED`. 1 to 255
+                     *     printable ASCII characters, e.g. a UUID.
+                     */
+                    "Idempotency-Key"?: string;
+                };
                 path: {
                     /** @description The webhook's id. */
                     id: string;

@@ -3,7 +3,7 @@
 //! removing one are events in the log; the secret is shown once, in the answer that set it.
 
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -12,6 +12,7 @@ use super::answers::{Empty, Envelope, Page, Pagination};
 use super::body;
 use super::envelope;
 use super::error::ApiError;
+use super::retry::{envelope_answer, KeyHeader, Retry};
 use super::vms::page_and_limit;
 use crate::app::ids::new_webhook_id;
 use crate::app::AppState;
@@ -153,6 +154,7 @@ pub async fn list(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResp
     operation_id = "create_webhook",
     tag = "webhooks",
     request_body = NewWebhook,
+    params(KeyHeader),
     responses(
         (status = 201, description = "Added; recorded as `WebhookCreated` (without the secret). It receives the events committed from now on. The answer carries the secret, once.", body = Envelope<WebhookView>),
         Invalid,
@@ -165,10 +167,15 @@ pub async fn list(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResp
 #[tracing::instrument(name = "create_webhook", skip_all, fields(user_id = %user.id))]
 pub async fn create(
     state: web::Data<AppState>,
+    req: HttpRequest,
     user: AuthUser,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Permission::WebhookCreate)?;
+    let retry = Retry::read_json(&req, &user, &body)?;
+    if let Some(response) = retry.earlier(&state).await? {
+        return Ok(response);
+    }
     let new: NewWebhook = body::typed(body.into_inner())?;
     let target = url(&state, &new.url)?;
     let events = selection(&new.events)?;
@@ -183,16 +190,28 @@ pub async fn create(
         events: events.ids(),
         active: new.active.unwrap_or(true),
     };
-    let row = webhooks::create(&state.pool, &user.meta(Via::Rest), &id, command, &secret)
+    retry
+        .transaction(&state, async |tx| {
+            let row = webhooks::create(
+                &state.pool,
+                tx,
+                &user.meta(Via::Rest),
+                &id,
+                command,
+                &secret,
+            )
+            .await
+            .map_err(|e| write_error(&id, e))?;
+            let mut view = WebhookView::from(row);
+            // Shown once (and to a retry with the same Idempotency-Key).
+            view.secret = Some(secret.expose().to_string());
+            Ok(envelope_answer(
+                StatusCode::CREATED,
+                view,
+                "Webhook added.",
+            )?)
+        })
         .await
-        .map_err(|e| write_error(&id, e))?;
-    let mut view = WebhookView::from(row);
-    view.secret = Some(secret.expose().to_string());
-    Ok(envelope::success(
-        StatusCode::CREATED,
-        view,
-        "Webhook added.",
-    ))
 }
 
 #[utoipa::path(
@@ -225,7 +244,7 @@ pub async fn get(
     path = "/api/v1/webhooks/{id}",
     operation_id = "update_webhook",
     tag = "webhooks",
-    params(("id" = String, Path, description = "The webhook's id.")),
+    params(("id" = String, Path, description = "The webhook's id."), KeyHeader),
     request_body = WebhookUpdate,
     responses(
         (status = 200, description = "Changed; recorded as `WebhookChanged` (a new secret only as `secretChanged`, and shown once in this answer).", body = Envelope<WebhookView>),
@@ -239,12 +258,17 @@ pub async fn get(
 )]
 pub async fn update(
     state: web::Data<AppState>,
+    req: HttpRequest,
     user: AuthUser,
     path: web::Path<String>,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Permission::WebhookUpdate)?;
     let id = path.into_inner();
+    let retry = Retry::read_json(&req, &user, &body)?;
+    if let Some(response) = retry.earlier(&state).await? {
+        return Ok(response);
+    }
     let update: WebhookUpdate = body::typed(body.into_inner())?;
     let change = WebhookChange {
         url: update
@@ -264,18 +288,23 @@ pub async fn update(
     };
     let new_secret = update.secret.as_deref().map(secret).transpose()?;
     visible(&state, &user, &id).await?;
-    let row = webhooks::change(
-        &state.pool,
-        &user.meta(Via::Rest),
-        &id,
-        change,
-        new_secret.as_ref(),
-    )
-    .await
-    .map_err(|e| write_error(&id, e))?;
-    let mut view = WebhookView::from(row);
-    view.secret = new_secret.map(|s| s.expose().to_string());
-    Ok(envelope::ok(view, "Webhook changed."))
+    retry
+        .transaction(&state, async |tx| {
+            let row = webhooks::change(
+                &state.pool,
+                tx,
+                &user.meta(Via::Rest),
+                &id,
+                change,
+                new_secret.as_ref(),
+            )
+            .await
+            .map_err(|e| write_error(&id, e))?;
+            let mut view = WebhookView::from(row);
+            view.secret = new_secret.map(|s| s.expose().to_string());
+            Ok(envelope_answer(StatusCode::OK, view, "Webhook changed.")?)
+        })
+        .await
 }
 
 #[utoipa::path(
@@ -283,7 +312,7 @@ pub async fn update(
     path = "/api/v1/webhooks/{id}",
     operation_id = "delete_webhook",
     tag = "webhooks",
-    params(("id" = String, Path, description = "The webhook's id.")),
+    params(("id" = String, Path, description = "The webhook's id."), KeyHeader),
     responses(
         (status = 200, description = "Deleted with its deliveries; recorded as `WebhookDeleted`.", body = Envelope<Empty>),
         Unauthorized,
@@ -295,16 +324,29 @@ pub async fn update(
 )]
 pub async fn delete(
     state: web::Data<AppState>,
+    req: HttpRequest,
     user: AuthUser,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Permission::WebhookDelete)?;
     let id = path.into_inner();
+    let retry = Retry::read(&req, &user, &[])?;
+    if let Some(response) = retry.earlier(&state).await? {
+        return Ok(response);
+    }
     visible(&state, &user, &id).await?;
-    webhooks::delete(&state.pool, &user.meta(Via::Rest), &id)
+    retry
+        .transaction(&state, async |tx| {
+            webhooks::delete(tx, &user.meta(Via::Rest), &id)
+                .await
+                .map_err(|e| write_error(&id, e))?;
+            Ok(envelope_answer(
+                StatusCode::OK,
+                Empty {},
+                "Webhook deleted.",
+            )?)
+        })
         .await
-        .map_err(|e| write_error(&id, e))?;
-    Ok(envelope::ok(Empty {}, "Webhook deleted."))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
