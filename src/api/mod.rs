@@ -21,6 +21,7 @@ pub mod request_id;
 pub mod retry;
 pub mod roles;
 pub mod system;
+pub mod user_input;
 pub mod users;
 pub mod vm_input;
 pub mod vms;

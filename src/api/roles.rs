@@ -13,7 +13,7 @@ use super::body;
 use super::envelope;
 use super::error::ApiError;
 use super::retry::{envelope_answer, KeyHeader, Retry};
-use super::users::check_rate;
+use super::user_input::check_rate;
 use crate::accounts::role::{RoleChange, RoleCommand};
 use crate::accounts::{AccountError, Role};
 use crate::app::access::may_grant;

@@ -16,6 +16,9 @@ use super::body;
 use super::envelope;
 use super::error::ApiError;
 use super::retry::{envelope_answer, KeyHeader, Retry};
+use super::user_input::{
+    check_email, check_password, check_rate, check_username, DeleteQuery, NewUser, UserUpdate,
+};
 use super::vms::page_and_limit;
 use crate::accounts::user::{UserChange, UserCommand};
 use crate::accounts::{QuotaOverrides, UserStatus};
@@ -129,79 +132,6 @@ pub async fn list(
         },
         "Users.",
     ))
-}
-
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct NewUser {
-    /// 3 to 32 letters, digits, `.`, `_` or `-`; unique.
-    username: String,
-    email: Option<String>,
-    /// At least 8 characters.
-    password: String,
-    /// A role id (`GET /roles`).
-    role: String,
-    #[serde(default)]
-    quota: QuotaOverrides,
-    /// Requests a minute for this user.
-    rate_limit: Option<u32>,
-}
-
-fn check_username(name: &str) -> Result<(), ApiError> {
-    let ok = (3..=32).contains(&name.chars().count())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::validation(
-            "username",
-            "username must be 3 to 32 letters, digits, '.', '_' or '-'.",
-        ))
-    }
-}
-
-fn check_password(field: &str, password: &str) -> Result<(), ApiError> {
-    let n = password.chars().count();
-    if !(8..=256).contains(&n) {
-        return Err(ApiError::validation(
-            field,
-            format!("{field} must have 8 to 256 characters."),
-        ));
-    }
-    Ok(())
-}
-
-fn check_email(email: &str) -> Result<(), ApiError> {
-    let ok = email.len() <= 254
-        && email
-            .split_once('@')
-            .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
-        && !email.chars().any(char::is_whitespace);
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::validation(
-            "email",
-            "email must be an address like name@example.com.",
-        ))
-    }
-}
-
-/// A requests-a-minute figure: from 1 to 100,000,000.
-pub(super) fn check_rate(field: &str, rate: Option<u32>) -> Result<(), ApiError> {
-    match rate {
-        Some(0) => Err(ApiError::validation(
-            field,
-            format!("{field} must be at least 1."),
-        )),
-        Some(r) if r > 100_000_000 => Err(ApiError::validation(
-            field,
-            format!("{field} must be at most 100000000."),
-        )),
-        _ => Ok(()),
-    }
 }
 
 #[utoipa::path(
@@ -325,24 +255,6 @@ pub async fn get(
     Ok(envelope::ok(UserView::from(row), "The user."))
 }
 
-/// A change: only the fields present change (`null` clears `email` and `rateLimit`).
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct UserUpdate {
-    #[serde(default, deserialize_with = "crate::accounts::present_or_null")]
-    #[schema(value_type = Option<String>)]
-    email: Option<Option<String>>,
-    /// A new password (at least 8 characters); ends every token the user had.
-    password: Option<String>,
-    role: Option<String>,
-    /// `disabled` ends every token the user has, on REST and open WebSockets, at once.
-    status: Option<UserStatus>,
-    quota: Option<QuotaOverrides>,
-    #[serde(default, deserialize_with = "crate::accounts::present_or_null")]
-    #[schema(value_type = Option<u32>)]
-    rate_limit: Option<Option<u32>>,
-}
-
 #[utoipa::path(
     put,
     path = "/api/v1/users/{id}",
@@ -436,14 +348,6 @@ pub async fn update(
         .await?;
     state.auth.forget_user(&id);
     Ok(response)
-}
-
-#[derive(Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-#[into_params(parameter_in = Query)]
-pub struct DeleteQuery {
-    /// The id or username of the user who takes over the deleted user's VMs.
-    transfer_to: Option<String>,
 }
 
 #[utoipa::path(
