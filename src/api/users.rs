@@ -28,6 +28,7 @@ use crate::app::AppState;
 use crate::auth::permission::{Grants, Scope};
 use crate::auth::{password, AuthUser, Permission, ID_ALPHABET};
 use crate::store::accounts::{self, AccountWriteError};
+use crate::store::conditions::StoredAnswer;
 use crate::store::users::{self, UserRow};
 use crate::store::Via;
 use crate::vm::{Owner, VmCommand, VmError};
@@ -185,16 +186,22 @@ pub async fn create(
             accounts::create_user(tx, &user.meta(Via::Rest), &id, command, &hash)
                 .await
                 .map_err(|e| account_error(&id, e))?;
-            let row = users::by_id(&mut *tx, &id)
-                .await?
-                .ok_or_else(|| ApiError::UserNotFound(id.clone()))?;
-            Ok(envelope_answer(
-                StatusCode::CREATED,
-                UserView::from(row),
-                "User created.",
-            )?)
+            user_answer(tx, &id, StatusCode::CREATED, "User created.").await
         })
         .await
+}
+
+/// The answer of a user command: the user as the command's transaction leaves them.
+async fn user_answer(
+    tx: &mut sqlx::PgConnection,
+    id: &str,
+    status: StatusCode,
+    message: &str,
+) -> Result<StoredAnswer, ApiError> {
+    let row = users::by_id(&mut *tx, id)
+        .await?
+        .ok_or_else(|| ApiError::UserNotFound(id.to_string()))?;
+    Ok(envelope_answer(status, UserView::from(row), message)?)
 }
 
 /// 403 unless the caller holds every permission (and the scope) of role `role`.
@@ -336,14 +343,7 @@ pub async fn update(
             accounts::change_user(tx, &user.meta(Via::Rest), &id, &commands, hash.as_deref())
                 .await
                 .map_err(|e| account_error(&id, e))?;
-            let row = users::by_id(&mut *tx, &id)
-                .await?
-                .ok_or_else(|| ApiError::UserNotFound(id.clone()))?;
-            Ok(envelope_answer(
-                StatusCode::OK,
-                UserView::from(row),
-                "User changed.",
-            )?)
+            user_answer(tx, &id, StatusCode::OK, "User changed.").await
         })
         .await?;
     state.auth.forget_user(&id);
