@@ -9,6 +9,7 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
+use tracing::Instrument;
 
 use super::super::answers::errors::{TooManyConnections, Unauthorized, VmConflict, VmMissing};
 use super::super::error::ApiError;
@@ -67,15 +68,11 @@ pub async fn serial_console(
         .map_err(|e| unreachable_console(&vm_id, &e))?;
     let (response, session, stream) = upgrade(&req, body, &[])?;
     let console = open(&state, &user, &vm_id, ConsoleKind::Serial).await?;
-    actix_web::rt::spawn(bridge::serial(
-        state.clone(),
-        user,
-        session,
-        stream,
-        viewer,
-        console,
-        slot,
-    ));
+    let span = tracing::info_span!("serial_console_session", vm_id = %vm_id, session_id = %console.id, user_id = %user.id);
+    actix_web::rt::spawn(
+        bridge::serial(state.clone(), user, session, stream, viewer, console, slot)
+            .instrument(span),
+    );
     Ok(response)
 }
 
@@ -117,15 +114,10 @@ pub async fn vnc_console(
         .map_err(|e| unreachable_console(&vm_id, &e))?;
     let (response, session, stream) = upgrade(&req, body, &[VNC_SUBPROTOCOL])?;
     let console = open(&state, &user, &vm_id, ConsoleKind::Vnc).await?;
-    actix_web::rt::spawn(bridge::vnc(
-        state.clone(),
-        user,
-        session,
-        stream,
-        link,
-        console,
-        slot,
-    ));
+    let span = tracing::info_span!("vnc_console_session", vm_id = %vm_id, session_id = %console.id, user_id = %user.id);
+    actix_web::rt::spawn(
+        bridge::vnc(state.clone(), user, session, stream, link, console, slot).instrument(span),
+    );
     Ok(response)
 }
 
