@@ -207,6 +207,16 @@ async fn a_command_typed_on_the_console_runs_and_every_viewer_sees_its_output() 
         "running",
         "a console changes no status"
     );
+    // The VM's history reads through them: running at each.
+    for event in &events {
+        let at = event["sequence"].as_i64().expect("a sequence").to_string();
+        let (status, body) = app.history(&id, &at).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(
+            body["data"]["state"]["status"], "running",
+            "at {at}: {body}"
+        );
+    }
     app.act_and_wait(&id, "stop", Some(json!({"force": true})))
         .await;
 }
