@@ -242,7 +242,7 @@ async fn a_dropped_connection_is_recorded_as_closed() {
 async fn a_console_is_refused_before_the_upgrade() {
     let app = spawn_app().await;
     let id = app.create_guest("refusals").await;
-    for which in ["console", "vnc"] {
+    for (which, frame) in [("console", "terminal-connect"), ("vnc", "vnc-connect")] {
         // No token.
         let (status, body) = refusal(&app, &id, which, "").await;
         assert_eq!(
@@ -286,6 +286,22 @@ async fn a_console_is_refused_before_the_upgrade() {
             (409, Some("VM_NOT_RUNNING")),
             "{body}"
         );
+        // The same refusals as error frames on the feed.
+        for (token, code) in [
+            (&viewer, "FORBIDDEN"),
+            (&other, "VM_NOT_FOUND"),
+            (&app.token, "VM_NOT_RUNNING"),
+        ] {
+            let mut ws = app.ws(token).await;
+            ws.send(frame, json!({"vmId": id}), json!("c")).await;
+            let refused = ws.next_of("error").await;
+            assert_eq!(
+                (refused["data"]["code"].as_str(), &refused["id"]),
+                (Some(code), &json!("c")),
+                "{refused}"
+            );
+            ws.close().await;
+        }
     }
     // The same answer to a plain GET, which the OpenAPI checker reads.
     let (status, body) = app
