@@ -222,7 +222,7 @@ async fn a_command_typed_on_the_console_runs_and_every_viewer_sees_its_output() 
 }
 
 #[tokio::test]
-async fn a_dropped_connection_is_recorded_as_closed() {
+async fn a_dropped_connection_and_a_stopped_machine_end_their_sessions() {
     let app = spawn_app().await;
     let id = running_guest(&app, "dropped").await;
     let socket = console(&app, &id, &app.token).await;
@@ -234,8 +234,23 @@ async fn a_dropped_connection_is_recorded_as_closed() {
         events[0]["data"]["sessionId"],
         events[1]["data"]["sessionId"]
     );
+    // A viewer still there when the machine stops is closed normally, and that is recorded.
+    let mut staying = console(&app, &id, &app.token).await;
     app.act_and_wait(&id, "stop", Some(json!({"force": true})))
         .await;
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(30), staying.next())
+            .await
+            .expect("closed in time")
+        {
+            Some(Ok(Message::Close(frame))) => break frame,
+            Some(Ok(_)) => {}
+            other => panic!("no close frame: {other:?}"),
+        }
+    };
+    let close = close.expect("a close frame with a code");
+    assert_eq!(u16::from(close.code), 1000, "{close:?}");
+    assert_eq!(await_console_events(&app, &id, 4).await.len(), 4);
 }
 
 #[actix_rt::test]
@@ -412,9 +427,18 @@ async fn the_feeds_terminal_frames_type_and_read_the_serial_console() {
         .await;
     let gone = ws.next_of("terminal-disconnected").await;
     assert_eq!(gone["id"], "d1", "{gone}");
-    later.close().await;
-    let events = await_console_events(&app, &id, 4).await;
-    assert_eq!(events.len(), 4, "{events:?}");
+    // The machine stopping ends the other connection's terminal, unasked, and records it.
     app.act_and_wait(&id, "stop", Some(json!({"force": true})))
         .await;
+    let ended = later.next_of("terminal-disconnected").await;
+    assert_eq!(ended["data"]["vmId"], json!(id), "{ended}");
+    assert!(
+        ended["data"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("stopped")),
+        "{ended}"
+    );
+    let events = await_console_events(&app, &id, 4).await;
+    assert_eq!(events.len(), 4, "{events:?}");
+    later.close().await;
 }
