@@ -160,6 +160,14 @@ pub async fn console_events(app: &TestApp, vm_id: &str) -> Vec<Value> {
 async fn a_command_typed_on_the_console_runs_and_every_viewer_sees_its_output() {
     let app = spawn_app().await;
     let id = running_guest(&app, "console").await;
+    // A request that is not a WebSocket upgrade is refused, and opens nothing.
+    for which in ["console", "vnc"] {
+        let (status, body) = app
+            .call(Method::GET, &format!("/api/v1/vms/{id}/{which}"), None)
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["error"]["field"], "upgrade", "{body}");
+    }
 
     let mut first = console(&app, &id, &app.token).await;
     let mut second = console(&app, &id, &app.token).await;

@@ -60,13 +60,14 @@ pub async fn serial_console(
 ) -> Result<HttpResponse, ApiError> {
     let vm_id = path.into_inner();
     let (user, slot) = admit(&state, &req, query.into_inner(), &vm_id).await?;
+    // Nothing is sent until the response is returned: a refusal below drops the upgrade.
+    let (response, session, stream) = upgrade(&req, body, &[])?;
     let viewer = state
         .consoles
         .serial
         .attach(&vm_id)
         .await
         .map_err(|e| unreachable_console(&vm_id, &e))?;
-    let (response, session, stream) = upgrade(&req, body, &[])?;
     let console = open(&state, &user, &vm_id, ConsoleKind::Serial).await?;
     let span = tracing::info_span!("serial_console_session", vm_id = %vm_id, session_id = %console.id, user_id = %user.id);
     actix_web::rt::spawn(
@@ -106,13 +107,13 @@ pub async fn vnc_console(
 ) -> Result<HttpResponse, ApiError> {
     let vm_id = path.into_inner();
     let (user, slot) = admit(&state, &req, query.into_inner(), &vm_id).await?;
+    let (response, session, stream) = upgrade(&req, body, &[VNC_SUBPROTOCOL])?;
     let link = state
         .consoles
         .ports
         .vnc(&vm_id)
         .await
         .map_err(|e| unreachable_console(&vm_id, &e))?;
-    let (response, session, stream) = upgrade(&req, body, &[VNC_SUBPROTOCOL])?;
     let console = open(&state, &user, &vm_id, ConsoleKind::Vnc).await?;
     let span = tracing::info_span!("vnc_console_session", vm_id = %vm_id, session_id = %console.id, user_id = %user.id);
     actix_web::rt::spawn(
