@@ -256,6 +256,7 @@ impl Application {
             hub,
             stream_owner,
             ws_limits: ConnectionLimits::new(settings.ws.max_connections_per_user),
+            consoles: crate::console::Consoles::new(settings.data_dir.clone()),
             usage,
             stopping: stopping.clone(),
             metrics: Arc::new(crate::metrics::Metrics::new()),

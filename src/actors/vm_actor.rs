@@ -226,6 +226,8 @@ fn command_name(command: &VmCommand) -> &'static str {
         VmCommand::Delete { .. } => "delete",
         VmCommand::ChangeIso { .. } => "change_iso",
         VmCommand::ChangeOwner { .. } => "change_owner",
+        VmCommand::OpenConsole { .. } => "open_console",
+        VmCommand::CloseConsole { .. } => "close_console",
         VmCommand::CompleteJob { .. } => "complete_job",
         VmCommand::NoteRetry { .. } => "note_retry",
         VmCommand::CancelJob { .. } => "cancel_job",

@@ -231,17 +231,17 @@ impl ApiError {
         match e {
             VmError::NotFound => ApiError::VmNotFound(vm_id.to_string()),
             VmError::AlreadyExists => conflict("VM_ALREADY_EXISTS"),
-            VmError::Rejected { rejection, .. } | VmError::NotReconfigurable { rejection, .. } => {
-                match rejection {
-                    Rejection::Gone => ApiError::VmNotFound(vm_id.to_string()),
-                    Rejection::AlreadyRunning => conflict("VM_ALREADY_RUNNING"),
-                    Rejection::NotRunning => conflict("VM_NOT_RUNNING"),
-                    Rejection::AlreadyPaused => conflict("VM_ALREADY_PAUSED"),
-                    Rejection::NotPaused => conflict("VM_NOT_PAUSED"),
-                    Rejection::MustBeStopped => conflict("VM_NOT_STOPPED"),
-                    Rejection::Busy => conflict("VM_BUSY"),
-                }
-            }
+            VmError::Rejected { rejection, .. }
+            | VmError::NotReconfigurable { rejection, .. }
+            | VmError::NoConsole { rejection, .. } => match rejection {
+                Rejection::Gone => ApiError::VmNotFound(vm_id.to_string()),
+                Rejection::AlreadyRunning => conflict("VM_ALREADY_RUNNING"),
+                Rejection::NotRunning => conflict("VM_NOT_RUNNING"),
+                Rejection::AlreadyPaused => conflict("VM_ALREADY_PAUSED"),
+                Rejection::NotPaused => conflict("VM_NOT_PAUSED"),
+                Rejection::MustBeStopped => conflict("VM_NOT_STOPPED"),
+                Rejection::Busy => conflict("VM_BUSY"),
+            },
             VmError::NothingToChange => ApiError::validation("body", message.clone()),
             VmError::NotTheCurrentJob { .. } | VmError::NotCancellable { .. } => {
                 conflict("JOB_NOT_CANCELLABLE")

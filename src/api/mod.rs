@@ -81,6 +81,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     POST => vms::attach_iso,
                     DELETE => vms::detach_iso,
                 ))
+                .service(resource!("/vms/{id}/console", GET => vms::serial_console))
+                .service(resource!("/vms/{id}/vnc", GET => vms::vnc_console))
                 .service(resource!("/vms/{id}/events", GET => vms::events))
                 .service(resource!("/vms/{id}/history", GET => vms::history))
                 .service(resource!("/events", GET => audit::events))

@@ -113,12 +113,16 @@ impl RequestLimiter {
     }
 }
 
-/// The token of a request: the `Authorization` header, or `?token=` on `/ws`.
+/// The token of a request: the `Authorization` header, or `?token=` on the WebSockets (`/ws` and
+/// the consoles, `/api/v1/vms/{id}/console` and `/vnc`).
 fn token_of(req: &ServiceRequest) -> Option<String> {
     if let Some(token) = bearer(req.request()) {
         return Some(token.to_string());
     }
-    if req.path() != "/ws" {
+    let path = req.path();
+    let console =
+        path.starts_with("/api/v1/vms/") && (path.ends_with("/console") || path.ends_with("/vnc"));
+    if path != "/ws" && !console {
         return None;
     }
     req.query_string().split('&').find_map(|pair| {

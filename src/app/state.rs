@@ -48,6 +48,8 @@ pub struct AppState {
     /// Whether the NATS stream carries this database's log (`/ready` says when it does not).
     pub stream_owner: Arc<StreamOwner>,
     pub ws_limits: Arc<ConnectionLimits>,
+    /// The VMs' serial and graphical consoles on this node.
+    pub consoles: crate::console::Consoles,
     pub usage: Arc<UsageBoard>,
     /// Cancelled when the server begins to stop: WebSocket connections close with "going away".
     pub stopping: CancellationToken,

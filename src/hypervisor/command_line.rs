@@ -2,7 +2,7 @@
 //!
 //! What QEMU is told decides how VoidVM finds and controls the machine afterwards (it daemonizes
 //! and writes `qemu.pid`, starts paused with `-S` until the start has a watcher, and serves the two
-//! QMP monitors and the serial console on the machine's sockets), so it is built here from the
+//! QMP monitors, the serial console and the VNC display on the machine's sockets), so it is built here from the
 //! spec, the machine's paths and the accelerator alone, with no I/O, and tested as such. The NIC
 //! (user-mode NAT, or a tap device for a bridge) and its MAC come from the spec's network and the
 //! VM's id.
@@ -27,7 +27,7 @@ pub fn qemu_args(spec: &MachineSpec, paths: &MachinePaths, accel: Accel) -> Vec<
         "-display",
         "none",
         "-vga",
-        "none",
+        "std",
         "-S",
         "-pidfile",
     ]
@@ -71,6 +71,10 @@ pub fn qemu_args(spec: &MachineSpec, paths: &MachinePaths, accel: Accel) -> Vec<
     ]));
     args.push("-serial".into());
     args.push("chardev:serial0".into());
+    // The graphical console: a VGA framebuffer served by QEMU's VNC server on a unix socket in
+    // the machine's directory, never on a TCP port (VoidVM bridges it to `/vnc`).
+    args.push("-vnc".into());
+    args.push(joined(&["unix:".as_ref(), &escape_commas(&paths.vnc)]));
     args.extend(network_args(&spec.vm_id, &spec.network));
     // CD-ROMs on virtio-scsi (q35's AHCI would need a driver the cloud kernels lack): the ISO
     // drive, always there (empty without an ISO) so a medium can be put in while the machine

@@ -23,7 +23,7 @@ mod disk;
 pub mod host_network;
 pub mod images;
 mod launch;
-mod paths;
+pub mod paths;
 pub mod process;
 pub mod qemu;
 pub mod qmp;

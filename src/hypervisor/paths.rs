@@ -2,7 +2,7 @@
 //!
 //! Everything about a machine is in `<data_dir>/vms/<vm_id>/`: its disk, its two QMP monitors
 //! (`qmp.sock` for commands, `events.sock` for the watcher), its serial console (`console.sock`,
-//! logged to `serial.log`), `qemu.pid` and the NoCloud seed `seed.iso`. Since the VM id names a directory and the sockets must
+//! logged to `serial.log`), its graphical console (QEMU's VNC server on `vnc.sock`), `qemu.pid` and the NoCloud seed `seed.iso`. Since the VM id names a directory and the sockets must
 //! fit in `sockaddr_un`, both are checked here before any file is touched.
 
 use std::path::{Path, PathBuf};
@@ -27,6 +27,8 @@ pub struct MachinePaths {
     pub console: PathBuf,
     /// The file the serial console is logged to.
     pub serial_log: PathBuf,
+    /// QEMU's VNC server (never a TCP port).
+    pub vnc: PathBuf,
     /// Where QEMU writes its pid; its path also identifies the machine's process (see `process`).
     pub pid_file: PathBuf,
     /// The NoCloud seed (ISO 9660, labelled `cidata`), written at each start.
@@ -43,6 +45,7 @@ impl MachinePaths {
             events: dir.join("events.sock"),
             console: dir.join("console.sock"),
             serial_log: dir.join("serial.log"),
+            vnc: dir.join("vnc.sock"),
             pid_file: dir.join("qemu.pid"),
             seed_iso: dir.join("seed.iso"),
             dir,
@@ -54,7 +57,7 @@ impl MachinePaths {
     pub fn checked(data_dir: &Path, vm_id: &str) -> Result<Self, HypervisorError> {
         validate_vm_id(vm_id)?;
         let paths = MachinePaths::new(data_dir, vm_id);
-        for socket in [&paths.qmp, &paths.events, &paths.console] {
+        for socket in [&paths.qmp, &paths.events, &paths.console, &paths.vnc] {
             if socket.as_os_str().len() > MAX_SOCKET_PATH {
                 return Err(HypervisorError::Permanent(format!(
                     "the socket path {} is too long for a unix socket; use a shorter data dir",
@@ -106,6 +109,7 @@ mod tests {
         assert_eq!(paths.events, Path::new("/data/vms/vm-1/events.sock"));
         assert_eq!(paths.console, Path::new("/data/vms/vm-1/console.sock"));
         assert_eq!(paths.serial_log, Path::new("/data/vms/vm-1/serial.log"));
+        assert_eq!(paths.vnc, Path::new("/data/vms/vm-1/vnc.sock"));
         assert_eq!(paths.pid_file, Path::new("/data/vms/vm-1/qemu.pid"));
     }
 

@@ -251,6 +251,14 @@ impl AuditRow {
                 data["pid"],
                 data["observation"].as_str().unwrap_or("acting")
             ),
+            "ConsoleOpened" => format!(
+                "{actor} opened the {} console of {vm}.",
+                data["console"].as_str().unwrap_or("a")
+            ),
+            "ConsoleClosed" => format!(
+                "{actor} closed the {} console of {vm}.",
+                data["console"].as_str().unwrap_or("a")
+            ),
             "UserCreated" => format!(
                 "{actor} created user {} ({vm}) with role {}.",
                 data["username"].as_str().unwrap_or("?"),

@@ -9,7 +9,7 @@ use super::commands::{JobResult, Observed, Reconfiguration, VmCommand};
 use super::error::VmError;
 use super::events::{Owner, VmEvent, VmSpec};
 use super::process::MachineProcess;
-use super::status::{accept, reconfigurable, Operation, Rejection, VmStatus};
+use super::status::{accept, console, reconfigurable, Operation, Rejection, VmStatus};
 
 /// The job a VM is waiting on. A VM has at most one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -150,6 +150,27 @@ impl Vm {
                 VmEvent::IsoChangeRequested { job_id, image }
             }),
             VmCommand::Reconfigure(change) => self.reconfigure(change),
+            VmCommand::OpenConsole {
+                console: kind,
+                session_id,
+            } => {
+                let status = self.existing_status()?;
+                console(status).map_err(|rejection| VmError::NoConsole { status, rejection })?;
+                Ok(vec![VmEvent::ConsoleOpened {
+                    console: kind,
+                    session_id,
+                }])
+            }
+            VmCommand::CloseConsole {
+                console: kind,
+                session_id,
+            } => {
+                self.existing_status()?;
+                Ok(vec![VmEvent::ConsoleClosed {
+                    console: kind,
+                    session_id,
+                }])
+            }
             VmCommand::ChangeOwner { owner } => match self.existing_status()? {
                 VmStatus::Deleted => Err(VmError::Rejected {
                     status: VmStatus::Deleted,
@@ -541,7 +562,11 @@ impl Aggregate for Vm {
                 }
                 _ => self.settle(VmStatus::Error, Some(reason)),
             },
-            VmEvent::OperationRetried { .. } | VmEvent::StaleObservationIgnored { .. } => {}
+            // For the record only: a console changes nothing about the VM.
+            VmEvent::OperationRetried { .. }
+            | VmEvent::StaleObservationIgnored { .. }
+            | VmEvent::ConsoleOpened { .. }
+            | VmEvent::ConsoleClosed { .. } => {}
             VmEvent::JobCancelled { .. } => {
                 let previous = self.pending.as_ref().map(|p| p.previous);
                 self.pending = None;

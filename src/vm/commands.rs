@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::cloud_init::{BootDevice, CloudInitSpec};
+use super::console::ConsoleKind;
 use super::events::{Owner, VmSpec};
 use super::network::NetworkSpec;
 use super::process::MachineProcess;
@@ -45,6 +46,16 @@ pub enum VmCommand {
     ChangeIso {
         job_id: String,
         image: Option<String>,
+    },
+    /// A viewer opens a console (the VM must be running); `session_id` names the session.
+    OpenConsole {
+        console: ConsoleKind,
+        session_id: String,
+    },
+    /// A console session ended; recorded whatever the VM's status is by then.
+    CloseConsole {
+        console: ConsoleKind,
+        session_id: String,
     },
     /// Hand the VM to another user.
     ChangeOwner {

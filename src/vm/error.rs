@@ -20,6 +20,11 @@ pub enum VmError {
         status: VmStatus,
         rejection: Rejection,
     },
+    #[error("The virtual machine is {status}, so its console cannot be opened.")]
+    NoConsole {
+        status: VmStatus,
+        rejection: Rejection,
+    },
     #[error("The change names no setting that differs from the current one.")]
     NothingToChange,
     #[error("Job {job_id} is not the job in progress for this virtual machine.")]

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cloud_init::{BootDevice, CloudInitSpec};
 use super::commands::ObservationKind;
+use super::console::ConsoleKind;
 use super::network::NetworkSpec;
 use super::status::Operation;
 
@@ -199,6 +200,18 @@ pub enum VmEvent {
         /// The VM's process at the time, if it had one.
         current_pid: Option<u32>,
     },
+    /// A user (the event's actor) opened a console of the running VM. `session_id` pairs it with
+    /// its `ConsoleClosed`; a server that crashes leaves the open unmatched. Changes nothing.
+    ConsoleOpened {
+        console: ConsoleKind,
+        session_id: String,
+    },
+    /// The console session `session_id` ended (the viewer left, dropped the connection, or the
+    /// machine stopped). Changes nothing.
+    ConsoleClosed {
+        console: ConsoleKind,
+        session_id: String,
+    },
 }
 
 /// How an event changes the job table, which a database trigger maintains from event metadata in
@@ -265,6 +278,8 @@ impl VmEvent {
             VmEvent::OperationRetried { .. } => "OperationRetried",
             VmEvent::JobCancelled { .. } => "JobCancelled",
             VmEvent::StaleObservationIgnored { .. } => "StaleObservationIgnored",
+            VmEvent::ConsoleOpened { .. } => "ConsoleOpened",
+            VmEvent::ConsoleClosed { .. } => "ConsoleClosed",
         }
     }
 
@@ -294,12 +309,14 @@ impl VmEvent {
             | VmEvent::VmDeleted { .. }
             | VmEvent::VmCrashed { .. }
             | VmEvent::JobCancelled { .. }
-            | VmEvent::StaleObservationIgnored { .. } => 1,
+            | VmEvent::StaleObservationIgnored { .. }
+            | VmEvent::ConsoleOpened { .. }
+            | VmEvent::ConsoleClosed { .. } => 1,
         }
     }
 
     /// Every event type name, for schema checks and filters.
-    pub const TYPE_NAMES: [&'static str; 25] = [
+    pub const TYPE_NAMES: [&'static str; 27] = [
         "VmCreated",
         "VmProvisioned",
         "StartRequested",
@@ -325,6 +342,8 @@ impl VmEvent {
         "OperationRetried",
         "JobCancelled",
         "StaleObservationIgnored",
+        "ConsoleOpened",
+        "ConsoleClosed",
     ];
 
     /// The job this event opens or closes, if any.
@@ -378,7 +397,9 @@ impl VmEvent {
             VmEvent::OperationRetried { job_id, .. } => Some(JobEffect::Concerns { job_id }),
             VmEvent::VmReconfigured { .. }
             | VmEvent::VmOwnerChanged { .. }
-            | VmEvent::StaleObservationIgnored { .. } => None,
+            | VmEvent::StaleObservationIgnored { .. }
+            | VmEvent::ConsoleOpened { .. }
+            | VmEvent::ConsoleClosed { .. } => None,
         }
     }
 }

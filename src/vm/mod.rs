@@ -4,6 +4,7 @@
 pub mod aggregate;
 pub mod cloud_init;
 pub mod commands;
+pub mod console;
 pub mod error;
 pub mod events;
 pub mod network;
@@ -16,6 +17,7 @@ mod tests;
 pub use aggregate::{PendingJob, Vm};
 pub use cloud_init::{BootDevice, CloudInitSecrets, CloudInitSpec, CloudUser};
 pub use commands::{JobResult, ObservationKind, Observed, Reconfiguration, VmCommand};
+pub use console::ConsoleKind;
 pub use error::VmError;
 pub use events::{JobEffect, JobOutcome, Owner, VmEvent, VmSpec};
 pub use network::{mac_address, tap_name, NetworkMode, NetworkSpec, PortForward, Protocol};

@@ -256,3 +256,23 @@ pub fn reconfigurable(status: VmStatus) -> Result<bool, Rejection> {
         S::Deleted => Err(Rejection::Gone),
     }
 }
+
+/// Whether a console of a VM in `status` may be opened: only while it runs. (A paused machine's
+/// sockets are there too, but it is refused like any VM that is not running; a console opened
+/// before a pause stays open.) Closing a console is always recorded.
+pub fn console(status: VmStatus) -> Result<(), Rejection> {
+    use VmStatus as S;
+    match status {
+        S::Running => Ok(()),
+        S::Paused => Err(Rejection::NotRunning),
+        S::Creating
+        | S::Starting
+        | S::Stopping
+        | S::Pausing
+        | S::Resuming
+        | S::Rebooting
+        | S::Deleting => Err(Rejection::Busy),
+        S::Stopped | S::Error | S::Crashed => Err(Rejection::NotRunning),
+        S::Deleted => Err(Rejection::Gone),
+    }
+}

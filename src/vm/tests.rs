@@ -1121,3 +1121,107 @@ fn a_process_recorded_without_its_start_time_is_matched_by_pid() {
             current_pid: Some(P1.pid),
         }]);
 }
+
+fn open_console(console: ConsoleKind) -> VmCommand {
+    VmCommand::OpenConsole {
+        console,
+        session_id: "con-1".into(),
+    }
+}
+
+#[test]
+fn a_console_of_a_running_vm_is_opened_and_recorded() {
+    VmTest::with(())
+        .given(history(VmStatus::Running))
+        .when(open_console(ConsoleKind::Serial))
+        .then_expect_events(vec![VmEvent::ConsoleOpened {
+            console: ConsoleKind::Serial,
+            session_id: "con-1".into(),
+        }]);
+}
+
+#[test]
+fn a_console_of_a_vm_that_is_not_running_is_refused() {
+    VmTest::with(())
+        .given(history(VmStatus::Stopped))
+        .when(open_console(ConsoleKind::Vnc))
+        .then_expect_error(VmError::NoConsole {
+            status: VmStatus::Stopped,
+            rejection: Rejection::NotRunning,
+        });
+}
+
+#[test]
+fn a_console_during_a_job_is_busy() {
+    VmTest::with(())
+        .given(history(VmStatus::Starting))
+        .when(open_console(ConsoleKind::Serial))
+        .then_expect_error(VmError::NoConsole {
+            status: VmStatus::Starting,
+            rejection: Rejection::Busy,
+        });
+}
+
+#[test]
+fn only_a_running_vm_opens_a_console() {
+    for status in VmStatus::ALL {
+        let result = state_after(history(status)).decide(open_console(ConsoleKind::Serial));
+        assert_eq!(
+            result.is_ok(),
+            status == VmStatus::Running,
+            "{status}: {result:?}"
+        );
+    }
+}
+
+#[test]
+fn a_console_close_is_recorded_whatever_the_status() {
+    for status in VmStatus::ALL {
+        let events = state_after(history(status))
+            .decide(VmCommand::CloseConsole {
+                console: ConsoleKind::Vnc,
+                session_id: "con-1".into(),
+            })
+            .unwrap_or_else(|e| panic!("{status}: {e}"));
+        assert_eq!(
+            events,
+            vec![VmEvent::ConsoleClosed {
+                console: ConsoleKind::Vnc,
+                session_id: "con-1".into(),
+            }]
+        );
+    }
+}
+
+#[test]
+fn a_console_close_of_a_vm_that_never_existed_is_refused() {
+    VmTest::with(())
+        .given_no_previous_events()
+        .when(VmCommand::CloseConsole {
+            console: ConsoleKind::Serial,
+            session_id: "con-1".into(),
+        })
+        .then_expect_error(VmError::NotFound);
+}
+
+#[test]
+fn console_events_change_nothing_about_the_vm() {
+    let before = state_after(history(VmStatus::Running));
+    let after = state_after(
+        [
+            history(VmStatus::Running),
+            vec![
+                VmEvent::ConsoleOpened {
+                    console: ConsoleKind::Serial,
+                    session_id: "con-1".into(),
+                },
+                VmEvent::ConsoleClosed {
+                    console: ConsoleKind::Serial,
+                    session_id: "con-1".into(),
+                },
+            ],
+        ]
+        .concat(),
+    );
+    assert_eq!(before, after);
+}

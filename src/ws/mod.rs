@@ -9,6 +9,7 @@ use crate::api::error::ApiError;
 use crate::app::AppState;
 use crate::auth;
 
+pub mod console_frames;
 pub mod limits;
 pub mod protocol;
 pub mod session;

@@ -37,6 +37,8 @@ pub enum ClientKind {
         params: Params,
     },
     Ping,
+    /// A console frame (`terminal-*`, `vnc-*`; see `ws::console_frames`).
+    Console(super::console_frames::ConsoleRequest),
 }
 
 /// What a subscription is to.
@@ -188,9 +190,12 @@ fn parse_kind(frame: &Map<String, Value>, bounds: IntervalBounds) -> Result<Clie
             })
         }
         "ping" => Ok(ClientKind::Ping),
+        console if super::console_frames::TYPES.contains(&console) => {
+            super::console_frames::parse(console, data).map(ClientKind::Console)
+        }
         other => Err(ApiError::validation(
             "type",
-            format!("`{other}` is not a frame type; use auth, subscribe, unsubscribe, vm-control or ping."),
+            format!("`{other}` is not a frame type; use auth, subscribe, unsubscribe, vm-control, ping, or a terminal-* or vnc-* console frame."),
         )),
     }
 }

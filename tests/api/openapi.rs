@@ -204,6 +204,8 @@ fn the_document_describes_every_route_with_its_answers() {
         ("post", "/api/v1/vms/{id}/reset"),
         ("post", "/api/v1/vms/{id}/iso"),
         ("delete", "/api/v1/vms/{id}/iso"),
+        ("get", "/api/v1/vms/{id}/console"),
+        ("get", "/api/v1/vms/{id}/vnc"),
         ("get", "/api/v1/vms/{id}/events"),
         ("get", "/api/v1/vms/{id}/history"),
         ("get", "/api/v1/events"),

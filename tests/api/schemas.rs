@@ -14,8 +14,8 @@ use voidvm::store::upcasters::{
     VmCreatedV1ToV2, VmCreatedV2ToV3, VmReconfiguredV1ToV2, VmReconfiguredV2ToV3,
 };
 use voidvm::vm::{
-    BootDevice, CloudInitSpec, CloudUser, NetworkMode, NetworkSpec, ObservationKind, Operation,
-    Owner, PortForward, Protocol, VmEvent, VmSpec,
+    BootDevice, CloudInitSpec, CloudUser, ConsoleKind, NetworkMode, NetworkSpec, ObservationKind,
+    Operation, Owner, PortForward, Protocol, VmEvent, VmSpec,
 };
 
 /// Versions no longer written but still in the log, each read through an upcaster.
@@ -191,6 +191,14 @@ fn covers(event: &VmEvent) -> &'static str {
             reason: _,
             current_pid: _,
         } => "StaleObservationIgnored",
+        VmEvent::ConsoleOpened {
+            console: _,
+            session_id: _,
+        } => "ConsoleOpened",
+        VmEvent::ConsoleClosed {
+            console: _,
+            session_id: _,
+        } => "ConsoleClosed",
     }
 }
 
@@ -400,6 +408,16 @@ fn samples() -> Vec<VmEvent> {
             current_pid: Some(2),
         },
     ];
+    for console in [ConsoleKind::Serial, ConsoleKind::Vnc] {
+        all.push(VmEvent::ConsoleOpened {
+            console,
+            session_id: "con-1".into(),
+        });
+        all.push(VmEvent::ConsoleClosed {
+            console,
+            session_id: "con-1".into(),
+        });
+    }
     let operations = Operation::ALL;
     for (attempts, operation) in (0..).zip(operations) {
         all.push(VmEvent::OperationFailed {

@@ -4,6 +4,7 @@
 //! document.
 
 mod change;
+mod console;
 mod create;
 mod history;
 mod iso;
@@ -11,6 +12,7 @@ mod lifecycle;
 mod read;
 
 pub use change::*;
+pub use console::*;
 pub use create::*;
 pub use history::*;
 pub use iso::*;

@@ -57,7 +57,7 @@ fn qemu_daemonizes_paused_and_writes_its_pid() {
     assert_eq!(value(&args, "-pidfile"), "/data/vms/vm-1/qemu.pid");
     assert_eq!(value(&args, "-name"), "vm-1");
     assert_eq!(value(&args, "-display"), "none");
-    assert_eq!(value(&args, "-vga"), "none");
+    assert_eq!(value(&args, "-vga"), "std");
 }
 
 #[test]
@@ -76,6 +76,7 @@ fn both_monitors_and_the_logged_console_are_on_the_machine_sockets() {
          logfile=/data/vms/vm-1/serial.log"
     );
     assert_eq!(value(&args, "-serial"), "chardev:serial0");
+    assert_eq!(value(&args, "-vnc"), "unix:/data/vms/vm-1/vnc.sock");
 }
 
 #[test]

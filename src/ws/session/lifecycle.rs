@@ -38,6 +38,7 @@ pub async fn run(
         .is_ok()
     {
         let end = conn.serve(&mut stream).await;
+        conn.close_consoles().await;
         conn.finish(end, session, writer).await;
     }
 }
@@ -118,6 +119,7 @@ pub async fn run_unauthenticated(
         .is_ok()
     {
         let end = conn.serve(&mut stream).await;
+        conn.close_consoles().await;
         conn.finish(end, session, writer).await;
     }
 }
@@ -197,6 +199,10 @@ impl Connection {
                 },
                 _ = usage.tick() => self.on_usage_tick().await,
                 _ = monitor_tick(&mut self.monitor) => self.on_monitor_tick().await,
+                event = self.consoles.next() => match event {
+                    Some(event) => self.on_console(event).await,
+                    None => Ok(()),
+                },
                 () = &mut expiry => Err(End::Close(CloseCode::Policy, "token expired: connect again with a new token".into())),
                 () = self.state.stopping.cancelled() => Err(End::Close(CloseCode::Away, match self.resume_position() {
                     Some(p) => format!("the server is stopping; resume with since={p}"),

@@ -17,13 +17,17 @@
 //! - `subscriptions`: subscribe, unsubscribe, and the replay and catch-up from the log;
 //! - `fanout`: live events, system events, monitor and usage ticks, turned into frames;
 //! - `writer`: the bounded send queue, its writer task, and the slow-client rule;
-//! - `control`: `vm-control`, a lifecycle verb sent over the socket.
+//! - `control`: `vm-control`, a lifecycle verb sent over the socket;
+//! - `consoles`, `terminal`, `vnc`: the console frames (`terminal-*`, `vnc-*`).
 
+mod consoles;
 mod control;
 mod fanout;
 mod lifecycle;
 mod requests;
 mod subscriptions;
+mod terminal;
+mod vnc;
 mod writer;
 
 use std::sync::atomic::AtomicI64;
@@ -66,6 +70,7 @@ pub struct Connection {
     system_events: bool,
     monitor: Option<(HostMonitor, tokio::time::Interval, u64)>,
     last_heard: Instant,
+    consoles: consoles::ConsoleLinks,
     _slot: Slot,
 }
 
@@ -82,6 +87,7 @@ impl Connection {
             system_events: false,
             monitor: None,
             last_heard: Instant::now(),
+            consoles: consoles::ConsoleLinks::new(),
             _slot: slot,
         }
     }

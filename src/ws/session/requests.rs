@@ -53,6 +53,7 @@ impl Connection {
                     Err(Refusal::End(end)) => Err(end),
                 };
             }
+            ClientKind::Console(request) => return self.console(request, &id).await,
             ClientKind::Unsubscribe { topic } => Ok(("unsubscribed", self.unsubscribe(&topic))),
             ClientKind::VmControl {
                 vm_id,
