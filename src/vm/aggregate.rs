@@ -9,6 +9,7 @@ use super::commands::{JobResult, Observed, Reconfiguration, VmCommand};
 use super::error::VmError;
 use super::events::{Owner, VmEvent, VmSpec};
 use super::process::MachineProcess;
+use super::snapshots::{snapshot_rule, SnapshotAction, SnapshotName, VmSnapshot};
 use super::status::{accept, reconfigurable, Operation, Rejection, VmStatus};
 
 /// The job a VM is waiting on. A VM has at most one.
@@ -50,12 +51,15 @@ pub struct Vm {
     /// The image whose ISO is in the VM's CD-ROM, if any.
     #[serde(default)]
     pub iso: Option<String>,
+    /// The snapshots on the VM's disk, oldest first.
+    #[serde(default)]
+    pub snapshots: Vec<VmSnapshot>,
 }
 
 /// The status an operation's job holds a VM in while it runs (`from` is where it was).
 pub fn transitional(operation: Operation, from: VmStatus) -> VmStatus {
     match operation {
-        Operation::Media => from,
+        Operation::Media | Operation::Snapshot => from,
         Operation::Provision => VmStatus::Creating,
         Operation::Start => VmStatus::Starting,
         Operation::Stop => VmStatus::Stopping,
@@ -149,6 +153,40 @@ impl Vm {
             VmCommand::ChangeIso { job_id, image } => self.request(Operation::Media, || {
                 VmEvent::IsoChangeRequested { job_id, image }
             }),
+            VmCommand::TakeSnapshot {
+                job_id,
+                name,
+                description,
+                memory,
+            } => {
+                if self.snapshot(&name).is_some() {
+                    return Err(VmError::SnapshotExists { name });
+                }
+                self.snapshot_request(SnapshotAction::Take { memory }, || {
+                    VmEvent::SnapshotRequested {
+                        job_id,
+                        name,
+                        description,
+                        memory,
+                    }
+                })
+            }
+            VmCommand::RestoreSnapshot { job_id, name } => {
+                let memory = self.known_snapshot(&name)?.memory;
+                self.snapshot_request(SnapshotAction::Restore { memory }, || {
+                    VmEvent::SnapshotRestoreRequested {
+                        job_id,
+                        name,
+                        memory,
+                    }
+                })
+            }
+            VmCommand::DeleteSnapshot { job_id, name } => {
+                self.known_snapshot(&name)?;
+                self.snapshot_request(SnapshotAction::Delete, || {
+                    VmEvent::SnapshotDeleteRequested { job_id, name }
+                })
+            }
             VmCommand::Reconfigure(change) => self.reconfigure(change),
             VmCommand::ChangeOwner { owner } => match self.existing_status()? {
                 VmStatus::Deleted => Err(VmError::Rejected {
@@ -192,11 +230,44 @@ impl Vm {
                     | Operation::Resume
                     | Operation::Reset
                     | Operation::Delete
-                    | Operation::Media => Ok(vec![VmEvent::JobCancelled { job_id }]),
+                    | Operation::Media
+                    | Operation::Snapshot => Ok(vec![VmEvent::JobCancelled { job_id }]),
                 }
             }
             VmCommand::Observe { process, observed } => self.observe(process, observed),
         }
+    }
+
+    /// The snapshot named `name`, if the VM has one.
+    fn snapshot(&self, name: &SnapshotName) -> Option<&VmSnapshot> {
+        self.snapshots.iter().find(|s| s.name == *name)
+    }
+
+    /// The snapshot named `name` of an existing VM, or why there is none.
+    fn known_snapshot(&self, name: &SnapshotName) -> Result<&VmSnapshot, VmError> {
+        let status = self.existing_status()?;
+        if status == VmStatus::Deleted {
+            return Err(VmError::Rejected {
+                status,
+                operation: Operation::Snapshot,
+                rejection: Rejection::Gone,
+            });
+        }
+        self.snapshot(name)
+            .ok_or_else(|| VmError::SnapshotNotFound { name: name.clone() })
+    }
+
+    /// A snapshot change: the transition table (one job at a time), then the snapshot table.
+    fn snapshot_request(
+        &self,
+        action: SnapshotAction,
+        event: impl FnOnce() -> VmEvent,
+    ) -> Result<Vec<VmEvent>, VmError> {
+        let events = self.request(Operation::Snapshot, event)?;
+        let status = self.existing_status()?;
+        snapshot_rule(status, action)
+            .map_err(|rejection| VmError::SnapshotRefused { status, rejection })?;
+        Ok(events)
     }
 
     fn reconfigure(&self, change: Reconfiguration) -> Result<Vec<VmEvent>, VmError> {
@@ -279,6 +350,29 @@ impl Vm {
             (Operation::Delete, JobResult::Deleted) => VmEvent::VmDeleted { job_id },
             (Operation::Media, JobResult::IsoChanged { image }) => {
                 VmEvent::VmIsoChanged { job_id, image }
+            }
+            (
+                Operation::Snapshot,
+                JobResult::SnapshotTaken {
+                    name,
+                    description,
+                    memory,
+                    created_at,
+                    vm_state_size,
+                },
+            ) => VmEvent::SnapshotTaken {
+                job_id,
+                name,
+                description,
+                memory,
+                created_at,
+                vm_state_size,
+            },
+            (Operation::Snapshot, JobResult::SnapshotRestored { name }) => {
+                VmEvent::SnapshotRestored { job_id, name }
+            }
+            (Operation::Snapshot, JobResult::SnapshotDeleted { name }) => {
+                VmEvent::SnapshotDeleted { job_id, name }
             }
             (operation, _) => return Err(VmError::ResultDoesNotFit { operation }),
         };
@@ -461,6 +555,37 @@ impl Aggregate for Vm {
                 self.iso = image;
                 self.pending = None;
             }
+            VmEvent::SnapshotRequested { job_id, .. }
+            | VmEvent::SnapshotRestoreRequested { job_id, .. }
+            | VmEvent::SnapshotDeleteRequested { job_id, .. } => {
+                self.open_job(&job_id, Operation::Snapshot)
+            }
+            VmEvent::SnapshotTaken {
+                name,
+                description,
+                memory,
+                created_at,
+                vm_state_size,
+                ..
+            } => {
+                // A snapshot job keeps the status: it is the status the snapshot was taken in.
+                let vm_status = self.status.unwrap_or(VmStatus::Stopped);
+                self.snapshots.retain(|s| s.name != name);
+                self.snapshots.push(VmSnapshot {
+                    name,
+                    description,
+                    memory,
+                    created_at,
+                    vm_status,
+                    vm_state_size,
+                });
+                self.pending = None;
+            }
+            VmEvent::SnapshotRestored { .. } => self.pending = None,
+            VmEvent::SnapshotDeleted { name, .. } => {
+                self.snapshots.retain(|s| s.name != name);
+                self.pending = None;
+            }
             VmEvent::VmProvisioned { .. } => self.settle(VmStatus::Stopped, None),
             VmEvent::VmStarted {
                 pid,
@@ -524,6 +649,8 @@ impl Aggregate for Vm {
                 self.requires_restart |= requires_restart;
             }
             VmEvent::VmDeleted { .. } => {
+                // The disk, and so every snapshot on it, went with the VM.
+                self.snapshots.clear();
                 self.end_process();
                 self.settle(VmStatus::Deleted, None);
             }
@@ -534,8 +661,8 @@ impl Aggregate for Vm {
             VmEvent::OperationFailed {
                 operation, reason, ..
             } => match operation {
-                // A failed medium change leaves the machine as it was.
-                Operation::Media => {
+                // A failed medium or snapshot change leaves the machine as it was.
+                Operation::Media | Operation::Snapshot => {
                     self.status_reason = Some(reason);
                     self.pending = None;
                 }

@@ -7,6 +7,7 @@ use super::cloud_init::{BootDevice, CloudInitSpec};
 use super::events::{Owner, VmSpec};
 use super::network::NetworkSpec;
 use super::process::MachineProcess;
+use super::snapshots::SnapshotName;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum VmCommand {
@@ -45,6 +46,23 @@ pub enum VmCommand {
     ChangeIso {
         job_id: String,
         image: Option<String>,
+    },
+    /// Snapshot the VM's disk (and, with `memory`, its running state) as `name`.
+    TakeSnapshot {
+        job_id: String,
+        name: SnapshotName,
+        description: Option<String>,
+        memory: bool,
+    },
+    /// Put the VM back as snapshot `name` left it.
+    RestoreSnapshot {
+        job_id: String,
+        name: SnapshotName,
+    },
+    /// Delete snapshot `name` from the VM's disk.
+    DeleteSnapshot {
+        job_id: String,
+        name: SnapshotName,
     },
     /// Hand the VM to another user.
     ChangeOwner {
@@ -110,6 +128,20 @@ pub enum JobResult {
     Deleted,
     IsoChanged {
         image: Option<String>,
+    },
+    /// The snapshot is on the disk (taken now, or found there by a retried job).
+    SnapshotTaken {
+        name: SnapshotName,
+        description: Option<String>,
+        memory: bool,
+        created_at: chrono::DateTime<chrono::Utc>,
+        vm_state_size: u64,
+    },
+    SnapshotRestored {
+        name: SnapshotName,
+    },
+    SnapshotDeleted {
+        name: SnapshotName,
     },
     /// The job gave up after `attempts` tries.
     Failed {

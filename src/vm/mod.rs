@@ -8,8 +8,11 @@ pub mod error;
 pub mod events;
 pub mod network;
 pub mod process;
+pub mod snapshots;
 pub mod status;
 
+#[cfg(test)]
+mod snapshot_tests;
 #[cfg(test)]
 mod tests;
 
@@ -20,4 +23,5 @@ pub use error::VmError;
 pub use events::{JobEffect, JobOutcome, Owner, VmEvent, VmSpec};
 pub use network::{mac_address, tap_name, NetworkMode, NetworkSpec, PortForward, Protocol};
 pub use process::MachineProcess;
+pub use snapshots::{SnapshotAction, SnapshotName, VmSnapshot};
 pub use status::{Operation, Rejection, VmStatus};

@@ -1,0 +1,149 @@
+//! Disk (and memory) snapshots of a VM, as the aggregate knows them: the typed snapshot name, the
+//! record kept per snapshot, and the table saying which snapshot change a VM accepts in which
+//! status. These are qcow2 internal snapshots of the VM's disk (not the event store's snapshots
+//! of aggregate state, which are something else entirely). Nothing here touches IO.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::status::{Rejection, VmStatus};
+
+/// The longest snapshot name.
+pub const SNAPSHOT_NAME_MAX: usize = 63;
+
+/// A snapshot's name: 1 to 63 characters of `A-Z a-z 0-9 . _ -`, not starting with `-` (it is
+/// a qcow2 snapshot tag and a `qemu-img` argument).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SnapshotName(String);
+
+/// Why a string is not a snapshot name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotNameError {
+    #[error("A snapshot name has 1 to {SNAPSHOT_NAME_MAX} characters.")]
+    Length,
+    #[error("A snapshot name may hold only letters, digits, '.', '_' and '-'.")]
+    Characters,
+    #[error("A snapshot name may not start with '-'.")]
+    LeadingDash,
+}
+
+impl SnapshotName {
+    pub fn parse(name: &str) -> Result<SnapshotName, SnapshotNameError> {
+        if name.is_empty() || name.len() > SNAPSHOT_NAME_MAX {
+            return Err(SnapshotNameError::Length);
+        }
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            return Err(SnapshotNameError::Characters);
+        }
+        if name.starts_with('-') {
+            return Err(SnapshotNameError::LeadingDash);
+        }
+        Ok(SnapshotName(name.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for SnapshotName {
+    type Error = SnapshotNameError;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        SnapshotName::parse(&value)
+    }
+}
+
+impl From<SnapshotName> for String {
+    fn from(name: SnapshotName) -> String {
+        name.0
+    }
+}
+
+impl std::fmt::Display for SnapshotName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One snapshot of the VM's disk, as `GET /vms/{id}/snapshots` and the VM's history show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VmSnapshot {
+    #[schema(value_type = String, pattern = "^[A-Za-z0-9._][A-Za-z0-9._-]{0,62}$")]
+    pub name: SnapshotName,
+    pub description: Option<String>,
+    /// Whether the machine's memory (its running state) was saved too.
+    pub memory: bool,
+    /// When the snapshot was taken (the worker's clock).
+    pub created_at: DateTime<Utc>,
+    /// The VM's status when it was taken.
+    pub vm_status: VmStatus,
+    /// Bytes of saved machine state (0 for a disk-only snapshot).
+    pub vm_state_size: u64,
+}
+
+/// A change to a VM's snapshots, as the table below tells them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotAction {
+    Take { memory: bool },
+    Restore { memory: bool },
+    Delete,
+}
+
+/// The snapshot table: may a VM in `status` take, restore or delete a snapshot now? Every pair is
+/// spelled out. A running (or paused) machine is changed live through QMP, a stopped one with
+/// `qemu-img`; memory is only saved from a running machine, and a disk-only snapshot is only put
+/// back on a stopped one (its disk cannot change under a running guest). Restoring a memory
+/// snapshot on a stopped VM puts its disk back; the next start boots from that disk.
+pub fn snapshot_rule(status: VmStatus, action: SnapshotAction) -> Result<(), Rejection> {
+    use SnapshotAction as A;
+    use VmStatus as S;
+    match (status, action) {
+        (
+            S::Creating
+            | S::Starting
+            | S::Stopping
+            | S::Pausing
+            | S::Resuming
+            | S::Rebooting
+            | S::Deleting,
+            A::Take { .. } | A::Restore { .. } | A::Delete,
+        ) => Err(Rejection::Busy),
+        (S::Deleted, A::Take { .. } | A::Restore { .. } | A::Delete) => Err(Rejection::Gone),
+        (S::Running | S::Paused, A::Take { .. } | A::Restore { memory: true } | A::Delete) => {
+            Ok(())
+        }
+        (S::Running | S::Paused, A::Restore { memory: false }) => Err(Rejection::MustBeStopped),
+        (S::Stopped | S::Crashed | S::Error, A::Take { memory: true }) => {
+            Err(Rejection::NotRunning)
+        }
+        (
+            S::Stopped | S::Crashed | S::Error,
+            A::Take { memory: false } | A::Restore { .. } | A::Delete,
+        ) => Ok(()),
+    }
+}
+
+/// The sentence for a snapshot change the table refused.
+pub fn refusal(status: VmStatus, rejection: Rejection) -> String {
+    match rejection {
+        Rejection::NotRunning => format!(
+            "A memory snapshot needs a running virtual machine; this one is {status}."
+        ),
+        Rejection::MustBeStopped => format!(
+            "A disk-only snapshot can only be restored on a stopped virtual machine; this one is {status}: stop it first."
+        ),
+        Rejection::Busy => format!(
+            "The virtual machine is {status}; its snapshots cannot change until that job ends."
+        ),
+        Rejection::Gone => "The virtual machine was deleted.".to_string(),
+        Rejection::AlreadyRunning | Rejection::AlreadyPaused | Rejection::NotPaused => {
+            format!("The virtual machine is {status}, so its snapshots cannot change now.")
+        }
+    }
+}
