@@ -5,6 +5,7 @@
 
 mod change;
 mod create;
+mod disk_snapshots;
 mod history;
 mod iso;
 mod lifecycle;
@@ -12,6 +13,7 @@ mod read;
 
 pub use change::*;
 pub use create::*;
+pub use disk_snapshots::*;
 pub use history::*;
 pub use iso::*;
 pub use lifecycle::*;
