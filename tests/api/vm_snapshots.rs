@@ -10,6 +10,9 @@ use std::path::Path;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
+use voidvm::hypervisor::{DiskSnapshots, QemuConfig, QemuDiskSnapshots};
+use voidvm::vm::SnapshotName;
+
 use crate::guest_shell::GuestShell;
 use crate::helpers::{spawn_app, TestApp};
 
@@ -71,6 +74,23 @@ async fn guest(app: &TestApp, name: &str) -> String {
     id
 }
 
+/// The snapshot operations a worker runs, on the test's machines: calling them again is what a
+/// job retried after its worker died does.
+fn worker_side(app: &TestApp) -> QemuDiskSnapshots {
+    QemuDiskSnapshots::new(&QemuConfig {
+        data_dir: app.env.data_dir.clone(),
+        ..QemuConfig::default()
+    })
+}
+
+fn created_at(snapshot: &Value) -> chrono::DateTime<chrono::Utc> {
+    snapshot["createdAt"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .unwrap_or_else(|| panic!("no createdAt in {snapshot}"))
+}
+
 fn event_types(events: &Value) -> Vec<String> {
     events["data"]["items"]
         .as_array()
@@ -119,6 +139,14 @@ async fn a_stopped_vm_takes_lists_restores_and_deletes_snapshots_with_qemu_img()
     assert_eq!(first["vmStateSize"], 0);
     assert!(first["createdAt"].is_string(), "{first}");
     assert!(tags_on_disk(&app, &id).contains("first"));
+    // A retried take finds the snapshot on the disk and reports it as it was taken.
+    let first_name = SnapshotName::parse("first").expect("a name");
+    let again = worker_side(&app)
+        .take(&id, &first_name, false)
+        .await
+        .expect("a retried take");
+    assert_eq!(again.created_at, created_at(first));
+    assert_eq!(tags_on_disk(&app, &id).matches("first").count(), 1);
     let (_, vm) = app.get_vm(&id).await;
     assert_eq!(vm["data"]["status"], "stopped", "{vm}");
     assert_eq!(vm["data"]["snapshots"][0]["name"], "first", "{vm}");
@@ -144,6 +172,10 @@ async fn a_stopped_vm_takes_lists_restores_and_deletes_snapshots_with_qemu_img()
     change_and_wait(&app, Method::DELETE, &format!("{id}/snapshots/first"), None).await;
     assert!(list(&app, &id).await.is_empty());
     assert!(!tags_on_disk(&app, &id).contains("first"));
+    worker_side(&app)
+        .delete(&id, &first_name)
+        .await
+        .expect("a retried delete of what is gone succeeds");
 
     // The log has each request and outcome, and the history shows the snapshot while it was.
     let (_, events) = app.vm_events(&id, "").await;
@@ -252,6 +284,14 @@ async fn a_memory_snapshot_puts_the_running_guest_back_without_a_reboot() {
         "{snapshots:?}"
     );
     assert_eq!(app.status_of(&id).await, "running");
+    // A retried live take finds it on the disk: no second snapshot, the same time.
+    let mem_name = SnapshotName::parse("mem-1").expect("a name");
+    let again = worker_side(&app)
+        .take(&id, &mem_name, true)
+        .await
+        .expect("a retried take");
+    assert_eq!(again.created_at, created_at(&snapshots[0]));
+    assert_eq!(tags_on_disk(&app, &id).matches("mem-1").count(), 1);
 
     shell.run("echo after > /tmp/m", 60).await;
     assert_eq!(shell.value(read, 60).await, "after");
