@@ -9,7 +9,7 @@ use super::commands::{JobResult, Observed, Reconfiguration, VmCommand};
 use super::error::VmError;
 use super::events::{Owner, VmEvent, VmSpec};
 use super::process::MachineProcess;
-use super::snapshots::{snapshot_rule, SnapshotAction, SnapshotName, VmSnapshot};
+use super::snapshots::VmSnapshot;
 use super::status::{accept, reconfigurable, Operation, Rejection, VmStatus};
 
 /// The job a VM is waiting on. A VM has at most one.
@@ -71,12 +71,12 @@ pub fn transitional(operation: Operation, from: VmStatus) -> VmStatus {
 }
 
 impl Vm {
-    fn existing_status(&self) -> Result<VmStatus, VmError> {
+    pub(super) fn existing_status(&self) -> Result<VmStatus, VmError> {
         self.status.ok_or(VmError::NotFound)
     }
 
     /// Checks `operation` against the transition table and names the event that requests it.
-    fn request(
+    pub(super) fn request(
         &self,
         operation: Operation,
         event: impl FnOnce() -> VmEvent,
@@ -158,35 +158,9 @@ impl Vm {
                 name,
                 description,
                 memory,
-            } => {
-                if self.snapshot(&name).is_some() {
-                    return Err(VmError::SnapshotExists { name });
-                }
-                self.snapshot_request(SnapshotAction::Take { memory }, || {
-                    VmEvent::SnapshotRequested {
-                        job_id,
-                        name,
-                        description,
-                        memory,
-                    }
-                })
-            }
-            VmCommand::RestoreSnapshot { job_id, name } => {
-                let memory = self.known_snapshot(&name)?.memory;
-                self.snapshot_request(SnapshotAction::Restore { memory }, || {
-                    VmEvent::SnapshotRestoreRequested {
-                        job_id,
-                        name,
-                        memory,
-                    }
-                })
-            }
-            VmCommand::DeleteSnapshot { job_id, name } => {
-                self.known_snapshot(&name)?;
-                self.snapshot_request(SnapshotAction::Delete, || {
-                    VmEvent::SnapshotDeleteRequested { job_id, name }
-                })
-            }
+            } => self.take_snapshot(job_id, name, description, memory),
+            VmCommand::RestoreSnapshot { job_id, name } => self.restore_snapshot(job_id, name),
+            VmCommand::DeleteSnapshot { job_id, name } => self.delete_snapshot(job_id, name),
             VmCommand::Reconfigure(change) => self.reconfigure(change),
             VmCommand::ChangeOwner { owner } => match self.existing_status()? {
                 VmStatus::Deleted => Err(VmError::Rejected {
@@ -236,38 +210,6 @@ impl Vm {
             }
             VmCommand::Observe { process, observed } => self.observe(process, observed),
         }
-    }
-
-    /// The snapshot named `name`, if the VM has one.
-    fn snapshot(&self, name: &SnapshotName) -> Option<&VmSnapshot> {
-        self.snapshots.iter().find(|s| s.name == *name)
-    }
-
-    /// The snapshot named `name` of an existing VM, or why there is none.
-    fn known_snapshot(&self, name: &SnapshotName) -> Result<&VmSnapshot, VmError> {
-        let status = self.existing_status()?;
-        if status == VmStatus::Deleted {
-            return Err(VmError::Rejected {
-                status,
-                operation: Operation::Snapshot,
-                rejection: Rejection::Gone,
-            });
-        }
-        self.snapshot(name)
-            .ok_or_else(|| VmError::SnapshotNotFound { name: name.clone() })
-    }
-
-    /// A snapshot change: the transition table (one job at a time), then the snapshot table.
-    fn snapshot_request(
-        &self,
-        action: SnapshotAction,
-        event: impl FnOnce() -> VmEvent,
-    ) -> Result<Vec<VmEvent>, VmError> {
-        let events = self.request(Operation::Snapshot, event)?;
-        let status = self.existing_status()?;
-        snapshot_rule(status, action)
-            .map_err(|rejection| VmError::SnapshotRefused { status, rejection })?;
-        Ok(events)
     }
 
     fn reconfigure(&self, change: Reconfiguration) -> Result<Vec<VmEvent>, VmError> {
@@ -567,25 +509,9 @@ impl Aggregate for Vm {
                 created_at,
                 vm_state_size,
                 ..
-            } => {
-                // A snapshot job keeps the status: it is the status the snapshot was taken in.
-                let vm_status = self.status.unwrap_or(VmStatus::Stopped);
-                self.snapshots.retain(|s| s.name != name);
-                self.snapshots.push(VmSnapshot {
-                    name,
-                    description,
-                    memory,
-                    created_at,
-                    vm_status,
-                    vm_state_size,
-                });
-                self.pending = None;
-            }
+            } => self.keep_snapshot(name, description, memory, created_at, vm_state_size),
             VmEvent::SnapshotRestored { .. } => self.pending = None,
-            VmEvent::SnapshotDeleted { name, .. } => {
-                self.snapshots.retain(|s| s.name != name);
-                self.pending = None;
-            }
+            VmEvent::SnapshotDeleted { name, .. } => self.forget_snapshot(&name),
             VmEvent::VmProvisioned { .. } => self.settle(VmStatus::Stopped, None),
             VmEvent::VmStarted {
                 pid,

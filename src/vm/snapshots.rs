@@ -1,12 +1,16 @@
 //! Disk (and memory) snapshots of a VM, as the aggregate knows them: the typed snapshot name, the
 //! record kept per snapshot, and the table saying which snapshot change a VM accepts in which
-//! status. These are qcow2 internal snapshots of the VM's disk (not the event store's snapshots
-//! of aggregate state, which are something else entirely). Nothing here touches IO.
+//! status, and the aggregate's decisions on the snapshot commands. These are qcow2 internal
+//! snapshots of the VM's disk (not the event store's snapshots of aggregate state, which are
+//! something else entirely). Nothing here touches IO.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::status::{Rejection, VmStatus};
+use super::aggregate::Vm;
+use super::error::VmError;
+use super::events::VmEvent;
+use super::status::{Operation, Rejection, VmStatus};
 
 /// The longest snapshot name.
 pub const SNAPSHOT_NAME_MAX: usize = 63;
@@ -145,5 +149,117 @@ pub fn refusal(status: VmStatus, rejection: Rejection) -> String {
         Rejection::AlreadyRunning | Rejection::AlreadyPaused | Rejection::NotPaused => {
             format!("The virtual machine is {status}, so its snapshots cannot change now.")
         }
+    }
+}
+
+/// The aggregate's part in snapshots: deciding the three snapshot commands and keeping the list.
+impl Vm {
+    /// Snapshot the VM as `name`: a new name, then the tables.
+    pub(super) fn take_snapshot(
+        &self,
+        job_id: String,
+        name: SnapshotName,
+        description: Option<String>,
+        memory: bool,
+    ) -> Result<Vec<VmEvent>, VmError> {
+        if self.snapshot(&name).is_some() {
+            return Err(VmError::SnapshotExists { name });
+        }
+        self.snapshot_request(SnapshotAction::Take { memory }, || {
+            VmEvent::SnapshotRequested {
+                job_id,
+                name,
+                description,
+                memory,
+            }
+        })
+    }
+
+    /// Put the VM back as snapshot `name` left it; the request says whether it holds memory.
+    pub(super) fn restore_snapshot(
+        &self,
+        job_id: String,
+        name: SnapshotName,
+    ) -> Result<Vec<VmEvent>, VmError> {
+        let memory = self.known_snapshot(&name)?.memory;
+        self.snapshot_request(SnapshotAction::Restore { memory }, || {
+            VmEvent::SnapshotRestoreRequested {
+                job_id,
+                name,
+                memory,
+            }
+        })
+    }
+
+    pub(super) fn delete_snapshot(
+        &self,
+        job_id: String,
+        name: SnapshotName,
+    ) -> Result<Vec<VmEvent>, VmError> {
+        self.known_snapshot(&name)?;
+        self.snapshot_request(SnapshotAction::Delete, || {
+            VmEvent::SnapshotDeleteRequested { job_id, name }
+        })
+    }
+
+    /// Records a snapshot on the disk and ends its job. A snapshot job keeps the status: it is
+    /// the status the snapshot was taken in.
+    pub(super) fn keep_snapshot(
+        &mut self,
+        name: SnapshotName,
+        description: Option<String>,
+        memory: bool,
+        created_at: DateTime<Utc>,
+        vm_state_size: u64,
+    ) {
+        let vm_status = self.status.unwrap_or(VmStatus::Stopped);
+        self.snapshots.retain(|s| s.name != name);
+        self.snapshots.push(VmSnapshot {
+            name,
+            description,
+            memory,
+            created_at,
+            vm_status,
+            vm_state_size,
+        });
+        self.pending = None;
+    }
+
+    /// Forgets a deleted snapshot and ends its job.
+    pub(super) fn forget_snapshot(&mut self, name: &SnapshotName) {
+        self.snapshots.retain(|s| s.name != *name);
+        self.pending = None;
+    }
+
+    /// The snapshot named `name`, if the VM has one.
+    fn snapshot(&self, name: &SnapshotName) -> Option<&VmSnapshot> {
+        self.snapshots.iter().find(|s| s.name == *name)
+    }
+
+    /// The snapshot named `name` of an existing VM, or why there is none.
+    fn known_snapshot(&self, name: &SnapshotName) -> Result<&VmSnapshot, VmError> {
+        let status = self.existing_status()?;
+        if status == VmStatus::Deleted {
+            return Err(VmError::Rejected {
+                status,
+                operation: Operation::Snapshot,
+                rejection: Rejection::Gone,
+            });
+        }
+        self.snapshot(name)
+            .ok_or_else(|| VmError::SnapshotNotFound { name: name.clone() })
+    }
+
+    /// A snapshot change: the transition table (one job at a time), then the snapshot table.
+    fn snapshot_request(
+        &self,
+        action: SnapshotAction,
+        event: impl FnOnce() -> VmEvent,
+    ) -> Result<Vec<VmEvent>, VmError> {
+        let events = self.request(Operation::Snapshot, event)?;
+        let status = self.existing_status()?;
+        snapshot_rule(status, action)
+            .map_err(|rejection| VmError::SnapshotRefused { status, rejection })?;
+        Ok(events)
     }
 }
