@@ -69,7 +69,15 @@ fn delete(n: &str) -> VmCommand {
 
 #[test]
 fn snapshot_names_are_short_plain_tags() {
-    for good in ["a", "before-upgrade", "v1.2_final", "0", &"x".repeat(63)] {
+    for good in [
+        "a",
+        "before-upgrade",
+        "v1.2_final",
+        "0a",
+        "2024-01-01",
+        ".5",
+        &"x".repeat(63),
+    ] {
         assert!(SnapshotName::parse(good).is_ok(), "{good}");
     }
     assert_eq!(SnapshotName::parse(""), Err(SnapshotNameError::Length));
@@ -88,6 +96,13 @@ fn snapshot_names_are_short_plain_tags() {
         SnapshotName::parse("-a"),
         Err(SnapshotNameError::LeadingDash)
     );
+    for id_like in ["0", "2", "0042"] {
+        assert_eq!(
+            SnapshotName::parse(id_like),
+            Err(SnapshotNameError::OnlyDigits),
+            "{id_like}"
+        );
+    }
     // A name read from the log is checked the same way.
     assert!(serde_json::from_str::<SnapshotName>("\"-a\"").is_err());
 }

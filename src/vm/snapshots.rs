@@ -16,7 +16,8 @@ use super::status::{Operation, Rejection, VmStatus};
 pub const SNAPSHOT_NAME_MAX: usize = 63;
 
 /// A snapshot's name: 1 to 63 characters of `A-Z a-z 0-9 . _ -`, not starting with `-` (it is
-/// a qcow2 snapshot tag and a `qemu-img` argument).
+/// a qcow2 snapshot tag and a `qemu-img` argument) and not only digits (QEMU looks a tag up as a
+/// snapshot id first, so `2` could name another snapshot).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct SnapshotName(String);
@@ -30,6 +31,8 @@ pub enum SnapshotNameError {
     Characters,
     #[error("A snapshot name may not start with '-'.")]
     LeadingDash,
+    #[error("A snapshot name may not be only digits (QEMU would take it for a snapshot id).")]
+    OnlyDigits,
 }
 
 impl SnapshotName {
@@ -45,6 +48,9 @@ impl SnapshotName {
         }
         if name.starts_with('-') {
             return Err(SnapshotNameError::LeadingDash);
+        }
+        if name.chars().all(|c| c.is_ascii_digit()) {
+            return Err(SnapshotNameError::OnlyDigits);
         }
         Ok(SnapshotName(name.to_string()))
     }
@@ -78,7 +84,7 @@ impl std::fmt::Display for SnapshotName {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VmSnapshot {
-    #[schema(value_type = String, pattern = "^[A-Za-z0-9._][A-Za-z0-9._-]{0,62}$")]
+    #[schema(value_type = String, pattern = "^([A-Za-z._]|[0-9]+[A-Za-z._-])[A-Za-z0-9._-]*$", min_length = 1, max_length = 63)]
     pub name: SnapshotName,
     pub description: Option<String>,
     /// Whether the machine's memory (its running state) was saved too.

@@ -418,7 +418,7 @@ fn samples() -> Vec<VmEvent> {
         },
         VmEvent::SnapshotTaken {
             job_id: job(),
-            name: snapshot_name("0"),
+            name: snapshot_name("0a"),
             description: None,
             memory: false,
             created_at: chrono::DateTime::from_timestamp(0, 0).expect("a time"),
@@ -929,6 +929,10 @@ fn the_schemas_reject_payloads_of_another_shape() {
 
     let bad_name = json!({"SnapshotDeleted": {"jobId": "job-1", "name": "-rf"}});
     assert_invalid("SnapshotDeleted", 1, &bad_name, "a name starting with '-'");
+    let id_like = json!({"SnapshotDeleted": {"jobId": "job-1", "name": "12"}});
+    assert_invalid("SnapshotDeleted", 1, &id_like, "a name of digits only");
+    let long = json!({"SnapshotDeleted": {"jobId": "job-1", "name": "x".repeat(64)}});
+    assert_invalid("SnapshotDeleted", 1, &long, "a name over 63 characters");
 }
 
 #[test]

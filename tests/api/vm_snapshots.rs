@@ -339,6 +339,7 @@ async fn snapshot_requests_are_checked_and_need_vm_update() {
         (json!({"name": ""}), "name"),
         (json!({"name": "-rf"}), "name"),
         (json!({"name": "a b"}), "name"),
+        (json!({"name": "2"}), "name"),
         (json!({"name": long}), "name"),
         (json!({}), "name"),
         (json!({"name": "ok", "memory": "yes"}), "memory"),

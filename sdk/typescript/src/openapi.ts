@@ -8488,7 +8488,10 @@ export interface components {
         };
         /** @description A snapshot to take. */
         TakeSnapshot: {
-            /** @description 1 to 63 characters of `A-Z a-z 0-9 . _ -`, not starting with `-`; unique per VM. */
+            /**
+             * @description 1 to 63 characters of `A-Z a-z 0-9 . _ -`, not starting with `-` and not only digits
+             *     (QEMU would take those for a snapshot id); unique per VM.
+             */
             name: string;
             /** @description Free text, at most 1,024 characters. */
             description?: string | null;

@@ -31,8 +31,13 @@ use crate::vm::{SnapshotName, VmCommand, VmSnapshot};
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TakeSnapshot {
-    /// 1 to 63 characters of `A-Z a-z 0-9 . _ -`, not starting with `-`; unique per VM.
-    #[schema(pattern = "^[A-Za-z0-9._][A-Za-z0-9._-]{0,62}$")]
+    /// 1 to 63 characters of `A-Z a-z 0-9 . _ -`, not starting with `-` and not only digits
+    /// (QEMU would take those for a snapshot id); unique per VM.
+    #[schema(
+        pattern = "^([A-Za-z._]|[0-9]+[A-Za-z._-])[A-Za-z0-9._-]*$",
+        min_length = 1,
+        max_length = 63
+    )]
     pub name: String,
     /// Free text, at most 1,024 characters.
     pub description: Option<String>,
