@@ -91,6 +91,44 @@ fn created_at(snapshot: &Value) -> chrono::DateTime<chrono::Utc> {
         .unwrap_or_else(|| panic!("no createdAt in {snapshot}"))
 }
 
+/// Starts QEMU's `snapshot-save` job `job_id` for `tag` on the VM's QMP monitor and hangs up
+/// without waiting for it: what a worker killed in the middle of a memory snapshot leaves.
+async fn start_qemu_snapshot_job(app: &TestApp, id: &str, job_id: &str, tag: &str) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let socket = app.env.data_dir.join("vms").join(id).join("qmp.sock");
+    let stream = tokio::net::UnixStream::connect(&socket)
+        .await
+        .expect("the QMP monitor");
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    qmp_answer(&mut lines).await; // the greeting
+    for command in [
+        json!({"execute": "qmp_capabilities"}),
+        json!({"execute": "snapshot-save", "arguments": {
+            "job-id": job_id, "tag": tag, "vmstate": "vd0", "devices": ["vd0"]}}),
+    ] {
+        write
+            .write_all(format!("{command}\n").as_bytes())
+            .await
+            .expect("QMP writes");
+        let got = qmp_answer(&mut lines).await;
+        assert!(got.get("return").is_some(), "{command}: {got}");
+    }
+}
+
+/// The next QMP message that is not an event.
+async fn qmp_answer(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::net::unix::OwnedReadHalf>>,
+) -> Value {
+    loop {
+        let line = lines.next_line().await.expect("QMP reads").expect("a line");
+        let message: Value = serde_json::from_str(&line).expect("QMP JSON");
+        if message.get("event").is_none() {
+            return message;
+        }
+    }
+}
+
 fn event_types(events: &Value) -> Vec<String> {
     events["data"]["items"]
         .as_array()
@@ -311,6 +349,19 @@ async fn a_memory_snapshot_puts_the_running_guest_back_without_a_reboot() {
 
     change_and_wait(&app, Method::DELETE, &format!("{id}/snapshots/mem-1"), None).await;
     assert!(list(&app, &id).await.is_empty());
+
+    // A worker killed mid-snapshot left QEMU's job behind: the retried job waits for it,
+    // dismisses it, and finds the snapshot it made.
+    start_qemu_snapshot_job(&app, &id, "snapsave-mem-2", "mem-2").await;
+    change_and_wait(
+        &app,
+        Method::POST,
+        &format!("{id}/snapshots"),
+        Some(json!({"name": "mem-2", "memory": true})),
+    )
+    .await;
+    assert_eq!(tags_on_disk(&app, &id).matches("mem-2").count(), 1);
+    assert_eq!(list(&app, &id).await[0]["name"], "mem-2");
     drop(shell);
     app.act_and_wait(&id, "stop", Some(json!({"force": true})))
         .await;
