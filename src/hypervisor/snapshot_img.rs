@@ -159,3 +159,27 @@ async fn run(
     }
     Ok(output.stdout)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qemu_img_info_lists_the_snapshots_with_their_time_and_state_size() {
+        // `qemu-img info --output=json` of QEMU 7.2, shortened.
+        let json = br#"{"snapshots": [{"icount": 0, "vm-clock-nsec": 0, "name": "s1",
+            "date-sec": 1795664361, "date-nsec": 241514000, "vm-clock-sec": 0, "id": "1",
+            "vm-state-size": 4096}], "virtual-size": 1048576, "format": "qcow2"}"#;
+        let info: ImageInfo = serde_json::from_slice(json).expect("it reads");
+        let snapshot = info.snapshots[0].disk_snapshot();
+        assert_eq!(snapshot.name, "s1");
+        assert_eq!(snapshot.vm_state_size, 4096);
+        assert_eq!(
+            snapshot.created_at.to_rfc3339(),
+            "2026-11-26T03:39:21.241514+00:00"
+        );
+        let none: ImageInfo =
+            serde_json::from_slice(br#"{"format": "qcow2"}"#).expect("no snapshots key");
+        assert!(none.snapshots.is_empty());
+    }
+}
