@@ -17,7 +17,7 @@ repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 images_dir="${1:-$repo_root/.cache/images}"
 out="$images_dir/busybox"
 # Bump when the guest changes, so that an older build in the cache is replaced.
-guest_version=4
+guest_version=5
 
 if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.img" ] && [ -s "$out/cmdline" ] &&
   [ "$(cat "$out/version" 2>/dev/null)" = "$guest_version" ]; then
@@ -76,7 +76,8 @@ done
 # The power button needs the ACPI button driver (input events) and evdev (/dev/input/event*, read
 # by busybox acpid); the NIC needs virtio-pci and virtio-net, and udhcpc raw packet sockets
 # (af_packet); the CD-ROMs (the NoCloud seed, an attached ISO) need the virtio-scsi controller, the
-# SCSI CD-ROM driver and ISO 9660. Built in (=y) needs nothing; a module (=m) is shipped with its dependencies
+# SCSI CD-ROM driver and ISO 9660; the VM's own disk (/dev/vda, which disk snapshot tests write
+# to) needs virtio-blk. Built in (=y) needs nothing; a module (=m) is shipped with its dependencies
 # (from the .ko's own .modinfo, the package has no modules.dep), decompressed, and loaded by /init
 # in dependency order.
 : >"$root/lib/modules/load-order"
@@ -102,7 +103,8 @@ add_module() { # adds a module after its dependencies
 }
 for triple in ACPI_BUTTON:button:power-down INPUT_EVDEV:evdev:power-down \
   VIRTIO_PCI:virtio_pci:networking VIRTIO_NET:virtio_net:networking PACKET:af_packet:DHCP \
-  SCSI_VIRTIO:virtio_scsi:CD-ROMs BLK_DEV_SR:sr_mod:CD-ROMs ISO9660_FS:isofs:CD-ROMs; do
+  SCSI_VIRTIO:virtio_scsi:CD-ROMs BLK_DEV_SR:sr_mod:CD-ROMs ISO9660_FS:isofs:CD-ROMs \
+  VIRTIO_BLK:virtio_blk:the-disk; do
   symbol="${triple%%:*}"
   rest="${triple#*:}"
   module="${rest%%:*}"

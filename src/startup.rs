@@ -31,7 +31,7 @@ use crate::bus::{Bus, Hub};
 use crate::config::Settings;
 use crate::hypervisor::images::ImageCatalog;
 use crate::hypervisor::qemu::{QemuConfig, QemuHypervisor};
-use crate::hypervisor::{Hypervisor, ObservationSender};
+use crate::hypervisor::{DiskSnapshots, Hypervisor, ObservationSender, QemuDiskSnapshots};
 use crate::images::fetch::Fetcher;
 use crate::images::service::{ImageService, SharedImages};
 use crate::publish::WakeRelay;
@@ -80,19 +80,20 @@ impl Application {
         let tokens = TokenKeys::new(&secret, settings.token_ttl_secs);
 
         let (observations_tx, observations_rx) = mpsc::unbounded_channel();
-        let hypervisor: Arc<dyn Hypervisor> = Arc::new(
-            QemuHypervisor::new(
-                QemuConfig {
-                    qemu_binary: settings.qemu.clone(),
-                    qemu_img: settings.qemu_img.clone(),
-                    data_dir: settings.data_dir.clone(),
-                    accel: settings.accel,
-                },
-                observations_tx.clone(),
-            )
-            .await
-            .context("QEMU could not be set up")?,
-        );
+        let qemu = QemuHypervisor::new(
+            QemuConfig {
+                qemu_binary: settings.qemu.clone(),
+                qemu_img: settings.qemu_img.clone(),
+                data_dir: settings.data_dir.clone(),
+                accel: settings.accel,
+            },
+            observations_tx.clone(),
+        )
+        .await
+        .context("QEMU could not be set up")?;
+        let disk_snapshots: Arc<dyn DiskSnapshots> =
+            Arc::new(QemuDiskSnapshots::new(qemu.config()));
+        let hypervisor: Arc<dyn Hypervisor> = Arc::new(qemu);
         tracing::info!(qemu = %hypervisor.version(), accel = ?hypervisor.accel(), "hypervisor ready");
         let images = ImageCatalog::new(settings.images_dir());
         let image_service: SharedImages = Arc::new(ImageService::new(
@@ -149,6 +150,7 @@ impl Application {
             pool: pool.clone(),
             registry: registry.clone(),
             hypervisor: hypervisor.clone(),
+            disk_snapshots: disk_snapshots.clone(),
             images: images.clone(),
             max_attempts: settings.job_max_attempts,
             restart_stop_timeout: Duration::from_secs(settings.default_stop_timeout_secs),

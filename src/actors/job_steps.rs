@@ -152,6 +152,7 @@ pub async fn perform(deps: &WorkerDeps, job: &JobRow) -> Result<Step, JobError> 
             hv.change_medium(vm_id, iso.as_deref()).await?;
             Step::Done(JobResult::IsoChanged { image })
         }
+        Operation::Snapshot => Step::Done(super::snapshot_steps::perform(deps, job).await?),
     })
 }
 

@@ -4,6 +4,7 @@
 pub mod job_steps;
 pub mod observer;
 pub mod registry;
+mod snapshot_steps;
 pub mod vm_actor;
 pub mod worker;
 

@@ -81,7 +81,8 @@ async fn wake_waiting_job(pool: &PgPool, c: &Committed, process: &MachineProcess
         | Operation::Resume
         | Operation::Reset
         | Operation::Delete
-        | Operation::Media => false,
+        | Operation::Media
+        | Operation::Snapshot => false,
     };
     if !waits || !c.vm.current_process().is_some_and(|p| p.same_as(process)) {
         return;

@@ -18,7 +18,7 @@ use tracing::Instrument;
 use super::job_steps::{self, JobError, Step};
 use super::registry::{ActorError, VmRegistry};
 use crate::hypervisor::images::ImageCatalog;
-use crate::hypervisor::Hypervisor;
+use crate::hypervisor::{DiskSnapshots, Hypervisor};
 use crate::images::service::SharedImages;
 use crate::store::jobs::{self, JobRow, Lease};
 use crate::store::{CommandMeta, StoreError, Via};
@@ -31,6 +31,8 @@ pub struct WorkerDeps {
     pub pool: PgPool,
     pub registry: VmRegistry,
     pub hypervisor: Arc<dyn Hypervisor>,
+    /// Takes, restores and deletes the machines' disk snapshots (`snapshot` jobs).
+    pub disk_snapshots: Arc<dyn DiskSnapshots>,
     pub images: ImageCatalog,
     pub max_attempts: u32,
     pub restart_stop_timeout: Duration,

@@ -57,6 +57,8 @@ pub enum ApiError {
     WebhookNotFound(String),
     #[error("Image '{0}' was not found")]
     ImageNotFound(String),
+    #[error("Snapshot '{0}' was not found")]
+    SnapshotNotFound(String),
     /// A state conflict: the code says which (`VM_BUSY`, `VM_ALREADY_RUNNING`, ...).
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
@@ -111,6 +113,7 @@ impl ApiError {
             ApiError::UserNotFound(_) => (StatusCode::NOT_FOUND, "USER_NOT_FOUND"),
             ApiError::WebhookNotFound(_) => (StatusCode::NOT_FOUND, "WEBHOOK_NOT_FOUND"),
             ApiError::ImageNotFound(_) => (StatusCode::NOT_FOUND, "IMAGE_NOT_FOUND"),
+            ApiError::SnapshotNotFound(_) => (StatusCode::NOT_FOUND, "SNAPSHOT_NOT_FOUND"),
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             ApiError::PreconditionFailed { .. } => {
                 (StatusCode::PRECONDITION_FAILED, "PRECONDITION_FAILED")
@@ -147,6 +150,7 @@ impl ApiError {
             ApiError::UserNotFound(_) => "User not found.",
             ApiError::WebhookNotFound(_) => "Webhook not found.",
             ApiError::ImageNotFound(_) => "Image not found.",
+            ApiError::SnapshotNotFound(_) => "Snapshot not found.",
             ApiError::Conflict { .. } => "The request conflicts with the current state.",
             ApiError::PreconditionFailed { .. } => "A precondition failed.",
             ApiError::IdempotencyKeyReused => "The idempotency key was used for another request.",
@@ -233,7 +237,8 @@ impl ApiError {
             VmError::AlreadyExists => conflict("VM_ALREADY_EXISTS"),
             VmError::Rejected { rejection, .. }
             | VmError::NotReconfigurable { rejection, .. }
-            | VmError::NoConsole { rejection, .. } => match rejection {
+            | VmError::NoConsole { rejection, .. }
+            | VmError::SnapshotRefused { rejection, .. } => match rejection {
                 Rejection::Gone => ApiError::VmNotFound(vm_id.to_string()),
                 Rejection::AlreadyRunning => conflict("VM_ALREADY_RUNNING"),
                 Rejection::NotRunning => conflict("VM_NOT_RUNNING"),
@@ -243,6 +248,8 @@ impl ApiError {
                 Rejection::Busy => conflict("VM_BUSY"),
             },
             VmError::NothingToChange => ApiError::validation("body", message.clone()),
+            VmError::SnapshotExists { .. } => conflict("SNAPSHOT_EXISTS"),
+            VmError::SnapshotNotFound { name } => ApiError::SnapshotNotFound(name.to_string()),
             VmError::NotTheCurrentJob { .. } | VmError::NotCancellable { .. } => {
                 conflict("JOB_NOT_CANCELLABLE")
             }

@@ -83,6 +83,19 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 ))
                 .service(resource!("/vms/{id}/console", GET => vms::serial_console))
                 .service(resource!("/vms/{id}/vnc", GET => vms::vnc_console))
+                .service(resource!(
+                    "/vms/{id}/snapshots",
+                    GET => vms::list_snapshots,
+                    POST => vms::take_snapshot,
+                ))
+                .service(resource!(
+                    "/vms/{id}/snapshots/{name}/restore",
+                    POST => vms::restore_snapshot,
+                ))
+                .service(resource!(
+                    "/vms/{id}/snapshots/{name}",
+                    DELETE => vms::delete_snapshot,
+                ))
                 .service(resource!("/vms/{id}/events", GET => vms::events))
                 .service(resource!("/vms/{id}/history", GET => vms::history))
                 .service(resource!("/events", GET => audit::events))

@@ -19,6 +19,10 @@ use crate::vm::{mac_address, tap_name, NetworkMode, NetworkSpec};
 /// The qdev id of the ISO CD-ROM, which QMP changes the medium of.
 pub const ISO_DEVICE: &str = "iso-cd";
 
+/// The block node name of the machine's own disk (its qcow2 format node), which QMP takes,
+/// restores and deletes disk snapshots on and saves memory snapshots to.
+pub const DISK_NODE: &str = "vd0";
+
 /// The arguments (after the binary) that boot `spec` from `paths` with `accel`.
 pub fn qemu_args(spec: &MachineSpec, paths: &MachinePaths, accel: Accel) -> Vec<OsString> {
     let mut args: Vec<OsString> = [
@@ -52,7 +56,8 @@ pub fn qemu_args(spec: &MachineSpec, paths: &MachinePaths, accel: Accel) -> Vec<
     args.push(joined(&[
         "file=".as_ref(),
         &escape_commas(&paths.disk),
-        ",format=qcow2,if=virtio".as_ref(),
+        ",format=qcow2,if=virtio,node-name=".as_ref(),
+        DISK_NODE.as_ref(),
     ]));
     for monitor in [&paths.qmp, &paths.events] {
         args.push("-qmp".into());

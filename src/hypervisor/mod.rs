@@ -20,6 +20,7 @@ pub mod accel;
 mod command_line;
 mod control;
 mod disk;
+pub mod disk_snapshots;
 pub mod host_network;
 pub mod images;
 mod launch;
@@ -28,10 +29,13 @@ pub mod process;
 pub mod qemu;
 pub mod qmp;
 pub mod seed;
+mod snapshot_img;
+mod snapshot_qmp;
 pub(crate) mod tools;
 pub mod watch;
 
 pub use accel::AccelSetting;
+pub use disk_snapshots::{DiskSnapshot, DiskSnapshots, QemuDiskSnapshots};
 pub use images::ImageCatalog;
 pub use qemu::{QemuConfig, QemuHypervisor};
 

@@ -235,6 +235,35 @@ impl AuditRow {
                 Some(image) => format!("The ISO of {image} is in {vm}'s CD-ROM."),
                 None => format!("{vm}'s CD-ROM is empty."),
             },
+            "SnapshotRequested" => format!(
+                "{actor} asked to snapshot {vm} as {}{}.",
+                data["name"].as_str().unwrap_or("?"),
+                if data["memory"] == true {
+                    " with its memory"
+                } else {
+                    ""
+                }
+            ),
+            "SnapshotTaken" => format!(
+                "Snapshot {} of {vm} was taken.",
+                data["name"].as_str().unwrap_or("?")
+            ),
+            "SnapshotRestoreRequested" => format!(
+                "{actor} asked to restore {vm} to snapshot {}.",
+                data["name"].as_str().unwrap_or("?")
+            ),
+            "SnapshotRestored" => format!(
+                "{vm} was restored to snapshot {}.",
+                data["name"].as_str().unwrap_or("?")
+            ),
+            "SnapshotDeleteRequested" => format!(
+                "{actor} asked to delete snapshot {} of {vm}.",
+                data["name"].as_str().unwrap_or("?")
+            ),
+            "SnapshotDeleted" => format!(
+                "Snapshot {} of {vm} was deleted.",
+                data["name"].as_str().unwrap_or("?")
+            ),
             "VmCrashed" => format!("{vm} crashed: {reason}"),
             "OperationFailed" => format!(
                 "The {} of {vm} failed: {reason}",

@@ -27,6 +27,16 @@ pub fn all() -> Vec<Box<dyn EventUpcaster>> {
         }),
         Box::new(NetworkBridgeV3ToV4("VmCreated")),
         Box::new(NetworkBridgeV3ToV4("VmReconfigured")),
+        Box::new(MediaOperation {
+            event_type: "OperationFailed",
+            from: "3",
+            to: "4",
+        }),
+        Box::new(MediaOperation {
+            event_type: "OperationRetried",
+            from: "2",
+            to: "3",
+        }),
     ]
 }
 
@@ -56,7 +66,8 @@ impl EventUpcaster for NetworkBridgeV3ToV4 {
 }
 
 /// `OperationFailed` v3 and `OperationRetried` v2 added the operation `media` (an ISO medium
-/// change). Their fields did not change: an earlier event reads as it is.
+/// change), `OperationFailed` v4 and `OperationRetried` v3 the operation `snapshot` (a disk
+/// snapshot change). Their fields did not change: an earlier event reads as it is.
 pub struct MediaOperation {
     pub event_type: &'static str,
     pub from: &'static str,

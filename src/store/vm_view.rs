@@ -9,7 +9,8 @@ use sqlx::{PgConnection, PgPool};
 
 use super::StoreError;
 use crate::vm::{
-    mac_address, tap_name, BootDevice, CloudInitSpec, NetworkMode, PortForward, Vm, VmStatus,
+    mac_address, tap_name, BootDevice, CloudInitSpec, NetworkMode, PortForward, Vm, VmSnapshot,
+    VmStatus,
 };
 
 /// A VM as the API shows it.
@@ -38,6 +39,8 @@ pub struct VmView {
     pub boot_order: Vec<BootDevice>,
     /// The image whose ISO is in the VM's CD-ROM (`POST /vms/{id}/iso`), if any.
     pub iso: Option<String>,
+    /// The snapshots on the VM's disk, oldest first (`GET /vms/{id}/snapshots`).
+    pub snapshots: Vec<VmSnapshot>,
     pub requires_restart: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -104,6 +107,7 @@ impl VmView {
             cloud_init: vm.spec.cloud_init.clone(),
             boot_order: vm.spec.boot_order.clone(),
             iso: vm.iso.clone(),
+            snapshots: vm.snapshots.clone(),
             requires_restart: vm.requires_restart,
             created_at,
             updated_at,

@@ -9,6 +9,7 @@ use super::commands::{JobResult, Observed, Reconfiguration, VmCommand};
 use super::error::VmError;
 use super::events::{Owner, VmEvent, VmSpec};
 use super::process::MachineProcess;
+use super::snapshots::VmSnapshot;
 use super::status::{accept, console, reconfigurable, Operation, Rejection, VmStatus};
 
 /// The job a VM is waiting on. A VM has at most one.
@@ -50,12 +51,15 @@ pub struct Vm {
     /// The image whose ISO is in the VM's CD-ROM, if any.
     #[serde(default)]
     pub iso: Option<String>,
+    /// The snapshots on the VM's disk, oldest first.
+    #[serde(default)]
+    pub snapshots: Vec<VmSnapshot>,
 }
 
 /// The status an operation's job holds a VM in while it runs (`from` is where it was).
 pub fn transitional(operation: Operation, from: VmStatus) -> VmStatus {
     match operation {
-        Operation::Media => from,
+        Operation::Media | Operation::Snapshot => from,
         Operation::Provision => VmStatus::Creating,
         Operation::Start => VmStatus::Starting,
         Operation::Stop => VmStatus::Stopping,
@@ -67,12 +71,12 @@ pub fn transitional(operation: Operation, from: VmStatus) -> VmStatus {
 }
 
 impl Vm {
-    fn existing_status(&self) -> Result<VmStatus, VmError> {
+    pub(super) fn existing_status(&self) -> Result<VmStatus, VmError> {
         self.status.ok_or(VmError::NotFound)
     }
 
     /// Checks `operation` against the transition table and names the event that requests it.
-    fn request(
+    pub(super) fn request(
         &self,
         operation: Operation,
         event: impl FnOnce() -> VmEvent,
@@ -149,6 +153,14 @@ impl Vm {
             VmCommand::ChangeIso { job_id, image } => self.request(Operation::Media, || {
                 VmEvent::IsoChangeRequested { job_id, image }
             }),
+            VmCommand::TakeSnapshot {
+                job_id,
+                name,
+                description,
+                memory,
+            } => self.take_snapshot(job_id, name, description, memory),
+            VmCommand::RestoreSnapshot { job_id, name } => self.restore_snapshot(job_id, name),
+            VmCommand::DeleteSnapshot { job_id, name } => self.delete_snapshot(job_id, name),
             VmCommand::Reconfigure(change) => self.reconfigure(change),
             VmCommand::OpenConsole {
                 console: kind,
@@ -213,7 +225,8 @@ impl Vm {
                     | Operation::Resume
                     | Operation::Reset
                     | Operation::Delete
-                    | Operation::Media => Ok(vec![VmEvent::JobCancelled { job_id }]),
+                    | Operation::Media
+                    | Operation::Snapshot => Ok(vec![VmEvent::JobCancelled { job_id }]),
                 }
             }
             VmCommand::Observe { process, observed } => self.observe(process, observed),
@@ -300,6 +313,29 @@ impl Vm {
             (Operation::Delete, JobResult::Deleted) => VmEvent::VmDeleted { job_id },
             (Operation::Media, JobResult::IsoChanged { image }) => {
                 VmEvent::VmIsoChanged { job_id, image }
+            }
+            (
+                Operation::Snapshot,
+                JobResult::SnapshotTaken {
+                    name,
+                    description,
+                    memory,
+                    created_at,
+                    vm_state_size,
+                },
+            ) => VmEvent::SnapshotTaken {
+                job_id,
+                name,
+                description,
+                memory,
+                created_at,
+                vm_state_size,
+            },
+            (Operation::Snapshot, JobResult::SnapshotRestored { name }) => {
+                VmEvent::SnapshotRestored { job_id, name }
+            }
+            (Operation::Snapshot, JobResult::SnapshotDeleted { name }) => {
+                VmEvent::SnapshotDeleted { job_id, name }
             }
             (operation, _) => return Err(VmError::ResultDoesNotFit { operation }),
         };
@@ -482,6 +518,21 @@ impl Aggregate for Vm {
                 self.iso = image;
                 self.pending = None;
             }
+            VmEvent::SnapshotRequested { job_id, .. }
+            | VmEvent::SnapshotRestoreRequested { job_id, .. }
+            | VmEvent::SnapshotDeleteRequested { job_id, .. } => {
+                self.open_job(&job_id, Operation::Snapshot)
+            }
+            VmEvent::SnapshotTaken {
+                name,
+                description,
+                memory,
+                created_at,
+                vm_state_size,
+                ..
+            } => self.keep_snapshot(name, description, memory, created_at, vm_state_size),
+            VmEvent::SnapshotRestored { .. } => self.pending = None,
+            VmEvent::SnapshotDeleted { name, .. } => self.forget_snapshot(&name),
             VmEvent::VmProvisioned { .. } => self.settle(VmStatus::Stopped, None),
             VmEvent::VmStarted {
                 pid,
@@ -545,6 +596,8 @@ impl Aggregate for Vm {
                 self.requires_restart |= requires_restart;
             }
             VmEvent::VmDeleted { .. } => {
+                // The disk, and so every snapshot on it, went with the VM.
+                self.snapshots.clear();
                 self.end_process();
                 self.settle(VmStatus::Deleted, None);
             }
@@ -555,8 +608,8 @@ impl Aggregate for Vm {
             VmEvent::OperationFailed {
                 operation, reason, ..
             } => match operation {
-                // A failed medium change leaves the machine as it was.
-                Operation::Media => {
+                // A failed medium or snapshot change leaves the machine as it was.
+                Operation::Media | Operation::Snapshot => {
                     self.status_reason = Some(reason);
                     self.pending = None;
                 }

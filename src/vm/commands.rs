@@ -8,6 +8,7 @@ use super::console::ConsoleKind;
 use super::events::{Owner, VmSpec};
 use super::network::NetworkSpec;
 use super::process::MachineProcess;
+use super::snapshots::SnapshotName;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum VmCommand {
@@ -56,6 +57,23 @@ pub enum VmCommand {
     CloseConsole {
         console: ConsoleKind,
         session_id: String,
+    },
+    /// Snapshot the VM's disk (and, with `memory`, its running state) as `name`.
+    TakeSnapshot {
+        job_id: String,
+        name: SnapshotName,
+        description: Option<String>,
+        memory: bool,
+    },
+    /// Put the VM back as snapshot `name` left it.
+    RestoreSnapshot {
+        job_id: String,
+        name: SnapshotName,
+    },
+    /// Delete snapshot `name` from the VM's disk.
+    DeleteSnapshot {
+        job_id: String,
+        name: SnapshotName,
     },
     /// Hand the VM to another user.
     ChangeOwner {
@@ -121,6 +139,20 @@ pub enum JobResult {
     Deleted,
     IsoChanged {
         image: Option<String>,
+    },
+    /// The snapshot is on the disk (taken now, or found there by a retried job).
+    SnapshotTaken {
+        name: SnapshotName,
+        description: Option<String>,
+        memory: bool,
+        created_at: chrono::DateTime<chrono::Utc>,
+        vm_state_size: u64,
+    },
+    SnapshotRestored {
+        name: SnapshotName,
+    },
+    SnapshotDeleted {
+        name: SnapshotName,
     },
     /// The job gave up after `attempts` tries.
     Failed {

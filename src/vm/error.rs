@@ -1,6 +1,7 @@
 //! Why the aggregate refuses a command. These are business answers, not failures: each maps to a
 //! 4xx with a stable code in the API layer.
 
+use super::snapshots::{refusal, SnapshotName};
 use super::status::{Operation, Rejection, VmStatus};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,6 +32,16 @@ pub enum VmError {
     NotTheCurrentJob { job_id: String },
     #[error("Job {job_id} provisions the virtual machine and cannot be cancelled.")]
     NotCancellable { job_id: String },
+    #[error("The virtual machine already has a snapshot named '{name}'.")]
+    SnapshotExists { name: SnapshotName },
+    #[error("The virtual machine has no snapshot named '{name}'.")]
+    SnapshotNotFound { name: SnapshotName },
+    /// The snapshot table (`snapshots::snapshot_rule`) refused the change in this status.
+    #[error("{}", refusal(*status, *rejection))]
+    SnapshotRefused {
+        status: VmStatus,
+        rejection: Rejection,
+    },
     #[error("A {operation} job cannot end with that result.")]
     ResultDoesNotFit { operation: Operation },
 }

@@ -12,6 +12,7 @@ use super::cloud_init::{BootDevice, CloudInitSpec};
 use super::commands::ObservationKind;
 use super::console::ConsoleKind;
 use super::network::NetworkSpec;
+use super::snapshots::SnapshotName;
 use super::status::Operation;
 
 /// The user a VM belongs to.
@@ -143,6 +144,47 @@ pub enum VmEvent {
         job_id: String,
         image: Option<String>,
     },
+    /// A snapshot of the VM's disk named `name` is to be taken; with `memory`, of its running
+    /// state too. Opens a `snapshot` job.
+    SnapshotRequested {
+        job_id: String,
+        name: SnapshotName,
+        description: Option<String>,
+        memory: bool,
+    },
+    /// The VM's disk snapshot is on its disk: taken live through QMP, or with `qemu-img` on a
+    /// stopped machine. `vm_state_size` is the bytes of saved machine state (0 without memory).
+    SnapshotTaken {
+        job_id: String,
+        name: SnapshotName,
+        description: Option<String>,
+        memory: bool,
+        created_at: chrono::DateTime<chrono::Utc>,
+        vm_state_size: u64,
+    },
+    /// The VM is to be put back as snapshot `name` left it (`memory` says whether that snapshot
+    /// holds the machine's running state). Opens a `snapshot` job.
+    SnapshotRestoreRequested {
+        job_id: String,
+        name: SnapshotName,
+        memory: bool,
+    },
+    /// The VM is back as snapshot `name` left it: its disk, and, for a memory snapshot on a
+    /// running machine, its running state (the guest goes on from there without a reboot).
+    SnapshotRestored {
+        job_id: String,
+        name: SnapshotName,
+    },
+    /// Snapshot `name` is to be deleted from the VM's disk. Opens a `snapshot` job.
+    SnapshotDeleteRequested {
+        job_id: String,
+        name: SnapshotName,
+    },
+    /// Snapshot `name` is no longer on the VM's disk.
+    SnapshotDeleted {
+        job_id: String,
+        name: SnapshotName,
+    },
     /// The VM was handed to another user (their former owner's account is being deleted).
     VmOwnerChanged {
         from: Owner,
@@ -162,7 +204,8 @@ pub enum VmEvent {
     /// A job gave up; the VM is left in `error` with the reason.
     ///
     /// Version 2 added `attempts`; version-1 events are read as one attempt (see
-    /// `store::upcasters`). Version 3 added the operation `media`; earlier ones read unchanged.
+    /// `store::upcasters`). Version 3 added the operation `media`, version 4 the operation
+    /// `snapshot`; earlier ones read unchanged.
     OperationFailed {
         job_id: String,
         operation: Operation,
@@ -172,8 +215,8 @@ pub enum VmEvent {
         attempts: u32,
     },
     /// A job's attempt failed for a reason that may pass; a worker tries again later. The VM's
-    /// state does not change: this is for the record. Version 2 added the operation `media`;
-    /// version-1 events read unchanged.
+    /// state does not change: this is for the record. Version 2 added the operation `media`,
+    /// version 3 the operation `snapshot`; earlier events read unchanged.
     OperationRetried {
         job_id: String,
         operation: Operation,
@@ -270,6 +313,12 @@ impl VmEvent {
             VmEvent::VmReconfigured { .. } => "VmReconfigured",
             VmEvent::IsoChangeRequested { .. } => "IsoChangeRequested",
             VmEvent::VmIsoChanged { .. } => "VmIsoChanged",
+            VmEvent::SnapshotRequested { .. } => "SnapshotRequested",
+            VmEvent::SnapshotTaken { .. } => "SnapshotTaken",
+            VmEvent::SnapshotRestoreRequested { .. } => "SnapshotRestoreRequested",
+            VmEvent::SnapshotRestored { .. } => "SnapshotRestored",
+            VmEvent::SnapshotDeleteRequested { .. } => "SnapshotDeleteRequested",
+            VmEvent::SnapshotDeleted { .. } => "SnapshotDeleted",
             VmEvent::VmOwnerChanged { .. } => "VmOwnerChanged",
             VmEvent::DeleteRequested { .. } => "DeleteRequested",
             VmEvent::VmDeleted { .. } => "VmDeleted",
@@ -286,11 +335,11 @@ impl VmEvent {
     /// The current version of this event's shape.
     pub fn version(&self) -> u32 {
         match self {
-            VmEvent::VmCreated { .. } | VmEvent::VmReconfigured { .. } => 4,
-            VmEvent::OperationFailed { .. } => 3,
-            VmEvent::VmStarted { .. }
-            | VmEvent::VmRestarted { .. }
-            | VmEvent::OperationRetried { .. } => 2,
+            VmEvent::VmCreated { .. }
+            | VmEvent::VmReconfigured { .. }
+            | VmEvent::OperationFailed { .. } => 4,
+            VmEvent::OperationRetried { .. } => 3,
+            VmEvent::VmStarted { .. } | VmEvent::VmRestarted { .. } => 2,
             VmEvent::VmProvisioned { .. }
             | VmEvent::StartRequested { .. }
             | VmEvent::StopRequested { .. }
@@ -305,6 +354,12 @@ impl VmEvent {
             | VmEvent::VmOwnerChanged { .. }
             | VmEvent::IsoChangeRequested { .. }
             | VmEvent::VmIsoChanged { .. }
+            | VmEvent::SnapshotRequested { .. }
+            | VmEvent::SnapshotTaken { .. }
+            | VmEvent::SnapshotRestoreRequested { .. }
+            | VmEvent::SnapshotRestored { .. }
+            | VmEvent::SnapshotDeleteRequested { .. }
+            | VmEvent::SnapshotDeleted { .. }
             | VmEvent::DeleteRequested { .. }
             | VmEvent::VmDeleted { .. }
             | VmEvent::VmCrashed { .. }
@@ -316,7 +371,7 @@ impl VmEvent {
     }
 
     /// Every event type name, for schema checks and filters.
-    pub const TYPE_NAMES: [&'static str; 27] = [
+    pub const TYPE_NAMES: [&'static str; 33] = [
         "VmCreated",
         "VmProvisioned",
         "StartRequested",
@@ -335,6 +390,12 @@ impl VmEvent {
         "VmOwnerChanged",
         "IsoChangeRequested",
         "VmIsoChanged",
+        "SnapshotRequested",
+        "SnapshotTaken",
+        "SnapshotRestoreRequested",
+        "SnapshotRestored",
+        "SnapshotDeleteRequested",
+        "SnapshotDeleted",
         "DeleteRequested",
         "VmDeleted",
         "VmCrashed",
@@ -368,11 +429,17 @@ impl VmEvent {
             VmEvent::ResetRequested { job_id } => opens(job_id, Operation::Reset),
             VmEvent::DeleteRequested { job_id } => opens(job_id, Operation::Delete),
             VmEvent::IsoChangeRequested { job_id, .. } => opens(job_id, Operation::Media),
+            VmEvent::SnapshotRequested { job_id, .. }
+            | VmEvent::SnapshotRestoreRequested { job_id, .. }
+            | VmEvent::SnapshotDeleteRequested { job_id, .. } => opens(job_id, Operation::Snapshot),
             VmEvent::VmProvisioned { job_id }
             | VmEvent::VmStarted { job_id, .. }
             | VmEvent::VmRestarted { job_id, .. }
             | VmEvent::VmReset { job_id }
             | VmEvent::VmIsoChanged { job_id, .. }
+            | VmEvent::SnapshotTaken { job_id, .. }
+            | VmEvent::SnapshotRestored { job_id, .. }
+            | VmEvent::SnapshotDeleted { job_id, .. }
             | VmEvent::VmDeleted { job_id } => succeeds(job_id),
             VmEvent::VmStopped { job_id, .. }
             | VmEvent::VmPaused { job_id }

@@ -9,8 +9,11 @@ pub mod error;
 pub mod events;
 pub mod network;
 pub mod process;
+pub mod snapshots;
 pub mod status;
 
+#[cfg(test)]
+mod snapshot_tests;
 #[cfg(test)]
 mod tests;
 
@@ -22,4 +25,5 @@ pub use error::VmError;
 pub use events::{JobEffect, JobOutcome, Owner, VmEvent, VmSpec};
 pub use network::{mac_address, tap_name, NetworkMode, NetworkSpec, PortForward, Protocol};
 pub use process::MachineProcess;
+pub use snapshots::{SnapshotAction, SnapshotName, VmSnapshot};
 pub use status::{Operation, Rejection, VmStatus};

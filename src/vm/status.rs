@@ -105,6 +105,9 @@ pub enum Operation {
     /// A change of the VM's ISO CD-ROM medium: live on a running machine, recorded for the next
     /// start otherwise. The VM keeps its status while it runs.
     Media,
+    /// A change of the VM's disk snapshots (take, restore, delete): live through QMP on a running
+    /// machine, with `qemu-img` otherwise. The VM keeps its status while it runs.
+    Snapshot,
 }
 
 impl Operation {
@@ -119,10 +122,11 @@ impl Operation {
             Operation::Reset => "reset",
             Operation::Delete => "delete",
             Operation::Media => "media",
+            Operation::Snapshot => "snapshot",
         }
     }
 
-    pub const ALL: [Operation; 9] = [
+    pub const ALL: [Operation; 10] = [
         Operation::Provision,
         Operation::Start,
         Operation::Stop,
@@ -132,6 +136,7 @@ impl Operation {
         Operation::Reset,
         Operation::Delete,
         Operation::Media,
+        Operation::Snapshot,
     ];
 
     pub fn parse(s: &str) -> Option<Operation> {
@@ -189,7 +194,8 @@ pub fn accept(status: VmStatus, operation: Operation) -> Result<VmStatus, Reject
             | Op::Resume
             | Op::Reset
             | Op::Delete
-            | Op::Media,
+            | Op::Media
+            | Op::Snapshot,
         ) => Err(R::Busy),
 
         (
@@ -202,12 +208,16 @@ pub fn accept(status: VmStatus, operation: Operation) -> Result<VmStatus, Reject
             | Op::Resume
             | Op::Reset
             | Op::Delete
-            | Op::Media,
+            | Op::Media
+            | Op::Snapshot,
         ) => Err(R::Gone),
 
         // The ISO medium changes wherever the VM is: live while it runs, for its next start
-        // otherwise. The VM keeps its status (the job is what makes it busy).
-        (S::Stopped | S::Crashed | S::Error | S::Running | S::Paused, Op::Media) => Ok(status),
+        // otherwise. The VM keeps its status (the job is what makes it busy). So do its disk
+        // snapshots, within the finer rules of `snapshots::snapshot_rule`.
+        (S::Stopped | S::Crashed | S::Error | S::Running | S::Paused, Op::Media | Op::Snapshot) => {
+            Ok(status)
+        }
 
         // Powered off, whether cleanly, after a crash, or after a failed job.
         (S::Stopped | S::Crashed | S::Error, Op::Start) => Ok(S::Starting),

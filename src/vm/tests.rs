@@ -6,7 +6,7 @@ use cqrs_es::test::TestFramework;
 use super::aggregate::transitional;
 use super::*;
 
-type VmTest = TestFramework<Vm>;
+pub(super) type VmTest = TestFramework<Vm>;
 
 /// The VM's process in [`history`] (from its `VmStarted`).
 const P1: MachineProcess = MachineProcess {
@@ -59,7 +59,7 @@ fn created() -> VmEvent {
 }
 
 /// A history that leaves the VM in `status`.
-fn history(status: VmStatus) -> Vec<VmEvent> {
+pub(super) fn history(status: VmStatus) -> Vec<VmEvent> {
     use VmStatus as S;
     let job = |n: &str| n.to_string();
     let stopped = vec![
@@ -165,7 +165,7 @@ fn history(status: VmStatus) -> Vec<VmEvent> {
     }
 }
 
-fn state_after(events: Vec<VmEvent>) -> Vm {
+pub(super) fn state_after(events: Vec<VmEvent>) -> Vm {
     let mut vm = Vm::default();
     for e in events {
         cqrs_es::Aggregate::apply(&mut vm, e);
@@ -197,6 +197,12 @@ fn command_for(op: Operation, job_id: &str) -> VmCommand {
         Operation::Media => VmCommand::ChangeIso {
             job_id,
             image: Some("tools".into()),
+        },
+        Operation::Snapshot => VmCommand::TakeSnapshot {
+            job_id,
+            name: SnapshotName::parse("snap-1").expect("a name"),
+            description: None,
+            memory: false,
         },
     }
 }
@@ -274,10 +280,12 @@ fn the_transition_table_matches_the_contract() {
         O::Reset,
         O::Delete,
         O::Media,
+        O::Snapshot,
     ];
     let accepted = |status: S, op: O| -> Option<S> {
-        // The ISO medium changes wherever the VM is settled, and the VM stays there.
-        if op == O::Media {
+        // The ISO medium and a disk-only snapshot change wherever the VM is settled, and the VM
+        // stays there.
+        if op == O::Media || op == O::Snapshot {
             return matches!(
                 status,
                 S::Stopped | S::Crashed | S::Error | S::Running | S::Paused

@@ -15,7 +15,7 @@ use voidvm::store::upcasters::{
 };
 use voidvm::vm::{
     BootDevice, CloudInitSpec, CloudUser, ConsoleKind, NetworkMode, NetworkSpec, ObservationKind,
-    Operation, Owner, PortForward, Protocol, VmEvent, VmSpec,
+    Operation, Owner, PortForward, Protocol, SnapshotName, VmEvent, VmSpec,
 };
 
 /// Versions no longer written but still in the log, each read through an upcaster.
@@ -31,6 +31,8 @@ const OLD_VERSIONS: &[(&str, u32)] = &[
     ("OperationRetried", 1),
     ("VmCreated", 3),
     ("VmReconfigured", 3),
+    ("OperationFailed", 3),
+    ("OperationRetried", 2),
 ];
 
 fn schema_dir() -> PathBuf {
@@ -164,6 +166,28 @@ fn covers(event: &VmEvent) -> &'static str {
             job_id: _,
             image: _,
         } => "VmIsoChanged",
+        VmEvent::SnapshotRequested {
+            job_id: _,
+            name: _,
+            description: _,
+            memory: _,
+        } => "SnapshotRequested",
+        VmEvent::SnapshotTaken {
+            job_id: _,
+            name: _,
+            description: _,
+            memory: _,
+            created_at: _,
+            vm_state_size: _,
+        } => "SnapshotTaken",
+        VmEvent::SnapshotRestoreRequested {
+            job_id: _,
+            name: _,
+            memory: _,
+        } => "SnapshotRestoreRequested",
+        VmEvent::SnapshotRestored { job_id: _, name: _ } => "SnapshotRestored",
+        VmEvent::SnapshotDeleteRequested { job_id: _, name: _ } => "SnapshotDeleteRequested",
+        VmEvent::SnapshotDeleted { job_id: _, name: _ } => "SnapshotDeleted",
         VmEvent::DeleteRequested { job_id: _ } => "DeleteRequested",
         VmEvent::VmDeleted { job_id: _ } => "VmDeleted",
         VmEvent::VmCrashed {
@@ -242,6 +266,10 @@ fn cloud_init() -> CloudInitSpec {
         user_data_set: true,
         network_config: Some("version: 2\n".into()),
     }
+}
+
+fn snapshot_name(name: &str) -> SnapshotName {
+    SnapshotName::parse(name).expect("a valid snapshot name")
 }
 
 fn owner() -> Owner {
@@ -374,6 +402,57 @@ fn samples() -> Vec<VmEvent> {
         VmEvent::VmIsoChanged {
             job_id: job(),
             image: None,
+        },
+        VmEvent::SnapshotRequested {
+            job_id: job(),
+            name: snapshot_name("before-upgrade"),
+            description: Some("before the upgrade".into()),
+            memory: true,
+        },
+        VmEvent::SnapshotRequested {
+            job_id: job(),
+            name: snapshot_name(&"x".repeat(63)),
+            description: None,
+            memory: false,
+        },
+        VmEvent::SnapshotTaken {
+            job_id: job(),
+            name: snapshot_name("v1.2_final"),
+            description: Some("before the upgrade".into()),
+            memory: true,
+            created_at: chrono::DateTime::from_timestamp(1_800_000_000, 123_456_789)
+                .expect("a time"),
+            vm_state_size: u64::MAX,
+        },
+        VmEvent::SnapshotTaken {
+            job_id: job(),
+            name: snapshot_name("0a"),
+            description: None,
+            memory: false,
+            created_at: chrono::DateTime::from_timestamp(0, 0).expect("a time"),
+            vm_state_size: 0,
+        },
+        VmEvent::SnapshotRestoreRequested {
+            job_id: job(),
+            name: snapshot_name("snap-1"),
+            memory: true,
+        },
+        VmEvent::SnapshotRestoreRequested {
+            job_id: job(),
+            name: snapshot_name("snap-1"),
+            memory: false,
+        },
+        VmEvent::SnapshotRestored {
+            job_id: job(),
+            name: snapshot_name("snap-1"),
+        },
+        VmEvent::SnapshotDeleteRequested {
+            job_id: job(),
+            name: snapshot_name("snap-1"),
+        },
+        VmEvent::SnapshotDeleted {
+            job_id: job(),
+            name: snapshot_name("snap-1"),
         },
         VmEvent::DeleteRequested { job_id: job() },
         VmEvent::VmDeleted { job_id: job() },
@@ -633,14 +712,18 @@ fn a_stored_v1_operation_failed_validates_and_upcasts_to_v2() {
     );
     assert_eq!(
         event.version().to_string(),
-        MediaOperation {
-            event_type: "OperationFailed",
-            from: "2",
-            to: "3"
-        }
-        .upcast(upcast)
-        .event_version
+        to_current(upcast).event_version
     );
+}
+
+/// An event read through every upcaster, oldest change first, as the store reads it.
+fn to_current(mut event: SerializedEvent) -> SerializedEvent {
+    for up in voidvm::store::upcasters::all() {
+        if up.can_upcast(&event.event_type, &event.event_version) {
+            event = up.upcast(event);
+        }
+    }
+    event
 }
 
 #[test]
@@ -691,8 +774,11 @@ fn operations_before_media_read_unchanged_and_media_needs_the_new_versions() {
             (upcast.event_version.as_str(), &upcast.payload),
             (new, &payload)
         );
-        let event: VmEvent = serde_json::from_value(upcast.payload).expect("it reads");
-        assert_eq!(event.version().to_string(), new);
+        let event: VmEvent = serde_json::from_value(upcast.payload.clone()).expect("it reads");
+        assert_eq!(
+            event.version().to_string(),
+            to_current(upcast).event_version
+        );
     }
 }
 
@@ -854,10 +940,70 @@ fn the_schemas_reject_payloads_of_another_shape() {
     }});
     assert_invalid(
         "OperationFailed",
-        3,
+        4,
         &unknown_operation,
         "an unknown operation",
     );
+
+    let bad_name = json!({"SnapshotDeleted": {"jobId": "job-1", "name": "-rf"}});
+    assert_invalid("SnapshotDeleted", 1, &bad_name, "a name starting with '-'");
+    let id_like = json!({"SnapshotDeleted": {"jobId": "job-1", "name": "12"}});
+    assert_invalid("SnapshotDeleted", 1, &id_like, "a name of digits only");
+    let long = json!({"SnapshotDeleted": {"jobId": "job-1", "name": "x".repeat(64)}});
+    assert_invalid("SnapshotDeleted", 1, &long, "a name over 63 characters");
+}
+
+#[test]
+fn operations_before_snapshots_read_unchanged_and_snapshot_needs_the_new_versions() {
+    for (name, old, new, fields) in [
+        (
+            "OperationFailed",
+            "3",
+            "4",
+            json!({"jobId": "j", "operation": "media", "reason": "r", "attempts": 1}),
+        ),
+        (
+            "OperationRetried",
+            "2",
+            "3",
+            json!({"jobId": "j", "operation": "media", "attempt": 1, "reason": "r", "retryInMs": 10}),
+        ),
+    ] {
+        let payload = json!({ name: fields });
+        let (old_n, new_n) = (old.parse().unwrap(), new.parse().unwrap());
+        assert_valid(name, old_n, &payload);
+        let mut snapshot = payload.clone();
+        snapshot[name]["operation"] = json!("snapshot");
+        assert_invalid(
+            name,
+            old_n,
+            &snapshot,
+            "the old version has no snapshot operation",
+        );
+        assert_valid(name, new_n, &snapshot);
+        let up = MediaOperation {
+            event_type: name,
+            from: old,
+            to: new,
+        };
+        let stored = SerializedEvent {
+            aggregate_id: "vm-1".into(),
+            sequence: 3,
+            aggregate_type: "vm".into(),
+            event_type: name.into(),
+            event_version: old.into(),
+            payload: payload.clone(),
+            metadata: json!({}),
+        };
+        assert!(up.can_upcast(name, old) && !up.can_upcast(name, new));
+        let upcast = up.upcast(stored);
+        assert_eq!(
+            (upcast.event_version.as_str(), &upcast.payload),
+            (new, &payload)
+        );
+        let event: VmEvent = serde_json::from_value(upcast.payload).expect("it reads");
+        assert_eq!(event.version().to_string(), new);
+    }
 }
 
 /// Every account event (users, roles, the configuration) and webhook event at its current

@@ -5184,6 +5184,580 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/vms/{id}/snapshots": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description The VM's id, e.g. `vm-abc123def456`. */
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description The VM's disk snapshots, oldest first. */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Envelope_Vec_VmSnapshot"];
+                    };
+                };
+                /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The caller's role lacks the permission in `x-permission` (`FORBIDDEN`; `error.details` names it). */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description No such virtual machine, or not yours (`VM_NOT_FOUND`). */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
+                414: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                default: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /**
+                     * @description Makes the request safe to retry: the same user sending the same key with the same method,
+                     *     path and body within 24 hours gets the first answer again (with `Idempotent-Replayed:
+                     *     true`); the same key with another request gets 422 `IDEMPOTENCY_KEY_REUSED`. 1 to 255
+                     *     printable ASCII characters, e.g. a UUID.
+                     */
+                    "Idempotency-Key"?: string;
+                    /**
+                     * @description Apply only if the VM is still at one of these versions: one or more ETags of
+                     *     `GET /vms/{id}` (e.g. `"7"`), or `*`. Otherwise 412 `PRECONDITION_FAILED` and nothing
+                     *     changes.
+                     */
+                    "If-Match"?: string;
+                };
+                path: {
+                    /** @description The VM's id, e.g. `vm-abc123def456`. */
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["TakeSnapshot"];
+                };
+            };
+            responses: {
+                /** @description Accepted: a `snapshot` job takes it, live through QMP on a running VM (with its memory when asked), with `qemu-img` on a stopped one. */
+                202: {
+                    headers: {
+                        /** @description `true` when this is the first answer to an earlier request with the same Idempotency-Key. */
+                        "Idempotent-Replayed"?: boolean;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Envelope_Accepted"];
+                    };
+                };
+                /** @description A field is invalid; `error.field` names it (`VALIDATION_ERROR`). */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The caller's role lacks the permission in `x-permission` (`FORBIDDEN`; `error.details` names it). */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description No such virtual machine, or not yours (`VM_NOT_FOUND`). */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description A snapshot of that name exists (`SNAPSHOT_EXISTS`), `memory` on a VM that does not run (`VM_NOT_RUNNING`), or the VM is busy or in a transitional status (`VM_BUSY`). */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /**
+                 * @description `If-Match` names another version of the VM than its current one; nothing was changed
+                 *     (`PRECONDITION_FAILED`).
+                 */
+                412: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
+                414: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /**
+                 * @description The `Idempotency-Key` was used for another request (another method, path or body) in the
+                 *     last 24 hours (`IDEMPOTENCY_KEY_REUSED`).
+                 */
+                422: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                default: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/vms/{id}/snapshots/{name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        delete: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /**
+                     * @description Makes the request safe to retry: the same user sending the same key with the same method,
+                     *     path and body within 24 hours gets the first answer again (with `Idempotent-Replayed:
+                     *     true`); the same key with another request gets 422 `IDEMPOTENCY_KEY_REUSED`. 1 to 255
+                     *     printable ASCII characters, e.g. a UUID.
+                     */
+                    "Idempotency-Key"?: string;
+                    /**
+                     * @description Apply only if the VM is still at one of these versions: one or more ETags of
+                     *     `GET /vms/{id}` (e.g. `"7"`), or `*`. Otherwise 412 `PRECONDITION_FAILED` and nothing
+                     *     changes.
+                     */
+                    "If-Match"?: string;
+                };
+                path: {
+                    /** @description The VM's id, e.g. `vm-abc123def456`. */
+                    id: string;
+                    /** @description The snapshot's name. */
+                    name: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Accepted: a `snapshot` job deletes it from the VM's disk (live on a running VM). */
+                202: {
+                    headers: {
+                        /** @description `true` when this is the first answer to an earlier request with the same Idempotency-Key. */
+                        "Idempotent-Replayed"?: boolean;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Envelope_Accepted"];
+                    };
+                };
+                /** @description A field is invalid; `error.field` names it (`VALIDATION_ERROR`). */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The caller's role lacks the permission in `x-permission` (`FORBIDDEN`; `error.details` names it). */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description No such VM (`VM_NOT_FOUND`) or snapshot (`SNAPSHOT_NOT_FOUND`). */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /**
+                 * @description The VM's state does not allow it (e.g. `VM_ALREADY_RUNNING`), the name is taken
+                 *     (`VM_NAME_TAKEN`), a host port is forwarded to another VM (`PORT_TAKEN`) or none is left
+                 *     in the configured range (`NO_FREE_PORT`), or another job is in flight (`VM_BUSY`).
+                 */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /**
+                 * @description `If-Match` names another version of the VM than its current one; nothing was changed
+                 *     (`PRECONDITION_FAILED`).
+                 */
+                412: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
+                414: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /**
+                 * @description The `Idempotency-Key` was used for another request (another method, path or body) in the
+                 *     last 24 hours (`IDEMPOTENCY_KEY_REUSED`).
+                 */
+                422: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                default: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+            };
+        };
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/vms/{id}/snapshots/{name}/restore": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /**
+                     * @description Makes the request safe to retry: the same user sending the same key with the same method,
+                     *     path and body within 24 hours gets the first answer again (with `Idempotent-Replayed:
+                     *     true`); the same key with another request gets 422 `IDEMPOTENCY_KEY_REUSED`. 1 to 255
+                     *     printable ASCII characters, e.g. a UUID.
+                     */
+                    "Idempotency-Key"?: string;
+                    /**
+                     * @description Apply only if the VM is still at one of these versions: one or more ETags of
+                     *     `GET /vms/{id}` (e.g. `"7"`), or `*`. Otherwise 412 `PRECONDITION_FAILED` and nothing
+                     *     changes.
+                     */
+                    "If-Match"?: string;
+                };
+                path: {
+                    /** @description The VM's id, e.g. `vm-abc123def456`. */
+                    id: string;
+                    /** @description The snapshot's name. */
+                    name: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Accepted: a `snapshot` job puts the VM back as the snapshot left it: a memory snapshot on a running VM with its running state (no reboot), otherwise the disk of a stopped VM. */
+                202: {
+                    headers: {
+                        /** @description `true` when this is the first answer to an earlier request with the same Idempotency-Key. */
+                        "Idempotent-Replayed"?: boolean;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Envelope_Accepted"];
+                    };
+                };
+                /** @description A field is invalid; `error.field` names it (`VALIDATION_ERROR`). */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The caller's role lacks the permission in `x-permission` (`FORBIDDEN`; `error.details` names it). */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description No such VM (`VM_NOT_FOUND`) or snapshot (`SNAPSHOT_NOT_FOUND`). */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description A disk-only snapshot on a VM that runs (`VM_NOT_STOPPED`: stop it first), or the VM is busy or in a transitional status (`VM_BUSY`). */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /**
+                 * @description `If-Match` names another version of the VM than its current one; nothing was changed
+                 *     (`PRECONDITION_FAILED`).
+                 */
+                412: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
+                414: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /**
+                 * @description The `Idempotency-Key` was used for another request (another method, path or body) in the
+                 *     last 24 hours (`IDEMPOTENCY_KEY_REUSED`).
+                 */
+                422: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                default: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/vms/{id}/start": {
         parameters: {
             query?: never;
@@ -7197,6 +7771,8 @@ export interface components {
                     bootOrder: components["schemas"]["BootDevice"][];
                     /** @description The image whose ISO is in the VM's CD-ROM (`POST /vms/{id}/iso`), if any. */
                     iso?: string | null;
+                    /** @description The snapshots on the VM's disk, oldest first (`GET /vms/{id}/snapshots`). */
+                    snapshots: components["schemas"]["VmSnapshot"][];
                     requiresRestart: boolean;
                     /** Format: date-time */
                     createdAt: string;
@@ -7426,6 +8002,33 @@ export interface components {
             timestamp: string;
         };
         /** @description Every successful answer: `data` holds the answer itself. */
+        Envelope_Vec_VmSnapshot: {
+            /** @description Always `true` here. */
+            success: boolean;
+            data: {
+                name: string;
+                description?: string | null;
+                /** @description Whether the machine's memory (its running state) was saved too. */
+                memory: boolean;
+                /**
+                 * Format: date-time
+                 * @description When the snapshot was taken (the worker's clock).
+                 */
+                createdAt: string;
+                /** @description The VM's status when it was taken. */
+                vmStatus: components["schemas"]["VmStatus"];
+                /**
+                 * Format: int64
+                 * @description Bytes of saved machine state (0 for a disk-only snapshot).
+                 */
+                vmStateSize: number;
+            }[];
+            /** @description One sentence for people. */
+            message: string;
+            /** @description When the server answered, RFC 3339 in UTC. */
+            timestamp: string;
+        };
+        /** @description Every successful answer: `data` holds the answer itself. */
         Envelope_Vec_WebhookView: {
             /** @description Always `true` here. */
             success: boolean;
@@ -7489,6 +8092,8 @@ export interface components {
                 bootOrder: components["schemas"]["BootDevice"][];
                 /** @description The image whose ISO is in the VM's CD-ROM (`POST /vms/{id}/iso`), if any. */
                 iso?: string | null;
+                /** @description The snapshots on the VM's disk, oldest first (`GET /vms/{id}/snapshots`). */
+                snapshots: components["schemas"]["VmSnapshot"][];
                 requiresRestart: boolean;
                 /** Format: date-time */
                 createdAt: string;
@@ -7871,7 +8476,7 @@ export interface components {
              *     unless the server allows them (`webhooks.allow_private`).
              */
             url: string;
-            events: ("*" | "VmCreated" | "VmProvisioned" | "StartRequested" | "VmStarted" | "StopRequested" | "VmStopped" | "RestartRequested" | "VmRestarted" | "PauseRequested" | "VmPaused" | "ResumeRequested" | "VmResumed" | "ResetRequested" | "VmReset" | "VmReconfigured" | "VmOwnerChanged" | "IsoChangeRequested" | "VmIsoChanged" | "DeleteRequested" | "VmDeleted" | "VmCrashed" | "OperationFailed" | "OperationRetried" | "JobCancelled" | "StaleObservationIgnored" | "ConsoleOpened" | "ConsoleClosed")[];
+            events: ("*" | "VmCreated" | "VmProvisioned" | "StartRequested" | "VmStarted" | "StopRequested" | "VmStopped" | "RestartRequested" | "VmRestarted" | "PauseRequested" | "VmPaused" | "ResumeRequested" | "VmResumed" | "ResetRequested" | "VmReset" | "VmReconfigured" | "VmOwnerChanged" | "IsoChangeRequested" | "VmIsoChanged" | "SnapshotRequested" | "SnapshotTaken" | "SnapshotRestoreRequested" | "SnapshotRestored" | "SnapshotDeleteRequested" | "SnapshotDeleted" | "DeleteRequested" | "VmDeleted" | "VmCrashed" | "OperationFailed" | "OperationRetried" | "JobCancelled" | "StaleObservationIgnored" | "ConsoleOpened" | "ConsoleClosed")[];
             /** @description 16 to 256 visible ASCII characters; the server makes one when absent. */
             secret?: string | null;
             /** @description Default `true`. */
@@ -8129,6 +8734,21 @@ export interface components {
             resources: components["schemas"]["ResourceSeries"];
             events: components["schemas"]["EventCounts"];
         };
+        /** @description A snapshot to take. */
+        TakeSnapshot: {
+            /**
+             * @description 1 to 63 characters of `A-Z a-z 0-9 . _ -`, not starting with `-` and not only digits
+             *     (QEMU would take those for a snapshot id); unique per VM.
+             */
+            name: string;
+            /** @description Free text, at most 1,024 characters. */
+            description?: string | null;
+            /**
+             * @description Save the machine's memory (its running state) too; needs a running VM (409
+             *     `VM_NOT_RUNNING` otherwise). Default `false`: the disk alone.
+             */
+            memory?: boolean;
+        };
         /** @description What a user owns now (VMs that are not deleted). */
         Usage: {
             /** Format: int64 */
@@ -8222,6 +8842,25 @@ export interface components {
             /** Format: int64 */
             crashed: number;
         };
+        /** @description One snapshot of the VM's disk, as `GET /vms/{id}/snapshots` and the VM's history show it. */
+        VmSnapshot: {
+            name: string;
+            description?: string | null;
+            /** @description Whether the machine's memory (its running state) was saved too. */
+            memory: boolean;
+            /**
+             * Format: date-time
+             * @description When the snapshot was taken (the worker's clock).
+             */
+            createdAt: string;
+            /** @description The VM's status when it was taken. */
+            vmStatus: components["schemas"]["VmStatus"];
+            /**
+             * Format: int64
+             * @description Bytes of saved machine state (0 for a disk-only snapshot).
+             */
+            vmStateSize: number;
+        };
         /**
          * @description Where a VM is in its life. Serialised lower-case, as the API shows it.
          * @enum {string}
@@ -8254,6 +8893,8 @@ export interface components {
             bootOrder: components["schemas"]["BootDevice"][];
             /** @description The image whose ISO is in the VM's CD-ROM (`POST /vms/{id}/iso`), if any. */
             iso?: string | null;
+            /** @description The snapshots on the VM's disk, oldest first (`GET /vms/{id}/snapshots`). */
+            snapshots: components["schemas"]["VmSnapshot"][];
             requiresRestart: boolean;
             /** Format: date-time */
             createdAt: string;
@@ -8269,7 +8910,7 @@ export interface components {
         };
         WebhookUpdate: {
             url?: string | null;
-            events?: ("*" | "VmCreated" | "VmProvisioned" | "StartRequested" | "VmStarted" | "StopRequested" | "VmStopped" | "RestartRequested" | "VmRestarted" | "PauseRequested" | "VmPaused" | "ResumeRequested" | "VmResumed" | "ResetRequested" | "VmReset" | "VmReconfigured" | "VmOwnerChanged" | "IsoChangeRequested" | "VmIsoChanged" | "DeleteRequested" | "VmDeleted" | "VmCrashed" | "OperationFailed" | "OperationRetried" | "JobCancelled" | "StaleObservationIgnored" | "ConsoleOpened" | "ConsoleClosed")[];
+            events?: ("*" | "VmCreated" | "VmProvisioned" | "StartRequested" | "VmStarted" | "StopRequested" | "VmStopped" | "RestartRequested" | "VmRestarted" | "PauseRequested" | "VmPaused" | "ResumeRequested" | "VmResumed" | "ResetRequested" | "VmReset" | "VmReconfigured" | "VmOwnerChanged" | "IsoChangeRequested" | "VmIsoChanged" | "SnapshotRequested" | "SnapshotTaken" | "SnapshotRestoreRequested" | "SnapshotRestored" | "SnapshotDeleteRequested" | "SnapshotDeleted" | "DeleteRequested" | "VmDeleted" | "VmCrashed" | "OperationFailed" | "OperationRetried" | "JobCancelled" | "StaleObservationIgnored" | "ConsoleOpened" | "ConsoleClosed")[];
             secret?: string | null;
             /** @description A webhook made active again receives the events from then on. */
             active?: boolean | null;

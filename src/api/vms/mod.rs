@@ -6,6 +6,7 @@
 mod change;
 mod console;
 mod create;
+mod disk_snapshots;
 mod history;
 mod iso;
 mod lifecycle;
@@ -14,6 +15,7 @@ mod read;
 pub use change::*;
 pub use console::*;
 pub use create::*;
+pub use disk_snapshots::*;
 pub use history::*;
 pub use iso::*;
 pub use lifecycle::*;

@@ -84,7 +84,7 @@ fn the_disk_is_the_machine_qcow2_on_virtio() {
     let args = args_of(&spec(BootSource::BlankDisk), &paths(), Accel::Tcg);
     assert_eq!(
         values(&args, "-drive")[0],
-        "file=/data/vms/vm-1/disk.qcow2,format=qcow2,if=virtio"
+        "file=/data/vms/vm-1/disk.qcow2,format=qcow2,if=virtio,node-name=vd0"
     );
     // A base disk is the overlay's backing file, not a second drive.
     let base = spec(BootSource::BaseDisk {
@@ -321,9 +321,9 @@ fn a_path_with_commas_cannot_add_options() {
     let drive = values(&args, "-drive")[0];
     assert_eq!(
         drive,
-        "file=/data,,readonly=on,,file=/etc/shadow/vms/vm-1/disk.qcow2,format=qcow2,if=virtio"
+        "file=/data,,readonly=on,,file=/etc/shadow/vms/vm-1/disk.qcow2,format=qcow2,if=virtio,node-name=vd0"
     );
-    assert_eq!(keys(drive), ["file", "format", "if"]);
+    assert_eq!(keys(drive), ["file", "format", "if", "node-name"]);
     for qmp in values(&args, "-qmp") {
         assert_eq!(keys(qmp)[1..], ["server", "wait"], "{qmp}");
     }
