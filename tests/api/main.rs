@@ -37,7 +37,7 @@ mod snapshots;
 mod stream_owner;
 mod system;
 mod transactions;
-mod vnc;
 mod vm_snapshots;
+mod vnc;
 mod webhooks;
 mod ws_client;
