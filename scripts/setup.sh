@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prepares a host to run VoidVM's machines and its integration tests: installs QEMU and the tools
 # the test guest is built with (only what is missing), then builds the guest under .cache/images.
+# With --tests (scripts/test.sh), also Debian's chromium for the browser tests (tests/browser).
 # Idempotent and non-interactive; run as root (or with sudo available).
 set -euo pipefail
 
@@ -19,6 +20,10 @@ declare -A wanted=(
   [ip]=iproute2
   [bridge]=iproute2
 )
+if [ "${1:-}" = "--tests" ]; then
+  wanted[chromium]=chromium
+  shift
+fi
 
 missing=()
 for cmd in "${!wanted[@]}"; do

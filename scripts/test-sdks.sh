@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Tests the SDKs (sdk/typescript, sdk/python) against live servers: the seed page's SDK snippets
 # verbatim (but for host and token), every resource method, VoidVMError, the 429 retry and the
-# feed resuming across a server restart. Each SDK gets its own server (free port, fresh database,
-# NATS stream and data dir), so both suites run at once; each may restart its own server.
+# feed resuming across a server restart. Also the browser tests (tests/browser: noVNC's RFB client
+# on a VM's /vnc, in Debian's chromium). Each suite gets its own server (free port, fresh
+# database, NATS stream and data dir), so all run at once; each may restart its own server.
 #
 # Runs the debug binary (SERVE_BIN, default target/debug/voidvm). Installs the SDKs' deps
 # (`npm ci`; a venv under sdk/python/.venv), then runs tsc --noEmit, the type regeneration diff,
@@ -21,12 +22,14 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   echo "test-sdks: node and npm are needed" >&2
   exit 1
 fi
+chromium="${CHROMIUM:-/usr/bin/chromium}"
+[ -x "$chromium" ] || { echo "test-sdks: no chromium at $chromium; run scripts/setup.sh --tests" >&2; exit 1; }
 
 run="${TEST_RUN:-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')}"
 # The run id in the path: test.sh's leftover-QEMU check finds QEMUs of this run by it.
 work="$(mktemp -d "/tmp/voidvm-test-${run}-sdk.XXXXXX")"
 suffix="${run}_$(basename "$work" | sed 's/.*\.//' | tr '[:upper:]' '[:lower:]')"
-sdks=(ts py)
+sdks=(ts py web)
 
 picked=()
 free_port() {
@@ -117,6 +120,10 @@ show_logs() {
 # The servers and the installs at once.
 bash scripts/sdk-test-server.sh start "$work/ts" >"$work/ts-start.log" 2>&1 &
 ts_start=$!
+bash scripts/sdk-test-server.sh start "$work/web" >"$work/web-start.log" 2>&1 &
+web_start=$!
+(cd tests/browser && npm ci --no-audit --no-fund --loglevel=error) >"$work/npm-web.log" 2>&1 &
+npm_web_pid=$!
 bash scripts/sdk-test-server.sh start "$work/py" >"$work/py-start.log" 2>&1 &
 py_start=$!
 (cd sdk/typescript && npm ci --no-audit --no-fund --loglevel=error) >"$work/npm.log" 2>&1 &
@@ -128,6 +135,8 @@ npm_pid=$!
 pip_pid=$!
 status=0
 wait "$ts_start" || { cat "$work/ts-start.log" >&2; status=1; }
+wait "$web_start" || { cat "$work/web-start.log" >&2; status=1; }
+wait "$npm_web_pid" || { echo "test-sdks: npm ci (tests/browser) failed" >&2; cat "$work/npm-web.log" >&2; status=1; }
 wait "$py_start" || { cat "$work/py-start.log" >&2; status=1; }
 wait "$npm_pid" || { echo "test-sdks: npm ci failed" >&2; cat "$work/npm.log" >&2; status=1; }
 wait "$pip_pid" || { echo "test-sdks: pip install failed" >&2; cat "$work/pip.log" >&2; status=1; }
@@ -159,7 +168,15 @@ ts_pid=$!
   .venv/bin/pytest -q -p no:cacheprovider
 ) >"$work/py.log" 2>&1 &
 py_pid=$!
+(
+  SDK_TEST_API="$(cat "$work/web/api")"
+  export SDK_TEST_API CHROMIUM="$chromium"
+  cd tests/browser
+  node --test --test-concurrency=1 .
+) >"$work/web.log" 2>&1 &
+web_pid=$!
 wait "$ts_pid" || { echo "test-sdks: the TypeScript SDK failed" >&2; cat "$work/ts.log" >&2; status=1; }
+wait "$web_pid" || { echo "test-sdks: the browser tests failed" >&2; cat "$work/web.log" >&2; status=1; }
 wait "$py_pid" || { echo "test-sdks: the Python SDK failed" >&2; cat "$work/py.log" >&2; status=1; }
 
 # Every test stops and deletes the VMs it started: no QEMU of this run may be left.
@@ -172,5 +189,6 @@ fi
 if [ -n "${SDK_TEST_SUMMARY:-}" ]; then
   grep -E '^# (pass|fail)' "$work/ts.log" || true
   tail -n1 "$work/py.log"
+  grep -E '^# (pass|fail)' "$work/web.log" || true
 fi
 exit "$status"

@@ -2,11 +2,11 @@
 # Runs the whole test suite: installs what is missing (QEMU, the test guest), then unit and
 # integration tests against the real PostgreSQL (127.0.0.1:5432) and real QEMU under TCG, then
 # scripts/test-serve.sh (serve.sh bringing up private PostgreSQL and NATS), then
-# scripts/test-sdks.sh (the TypeScript and Python SDKs against live servers).
+# scripts/test-sdks.sh (the TypeScript and Python SDKs, and noVNC in chromium, against live servers).
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$repo"
-bash scripts/setup.sh
+bash scripts/setup.sh --tests
 pg_isready -h 127.0.0.1 -p 5432 >/dev/null 2>&1 || {
   echo "test: PostgreSQL is not answering on 127.0.0.1:5432; start it and run again" >&2
   exit 1
