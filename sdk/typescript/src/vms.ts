@@ -119,6 +119,32 @@ export class Vms {
     return this.command('DELETE', id, '/iso', undefined, opts)
   }
 
+  /** The VM's disk snapshots, oldest first. */
+  snapshots(id: string): Promise<DataOf<'/api/v1/vms/{id}/snapshots', 'get'>> {
+    return this.t.request('GET', this.path(id, '/snapshots'))
+  }
+
+  /** Takes a snapshot `{name, description?, memory?}` (a job; `memory` needs a running VM). */
+  takeSnapshot(id: string, body: BodyOf<'/api/v1/vms/{id}/snapshots', 'post'>, opts: Waited): Promise<WaitedJob>
+  takeSnapshot(id: string, body: BodyOf<'/api/v1/vms/{id}/snapshots', 'post'>, opts?: CommandOptions): Promise<Accepted>
+  takeSnapshot(id: string, body: BodyOf<'/api/v1/vms/{id}/snapshots', 'post'>, opts: CommandOptions = {}): Promise<Accepted | WaitedJob> {
+    return this.command('POST', id, '/snapshots', body, opts)
+  }
+
+  /** Puts the VM back as snapshot `name` left it (a disk-only one needs a stopped VM). */
+  restoreSnapshot(id: string, name: string, opts: Waited): Promise<WaitedJob>
+  restoreSnapshot(id: string, name: string, opts?: CommandOptions): Promise<Accepted>
+  restoreSnapshot(id: string, name: string, opts: CommandOptions = {}): Promise<Accepted | WaitedJob> {
+    return this.command('POST', id, `/snapshots/${encodeURIComponent(name)}/restore`, undefined, opts)
+  }
+
+  /** Deletes snapshot `name` from the VM's disk. */
+  deleteSnapshot(id: string, name: string, opts: Waited): Promise<WaitedJob>
+  deleteSnapshot(id: string, name: string, opts?: CommandOptions): Promise<Accepted>
+  deleteSnapshot(id: string, name: string, opts: CommandOptions = {}): Promise<Accepted | WaitedJob> {
+    return this.command('DELETE', id, `/snapshots/${encodeURIComponent(name)}`, undefined, opts)
+  }
+
   /** The VM's own events, oldest first; `after`/`next` are sequence numbers. */
   events(id: string, query: QueryOf<'/api/v1/vms/{id}/events', 'get'> = {}): Promise<DataOf<'/api/v1/vms/{id}/events', 'get'>> {
     return this.t.request('GET', this.path(id, '/events'), { query })

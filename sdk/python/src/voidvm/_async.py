@@ -96,6 +96,30 @@ class Vms:
     async def reset(self, vm_id: str, *, wait: bool = False, wait_timeout: float = 120, if_match: int | None = None) -> JSON:
         return await self._command("POST", vm_path(vm_id, "/reset"), None, wait, wait_timeout, if_match)
 
+    async def snapshots(self, vm_id: str) -> JSONList:
+        """The VM's disk snapshots, oldest first."""
+        return await self._t.items("GET", vm_path(vm_id, "/snapshots"))
+
+    async def take_snapshot(
+        self, vm_id: str, name: str, *, description: str | None = None, memory: bool | None = None,
+        wait: bool = False, wait_timeout: float = 120, if_match: int | None = None,
+    ) -> JSON:
+        """Takes a snapshot (a job; ``memory`` needs a running VM)."""
+        body = {k: v for k, v in {"name": name, "description": description, "memory": memory}.items() if v is not None}
+        return await self._command("POST", vm_path(vm_id, "/snapshots"), body, wait, wait_timeout, if_match)
+
+    async def restore_snapshot(
+        self, vm_id: str, name: str, *, wait: bool = False, wait_timeout: float = 120, if_match: int | None = None,
+    ) -> JSON:
+        """Puts the VM back as snapshot ``name`` left it (a disk-only one needs a stopped VM)."""
+        return await self._command("POST", vm_path(vm_id, f"/snapshots/{seg(name)}/restore"), None, wait, wait_timeout, if_match)
+
+    async def delete_snapshot(
+        self, vm_id: str, name: str, *, wait: bool = False, wait_timeout: float = 120, if_match: int | None = None,
+    ) -> JSON:
+        """Deletes snapshot ``name`` from the VM's disk."""
+        return await self._command("DELETE", vm_path(vm_id, f"/snapshots/{seg(name)}"), None, wait, wait_timeout, if_match)
+
     async def attach_iso(
         self, vm_id: str, image: str, *, wait: bool = False, wait_timeout: float = 120, if_match: int | None = None,
     ) -> JSON:

@@ -95,6 +95,30 @@ class Vms:
     def reset(self, vm_id: str, *, wait: bool = False, wait_timeout: float = 120, if_match: int | None = None) -> JSON:
         return self._command("POST", vm_path(vm_id, "/reset"), None, wait, wait_timeout, if_match)
 
+    def snapshots(self, vm_id: str) -> JSONList:
+        """The VM's disk snapshots, oldest first."""
+        return self._t.items("GET", vm_path(vm_id, "/snapshots"))
+
+    def take_snapshot(
+        self, vm_id: str, name: str, *, description: str | None = None, memory: bool | None = None,
+        wait: bool = False, wait_timeout: float = 120, if_match: int | None = None,
+    ) -> JSON:
+        """Takes a snapshot (a job; ``memory`` needs a running VM)."""
+        body = {k: v for k, v in {"name": name, "description": description, "memory": memory}.items() if v is not None}
+        return self._command("POST", vm_path(vm_id, "/snapshots"), body, wait, wait_timeout, if_match)
+
+    def restore_snapshot(
+        self, vm_id: str, name: str, *, wait: bool = False, wait_timeout: float = 120, if_match: int | None = None,
+    ) -> JSON:
+        """Puts the VM back as snapshot ``name`` left it (a disk-only one needs a stopped VM)."""
+        return self._command("POST", vm_path(vm_id, f"/snapshots/{seg(name)}/restore"), None, wait, wait_timeout, if_match)
+
+    def delete_snapshot(
+        self, vm_id: str, name: str, *, wait: bool = False, wait_timeout: float = 120, if_match: int | None = None,
+    ) -> JSON:
+        """Deletes snapshot ``name`` from the VM's disk."""
+        return self._command("DELETE", vm_path(vm_id, f"/snapshots/{seg(name)}"), None, wait, wait_timeout, if_match)
+
     def attach_iso(
         self, vm_id: str, image: str, *, wait: bool = False, wait_timeout: float = 120, if_match: int | None = None,
     ) -> JSON:
