@@ -143,6 +143,12 @@ pub enum VmCommand {
     Reset(VmTarget),
     /// Deletes a stopped VM and its disk.
     Delete(VmTarget),
+    /// Attaches this terminal to a running VM's serial console (Ctrl-] ends it; from a pipe,
+    /// types stdin and ends once the guest is quiet after it).
+    Console {
+        /// The VM's id or name.
+        vm: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -10,6 +10,7 @@
 pub mod args;
 pub mod auth;
 pub mod client;
+pub mod console;
 pub mod credentials;
 pub mod events;
 pub mod jobs;

@@ -235,12 +235,31 @@ async fn a_guest_is_created_started_and_stopped_with_wait() {
     let run = term.run(&["vm", "start", &id]).await;
     assert_eq!(run.code, 5, "already running is a conflict: {}", run.stderr);
 
+    // The serial console from a pipe: stdin is typed, the guest's answer comes on stdout.
+    eventually(60, "the guest to boot", || {
+        app.serial_log(&id).contains("VOIDVM-GUEST-READY")
+    })
+    .await;
+    let console = term
+        .run_with(&["vm", "console", "cli-guest"], "echo hel\"\"lo-$((6*7))\n")
+        .await
+        .ok();
+    assert!(
+        console.stdout.contains("hello-42"),
+        "stdout: {}\nstderr: {}",
+        console.stdout,
+        console.stderr
+    );
+
     let stopped = term
         .run(&["vm", "stop", &id, "--force", "--timeout", "5", "--wait"])
         .await
         .ok();
     assert!(stopped.stdout.contains("stopped"), "{}", stopped.stdout);
     assert_eq!(app.status_of(&id).await, "stopped");
+    let run = term.run(&["vm", "console", &id]).await;
+    assert_eq!(run.code, 5, "a stopped VM has no console: {}", run.stderr);
+    assert!(run.stderr.contains("VM_NOT_RUNNING"), "{}", run.stderr);
 
     let list = term.run(&["vm", "list", "--json"]).await.ok().json();
     let ids: Vec<&str> = list
