@@ -120,7 +120,6 @@ pub async fn take_snapshot(
         check_description(description)?;
     }
     let vm_id = path.into_inner();
-    visible(&state, &user, &vm_id).await?;
     let job_id = new_job_id();
     let command = VmCommand::TakeSnapshot {
         job_id: job_id.clone(),
@@ -162,21 +161,10 @@ pub async fn restore_snapshot(
     path: web::Path<(String, String)>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    user.require(Permission::VmUpdate)?;
-    let (vm_id, raw_name) = path.into_inner();
-    tracing::Span::current().record("vm_id", vm_id.as_str());
-    let retry = Retry::read(&req, &user, &[])?;
-    if let Some(earlier) = retry.earlier(&state).await? {
-        return Ok(earlier);
-    }
-    let name = snapshot_name(&raw_name)?;
-    visible(&state, &user, &vm_id).await?;
-    let job_id = new_job_id();
-    let command = VmCommand::RestoreSnapshot {
-        job_id: job_id.clone(),
-        name,
-    };
-    change(&state, &user, &vm_id, &retry, job_id, command).await
+    named_change(&state, &user, path.into_inner(), &req, |job_id, name| {
+        VmCommand::RestoreSnapshot { job_id, name }
+    })
+    .await
 }
 
 #[utoipa::path(
@@ -210,21 +198,32 @@ pub async fn delete_snapshot(
     path: web::Path<(String, String)>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
+    named_change(&state, &user, path.into_inner(), &req, |job_id, name| {
+        VmCommand::DeleteSnapshot { job_id, name }
+    })
+    .await
+}
+
+/// A change to one named snapshot (restore, delete): checks the name and sends the command
+/// `make` builds from a new job id and the name. The VM's actor decides whether the VM is the
+/// caller's (`VM_NOT_FOUND` otherwise), with no read before it.
+async fn named_change(
+    state: &AppState,
+    user: &AuthUser,
+    (vm_id, raw_name): (String, String),
+    req: &HttpRequest,
+    make: impl FnOnce(String, SnapshotName) -> VmCommand,
+) -> Result<HttpResponse, ApiError> {
     user.require(Permission::VmUpdate)?;
-    let (vm_id, raw_name) = path.into_inner();
     tracing::Span::current().record("vm_id", vm_id.as_str());
-    let retry = Retry::read(&req, &user, &[])?;
-    if let Some(earlier) = retry.earlier(&state).await? {
+    let retry = Retry::read(req, user, &[])?;
+    if let Some(earlier) = retry.earlier(state).await? {
         return Ok(earlier);
     }
     let name = snapshot_name(&raw_name)?;
-    visible(&state, &user, &vm_id).await?;
     let job_id = new_job_id();
-    let command = VmCommand::DeleteSnapshot {
-        job_id: job_id.clone(),
-        name,
-    };
-    change(&state, &user, &vm_id, &retry, job_id, command).await
+    let command = make(job_id.clone(), name);
+    change(state, user, &vm_id, &retry, job_id, command).await
 }
 
 /// Sends the change to the VM's actor and answers 202 with its job.
