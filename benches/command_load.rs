@@ -42,8 +42,8 @@ fn main() {
     let scale = if bench {
         Scale {
             connections: 64,
-            vms: 1_024,
-            patches: 6_400,
+            vms: 2_048,
+            patches: 20_000,
             pgbench_secs: 10,
         }
     } else {
@@ -99,15 +99,17 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) {
         .await
         .expect("login");
     let created = Instant::now();
-    let vms = clients
+    // One more VM per connection, started during the API node's warm-up (see below).
+    let mut vms = clients
         .spawn(create_vms(
             http.clone(),
             base.clone(),
             token.clone(),
-            scale.vms,
+            scale.vms + scale.connections,
         ))
         .await
         .expect("the VMs");
+    let warmers = Arc::new(vms.split_off(scale.vms));
     println!(
         "{} VMs created and provisioned in {:.1} s",
         vms.len(),
@@ -148,7 +150,9 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) {
         .await
         .expect("login");
     // Like pgbench, which connects before its clock starts: the new node's HTTP connections and
-    // database pool are opened by a round of list reads first.
+    // its HTTP workers' database connections are opened by a round of list reads first, and the
+    // VM actors' connections by a round of starts of VMs the measured load does not touch (its
+    // VMs' actors are still to be loaded, as on a node that never served them).
     clients
         .spawn(load(
             http.clone(),
@@ -165,6 +169,22 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) {
         ))
         .await
         .expect("the warm-up");
+    clients
+        .spawn(load(
+            http.clone(),
+            scale.connections,
+            warmers.len(),
+            Arc::new({
+                let (base, token, warmers) = (base.clone(), token.clone(), warmers.clone());
+                move |c: &reqwest::Client, n: usize| {
+                    c.post(format!("{base}/api/v1/vms/{}/start", warmers[n]))
+                        .bearer_auth(&token)
+                }
+            }),
+            202,
+        ))
+        .await
+        .expect("the actors' warm-up");
     let start = clients
         .spawn(load(
             http.clone(),

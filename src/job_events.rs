@@ -1,5 +1,6 @@
-//! One PostgreSQL listener for "a job ended" (`NOTIFY voidvm_job_done`, sent by the jobs trigger),
-//! fanned out in-process so that any number of `/jobs/{id}/wait` calls share one connection.
+//! One PostgreSQL listener for "a job ended" (`NOTIFY voidvm_job_done`, sent after the job's end
+//! committed: see `crate::notifier`), fanned out in-process so that any number of
+//! `/jobs/{id}/wait` calls share one connection.
 
 use std::time::Duration;
 
@@ -30,7 +31,7 @@ async fn relay_forever(pool: PgPool, sender: broadcast::Sender<String>) {
                 continue;
             }
         };
-        if let Err(e) = listener.listen("voidvm_job_done").await {
+        if let Err(e) = listener.listen(crate::notifier::JOB_ENDED).await {
             tracing::error!(error = %crate::telemetry::chain(&e), "the job-end listener could not LISTEN");
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;

@@ -19,6 +19,7 @@ pub mod job_events;
 pub mod metrics;
 pub mod monitor;
 pub mod node;
+pub mod notifier;
 pub mod outbound;
 pub mod publish;
 pub mod reconcile;

@@ -10,6 +10,12 @@ use voidvm::cli::args::{ClientCommand, GlobalArgs, EXIT_CODES_HELP};
 use voidvm::config::Settings;
 use voidvm::startup::Application;
 
+/// mimalloc instead of glibc's allocator: a command's JSON (the request, its events, the VM's
+/// state, the answer) is many short-lived allocations, and glibc's malloc took a quarter of the
+/// server's CPU under `benches/command_load.rs` (its free lists, consolidating chunks).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "voidvm",

@@ -1,11 +1,12 @@
 //! The seam where committed events leave the process. The relay (`bus::relay`) publishes from
-//! the log itself, so nothing here is needed for correctness; telling it that something just
-//! committed only saves it the wait for PostgreSQL's notification.
+//! the log itself, so nothing here is needed for correctness; telling this node's relay at once,
+//! and every node's listeners through [`Notifier`], only saves them the wait for their timers.
 
 use std::sync::Arc;
 
 use tokio::sync::Notify;
 
+use crate::notifier::Notifier;
 use crate::vm::{Vm, VmEvent};
 
 pub trait EventPublisher: Send + Sync + 'static {
@@ -13,14 +14,18 @@ pub trait EventPublisher: Send + Sync + 'static {
     fn published(&self, vm: &Vm, events: &[VmEvent]);
 }
 
-/// Wakes the relay.
-pub struct WakeRelay(pub Arc<Notify>);
+/// Wakes this node's relay, and notifies every node's listeners.
+pub struct AfterCommit {
+    pub relay: Arc<Notify>,
+    pub notifier: Notifier,
+}
 
-impl EventPublisher for WakeRelay {
+impl EventPublisher for AfterCommit {
     fn published(&self, vm: &Vm, events: &[VmEvent]) {
         for event in events {
             tracing::debug!(vm_id = %vm.id, event = event.type_name(), "event committed");
         }
-        self.0.notify_one();
+        self.relay.notify_one();
+        self.notifier.committed(events);
     }
 }

@@ -21,7 +21,7 @@ use crate::actors::worker::{self, JobWorker, WorkerDeps};
 use crate::actors::VmRegistry;
 use crate::api;
 use crate::api::rate_limit::RequestLimiter;
-use crate::app::AppState;
+use crate::app::{AppState, NodeState};
 use crate::auth::login_guard::LoginGuard;
 use crate::auth::{self, AuthCache, TokenKeys};
 use crate::bus::ownership::StreamOwner;
@@ -34,7 +34,7 @@ use crate::hypervisor::qemu::{QemuConfig, QemuHypervisor};
 use crate::hypervisor::{DiskSnapshots, Hypervisor, ObservationSender, QemuDiskSnapshots};
 use crate::images::fetch::Fetcher;
 use crate::images::service::{ImageService, SharedImages};
-use crate::publish::WakeRelay;
+use crate::publish::AfterCommit;
 use crate::store::{self, VmEventStore};
 use crate::ws::limits::ConnectionLimits;
 use crate::ws::usage::UsageBoard;
@@ -113,11 +113,15 @@ impl Application {
 
         // VM actors and workers live on their own arbiter, apart from the HTTP workers.
         let arbiter = Arbiter::new();
+        let (notifier, notifications) = crate::notifier::Notifier::new();
         let registry = VmRegistry::new(
             VmEventStore::with_images(pool.clone(), settings.snapshot_every, settings.images_dir()),
             pool.clone(),
             settings.actor_idle_secs,
-            Arc::new(WakeRelay(relay_wake.clone())),
+            Arc::new(AfterCommit {
+                relay: relay_wake.clone(),
+                notifier,
+            }),
             arbiter.handle(),
         );
 
@@ -138,6 +142,11 @@ impl Application {
             registry.clone(),
             pool.clone(),
             observations_rx,
+            shutdown.clone(),
+        )));
+        arbiter.spawn(tasks.track_future(crate::notifier::run(
+            pool.clone(),
+            notifications,
             shutdown.clone(),
         )));
         let job_events = crate::job_events::channel();
@@ -241,13 +250,12 @@ impl Application {
             pool.clone(),
             shutdown.clone(),
         )));
-        let state = web::Data::new(AppState {
+        let node_state = Arc::new(NodeState {
             settings: settings.clone(),
             node_id: node.clone(),
             live,
             limiter: RequestLimiter::default(),
             login_guard: LoginGuard::default(),
-            pool: pool.clone(),
             registry,
             hypervisor,
             images,
@@ -264,7 +272,15 @@ impl Application {
             metrics: Arc::new(crate::metrics::Metrics::new()),
             system,
         });
+        let http_workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let worker_connections = store::worker_pool_size(http_workers);
+        let connect_options = (*pool.connect_options()).clone();
         let server = HttpServer::new(move || {
+            // Runs on each worker's own thread: its pool's connections are opened there.
+            let state = web::Data::new(AppState::for_worker(
+                node_state.clone(),
+                store::worker_pool(connect_options.clone(), worker_connections),
+            ));
             App::new()
                 .wrap(actix_web::middleware::from_fn(api::rate_limit::middleware))
                 .wrap(actix_web::middleware::from_fn(api::input::middleware))
@@ -281,6 +297,7 @@ impl Application {
                 .app_data(api::body::payload_config())
                 .configure(api::routes)
         })
+        .workers(http_workers)
         .shutdown_timeout(10)
         // Signals are handled in `run_until_stopped`: actix would stop the whole actor system at
         // once, before the background loops could end cleanly.

@@ -9,6 +9,11 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The server binary's allocator (`src/main.rs`): a harness that runs the server in its own
+/// process measures what `voidvm serve` runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub const NATS_URL: &str = "nats://127.0.0.1:4222";
 
 /// p50 and p99 of `times` (sorted in place).

@@ -1,5 +1,6 @@
 //! Worker actors carry jobs out. A dispatcher listens on PostgreSQL (`LISTEN voidvm_jobs`, sent
-//! by the trigger that creates jobs) and wakes the workers; a woken worker claims due jobs with
+//! after a job is queued: see `crate::notifier`), and looks at the queue every few seconds anyway
+//! (a notification is a hint that can be lost with the node that sent it), and wakes the workers; a woken worker claims due jobs with
 //! `FOR UPDATE SKIP LOCKED` until none is left, under its node's lease (which the dispatcher
 //! renews, re-queueing the jobs of nodes whose lease expired). A job that waits for its guest is
 //! parked and claimed again when its wait ends, so the wait holds no worker (see `job_steps`).
@@ -282,10 +283,10 @@ pub async fn keep_leases(
 }
 
 async fn dispatch_until_error(pool: PgPool, node: String, workers: Vec<Addr<JobWorker>>) {
-    const SAFETY_NET: Duration = Duration::from_secs(30);
+    const SAFETY_NET: Duration = Duration::from_secs(5);
     let mut listener = loop {
         match PgListener::connect_with(&pool).await {
-            Ok(mut l) => match l.listen("voidvm_jobs").await {
+            Ok(mut l) => match l.listen(crate::notifier::JOB_QUEUED).await {
                 Ok(()) => break l,
                 Err(e) => {
                     tracing::error!(error = %crate::telemetry::chain(&e), "the job dispatcher could not LISTEN")

@@ -21,6 +21,8 @@ use crate::vm::VmCommand;
 
 const STATUSES: [&str; 5] = ["queued", "running", "succeeded", "failed", "cancelled"];
 const WAIT_MAX_SECS: u64 = 120;
+/// How often a waiting `/jobs/{id}/wait` reads its job again when no notification came.
+const RECHECK: Duration = Duration::from_secs(1);
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -181,8 +183,14 @@ pub async fn wait(
     let mut job = visible(&state, &user, &job_id).await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
     while !job.is_finished() {
-        match tokio::time::timeout_at(deadline, done.recv()).await {
-            Err(_) => break,
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            break;
+        }
+        // A notification is a hint that can be lost with the node that sent it
+        // (`crate::notifier`): without one, the job is read again every `RECHECK`.
+        match tokio::time::timeout_at(deadline.min(now + RECHECK), done.recv()).await {
+            Err(_) => {}
             Ok(Ok(id)) if id != job_id => continue,
             // Our job, or we lagged behind and may have missed it: read it again.
             Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}

@@ -7,4 +7,4 @@ pub mod ids;
 pub mod lifecycle;
 pub mod state;
 
-pub use state::AppState;
+pub use state::{AppState, NodeState};

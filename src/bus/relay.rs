@@ -130,7 +130,7 @@ impl Relay {
             .await
             .context("the relay's listener could not connect")?;
         listener
-            .listen("voidvm_events")
+            .listen(crate::notifier::EVENTS)
             .await
             .context("the relay could not LISTEN")?;
         let mut synced: Option<Synced> = None;

@@ -90,6 +90,25 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+/// Connections a node's HTTP workers may hold in all (each gets its share, at least 2): with the
+/// node's own pool (16, for the VM actors, the job workers and the background loops) a node
+/// stays well below PostgreSQL's default of 100 connections.
+const HTTP_CONNECTIONS: usize = 32;
+
+/// How many connections each of `workers` HTTP workers may open.
+pub fn worker_pool_size(workers: usize) -> u32 {
+    u32::try_from((HTTP_CONNECTIONS / workers.max(1)).max(2)).unwrap_or(2)
+}
+
+/// An HTTP worker's own pool, opened lazily: its connections are made on first use, by the
+/// worker's own runtime (see `app::AppState`). One idle for a minute is closed.
+pub fn worker_pool(options: sqlx::postgres::PgConnectOptions, max: u32) -> PgPool {
+    pool_options()
+        .max_connections(max)
+        .idle_timeout(Duration::from_secs(60))
+        .connect_lazy_with(options)
+}
+
 /// How long a pooled connection may sit idle before it is checked (a round trip) on its way out.
 const CHECK_IDLE_AFTER: Duration = Duration::from_secs(1);
 

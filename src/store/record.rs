@@ -8,6 +8,7 @@
 //! (see `super::repository`).
 
 use chrono::{DateTime, Utc};
+use sqlx::types::Json;
 
 use super::repository::Commit;
 use super::StoreError;
@@ -47,11 +48,7 @@ pub async fn record<'c, E>(conn: E, commit: &Commit<'_>) -> Result<Stamps, Store
 where
     E: sqlx::Executor<'c, Database = sqlx::Postgres>,
 {
-    let unexpected = |e: serde_json::Error, what: &'static str| {
-        StoreError::Unexpected(anyhow::Error::new(e).context(what))
-    };
-    let metadata = serde_json::to_value(commit.metadata)
-        .map_err(|e| unexpected(e, "metadata could not be serialised"))?;
+    // Bound as `Json`: each is serialised once, straight into the statement's buffer.
     let mut sequences = Vec::with_capacity(commit.events.len());
     let mut types = Vec::with_capacity(commit.events.len());
     let mut versions = Vec::with_capacity(commit.events.len());
@@ -60,14 +57,9 @@ where
         sequences.push(to_i64(sequence)?);
         types.push(event.type_name());
         versions.push(event.version().to_string());
-        payloads.push(
-            serde_json::to_value(event)
-                .map_err(|e| unexpected(e, "an event could not be serialised"))?,
-        );
+        payloads.push(Json(event));
     }
     let after = commit.after;
-    let state =
-        serde_json::to_value(after).map_err(|e| unexpected(e, "a VM could not be serialised"))?;
     let status = after.status.unwrap_or(VmStatus::Creating);
     let version = to_i64(commit.version + commit.events.len())?;
     let stamps: Option<(DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(RECORD)
@@ -75,14 +67,14 @@ where
         .bind(&sequences)
         .bind(&types)
         .bind(&versions)
-        .bind(&metadata)
+        .bind(Json(commit.metadata))
         .bind(&payloads)
         .bind(&after.owner.id)
         .bind(&after.owner.name)
         .bind(&after.spec.name)
         .bind(status.as_str())
         .bind(version)
-        .bind(&state)
+        .bind(Json(after))
         .fetch_optional(conn)
         .await
         .map_err(super::repository::conflict_on_duplicate)?;

@@ -59,11 +59,11 @@ pub struct Written {
     pub answer: Option<StoredAnswer>,
 }
 
-/// A row of a stream as read: its snapshot (`is_snapshot`, with the snapshot's `number` and the
-/// state as `payload`) or one of its events.
+/// A row of a stream as read: a state (`kind` 0: the VM's list row; 1: its latest snapshot),
+/// with the snapshot's `number` and the state as `payload`, or one of its events (`kind` 2).
 #[derive(sqlx::FromRow)]
 struct LoadRow {
-    is_snapshot: bool,
+    kind: i32,
     sequence: i64,
     number: Option<i64>,
     event_type: String,
@@ -96,36 +96,45 @@ impl Repository {
         &self.pool
     }
 
-    /// The VM's current state: the latest snapshot plus the events after it, read in one
-    /// statement (the snapshot's row first, then the events after it).
+    /// The VM's current state, in one statement. The VM's row in the list holds its state after
+    /// its latest event (both are written by one transaction, see `record`), so a load reads
+    /// that row and finds no event after it; a VM without a row (a database from before the
+    /// list held the state) reads its latest snapshot instead. Events after the row or snapshot
+    /// (rows written by hand, or by an older version) are applied on top, in their current
+    /// shapes. A row or snapshot whose shape no longer reads (the state's type changed since) is
+    /// rebuilt from every event.
     pub async fn load(&self, vm_id: &str) -> Result<Loaded, StoreError> {
         let rows: Vec<LoadRow> = sqlx::query_as(
-            "WITH s AS (SELECT last_sequence, current_snapshot, payload FROM snapshots
+            "WITH r AS (SELECT version, state FROM vms WHERE id = $2),
+                  s AS (SELECT last_sequence, current_snapshot, payload FROM snapshots
                         WHERE aggregate_type = $1 AND aggregate_id = $2)
-             SELECT true AS is_snapshot, last_sequence AS sequence, current_snapshot AS number,
-                    '' AS event_type, '' AS event_version, payload, 'null'::jsonb AS metadata
-             FROM s
+             SELECT 0 AS kind, version AS sequence, (SELECT current_snapshot FROM s) AS number,
+                    '' AS event_type, '' AS event_version, state AS payload,
+                    'null'::jsonb AS metadata
+             FROM r
              UNION ALL
-             SELECT false, sequence, NULL, event_type, event_version, payload, metadata
+             SELECT 1, last_sequence, current_snapshot, '', '', payload, 'null'::jsonb
+             FROM s
+             WHERE NOT EXISTS (SELECT 1 FROM r)
+             UNION ALL
+             SELECT 2, sequence, NULL, event_type, event_version, payload, metadata
              FROM events
              WHERE aggregate_type = $1 AND aggregate_id = $2
-               AND sequence > COALESCE((SELECT last_sequence FROM s), 0)
-             ORDER BY is_snapshot DESC, sequence",
+               AND sequence > COALESCE((SELECT version FROM r), (SELECT last_sequence FROM s), 0)
+             ORDER BY kind, sequence",
         )
         .bind(AGGREGATE_TYPE)
         .bind(vm_id)
         .fetch_all(&self.pool)
         .await?;
         let mut rows = rows.into_iter().peekable();
-        let snapshot = rows.next_if(|r| r.is_snapshot);
-        let (mut vm, mut version, snapshot, events) = match snapshot {
+        let (mut vm, mut version, snapshot, events) = match rows.next_if(|r| r.kind < 2) {
             Some(row) => {
-                let number = Some(to_usize(row.number.unwrap_or(0))?);
+                let number = row.number.map(to_usize).transpose()?;
                 match serde_json::from_value::<Vm>(row.payload) {
                     Ok(vm) => (vm, to_usize(row.sequence)?, number, rows.collect()),
-                    // The state's shape changed since: rebuild it from every event.
                     Err(e) => {
-                        tracing::info!(vm_id, error = %e, "a snapshot no longer reads; replaying the stream");
+                        tracing::info!(vm_id, error = %e, "a stored state no longer reads; replaying the stream");
                         (
                             Vm::default(),
                             0,
@@ -166,7 +175,7 @@ impl Repository {
         up_to: Option<usize>,
     ) -> Result<Vec<LoadRow>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT false AS is_snapshot, sequence, NULL::bigint AS number, event_type,
+            "SELECT 2 AS kind, sequence, NULL::bigint AS number, event_type,
                     event_version, payload, metadata
              FROM events
              WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3

@@ -100,7 +100,7 @@ impl Dispatcher {
             .await
             .context("the webhook dispatcher's listener could not connect")?;
         listener
-            .listen("voidvm_events")
+            .listen(crate::notifier::EVENTS)
             .await
             .context("the webhook dispatcher could not LISTEN")?;
         let mut in_flight: HashSet<Key> = HashSet::new();

@@ -25,6 +25,7 @@ mod leases;
 mod lifecycle;
 mod metrics;
 mod network;
+mod notifications;
 mod observations;
 mod openapi;
 mod processes;

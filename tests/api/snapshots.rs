@@ -1,6 +1,7 @@
-//! The event store's snapshots: state rebuilt from snapshot + later events equals the state the
-//! actor kept in memory, across many snapshot boundaries (cqrs-es 0.5 re-applies events when it
-//! builds a snapshot, which VoidVM works around; this proves the workaround).
+//! The event store's snapshots: state loaded from the VM's list row, and rebuilt from snapshot +
+//! later events, equals the state the actor kept in memory, across many snapshot boundaries
+//! (cqrs-es 0.5 re-applies events when it builds a snapshot, which VoidVM works around; this
+//! proves the workaround).
 
 use voidvm::store::{self, CommandMeta, VmEventStore};
 use voidvm::vm::{JobResult, VmCommand};
@@ -58,6 +59,9 @@ async fn state_survives_a_reload_at_every_snapshot_boundary() {
             let reloaded = store.load("vm-snap").await.unwrap();
             assert_eq!(reloaded.vm, state.vm, "after event {}", state.version);
             assert_eq!(reloaded.version, state.version);
+            // Go on from the loaded state: its snapshot number must be right for the next
+            // snapshot to be written.
+            state = reloaded;
         }
     }
     let snapshots: i64 =
@@ -88,5 +92,16 @@ async fn state_survives_a_reload_at_every_snapshot_boundary() {
         )
         .await;
     assert!(refused.is_err());
+    // A load reads the VM's list row; without one (a database from before the list held the
+    // state), it reads the latest snapshot and the events after it, to the same state.
+    let from_row = store.load("vm-snap").await.unwrap();
+    assert_eq!(from_row.vm, state.vm);
+    sqlx::query("DELETE FROM vms WHERE id = 'vm-snap'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let from_snapshot = store.load("vm-snap").await.unwrap();
+    assert_eq!(from_snapshot.vm, state.vm);
+    assert_eq!(from_snapshot.version, state.version);
     pool.close().await;
 }
