@@ -34,6 +34,11 @@ pub const OFFSET_NAME: &str = "nats";
 const LEADER_LOCK: i64 = 0x0076_6f69_6472_656c;
 /// How long to wait for a wake-up before looking at the log anyway.
 const POLL: Duration = Duration::from_secs(1);
+/// How often, at most, the relay records its offset while events keep coming (a write and a
+/// WAL flush each time); once it has caught up it records at once. The offset is only where a
+/// relay resumes when the stream's last message has aged out (see `sync`): the stream's last
+/// message says exactly how far publication got.
+const CONFIRM_EVERY: Duration = Duration::from_millis(250);
 /// How often a relay refused by its stream looks again whether an operator acted.
 pub const RECHECK: Duration = Duration::from_secs(1);
 
@@ -134,6 +139,8 @@ impl Relay {
             .await
             .context("the relay could not LISTEN")?;
         let mut synced: Option<Synced> = None;
+        // The offset last recorded, and when.
+        let mut recorded: Option<(i64, std::time::Instant)> = None;
         loop {
             let mut at = match synced.take() {
                 Some(at) => at,
@@ -159,6 +166,10 @@ impl Relay {
             )
             .await?;
             if rows.is_empty() {
+                if recorded.is_none_or(|(offset, _)| offset < at.confirmed) {
+                    feed::confirm(&self.pool, OFFSET_NAME, at.confirmed).await?;
+                    recorded = Some((at.confirmed, std::time::Instant::now()));
+                }
                 // Still the leader? (A lost lock connection means another node may take over.)
                 sqlx::query("SELECT 1")
                     .execute(&mut *leader)
@@ -185,7 +196,10 @@ impl Relay {
                 }
             }
             if at.confirmed > before {
-                feed::confirm(&self.pool, OFFSET_NAME, at.confirmed).await?;
+                if recorded.is_none_or(|(_, when)| when.elapsed() >= CONFIRM_EVERY) {
+                    feed::confirm(&self.pool, OFFSET_NAME, at.confirmed).await?;
+                    recorded = Some((at.confirmed, std::time::Instant::now()));
+                }
                 tracing::debug!(from = before, to = at.confirmed, "events relayed");
                 backoff.reset();
             }
