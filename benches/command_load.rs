@@ -174,13 +174,7 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) {
             http.clone(),
             scale.connections,
             warmers.len(),
-            Arc::new({
-                let (base, token, warmers) = (base.clone(), token.clone(), warmers.clone());
-                move |c: &reqwest::Client, n: usize| {
-                    c.post(format!("{base}/api/v1/vms/{}/start", warmers[n]))
-                        .bearer_auth(&token)
-                }
-            }),
+            start_each(&base, &token, &warmers),
             202,
         ))
         .await
@@ -190,13 +184,7 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) {
             http.clone(),
             scale.connections,
             vms.len(),
-            Arc::new({
-                let (base, token, vms) = (base.clone(), token.clone(), vms.clone());
-                move |c: &reqwest::Client, n: usize| {
-                    c.post(format!("{base}/api/v1/vms/{}/start", vms[n]))
-                        .bearer_auth(&token)
-                }
-            }),
+            start_each(&base, &token, &vms),
             202,
         ))
         .await
@@ -331,6 +319,15 @@ async fn create_vms(
 }
 
 type MakeRequest = Arc<dyn Fn(&reqwest::Client, usize) -> reqwest::RequestBuilder + Send + Sync>;
+
+/// `POST /vms/{id}/start` of the `n`th of `vms` for request `n`.
+fn start_each(base: &str, token: &str, vms: &Arc<Vec<String>>) -> MakeRequest {
+    let (base, token, vms) = (base.to_string(), token.to_string(), vms.clone());
+    Arc::new(move |c: &reqwest::Client, n: usize| {
+        c.post(format!("{base}/api/v1/vms/{}/start", vms[n]))
+            .bearer_auth(&token)
+    })
+}
 
 /// What one load phase measured.
 struct Measured {
