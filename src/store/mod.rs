@@ -90,10 +90,12 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// Connections a node's HTTP workers may hold in all (each gets its share, at least 2): with the
-/// node's own pool (16, for the VM actors, the job workers and the background loops) a node
-/// stays well below PostgreSQL's default of 100 connections.
-const HTTP_CONNECTIONS: usize = 32;
+/// Connections a node's HTTP workers may hold in all (each gets its share, at least 2). With the
+/// node's own pool (16, for the VM actors, the job workers and the background loops) and its
+/// listeners, a node holds at most about 37 of PostgreSQL's default 100 connections, leaving
+/// room for a second node, or for pgbench's 64 clients measuring the database beside it.
+/// Commands go through the actors' pool; the HTTP workers' connections serve reads.
+const HTTP_CONNECTIONS: usize = 16;
 
 /// How many connections each of `workers` HTTP workers may open.
 pub fn worker_pool_size(workers: usize) -> u32 {
