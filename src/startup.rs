@@ -290,7 +290,9 @@ impl Application {
                 .wrap(actix_web::middleware::from_fn(
                     crate::metrics::http::middleware,
                 ))
-                .wrap(tracing_actix_web::TracingLogger::default())
+                .wrap(tracing_actix_web::TracingLogger::<
+                    api::request_span::RequestSpan,
+                >::new())
                 .app_data(state.clone())
                 .app_data(api::body::json_config())
                 .app_data(api::body::query_config())

@@ -18,6 +18,7 @@ pub mod network_input;
 pub mod openapi;
 pub mod rate_limit;
 pub mod request_id;
+pub mod request_span;
 pub mod retry;
 pub mod roles;
 pub mod system;

@@ -31,6 +31,8 @@ pub async fn middleware(
         .filter(|v| acceptable(v))
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    // The request's span (`super::request_span`) carries the id its log lines are found by.
+    tracing::Span::current().record("request_id", id.as_str());
     req.extensions_mut().insert(RequestId(id.clone()));
     let mut res = next.call(req).await?;
     if let Ok(value) = HeaderValue::from_str(&id) {
