@@ -1,9 +1,10 @@
 //! Worker actors carry jobs out. A dispatcher listens on PostgreSQL (`LISTEN voidvm_jobs`, sent
-//! after a job is queued: see `crate::notifier`), and looks at the queue every few seconds anyway
-//! (a notification is a hint that can be lost with the node that sent it), and wakes the workers; a woken worker claims due jobs with
-//! `FOR UPDATE SKIP LOCKED` until none is left, under its node's lease (which the dispatcher
-//! renews, re-queueing the jobs of nodes whose lease expired). A job that waits for its guest is
-//! parked and claimed again when its wait ends, so the wait holds no worker (see `job_steps`).
+//! after a job is queued: see `crate::notifier`) and looks at the queue every few seconds anyway
+//! (a notification is a hint that can be lost with the node that sent it), and wakes the
+//! workers; a woken worker claims due jobs with `FOR UPDATE SKIP LOCKED` until none is left,
+//! under its node's lease (which the dispatcher renews, re-queueing the jobs of nodes whose lease
+//! expired). A job that waits for its guest is parked and claimed again when its wait ends, so
+//! the wait holds no worker (see `job_steps`).
 //! Transient failures are retried with exponential backoff; every outcome goes back to the VM's
 //! actor, which records it as an event: the only time a job asks the actor anything.
 

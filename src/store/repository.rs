@@ -59,8 +59,12 @@ pub struct Written {
     pub answer: Option<StoredAnswer>,
 }
 
+/// The `kind` of an event's row in a load (`Repository::load`); the rows before it are states.
+const EVENT_ROW: i32 = 2;
+
 /// A row of a stream as read: a state (`kind` 0: the VM's list row; 1: its latest snapshot),
-/// with the snapshot's `number` and the state as `payload`, or one of its events (`kind` 2).
+/// with the snapshot's `number` and the state as `payload`, or one of its events
+/// ([`EVENT_ROW`]).
 #[derive(sqlx::FromRow)]
 struct LoadRow {
     kind: i32,
@@ -128,7 +132,7 @@ impl Repository {
         .fetch_all(&self.pool)
         .await?;
         let mut rows = rows.into_iter().peekable();
-        let (mut vm, mut version, snapshot, events) = match rows.next_if(|r| r.kind < 2) {
+        let (mut vm, mut version, snapshot, events) = match rows.next_if(|r| r.kind != EVENT_ROW) {
             Some(row) => {
                 let number = row.number.map(to_usize).transpose()?;
                 match serde_json::from_value::<Vm>(row.payload) {
