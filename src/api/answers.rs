@@ -35,7 +35,7 @@ pub struct ErrorEnvelope {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
     /// A stable code, e.g. `VM_NOT_FOUND`, `VALIDATION_ERROR`, `VM_BUSY`, `METHOD_NOT_ALLOWED`,
-    /// `PAYLOAD_TOO_LARGE`, `URI_TOO_LONG` (the README lists them all).
+    /// `PAYLOAD_TOO_LARGE`, `URI_TOO_LONG`, `HEADERS_TOO_LARGE` (the README lists them all).
     pub code: String,
     /// What went wrong, in general.
     pub message: String,

@@ -32,6 +32,10 @@ pub enum ApiError {
     MethodNotAllowed { method: String, allow: String },
     #[error("The URL is longer than the {0} bytes the server reads.")]
     UriTooLong(usize),
+    #[error(
+        "The request's headers are larger than the server reads (128 KiB with the request line)."
+    )]
+    HeadersTooLarge,
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
@@ -101,6 +105,10 @@ impl ApiError {
                 (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED")
             }
             ApiError::UriTooLong(_) => (StatusCode::URI_TOO_LONG, "URI_TOO_LONG"),
+            ApiError::HeadersTooLarge => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "HEADERS_TOO_LARGE",
+            ),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
             ApiError::Forbidden(_) | ApiError::PermissionDenied { .. } => {
                 (StatusCode::FORBIDDEN, "FORBIDDEN")
@@ -140,6 +148,7 @@ impl ApiError {
             ApiError::RouteNotFound(_) => "Not found.",
             ApiError::MethodNotAllowed { .. } => "Method not allowed.",
             ApiError::UriTooLong(_) => "The URL is too long.",
+            ApiError::HeadersTooLarge => "The request headers are too large.",
             ApiError::Unauthorized(_) => "Authentication is required.",
             ApiError::Forbidden(_) | ApiError::PermissionDenied { .. } => "Permission denied.",
             ApiError::QuotaExceeded(_) => "A quota would be exceeded.",

@@ -9,6 +9,7 @@ pub mod cloud_init_input;
 pub mod config;
 pub mod envelope;
 pub mod error;
+pub mod head_guard;
 pub mod health;
 pub mod images;
 pub mod input;

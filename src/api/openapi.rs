@@ -141,8 +141,9 @@ impl Modify for BearerAuth {
 
 /// Every operation can also fail in ways not particular to it: a body too large (413
 /// `PAYLOAD_TOO_LARGE`) and a URL too long (414 `URI_TOO_LONG`) are declared on each; `default`
-/// covers the rest (bad JSON, a wrong content type, the rate limit, an internal error), all in the
-/// error envelope. A method a path does not declare answers 405 `METHOD_NOT_ALLOWED` with `Allow`.
+/// covers the rest (bad JSON, a wrong content type, headers too large, the rate limit, an internal
+/// error), all in the error envelope. A method a path does not declare answers 405
+/// `METHOD_NOT_ALLOWED` with `Allow`.
 struct DefaultError;
 
 impl Modify for DefaultError {
@@ -171,8 +172,9 @@ impl Modify for DefaultError {
                 "default",
                 envelope(
                     "Any other error, in the error envelope (e.g. `INVALID_JSON`, \
-                     `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`). A method this \
-                     path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header.",
+                     `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 \
+                     `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path \
+                     does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header.",
                 ),
             ),
         ];

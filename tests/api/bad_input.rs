@@ -1,5 +1,6 @@
 //! Input the API must refuse in its envelope: text PostgreSQL cannot store (NUL) wherever a client
-//! can put it, bodies over the limit on every route, URLs over the limit, methods a path does not
+//! can put it, bodies over the limit on every route, URLs over the limit (also those the HTTP parser
+//! refuses before the API sees them), methods a path does not
 //! take (405 with `Allow`, walked over the whole OpenAPI document), and WebSocket frames over the
 //! limit (an error frame, then close 1009).
 
@@ -242,6 +243,85 @@ async fn a_url_over_the_limit_is_a_414_envelope() {
             "URI_TOO_LONG",
         );
     }
+}
+
+/// One request written as raw bytes (the client crates refuse a URL over 64 KiB): the answer's
+/// status and JSON body, read until the server closes the connection.
+async fn raw_request(app: &TestApp, request: &[u8]) -> (StatusCode, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = app.address.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("a connection");
+    // The server may answer and close before it read everything: a failed write is fine.
+    let _ = socket.write_all(request).await;
+    let mut answer = Vec::new();
+    let _ = socket.read_to_end(&mut answer).await;
+    let text = String::from_utf8_lossy(&answer);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP answer: {text:?}"));
+    assert!(head.contains("connection: close"), "{head}");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    (
+        StatusCode::from_u16(status).expect("a status"),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
+}
+
+#[actix_rt::test]
+async fn heads_the_http_parser_refuses_get_the_envelope_too() {
+    let app = spawn_app().await;
+    // Past the `http` crate's 64 KiB URI limit (the 100 KB URL), and past actix-http's
+    // 128 KiB head buffer: still a URL too long.
+    for len in [100 * 1024, 200 * 1024] {
+        let request = format!(
+            "GET /api/v1/vms?owner={} HTTP/1.1\r\nHost: x\r\n\r\n",
+            "a".repeat(len)
+        );
+        let (status, body) = raw_request(&app, request.as_bytes()).await;
+        assert_error(
+            &format!("a {len}-byte URL"),
+            status,
+            &body,
+            StatusCode::URI_TOO_LONG,
+            "URI_TOO_LONG",
+        );
+    }
+    // A short request line with 130 KiB of headers.
+    let headers: String = (0..65)
+        .map(|i| format!("X-Pad-{i}: {}\r\n", "b".repeat(2048)))
+        .collect();
+    let request = format!("GET /api/v1/vms HTTP/1.1\r\nHost: x\r\n{headers}\r\n");
+    let (status, body) = raw_request(&app, request.as_bytes()).await;
+    assert_error(
+        "130 KiB of headers",
+        status,
+        &body,
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "HEADERS_TOO_LARGE",
+    );
+    // A malformed header line.
+    let (status, body) = raw_request(
+        &app,
+        b"GET /api/v1/vms HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n",
+    )
+    .await;
+    assert_error(
+        "a malformed header",
+        status,
+        &body,
+        StatusCode::BAD_REQUEST,
+        "VALIDATION_ERROR",
+    );
+    assert_eq!(body["error"]["field"], "request", "{body}");
+    // The server still answers normally.
+    let (status, body) = app.call(Method::GET, "/api/v1/vms", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
 }
 
 #[actix_rt::test]
