@@ -282,7 +282,11 @@ impl Application {
         let listener = std::net::TcpListener::bind(settings.listen)
             .with_context(|| format!("the server could not listen on {}", settings.listen))?;
         let addr = listener.local_addr().context("the server has no address")?;
-        let server = Server::build()
+        let builder = Server::build();
+        // As `HttpServer` does: a graceful stop closes idle keep-alive connections at once
+        // instead of waiting for their timeout.
+        let graceful = builder.graceful_shutdown_signal();
+        let server = builder
             .workers(http_workers)
             .shutdown_timeout(10)
             // Signals are handled in `run_until_stopped`: actix would stop the whole actor system
@@ -313,7 +317,12 @@ impl Application {
                     .configure(api::routes);
                 // actix-web's own defaults (`HttpServer`), with each socket behind the guard that
                 // gives the parser's refusals the error envelope.
+                let graceful = graceful.clone();
                 let http = HttpService::build()
+                    .graceful_shutdown_signal(move || {
+                        let graceful = graceful.clone();
+                        async move { graceful.notified().await }
+                    })
                     .keep_alive(Duration::from_secs(5))
                     .client_request_timeout(Duration::from_secs(5))
                     .client_disconnect_timeout(Duration::from_secs(1))
