@@ -13,7 +13,7 @@
 //! nor to one ahead of its log.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use async_nats::jetstream::message::PublishMessage;
@@ -34,10 +34,12 @@ pub const OFFSET_NAME: &str = "nats";
 const LEADER_LOCK: i64 = 0x0076_6f69_6472_656c;
 /// How long to wait for a wake-up before looking at the log anyway.
 const POLL: Duration = Duration::from_secs(1);
-/// How often, at most, the relay records its offset while events keep coming (a write and a
-/// WAL flush each time); once it has caught up it records at once. The offset is only where a
-/// relay resumes when the stream's last message has aged out (see `sync`): the stream's last
-/// message says exactly how far publication got.
+/// How often, at most, the relay records its offset (a write and a WAL flush each time), and
+/// asks whether its lock connection still stands. Under load the relay catches up many times a
+/// second, one commit behind; recording at every catch-up cost a write per round. Once it is
+/// idle it records within this time. The offset is only where a relay resumes when the stream's
+/// last message has aged out (see `sync`): the stream's last message says exactly how far
+/// publication got.
 const CONFIRM_EVERY: Duration = Duration::from_millis(250);
 /// How often a relay refused by its stream looks again whether an operator acted.
 pub const RECHECK: Duration = Duration::from_secs(1);
@@ -140,7 +142,8 @@ impl Relay {
             .context("the relay could not LISTEN")?;
         let mut synced: Option<Synced> = None;
         // The offset last recorded, and when.
-        let mut recorded: Option<(i64, std::time::Instant)> = None;
+        let mut recorded: Option<(i64, Instant)> = None;
+        let mut lock_checked = Instant::now();
         loop {
             let mut at = match synced.take() {
                 Some(at) => at,
@@ -166,20 +169,32 @@ impl Relay {
             )
             .await?;
             if rows.is_empty() {
-                if recorded.is_none_or(|(offset, _)| offset < at.confirmed) {
-                    feed::confirm(&self.pool, OFFSET_NAME, at.confirmed).await?;
-                    recorded = Some((at.confirmed, std::time::Instant::now()));
+                // Caught up: record the offset, unless it was recorded a moment ago (then
+                // wait at most until it may be recorded again).
+                let mut idle = POLL;
+                match recorded {
+                    Some((offset, _)) if offset >= at.confirmed => {}
+                    Some((_, when)) if when.elapsed() < CONFIRM_EVERY => {
+                        idle = CONFIRM_EVERY.saturating_sub(when.elapsed());
+                    }
+                    _ => {
+                        feed::confirm(&self.pool, OFFSET_NAME, at.confirmed).await?;
+                        recorded = Some((at.confirmed, Instant::now()));
+                    }
                 }
                 // Still the leader? (A lost lock connection means another node may take over.)
-                sqlx::query("SELECT 1")
-                    .execute(&mut *leader)
-                    .await
-                    .context("the relay lost its lock connection")?;
+                if lock_checked.elapsed() >= CONFIRM_EVERY {
+                    sqlx::query("SELECT 1")
+                        .execute(&mut *leader)
+                        .await
+                        .context("the relay lost its lock connection")?;
+                    lock_checked = Instant::now();
+                }
                 synced = Some(at);
                 tokio::select! {
                     n = listener.recv() => { n.context("the relay's listener failed")?; }
                     () = self.wake.notified() => {}
-                    () = tokio::time::sleep(POLL) => {}
+                    () = tokio::time::sleep(idle) => {}
                 }
                 continue;
             }
@@ -198,7 +213,7 @@ impl Relay {
             if at.confirmed > before {
                 if recorded.is_none_or(|(_, when)| when.elapsed() >= CONFIRM_EVERY) {
                     feed::confirm(&self.pool, OFFSET_NAME, at.confirmed).await?;
-                    recorded = Some((at.confirmed, std::time::Instant::now()));
+                    recorded = Some((at.confirmed, Instant::now()));
                 }
                 tracing::debug!(from = before, to = at.confirmed, "events relayed");
                 backoff.reset();
