@@ -6,12 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, Arbiter};
-use actix_http::error::DispatchError;
-use actix_http::{HttpService, Protocol};
-use actix_service::{map_config, ServiceFactoryExt};
-use actix_web::dev::{fn_service, AppConfig, Server};
-use actix_web::middleware::{DefaultHeaders, ErrorHandlers};
-use actix_web::{web, App};
+use actix_web::dev::Server;
 use anyhow::Context;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
@@ -23,9 +18,8 @@ use crate::actors::observer;
 use crate::actors::worker::{self, JobWorker, WorkerDeps};
 use crate::actors::VmRegistry;
 use crate::api;
-use crate::api::head_guard::HeadGuard;
 use crate::api::rate_limit::RequestLimiter;
-use crate::app::{AppState, NodeState};
+use crate::app::NodeState;
 use crate::auth::login_guard::LoginGuard;
 use crate::auth::{self, AuthCache, TokenKeys};
 use crate::bus::ownership::StreamOwner;
@@ -276,67 +270,7 @@ impl Application {
             metrics: Arc::new(crate::metrics::Metrics::new()),
             system,
         });
-        let http_workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let worker_connections = store::worker_pool_size(http_workers);
-        let connect_options = (*pool.connect_options()).clone();
-        let listener = std::net::TcpListener::bind(settings.listen)
-            .with_context(|| format!("the server could not listen on {}", settings.listen))?;
-        let addr = listener.local_addr().context("the server has no address")?;
-        let builder = Server::build();
-        // As `HttpServer` does: a graceful stop closes idle keep-alive connections at once
-        // instead of waiting for their timeout.
-        let graceful = builder.graceful_shutdown_signal();
-        let server = builder
-            .workers(http_workers)
-            .shutdown_timeout(10)
-            // Signals are handled in `run_until_stopped`: actix would stop the whole actor system
-            // at once, before the background loops could end cleanly.
-            .disable_signals()
-            .listen("voidvm-http", listener, move || {
-                // Runs on each worker's own thread: its pool's connections are opened there.
-                let state = web::Data::new(AppState::for_worker(
-                    node_state.clone(),
-                    store::worker_pool(connect_options.clone(), worker_connections),
-                ));
-                let app = App::new()
-                    .wrap(actix_web::middleware::from_fn(api::rate_limit::middleware))
-                    .wrap(actix_web::middleware::from_fn(api::input::middleware))
-                    .wrap(ErrorHandlers::new().default_handler(api::bare_errors))
-                    .wrap(DefaultHeaders::new().add(("X-API-Version", api::API_VERSION)))
-                    .wrap(actix_web::middleware::from_fn(api::request_id::middleware))
-                    .wrap(actix_web::middleware::from_fn(
-                        crate::metrics::http::middleware,
-                    ))
-                    .wrap(tracing_actix_web::TracingLogger::<
-                        api::request_span::RequestSpan,
-                    >::new())
-                    .app_data(state.clone())
-                    .app_data(api::body::json_config())
-                    .app_data(api::body::query_config())
-                    .app_data(api::body::payload_config())
-                    .configure(api::routes);
-                // actix-web's own defaults (`HttpServer`), with each socket behind the guard that
-                // gives the parser's refusals the error envelope.
-                let graceful = graceful.clone();
-                let http = HttpService::build()
-                    .graceful_shutdown_signal(move || {
-                        let graceful = graceful.clone();
-                        async move { graceful.notified().await }
-                    })
-                    .keep_alive(Duration::from_secs(5))
-                    .client_request_timeout(Duration::from_secs(5))
-                    .client_disconnect_timeout(Duration::from_secs(1))
-                    .h1_allow_half_closed(true)
-                    .local_addr(addr)
-                    .finish(map_config(app, |_| AppConfig::default()));
-                fn_service(|io: actix_web::rt::net::TcpStream| async move {
-                    let peer = io.peer_addr().ok();
-                    Ok::<_, DispatchError>((HeadGuard::new(io), Protocol::Http1, peer))
-                })
-                .and_then(http)
-            })
-            .with_context(|| format!("the server could not serve on {addr}"))?;
-        let server = server.run();
+        let (server, addr) = api::server::http_server(settings.listen, node_state, &pool)?;
         system_events
             .emit(
                 "node-started",

@@ -22,6 +22,7 @@ pub mod request_id;
 pub mod request_span;
 pub mod retry;
 pub mod roles;
+pub mod server;
 pub mod system;
 pub mod user_input;
 pub mod users;
