@@ -385,7 +385,7 @@ pub async fn upload(
         Unauthorized,
         Forbidden,
         (status = 404, description = "No such image (`IMAGE_NOT_FOUND`).", body = super::answers::ErrorEnvelope),
-        (status = 409, description = "A VM that is not deleted was made from it (`IMAGE_IN_USE`, naming the VMs), or it is being imported (`IMAGE_BUSY`).", body = super::answers::ErrorEnvelope)
+        (status = 409, description = "A VM that is not deleted was made from it or has it in its CD-ROM (`IMAGE_IN_USE`, naming the VMs), or it is being imported (`IMAGE_BUSY`).", body = super::answers::ErrorEnvelope)
     ),
     security(("bearer" = [])),
     extensions(("x-permission" = json!("image:delete")))

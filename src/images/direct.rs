@@ -128,8 +128,8 @@ impl ImageService {
         }
     }
 
-    /// Deletes image `name`, unless a VM that is not deleted was made from it (recording
-    /// `answer` with `key`, if any).
+    /// Deletes image `name`, unless a VM that is not deleted was made from it or has it in its
+    /// CD-ROM (recording `answer` with `key`, if any).
     pub async fn delete(
         &self,
         meta: &CommandMeta,

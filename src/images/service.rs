@@ -30,7 +30,7 @@ pub enum ImageWriteError {
     Exists(String),
     #[error("Image '{0}' was not found")]
     NotFound(String),
-    #[error("Image '{name}' is used by virtual machines {}; delete them first.", vms.join(", "))]
+    #[error("Image '{name}' is used by virtual machines {} (made from it, or with it in their CD-ROM); delete them or detach it first.", vms.join(", "))]
     InUse { name: String, vms: Vec<String> },
     #[error("Image '{0}' is being imported; wait for its job to end.")]
     Busy(String),

@@ -111,10 +111,12 @@ pub async fn hold_for_vm(
     }
 }
 
-/// The VMs (not deleted) made from image `name`, as the transaction sees them.
+/// The VMs (not deleted) made from image `name` or with it in their CD-ROM, as the transaction
+/// sees them.
 pub async fn users_of(conn: &mut PgConnection, name: &str) -> Result<Vec<String>, StoreError> {
     Ok(sqlx::query_scalar(
-        "SELECT id FROM vms WHERE status <> 'deleted' AND state -> 'spec' ->> 'os' = $1
+        "SELECT id FROM vms WHERE status <> 'deleted'
+           AND (state -> 'spec' ->> 'os' = $1 OR state ->> 'iso' = $1)
          ORDER BY created_at, id",
     )
     .bind(name)

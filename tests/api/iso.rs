@@ -1,7 +1,7 @@
 //! ISO attach and detach through the real test guest under TCG: an ISO attached to a stopped VM
 //! is in its CD-ROM at the next start, one detached from or attached to a running VM changes the
-//! medium live (the guest sees the marker file, then an empty tray, then the file again), and an
-//! unknown image is 404 `IMAGE_NOT_FOUND`.
+//! medium live (the guest sees the marker file, then an empty tray, then the file again), an
+//! unknown image is 404 `IMAGE_NOT_FOUND`, and an image in a CD-ROM cannot be deleted.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -177,4 +177,19 @@ async fn an_iso_reaches_the_guest_and_changes_live() {
         text.contains("IsoChangeRequested") && text.contains("VmIsoChanged"),
         "{text}"
     );
+
+    // An image in a CD-ROM is in use: it cannot be deleted until it is detached.
+    let image_url = format!("/api/v1/images/{}", images.iso_image);
+    let (status, body) = app.call(Method::DELETE, &image_url, None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "IMAGE_IN_USE", "{body}");
+    assert!(
+        body["error"]["details"]
+            .as_str()
+            .is_some_and(|d| d.contains(&id)),
+        "{body}"
+    );
+    change_and_wait(&app, Method::DELETE, &id, None).await;
+    let (status, body) = app.call(Method::DELETE, &image_url, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
 }

@@ -1091,7 +1091,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description A VM that is not deleted was made from it (`IMAGE_IN_USE`, naming the VMs), or it is being imported (`IMAGE_BUSY`). */
+                /** @description A VM that is not deleted was made from it or has it in its CD-ROM (`IMAGE_IN_USE`, naming the VMs), or it is being imported (`IMAGE_BUSY`). */
                 409: {
                     headers: {
                         [name: string]: unknown;
