@@ -182,14 +182,14 @@ pub async fn wait(
     let mut done = state.job_events.subscribe();
     let mut job = visible(&state, &user, &job_id).await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
+    // A notification is a hint that can be lost with the node that sent it (`crate::notifier`):
+    // without one, the job is read again every `RECHECK`, however many other jobs end meanwhile.
+    let mut recheck = tokio::time::Instant::now() + RECHECK;
     while !job.is_finished() {
-        let now = tokio::time::Instant::now();
-        if now >= deadline {
+        if tokio::time::Instant::now() >= deadline {
             break;
         }
-        // A notification is a hint that can be lost with the node that sent it
-        // (`crate::notifier`): without one, the job is read again every `RECHECK`.
-        match tokio::time::timeout_at(deadline.min(now + RECHECK), done.recv()).await {
+        match tokio::time::timeout_at(deadline.min(recheck), done.recv()).await {
             Err(_) => {}
             Ok(Ok(id)) if id != job_id => continue,
             // Our job, or we lagged behind and may have missed it: read it again.
@@ -199,6 +199,7 @@ pub async fn wait(
             }
         }
         job = visible(&state, &user, &job_id).await?;
+        recheck = tokio::time::Instant::now() + RECHECK;
     }
     // The job's end committed with its event and the VM's row: a read of the VM now sees it.
     let finished = job.is_finished();
