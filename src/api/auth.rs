@@ -192,7 +192,7 @@ pub async fn change_password(
     }
     let hash = password::hash(change.new_password).await?;
     // No Idempotency-Key: the change revokes the token a retry would carry.
-    let mut tx = state.pool.begin().await.map_err(StoreError::from)?;
+    let mut tx = crate::store::begin(&state.pool).await?;
     accounts::change_user(
         &mut tx,
         &user.meta(Via::Rest),

@@ -240,7 +240,7 @@ impl Retry {
         if let Some(response) = self.earlier(state).await? {
             return Ok(response);
         }
-        let mut tx = state.pool.begin().await.map_err(StoreError::from)?;
+        let mut tx = crate::store::begin(&state.pool).await?;
         if let Some(keyed) = &self.key {
             match idempotency::take(&mut tx, keyed).await {
                 Ok(()) => {}

@@ -45,8 +45,7 @@ pub async fn ensure_admin(pool: &PgPool) -> anyhow::Result<()> {
                 rate_limit: None,
             };
             let meta = CommandMeta::system("first start");
-            let mut tx = pool
-                .begin()
+            let mut tx = crate::store::begin(pool)
                 .await
                 .context("the admin user's transaction could not begin")?;
             let created = match accounts::create_user(&mut tx, &meta, &id, create, &hash).await {

@@ -64,7 +64,7 @@ impl ImageService {
                 return Err(e);
             }
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::store::begin(&self.pool).await?;
         let (row, version) = rows::lock(&mut tx, name.as_str()).await?;
         if self.taken(row.as_ref(), name) {
             staging.discard().await;
@@ -138,7 +138,7 @@ impl ImageService {
         answer: &StoredAnswer,
     ) -> Result<(), ImageWriteError> {
         let images_dir = self.catalog.images_dir();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::store::begin(&self.pool).await?;
         let (row, version) = rows::lock(&mut tx, name.as_str()).await?;
         let status = row.as_ref().map(|r| r.status);
         if status == Some(ImageStatus::Importing) {

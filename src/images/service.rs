@@ -242,7 +242,7 @@ impl ImageService {
         outcome: Result<(String, u64), String>,
         meta: &CommandMeta,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::store::begin(&self.pool).await?;
         let (row, version) = rows::lock(&mut tx, name).await?;
         let current = row.as_ref().is_some_and(|r| {
             r.status == ImageStatus::Importing && r.job_id.as_deref() == Some(&job.id)
@@ -334,7 +334,7 @@ async fn record_progress(
     p: Progress,
     meta: &CommandMeta,
 ) -> Result<(), StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::store::begin(pool).await?;
     let (row, version) = rows::lock(&mut tx, name.as_str()).await?;
     if !row
         .is_some_and(|r| r.status == ImageStatus::Importing && r.job_id.as_deref() == Some(job_id))

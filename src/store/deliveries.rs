@@ -141,7 +141,7 @@ pub async fn fill(pool: &PgPool, sub: &Subscriber, batch: u32) -> Result<(usize,
         .map(|r| r.row.aggregate_id.clone())
         .collect();
     let types: Vec<String> = matching.iter().map(|r| r.row.event_type.clone()).collect();
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     let moved =
         sqlx::query("UPDATE webhooks SET cursor = $3 WHERE id = $1 AND cursor = $2 AND active")
             .bind(&sub.id)

@@ -90,6 +90,25 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+/// `pool.begin()`, safe to cancel. sqlx 0.8 counts a transaction as begun only once `BEGIN`'s
+/// answer is read; a future dropped between sending `BEGIN` and reading the answer (an HTTP
+/// handler whose client went away) returns its connection to the pool inside an open
+/// transaction that nothing ends. Every later statement on that connection, such as a command's
+/// single-statement commit, then stays uncommitted and holds its locks. Here `BEGIN` runs in a
+/// task of its own that always finishes, so a transaction nobody takes is rolled back as any
+/// dropped transaction is.
+pub async fn begin(
+    pool: &PgPool,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+    let pool = pool.clone();
+    tokio::spawn(async move { pool.begin().await })
+        .await
+        .map_err(|e| {
+            StoreError::Unexpected(anyhow::Error::new(e).context("a transaction could not begin"))
+        })?
+        .map_err(StoreError::from)
+}
+
 /// Connections a node's HTTP workers may hold in all (each gets its share, at least 2). With the
 /// node's own pool (16, for the VM actors, the job workers and the background loops) and its
 /// listeners, a node holds at most about 37 of PostgreSQL's default 100 connections, leaving

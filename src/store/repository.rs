@@ -245,7 +245,7 @@ impl Repository {
                 answer,
             });
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = super::begin(&self.pool).await?;
         // First, so that a concurrent request with the same key waits for this one.
         if let Some(keyed) = &commit.conditions.key {
             idempotency::take(&mut tx, keyed).await?;

@@ -381,3 +381,40 @@ async fn a_log_ahead_of_the_clusters_transaction_ids_is_refused_at_start() {
         "{refused:#}"
     );
 }
+
+/// Whether `pool`'s (only) connection is inside a transaction nobody ended: two statements then
+/// see one transaction id.
+async fn left_open(pool: &PgPool) -> bool {
+    let a: i64 = sqlx::query_scalar("SELECT txid_current()")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let b: i64 = sqlx::query_scalar("SELECT txid_current()")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    a == b
+}
+
+#[actix_rt::test]
+async fn a_begin_cancelled_at_any_moment_leaves_no_transaction_open_in_the_pool() {
+    let env = Env::new().await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&env.database_url)
+        .await
+        .unwrap();
+    assert!(!left_open(&pool).await, "the check itself");
+    // Dropped after a few microseconds up to a few hundred: before `BEGIN` is sent, while its
+    // answer is on the way, and after.
+    for i in 0..300u64 {
+        let _ = tokio::time::timeout(std::time::Duration::from_micros(i * 2), store::begin(&pool))
+            .await;
+        assert!(
+            !left_open(&pool).await,
+            "a begin cancelled after {} µs left its transaction open",
+            i * 2
+        );
+    }
+    pool.close().await;
+}
