@@ -33,7 +33,7 @@ use crate::hypervisor::{DiskSnapshots, Hypervisor, ObservationSender, QemuDiskSn
 use crate::images::fetch::Fetcher;
 use crate::images::service::{ImageService, SharedImages};
 use crate::publish::AfterCommit;
-use crate::store::{self, VmEventStore};
+use crate::store::{self, solo::SoloWriter, VmEventStore};
 use crate::ws::limits::ConnectionLimits;
 use crate::ws::usage::UsageBoard;
 
@@ -112,8 +112,14 @@ impl Application {
         // VM actors and workers live on their own arbiter, apart from the HTTP workers.
         let arbiter = Arbiter::new();
         let (notifier, notifications) = crate::notifier::Notifier::new();
+        let solo = Arc::new(SoloWriter::default());
         let registry = VmRegistry::new(
-            VmEventStore::with_images(pool.clone(), settings.snapshot_every, settings.images_dir()),
+            VmEventStore::for_node(
+                pool.clone(),
+                settings.snapshot_every,
+                settings.images_dir(),
+                solo.clone(),
+            ),
             pool.clone(),
             settings.actor_idle_secs,
             Arc::new(AfterCommit {
@@ -136,6 +142,11 @@ impl Application {
         // The background loops, so that a stop can wait for them to end on their own runtime
         // (a loop dropped by a runtime that is going away cannot close its connections).
         let tasks = TaskTracker::new();
+        let keeper = solo
+            .clone()
+            .keep(pool.clone(), node.clone(), shutdown.clone());
+        arbiter.spawn(tasks.track_future(keeper));
+        solo.settled(Duration::from_secs(5)).await;
         arbiter.spawn(tasks.track_future(observer::observe(
             registry.clone(),
             pool.clone(),
@@ -186,15 +197,10 @@ impl Application {
         )));
 
         if settings.webhooks.enabled {
-            let transport = crate::webhooks::transport::HttpTransport::new(
-                Duration::from_millis(settings.webhooks.timeout_ms),
-                settings.webhooks.allow_private,
-            )?;
-            let dispatcher = crate::webhooks::dispatcher::Dispatcher::new(
+            let dispatcher = crate::webhooks::dispatcher::Dispatcher::over_http(
                 pool.clone(),
-                Arc::new(transport),
-                settings.webhooks.clone(),
-            );
+                &settings.webhooks,
+            )?;
             arbiter.spawn(tasks.track_future(dispatcher.run(shutdown.clone())));
         }
         if settings.nats.relay {
@@ -237,11 +243,10 @@ impl Application {
         let system_events = SystemEvents::new(bus, instance.clone());
         let stopping = CancellationToken::new();
 
-        let live = Arc::new(LiveConfig::new(&settings));
-        let (overrides, version) = store::accounts::config(&pool)
+        let live = LiveConfig::load(&settings, &pool)
             .await
             .context("the configuration could not be read")?;
-        live.set(overrides, version);
+        let live = Arc::new(live);
         arbiter.spawn(tasks.track_future(crate::accounts::live::follow(
             live.clone(),
             auth_cache.changes_of_config(),
@@ -251,6 +256,7 @@ impl Application {
         let node_state = Arc::new(NodeState {
             settings: settings.clone(),
             node_id: node.clone(),
+            solo,
             live,
             limiter: RequestLimiter::default(),
             login_guard: LoginGuard::default(),

@@ -247,6 +247,17 @@ impl LiveConfig {
         }
     }
 
+    /// [`LiveConfig::new`] with the overrides the database holds now.
+    pub async fn load(
+        settings: &Settings,
+        pool: &sqlx::PgPool,
+    ) -> Result<LiveConfig, crate::store::StoreError> {
+        let live = LiveConfig::new(settings);
+        let (overrides, version) = crate::store::accounts::config(pool).await?;
+        live.set(overrides, version);
+        Ok(live)
+    }
+
     /// The live settings now.
     pub fn get(&self) -> LiveSettings {
         self.current.read().unwrap_or_else(|p| p.into_inner()).0

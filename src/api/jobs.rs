@@ -106,7 +106,7 @@ async fn visible(state: &AppState, user: &AuthUser, job_id: &str) -> Result<JobR
             _ => Err(not_found()),
         };
     }
-    match crate::store::vm_view::get(&state.pool, &job.vm_id).await? {
+    match crate::app::access::vm_row(state, &job.vm_id).await? {
         Some(vm) if vm.owner_id == user.id => Ok(job),
         Some(_) | None => Err(not_found()),
     }

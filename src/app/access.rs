@@ -7,13 +7,28 @@ use crate::store::vm_view::{self, VmView};
 use crate::store::StoreError;
 use crate::vm::VmStatus;
 
+/// The VM's row as the list holds it: from the node's cache while this node writes alone (see
+/// `store::solo`), else from PostgreSQL (and kept in the cache if it may be).
+pub async fn vm_row(state: &AppState, vm_id: &str) -> Result<Option<VmView>, StoreError> {
+    let cache = state.solo.cache();
+    if let Some(view) = cache.get(vm_id) {
+        return Ok(Some(VmView::clone(&view)));
+    }
+    let ticket = cache.ticket(vm_id);
+    let view = vm_view::get(&state.pool, vm_id).await?;
+    if let Some(view) = &view {
+        cache.fill(ticket, view);
+    }
+    Ok(view)
+}
+
 /// The VM, if it exists, is not deleted, and the user may see it.
 pub async fn visible(
     state: &AppState,
     user: &AuthUser,
     vm_id: &str,
 ) -> Result<Option<VmView>, StoreError> {
-    Ok(vm_view::get(&state.pool, vm_id)
+    Ok(vm_row(state, vm_id)
         .await?
         .filter(|vm| user.may_access(&vm.owner_id) && vm.status != VmStatus::Deleted))
 }
@@ -24,7 +39,7 @@ pub async fn readable(
     user: &AuthUser,
     vm_id: &str,
 ) -> Result<Option<VmView>, StoreError> {
-    Ok(vm_view::get(&state.pool, vm_id)
+    Ok(vm_row(state, vm_id)
         .await?
         .filter(|vm| user.may_access(&vm.owner_id)))
 }

@@ -57,6 +57,8 @@ pub struct NodeState {
     pub settings: Settings,
     /// This node's id among nodes sharing the database.
     pub node_id: String,
+    /// Whether this node writes alone (then it answers VM reads from its cache, `vm_row`).
+    pub solo: Arc<crate::store::solo::SoloWriter>,
     /// The settings `PUT /config` changes, current on every node.
     pub live: Arc<LiveConfig>,
     /// Request budgets (per node).

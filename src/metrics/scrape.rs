@@ -28,6 +28,10 @@ pub struct Figures {
     /// `None` when the database did not answer.
     database: Option<DatabaseFigures>,
     websockets: usize,
+    /// Whether this node writes alone (and so may answer VM reads from memory).
+    solo: bool,
+    /// VM reads answered from memory and from the database.
+    vm_reads: (u64, u64),
 }
 
 #[derive(Debug, Default)]
@@ -52,6 +56,8 @@ impl Figures {
         Figures {
             database,
             websockets: state.ws_limits.open_total(),
+            solo: state.solo.role() == crate::store::solo::Role::Solo,
+            vm_reads: state.solo.cache().reads(),
         }
     }
 
@@ -93,6 +99,23 @@ impl Collector for Figures {
             "WebSocket connections open on this node.",
             self.websockets as i64,
         )?;
+        gauge(
+            &mut encoder,
+            "voidvm_node_writes_alone",
+            "Whether this node is the only one writing to its database (1; it then answers VM reads from memory) or shares it (0).",
+            i64::from(self.solo),
+        )?;
+        let mut reads = encoder.encode_descriptor(
+            "voidvm_vm_reads",
+            "Reads of one VM's row (GET /vms/{id} and others) by where they were answered from.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (from, n) in [("memory", self.vm_reads.0), ("database", self.vm_reads.1)] {
+            reads
+                .encode_family(&[("from", from)])?
+                .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+        }
         gauge(
             &mut encoder,
             "voidvm_scrape_database_up",
@@ -239,6 +262,8 @@ mod tests {
                 webhooks_pending: 7,
             }),
             websockets: 1,
+            solo: true,
+            vm_reads: (5, 2),
         };
         let mut out = String::new();
         figures.encode(&mut out).unwrap();
@@ -253,6 +278,9 @@ mod tests {
             "voidvm_relay_lag_events 4",
             "voidvm_webhook_deliveries_pending 7",
             "voidvm_websocket_connections 1",
+            "voidvm_node_writes_alone 1",
+            r#"voidvm_vm_reads_total{from="memory"} 5"#,
+            r#"voidvm_vm_reads_total{from="database"} 2"#,
             "voidvm_scrape_database_up 1",
         ] {
             assert!(out.lines().any(|l| l == line), "{line} is missing:\n{out}");

@@ -61,17 +61,20 @@ impl VmEventStore {
         }
     }
 
-    /// [`VmEventStore::new`], checking at each VM creation that its image was not deleted since
-    /// the request found it.
-    pub fn with_images(
+    /// The node's store: [`VmEventStore::new`], checking at each VM creation that its image was
+    /// not deleted since the request found it, committing under `solo`'s rules and keeping the
+    /// node's VM cache honest.
+    pub fn for_node(
         pool: PgPool,
         snapshot_every: usize,
         images_dir: std::path::PathBuf,
+        solo: std::sync::Arc<super::solo::SoloWriter>,
     ) -> Self {
         VmEventStore {
             repo: std::sync::Arc::new(
                 Repository::new(pool, snapshot_every, super::upcasters::all())
-                    .with_images(images_dir),
+                    .with_images(images_dir)
+                    .with_solo(solo),
             ),
         }
     }

@@ -23,11 +23,13 @@ pub mod ports;
 pub mod quota;
 pub mod record;
 pub mod repository;
+pub mod solo;
 pub mod system_samples;
 pub mod system_stats;
 pub mod upcasters;
 pub mod users;
 pub mod visible;
+pub mod vm_cache;
 pub mod vm_view;
 pub mod webhooks;
 

@@ -23,6 +23,8 @@ pub struct Stamps {
 
 /// Events in the order given get positions in that order (the events' position trigger counts
 /// rows as they are inserted). The VM's row is written unless it holds a later version already.
+/// With a lock key (`$13`), the transaction takes that advisory lock shared before it writes the
+/// row (see `super::solo`: a node that does not write alone takes it in every commit).
 const RECORD: &str = "
 WITH recorded AS (
     INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
@@ -34,7 +36,8 @@ WITH recorded AS (
     RETURNING 1
 )
 INSERT INTO vms (id, owner_id, owner_name, name, status, version, state, created_at, updated_at)
-VALUES ($1, $7, $8, $9, $10, $11, $12, now(), now())
+SELECT $1, $7, $8, $9, $10, $11, $12, now(), now()
+WHERE $13::bigint IS NULL OR EXISTS (SELECT FROM pg_advisory_xact_lock_shared($13))
 ON CONFLICT (id) DO UPDATE
 SET owner_id = EXCLUDED.owner_id, owner_name = EXCLUDED.owner_name, name = EXCLUDED.name,
     status = EXCLUDED.status, version = EXCLUDED.version, state = EXCLUDED.state,
@@ -43,8 +46,13 @@ WHERE vms.version < EXCLUDED.version
 RETURNING created_at, updated_at";
 
 /// Records `commit`'s events and the VM's row after them, on `conn` (a transaction, or a plain
-/// connection when this is the whole commit).
-pub async fn record<'c, E>(conn: E, commit: &Commit<'_>) -> Result<Stamps, StoreError>
+/// connection when this is the whole commit), taking the solo-writer lock shared when given its
+/// key.
+pub async fn record<'c, E>(
+    conn: E,
+    commit: &Commit<'_>,
+    solo_lock: Option<i64>,
+) -> Result<Stamps, StoreError>
 where
     E: sqlx::Executor<'c, Database = sqlx::Postgres>,
 {
@@ -75,6 +83,7 @@ where
         .bind(status.as_str())
         .bind(version)
         .bind(Json(after))
+        .bind(solo_lock)
         .fetch_optional(conn)
         .await
         .map_err(super::repository::conflict_on_duplicate)?;

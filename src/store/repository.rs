@@ -12,11 +12,15 @@
 
 use cqrs_es::persist::{EventUpcaster, SerializedEvent};
 use cqrs_es::Aggregate;
+use std::sync::Arc;
+
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 
 use super::conditions::{AnswerInput, Conditions, StoredAnswer};
 use super::metadata::EventMetadata;
+use super::solo::SoloWriter;
+use super::vm_cache::Outcome;
 use super::{cloud_init, idempotency, images, jobs, ports, quota, record, vm_view, StoreError};
 use crate::vm::{JobEffect, JobOutcome, Vm, VmEvent};
 
@@ -29,6 +33,8 @@ pub struct Repository {
     images_dir: Option<std::path::PathBuf>,
     upcasters: Vec<Box<dyn EventUpcaster>>,
     snapshot_every: usize,
+    /// Whether commits take the solo-writer lock, and the VM cache they keep honest.
+    solo: Arc<SoloWriter>,
 }
 
 /// A stream as read: the state, its last sequence and the number of its latest snapshot.
@@ -87,7 +93,14 @@ impl Repository {
             images_dir: None,
             upcasters,
             snapshot_every: snapshot_every.max(1),
+            solo: Arc::new(SoloWriter::default()),
         }
+    }
+
+    /// Commits under `solo`'s rules, keeping its VM cache honest (one per node).
+    pub fn with_solo(mut self, solo: Arc<SoloWriter>) -> Self {
+        self.solo = solo;
+        self
     }
 
     /// Checks at each VM creation that its image (found by the request) was not deleted since.
@@ -227,10 +240,30 @@ impl Repository {
     }
 
     /// Commits `commit` in one transaction: one statement when the events and the VM's row are
-    /// all it writes ([`Repository::is_plain`]), else everything in one `BEGIN`/`COMMIT`.
+    /// all it writes ([`Repository::is_plain`]), else everything in one `BEGIN`/`COMMIT`. The
+    /// node's VM cache holds no row of the VM while the commit runs, and takes none read before
+    /// it ended (see `super::vm_cache`).
     pub async fn commit(&self, commit: &Commit<'_>) -> Result<Written, StoreError> {
+        let writing = self.solo.cache().writing(commit.vm_id);
+        let lock = self.solo.commit_lock();
+        let written = self.commit_once(commit, lock.key()).await;
+        drop(lock);
+        writing.end(match &written {
+            Ok(_) => Outcome::Committed,
+            // The connection failed, or something unforeseen: it may have committed.
+            Err(StoreError::Unavailable(_) | StoreError::Unexpected(_)) => Outcome::Unknown,
+            Err(_) => Outcome::Refused,
+        });
+        written
+    }
+
+    async fn commit_once(
+        &self,
+        commit: &Commit<'_>,
+        solo_lock: Option<i64>,
+    ) -> Result<Written, StoreError> {
         if self.is_plain(commit) {
-            let stamps = record::record(&self.pool, commit).await?;
+            let stamps = record::record(&self.pool, commit, solo_lock).await?;
             let answer = match &commit.conditions.answer {
                 Some(answer) => Some(answer.build(&AnswerInput {
                     vm: commit.after,
@@ -272,7 +305,7 @@ impl Repository {
                 jobs::lock_queued(&mut tx, job_id).await?;
             }
         }
-        let stamps = record::record(&mut *tx, commit).await?;
+        let stamps = record::record(&mut *tx, commit, solo_lock).await?;
         let snapshot = self.snapshot(&mut tx, commit).await?;
         let version = commit.version + commit.events.len();
         let answer = match &commit.conditions.answer {

@@ -57,6 +57,15 @@ impl Dispatcher {
         }
     }
 
+    /// A dispatcher sending over HTTP, as the settings say.
+    pub fn over_http(pool: PgPool, settings: &WebhookSettings) -> anyhow::Result<Self> {
+        let transport = crate::webhooks::transport::HttpTransport::new(
+            std::time::Duration::from_millis(settings.timeout_ms),
+            settings.allow_private,
+        )?;
+        Ok(Dispatcher::new(pool, Arc::new(transport), settings.clone()))
+    }
+
     /// Dispatches until `shutdown`; attempts in flight then are sent again later.
     pub async fn run(self, shutdown: CancellationToken) {
         tokio::select! {

@@ -247,6 +247,14 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
     spawn_app_with_observations(tweak).await.0
 }
 
+/// VoidVM in this process on an environment the test prepared first.
+pub async fn spawn_on(env: Env) -> TestApp {
+    let (address, node) = InProcess::start(env.settings()).await;
+    let app = TestApp::connect(address, env, None).await;
+    app.lock_nodes().push(node);
+    app
+}
+
 /// `spawn_app_with`, also returning where the app's machine watchers deliver observations, so a
 /// test can deliver one as a watcher would, at the moment it chooses.
 pub async fn spawn_app_with_observations(
@@ -709,6 +717,22 @@ pub fn schema_errors(validator: &jsonschema::Validator, instance: &Value) -> Vec
 pub async fn eventually<F: FnMut() -> bool>(secs: u64, what: &str, mut check: F) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} did not happen within {secs} s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// [`eventually`] with a check that must wait for an answer (an HTTP request, a query).
+pub async fn eventually_async<F, Fut>(secs: u64, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !check().await {
         assert!(
             tokio::time::Instant::now() < deadline,
             "{what} did not happen within {secs} s"

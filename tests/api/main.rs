@@ -35,6 +35,7 @@ mod schemas;
 mod sessions;
 mod settings;
 mod snapshots;
+mod solo_reads;
 mod stream_owner;
 mod system;
 mod transactions;

@@ -12,7 +12,7 @@ use super::{Connection, End};
 use crate::api::error::ApiError;
 use crate::bus::FeedEvent;
 use crate::monitor::host::HostMonitor;
-use crate::store::{feed, vm_view};
+use crate::store::feed;
 use crate::ws::protocol::{self, Topic};
 
 /// Subscriptions a connection may hold.
@@ -37,7 +37,7 @@ impl Connection {
             .require(topic.permission())
             .map_err(Refusal::Api)?;
         if let Topic::VmStatus { vm_id } = &topic {
-            match vm_view::get(&self.state.pool, vm_id).await? {
+            match crate::app::access::vm_row(&self.state, vm_id).await? {
                 Some(vm) if self.user.may_access(&vm.owner_id) => {}
                 _ => return Err(Refusal::Api(ApiError::VmNotFound(vm_id.clone()))),
             }
