@@ -101,6 +101,7 @@ impl Application {
             Fetcher::new(&settings.images)?,
             settings.images.max_bytes,
         ));
+        crate::images::staging::sweep_at_start(&settings.images_dir()).await;
 
         let log = store::log_identity::load(&pool)
             .await

@@ -7,8 +7,9 @@
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 
-use super::install::{self, Sink, Staging};
+use super::install::{self, Sink};
 use super::service::{ImageService, ImageWriteError};
+use super::staging::Staging;
 use super::{ImageEvent, ImageKind, ImageName, ImageSource, ImageStatus, Wanted};
 use crate::store::conditions::{KeyedRequest, StoredAnswer};
 use crate::store::images::{self as rows, ImageRow, RowWrite};

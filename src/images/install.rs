@@ -13,6 +13,7 @@ use anyhow::Context;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
+use super::staging::Staging;
 use super::{DiskFormat, ImageError, ImageKind, ImageName, Sha256Hex, Wanted};
 use crate::hypervisor::tools::stderr_summary;
 
@@ -82,39 +83,7 @@ impl Sink {
     }
 }
 
-/// A directory an image is prepared in before it is renamed into place.
-pub struct Staging {
-    dir: PathBuf,
-}
-
 impl Staging {
-    /// An empty staging directory labelled `label` (what a crashed attempt with the same label
-    /// left there is removed first).
-    pub async fn fresh(images_dir: &Path, label: &str) -> Result<Staging, ImageError> {
-        let dir = images_dir.join(format!(".staging-{label}"));
-        if dir.exists() {
-            tokio::fs::remove_dir_all(&dir)
-                .await
-                .with_context(|| format!("could not remove {}", dir.display()))?;
-        }
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .with_context(|| format!("could not create {}", dir.display()))?;
-        Ok(Staging { dir })
-    }
-
-    /// Where the bytes are received.
-    pub fn download_path(&self) -> PathBuf {
-        self.dir.join("download")
-    }
-
-    /// Removes the directory and whatever is in it.
-    pub async fn discard(self) {
-        if let Err(e) = tokio::fs::remove_dir_all(&self.dir).await {
-            tracing::warn!(dir = %self.dir.display(), error = %e, "a staging directory could not be removed");
-        }
-    }
-
     /// Checks what was received against what was asked and turns it into the image's file:
     /// the checksum, then for disks the format (converted to qcow2 unless it is qcow2 already; a
     /// disk naming a backing file is refused). Everything is fsynced.
@@ -132,7 +101,7 @@ impl Staging {
                 });
             }
         }
-        let target = self.dir.join(wanted.kind.file_name());
+        let target = self.dir().join(wanted.kind.file_name());
         match wanted.kind {
             ImageKind::Iso | ImageKind::Kernel => {
                 tokio::fs::rename(&received.path, &target)
@@ -157,7 +126,7 @@ impl Staging {
                 file.sync_all().await.context("could not sync the disk")?;
             }
         }
-        sync_dir(&self.dir).await
+        sync_dir(self.dir()).await
     }
 
     /// Renames the prepared directory to `<images_dir>/<name>`, in one step.
@@ -166,9 +135,10 @@ impl Staging {
         if dest.exists() {
             return Err(ImageError::AlreadyOnDisk(name.to_string()));
         }
-        tokio::fs::rename(&self.dir, &dest)
+        tokio::fs::rename(self.dir(), &dest)
             .await
             .with_context(|| format!("could not move the image to {}", dest.display()))?;
+        self.installed();
         sync_dir(images_dir).await
     }
 }

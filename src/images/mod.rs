@@ -10,6 +10,7 @@ mod direct;
 pub mod fetch;
 pub mod install;
 pub mod service;
+pub mod staging;
 pub mod state;
 
 pub use state::{ImageSource, ImageStatus};

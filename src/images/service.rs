@@ -11,7 +11,8 @@ use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
 
 use super::fetch::{Fetcher, Progress};
-use super::install::{self, Sink, Staging};
+use super::install::{self, Sink};
+use super::staging::Staging;
 use super::{ImageError, ImageEvent, ImageName, ImageSource, ImageStatus, SourceUrl, Wanted};
 use crate::hypervisor::images::ImageCatalog;
 use crate::store::append::JobMark;

@@ -665,3 +665,44 @@ async fn a_server_killed_mid_download_leaves_no_image_and_the_import_starts_over
     let installed = std::fs::read(images.dir.join("survivor/vmlinuz")).expect("installed");
     assert_eq!(sha256(&installed), sha256(&bytes));
 }
+
+#[tokio::test]
+async fn an_upload_cut_off_mid_body_leaves_nothing_and_a_crashs_staging_is_swept_at_start() {
+    use tokio::io::AsyncWriteExt;
+    let images = Images::new();
+    // What a process killed mid-upload leaves behind: its staging directory and lock file,
+    // nobody holding the lock.
+    std::fs::create_dir_all(images.dir.join(".staging-upload-dead")).unwrap();
+    std::fs::write(images.dir.join(".staging-upload-dead/download"), b"half").unwrap();
+    std::fs::write(images.dir.join(".staging-upload-dead.lock"), b"").unwrap();
+    let app = app_with(&images).await;
+    assert!(images.entries().is_empty(), "{:?}", images.entries());
+
+    // An upload announcing 10 MB that sends 64 KiB and goes away.
+    let host = app.address.trim_start_matches("http://").to_string();
+    let mut socket = tokio::net::TcpStream::connect(&host).await.unwrap();
+    let head = format!(
+        "PUT /api/v1/images/cut/upload?kind=kernel HTTP/1.1\r\nHost: {host}\r\n\
+         Authorization: Bearer {}\r\nContent-Type: application/octet-stream\r\n\
+         Content-Length: 10000000\r\n\r\n",
+        app.token
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(&vec![7u8; 64 * 1024]).await.unwrap();
+    // The staging directory exists while the body streams in...
+    eventually(10, "the upload is staged", || {
+        images
+            .entries()
+            .iter()
+            .any(|e| e.starts_with(".staging-upload-"))
+    })
+    .await;
+    drop(socket);
+    // ...and is gone once its client is.
+    eventually(10, "the cut-off upload's staging is removed", || {
+        images.entries().is_empty()
+    })
+    .await;
+    let (status, body) = image(&app, "cut").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+}
