@@ -578,9 +578,22 @@ impl TestApp {
 
     /// Creates a VM from the test guest and waits until it is provisioned.
     pub async fn create_guest(&self, name: &str) -> String {
-        let (status, body) = self
-            .create_vm(json!({"name": name, "cpu": 1, "memory": 128, "disk": 1, "os": "busybox"}))
-            .await;
+        self.create_and_provision(
+            json!({"name": name, "cpu": 1, "memory": 128, "disk": 1, "os": "busybox"}),
+        )
+        .await
+    }
+
+    /// A VM on a blank disk (its image is not on the host; its firmware finds nothing to boot
+    /// and ignores ACPI), created and provisioned.
+    pub async fn create_blank(&self, name: &str) -> String {
+        self.create_and_provision(json!({"name": name, "cpu": 1, "memory": 128, "disk": 1}))
+            .await
+    }
+
+    /// Creates the VM `body` describes and waits for its provisioning to succeed; its id.
+    pub async fn create_and_provision(&self, body: Value) -> String {
+        let (status, body) = self.create_vm(body).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         let id = body["data"]["id"].as_str().expect("an id").to_string();
         let job = self

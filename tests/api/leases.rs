@@ -11,16 +11,10 @@ use voidvm::startup::Application;
 
 use crate::helpers::{spawn_app_with, spawn_server, Env, TestApp};
 
-/// A VM on a blank disk (its image is not on the host): its firmware ignores ACPI, so a graceful
-/// stop always waits for its whole timeout.
+/// A VM on a blank disk: its firmware ignores ACPI, so a graceful stop always waits for its
+/// whole timeout.
 async fn deaf_vm(app: &TestApp, name: &str) -> String {
-    let (status, body) = app
-        .create_vm(json!({"name": name, "cpu": 1, "memory": 128, "disk": 1}))
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let job = app.wait_job(body["data"]["jobId"].as_str().unwrap()).await;
-    assert_eq!(job["status"], "succeeded", "{job}");
-    body["data"]["id"].as_str().unwrap().to_string()
+    app.create_blank(name).await
 }
 
 async fn graceful_stop(app: &TestApp, id: &str, timeout: u64) -> String {

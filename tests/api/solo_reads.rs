@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection};
 use voidvm::store::solo::SOLO_LOCK;
@@ -36,16 +36,6 @@ async fn memory_reads(app: &TestApp, address: &str) -> f64 {
     sample(app, address, r#"voidvm_vm_reads_total{from="memory"}"#)
         .await
         .unwrap_or(0.0)
-}
-
-async fn vm(app: &TestApp, name: &str) -> String {
-    let (status, body) = app
-        .create_vm(json!({"name": name, "cpu": 1, "memory": 128, "disk": 1}))
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let job = app.wait_job(body["data"]["jobId"].as_str().unwrap()).await;
-    assert_eq!(job["status"], "succeeded", "{job}");
-    body["data"]["id"].as_str().unwrap().to_string()
 }
 
 async fn on(
@@ -95,7 +85,7 @@ async fn a_node_alone_answers_reads_from_memory_and_each_sees_the_command_before
         alone(&app, &me).await,
         "a node alone on its database should say so"
     );
-    let id = vm(&app, "remembered").await;
+    let id = app.create_blank("remembered").await;
     let before = memory_reads(&app, &me).await;
     for _ in 0..3 {
         on(&app, &me, Method::GET, &format!("/api/v1/vms/{id}"), None).await;
@@ -136,7 +126,7 @@ async fn a_node_alone_answers_reads_from_memory_and_each_sees_the_command_before
 async fn a_second_node_turns_the_first_ones_memory_off_and_each_node_sees_the_others_commands() {
     let app = spawn_app().await;
     let first = app.address.clone();
-    let id = vm(&app, "shared").await;
+    let id = app.create_blank("shared").await;
     // The first node remembers the VM...
     for _ in 0..2 {
         on(
@@ -170,7 +160,7 @@ async fn a_second_node_turns_the_first_ones_memory_off_and_each_node_sees_the_ot
 async fn a_node_writes_alone_again_once_the_other_is_gone_and_reads_stay_exact() {
     let app = spawn_app().await;
     let me = app.address.clone();
-    let id = vm(&app, "again").await;
+    let id = app.create_blank("again").await;
     // Another node, as far as the lock can tell: a session holding it shared.
     let mut other = PgConnection::connect(&app.env.database_url)
         .await
@@ -193,7 +183,7 @@ async fn a_node_writes_alone_again_once_the_other_is_gone_and_reads_stay_exact()
 async fn a_cut_lock_connection_turns_the_memory_off_until_the_lock_is_held_again() {
     let app = spawn_app().await;
     let me = app.address.clone();
-    let id = vm(&app, "cut").await;
+    let id = app.create_blank("cut").await;
     on(&app, &me, Method::GET, &format!("/api/v1/vms/{id}"), None).await;
     let mut admin = PgConnection::connect(&app.env.database_url)
         .await
@@ -230,7 +220,7 @@ async fn a_lone_node_that_never_shares_the_lock_is_fenced_off_by_a_newcomer() {
         .expect("the lock");
     let app = crate::helpers::spawn_on(env).await;
     // The newcomer's commits wait for the lock until it fences the frozen holder off.
-    let id = vm(&app, "fenced").await;
+    let id = app.create_blank("fenced").await;
     assert!(
         sqlx::query("SELECT 1").execute(&mut frozen).await.is_err(),
         "the frozen holder's session should have been terminated"
