@@ -55,6 +55,52 @@ pub enum ClientCommand {
     /// Webhooks: HTTP receivers of your VMs' events, and their deliveries.
     #[command(subcommand)]
     Webhooks(WebhooksCommand),
+    /// Images VMs are made from: base disks, ISOs and kernels (adding and deleting: admins).
+    #[command(subcommand)]
+    Images(ImagesCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImagesCommand {
+    /// Lists every image: imported, uploaded and found on the host's disk.
+    List,
+    /// Shows one image.
+    Get { name: String },
+    /// Imports an image from an http or https URL (a job downloads, checks and installs it).
+    Import {
+        name: String,
+        /// Where to download it from.
+        #[arg(long = "from", value_name = "URL")]
+        from: String,
+        #[command(flatten)]
+        what: ImageWhat,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Uploads an image from a local file (installed when the command returns).
+    Upload {
+        name: String,
+        /// The file to send.
+        file: std::path::PathBuf,
+        #[command(flatten)]
+        what: ImageWhat,
+    },
+    /// Deletes an image (refused while a VM uses it).
+    Delete { name: String },
+}
+
+/// What an image to add is, and how to check it.
+#[derive(Args, Debug, Clone)]
+pub struct ImageWhat {
+    /// disk, iso or kernel.
+    #[arg(long, default_value = "disk")]
+    pub kind: String,
+    /// Disks only: qcow2, raw, vmdk, vdi, vhdx or vpc (qemu-img tells when absent).
+    #[arg(long)]
+    pub format: Option<String>,
+    /// The SHA-256 the bytes must have.
+    #[arg(long)]
+    pub sha256: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -148,6 +194,45 @@ pub enum VmCommand {
     Console {
         /// The VM's id or name.
         vm: String,
+    },
+    /// A VM's disk snapshots: list, take, restore, delete.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SnapshotCommand {
+    /// Lists a VM's snapshots, oldest first.
+    List {
+        /// The VM's id or name.
+        vm: String,
+    },
+    /// Takes a snapshot (live on a running VM; with --memory, its running state too).
+    Take {
+        #[command(flatten)]
+        target: VmTarget,
+        /// The snapshot's name.
+        name: String,
+        /// What it is for, shown in the list.
+        #[arg(long)]
+        description: Option<String>,
+        /// Also keep the running VM's memory, to come back to it without a reboot.
+        #[arg(long)]
+        memory: bool,
+    },
+    /// Puts the VM back as the snapshot left it.
+    Restore {
+        #[command(flatten)]
+        target: VmTarget,
+        /// The snapshot's name.
+        name: String,
+    },
+    /// Deletes a snapshot from the VM's disk.
+    Delete {
+        #[command(flatten)]
+        target: VmTarget,
+        /// The snapshot's name.
+        name: String,
     },
 }
 

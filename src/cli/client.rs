@@ -213,6 +213,42 @@ impl Client {
         if let Some(body) = body {
             request = request.json(&body);
         }
+        self.answer(request).await
+    }
+
+    /// Streams the file at `file` as the body of a `PUT` to `/api/v1{path}` (no time limit: an
+    /// image may be large); answers the envelope's `data`.
+    pub async fn put_file(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        file: &std::path::Path,
+    ) -> CliResult<Value> {
+        use anyhow::Context;
+        let handle = tokio::fs::File::open(file)
+            .await
+            .with_context(|| format!("could not open {}", file.display()))?;
+        let size = handle
+            .metadata()
+            .await
+            .with_context(|| format!("could not read the size of {}", file.display()))?
+            .len();
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(handle));
+        let url = format!("{}/api/v1{path}", self.origin);
+        let mut request = self
+            .http
+            .put(&url)
+            .query(query)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .header(reqwest::header::CONTENT_LENGTH, size)
+            .body(body);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        self.answer(request).await
+    }
+
+    async fn answer(&self, request: reqwest::RequestBuilder) -> CliResult<Value> {
         let response = request
             .send()
             .await
@@ -236,6 +272,10 @@ pub fn origin_of(url: &str) -> String {
 
 /// `data` of a successful envelope, or the error it (or the status) carries.
 pub fn unwrap_envelope(status: StatusCode, mut body: Value) -> CliResult<Value> {
+    // A delete that leaves nothing to show (`DELETE /images/{name}`) answers with no body.
+    if status == StatusCode::NO_CONTENT {
+        return Ok(Value::Null);
+    }
     if status.is_success() && body["success"] == Value::Bool(true) {
         return Ok(body.get_mut("data").map(Value::take).unwrap_or(Value::Null));
     }
@@ -313,6 +353,18 @@ mod tests {
             unwrap_envelope(StatusCode::OK, ok).unwrap(),
             json!({"id": "vm-1"})
         );
+    }
+
+    #[test]
+    fn a_204_is_nothing_to_show_and_another_bodiless_success_is_not_an_envelope() {
+        assert_eq!(
+            unwrap_envelope(StatusCode::NO_CONTENT, Value::Null).unwrap(),
+            Value::Null
+        );
+        assert!(matches!(
+            unwrap_envelope(StatusCode::OK, Value::Null),
+            Err(CliError::BadAnswer(_))
+        ));
     }
 
     #[test]

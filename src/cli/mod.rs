@@ -13,8 +13,10 @@ pub mod client;
 pub mod console;
 pub mod credentials;
 pub mod events;
+pub mod images;
 pub mod jobs;
 pub mod output;
+pub mod snapshots;
 pub mod users;
 pub mod vm;
 pub mod webhooks;
@@ -68,5 +70,6 @@ async fn dispatch(global: GlobalArgs, command: ClientCommand) -> CliResult<()> {
         ClientCommand::Logs(a) => events::logs(&client, out, a).await,
         ClientCommand::Users(c) => users::run(&client, out, c).await,
         ClientCommand::Webhooks(c) => webhooks::run(&client, out, c).await,
+        ClientCommand::Images(c) => images::run(&client, out, c).await,
     }
 }

@@ -528,3 +528,136 @@ async fn webhooks_are_added_paused_resumed_listed_and_deleted() {
     let gone = term.run(&["webhooks", "get", &id]).await;
     assert_eq!(gone.code, 4, "{}", gone.stderr);
 }
+
+#[actix_rt::test]
+async fn images_are_imported_with_wait_uploaded_from_a_file_listed_and_deleted() {
+    use std::collections::HashMap;
+
+    use crate::images::{app_with, kernel, sha256, FileServer, Images};
+    let images = Images::new();
+    let app = app_with(&images).await;
+    let term = Terminal::new(&app);
+    term.login().await;
+    let bytes = kernel();
+    let server = FileServer::start(HashMap::from([("vmlinuz".to_string(), bytes.clone())])).await;
+
+    let imported = term
+        .run(&[
+            "images",
+            "import",
+            "cli-imported",
+            "--from",
+            &server.url("/file/vmlinuz"),
+            "--kind",
+            "kernel",
+            "--sha256",
+            &sha256(&bytes),
+            "--wait",
+            "--json",
+        ])
+        .await
+        .ok()
+        .json();
+    assert_eq!(imported["status"], "ready", "{imported}");
+    assert_eq!(imported["sizeBytes"], bytes.len() as u64, "{imported}");
+
+    let file = term.home.join("vmlinuz");
+    std::fs::write(&file, &bytes).expect("the file to upload");
+    let uploaded = term
+        .run(&[
+            "images",
+            "upload",
+            "cli-uploaded",
+            file.to_str().expect("a UTF-8 path"),
+            "--kind",
+            "kernel",
+            "--json",
+        ])
+        .await
+        .ok()
+        .json();
+    assert_eq!(uploaded["source"], "upload", "{uploaded}");
+    assert_eq!(uploaded["sha256"], sha256(&bytes), "{uploaded}");
+
+    let wrong = term
+        .run(&[
+            "images",
+            "upload",
+            "cli-wrong",
+            file.to_str().expect("a UTF-8 path"),
+            "--kind",
+            "kernel",
+            "--sha256",
+            &"0".repeat(64),
+        ])
+        .await;
+    assert_eq!(
+        wrong.code, 1,
+        "a wrong checksum is refused: {}",
+        wrong.stderr
+    );
+    assert!(wrong.stderr.contains("sha256"), "{}", wrong.stderr);
+
+    let table = term.run(&["images", "list"]).await.ok();
+    assert!(table.stdout.contains("cli-imported"), "{}", table.stdout);
+    assert!(table.stdout.contains("cli-uploaded"), "{}", table.stdout);
+    let deleted = term.run(&["images", "delete", "cli-uploaded"]).await.ok();
+    assert!(
+        deleted.stdout.contains("Deleted image cli-uploaded"),
+        "{}",
+        deleted.stdout
+    );
+    let gone = term.run(&["images", "get", "cli-uploaded"]).await;
+    assert_eq!(gone.code, 4, "{}", gone.stderr);
+}
+
+#[actix_rt::test]
+async fn a_vms_disk_snapshots_are_taken_listed_restored_and_deleted_with_wait() {
+    let app = spawn_app().await;
+    let term = Terminal::new(&app);
+    term.login().await;
+    let id = app.create_blank("snapped").await;
+    let taken = term
+        .run(&[
+            "vm",
+            "snapshot",
+            "take",
+            "snapped",
+            "before-upgrade",
+            "--description",
+            "known good",
+            "--wait",
+            "--json",
+        ])
+        .await
+        .ok()
+        .json();
+    assert_eq!(taken[0]["name"], "before-upgrade", "{taken}");
+    assert_eq!(taken[0]["description"], "known good", "{taken}");
+    let table = term.run(&["vm", "snapshot", "list", &id]).await.ok();
+    assert!(table.stdout.contains("before-upgrade"), "{}", table.stdout);
+    let missing = term
+        .run(&["vm", "snapshot", "restore", &id, "no-such", "--wait"])
+        .await;
+    assert_eq!(missing.code, 4, "{}", missing.stderr);
+    term.run(&["vm", "snapshot", "restore", &id, "before-upgrade", "--wait"])
+        .await
+        .ok();
+    let left = term
+        .run(&[
+            "vm",
+            "snapshot",
+            "delete",
+            "snapped",
+            "before-upgrade",
+            "--wait",
+            "--json",
+        ])
+        .await
+        .ok()
+        .json();
+    assert_eq!(left, serde_json::json!([]), "{left}");
+    let (_, events) = app.vm_events(&id, "").await;
+    let text = events.to_string();
+    assert!(text.contains("\"SnapshotRestored\""), "{text}");
+}
