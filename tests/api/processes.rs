@@ -126,3 +126,11 @@ impl InProcess {
         }
     }
 }
+
+/// A node nobody stopped (its test panicked before a `TestApp` held it, e.g. in the first
+/// login) stops when dropped, rather than running on against a database that is gone.
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
