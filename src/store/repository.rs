@@ -245,9 +245,7 @@ impl Repository {
     /// it ended (see `super::vm_cache`).
     pub async fn commit(&self, commit: &Commit<'_>) -> Result<Written, StoreError> {
         let writing = self.solo.cache().writing(commit.vm_id);
-        let lock = self.solo.commit_lock();
-        let written = self.commit_once(commit, lock.key()).await;
-        drop(lock);
+        let written = self.commit_once(commit, self.solo.commit_lock()).await;
         writing.end(match &written {
             Ok(_) => Outcome::Committed,
             // The connection failed, or something unforeseen: it may have committed.

@@ -22,7 +22,7 @@
 //! lock's session, reads on the solo node may be answered from memory until its next check (at
 //! most [`CHECK_EVERY`]) while another node starts committing; the README says so.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +43,10 @@ pub const LEASE: Duration = Duration::from_secs(1);
 pub const UPGRADE_EVERY: Duration = Duration::from_secs(1);
 /// How long one wait for the lock lasts before it is asked for again (and said in the log).
 const WAIT_STEP: &str = "2s";
+/// The rows of `pg_locks` that are this database's solo-writer lock (`$1` is its key).
+const LOCK_ROWS: &str = "l.locktype = 'advisory' AND l.objsubid = 1
+    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+    AND l.classid = ($1 >> 32)::oid AND l.objid = ($1 & 4294967295)::oid";
 /// After how many waits a lone node that does not share the lock is fenced off.
 const FENCE_AFTER: u32 = 3;
 
@@ -71,8 +75,6 @@ pub struct SoloWriter {
     cache: Arc<VmCache>,
     /// Whether a commit must take the lock shared (every role but solo).
     shared_per_commit: AtomicBool,
-    /// Commits now in flight that take the lock shared.
-    locking_commits: AtomicUsize,
     role: watch::Sender<Role>,
 }
 
@@ -81,28 +83,7 @@ impl Default for SoloWriter {
         SoloWriter {
             cache: Arc::new(VmCache::default()),
             shared_per_commit: AtomicBool::new(true),
-            locking_commits: AtomicUsize::new(0),
             role: watch::Sender::new(Role::Unsure),
-        }
-    }
-}
-
-/// Held by a commit while it runs: the lock key its statement takes, if any.
-pub struct CommitLock<'a> {
-    writer: &'a SoloWriter,
-    key: Option<i64>,
-}
-
-impl CommitLock<'_> {
-    pub fn key(&self) -> Option<i64> {
-        self.key
-    }
-}
-
-impl Drop for CommitLock<'_> {
-    fn drop(&mut self) {
-        if self.key.is_some() {
-            self.writer.locking_commits.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }
@@ -123,23 +104,11 @@ impl SoloWriter {
         self.role()
     }
 
-    /// What a commit starting now takes: the lock shared, unless this node is solo.
-    pub fn commit_lock(&self) -> CommitLock<'_> {
-        // Counted before the mode is read, so that the keeper either sees this commit in
-        // flight or this commit sees the mode the keeper set.
-        self.locking_commits.fetch_add(1, Ordering::SeqCst);
-        if self.shared_per_commit.load(Ordering::SeqCst) {
-            CommitLock {
-                writer: self,
-                key: Some(SOLO_LOCK),
-            }
-        } else {
-            self.locking_commits.fetch_sub(1, Ordering::SeqCst);
-            CommitLock {
-                writer: self,
-                key: None,
-            }
-        }
+    /// The lock key a commit starting now takes shared: none when this node is solo.
+    pub fn commit_lock(&self) -> Option<i64> {
+        self.shared_per_commit
+            .load(Ordering::SeqCst)
+            .then_some(SOLO_LOCK)
     }
 
     fn set_role(&self, role: Role) {
@@ -160,6 +129,7 @@ impl SoloWriter {
     pub async fn keep(self: Arc<Self>, pool: PgPool, node_id: String, shutdown: CancellationToken) {
         let mut delay = Duration::from_millis(100);
         loop {
+            let since = std::time::Instant::now();
             let held = tokio::select! {
                 () = shutdown.cancelled() => break,
                 held = self.hold(&pool, &node_id) => held,
@@ -172,7 +142,12 @@ impl SoloWriter {
                 () = shutdown.cancelled() => break,
                 () = tokio::time::sleep(delay) => {}
             }
-            delay = (delay * 2).min(Duration::from_secs(5));
+            // Back off while connecting keeps failing; a hold that lasted starts over.
+            delay = if since.elapsed() > Duration::from_secs(30) {
+                Duration::from_millis(100)
+            } else {
+                (delay * 2).min(Duration::from_secs(5))
+            };
         }
         self.step_down(Role::Unsure);
     }
@@ -223,12 +198,9 @@ impl SoloWriter {
     /// Serves reads from memory, renewing the lease at every check, until another node waits.
     async fn serve(&self, conn: &mut PgConnection) -> anyhow::Result<()> {
         loop {
-            let waiting: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM pg_locks
-                 WHERE locktype = 'advisory' AND NOT granted AND objsubid = 1
-                   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                   AND classid = ($1 >> 32)::oid AND objid = ($1 & 4294967295)::oid)",
-            )
+            let waiting: bool = sqlx::query_scalar(&format!(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks l WHERE {LOCK_ROWS} AND NOT l.granted)"
+            ))
             .bind(SOLO_LOCK)
             .fetch_one(&mut *conn)
             .await
@@ -277,14 +249,11 @@ async fn wait_shared(conn: &mut PgConnection) -> anyhow::Result<()> {
             Ok(_) => return Ok(()),
             Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => {
                 waits += 1;
-                let holder: Option<(i32, String)> = sqlx::query_as(
+                let holder: Option<(i32, String)> = sqlx::query_as(&format!(
                     "SELECT a.pid, a.application_name
                      FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-                     WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-                       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                       AND l.classid = ($1 >> 32)::oid AND l.objid = ($1 & 4294967295)::oid
-                       AND l.mode = 'ExclusiveLock' LIMIT 1",
-                )
+                     WHERE {LOCK_ROWS} AND l.granted AND l.mode = 'ExclusiveLock' LIMIT 1"
+                ))
                 .bind(SOLO_LOCK)
                 .fetch_optional(&mut *conn)
                 .await
