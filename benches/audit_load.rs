@@ -65,7 +65,9 @@ async fn run(scale: Scale) {
         },
         ..Settings::default()
     };
-    let pool = store::connect_and_migrate(&url).await.expect("the pool");
+    let pool = store::connect_and_migrate(&url, 16)
+        .await
+        .expect("the pool");
     // Replay first: its VM's provision job is closed before any worker could race for it.
     let replay_report = replay(&pool, &scale).await;
     let app = Application::build(settings).await.expect("the application");

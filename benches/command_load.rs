@@ -204,7 +204,7 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) {
     drop(db);
 
     // The baselines: the same rows, written and read by pgbench on the same schema.
-    let baseline_pool = voidvm::store::connect_and_migrate(&baseline_db.url)
+    let baseline_pool = voidvm::store::connect_and_migrate(&baseline_db.url, 16)
         .await
         .expect("the baseline database");
     prepare_baseline(&baseline_pool, &templates, scale.vms).await;

@@ -95,6 +95,7 @@ for sdk in "${sdks[@]}"; do
   cat >"$dir/env" <<ENV
 VOIDVM_LISTEN=127.0.0.1:$port
 VOIDVM_DATABASE_URL=postgres://postgres@127.0.0.1:5432/voidvm_sdk_${suffix}_${sdk}
+VOIDVM_DATABASE_CONNECTIONS=16
 VOIDVM_DATA_DIR=$dir/data
 VOIDVM_IMAGES_DIR=$dir/images
 VOIDVM_ACCEL=tcg

@@ -18,6 +18,10 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// PostgreSQL URL (`VOIDVM_DATABASE_URL`); the database is created when missing.
     pub database_url: String,
+    /// PostgreSQL connections this node may use for its work (`VOIDVM_DATABASE_CONNECTIONS`):
+    /// half for the VM actors, the job workers and the background loops, half shared by the HTTP
+    /// workers. Its five listeners and three locks hold eight more (`store::ConnectionBudget`).
+    pub database_connections: u32,
     /// Disks, sockets, pid files and the generated JWT secret (`VOIDVM_DATA_DIR`).
     pub data_dir: PathBuf,
     /// Base images, one folder per image name; defaults to `<data_dir>/images`.
@@ -312,6 +316,7 @@ impl Default for Settings {
         Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
             database_url: "postgres://postgres@127.0.0.1:5432/voidvm".to_string(),
+            database_connections: 32,
             data_dir: PathBuf::from("./data"),
             images_dir: None,
             qemu: PathBuf::from("qemu-system-x86_64"),
@@ -407,6 +412,12 @@ impl Settings {
             || self.database_url.starts_with("postgresql://"))
         {
             return bad("database_url (VOIDVM_DATABASE_URL) must be a postgres:// URL");
+        }
+        if self.database_connections < crate::store::MIN_CONNECTIONS {
+            return Err(ConfigError::Invalid(format!(
+                "database_connections (VOIDVM_DATABASE_CONNECTIONS) must be at least {}",
+                crate::store::MIN_CONNECTIONS
+            )));
         }
         if self.snapshot_every == 0 {
             return bad("snapshot_every must be at least 1");

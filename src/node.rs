@@ -1,6 +1,6 @@
 //! This node's name among the nodes that share a database. Jobs a node claims are its own (see
 //! `store::jobs`), so a node must know its name again after a restart: unless it is configured, it
-//! is made once and kept in the data dir.
+//! is made once and kept in the data dir; a node that stops hands its own running jobs back.
 
 use std::path::Path;
 
@@ -27,6 +27,31 @@ pub fn load_or_create_id(configured: Option<&str>, data_dir: &Path) -> anyhow::R
     std::fs::write(&path, &id)
         .with_context(|| format!("the node id could not be written to {}", path.display()))?;
     Ok(id)
+}
+
+/// At the end of a graceful stop, hands this node's running jobs back to the queue (other nodes
+/// sharing the database go on with theirs). The pool's connections belong to the runtimes that
+/// made them, which are gone by then (the HTTP workers', the actors'), so this goes over a
+/// connection made on the caller's runtime.
+pub async fn hand_back_jobs(pool: &sqlx::PgPool, node: &str) {
+    let handed_back = async {
+        let own = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with((*pool.connect_options()).clone())
+            .await?;
+        let ids = crate::store::jobs::hand_back(&own, node).await;
+        own.close().await;
+        ids
+    };
+    match handed_back.await {
+        Ok(ids) if !ids.is_empty() => {
+            tracing::info!(jobs = ?ids, "handed running jobs back to the queue")
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::error!(error = %crate::telemetry::chain(&e), "running jobs could not be handed back")
+        }
+    }
 }
 
 #[cfg(test)]

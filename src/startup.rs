@@ -71,7 +71,8 @@ impl Application {
                 settings.data_dir.display()
             )
         })?;
-        let pool = store::connect_and_migrate(&settings.database_url).await?;
+        let budget = api::server::connection_budget(settings.database_connections);
+        let pool = store::connect_and_migrate(&settings.database_url, budget.node).await?;
         auth::ensure_admin(&pool).await?;
         let secret =
             auth::load_or_create_secret(settings.jwt_secret.as_deref(), &settings.data_dir)?;
@@ -277,7 +278,7 @@ impl Application {
             metrics: Arc::new(crate::metrics::Metrics::new()),
             system,
         });
-        let (server, addr) = api::server::http_server(settings.listen, node_state, &pool)?;
+        let (server, addr) = api::server::http_server(settings.listen, node_state, &pool, budget)?;
         system_events
             .emit(
                 "node-started",
@@ -353,27 +354,7 @@ impl Application {
         ) {
             tracing::warn!("the actors' thread did not end cleanly");
         }
-        // The pool's connections belong to the runtimes that made them, which are gone now (the
-        // HTTP workers', the actors'): hand the jobs back over a connection made on this one.
-        let handed_back = async {
-            let own = sqlx::postgres::PgPoolOptions::new()
-                .max_connections(1)
-                .connect_with((*self.pool.connect_options()).clone())
-                .await?;
-            // Only this node's own jobs: other nodes sharing the database go on with theirs.
-            let ids = store::jobs::hand_back(&own, &self.node).await;
-            own.close().await;
-            ids
-        };
-        match handed_back.await {
-            Ok(ids) if !ids.is_empty() => {
-                tracing::info!(jobs = ?ids, "handed running jobs back to the queue")
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::error!(error = %crate::telemetry::chain(&e), "running jobs could not be handed back")
-            }
-        }
+        crate::node::hand_back_jobs(&self.pool, &self.node).await;
         // Every connection is back (their users are gone): close them while this runtime runs.
         self.pool.close().await;
         tracing::info!("VoidVM stopped; virtual machines keep running");

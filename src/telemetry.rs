@@ -1,4 +1,4 @@
-//! Logging and tracing: `RUST_LOG` filters (default `info`); the `log_format` setting
+//! Logging and tracing: `RUST_LOG` filters (default [`DEFAULT_FILTER`]); the `log_format` setting
 //! (`VOIDVM_LOG_FORMAT=json`) writes JSON lines.
 
 use tracing_subscriber::layer::SubscriberExt;
@@ -6,6 +6,13 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
+
+/// What is logged when `RUST_LOG` is not set. actix-http's HTTP/1 dispatcher logs at ERROR what a
+/// client did wrong (a head it cannot parse, a body cut short, a peer gone mid-write): each is
+/// answered in the envelope by `api::head_guard` or ends only that connection, and the errors of
+/// VoidVM's own streamed bodies are logged where they happen, so its lines would only let any
+/// client write ERROR lines into the server's log.
+pub const DEFAULT_FILTER: &str = "info,sqlx=warn,actix_server=warn,actix_http::h1::dispatcher=off";
 
 /// Installs the global subscriber, in the format `VOIDVM_LOG_FORMAT` names; a second call (tests)
 /// does nothing.
@@ -20,8 +27,8 @@ pub fn init() {
 
 /// Installs the global subscriber writing `format` (the server's `log_format` setting).
 pub fn init_as(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,actix_server=warn"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let json = format == LogFormat::Json;
     let registry = tracing_subscriber::registry().with(filter);
     let _ = if json {

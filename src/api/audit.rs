@@ -33,23 +33,30 @@ pub struct EventsQuery {
     vm_id: Option<String>,
     /// One event type or several, comma-separated, e.g. `VmStarted,VmStopped`.
     #[serde(rename = "type")]
+    #[param(schema_with = event_type_list, style = Form, explode = false)]
     types: Option<String>,
     /// Only events caused by this user (id or username).
     actor: Option<String>,
     /// Only events of this job.
     job_id: Option<String>,
     /// Recorded at or after this RFC 3339 time.
+    #[param(format = DateTime)]
     from: Option<String>,
     /// Recorded before this RFC 3339 time.
+    #[param(format = DateTime)]
     to: Option<String>,
     /// Events after this global position: the cursor (`next` of the previous page).
+    #[param(minimum = 0)]
     after: Option<i64>,
     /// Events before this global position.
+    #[param(minimum = 0)]
     before: Option<i64>,
     /// Entries per page, 1 to 1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
-    /// `ndjson` streams every matching entry as one JSON line each, without paging.
+    /// `ndjson` streams every matching entry as one JSON line each, without paging; `json` (the
+    /// default unless `Accept` asks for `application/x-ndjson`) answers one page.
+    #[param(pattern = "^(json|ndjson)$")]
     format: Option<String>,
     /// Only streams of this kind: `vm`, `user`, `role`, `config`, `webhook` or `image` (all but `vm`
     /// need `user:read`).
@@ -131,15 +138,36 @@ fn stream_type(user: &AuthUser, value: Option<&str>) -> Result<Option<StreamType
     Ok(Some(kind))
 }
 
+/// Every event type of every stream in the log.
+fn all_type_names() -> impl Iterator<Item = &'static str> {
+    use crate::accounts::{ConfigEvent, RoleEvent, UserEvent};
+    VmEvent::TYPE_NAMES
+        .iter()
+        .chain(UserEvent::TYPE_NAMES.iter())
+        .chain(RoleEvent::TYPE_NAMES.iter())
+        .chain(ConfigEvent::TYPE_NAMES.iter())
+        .chain(crate::webhooks::WebhookEvent::TYPE_NAMES.iter())
+        .chain(crate::images::ImageEvent::TYPE_NAMES.iter())
+        .copied()
+}
+
+/// `type` in the OpenAPI document: one or more event types, sent comma-separated (`style: form`,
+/// `explode: false`).
+fn event_type_list() -> utoipa::openapi::Array {
+    use utoipa::openapi::{ArrayBuilder, ObjectBuilder, Type};
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(all_type_names())),
+        )
+        .min_items(Some(1))
+        .build()
+}
+
 /// An event type of any stream in the log.
 fn known_type(t: &str) -> bool {
-    use crate::accounts::{ConfigEvent, RoleEvent, UserEvent};
-    VmEvent::TYPE_NAMES.contains(&t)
-        || UserEvent::TYPE_NAMES.contains(&t)
-        || RoleEvent::TYPE_NAMES.contains(&t)
-        || ConfigEvent::TYPE_NAMES.contains(&t)
-        || crate::webhooks::WebhookEvent::TYPE_NAMES.contains(&t)
-        || crate::images::ImageEvent::TYPE_NAMES.contains(&t)
+    all_type_names().any(|known| known == t)
 }
 
 fn wants_ndjson(req: &HttpRequest, format: Option<&str>) -> Result<bool, ApiError> {
@@ -283,11 +311,13 @@ pub struct LogsQuery {
     #[param(pattern = "^(info|warn|error)$")]
     level: Option<String>,
     /// Recorded at or after this RFC 3339 time.
+    #[param(format = DateTime)]
     from: Option<String>,
     /// Recorded before this RFC 3339 time.
+    #[param(format = DateTime)]
     to: Option<String>,
     /// The page, from 1 (default 1).
-    #[param(minimum = 1)]
+    #[param(minimum = 1, maximum = 2147483647)]
     page: Option<u32>,
     /// Lines per page, 1 to 100 (default 20).
     #[param(minimum = 1, maximum = 100)]

@@ -153,6 +153,8 @@ pub async fn logout(state: web::Data<AppState>, user: AuthUser) -> Result<HttpRe
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct PasswordChange {
     current_password: String,
+    /// 8 to 256 characters.
+    #[schema(min_length = 8, max_length = 256)]
     new_password: String,
 }
 

@@ -29,7 +29,7 @@ const RECHECK: Duration = Duration::from_secs(1);
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// The page, from 1 (default 1).
-    #[param(minimum = 1)]
+    #[param(minimum = 1, maximum = 2147483647)]
     page: Option<u32>,
     /// Jobs per page, 1 to 100 (default 20).
     #[param(minimum = 1, maximum = 100)]

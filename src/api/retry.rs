@@ -38,7 +38,8 @@ pub struct KeyHeader {
         rename = "Idempotency-Key",
         nullable = false,
         min_length = 1,
-        max_length = 255
+        max_length = 255,
+        pattern = "^[!-~]([ -~]*[!-~])?$"
     )]
     pub idempotency_key: Option<String>,
 }
@@ -53,7 +54,7 @@ pub struct IfMatchHeader {
     #[param(
         rename = "If-Match",
         nullable = false,
-        pattern = r#"^\s*(\*|(W/)?"[^"]*"(\s*,\s*(W/)?"[^"]*")*)\s*$"#
+        pattern = r#"^ *(\*|(W/)?"[!#-+\--~]*"( *, *(W/)?"[!#-+\--~]*")*) *$"#
     )]
     pub if_match: Option<String>,
 }
@@ -324,7 +325,9 @@ fn read_if_match(req: &HttpRequest) -> Result<Option<IfMatch>, ApiError> {
     for value in req.headers().get_all(IF_MATCH) {
         found = true;
         let text = value.to_str().map_err(|_| invalid_if_match())?;
-        for tag in text.split(',').map(str::trim) {
+        // Empty list elements are allowed and ignored (RFC 9110, 5.6.1.2): a field of none
+        // names no version, so nothing matches.
+        for tag in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
             if tag == "*" {
                 return Ok(Some(IfMatch::Any));
             }
@@ -384,6 +387,79 @@ mod tests {
             Some(IfMatch::Versions(vec![3, 5]))
         );
         assert!(if_match("3").is_err());
+    }
+
+    #[test]
+    fn if_match_ignores_empty_list_elements_and_a_field_of_none_matches_nothing() {
+        assert_eq!(
+            if_match("\"3\", , \"5\",").ok().flatten(),
+            Some(IfMatch::Versions(vec![3, 5]))
+        );
+        assert_eq!(if_match("").ok().flatten(), Some(IfMatch::Versions(vec![])));
+    }
+
+    /// The `pattern` the document declares for `name` in `params`.
+    fn declared_pattern(params: Vec<utoipa::openapi::path::Parameter>, name: &str) -> String {
+        let param = params
+            .into_iter()
+            .find(|p| p.name == name)
+            .expect("the header is declared");
+        let schema = serde_json::to_value(param.schema).expect("a schema");
+        schema["pattern"].as_str().expect("a pattern").to_string()
+    }
+
+    fn matches(pattern: &str, value: &str) -> bool {
+        jsonschema::is_valid(
+            &serde_json::json!({"type": "string", "pattern": pattern}),
+            &serde_json::json!(value),
+        )
+    }
+
+    #[test]
+    fn what_the_document_declares_for_the_headers_is_what_the_server_reads() {
+        use utoipa::IntoParams;
+        let if_match_pattern = declared_pattern(IfMatchHeader::into_params(|| None), "If-Match");
+        for value in [
+            "*",
+            "\"3\"",
+            " \"3\" , W/\"4\",\"x-y\"",
+            "W/\"\"",
+            "3",
+            "\"3",
+            "\"a\"b\"",
+            "W/3",
+            "\"3\" \"4\"",
+        ] {
+            if matches(&if_match_pattern, value) {
+                assert!(
+                    if_match(value).is_ok(),
+                    "declared valid but refused: {value}"
+                );
+            } else {
+                assert!(
+                    if_match(value).is_err(),
+                    "refused by the document but read: {value}"
+                );
+            }
+        }
+        let key_pattern = declared_pattern(KeyHeader::into_params(|| None), "Idempotency-Key");
+        // As bytes: a client may send any octet but a control character but tab.
+        let read = |v: &str| {
+            let value = actix_web::http::header::HeaderValue::from_bytes(v.as_bytes())
+                .expect("a header value");
+            read_key(
+                &TestRequest::default()
+                    .insert_header((IDEMPOTENCY_KEY, value))
+                    .to_http_request(),
+            )
+        };
+        for value in ["a", "a b", "k-1_2.3", "!~", "é", "a\tb"] {
+            assert_eq!(
+                matches(&key_pattern, value),
+                read(value).is_ok(),
+                "the document and the server disagree on {value:?}"
+            );
+        }
     }
 
     #[test]

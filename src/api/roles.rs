@@ -111,14 +111,20 @@ pub async fn list(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResp
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct NewRole {
     /// 2 to 32 lower-case letters, digits or `-`, starting with a letter.
+    #[schema(pattern = "^[a-z][a-z0-9-]{1,31}$")]
     id: String,
+    /// Up to 64 characters, not all blank.
+    #[schema(max_length = 64, pattern = "\\S")]
     name: String,
+    /// Up to 500 characters.
     #[serde(default)]
+    #[schema(max_length = 500)]
     description: String,
     /// Permission ids from `GET /permissions`, or `["*"]`.
     permissions: Vec<String>,
     /// `own` (default) or `all`.
     scope: Option<Scope>,
+    #[schema(minimum = 1, maximum = 100_000_000)]
     rate_limit: Option<u32>,
 }
 
@@ -241,13 +247,15 @@ pub async fn create(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RoleUpdate {
+    #[schema(max_length = 64, pattern = "\\S")]
     name: Option<String>,
+    #[schema(max_length = 500)]
     description: Option<String>,
     permissions: Option<Vec<String>>,
     scope: Option<Scope>,
     /// `null` returns the role to the configured default.
     #[serde(default, deserialize_with = "crate::accounts::present_or_null")]
-    #[schema(value_type = Option<u32>)]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 100_000_000)]
     rate_limit: Option<Option<u32>>,
 }
 

@@ -24,14 +24,26 @@ use crate::store;
 /// How long a stopping server lets requests in flight finish.
 const SHUTDOWN_TIMEOUT_SECS: u64 = 10;
 
-/// Binds `listen` and returns the server (not yet awaited) and the address it listens on.
+/// One HTTP worker per core.
+fn http_workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// How `total` connections are shared between the node's own pool and its HTTP workers.
+pub fn connection_budget(total: u32) -> store::ConnectionBudget {
+    store::ConnectionBudget::new(total, http_workers())
+}
+
+/// Binds `listen` and returns the server (not yet awaited) and the address it listens on; each
+/// HTTP worker opens up to `budget.per_http_worker` connections of its own.
 pub fn http_server(
     listen: SocketAddr,
     node_state: Arc<NodeState>,
     pool: &PgPool,
+    budget: store::ConnectionBudget,
 ) -> anyhow::Result<(Server, SocketAddr)> {
-    let http_workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let worker_connections = store::worker_pool_size(http_workers);
+    let http_workers = http_workers();
+    let worker_connections = budget.per_http_worker;
     let connect_options = (*pool.connect_options()).clone();
     let listener = std::net::TcpListener::bind(listen)
         .with_context(|| format!("the server could not listen on {listen}"))?;

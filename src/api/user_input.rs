@@ -10,15 +10,18 @@ use crate::accounts::{QuotaOverrides, UserStatus};
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct NewUser {
     /// 3 to 32 letters, digits, `.`, `_` or `-`; unique.
+    #[schema(pattern = "^[A-Za-z0-9._-]{3,32}$")]
     pub username: String,
     pub email: Option<String>,
-    /// At least 8 characters.
+    /// 8 to 256 characters.
+    #[schema(min_length = 8, max_length = 256)]
     pub password: String,
     /// A role id (`GET /roles`).
     pub role: String,
     #[serde(default)]
     pub quota: QuotaOverrides,
     /// Requests a minute for this user.
+    #[schema(minimum = 1, maximum = 100_000_000)]
     pub rate_limit: Option<u32>,
 }
 
@@ -86,14 +89,15 @@ pub struct UserUpdate {
     #[serde(default, deserialize_with = "crate::accounts::present_or_null")]
     #[schema(value_type = Option<String>)]
     pub email: Option<Option<String>>,
-    /// A new password (at least 8 characters); ends every token the user had.
+    /// A new password (8 to 256 characters); ends every token the user had.
+    #[schema(min_length = 8, max_length = 256)]
     pub password: Option<String>,
     pub role: Option<String>,
     /// `disabled` ends every token the user has, on REST and open WebSockets, at once.
     pub status: Option<UserStatus>,
     pub quota: Option<QuotaOverrides>,
     #[serde(default, deserialize_with = "crate::accounts::present_or_null")]
-    #[schema(value_type = Option<u32>)]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 100_000_000)]
     pub rate_limit: Option<Option<u32>>,
 }
 

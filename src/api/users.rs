@@ -72,7 +72,7 @@ impl From<UserRow> for UserView {
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// The page, from 1 (default 1).
-    #[param(minimum = 1)]
+    #[param(minimum = 1, maximum = 2147483647)]
     page: Option<u32>,
     /// Users per page, 1 to 100 (default 20).
     #[param(minimum = 1, maximum = 100)]

@@ -111,16 +111,52 @@ pub async fn begin(
         .map_err(StoreError::from)
 }
 
-/// Connections a node's HTTP workers may hold in all (each gets its share, at least 2). With the
-/// node's own pool (16, for the VM actors, the job workers and the background loops) and its
-/// listeners, a node holds at most about 37 of PostgreSQL's default 100 connections, leaving
-/// room for a second node, or for pgbench's 64 clients measuring the database beside it.
-/// Commands go through the actors' pool; the HTTP workers' connections serve reads.
-const HTTP_CONNECTIONS: usize = 16;
+/// The fewest connections a node works with: two for its own pool's work, two for its HTTP
+/// workers.
+pub const MIN_CONNECTIONS: u32 = 4;
 
-/// How many connections each of `workers` HTTP workers may open.
-pub fn worker_pool_size(workers: usize) -> u32 {
-    u32::try_from((HTTP_CONNECTIONS / workers.max(1)).max(2)).unwrap_or(2)
+/// The node's `LISTEN` connections (the relay, the webhook dispatcher, the job workers, the auth
+/// cache, the job-end waiters). sqlx's `PgListener` keeps one connection of the pool it is made
+/// from for good, so the node's pool holds these on top of its share of the work.
+pub const LISTENERS: u32 = 5;
+
+/// Connections a node holds outside its pools: the relay's and the webhook dispatcher's leader
+/// locks, and the solo-writer lock.
+pub const LOCK_CONNECTIONS: u32 = 3;
+
+/// How a node's `database_connections` are shared. By default (32) a node holds at most 40 of
+/// PostgreSQL's default 100 connections with its listeners and locks, leaving room for a second
+/// node, or for pgbench's 64 clients measuring the database beside it. Commands go through the
+/// node's own pool (the actors'); the HTTP workers' connections serve reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionBudget {
+    /// The node's own pool: the VM actors, the job workers, the background loops and the
+    /// [`LISTENERS`].
+    pub node: u32,
+    /// Each HTTP worker's pool.
+    pub per_http_worker: u32,
+}
+
+impl ConnectionBudget {
+    /// Half of `total` for the node's own pool's work (its listeners come on top), the rest
+    /// shared by `http_workers` (at least one each, so a node with more HTTP workers than
+    /// connections holds a few more than `total`).
+    pub fn new(total: u32, http_workers: usize) -> ConnectionBudget {
+        let total = total.max(MIN_CONNECTIONS);
+        let work = total / 2;
+        let workers = u32::try_from(http_workers.max(1)).unwrap_or(u32::MAX);
+        ConnectionBudget {
+            node: work + LISTENERS,
+            per_http_worker: ((total - work) / workers).max(1),
+        }
+    }
+
+    /// Every connection the node may hold with `http_workers` HTTP workers, its listeners and
+    /// its locks included.
+    pub fn most(&self, http_workers: usize) -> u32 {
+        let workers = u32::try_from(http_workers).unwrap_or(u32::MAX);
+        self.node + self.per_http_worker.saturating_mul(workers) + LOCK_CONNECTIONS
+    }
 }
 
 /// An HTTP worker's own pool, opened lazily: its connections are made on first use, by the
@@ -153,8 +189,9 @@ pub fn pool_options() -> PgPoolOptions {
         })
 }
 
-/// Connects (creating the database when it does not exist yet) and applies `migrations/`.
-pub async fn connect_and_migrate(url: &str) -> anyhow::Result<PgPool> {
+/// Connects (creating the database when it does not exist yet) and applies `migrations/`; the
+/// pool holds at most `max` connections.
+pub async fn connect_and_migrate(url: &str, max: u32) -> anyhow::Result<PgPool> {
     use anyhow::Context;
     if !sqlx::Postgres::database_exists(url)
         .await
@@ -165,7 +202,7 @@ pub async fn connect_and_migrate(url: &str) -> anyhow::Result<PgPool> {
             .context("the database could not be created")?;
     }
     let pool = pool_options()
-        .max_connections(16)
+        .max_connections(max)
         .connect(url)
         .await
         .context("PostgreSQL refused the connection")?;
@@ -175,4 +212,26 @@ pub async fn connect_and_migrate(url: &str) -> anyhow::Result<PgPool> {
         .context("the migrations could not be applied")?;
     visible::check_positions_ahead(&pool).await?;
     Ok(pool)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn half_the_connections_are_the_nodes_and_the_rest_the_http_workers() {
+        let default = ConnectionBudget::new(32, 2);
+        assert_eq!((default.node, default.per_http_worker), (16 + LISTENERS, 8));
+        assert_eq!(default.most(2), 16 + LISTENERS + 16 + LOCK_CONNECTIONS);
+        let odd = ConnectionBudget::new(9, 2);
+        assert_eq!((odd.node, odd.per_http_worker), (4 + LISTENERS, 2));
+    }
+
+    #[test]
+    fn each_http_worker_gets_one_at_least_and_the_node_two() {
+        let many = ConnectionBudget::new(8, 64);
+        assert_eq!((many.node, many.per_http_worker), (4 + LISTENERS, 1));
+        let too_few = ConnectionBudget::new(0, 1);
+        assert_eq!((too_few.node, too_few.per_http_worker), (2 + LISTENERS, 2));
+    }
 }

@@ -21,6 +21,9 @@ pub const ADMIN: (&str, &str) = ("admin", "admin123");
 pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0001";
 const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 pub const NATS_URL: &str = "nats://127.0.0.1:4222";
+/// Pooled PostgreSQL connections each test node may hold: half the default, since the suite runs
+/// two tests at once, some with several nodes, against the machine's 100 connections.
+const TEST_CONNECTIONS: u32 = 16;
 
 /// Where `scripts/setup.sh` puts the test guest.
 pub fn images_dir() -> PathBuf {
@@ -81,6 +84,7 @@ impl Env {
         Settings {
             listen: "127.0.0.1:0".parse().expect("a literal address"),
             database_url: self.database_url.clone(),
+            database_connections: TEST_CONNECTIONS,
             data_dir: self.data_dir.clone(),
             images_dir: Some(images_dir()),
             accel: AccelSetting::Tcg,
@@ -119,6 +123,10 @@ impl Env {
         vec![
             ("VOIDVM_LISTEN".into(), "127.0.0.1:0".into()),
             ("VOIDVM_DATABASE_URL".into(), self.database_url.clone()),
+            (
+                "VOIDVM_DATABASE_CONNECTIONS".into(),
+                TEST_CONNECTIONS.to_string(),
+            ),
             (
                 "VOIDVM_DATA_DIR".into(),
                 self.data_dir.display().to_string(),

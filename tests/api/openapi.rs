@@ -390,3 +390,96 @@ async fn the_server_serves_the_document_and_its_reference_page() {
     let html = resp.text().await.expect("HTML");
     assert!(html.contains("VoidVM API"), "the page carries the document");
 }
+
+/// The links the document declares on `verb path`'s `status` answer: (target operation's method
+/// and path template, parameter, JSON pointer into the answer).
+fn links_of(verb: &str, path: &str, status: &str) -> Vec<(String, String, String, String)> {
+    let doc = document();
+    let mut where_is = std::collections::HashMap::new();
+    for (p, item) in doc["paths"].as_object().expect("paths") {
+        for (m, op) in item.as_object().expect("an item") {
+            if let Some(id) = op["operationId"].as_str() {
+                where_is.insert(id.to_string(), (m.clone(), p.clone()));
+            }
+        }
+    }
+    let answer = &doc["paths"][path][verb]["responses"][status];
+    let mut out = Vec::new();
+    for link in answer["links"].as_object().expect("links").values() {
+        let (m, p) = where_is[link["operationId"].as_str().expect("an id")].clone();
+        for (parameter, expression) in link["parameters"].as_object().expect("parameters") {
+            let pointer = expression
+                .as_str()
+                .and_then(|e| e.strip_prefix("$response.body#"))
+                .expect("a body expression");
+            out.push((m.clone(), p.clone(), parameter.clone(), pointer.to_string()));
+        }
+    }
+    out
+}
+
+/// Follows every `GET` link of `answer` (to an operation without other parameters) and expects
+/// it found; every link's value must be in the answer.
+async fn follow(
+    app: &crate::helpers::TestApp,
+    links: &[(String, String, String, String)],
+    answer: &Value,
+) {
+    assert!(!links.is_empty());
+    for (method, template, parameter, pointer) in links {
+        let value = answer
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("{pointer} is not in the answer {answer}"));
+        let path = template.replace(&format!("{{{parameter}}}"), value);
+        if method == "get"
+            && !path.contains('{')
+            && !path.ends_with("/console")
+            && !path.ends_with("/vnc")
+            && !path.ends_with("/wait")
+        {
+            let (status, body) = app.call(Method::GET, &path, None).await;
+            assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn the_links_lead_from_real_answers_to_what_they_name() {
+    let app = spawn_app().await;
+    let (status, created) = app
+        .create_vm(json!({"name": "linked", "cpu": 1, "memory": 128, "disk": 1}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    follow(&app, &links_of("post", "/api/v1/vms", "201"), &created).await;
+    let job = app
+        .wait_job(created["data"]["jobId"].as_str().expect("a job"))
+        .await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let id = created["data"]["id"].as_str().expect("an id");
+    let (status, accepted) = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/vms/{id}/snapshots"),
+            Some(json!({"name": "s1"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    follow(
+        &app,
+        &links_of("post", "/api/v1/vms/{id}/snapshots", "202"),
+        &accepted,
+    )
+    .await;
+    let (status, user) = app
+        .call(
+            Method::POST,
+            "/api/v1/users",
+            Some(json!({"username": "linked-user", "password": "a-long-password", "role": "user"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{user}");
+    follow(&app, &links_of("post", "/api/v1/users", "201"), &user).await;
+    app.wait_job(accepted["data"]["jobId"].as_str().expect("a job"))
+        .await;
+}

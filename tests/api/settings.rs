@@ -47,6 +47,7 @@ const SETTINGS: &[Setting] = &[
         "\"settings-test-secret-settings-test-secret\"",
     ),
     s("VOIDVM_TOKEN_TTL_SECS", "600", "600"),
+    s("VOIDVM_DATABASE_CONNECTIONS", "8", "8"),
     s("VOIDVM_WORKERS", "1", "1"),
     s("VOIDVM_NODE_ID", "settings-node", "\"settings-node\""),
     s("VOIDVM_JOB_LEASE_SECS", "12", "12"),
@@ -319,6 +320,32 @@ async fn check_effects(env: &Env, server: &Server) {
         .await
         .expect("users");
     assert_eq!(admins, 1, "VOIDVM_DATABASE_URL");
+
+    // The connections: a burst of reads makes the HTTP workers open all they may of the 8, and
+    // the node's listeners and locks hold theirs besides.
+    let reads = (0..48).map(|_| {
+        client
+            .get(url("/api/v1/vms?limit=100"))
+            .bearer_auth(&token)
+            .send()
+    });
+    for answer in futures::future::join_all(reads).await {
+        assert_eq!(answer.expect("a read").status(), StatusCode::OK);
+    }
+    let held: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("pg_stat_activity");
+    let ours = i64::from(pool.size());
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let allowed = i64::from(voidvm::store::ConnectionBudget::new(8, cores).most(cores));
+    assert!(
+        held - ours <= allowed,
+        "VOIDVM_DATABASE_CONNECTIONS: the server holds {} connections, more than {allowed}",
+        held - ours
+    );
 
     // The limits.
     let vms = url("/api/v1/vms");

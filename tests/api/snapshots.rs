@@ -11,7 +11,9 @@ use crate::helpers::{create_command, Env};
 #[actix_rt::test]
 async fn state_survives_a_reload_at_every_snapshot_boundary() {
     let env = Env::new().await;
-    let pool = store::connect_and_migrate(&env.database_url).await.unwrap();
+    let pool = store::connect_and_migrate(&env.database_url, 16)
+        .await
+        .unwrap();
     let store = VmEventStore::new(pool.clone(), 3);
     let meta = CommandMeta::system("test");
     let mut state = store.load("vm-snap").await.unwrap();

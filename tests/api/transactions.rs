@@ -139,7 +139,9 @@ async fn a_command_whose_vm_row_cannot_be_written_records_nothing() {
 #[actix_rt::test]
 async fn a_cancel_that_finds_its_job_taken_by_a_worker_records_nothing() {
     let env = Env::new().await;
-    let pool = store::connect_and_migrate(&env.database_url).await.unwrap();
+    let pool = store::connect_and_migrate(&env.database_url, 16)
+        .await
+        .unwrap();
     let store = VmEventStore::new(pool.clone(), 100);
     let meta = CommandMeta::system("test");
     let mut state = store.load("vm-c").await.unwrap();
@@ -238,7 +240,9 @@ async fn a_cancel_that_finds_its_job_taken_by_a_worker_records_nothing() {
 #[actix_rt::test]
 async fn positions_are_the_transaction_id_then_the_order_within_it() {
     let env = Env::new().await;
-    let pool = store::connect_and_migrate(&env.database_url).await.unwrap();
+    let pool = store::connect_and_migrate(&env.database_url, 16)
+        .await
+        .unwrap();
     let insert = |first: i64, last: i64| {
         sqlx::query(
             "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
@@ -352,7 +356,7 @@ async fn a_log_ahead_of_the_clusters_transaction_ids_is_refused_at_start() {
     // A database restored into another cluster: its last position is past what new transaction
     // ids would give. New events would sort before it, so nothing may start writing.
     let env = Env::new().await;
-    let pool = store::connect_and_migrate(&env.database_url)
+    let pool = store::connect_and_migrate(&env.database_url, 16)
         .await
         .expect("an empty log starts");
     sqlx::query("ALTER TABLE events DISABLE TRIGGER USER")
@@ -373,7 +377,7 @@ async fn a_log_ahead_of_the_clusters_transaction_ids_is_refused_at_start() {
         .await
         .unwrap();
     pool.close().await;
-    let refused = store::connect_and_migrate(&env.database_url)
+    let refused = store::connect_and_migrate(&env.database_url, 16)
         .await
         .expect_err("a log ahead of the cluster's transaction ids");
     assert!(

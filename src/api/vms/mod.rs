@@ -26,11 +26,22 @@ use crate::app::{access, AppState};
 use crate::auth::AuthUser;
 use crate::store::vm_view::VmView;
 
+/// The highest page a list serves: the `maximum` its `page` parameter declares (a 32-bit signed
+/// integer, which every client's integer type holds).
+pub const PAGE_MAX: u32 = 2_147_483_647;
+
+/// A list's `page` and `limit`, checked against what its parameters declare.
 pub fn page_and_limit(page: Option<u32>, limit: Option<u32>) -> Result<(u32, u32), ApiError> {
     let page = page.unwrap_or(1);
     let limit = limit.unwrap_or(20);
     if page == 0 {
         return Err(ApiError::validation("page", "page starts at 1."));
+    }
+    if page > PAGE_MAX {
+        return Err(ApiError::validation(
+            "page",
+            format!("page must be at most {PAGE_MAX}."),
+        ));
     }
     if limit == 0 || limit > 100 {
         return Err(ApiError::validation(

@@ -354,7 +354,7 @@ pub async fn delete(
 #[into_params(parameter_in = Query)]
 pub struct DeliveriesQuery {
     /// The page, from 1 (default 1).
-    #[param(minimum = 1)]
+    #[param(minimum = 1, maximum = 2147483647)]
     page: Option<u32>,
     /// Deliveries per page, 1 to 100 (default 20).
     #[param(minimum = 1, maximum = 100)]

@@ -13,6 +13,9 @@ use utoipa::openapi::Ref;
 use utoipa::{Modify, OpenApi};
 use utoipa_scalar::Scalar;
 
+mod links;
+mod storable;
+
 use super::answers::ErrorEnvelope;
 use super::{
     audit, auth, config, health, images, jobs, metrics, roles, system, users, vms, webhooks,
@@ -231,7 +234,19 @@ pub fn document() -> &'static str {
     DOC.get_or_init(|| {
         // Serialising plain data structures cannot fail; an empty document would be caught by
         // the test that compares it with `schemas/openapi.json`.
-        ApiDoc::openapi().to_pretty_json().unwrap_or_default()
+        finished().to_pretty_json().unwrap_or_default()
+    })
+}
+
+/// The generated document with the rules every operation shares (`storable`) and the links
+/// between operations (`links`) added.
+fn finished() -> &'static utoipa::openapi::OpenApi {
+    static DOC: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
+    DOC.get_or_init(|| {
+        let mut doc = ApiDoc::openapi();
+        storable::declare(&mut doc);
+        links::add(&mut doc);
+        doc
     })
 }
 
@@ -257,7 +272,7 @@ pub async fn json() -> HttpResponse {
 )]
 pub async fn page() -> HttpResponse {
     static PAGE: OnceLock<String> = OnceLock::new();
-    let html = PAGE.get_or_init(|| Scalar::new(ApiDoc::openapi()).to_html());
+    let html = PAGE.get_or_init(|| Scalar::new(finished().clone()).to_html());
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .body(html.as_str())
