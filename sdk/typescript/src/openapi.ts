@@ -625,8 +625,7 @@ export interface paths {
                 query?: {
                     /** @description Only this VM's events. */
                     vmId?: string;
-                    /** @description One event type or several, comma-separated, e.g. `VmStarted,VmStopped`. */
-                    type?: string;
+                    type?: ("VmCreated" | "VmProvisioned" | "StartRequested" | "VmStarted" | "StopRequested" | "VmStopped" | "RestartRequested" | "VmRestarted" | "PauseRequested" | "VmPaused" | "ResumeRequested" | "VmResumed" | "ResetRequested" | "VmReset" | "VmReconfigured" | "VmOwnerChanged" | "IsoChangeRequested" | "VmIsoChanged" | "SnapshotRequested" | "SnapshotTaken" | "SnapshotRestoreRequested" | "SnapshotRestored" | "SnapshotDeleteRequested" | "SnapshotDeleted" | "DeleteRequested" | "VmDeleted" | "VmCrashed" | "OperationFailed" | "OperationRetried" | "JobCancelled" | "StaleObservationIgnored" | "ConsoleOpened" | "ConsoleClosed" | "UserCreated" | "UserChanged" | "UserPasswordChanged" | "UserDeleted" | "RoleCreated" | "RoleChanged" | "RoleDeleted" | "ConfigChanged" | "WebhookCreated" | "WebhookChanged" | "WebhookDeleted" | "ImageImportRequested" | "ImageImportProgressed" | "ImageImported" | "ImageImportFailed" | "ImageUploaded" | "ImageDeleted")[];
                     /** @description Only events caused by this user (id or username). */
                     actor?: string;
                     /** @description Only events of this job. */
@@ -641,7 +640,10 @@ export interface paths {
                     before?: number;
                     /** @description Entries per page, 1 to 1000 (default 100). */
                     limit?: number;
-                    /** @description `ndjson` streams every matching entry as one JSON line each, without paging. */
+                    /**
+                     * @description `ndjson` streams every matching entry as one JSON line each, without paging; `json` (the
+                     *     default unless `Accept` asks for `application/x-ndjson`) answers one page.
+                     */
                     format?: string;
                     /**
                      * @description Only streams of this kind: `vm`, `user`, `role`, `config`, `webhook` or `image` (all but `vm`
@@ -8447,7 +8449,9 @@ export interface components {
         NewRole: {
             /** @description 2 to 32 lower-case letters, digits or `-`, starting with a letter. */
             id: string;
+            /** @description Up to 64 characters, not all blank. */
             name: string;
+            /** @description Up to 500 characters. */
             description?: string;
             /** @description Permission ids from `GET /permissions`, or `["*"]`. */
             permissions: string[];
@@ -8459,7 +8463,7 @@ export interface components {
             /** @description 3 to 32 letters, digits, `.`, `_` or `-`; unique. */
             username: string;
             email?: string | null;
-            /** @description At least 8 characters. */
+            /** @description 8 to 256 characters. */
             password: string;
             /** @description A role id (`GET /roles`). */
             role: string;
@@ -8495,6 +8499,7 @@ export interface components {
         };
         PasswordChange: {
             currentPassword: string;
+            /** @description 8 to 256 characters. */
             newPassword: string;
         };
         PatchVm: {
@@ -8780,7 +8785,7 @@ export interface components {
         /** @description A change: only the fields present change (`null` clears `email` and `rateLimit`). */
         UserUpdate: {
             email?: string | null;
-            /** @description A new password (at least 8 characters); ends every token the user had. */
+            /** @description A new password (8 to 256 characters); ends every token the user had. */
             password?: string | null;
             role?: string | null;
             status?: components["schemas"]["UserStatus"] | null;

@@ -9,149 +9,116 @@ use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::{OpenApi, RefOr};
 
-/// An answer that carries an id, and the operations under a path that take it.
-struct Source {
-    /// The operation whose answer carries the id; `None` for every operation whose `status`
-    /// answer is `schema` (the lifecycle verbs' `Accepted`).
-    operation: Option<(&'static str, &'static str)>,
-    status: &'static str,
-    schema: &'static str,
-    /// Where the id is in the answer's body (a JSON pointer).
-    pointer: &'static str,
-    /// The operations taking it: this path and those below it.
-    under: &'static str,
-    /// The path parameter that takes it.
-    parameter: &'static str,
+/// The answers that carry an id.
+#[derive(Clone, Copy)]
+enum Answers {
+    /// One operation's (method, path) answer with this status.
+    Of(&'static str, &'static str, &'static str),
+    /// Every operation's answer with this status whose body is this component (the verbs'
+    /// `Accepted`).
+    Being(&'static str, &'static str),
 }
 
-const fn from(
-    operation: Option<(&'static str, &'static str)>,
-    status: &'static str,
-    schema: &'static str,
+/// Where an id is in some answers, and the operations under a path that take it.
+struct Source {
+    answers: Answers,
+    /// Where the id is in the answer's body (a JSON pointer).
     pointer: &'static str,
+    /// The operations taking it: this path and those below it; its last segment names the
+    /// parameter (`{id}`).
     under: &'static str,
-    parameter: &'static str,
-) -> Source {
+}
+
+const fn link(answers: Answers, pointer: &'static str, under: &'static str) -> Source {
     Source {
-        operation,
-        status,
-        schema,
+        answers,
         pointer,
         under,
-        parameter,
     }
 }
 
+const CREATED_VM: Answers = Answers::Of("post", "/api/v1/vms", "201");
+const ACCEPTED: Answers = Answers::Being("202", "Envelope_Accepted");
+const IMPORT: Answers = Answers::Of("post", "/api/v1/images", "202");
+
 const SOURCES: &[Source] = &[
-    from(
-        Some(("post", "/api/v1/vms")),
-        "201",
-        "",
-        "/data/id",
-        "/api/v1/vms/{id}",
-        "id",
-    ),
-    from(
-        Some(("post", "/api/v1/vms")),
-        "201",
-        "",
-        "/data/jobId",
-        "/api/v1/jobs/{id}",
-        "id",
-    ),
-    from(
-        None,
-        "202",
-        "Envelope_Accepted",
-        "/data/jobId",
-        "/api/v1/jobs/{id}",
-        "id",
-    ),
-    from(
-        None,
-        "202",
-        "Envelope_Accepted",
-        "/data/vmId",
-        "/api/v1/vms/{id}",
-        "id",
-    ),
-    from(
-        Some(("post", "/api/v1/images")),
-        "202",
-        "",
-        "/data/name",
-        "/api/v1/images/{name}",
-        "name",
-    ),
-    from(
-        Some(("post", "/api/v1/images")),
-        "202",
-        "",
-        "/data/job/id",
-        "/api/v1/jobs/{id}",
-        "id",
-    ),
-    from(
-        Some(("post", "/api/v1/webhooks")),
-        "201",
-        "",
+    link(CREATED_VM, "/data/id", "/api/v1/vms/{id}"),
+    link(CREATED_VM, "/data/jobId", "/api/v1/jobs/{id}"),
+    link(ACCEPTED, "/data/vmId", "/api/v1/vms/{id}"),
+    link(ACCEPTED, "/data/jobId", "/api/v1/jobs/{id}"),
+    link(IMPORT, "/data/name", "/api/v1/images/{name}"),
+    link(IMPORT, "/data/job/id", "/api/v1/jobs/{id}"),
+    link(
+        Answers::Of("post", "/api/v1/webhooks", "201"),
         "/data/id",
         "/api/v1/webhooks/{id}",
-        "id",
     ),
-    from(
-        Some(("post", "/api/v1/users")),
-        "201",
-        "",
+    link(
+        Answers::Of("post", "/api/v1/users", "201"),
         "/data/id",
         "/api/v1/users/{id}",
-        "id",
     ),
-    from(
-        Some(("post", "/api/v1/roles")),
-        "201",
-        "",
+    link(
+        Answers::Of("post", "/api/v1/roles", "201"),
         "/data/id",
         "/api/v1/roles/{id}",
-        "id",
     ),
 ];
+
+impl Source {
+    /// The path parameter taking the id.
+    fn parameter(&self) -> &'static str {
+        let last = self.under.rsplit('/').next().unwrap_or(self.under);
+        last.trim_start_matches('{').trim_end_matches('}')
+    }
+
+    /// The status of the answers carrying the id.
+    fn status(&self) -> &'static str {
+        match self.answers {
+            Answers::Of(_, _, status) | Answers::Being(status, _) => status,
+        }
+    }
+
+    fn carries(&self, method: &str, path: &str, operation: &Operation) -> bool {
+        match self.answers {
+            Answers::Of(m, p, _) => m == method && p == path,
+            Answers::Being(status, schema) => answers_with(operation, status, schema),
+        }
+    }
+}
 
 /// Adds the links of [`SOURCES`] to `doc`'s answers. A source or target that is not in the
 /// document adds nothing (a test checks that each adds something).
 pub fn add(doc: &mut OpenApi) {
     let operations = operation_ids(doc);
     for source in SOURCES {
-        let targets: Vec<&(String, String)> = operations
+        let targets: Vec<&String> = operations
             .iter()
             .filter(|(path, _)| {
                 path == source.under || path.starts_with(&format!("{}/", source.under))
             })
+            .map(|(_, id)| id)
             .collect();
+        let value = format!("$response.body#{}", source.pointer);
+        let field = source.pointer.rsplit('/').next().unwrap_or("");
         for (path, item) in doc.paths.paths.iter_mut() {
             for (method, operation) in methods(item) {
                 let Some(operation) = operation else { continue };
-                let chosen = match source.operation {
-                    Some(wanted) => wanted == (method, path.as_str()),
-                    None => answers_with(operation, source.status, source.schema),
-                };
-                if !chosen {
+                if !source.carries(method, path, operation) {
                     continue;
                 }
-                let Some(RefOr::T(response)) = operation.responses.responses.get_mut(source.status)
-                else {
+                let answer = operation.responses.responses.get_mut(source.status());
+                let Some(RefOr::T(response)) = answer else {
                     continue;
                 };
-                for (_, id) in &targets {
+                for id in &targets {
                     let link = LinkBuilder::new()
                         .operation_id(id.as_str())
-                        .parameter(
-                            source.parameter,
-                            format!("$response.body#{}", source.pointer),
-                        )
+                        .parameter(source.parameter(), value.clone())
                         .build();
-                    let name = format!("{id}.{}", source.pointer.rsplit('/').next().unwrap_or(""));
-                    response.links.insert(name, RefOr::T(link));
+                    response
+                        .links
+                        .insert(format!("{id}.{field}"), RefOr::T(link));
                 }
             }
         }
@@ -233,18 +200,19 @@ mod tests {
             let made: Vec<_> = all
                 .iter()
                 .filter(|(method, path, status, link)| {
-                    status == source.status
-                        && link["parameters"][source.parameter] == expression.as_str()
-                        && source
-                            .operation
-                            .is_none_or(|(m, p)| m == method && p == path)
+                    status == source.status()
+                        && link["parameters"][source.parameter()] == expression.as_str()
+                        && match source.answers {
+                            Answers::Of(m, p, _) => m == method && p == path,
+                            Answers::Being(..) => true,
+                        }
                 })
                 .collect();
             assert!(
                 !made.is_empty(),
-                "{} of {:?} links nothing",
+                "{} to {} links nothing",
                 source.pointer,
-                source.operation
+                source.under
             );
         }
     }
