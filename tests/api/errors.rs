@@ -176,6 +176,41 @@ async fn bad_query_parameters_are_named() {
     assert_error(status, &body, StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
 }
 
+/// Every list's `page` is served up to the `maximum` the document declares, and refused (named)
+/// past it.
+#[actix_rt::test]
+async fn a_page_past_the_declared_maximum_is_refused_on_every_list() {
+    let app = spawn_app().await;
+    let doc: Value =
+        serde_json::from_str(voidvm::api::openapi::document()).expect("the document is JSON");
+    let mut lists = 0;
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        let Some(parameters) = item["get"]["parameters"].as_array() else {
+            continue;
+        };
+        let Some(page) = parameters.iter().find(|p| p["name"] == "page") else {
+            continue;
+        };
+        if path.contains('{') {
+            continue; // Lists under a resource need one; the top-level ones share the same check.
+        }
+        lists += 1;
+        let max = page["schema"]["maximum"]
+            .as_u64()
+            .expect("a declared maximum");
+        let (status, body) = app
+            .call(Method::GET, &format!("{path}?page={max}"), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{path} page {max}: {body}");
+        let (status, body) = app
+            .call(Method::GET, &format!("{path}?page={}", max + 1), None)
+            .await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
+        assert_eq!(body["error"]["field"], "page", "{path}: {body}");
+    }
+    assert!(lists >= 4, "only {lists} lists have a page");
+}
+
 #[actix_rt::test]
 async fn a_state_conflict_is_a_409_with_a_stable_code() {
     let app = spawn_app().await;
