@@ -58,6 +58,12 @@ pub enum ClientCommand {
     /// Images VMs are made from: base disks, ISOs and kernels (adding and deleting: admins).
     #[command(subcommand)]
     Images(ImagesCommand),
+    /// Roles and the permissions they grant (admins).
+    #[command(subcommand)]
+    Roles(super::roles::RolesCommand),
+    /// The settings that change while the server runs (admins).
+    #[command(subcommand)]
+    Config(super::config::ConfigCommand),
 }
 
 #[derive(Subcommand, Debug)]

@@ -177,6 +177,11 @@ impl Client {
             .await
     }
 
+    pub async fn put(&self, path: &str, body: Value) -> CliResult<Value> {
+        self.send(Method::PUT, path, &[], Some(body), DEFAULT_TIMEOUT)
+            .await
+    }
+
     pub async fn delete(&self, path: &str, query: &[(&str, String)]) -> CliResult<Value> {
         self.send(Method::DELETE, path, query, None, DEFAULT_TIMEOUT)
             .await

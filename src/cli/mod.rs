@@ -10,12 +10,14 @@
 pub mod args;
 pub mod auth;
 pub mod client;
+pub mod config;
 pub mod console;
 pub mod credentials;
 pub mod events;
 pub mod images;
 pub mod jobs;
 pub mod output;
+pub mod roles;
 pub mod snapshots;
 pub mod users;
 pub mod vm;
@@ -71,5 +73,7 @@ async fn dispatch(global: GlobalArgs, command: ClientCommand) -> CliResult<()> {
         ClientCommand::Users(c) => users::run(&client, out, c).await,
         ClientCommand::Webhooks(c) => webhooks::run(&client, out, c).await,
         ClientCommand::Images(c) => images::run(&client, out, c).await,
+        ClientCommand::Roles(c) => roles::run(&client, out, c).await,
+        ClientCommand::Config(c) => config::run(&client, out, c).await,
     }
 }

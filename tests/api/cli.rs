@@ -661,3 +661,115 @@ async fn a_vms_disk_snapshots_are_taken_listed_restored_and_deleted_with_wait() 
     let text = events.to_string();
     assert!(text.contains("\"SnapshotRestored\""), "{text}");
 }
+
+#[actix_rt::test]
+async fn roles_are_added_changed_shown_and_deleted_and_config_is_read_and_set() {
+    let app = spawn_app().await;
+    let term = Terminal::new(&app);
+    term.login().await;
+
+    let catalog = term
+        .run(&["roles", "permissions", "--json"])
+        .await
+        .ok()
+        .json();
+    assert!(
+        catalog
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p["id"] == "vm:read")),
+        "{catalog}"
+    );
+    let added = term
+        .run(&[
+            "roles",
+            "create",
+            "operator",
+            "--name",
+            "Operator",
+            "--permission",
+            "vm:read",
+            "--permission",
+            "vm:start",
+            "--scope",
+            "all",
+            "--json",
+        ])
+        .await
+        .ok()
+        .json();
+    assert_eq!(added["id"], "operator");
+    assert_eq!(added["scope"], "all");
+    let changed = term
+        .run(&[
+            "roles",
+            "update",
+            "operator",
+            "--rate-limit",
+            "500",
+            "--json",
+        ])
+        .await
+        .ok()
+        .json();
+    assert_eq!(changed["rateLimit"], 500);
+    assert_eq!(changed["name"], "Operator", "only what is given changes");
+    let shown = term.run(&["roles", "get", "operator"]).await.ok();
+    assert!(shown.stdout.contains("Operator"), "{}", shown.stdout);
+    let listed = term.run(&["roles", "list"]).await.ok();
+    assert!(
+        listed.stdout.contains("operator") && listed.stdout.contains("viewer"),
+        "{}",
+        listed.stdout
+    );
+    term.run(&["roles", "delete", "operator"]).await.ok();
+    let gone = term.run(&["roles", "get", "operator"]).await;
+    assert_eq!(
+        gone.code, 4,
+        "a role that is gone is not found: {}",
+        gone.stderr
+    );
+    let refused = term
+        .run(&[
+            "roles",
+            "create",
+            "Bad Id",
+            "--name",
+            "x",
+            "--permission",
+            "vm:read",
+        ])
+        .await;
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("VALIDATION_ERROR"),
+        "{}",
+        refused.stderr
+    );
+
+    let before = term.run(&["config", "get", "--json"]).await.ok().json();
+    let set = term
+        .run(&[
+            "config",
+            "set",
+            "limits.requestsPerMinute=777",
+            "system.maxVmsPerUser=9",
+            "--json",
+        ])
+        .await
+        .ok()
+        .json();
+    assert_eq!(set["limits"]["requestsPerMinute"], 777);
+    assert_eq!(set["system"]["maxVmsPerUser"], 9);
+    assert!(
+        set["version"].as_i64() > before["version"].as_i64(),
+        "{before} -> {set}"
+    );
+    let shown = term.run(&["config", "get"]).await.ok();
+    assert!(
+        shown.stdout.contains("limits.requestsPerMinute = 777"),
+        "{}",
+        shown.stdout
+    );
+    let usage = term.run(&["config", "set", "requestsPerMinute=5"]).await;
+    assert_eq!(usage.code, 2, "{}", usage.stderr);
+}
