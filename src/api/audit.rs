@@ -31,7 +31,8 @@ pub const NDJSON: &str = "application/x-ndjson";
 pub struct EventsQuery {
     /// Only this VM's events.
     vm_id: Option<String>,
-    /// One event type or several, comma-separated, e.g. `VmStarted,VmStopped`.
+    /// One event type or several, comma-separated, e.g. `VmStarted,VmStopped` (the key repeated,
+    /// `type=VmStarted&type=VmStopped`, reads the same).
     #[serde(rename = "type")]
     #[param(schema_with = event_type_list, style = Form, explode = false)]
     types: Option<String>,
@@ -155,7 +156,12 @@ fn all_type_names() -> impl Iterator<Item = &'static str> {
 /// `explode: false`).
 fn event_type_list() -> utoipa::openapi::Array {
     use utoipa::openapi::{ArrayBuilder, ObjectBuilder, Type};
+    // A schema given this way replaces the field's doc comment, so the description goes here.
     ArrayBuilder::new()
+        .description(Some(
+            "One event type or several, comma-separated, e.g. `VmStarted,VmStopped` (the key \
+             repeated, `type=VmStarted&type=VmStopped`, reads the same).",
+        ))
         .items(
             ObjectBuilder::new()
                 .schema_type(Type::String)
@@ -210,10 +216,9 @@ pub async fn events(
     state: web::Data<AppState>,
     user: AuthUser,
     req: HttpRequest,
-    query: web::Query<EventsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Permission::EventRead)?;
-    let q = query.into_inner();
+    let q: EventsQuery = super::body::query_with_lists(&req, &["type"])?;
     let filter = filter_of(&user, &q)?;
     if wants_ndjson(&req, q.format.as_deref())? {
         return Ok(export(state.pool.clone(), filter));

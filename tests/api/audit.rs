@@ -57,6 +57,12 @@ async fn filters_work_alone_and_combined() {
     assert_eq!(items(&body).len(), 3);
     let (_, body) = app.events("?type=VmCreated,VmProvisioned").await;
     assert_eq!(items(&body).len(), 4);
+    let (_, repeated) = app.events("?type=VmCreated&type=VmProvisioned").await;
+    assert_eq!(
+        items(&repeated),
+        items(&body),
+        "a repeated key reads as the comma list"
+    );
 
     let (_, body) = app.events("?actor=admin").await;
     assert!(items(&body).iter().all(|e| e["actor"]["name"] == "admin"));
