@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use reqwest::{Method, StatusCode};
+use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::Value;
 
 /// Requests that are not long polls end within this.
@@ -207,18 +207,24 @@ impl Client {
         body: Option<Value>,
         timeout: Duration,
     ) -> CliResult<Value> {
-        let url = format!("{}/api/v1{path}", self.origin);
-        let mut request = self.http.request(method, &url).timeout(timeout);
-        if !query.is_empty() {
-            request = request.query(query);
-        }
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
-        }
+        let mut request = self.request(method, path, query).timeout(timeout);
         if let Some(body) = body {
             request = request.json(&body);
         }
         self.answer(request).await
+    }
+
+    /// A request to `/api/v1{path}?{query}` with the token, if any.
+    fn request(&self, method: Method, path: &str, query: &[(&str, String)]) -> RequestBuilder {
+        let url = format!("{}/api/v1{path}", self.origin);
+        let mut request = self.http.request(method, &url);
+        if !query.is_empty() {
+            request = request.query(query);
+        }
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
     }
 
     /// Streams the file at `file` as the body of a `PUT` to `/api/v1{path}` (no time limit: an
@@ -239,21 +245,15 @@ impl Client {
             .with_context(|| format!("could not read the size of {}", file.display()))?
             .len();
         let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(handle));
-        let url = format!("{}/api/v1{path}", self.origin);
-        let mut request = self
-            .http
-            .put(&url)
-            .query(query)
+        let request = self
+            .request(Method::PUT, path, query)
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
             .header(reqwest::header::CONTENT_LENGTH, size)
             .body(body);
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
-        }
         self.answer(request).await
     }
 
-    async fn answer(&self, request: reqwest::RequestBuilder) -> CliResult<Value> {
+    async fn answer(&self, request: RequestBuilder) -> CliResult<Value> {
         let response = request
             .send()
             .await

@@ -87,6 +87,15 @@ impl Source {
     }
 }
 
+/// The document's [`Modify`](utoipa::Modify) that runs [`add`].
+pub struct Links;
+
+impl utoipa::Modify for Links {
+    fn modify(&self, doc: &mut OpenApi) {
+        add(doc);
+    }
+}
+
 /// Adds the links of [`SOURCES`] to `doc`'s answers. A source or target that is not in the
 /// document adds nothing (a test checks that each adds something).
 pub fn add(doc: &mut OpenApi) {
@@ -102,7 +111,7 @@ pub fn add(doc: &mut OpenApi) {
         let value = format!("$response.body#{}", source.pointer);
         let field = source.pointer.rsplit('/').next().unwrap_or("");
         for (path, item) in doc.paths.paths.iter_mut() {
-            for (method, operation) in methods(item) {
+            for (method, operation) in super::operations(item) {
                 let Some(operation) = operation else { continue };
                 if !source.carries(method, path, operation) {
                     continue;
@@ -129,23 +138,13 @@ pub fn add(doc: &mut OpenApi) {
 fn operation_ids(doc: &mut OpenApi) -> Vec<(String, String)> {
     let mut found = Vec::new();
     for (path, item) in doc.paths.paths.iter_mut() {
-        for (_, operation) in methods(item) {
+        for (_, operation) in super::operations(item) {
             if let Some(id) = operation.as_ref().and_then(|o| o.operation_id.clone()) {
                 found.push((path.clone(), id));
             }
         }
     }
     found
-}
-
-fn methods(item: &mut utoipa::openapi::PathItem) -> [(&'static str, &mut Option<Operation>); 5] {
-    [
-        ("get", &mut item.get),
-        ("put", &mut item.put),
-        ("post", &mut item.post),
-        ("delete", &mut item.delete),
-        ("patch", &mut item.patch),
-    ]
 }
 
 /// Whether `operation`'s `status` answer is the component `schema`.
@@ -166,9 +165,7 @@ mod tests {
     use utoipa::OpenApi as _;
 
     fn document() -> serde_json::Value {
-        let mut doc = super::super::ApiDoc::openapi();
-        add(&mut doc);
-        serde_json::to_value(&doc).expect("JSON")
+        serde_json::to_value(super::super::ApiDoc::openapi()).expect("JSON")
     }
 
     /// Every link of the document: (method, path, status, link).

@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 
 use actix_web::HttpResponse;
 use utoipa::openapi::content::ContentBuilder;
+use utoipa::openapi::path::{Operation, PathItem};
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::Ref;
@@ -15,6 +16,9 @@ use utoipa_scalar::Scalar;
 
 mod links;
 mod storable;
+
+use links::Links;
+use storable::Storable;
 
 use super::answers::ErrorEnvelope;
 use super::{
@@ -98,7 +102,8 @@ use super::{
     ),
     // The shared error answers (`answers::errors`) refer to it without registering it.
     components(schemas(ErrorEnvelope)),
-    modifiers(&Versioned, &BearerAuth, &DefaultError),
+    // In this order: the rules and links are added to every answer, the shared ones included.
+    modifiers(&Versioned, &BearerAuth, &DefaultError, &Storable, &Links),
     tags(
         (name = "auth", description = "Logging in and out."),
         (name = "vms", description = "Virtual machines and their lifecycle."),
@@ -115,6 +120,20 @@ use super::{
     )
 )]
 pub struct ApiDoc;
+
+/// A path's operations, each with its method's name.
+fn operations(item: &mut PathItem) -> [(&'static str, &mut Option<Operation>); 8] {
+    [
+        ("get", &mut item.get),
+        ("put", &mut item.put),
+        ("post", &mut item.post),
+        ("delete", &mut item.delete),
+        ("options", &mut item.options),
+        ("head", &mut item.head),
+        ("patch", &mut item.patch),
+        ("trace", &mut item.trace),
+    ]
+}
 
 /// The API's own version, not the crate's.
 struct Versioned;
@@ -192,14 +211,10 @@ impl Modify for DefaultError {
         );
         for (path, item) in openapi.paths.paths.iter_mut() {
             let counted = path.starts_with("/api/v1/") || path == "/ws";
-            let operations = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-            ];
-            for operation in operations.into_iter().flatten() {
+            for operation in operations(item)
+                .into_iter()
+                .filter_map(|(_, op)| op.as_mut())
+            {
                 for (status, response) in &common {
                     operation
                         .responses
@@ -234,19 +249,7 @@ pub fn document() -> &'static str {
     DOC.get_or_init(|| {
         // Serialising plain data structures cannot fail; an empty document would be caught by
         // the test that compares it with `schemas/openapi.json`.
-        finished().to_pretty_json().unwrap_or_default()
-    })
-}
-
-/// The generated document with the rules every operation shares (`storable`) and the links
-/// between operations (`links`) added.
-fn finished() -> &'static utoipa::openapi::OpenApi {
-    static DOC: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
-    DOC.get_or_init(|| {
-        let mut doc = ApiDoc::openapi();
-        storable::declare(&mut doc);
-        links::add(&mut doc);
-        doc
+        ApiDoc::openapi().to_pretty_json().unwrap_or_default()
     })
 }
 
@@ -272,7 +275,7 @@ pub async fn json() -> HttpResponse {
 )]
 pub async fn page() -> HttpResponse {
     static PAGE: OnceLock<String> = OnceLock::new();
-    let html = PAGE.get_or_init(|| Scalar::new(finished().clone()).to_html());
+    let html = PAGE.get_or_init(|| Scalar::new(ApiDoc::openapi()).to_html());
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .body(html.as_str())

@@ -18,6 +18,15 @@ use utoipa::openapi::{OpenApi, RefOr, Schema};
 /// Any text without a NUL character.
 pub const NO_NUL: &str = "^[^\\u0000]*$";
 
+/// The document's [`Modify`](utoipa::Modify) that runs [`declare`].
+pub struct Storable;
+
+impl utoipa::Modify for Storable {
+    fn modify(&self, doc: &mut OpenApi) {
+        declare(doc);
+    }
+}
+
 /// Adds [`NO_NUL`] to every schema of `doc` (components, parameters, bodies and answers) wherever
 /// a string or a map key has no rule of its own.
 pub fn declare(doc: &mut OpenApi) {
@@ -25,17 +34,9 @@ pub fn declare(doc: &mut OpenApi) {
         components.schemas.values_mut().for_each(ref_or);
     }
     for item in doc.paths.paths.values_mut() {
-        let operations = [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-            &mut item.options,
-            &mut item.head,
-            &mut item.patch,
-            &mut item.trace,
-        ];
-        operations.into_iter().flatten().for_each(operation);
+        for (_, op) in super::operations(item) {
+            op.iter_mut().for_each(operation);
+        }
     }
 }
 
