@@ -286,6 +286,17 @@ pub mod errors {
     #[response(status = 404)]
     pub struct WebhookMissing(pub ErrorEnvelope);
 
+    /// No such delivery of this webhook (`DELIVERY_NOT_FOUND`), or no such webhook, or not yours
+    /// (`WEBHOOK_NOT_FOUND`).
+    #[derive(IntoResponses)]
+    #[response(status = 404)]
+    pub struct DeliveryMissing(pub ErrorEnvelope);
+
+    /// The delivery is still pending: it is sent anyway (`DELIVERY_PENDING`).
+    #[derive(IntoResponses)]
+    #[response(status = 409)]
+    pub struct DeliveryPending(pub ErrorEnvelope);
+
     /// No such job, or not yours (`JOB_NOT_FOUND`).
     #[derive(IntoResponses)]
     #[response(status = 404)]

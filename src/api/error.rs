@@ -59,6 +59,8 @@ pub enum ApiError {
     UserNotFound(String),
     #[error("Webhook '{0}' was not found")]
     WebhookNotFound(String),
+    #[error("Webhook '{webhook}' has no delivery {delivery}")]
+    DeliveryNotFound { webhook: String, delivery: i64 },
     #[error("Image '{0}' was not found")]
     ImageNotFound(String),
     #[error("Snapshot '{0}' was not found")]
@@ -120,6 +122,7 @@ impl ApiError {
             ApiError::JobNotFound(_) => (StatusCode::NOT_FOUND, "JOB_NOT_FOUND"),
             ApiError::UserNotFound(_) => (StatusCode::NOT_FOUND, "USER_NOT_FOUND"),
             ApiError::WebhookNotFound(_) => (StatusCode::NOT_FOUND, "WEBHOOK_NOT_FOUND"),
+            ApiError::DeliveryNotFound { .. } => (StatusCode::NOT_FOUND, "DELIVERY_NOT_FOUND"),
             ApiError::ImageNotFound(_) => (StatusCode::NOT_FOUND, "IMAGE_NOT_FOUND"),
             ApiError::SnapshotNotFound(_) => (StatusCode::NOT_FOUND, "SNAPSHOT_NOT_FOUND"),
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
@@ -158,6 +161,7 @@ impl ApiError {
             ApiError::JobNotFound(_) => "Job not found.",
             ApiError::UserNotFound(_) => "User not found.",
             ApiError::WebhookNotFound(_) => "Webhook not found.",
+            ApiError::DeliveryNotFound { .. } => "Delivery not found.",
             ApiError::ImageNotFound(_) => "Image not found.",
             ApiError::SnapshotNotFound(_) => "Snapshot not found.",
             ApiError::Conflict { .. } => "The request conflicts with the current state.",

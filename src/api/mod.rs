@@ -128,6 +128,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     DELETE => webhooks::delete,
                 ))
                 .service(resource!("/webhooks/{id}/deliveries", GET => webhooks::deliveries))
+                .service(resource!(
+                    "/webhooks/{id}/deliveries/{deliveryId}/redeliver",
+                    POST => webhooks::redeliver,
+                ))
                 .service(resource!("/images", GET => images::list, POST => images::create))
                 .service(resource!(
                     "/images/{name}",

@@ -370,6 +370,12 @@ pub enum WebhooksCommand {
         #[arg(long)]
         status: Option<String>,
     },
+    /// Sends a delivered or failed delivery again (its own id, a fresh set of attempts).
+    Redeliver {
+        id: String,
+        /// The delivery's id (`webhooks deliveries` lists them).
+        delivery: u64,
+    },
 }
 
 #[cfg(test)]

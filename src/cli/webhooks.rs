@@ -76,6 +76,15 @@ pub async fn run(client: &Client, out: Output, command: WebhooksCommand) -> CliR
                 .await?;
             out.list(&data, items(&data), DELIVERY_COLUMNS)
         }
+        WebhooksCommand::Redeliver { id, delivery } => {
+            let data = client
+                .post(
+                    &format!("/webhooks/{}/deliveries/{delivery}/redeliver", seg(&id)),
+                    None,
+                )
+                .await?;
+            out.object(&data, DELIVERY_COLUMNS)
+        }
     }
 }
 

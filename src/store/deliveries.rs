@@ -25,12 +25,34 @@ pub enum DeliveryStatus {
 }
 
 impl DeliveryStatus {
+    pub const ALL: [DeliveryStatus; 3] = [
+        DeliveryStatus::Pending,
+        DeliveryStatus::Delivered,
+        DeliveryStatus::Failed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             DeliveryStatus::Pending => "pending",
             DeliveryStatus::Delivered => "delivered",
             DeliveryStatus::Failed => "failed",
         }
+    }
+}
+
+/// `webhook_deliveries.status` held a value this version does not know.
+#[derive(Debug, thiserror::Error)]
+#[error("webhook_deliveries holds an unknown status '{0}'")]
+pub struct UnknownStatus(String);
+
+impl TryFrom<String> for DeliveryStatus {
+    type Error = UnknownStatus;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        DeliveryStatus::ALL
+            .into_iter()
+            .find(|s| s.as_str() == value)
+            .ok_or(UnknownStatus(value))
     }
 }
 
@@ -41,7 +63,8 @@ pub struct DeliveryRow {
     pub position: i64,
     pub vm_id: String,
     pub event_type: String,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: DeliveryStatus,
     pub attempts: i32,
     pub next_attempt_at: DateTime<Utc>,
     pub response_status: Option<i32>,
@@ -50,6 +73,39 @@ pub struct DeliveryRow {
     pub created_at: DateTime<Utc>,
     pub last_attempt_at: Option<DateTime<Utc>>,
     pub delivered_at: Option<DateTime<Utc>>,
+}
+
+/// The columns of a `DeliveryRow`.
+const COLUMNS: &str = "id, webhook_id, position, vm_id, event_type, status, attempts,
+    next_attempt_at, response_status, last_error, duration_ms, created_at, last_attempt_at,
+    delivered_at";
+
+/// One of a webhook's deliveries, locked until the transaction ends.
+pub async fn locked(
+    tx: &mut sqlx::PgConnection,
+    webhook_id: &str,
+    id: i64,
+) -> Result<Option<DeliveryRow>, StoreError> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM webhook_deliveries WHERE id = $1 AND webhook_id = $2 FOR UPDATE"
+    ))
+    .bind(id)
+    .bind(webhook_id)
+    .fetch_optional(tx)
+    .await?)
+}
+
+/// Makes a delivery pending again, due now, with a fresh set of attempts; what the last attempt
+/// came to stays until the next one.
+pub async fn requeue(tx: &mut sqlx::PgConnection, id: i64) -> Result<DeliveryRow, StoreError> {
+    Ok(sqlx::query_as(&format!(
+        "UPDATE webhook_deliveries
+         SET status = 'pending', attempts = 0, next_attempt_at = now(), delivered_at = NULL
+         WHERE id = $1 RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .fetch_one(tx)
+    .await?)
 }
 
 /// A webhook's deliveries, newest first, and how many match.
@@ -61,13 +117,11 @@ pub async fn list(
     limit: i64,
 ) -> Result<(Vec<DeliveryRow>, i64), StoreError> {
     let status = status.map(DeliveryStatus::as_str);
-    let rows = sqlx::query_as(
-        "SELECT id, webhook_id, position, vm_id, event_type, status, attempts, next_attempt_at,
-                response_status, last_error, duration_ms, created_at, last_attempt_at, delivered_at
-         FROM webhook_deliveries
+    let rows = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM webhook_deliveries
          WHERE webhook_id = $1 AND ($2::text IS NULL OR status = $2)
-         ORDER BY id DESC OFFSET $3 LIMIT $4",
-    )
+         ORDER BY id DESC OFFSET $3 LIMIT $4"
+    ))
     .bind(webhook_id)
     .bind(status)
     .bind(offset)

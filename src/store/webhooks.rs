@@ -7,14 +7,26 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 
 use super::append::{append, stored, Stored, Stream};
+use super::deliveries::{self, DeliveryRow, DeliveryStatus};
 use super::{feed, CommandMeta, StoreError};
 use crate::webhooks::{Secret, Webhook, WebhookChange, WebhookCommand, WebhookError, WebhookEvent};
+
+/// Why a delivery was not sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RedeliveryRefused {
+    #[error("the webhook has no delivery {0}")]
+    NoSuchDelivery(i64),
+    #[error("the delivery is still pending")]
+    StillPending,
+}
 
 /// Why a webhook change was not recorded.
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookWriteError {
     #[error(transparent)]
     Refused(#[from] WebhookError),
+    #[error(transparent)]
+    Redelivery(#[from] RedeliveryRefused),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -173,6 +185,37 @@ pub async fn change(
     get(&mut *tx, id)
         .await?
         .ok_or(WebhookWriteError::Refused(WebhookError::NotFound))
+}
+
+/// Sends one of a webhook's deliveries again: one delivered or failed becomes pending, due now,
+/// with a fresh set of attempts, recorded as `WebhookDeliveryRequeued` on the webhook's stream.
+/// It keeps its id (receivers drop repeats by it) and its place in its VM's order: while it is
+/// pending, that VM's later deliveries wait for it.
+pub async fn redeliver(
+    tx: &mut PgConnection,
+    meta: &CommandMeta,
+    id: &str,
+    delivery_id: i64,
+) -> Result<DeliveryRow, WebhookWriteError> {
+    let (state, version) = locked(tx, id).await?.ok_or(WebhookError::NotFound)?;
+    let delivery = deliveries::locked(tx, id, delivery_id)
+        .await?
+        .ok_or(RedeliveryRefused::NoSuchDelivery(delivery_id))?;
+    match delivery.status {
+        DeliveryStatus::Pending => return Err(RedeliveryRefused::StillPending.into()),
+        DeliveryStatus::Delivered | DeliveryStatus::Failed => {}
+    }
+    let decided = state.decide(WebhookCommand::Redeliver {
+        delivery_id,
+        position: delivery.position,
+    })?;
+    let version = append(tx, Stream::Webhook, id, version, &events(&decided)?, meta).await?;
+    sqlx::query("UPDATE webhooks SET version = $2, updated_at = now() WHERE id = $1")
+        .bind(id)
+        .bind(version)
+        .execute(&mut *tx)
+        .await?;
+    Ok(deliveries::requeue(tx, delivery_id).await?)
 }
 
 /// Deletes a webhook and its deliveries.

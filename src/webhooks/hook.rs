@@ -45,6 +45,11 @@ pub enum WebhookCommand {
     },
     Change(WebhookChange),
     Delete,
+    /// Send one of its deliveries again (one already delivered or failed: the store checks).
+    Redeliver {
+        delivery_id: i64,
+        position: i64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,17 +63,28 @@ pub enum WebhookEvent {
     },
     WebhookChanged(WebhookChange),
     WebhookDeleted {},
+    /// Someone asked for a delivery (of the event at `position`) to be sent again.
+    #[serde(rename_all = "camelCase")]
+    WebhookDeliveryRequeued {
+        delivery_id: i64,
+        position: i64,
+    },
 }
 
 impl WebhookEvent {
-    pub const TYPE_NAMES: [&'static str; 3] =
-        ["WebhookCreated", "WebhookChanged", "WebhookDeleted"];
+    pub const TYPE_NAMES: [&'static str; 4] = [
+        "WebhookCreated",
+        "WebhookChanged",
+        "WebhookDeleted",
+        "WebhookDeliveryRequeued",
+    ];
 
     pub fn type_name(&self) -> &'static str {
         match self {
             WebhookEvent::WebhookCreated { .. } => "WebhookCreated",
             WebhookEvent::WebhookChanged(_) => "WebhookChanged",
             WebhookEvent::WebhookDeleted {} => "WebhookDeleted",
+            WebhookEvent::WebhookDeliveryRequeued { .. } => "WebhookDeliveryRequeued",
         }
     }
 
@@ -107,9 +123,12 @@ impl Webhook {
                 active,
             }]),
             (true, WebhookCommand::Create { .. }) => Err(WebhookError::AlreadyExists),
-            (false, WebhookCommand::Change(_) | WebhookCommand::Delete) => {
-                Err(WebhookError::NotFound)
-            }
+            (
+                false,
+                WebhookCommand::Change(_)
+                | WebhookCommand::Delete
+                | WebhookCommand::Redeliver { .. },
+            ) => Err(WebhookError::NotFound),
             (true, WebhookCommand::Change(change)) => {
                 let change = WebhookChange {
                     url: change.url.filter(|u| *u != self.url),
@@ -123,6 +142,16 @@ impl Webhook {
                 Ok(vec![WebhookEvent::WebhookChanged(change)])
             }
             (true, WebhookCommand::Delete) => Ok(vec![WebhookEvent::WebhookDeleted {}]),
+            (
+                true,
+                WebhookCommand::Redeliver {
+                    delivery_id,
+                    position,
+                },
+            ) => Ok(vec![WebhookEvent::WebhookDeliveryRequeued {
+                delivery_id,
+                position,
+            }]),
         }
     }
 
@@ -154,6 +183,8 @@ impl Webhook {
                 }
             }
             WebhookEvent::WebhookDeleted {} => self.exists = false,
+            // The outbox changed, not the webhook.
+            WebhookEvent::WebhookDeliveryRequeued { .. } => {}
         }
     }
 }

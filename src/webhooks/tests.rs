@@ -98,6 +98,33 @@ fn a_deleted_webhook_is_gone_for_every_command() {
         })),
         Err(WebhookError::NotFound)
     );
+    assert_eq!(
+        hook.decide(WebhookCommand::Redeliver {
+            delivery_id: 7,
+            position: 42
+        }),
+        Err(WebhookError::NotFound)
+    );
+}
+
+#[test]
+fn a_redelivery_is_recorded_and_leaves_the_webhook_as_it_was() {
+    let mut hook = given(vec![created()]);
+    let before = hook.clone();
+    let events = hook
+        .decide(WebhookCommand::Redeliver {
+            delivery_id: 7,
+            position: 42,
+        })
+        .unwrap();
+    assert_eq!(
+        serde_json::to_value(&events).unwrap(),
+        serde_json::json!([{"WebhookDeliveryRequeued": {"deliveryId": 7, "position": 42}}])
+    );
+    for e in events {
+        hook.apply(e);
+    }
+    assert_eq!(hook, before);
 }
 
 #[test]

@@ -516,6 +516,18 @@ async fn webhooks_are_added_paused_resumed_listed_and_deleted() {
         delivered["items"][0]["eventType"], "VmCreated",
         "{delivered}"
     );
+    let delivery = delivered["items"][0]["id"].to_string();
+    let again = term
+        .run(&["webhooks", "redeliver", &id, &delivery, "--json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(again["status"], "pending", "{again}");
+    assert_eq!(again["attempts"], 0, "{again}");
+    eventually(60, "the delivery sent again", || {
+        receiver.accepted().len() == 2
+    })
+    .await;
 
     let table = term.run(&["webhooks", "list"]).await.ok();
     assert!(table

@@ -99,6 +99,7 @@ async fn a_job_accepted_before_the_server_died_is_carried_out_after_restart() {
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
 
+/// Kills in the CI run; `CRASH_KILLS=300 cargo test --test api crash` runs a longer one.
 const KILLS: usize = 50;
 const CLIENTS: usize = 8;
 const MACHINES: usize = 3;
@@ -182,6 +183,10 @@ fn vm_of(data_dir: &std::path::Path, cmdline: &str) -> Option<String> {
 
 #[actix_rt::test]
 async fn fifty_server_kills_under_eight_clients_lose_nothing() {
+    let kills = std::env::var("CRASH_KILLS")
+        .ok()
+        .map(|n| n.parse::<usize>().expect("CRASH_KILLS is a number"))
+        .unwrap_or(KILLS);
     let mut app = spawn_server(Env::new().await).await;
     let mut vms = Vec::new();
     for i in 0..MACHINES {
@@ -201,7 +206,7 @@ async fn fifty_server_kills_under_eight_clients_lose_nothing() {
         )
     }));
     let killer = async {
-        for _ in 0..KILLS {
+        for _ in 0..kills {
             tokio::time::sleep(Duration::from_millis(rand::random_range(100..1500))).await;
             app.restart_server().await;
             *address.lock().expect("the address") = app.address.clone();
@@ -213,7 +218,7 @@ async fn fifty_server_kills_under_eight_clients_lose_nothing() {
     // Every acknowledged job exists and ends; so does every other job.
     let acked = acked.lock().expect("acked").clone();
     assert!(
-        acked.len() >= KILLS,
+        acked.len() >= kills,
         "only {} commands were acknowledged",
         acked.len()
     );

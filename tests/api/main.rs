@@ -30,6 +30,7 @@ mod observations;
 mod openapi;
 mod processes;
 mod receiver;
+mod redelivery;
 mod relay;
 mod schemas;
 mod sessions;

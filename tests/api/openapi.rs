@@ -238,6 +238,10 @@ fn the_document_describes_every_route_with_its_answers() {
         ("patch", "/api/v1/webhooks/{id}"),
         ("delete", "/api/v1/webhooks/{id}"),
         ("get", "/api/v1/webhooks/{id}/deliveries"),
+        (
+            "post",
+            "/api/v1/webhooks/{id}/deliveries/{deliveryId}/redeliver",
+        ),
         ("get", "/api/v1/images"),
         ("post", "/api/v1/images"),
         ("get", "/api/v1/images/{name}"),

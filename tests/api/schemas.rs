@@ -1092,6 +1092,10 @@ fn account_samples() -> Vec<(&'static str, Value)> {
             ..WebhookChange::default()
         }),
         WebhookEvent::WebhookDeleted {},
+        WebhookEvent::WebhookDeliveryRequeued {
+            delivery_id: 7,
+            position: 42,
+        },
     ];
     all.extend(
         webhook

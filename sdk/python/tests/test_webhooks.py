@@ -212,6 +212,18 @@ def test_vm_created_is_delivered_signed(admin: VoidVMClient, receiver: tuple[str
         d = until("the delivery shown as delivered", shown)
         assert (d["vmId"], d["eventType"], d["responseStatus"], d["attempts"]) == (vm["id"], "VmCreated", 204, 1)
         assert admin.webhooks.get(hook["id"])["deliveries"]["delivered"] >= 1
+
+        # Sent again on request: the same delivery, pending with a fresh count, then delivered.
+        again = admin.webhooks.redeliver(hook["id"], d["id"])
+        assert (again["id"], again["status"], again["attempts"]) == (d["id"], "pending", 0)
+        repeat = until(
+            "the delivery sent again",
+            lambda: [r for r in list(received) if r.headers["x-voidvm-delivery"] == str(d["id"])][1:],
+        )
+        assert json.loads(repeat[0].body)["attempt"] == 1
+        with pytest.raises(VoidVMError) as info:
+            admin.webhooks.redeliver(hook["id"], 999_999_999)
+        assert (info.value.status, info.value.code) == (404, "DELIVERY_NOT_FOUND")
     finally:
         drop_hook(admin, hook["id"])
         if vm:

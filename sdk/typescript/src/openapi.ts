@@ -625,7 +625,7 @@ export interface paths {
                 query?: {
                     /** @description Only this VM's events. */
                     vmId?: string;
-                    type?: ("VmCreated" | "VmProvisioned" | "StartRequested" | "VmStarted" | "StopRequested" | "VmStopped" | "RestartRequested" | "VmRestarted" | "PauseRequested" | "VmPaused" | "ResumeRequested" | "VmResumed" | "ResetRequested" | "VmReset" | "VmReconfigured" | "VmOwnerChanged" | "IsoChangeRequested" | "VmIsoChanged" | "SnapshotRequested" | "SnapshotTaken" | "SnapshotRestoreRequested" | "SnapshotRestored" | "SnapshotDeleteRequested" | "SnapshotDeleted" | "DeleteRequested" | "VmDeleted" | "VmCrashed" | "OperationFailed" | "OperationRetried" | "JobCancelled" | "StaleObservationIgnored" | "ConsoleOpened" | "ConsoleClosed" | "UserCreated" | "UserChanged" | "UserPasswordChanged" | "UserDeleted" | "RoleCreated" | "RoleChanged" | "RoleDeleted" | "ConfigChanged" | "WebhookCreated" | "WebhookChanged" | "WebhookDeleted" | "ImageImportRequested" | "ImageImportProgressed" | "ImageImported" | "ImageImportFailed" | "ImageUploaded" | "ImageDeleted")[];
+                    type?: ("VmCreated" | "VmProvisioned" | "StartRequested" | "VmStarted" | "StopRequested" | "VmStopped" | "RestartRequested" | "VmRestarted" | "PauseRequested" | "VmPaused" | "ResumeRequested" | "VmResumed" | "ResetRequested" | "VmReset" | "VmReconfigured" | "VmOwnerChanged" | "IsoChangeRequested" | "VmIsoChanged" | "SnapshotRequested" | "SnapshotTaken" | "SnapshotRestoreRequested" | "SnapshotRestored" | "SnapshotDeleteRequested" | "SnapshotDeleted" | "DeleteRequested" | "VmDeleted" | "VmCrashed" | "OperationFailed" | "OperationRetried" | "JobCancelled" | "StaleObservationIgnored" | "ConsoleOpened" | "ConsoleClosed" | "UserCreated" | "UserChanged" | "UserPasswordChanged" | "UserDeleted" | "RoleCreated" | "RoleChanged" | "RoleDeleted" | "ConfigChanged" | "WebhookCreated" | "WebhookChanged" | "WebhookDeleted" | "WebhookDeliveryRequeued" | "ImageImportRequested" | "ImageImportProgressed" | "ImageImported" | "ImageImportFailed" | "ImageUploaded" | "ImageDeleted")[];
                     /** @description Only events caused by this user (id or username). */
                     actor?: string;
                     /** @description Only events of this job. */
@@ -6832,6 +6832,141 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/webhooks/{id}/deliveries/{deliveryId}/redeliver": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /**
+                     * @description Makes the request safe to retry: the same user sending the same key with the same method,
+                     *     path and body within 24 hours gets the first answer again (with `Idempotent-Replayed:
+                     *     true`); the same key with another request gets 422 `IDEMPOTENCY_KEY_REUSED`. 1 to 255
+                     *     printable ASCII characters, e.g. a UUID.
+                     */
+                    "Idempotency-Key"?: string;
+                };
+                path: {
+                    /** @description The webhook's id. */
+                    id: string;
+                    /** @description The delivery's id (`GET /webhooks/{id}/deliveries`). */
+                    deliveryId: number;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description A delivery already delivered or failed is pending again, due now, with a fresh set of attempts; recorded as `WebhookDeliveryRequeued`. It keeps its id (receivers drop repeats by it) and its place in its VM's order: that VM's later deliveries still pending wait for it. */
+                202: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Envelope_DeliveryView"];
+                    };
+                };
+                /** @description A field is invalid; `error.field` names it (`VALIDATION_ERROR`). */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /**
+                 * @description The caller's role lacks the operation's permission (`x-permission`): `FORBIDDEN`, with
+                 *     `error.details` naming it.
+                 */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /**
+                 * @description No such delivery of this webhook (`DELIVERY_NOT_FOUND`), or no such webhook, or not yours
+                 *     (`WEBHOOK_NOT_FOUND`).
+                 */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The delivery is still pending: it is sent anyway (`DELIVERY_PENDING`). */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
+                414: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                default: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/health": {
         parameters: {
             query?: never;
@@ -7436,6 +7571,51 @@ export interface components {
                 next: number;
                 /** @description Whether this page was full, so more may follow. */
                 hasMore: boolean;
+            };
+            /** @description One sentence for people. */
+            message: string;
+            /** @description When the server answered, RFC 3339 in UTC. */
+            timestamp: string;
+        };
+        /** @description Every successful answer: `data` holds the answer itself. */
+        Envelope_DeliveryView: {
+            /** @description Always `true` here. */
+            success: boolean;
+            /** @description One delivery of one event to one webhook. */
+            data: {
+                /** Format: int64 */
+                id: number;
+                webhookId: string;
+                /**
+                 * Format: int64
+                 * @description The event's position in the log, its VM and type.
+                 */
+                position: number;
+                vmId: string;
+                eventType: string;
+                status: components["schemas"]["DeliveryStatus"];
+                /** Format: int32 */
+                attempts: number;
+                /**
+                 * Format: date-time
+                 * @description When a pending delivery is tried next.
+                 */
+                nextAttemptAt?: string | null;
+                /**
+                 * Format: int32
+                 * @description The last attempt's HTTP status from the receiver, if it answered.
+                 */
+                responseStatus?: number | null;
+                /** @description Why the last attempt failed. */
+                error?: string | null;
+                /** Format: int32 */
+                durationMs?: number | null;
+                /** Format: date-time */
+                createdAt: string;
+                /** Format: date-time */
+                lastAttemptAt?: string | null;
+                /** Format: date-time */
+                deliveredAt?: string | null;
             };
             /** @description One sentence for people. */
             message: string;

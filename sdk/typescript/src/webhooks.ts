@@ -1,7 +1,7 @@
 // Why: `client.webhooks`: the HTTP receivers of the event log (`/webhooks`), and the deliveries
 // each one got. A receiver checks a delivery with verifyWebhookSignature (signature.ts).
 import type { Transport } from './http.js'
-import type { BodyOf, DataOf, DeliveryStatus, QueryOf, Webhook } from './types.js'
+import type { BodyOf, DataOf, DeliveryStatus, QueryOf, Webhook, WebhookDelivery } from './types.js'
 
 const enc = encodeURIComponent
 
@@ -48,5 +48,13 @@ export class Webhooks {
   /** A page of the webhook's deliveries, newest first. */
   deliveries(id: string, query: DeliveryQuery = {}): Promise<DataOf<'/api/v1/webhooks/{id}/deliveries', 'get'>> {
     return this.t.request('GET', this.path(id, '/deliveries'), { query })
+  }
+
+  /**
+   * Sends a delivered or failed delivery again: it is pending at once, with its own id and a
+   * fresh set of attempts (409 `DELIVERY_PENDING` while it is still pending).
+   */
+  redeliver(id: string, deliveryId: number): Promise<WebhookDelivery> {
+    return this.t.request('POST', this.path(id, `/deliveries/${enc(String(deliveryId))}/redeliver`))
   }
 }

@@ -183,4 +183,18 @@ test('webhooks: VmCreated is delivered to a node:http receiver, signed with the 
   assert.equal(shown.responseStatus, 204)
   assert.equal(shown.attempts, 1)
   assert.ok((await a.webhooks.get(hook.id)).deliveries.delivered >= 1)
+
+  // Sent again on request: the same delivery, pending with a fresh count, then delivered.
+  const again = await a.webhooks.redeliver(hook.id, shown.id)
+  assert.deepEqual([again.id, again.status, again.attempts], [shown.id, 'pending', 0])
+  const repeat = await until('the delivery sent again', () =>
+    received.filter((r) => r.headers['x-voidvm-delivery'] === String(shown.id))[1],
+  )
+  assert.equal(JSON.parse(repeat.body.toString('utf8')).attempt, 1)
+  await assert.rejects(a.webhooks.redeliver(hook.id, 999_999_999), (e) => {
+    assert.ok(e instanceof VoidVMError)
+    assert.equal(e.status, 404)
+    assert.equal(e.code, 'DELIVERY_NOT_FOUND')
+    return true
+  })
 })

@@ -91,6 +91,7 @@ use super::{
         webhooks::update,
         webhooks::delete,
         webhooks::deliveries,
+        webhooks::redeliver,
         images::list,
         images::get,
         images::create,

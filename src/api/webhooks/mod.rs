@@ -7,7 +7,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::answers::errors::{Forbidden, Invalid, Unauthorized, WebhookMissing};
+use super::answers::errors::{
+    DeliveryMissing, DeliveryPending, Forbidden, Invalid, Unauthorized, WebhookMissing,
+};
 use super::answers::{Empty, Envelope, Page, Pagination};
 use super::body;
 use super::envelope;
@@ -18,7 +20,7 @@ use crate::app::ids::new_webhook_id;
 use crate::app::AppState;
 use crate::auth::{AuthUser, Permission};
 use crate::store::deliveries::{self, DeliveryStatus};
-use crate::store::webhooks::{self, WebhookRow, WebhookWriteError};
+use crate::store::webhooks::{self, RedeliveryRefused, WebhookRow, WebhookWriteError};
 use crate::store::Via;
 use crate::webhooks::target::is_private;
 use crate::webhooks::{
@@ -115,6 +117,16 @@ fn write_error(id: &str, e: WebhookWriteError) -> ApiError {
         WebhookWriteError::Refused(WebhookError::NothingToChange) => {
             ApiError::validation("body", "The request changes nothing.")
         }
+        WebhookWriteError::Redelivery(RedeliveryRefused::NoSuchDelivery(delivery)) => {
+            ApiError::DeliveryNotFound {
+                webhook: id.to_string(),
+                delivery,
+            }
+        }
+        WebhookWriteError::Redelivery(RedeliveryRefused::StillPending) => ApiError::Conflict {
+            code: "DELIVERY_PENDING",
+            message: "The delivery is still pending: it is being sent.".into(),
+        },
         WebhookWriteError::Store(e) => e.into(),
     }
 }
@@ -412,4 +424,60 @@ pub async fn deliveries(
         },
         "Deliveries.",
     ))
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/webhooks/{id}/deliveries/{deliveryId}/redeliver",
+    operation_id = "redeliver_webhook_delivery",
+    tag = "webhooks",
+    params(
+        ("id" = String, Path, description = "The webhook's id."),
+        ("deliveryId" = i64, Path, minimum = 1, description = "The delivery's id (`GET /webhooks/{id}/deliveries`)."),
+        KeyHeader
+    ),
+    responses(
+        (status = 202, description = "A delivery already delivered or failed is pending again, due now, with a fresh set of attempts; recorded as `WebhookDeliveryRequeued`. It keeps its id (receivers drop repeats by it) and its place in its VM's order: that VM's later deliveries still pending wait for it.", body = Envelope<DeliveryView>),
+        Invalid,
+        Unauthorized,
+        Forbidden,
+        DeliveryMissing,
+        DeliveryPending
+    ),
+    security(("bearer" = [])),
+    extensions(("x-permission" = json!("webhook:update")))
+)]
+#[tracing::instrument(name = "redeliver_webhook_delivery", skip_all, fields(user_id = %user.id))]
+pub async fn redeliver(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    user: AuthUser,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    user.require(Permission::WebhookUpdate)?;
+    let (id, raw_delivery) = path.into_inner();
+    let delivery_id = raw_delivery
+        .parse::<i64>()
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| {
+            ApiError::validation("deliveryId", "deliveryId must be a whole number from 1.")
+        })?;
+    let retry = Retry::read(&req, &user, &[])?;
+    if let Some(response) = retry.earlier(&state).await? {
+        return Ok(response);
+    }
+    visible(&state, &user, &id).await?;
+    retry
+        .transaction(&state, async |tx| {
+            let row = webhooks::redeliver(tx, &user.meta(Via::Rest), &id, delivery_id)
+                .await
+                .map_err(|e| write_error(&id, e))?;
+            Ok(envelope_answer(
+                StatusCode::ACCEPTED,
+                DeliveryView::from(row),
+                "The delivery will be sent again.",
+            )?)
+        })
+        .await
 }

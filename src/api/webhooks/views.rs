@@ -86,11 +86,7 @@ pub struct DeliveryView {
 
 impl From<DeliveryRow> for DeliveryView {
     fn from(row: DeliveryRow) -> Self {
-        let status = match row.status.as_str() {
-            "delivered" => DeliveryStatus::Delivered,
-            "failed" => DeliveryStatus::Failed,
-            _ => DeliveryStatus::Pending,
-        };
+        let status = row.status;
         DeliveryView {
             id: row.id,
             webhook_id: row.webhook_id,

@@ -324,6 +324,11 @@ class Webhooks:
             "GET", f"/webhooks/{seg(webhook_id)}/deliveries", query={"page": page, "limit": limit, "status": status}
         )
 
+    def redeliver(self, webhook_id: str, delivery_id: int) -> JSON:
+        """Sends a delivered or failed delivery again: pending at once, with its own id and a fresh
+        set of attempts (409 ``DELIVERY_PENDING`` while it is still pending)."""
+        return self._t.obj("POST", f"/webhooks/{seg(webhook_id)}/deliveries/{delivery_id}/redeliver")
+
 
 class Feed:
     def __init__(self, t: SyncTransport) -> None:
