@@ -282,6 +282,12 @@ pub struct RoleGrant {
 }
 
 impl RoleGrant {
+    /// Whether `other` allows exactly what this one does (its name or request rate aside): an
+    /// open connection admitted under one may go on under the other.
+    pub fn allows_the_same_as(&self, other: &RoleGrant) -> bool {
+        self.grants == other.grants && self.scope == other.scope
+    }
+
     /// Whether quotas apply: a role that grants everything has none.
     pub fn unlimited(&self) -> bool {
         self.grants == Grants::Everything

@@ -60,17 +60,19 @@ async fn from_client(
     }
 }
 
-/// The watch every console socket keeps besides its bytes: pings, the token, the server.
+/// The watch every console socket keeps besides its bytes: pings, the token (and the role and
+/// VM it was admitted under), the server.
 struct Guard {
     state: web::Data<AppState>,
     user: AuthUser,
+    vm_id: String,
     ping: tokio::time::Interval,
     expiry: std::pin::Pin<Box<tokio::time::Sleep>>,
     auth_changes: tokio::sync::watch::Receiver<u64>,
 }
 
 impl Guard {
-    fn new(state: web::Data<AppState>, user: AuthUser) -> Guard {
+    fn new(state: web::Data<AppState>, user: AuthUser, vm_id: &str) -> Guard {
         let mut ping = tokio::time::interval(Duration::from_secs(
             state.settings.ws.ping_interval_secs.max(1),
         ));
@@ -83,6 +85,7 @@ impl Guard {
         Guard {
             state,
             user,
+            vm_id: vm_id.to_string(),
             ping,
             expiry,
             auth_changes,
@@ -102,18 +105,33 @@ impl Guard {
         }
     }
 
+    /// Why the socket may no longer stay open, if it may not: its token was revoked, its role
+    /// now allows something else, or the VM is no longer the user's (its owner changed). A
+    /// database that is away keeps the socket; the next tick asks again.
     async fn revoked(&self) -> Option<End> {
         let token = TokenRef {
             jti: &self.user.jti,
             user_id: &self.user.id,
             generation: self.user.token_generation,
         };
+        let policy = |text: String| Some(End::Close(CloseCode::Policy, text));
         match self.state.auth.check(&self.state.pool, token).await {
-            Ok(_) | Err(crate::auth::cache::Refusal::Store(_)) => None,
-            Err(refusal) => Some(End::Close(
-                CloseCode::Policy,
-                format!("token revoked: {refusal}"),
-            )),
+            Ok(now) if !now.role.allows_the_same_as(&self.user.role) => {
+                return policy(format!(
+                    "role changed to '{}': open the console again if it allows it",
+                    now.role.id
+                ))
+            }
+            Ok(_) | Err(crate::auth::cache::Refusal::Store(_)) => {}
+            Err(refusal) => return policy(format!("token revoked: {refusal}")),
+        }
+        match crate::app::access::vm_row(&self.state, &self.vm_id).await {
+            Ok(Some(vm)) if self.user.may_access(&vm.owner_id) => None,
+            Ok(_) => policy("the virtual machine is no longer visible to this user".into()),
+            Err(e) => {
+                tracing::debug!(error = %crate::telemetry::chain(&e), "the console's VM could not be read");
+                None
+            }
         }
     }
 }
@@ -142,7 +160,7 @@ pub async fn serial(
     console: ConsoleSession,
     slot: Slot,
 ) {
-    let mut guard = Guard::new(state, user);
+    let mut guard = Guard::new(state, user, &console.vm_id);
     let recent = std::mem::take(&mut viewer.recent);
     let end = if !recent.is_empty() && session.binary(recent).await.is_err() {
         End::Gone
@@ -185,7 +203,7 @@ pub async fn vnc(
     console: ConsoleSession,
     slot: Slot,
 ) {
-    let mut guard = Guard::new(state, user);
+    let mut guard = Guard::new(state, user, &console.vm_id);
     let Link {
         mut reader,
         mut writer,

@@ -242,14 +242,52 @@ async fn a_dropped_connection_and_a_stopped_machine_end_their_sessions() {
         events[0]["data"]["sessionId"],
         events[1]["data"]["sessionId"]
     );
+    // A viewer whose role changes is closed (1008): it was admitted under the old one.
+    let (status, frank) = app
+        .call(
+            Method::POST,
+            "/api/v1/users",
+            Some(json!({"username": "frank", "password": "password1", "role": "admin"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{frank}");
+    let token = app.login_token("frank", "password1").await;
+    let mut demoted = console(&app, &id, &token).await;
+    let (status, body) = app
+        .call(
+            Method::PUT,
+            &format!(
+                "/api/v1/users/{}",
+                frank["data"]["id"].as_str().expect("an id")
+            ),
+            Some(json!({"role": "user"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let close = loop {
+        match tokio::time::timeout_at(deadline, demoted.next())
+            .await
+            .expect("closed within 30 s")
+        {
+            Some(Ok(Message::Close(frame))) => break frame.expect("a close frame with a code"),
+            Some(Ok(_)) => {}
+            other => panic!("no close frame: {other:?}"),
+        }
+    };
+    assert_eq!(u16::from(close.code), 1008, "{close:?}");
+    assert!(close.reason.contains("role changed"), "{close:?}");
+    assert_eq!(await_console_events(&app, &id, 4).await.len(), 4);
+
     // A viewer still there when the machine stops is closed normally, and that is recorded.
     let mut staying = console(&app, &id, &app.token).await;
     app.act_and_wait(&id, "stop", Some(json!({"force": true})))
         .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let close = loop {
-        match tokio::time::timeout(Duration::from_secs(30), staying.next())
+        match tokio::time::timeout_at(deadline, staying.next())
             .await
-            .expect("closed in time")
+            .expect("closed within 30 s")
         {
             Some(Ok(Message::Close(frame))) => break frame,
             Some(Ok(_)) => {}
@@ -258,7 +296,7 @@ async fn a_dropped_connection_and_a_stopped_machine_end_their_sessions() {
     };
     let close = close.expect("a close frame with a code");
     assert_eq!(u16::from(close.code), 1000, "{close:?}");
-    assert_eq!(await_console_events(&app, &id, 4).await.len(), 4);
+    assert_eq!(await_console_events(&app, &id, 6).await.len(), 6);
 }
 
 #[actix_rt::test]

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{SinkExt, StreamExt};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
@@ -85,14 +85,15 @@ async fn ws_on(
     ws
 }
 
-/// The close frame's code and reason, skipping other frames.
+/// The close frame's code and reason, skipping other frames; fails after 30 s.
 async fn close_of(
     ws: &mut tokio_tungstenite::WebSocketStream<
         tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
     >,
 ) -> (u16, String) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let msg = tokio::time::timeout(Duration::from_secs(30), ws.next())
+        let msg = tokio::time::timeout_at(deadline, ws.next())
             .await
             .expect("the connection was not closed within 30 s");
         match msg {
@@ -151,6 +152,82 @@ async fn a_password_change_ends_older_tokens_and_their_websockets_on_every_node(
     assert!(refused_on(&app, &other, &third)
         .await
         .contains("no longer exists"));
+}
+
+#[actix_rt::test]
+async fn a_role_change_closes_the_users_websockets_on_every_node() {
+    let app = spawn_app().await;
+    let other = spawn_second_node(&app).await;
+    let (status, frank) = app
+        .call(
+            Method::POST,
+            "/api/v1/users",
+            Some(json!({"username": "frank", "password": "password1", "role": "admin"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{frank}");
+    let token = app.login_token("frank", "password1").await;
+    let alice = app.create_user("alice").await;
+    let mut here = ws_on(&app.address, &token).await;
+    let mut there = ws_on(&other, &token).await;
+    let mut bystander = ws_on(&other, &alice).await;
+
+    let (status, body) = app
+        .call(
+            Method::PUT,
+            &format!(
+                "/api/v1/users/{}",
+                frank["data"]["id"].as_str().expect("an id")
+            ),
+            Some(json!({"role": "user"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    for ws in [&mut here, &mut there] {
+        let (code, reason) = close_of(ws).await;
+        assert_eq!(code, 1008, "{reason}");
+        assert!(reason.contains("role changed to 'user'"), "{reason}");
+        // Not a token problem: the SDKs connect again by themselves.
+        assert!(!reason.contains("token"), "{reason}");
+    }
+    // The token still works, with the new role: an administrator's topic is refused.
+    let mut again = ws_on(&other, &token).await;
+    let ask = json!({"type": "subscribe", "id": "m", "data": {"topic": "system-monitor"}});
+    again
+        .send(Message::Text(ask.to_string().into()))
+        .await
+        .expect("sent");
+    let answer = answer_to(&mut again, "m").await;
+    assert_eq!(answer["type"], "error", "{answer}");
+    assert_eq!(answer["data"]["code"], "FORBIDDEN", "{answer}");
+
+    // Another user's connection is untouched: it still answers.
+    let ping = json!({"type": "ping", "id": "p"});
+    bystander
+        .send(Message::Text(ping.to_string().into()))
+        .await
+        .expect("sent");
+    assert_eq!(answer_to(&mut bystander, "p").await["type"], "pong");
+}
+
+/// The frame answering the client's frame `id`, skipping others.
+async fn answer_to(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    id: &str,
+) -> Value {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("an answer within 10 s")
+            .expect("the connection is open")
+            .expect("a frame");
+        let frame: Value = serde_json::from_str(msg.to_text().unwrap_or("")).unwrap_or_default();
+        if frame["id"] == id {
+            return frame;
+        }
+    }
 }
 
 /// Ends the auth cache listeners' connections; returns how many there were.

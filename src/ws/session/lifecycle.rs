@@ -216,7 +216,7 @@ impl Connection {
     }
 
     /// Pings, and ends connections that went quiet or whose token was revoked (logout).
-    async fn on_ping_tick(&self, idle_timeout: Duration) -> Result<(), End> {
+    async fn on_ping_tick(&mut self, idle_timeout: Duration) -> Result<(), End> {
         if self.last_heard.elapsed() > idle_timeout {
             return Err(End::Close(
                 CloseCode::Policy,
@@ -229,16 +229,31 @@ impl Connection {
         Ok(())
     }
 
-    /// Ends the connection when its token was revoked (logout), its password changed or its
-    /// user is gone; checked on every ping and whenever the node's auth cache hears of a change.
-    async fn check_token(&self) -> Result<(), End> {
+    /// Ends the connection when its token was revoked (logout), its password changed, its user
+    /// is gone, or its role now allows something else (the subscriptions, consoles and
+    /// `vm-control` of the connection were admitted under the old one: a client connects again,
+    /// and the SDKs do so by themselves); checked on every ping and whenever the node's auth
+    /// cache hears of a change.
+    async fn check_token(&mut self) -> Result<(), End> {
         let token = TokenRef {
             jti: &self.user.jti,
             user_id: &self.user.id,
             generation: self.user.token_generation,
         };
         match self.state.auth.check(&self.state.pool, token).await {
-            Ok(_) => Ok(()),
+            Ok(now) if !now.role.allows_the_same_as(&self.user.role) => Err(End::Close(
+                CloseCode::Policy,
+                format!(
+                    "role changed to '{}': connect again to go on with its permissions",
+                    now.role.id
+                ),
+            )),
+            Ok(now) => {
+                self.user.name = now.username;
+                self.user.role = now.role;
+                self.user.rate_limit = now.rate_limit;
+                Ok(())
+            }
             // The database is away: keep the connection; the next tick checks again.
             Err(cache::Refusal::Store(e)) => {
                 tracing::debug!(error = %crate::telemetry::chain(&e), "the token could not be checked");
