@@ -8,7 +8,9 @@
 use std::time::Duration;
 
 use actix_web::web;
-use actix_ws::{CloseCode, CloseReason, Message, MessageStream, Session};
+use actix_ws::{CloseCode, CloseReason, Message, Session};
+
+use crate::ws::inbound::Inbound;
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -155,7 +157,7 @@ pub async fn serial(
     state: web::Data<AppState>,
     user: AuthUser,
     mut session: Session,
-    mut stream: MessageStream,
+    mut stream: Inbound,
     mut viewer: SerialViewer,
     console: ConsoleSession,
     slot: Slot,
@@ -198,7 +200,7 @@ pub async fn vnc(
     state: web::Data<AppState>,
     user: AuthUser,
     mut session: Session,
-    mut stream: MessageStream,
+    mut stream: Inbound,
     link: Link,
     console: ConsoleSession,
     slot: Slot,

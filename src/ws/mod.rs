@@ -10,6 +10,7 @@ use crate::app::AppState;
 use crate::auth;
 
 pub mod console_frames;
+pub mod inbound;
 pub mod limits;
 pub mod protocol;
 pub mod session;
@@ -42,7 +43,7 @@ pub struct WsQuery {
 pub async fn connect(
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: web::Payload,
+    body: inbound::LimitedPayload,
     query: web::Query<WsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let client_addr = req.peer_addr().map(|a| a.ip().to_string());
@@ -52,7 +53,7 @@ pub async fn connect(
         .filter(|t| !t.is_empty())
         .or_else(|| auth::user::bearer(&req).map(str::to_string));
     let Some(token) = token else {
-        let (response, session, stream) = upgrade(&req, body)?;
+        let (response, session, stream) = upgrade(&req, body.0)?;
         actix_web::rt::spawn(session::run_unauthenticated(
             state,
             session,
@@ -67,7 +68,7 @@ pub async fn connect(
         .ws_limits
         .acquire(&user.id)
         .ok_or(ApiError::TooManyConnections(state.ws_limits.max()))?;
-    let (response, session, stream) = upgrade(&req, body)?;
+    let (response, session, stream) = upgrade(&req, body.0)?;
     actix_web::rt::spawn(session::run(state, session, stream, user, slot));
     Ok(response)
 }
@@ -75,11 +76,9 @@ pub async fn connect(
 fn upgrade(
     req: &HttpRequest,
     body: web::Payload,
-) -> Result<(HttpResponse, actix_ws::Session, actix_ws::MessageStream), ApiError> {
+) -> Result<(HttpResponse, actix_ws::Session, inbound::Inbound), ApiError> {
     actix_ws::handle(req, body)
-        .map(|(response, session, stream)| {
-            (response, session, stream.max_frame_size(MAX_FRAME_BYTES))
-        })
+        .map(|(response, session, stream)| (response, session, inbound::Inbound::new(stream)))
         .map_err(|e| {
             ApiError::validation(
                 "upgrade",

@@ -8,6 +8,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::helpers::{spawn_app, TestApp};
+use crate::ws_client::{RawFrame, RawWs};
 
 fn assert_error(what: &str, status: StatusCode, body: &Value, want: StatusCode, code: &str) {
     assert_eq!(status, want, "{what}: {body}");
@@ -407,4 +408,72 @@ async fn a_websocket_frame_over_the_limit_gets_an_error_frame_and_close_1009() {
     assert_eq!(frame["data"]["code"], "PAYLOAD_TOO_LARGE", "{frame}");
     let closed = ws.closed(30).await;
     assert_eq!(closed.code, 1009, "{closed:?}");
+}
+
+/// The next text frame's JSON and then the close code, skipping other frames.
+async fn error_then_close(ws: &mut RawWs) -> (Value, u16) {
+    let mut error = Value::Null;
+    loop {
+        let next = tokio::time::timeout(std::time::Duration::from_secs(30), ws.next())
+            .await
+            .expect("an answer within 30 s");
+        match next {
+            Some(RawFrame::Text(text)) => {
+                let frame: Value = serde_json::from_str(&text).expect("JSON");
+                if frame["type"] == "error" {
+                    error = frame;
+                }
+            }
+            Some(RawFrame::Close(code, _)) => return (error, code),
+            Some(RawFrame::Other) => {}
+            None => panic!("the connection ended without a close frame"),
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn a_frame_declaring_too_much_is_refused_at_its_header_without_waiting_for_it() {
+    let app = spawn_app().await;
+    let mut ws = RawWs::connect(&app, &app.token).await;
+    // Declares 1 GB, sends 4 KiB of it and waits: the answer comes from the header alone.
+    let mut head = vec![0x82u8, 0x80 | 127];
+    head.extend_from_slice(&(1u64 << 30).to_be_bytes());
+    head.extend_from_slice(&[0, 0, 0, 0]);
+    head.extend_from_slice(&[b'a'; 4096]);
+    ws.send_raw(&head).await;
+    let (error, code) = error_then_close(&mut ws).await;
+    assert_eq!(error["data"]["code"], "PAYLOAD_TOO_LARGE", "{error}");
+    assert_eq!(code, 1009);
+}
+
+#[actix_rt::test]
+async fn a_message_sent_in_fragments_is_read_whole_and_bounded_whole() {
+    let app = spawn_app().await;
+    let mut ws = RawWs::connect(&app, &app.token).await;
+    // A ping in two fragments, with a control frame between them, is one message.
+    let mut bytes = RawWs::frame(false, 1, br#"{"type":"ping","#);
+    bytes.extend(RawWs::frame(true, 9, b"between"));
+    bytes.extend(RawWs::frame(true, 0, br#""id":"frag"}"#));
+    ws.send_raw(&bytes).await;
+    let pong = loop {
+        match ws.next().await.expect("an answer") {
+            RawFrame::Text(text) => {
+                let frame: Value = serde_json::from_str(&text).expect("JSON");
+                if frame["type"] != "authenticated" {
+                    break frame;
+                }
+            }
+            RawFrame::Other => {}
+            RawFrame::Close(code, reason) => panic!("closed {code} {reason}"),
+        }
+    };
+    assert_eq!(pong["type"], "pong", "{pong}");
+    assert_eq!(pong["id"], "frag", "{pong}");
+    // Fragments adding up to more than 64 KiB: refused as one frame that large would be.
+    let mut bytes = RawWs::frame(false, 1, &[b' '; 40_000]);
+    bytes.extend(RawWs::frame(true, 0, &[b' '; 40_000]));
+    ws.send_raw(&bytes).await;
+    let (error, code) = error_then_close(&mut ws).await;
+    assert_eq!(error["data"]["code"], "PAYLOAD_TOO_LARGE", "{error}");
+    assert_eq!(code, 1009);
 }

@@ -352,6 +352,34 @@ impl RawWs {
             .expect("a frame could not be sent");
     }
 
+    /// Sends bytes as they are: a frame's header alone, fragments, anything.
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.tcp
+            .write_all(bytes)
+            .await
+            .expect("bytes could not be sent");
+    }
+
+    /// A masked client frame (zero mask: the payload as it is) with `fin` and `opcode`.
+    pub fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![if fin { 0x80 } else { 0 } | opcode];
+        match payload.len() {
+            n if n < 126 => out.push(0x80 | n as u8),
+            n if n <= 0xffff => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(0x80 | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&[0, 0, 0, 0]);
+        out.extend_from_slice(payload);
+        out
+    }
+
     async fn fill(&mut self, need: usize) -> bool {
         use tokio::io::AsyncReadExt;
         let mut chunk = [0u8; 65536];

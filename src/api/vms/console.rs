@@ -20,6 +20,7 @@ use crate::console::bridge;
 use crate::console::sessions::ConsoleSession;
 use crate::store::Via;
 use crate::vm::{ConsoleKind, VmError, VmStatus};
+use crate::ws::inbound::{Inbound, LimitedPayload};
 use crate::ws::limits::Slot;
 
 /// The WebSocket subprotocol noVNC asks for (binary frames).
@@ -56,12 +57,12 @@ pub async fn serial_console(
     path: web::Path<String>,
     query: web::Query<ConsoleQuery>,
     req: HttpRequest,
-    body: web::Payload,
+    body: LimitedPayload,
 ) -> Result<HttpResponse, ApiError> {
     let vm_id = path.into_inner();
     let (user, slot) = admit(&state, &req, query.into_inner(), &vm_id).await?;
     // Nothing is sent until the response is returned: a refusal below drops the upgrade.
-    let (response, session, stream) = upgrade(&req, body, &[])?;
+    let (response, session, stream) = upgrade(&req, body.0, &[])?;
     let viewer = state
         .consoles
         .serial
@@ -103,11 +104,11 @@ pub async fn vnc_console(
     path: web::Path<String>,
     query: web::Query<ConsoleQuery>,
     req: HttpRequest,
-    body: web::Payload,
+    body: LimitedPayload,
 ) -> Result<HttpResponse, ApiError> {
     let vm_id = path.into_inner();
     let (user, slot) = admit(&state, &req, query.into_inner(), &vm_id).await?;
-    let (response, session, stream) = upgrade(&req, body, &[VNC_SUBPROTOCOL])?;
+    let (response, session, stream) = upgrade(&req, body.0, &[VNC_SUBPROTOCOL])?;
     let link = state
         .consoles
         .ports
@@ -188,15 +189,9 @@ fn upgrade(
     req: &HttpRequest,
     body: web::Payload,
     protocols: &[&str],
-) -> Result<(HttpResponse, actix_ws::Session, actix_ws::MessageStream), ApiError> {
+) -> Result<(HttpResponse, actix_ws::Session, Inbound), ApiError> {
     actix_ws::handle_with_protocols(req, body, protocols)
-        .map(|(response, session, stream)| {
-            (
-                response,
-                session,
-                stream.max_frame_size(crate::ws::MAX_FRAME_BYTES),
-            )
-        })
+        .map(|(response, session, stream)| (response, session, Inbound::new(stream)))
         .map_err(|e| {
             ApiError::validation(
                 "upgrade",

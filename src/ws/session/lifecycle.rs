@@ -5,7 +5,9 @@
 use std::time::{Duration, Instant};
 
 use actix_web::web;
-use actix_ws::{CloseCode, CloseReason, Message, MessageStream, ProtocolError, Session};
+use actix_ws::{CloseCode, CloseReason, Message, ProtocolError, Session};
+
+use crate::ws::inbound::Inbound;
 use futures::StreamExt;
 use serde_json::Value;
 use tokio::sync::broadcast;
@@ -26,7 +28,7 @@ use crate::ws::protocol::{self, ClientFrame, ClientKind};
 pub async fn run(
     state: web::Data<AppState>,
     session: Session,
-    mut stream: MessageStream,
+    mut stream: Inbound,
     user: AuthUser,
     slot: Slot,
 ) {
@@ -47,7 +49,7 @@ pub async fn run(
 pub async fn run_unauthenticated(
     state: web::Data<AppState>,
     mut session: Session,
-    mut stream: MessageStream,
+    mut stream: Inbound,
     client_addr: Option<String>,
 ) {
     let timeout = Duration::from_secs(state.settings.ws.auth_timeout_secs);
@@ -137,7 +139,7 @@ fn reason(code: CloseCode, text: &str) -> CloseReason {
 }
 
 /// The first text frame; `None` when the client closed first.
-async fn next_text(stream: &mut MessageStream) -> Result<Option<String>, ProtocolError> {
+async fn next_text(stream: &mut Inbound) -> Result<Option<String>, ProtocolError> {
     while let Some(msg) = stream.next().await {
         match msg? {
             Message::Text(text) => return Ok(Some(text.to_string())),
@@ -149,7 +151,7 @@ async fn next_text(stream: &mut MessageStream) -> Result<Option<String>, Protoco
 }
 
 impl Connection {
-    pub(super) async fn serve(&mut self, stream: &mut MessageStream) -> End {
+    pub(super) async fn serve(&mut self, stream: &mut Inbound) -> End {
         let ws = &self.state.settings.ws;
         let idle_timeout = Duration::from_secs(ws.idle_timeout_secs);
         let mut ping = tokio::time::interval(Duration::from_secs(ws.ping_interval_secs));
