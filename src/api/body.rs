@@ -21,6 +21,9 @@ pub fn json_config() -> web::JsonConfig {
                 JsonPayloadError::Overflow { .. }
                 | JsonPayloadError::OverflowKnownLength { .. } => ApiError::PayloadTooLarge,
                 JsonPayloadError::Deserialize(e) => ApiError::BadJson(e.to_string()),
+                JsonPayloadError::Payload(e) if super::body_deadline::timed_out(e) => {
+                    ApiError::RequestTimeout(e.to_string())
+                }
                 _ => ApiError::BadJson(err.to_string()),
             };
             api.into()

@@ -24,6 +24,9 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("The request body is larger than the server accepts.")]
     PayloadTooLarge,
+    /// The body stopped arriving (`api::body_deadline`); the sentence says how.
+    #[error("{0}")]
+    RequestTimeout(String),
     #[error("A WebSocket frame may have at most {0} bytes.")]
     FrameTooLarge(usize),
     #[error("No route matches {0}.")]
@@ -99,6 +102,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE")
             }
+            ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "REQUEST_TIMEOUT"),
             ApiError::PayloadTooLarge | ApiError::FrameTooLarge(_) => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE")
             }
@@ -147,6 +151,7 @@ impl ApiError {
             ApiError::BadJson(_) => "The request body could not be read.",
             ApiError::UnsupportedMediaType => "The content type is not supported.",
             ApiError::PayloadTooLarge => "The request body is too large.",
+            ApiError::RequestTimeout(_) => "The request body did not arrive in time.",
             ApiError::FrameTooLarge(_) => "The frame is too large.",
             ApiError::RouteNotFound(_) => "Not found.",
             ApiError::MethodNotAllowed { .. } => "Method not allowed.",

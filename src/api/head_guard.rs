@@ -28,7 +28,69 @@ use super::input::MAX_URI_BYTES;
 pub struct HeadGuard<T> {
     io: T,
     lines: LineCount,
+    long: LongLines,
     answer: Answer,
+}
+
+/// The longest line a request head may have. actix-http panics on a header name of 64 KiB or
+/// more (the `http` crate refuses to make it, and the parser unwraps), after the head passed its
+/// size check: a client could write a panic into the log with every request. A head line longer
+/// than this is spoiled on its way in (a byte the parser refuses), so the parser answers 400,
+/// which goes out as 431 `HEADERS_TOO_LARGE`.
+pub const MAX_HEAD_LINE: usize = 60 * 1024;
+
+/// The head being received (from the connection's start, and again after each answer) and its
+/// current line's length. What follows the head's blank line is a body, not looked at; so a
+/// head pipelined after a body, before the server answered, is not either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LongLines {
+    in_head: bool,
+    current: usize,
+    spoiled: bool,
+}
+
+impl Default for LongLines {
+    fn default() -> Self {
+        LongLines {
+            in_head: true,
+            current: 0,
+            spoiled: false,
+        }
+    }
+}
+
+impl LongLines {
+    /// Follows `bytes` as received; spoils the first byte of a head line past [`MAX_HEAD_LINE`].
+    fn received(&mut self, bytes: &mut [u8]) {
+        let mut start = 0;
+        while self.in_head && start < bytes.len() {
+            let end = memchr::memchr(b'\n', &bytes[start..]).map(|i| start + i);
+            let piece = end.unwrap_or(bytes.len()) - start;
+            if self.current + piece > MAX_HEAD_LINE {
+                // The parser has not seen this line end; a control byte makes it refuse it.
+                bytes[start] = 0x01;
+                self.spoiled = true;
+            }
+            match end {
+                Some(newline) => {
+                    // An empty line ("\r\n" or "\n") ends the head.
+                    if self.current + piece <= 1 {
+                        self.in_head = false;
+                    }
+                    self.current = 0;
+                    start = newline + 1;
+                }
+                None => {
+                    self.current += piece;
+                    start = bytes.len();
+                }
+            }
+        }
+    }
+
+    fn answered(&mut self) {
+        *self = LongLines::default();
+    }
 }
 
 /// The length of the first line received since the server last wrote.
@@ -79,6 +141,8 @@ enum Answer {
 enum Refusal {
     Malformed,
     TooLarge,
+    /// The head did not arrive in time (actix-http's `client_request_timeout`).
+    TimedOut,
 }
 
 fn refusal_in(written: &[u8]) -> Option<Refusal> {
@@ -86,6 +150,8 @@ fn refusal_in(written: &[u8]) -> Option<Refusal> {
         Refusal::Malformed
     } else if written.starts_with(b"HTTP/1.1 431 Request Header Fields Too Large\r\n") {
         Refusal::TooLarge
+    } else if written.starts_with(b"HTTP/1.1 408 Request Timeout\r\n") {
+        Refusal::TimedOut
     } else {
         return None;
     };
@@ -105,6 +171,9 @@ fn error_for(refusal: Refusal, request_line: usize) -> ApiError {
     }
     match refusal {
         Refusal::TooLarge => ApiError::HeadersTooLarge,
+        Refusal::TimedOut => {
+            ApiError::RequestTimeout("The request head did not arrive in time.".into())
+        }
         Refusal::Malformed => ApiError::validation(
             "request",
             "The request line or a header is not valid HTTP/1.1.",
@@ -148,6 +217,7 @@ impl<T> HeadGuard<T> {
         HeadGuard {
             io,
             lines: LineCount::default(),
+            long: LongLines::default(),
             answer: Answer::Passing,
         }
     }
@@ -180,6 +250,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for HeadGuard<T> {
         let this = self.get_mut();
         let before = buf.filled().len();
         ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
+        this.long.received(&mut buf.filled_mut()[before..]);
         this.lines.received(&buf.filled()[before..]);
         Poll::Ready(Ok(()))
     }
@@ -195,6 +266,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for HeadGuard<T> {
         if let Answer::Passing = this.answer {
             match refusal_in(buf) {
                 Some(refusal) => {
+                    let refusal = if this.long.spoiled {
+                        Refusal::TooLarge
+                    } else {
+                        refusal
+                    };
                     let error = error_for(refusal, this.lines.request_line());
                     tracing::debug!(error = %error, "the HTTP parser refused a request head");
                     this.answer = Answer::Replacing {
@@ -205,6 +281,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for HeadGuard<T> {
                 None => {
                     let n = ready!(Pin::new(&mut this.io).poll_write(cx, buf))?;
                     this.lines.answered();
+                    this.long.answered();
                     return Poll::Ready(Ok(n));
                 }
             }
@@ -233,6 +310,36 @@ mod tests {
 
     const BARE_400: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\ndate: Thu, 26 Nov 2026 10:00:00 GMT\r\n\r\n";
     const BARE_431: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\ndate: Thu, 26 Nov 2026 10:00:00 GMT\r\n\r\n";
+
+    #[test]
+    fn a_head_line_past_the_limit_is_spoiled_and_a_body_is_not_looked_at() {
+        let mut long = LongLines::default();
+        let mut head = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
+        long.received(&mut head);
+        assert_eq!(head, b"GET / HTTP/1.1\r\nHost: x\r\n");
+        // A name arriving in pieces: the piece that crosses the limit is spoiled.
+        let mut first = vec![b'X'; MAX_HEAD_LINE - 10];
+        long.received(&mut first);
+        assert!(first.iter().all(|b| *b == b'X') && !long.spoiled);
+        let mut second = vec![b'X'; 20];
+        long.received(&mut second);
+        assert_eq!(second[0], 0x01);
+        assert!(long.spoiled);
+
+        // After the blank line, a body without newlines is passed as it is.
+        let mut long = LongLines::default();
+        let mut bytes = b"PUT /u HTTP/1.1\r\nContent-Length: 99999\r\n\r\n".to_vec();
+        bytes.extend(vec![b'a'; MAX_HEAD_LINE * 2]);
+        let copy = bytes.clone();
+        long.received(&mut bytes);
+        assert_eq!(bytes, copy);
+        assert!(!long.spoiled && !long.in_head);
+        // The next head is looked at again once the server answered.
+        long.answered();
+        let mut again = vec![b'Y'; MAX_HEAD_LINE + 1];
+        long.received(&mut again);
+        assert!(long.spoiled);
+    }
 
     #[test]
     fn the_first_line_since_the_last_answer_is_the_request_line() {

@@ -5,6 +5,7 @@ pub mod answers;
 pub mod audit;
 pub mod auth;
 pub mod body;
+pub mod body_deadline;
 pub mod cloud_init_input;
 pub mod config;
 pub mod envelope;
@@ -182,6 +183,9 @@ pub fn bare_errors<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandler
         StatusCode::NOT_FOUND => ApiError::RouteNotFound(format!("{method} {path}")),
         StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed { method, allow },
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+        StatusCode::REQUEST_TIMEOUT => {
+            ApiError::RequestTimeout("The request body did not arrive in time.".into())
+        }
         StatusCode::URI_TOO_LONG => ApiError::UriTooLong(input::MAX_URI_BYTES),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType,
         StatusCode::SERVICE_UNAVAILABLE => ApiError::Unavailable,

@@ -66,6 +66,9 @@ pub fn http_server(
             ));
             let app = App::new()
                 .wrap(actix_web::middleware::from_fn(
+                    super::body_deadline::middleware,
+                ))
+                .wrap(actix_web::middleware::from_fn(
                     super::rate_limit::middleware,
                 ))
                 .wrap(actix_web::middleware::from_fn(super::input::middleware))

@@ -306,6 +306,22 @@ async fn heads_the_http_parser_refuses_get_the_envelope_too() {
         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         "HEADERS_TOO_LARGE",
     );
+    // A header name of 64 KiB, within the head's 128 KiB: actix-http's parser panicked on it
+    // (and answered nothing).
+    for name in [65_536, 100_000] {
+        let request = format!(
+            "GET /health HTTP/1.1\r\nHost: x\r\n{}: v\r\n\r\n",
+            "X".repeat(name)
+        );
+        let (status, body) = raw_request(&app, request.as_bytes()).await;
+        assert_error(
+            &format!("a {name}-byte header name"),
+            status,
+            &body,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "HEADERS_TOO_LARGE",
+        );
+    }
     // A malformed header line.
     let (status, body) = raw_request(
         &app,
@@ -323,6 +339,38 @@ async fn heads_the_http_parser_refuses_get_the_envelope_too() {
     // The server still answers normally.
     let (status, body) = app.call(Method::GET, "/api/v1/vms", None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[actix_rt::test]
+async fn a_body_or_head_that_stops_arriving_is_answered_408_and_the_connection_closed() {
+    let app = spawn_app().await;
+    // A body announced and never finished: before, the connection was held for good.
+    let started = std::time::Instant::now();
+    let (status, body) = raw_request(
+        &app,
+        b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"us",
+    )
+    .await;
+    assert_error(
+        "a stalled body",
+        status,
+        &body,
+        StatusCode::REQUEST_TIMEOUT,
+        "REQUEST_TIMEOUT",
+    );
+    assert!(
+        started.elapsed() >= voidvm::api::body_deadline::BODY_DEADLINE,
+        "answered before the deadline"
+    );
+    // A head that stalls: actix-http's bare 408 goes out as the envelope.
+    let (status, body) = raw_request(&app, b"GET /heal").await;
+    assert_error(
+        "a stalled head",
+        status,
+        &body,
+        StatusCode::REQUEST_TIMEOUT,
+        "REQUEST_TIMEOUT",
+    );
 }
 
 #[actix_rt::test]

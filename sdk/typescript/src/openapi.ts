@@ -77,7 +77,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -157,7 +157,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -235,7 +235,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -330,7 +330,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -420,7 +420,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -519,7 +519,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -590,7 +590,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -721,7 +721,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -813,7 +813,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -921,7 +921,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -1023,7 +1023,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -1129,7 +1129,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -1260,7 +1260,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -1366,7 +1366,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -1467,7 +1467,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -1610,7 +1610,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -1725,7 +1725,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -1837,7 +1837,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -1909,7 +1909,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -2001,7 +2001,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -2093,7 +2093,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -2204,7 +2204,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -2340,7 +2340,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -2450,7 +2450,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -2536,7 +2536,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -2646,7 +2646,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -2756,7 +2756,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -2867,7 +2867,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -2969,7 +2969,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -3091,7 +3091,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -3213,7 +3213,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -3320,7 +3320,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -3443,7 +3443,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -3544,7 +3544,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -3694,7 +3694,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -3847,7 +3847,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -3965,7 +3965,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -4084,7 +4084,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -4201,7 +4201,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -4370,7 +4370,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -4518,7 +4518,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -4680,7 +4680,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -4843,7 +4843,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -5006,7 +5006,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -5169,7 +5169,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -5268,7 +5268,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -5417,7 +5417,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -5583,7 +5583,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -5743,7 +5743,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -5906,7 +5906,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -6073,7 +6073,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -6195,7 +6195,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -6287,7 +6287,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -6386,7 +6386,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -6488,7 +6488,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -6587,7 +6587,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -6699,7 +6699,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -6813,7 +6813,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -6950,7 +6950,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -7010,7 +7010,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -7072,7 +7072,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -7147,7 +7147,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;
@@ -7232,7 +7232,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
+                /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
                         [name: string]: unknown;

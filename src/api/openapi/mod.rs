@@ -195,7 +195,8 @@ impl Modify for DefaultError {
                 "default",
                 envelope(
                     "Any other error, in the error envelope (e.g. `INVALID_JSON`, \
-                     `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, or 431 \
+                     `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 \
+                     `REQUEST_TIMEOUT` for a body that stops arriving, or 431 \
                      `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path \
                      does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header.",
                 ),

@@ -1,0 +1,188 @@
+//! A request body must keep arriving.
+//!
+//! actix-http times out a request head that stalls, not a body: a client that announced a body
+//! and then sent nothing more held its connection (and a file descriptor) for good, so enough of
+//! them, without a token, took the server down. Every body now arrives under a deadline: a JSON
+//! body (at most 64 KiB) whole within [`BODY_DEADLINE`], an image upload (gigabytes, streamed)
+//! with no pause longer than `images.stall_timeout_secs`. Past it the body fails with
+//! `io::ErrorKind::TimedOut`, which the readers answer as 408 `REQUEST_TIMEOUT`, and the
+//! connection closes.
+
+use std::future::Future as _;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::error::PayloadError;
+use actix_web::http::header::{CONTENT_LENGTH, TRANSFER_ENCODING, UPGRADE};
+use actix_web::middleware::Next;
+use actix_web::{web, HttpMessage as _};
+use bytes::Bytes;
+use futures::Stream;
+use tokio::time::{Instant, Sleep};
+
+use crate::app::AppState;
+
+/// How long a body that is not an upload may take to arrive, whole.
+pub const BODY_DEADLINE: Duration = Duration::from_secs(10);
+
+/// How the deadline runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// The whole body by then.
+    Whole,
+    /// Each chunk within this of the one before.
+    Between(Duration),
+}
+
+/// A body stream that fails with `TimedOut` once its deadline passes.
+pub struct Deadline<S> {
+    inner: S,
+    mode: Mode,
+    sleep: Pin<Box<Sleep>>,
+    ended: bool,
+}
+
+impl<S> Deadline<S> {
+    fn new(inner: S, mode: Mode) -> Self {
+        let after = match mode {
+            Mode::Whole => BODY_DEADLINE,
+            Mode::Between(pause) => pause,
+        };
+        Deadline {
+            inner,
+            mode,
+            sleep: Box::pin(tokio::time::sleep(after)),
+            ended: false,
+        }
+    }
+}
+
+/// Whether `e` is this deadline's (for the readers that answer 408).
+pub fn timed_out(e: &PayloadError) -> bool {
+    matches!(e, PayloadError::Io(io) if io.kind() == io::ErrorKind::TimedOut)
+}
+
+impl<S> Stream for Deadline<S>
+where
+    S: Stream<Item = Result<Bytes, PayloadError>> + Unpin,
+{
+    type Item = Result<Bytes, PayloadError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(item) = Pin::new(&mut this.inner).poll_next(cx) {
+            if let (Mode::Between(pause), Some(Ok(_))) = (this.mode, &item) {
+                this.sleep.as_mut().reset(Instant::now() + pause);
+            }
+            return Poll::Ready(item);
+        }
+        match this.sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                this.ended = true;
+                let what = match this.mode {
+                    Mode::Whole => format!(
+                        "the request body did not arrive within {} s",
+                        BODY_DEADLINE.as_secs()
+                    ),
+                    Mode::Between(pause) => format!(
+                        "the request body stopped arriving for {} s",
+                        pause.as_secs()
+                    ),
+                };
+                Poll::Ready(Some(Err(PayloadError::Io(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    what,
+                )))))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// Whether the request announces a body (a WebSocket's frames are not one).
+fn has_body(req: &ServiceRequest) -> bool {
+    let headers = req.headers();
+    if headers.contains_key(UPGRADE) {
+        return false;
+    }
+    headers.contains_key(TRANSFER_ENCODING)
+        || headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some_and(|n| n > 0)
+}
+
+/// Puts the request's body, if it has one, under its deadline.
+pub async fn middleware(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    if has_body(&req) {
+        let upload =
+            req.method() == actix_web::http::Method::PUT && req.path().ends_with("/upload");
+        let mode = match req.app_data::<web::Data<AppState>>() {
+            Some(state) if upload => Mode::Between(Duration::from_secs(
+                state.settings.images.stall_timeout_secs.max(1),
+            )),
+            _ => Mode::Whole,
+        };
+        let body = Deadline::new(req.take_payload(), mode);
+        req.set_payload(Payload::from(
+            Box::pin(body) as Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>>
+        ));
+    }
+    next.call(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+
+    use super::*;
+
+    fn chunks_then_silence(n: usize) -> impl Stream<Item = Result<Bytes, PayloadError>> + Unpin {
+        futures::stream::iter((0..n).map(|_| Ok(Bytes::from_static(b"x"))))
+            .chain(futures::stream::pending())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_stops_fails_as_timed_out_when_its_deadline_passes() {
+        let mut body = Deadline::new(chunks_then_silence(3), Mode::Whole);
+        for _ in 0..3 {
+            assert!(matches!(body.next().await, Some(Ok(_))));
+        }
+        let started = Instant::now();
+        let e = body.next().await.expect("an item").expect_err("an error");
+        assert!(timed_out(&e), "{e}");
+        assert_eq!(started.elapsed().as_secs(), BODY_DEADLINE.as_secs());
+        assert!(body.next().await.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_upload_may_take_long_as_long_as_it_never_pauses_too_long() {
+        let pause = Duration::from_secs(5);
+        let steady = futures::stream::iter(0..20).then(|_| async {
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            Ok::<_, PayloadError>(Bytes::from_static(b"x"))
+        });
+        let mut body = Deadline::new(Box::pin(steady), Mode::Between(pause));
+        let mut got = 0;
+        while let Some(item) = body.next().await {
+            item.expect("no timeout while chunks keep coming");
+            got += 1;
+        }
+        assert_eq!(got, 20, "80 s in all, never a 5 s pause");
+        let mut body = Deadline::new(chunks_then_silence(1), Mode::Between(pause));
+        assert!(matches!(body.next().await, Some(Ok(_))));
+        let e = body.next().await.expect("an item").expect_err("an error");
+        assert!(timed_out(&e));
+    }
+}
