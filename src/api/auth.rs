@@ -54,8 +54,8 @@ pub async fn login(
         .check(&keys, live.login_failures, period, Instant::now())
     {
         state.metrics.rate_limited(RateLimitKind::Login);
-        return Err(ApiError::RateLimited {
-            limit: live.login_failures,
+        return Err(ApiError::LoginLocked {
+            failures: live.login_failures,
             retry_after: wait.as_secs().max(1),
         });
     }
@@ -177,21 +177,38 @@ pub async fn change_password(
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let change: PasswordChange = body::typed(body.into_inner())?;
-    if change.new_password.chars().count() < 8 {
+    if !(8..=256).contains(&change.new_password.chars().count()) {
         return Err(ApiError::validation(
             "newPassword",
-            "The new password must have at least 8 characters.",
+            "The new password must have 8 to 256 characters.",
         ));
+    }
+    // Wrong current passwords count as failed logins of the user: a stolen token must not be a
+    // way to guess the password without the login's lockout.
+    let keys = login_guard::keys(&user.name, None);
+    let live = state.live.get();
+    let period = Duration::from_secs(live.login_lockout_seconds);
+    if let Err(wait) = state
+        .login_guard
+        .check(&keys, live.login_failures, period, Instant::now())
+    {
+        state.metrics.rate_limited(RateLimitKind::Login);
+        return Err(ApiError::LoginLocked {
+            failures: live.login_failures,
+            retry_after: wait.as_secs().max(1),
+        });
     }
     let row = users::by_id(&state.pool, &user.id)
         .await?
         .ok_or_else(|| ApiError::UserNotFound(user.name.clone()))?;
     if !password::verify(change.current_password, row.password_hash).await? {
+        state.login_guard.failed(&keys, period, Instant::now());
         return Err(ApiError::validation(
             "currentPassword",
             "The current password is wrong.",
         ));
     }
+    state.login_guard.succeeded(&user.name);
     let hash = password::hash(change.new_password).await?;
     // No Idempotency-Key: the change revokes the token a retry would carry.
     let mut tx = crate::store::begin(&state.pool).await?;

@@ -52,6 +52,8 @@ pub enum ApiError {
     QuotaExceeded(QuotaExceeded),
     #[error("More than {limit} requests a minute; try again in {retry_after} seconds.")]
     RateLimited { limit: u32, retry_after: u64 },
+    #[error("{failures} failed logins (or password checks) for this name or from this address; try again in {retry_after} seconds.")]
+    LoginLocked { failures: u32, retry_after: u64 },
     #[error("Role '{0}' was not found")]
     RoleNotFound(String),
     #[error("Virtual machine with ID '{0}' was not found")]
@@ -120,7 +122,9 @@ impl ApiError {
                 (StatusCode::FORBIDDEN, "FORBIDDEN")
             }
             ApiError::QuotaExceeded(_) => (StatusCode::FORBIDDEN, "QUOTA_EXCEEDED"),
-            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
+            ApiError::RateLimited { .. } | ApiError::LoginLocked { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED")
+            }
             ApiError::RoleNotFound(_) => (StatusCode::NOT_FOUND, "ROLE_NOT_FOUND"),
             ApiError::VmNotFound(_) => (StatusCode::NOT_FOUND, "VM_NOT_FOUND"),
             ApiError::JobNotFound(_) => (StatusCode::NOT_FOUND, "JOB_NOT_FOUND"),
@@ -161,6 +165,7 @@ impl ApiError {
             ApiError::Forbidden(_) | ApiError::PermissionDenied { .. } => "Permission denied.",
             ApiError::QuotaExceeded(_) => "A quota would be exceeded.",
             ApiError::RateLimited { .. } => "Too many requests.",
+            ApiError::LoginLocked { .. } => "Too many failed logins.",
             ApiError::RoleNotFound(_) => "Role not found.",
             ApiError::VmNotFound(_) => "Virtual machine not found.",
             ApiError::JobNotFound(_) => "Job not found.",
@@ -349,7 +354,8 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed { allow, .. } => {
                 response.insert_header((actix_web::http::header::ALLOW, allow.as_str()));
             }
-            ApiError::RateLimited { retry_after, .. } => {
+            ApiError::RateLimited { retry_after, .. }
+            | ApiError::LoginLocked { retry_after, .. } => {
                 response.insert_header((actix_web::http::header::RETRY_AFTER, *retry_after));
             }
             _ => {}

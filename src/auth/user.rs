@@ -82,12 +82,21 @@ impl AuthUser {
 
 /// The token of an `Authorization: Bearer` header.
 pub fn bearer(req: &HttpRequest) -> Option<&str> {
-    req.headers()
-        .get(actix_web::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
+    let mut fields = req
+        .headers()
+        .get_all(actix_web::http::header::AUTHORIZATION);
+    let field = fields.next()?;
+    // Two credentials: which one counts would depend on who reads them (a proxy may check the
+    // other); neither does.
+    if fields.next().is_some() {
+        return None;
+    }
+    let (scheme, token) = field.to_str().ok()?.trim().split_once(' ')?;
+    // The scheme is case-insensitive (RFC 9110 §11.1).
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 impl FromRequest for AuthUser {
