@@ -46,9 +46,14 @@ pub fn is_private(ip: IpAddr) -> bool {
                 // 100.64.0.0/10, shared address space (carrier-grade NAT).
                 || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
                 || v4.octets()[0] == 0
+                // 198.18.0.0/15, benchmarking networks; 192.0.0.0/24, protocol assignments;
+                // 240.0.0.0/4, reserved.
+                || (v4.octets()[0] == 198 && (v4.octets()[1] & 0xfe) == 18)
+                || v4.octets()[..3] == [192, 0, 0]
+                || v4.octets()[0] >= 240
         }
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
+            if let Some(v4) = embedded_v4(v6) {
                 return is_private(IpAddr::V4(v4));
             }
             let first = v6.segments()[0];
@@ -59,6 +64,31 @@ pub fn is_private(ip: IpAddr) -> bool {
                 || (first & 0xfe00) == 0xfc00
                 || (first & 0xffc0) == 0xfe80
         }
+    }
+}
+
+/// The IPv4 address an IPv6 one stands for, where it reaches it: mapped (`::ffff:a.b.c.d`),
+/// IPv4-compatible (`::a.b.c.d`, deprecated but still routed by some stacks), NAT64
+/// (`64:ff9b::/96`, `64:ff9b:1::/48`) and 6to4 (`2002:AABB:CCDD::/48`).
+fn embedded_v4(v6: std::net::Ipv6Addr) -> Option<Ipv4Addr> {
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    let s = v6.segments();
+    let tail = || Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+    match s {
+        // `::` and `::1` are IPv6's own unspecified and loopback addresses.
+        [0, 0, 0, 0, 0, 0, 0, 0 | 1] => None,
+        [0, 0, 0, 0, 0, 0, _, _] => Some(tail()),
+        [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(tail()),
+        [0x64, 0xff9b, 1, ..] => Some(tail()),
+        [0x2002, hi, lo, ..] => Some(Ipv4Addr::new(
+            (hi >> 8) as u8,
+            hi as u8,
+            (lo >> 8) as u8,
+            lo as u8,
+        )),
+        _ => None,
     }
 }
 

@@ -225,10 +225,29 @@ fn private_addresses_are_told_from_public_ones() {
         "fd00::1",
         "fe80::1",
         "::ffff:127.0.0.1",
+        // IPv4 inside IPv6: compatible, NAT64 (the metadata address), 6to4.
+        "::127.0.0.1",
+        "64:ff9b::a9fe:a9fe",
+        "64:ff9b:1::a00:1",
+        "2002:7f00:1::1",
+        "2002:a00:1::1",
+        "198.18.0.1",
+        "198.19.255.255",
+        "192.0.0.8",
+        "240.0.0.1",
+        "::",
     ] {
         assert!(is_private(private.parse().unwrap()), "{private}");
     }
-    for public in ["93.184.216.34", "8.8.8.8", "2606:4700::1111", "100.128.0.1"] {
+    for public in [
+        "93.184.216.34",
+        "8.8.8.8",
+        "2606:4700::1111",
+        "100.128.0.1",
+        "198.20.0.1",
+        "64:ff9b::808:808",
+        "2002:808:808::1",
+    ] {
         assert!(!is_private(public.parse().unwrap()), "{public}");
     }
 }
