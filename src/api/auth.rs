@@ -142,7 +142,11 @@ pub async fn me(state: web::Data<AppState>, user: AuthUser) -> Result<HttpRespon
     security(("bearer" = []))
 )]
 #[tracing::instrument(name = "logout", skip_all, fields(user_id = %user.id))]
-pub async fn logout(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
+pub async fn logout(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    _body: crate::api::body::NoBody,
+) -> Result<HttpResponse, ApiError> {
     let expires = DateTime::from_timestamp(user.expires_at, 0).unwrap_or_else(chrono::Utc::now);
     users::revoke_token(&state.pool, &user.jti, expires).await?;
     state.auth.note_revoked(&user.jti, user.expires_at);

@@ -2,8 +2,11 @@
 //! field: actix's own JSON and query errors are replaced, and typed parsing goes through
 //! `serde_path_to_error` to know which field was wrong.
 
-use actix_web::error::{JsonPayloadError, QueryPayloadError};
-use actix_web::{web, HttpRequest};
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::error::{JsonPayloadError, PayloadError, QueryPayloadError};
+use actix_web::{web, FromRequest, HttpRequest};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -33,6 +36,63 @@ pub fn json_config() -> web::JsonConfig {
 /// Raw bodies (`web::Bytes`, as `POST /vms/{id}/stop` reads) have the same limit as JSON ones.
 pub fn payload_config() -> web::PayloadConfig {
     web::PayloadConfig::new(MAX_BODY_BYTES)
+}
+
+/// What a request that takes no body may carry: nothing, or an empty JSON object (`{}`, which
+/// some clients send by default). Anything else is refused, naming what was sent: a field meant
+/// for another request (`restart` with `{"force": true}`, which only `stop` reads) is not
+/// silently ignored, and a NUL or malformed JSON is not accepted by a route that reads nothing.
+pub struct NoBody;
+
+impl FromRequest for NoBody {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<NoBody, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
+        let bytes = web::Bytes::from_request(req, payload);
+        Box::pin(async move {
+            let bytes = bytes.await.map_err(|e| payload_error(&e))?;
+            no_body(&bytes)
+        })
+    }
+}
+
+/// A raw body's read error as the API's.
+fn payload_error(e: &actix_web::Error) -> ApiError {
+    match e.as_error::<PayloadError>() {
+        Some(p) if super::body_deadline::timed_out(p) => ApiError::RequestTimeout(p.to_string()),
+        Some(PayloadError::Overflow) => ApiError::PayloadTooLarge,
+        _ if e.as_response_error().status_code()
+            == actix_web::http::StatusCode::PAYLOAD_TOO_LARGE =>
+        {
+            ApiError::PayloadTooLarge
+        }
+        _ => ApiError::BadJson(e.to_string()),
+    }
+}
+
+fn no_body(bytes: &[u8]) -> Result<NoBody, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(NoBody);
+    }
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|e| ApiError::BadJson(e.to_string()))?;
+    match value {
+        Value::Object(map) => match map.keys().next() {
+            None => Ok(NoBody),
+            Some(key) => {
+                super::input::check_text("body", key)?;
+                Err(ApiError::validation(
+                    key,
+                    format!("This request takes no body: '{key}' is not a field of it."),
+                ))
+            }
+        },
+        _ => Err(ApiError::validation(
+            "body",
+            "This request takes no body: send none, or {}.",
+        )),
+    }
 }
 
 pub fn query_config() -> web::QueryConfig {
@@ -143,6 +203,24 @@ fn field_from_message(message: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_without_a_body_takes_nothing_or_an_empty_object() {
+        for fine in [&b""[..], b"  \n", b"{}", b" { } "] {
+            assert!(no_body(fine).is_ok(), "{:?}", String::from_utf8_lossy(fine));
+        }
+        let field = |bytes: &[u8]| match no_body(bytes) {
+            Err(ApiError::Validation { field, .. }) => field,
+            Err(other) => format!("{other:?}"),
+            Ok(_) => "accepted".into(),
+        };
+        assert_eq!(field(br#"{"force": true}"#), "force");
+        assert_eq!(field(b"[]"), "body");
+        assert_eq!(field(b"null"), "body");
+        assert_eq!(field(br#"{"a\u0000": 1}"#), "body");
+        assert!(matches!(no_body(b"garbage"), Err(ApiError::BadJson(_))));
+        assert!(matches!(no_body(&[0xff, 0xfe]), Err(ApiError::BadJson(_))));
+    }
     use serde::Deserialize;
 
     #[derive(Deserialize, Debug)]

@@ -396,6 +396,7 @@ pub async fn delete(
     req: HttpRequest,
     user: AuthUser,
     path: web::Path<String>,
+    _body: crate::api::body::NoBody,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Permission::ImageDelete)?;
     let retry = Retry::read(&req, &user, &[])?;

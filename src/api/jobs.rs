@@ -240,6 +240,7 @@ pub async fn cancel(
     user: AuthUser,
     path: web::Path<String>,
     req: HttpRequest,
+    _body: crate::api::body::NoBody,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Permission::JobCancel)?;
     let job_id = path.into_inner();

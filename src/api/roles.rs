@@ -366,6 +366,7 @@ pub async fn delete(
     req: HttpRequest,
     user: AuthUser,
     path: web::Path<String>,
+    _body: crate::api::body::NoBody,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Permission::RoleDelete)?;
     let id = path.into_inner();

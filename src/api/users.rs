@@ -374,6 +374,7 @@ pub async fn delete(
     user: AuthUser,
     path: web::Path<String>,
     query: web::Query<DeleteQuery>,
+    _body: crate::api::body::NoBody,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Permission::UserDelete)?;
     let id = path.into_inner();

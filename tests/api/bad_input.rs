@@ -374,6 +374,107 @@ async fn a_body_or_head_that_stops_arriving_is_answered_408_and_the_connection_c
 }
 
 #[actix_rt::test]
+async fn a_request_that_takes_no_body_refuses_one_and_changes_nothing() {
+    let app = spawn_app().await;
+    let (status, created) = app
+        .create_vm(json!({"name": "no-body", "cpu": 1, "memory": 128, "disk": 1, "os": "busybox"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["data"]["id"].as_str().expect("an id").to_string();
+    app.await_status(&id, "stopped", 60).await;
+    let (_, before) = app
+        .call(Method::GET, &format!("/api/v1/vms/{id}"), None)
+        .await;
+    let send = |method: Method, path: String, body: &'static str| {
+        let app = &app;
+        async move {
+            let resp = app
+                .client
+                .request(method, app.url(&path))
+                .bearer_auth(&app.token)
+                .header("Content-Type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .expect("an answer");
+            let status = resp.status();
+            (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let cases = [
+        (
+            Method::POST,
+            format!("/api/v1/vms/{id}/start"),
+            "garbage",
+            "INVALID_JSON",
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/vms/{id}/restart"),
+            r#"{"force": true}"#,
+            "VALIDATION_ERROR",
+            Some("force"),
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/vms/{id}/start"),
+            r#"{"a": "\u0000"}"#,
+            "VALIDATION_ERROR",
+            Some("a"),
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/vms/{id}/reset"),
+            "[]",
+            "VALIDATION_ERROR",
+            Some("body"),
+        ),
+        (
+            Method::DELETE,
+            format!("/api/v1/vms/{id}"),
+            r#"{"x": 1}"#,
+            "VALIDATION_ERROR",
+            Some("x"),
+        ),
+        (
+            Method::POST,
+            "/api/v1/auth/logout".to_string(),
+            "null",
+            "VALIDATION_ERROR",
+            Some("body"),
+        ),
+    ];
+    for (method, path, body, code, field) in cases {
+        let (status, answer) = send(method.clone(), path.clone(), body).await;
+        assert_error(
+            &format!("{method} {path} {body}"),
+            status,
+            &answer,
+            StatusCode::BAD_REQUEST,
+            code,
+        );
+        if let Some(field) = field {
+            assert_eq!(answer["error"]["field"], field, "{answer}");
+        }
+    }
+    // Nothing happened: the VM is as it was, and the token still works.
+    let (status, after) = app
+        .call(Method::GET, &format!("/api/v1/vms/{id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{after}");
+    assert_eq!(
+        after["data"]["version"], before["data"]["version"],
+        "{after}"
+    );
+    assert_eq!(after["data"]["status"], "stopped", "{after}");
+    // An empty object is no body: the request goes on to the VM's own answer.
+    let (status, answer) = send(Method::POST, format!("/api/v1/vms/{id}/pause"), " {} ").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+    assert_eq!(answer["error"]["code"], "VM_NOT_RUNNING", "{answer}");
+}
+
+#[actix_rt::test]
 async fn every_method_a_path_does_not_declare_is_a_405_naming_those_it_does() {
     let app = spawn_app().await;
     let doc: Value =

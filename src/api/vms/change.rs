@@ -179,6 +179,7 @@ pub async fn delete(
     user: AuthUser,
     path: web::Path<String>,
     req: HttpRequest,
+    _body: crate::api::body::NoBody,
 ) -> Result<HttpResponse, ApiError> {
     act(state, user, path, req, Action::Delete).await
 }

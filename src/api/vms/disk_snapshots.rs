@@ -160,6 +160,7 @@ pub async fn restore_snapshot(
     user: AuthUser,
     path: web::Path<(String, String)>,
     req: HttpRequest,
+    _body: crate::api::body::NoBody,
 ) -> Result<HttpResponse, ApiError> {
     named_change(&state, &user, path.into_inner(), &req, |job_id, name| {
         VmCommand::RestoreSnapshot { job_id, name }
@@ -197,6 +198,7 @@ pub async fn delete_snapshot(
     user: AuthUser,
     path: web::Path<(String, String)>,
     req: HttpRequest,
+    _body: crate::api::body::NoBody,
 ) -> Result<HttpResponse, ApiError> {
     named_change(&state, &user, path.into_inner(), &req, |job_id, name| {
         VmCommand::DeleteSnapshot { job_id, name }

@@ -106,6 +106,7 @@ pub async fn detach_iso(
     user: AuthUser,
     path: web::Path<String>,
     req: HttpRequest,
+    _body: crate::api::body::NoBody,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Permission::VmUpdate)?;
     let retry = Retry::read(&req, &user, &[])?;

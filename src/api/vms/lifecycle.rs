@@ -111,6 +111,7 @@ macro_rules! verb_handler {
             user: AuthUser,
             path: web::Path<String>,
             req: HttpRequest,
+            _body: crate::api::body::NoBody,
         ) -> Result<HttpResponse, ApiError> {
             verb(state, user, path, req, Verb::$verb).await
         }

@@ -339,6 +339,7 @@ pub async fn delete(
     req: HttpRequest,
     user: AuthUser,
     path: web::Path<String>,
+    _body: crate::api::body::NoBody,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Permission::WebhookDelete)?;
     let id = path.into_inner();
@@ -453,6 +454,7 @@ pub async fn redeliver(
     req: HttpRequest,
     user: AuthUser,
     path: web::Path<(String, String)>,
+    _body: crate::api::body::NoBody,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Permission::WebhookUpdate)?;
     let (id, raw_delivery) = path.into_inner();
