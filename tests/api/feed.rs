@@ -147,6 +147,11 @@ async fn malformed_frames_get_error_frames_naming_the_field() {
             json!({"type": "vm-control", "data": {"vmId": "vm-x", "action": "fly"}, "id": 5}),
             "data.action",
         ),
+        // A position the log has not reached (it would silently skip everything until then).
+        (
+            json!({"type": "subscribe", "data": {"topic": "vm-status-all", "since": 9_007_199_254_740_993_i64}, "id": 7}),
+            "data.since",
+        ),
         (json!({"type": "dance", "id": 6}), "type"),
     ];
     for (frame, field) in cases {

@@ -67,9 +67,20 @@ impl Connection {
                         format!("A connection may hold at most {MAX_SUBSCRIPTIONS} subscriptions."),
                     )));
                 }
+                let head = feed::head(&self.state.pool).await?;
                 let cursor = match since {
+                    // A position the log has not reached was never sent: following from it
+                    // would skip every event until the log got there.
+                    Some(since) if since > head => {
+                        return Err(Refusal::Api(ApiError::validation(
+                            "data.since",
+                            format!(
+                                "Position {since} is after the log's last ({head}); resume from a position a frame carried."
+                            ),
+                        )))
+                    }
                     Some(since) => since,
-                    None => feed::head(&self.state.pool).await?,
+                    None => head,
                 };
                 self.subs.push(LogSub { topic, cursor });
                 let index = self.subs.len() - 1;
