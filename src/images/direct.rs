@@ -60,6 +60,12 @@ impl ImageService {
         .await;
         let (sha, size) = match prepared {
             Ok(done) => done,
+            // The body broke off: answer at once (the connection may not wait for a cleanup);
+            // the drop removes the directory.
+            Err(e @ ImageWriteError::Body(_)) => {
+                drop(staging);
+                return Err(e);
+            }
             Err(e) => {
                 staging.discard().await;
                 return Err(e);

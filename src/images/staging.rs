@@ -27,31 +27,36 @@ pub struct Staging {
 
 impl Staging {
     /// An empty staging directory labelled `label`, locked (what a crashed attempt with the same
-    /// label left there is removed first).
+    /// label left there is removed first). Made on a blocking thread as one step: a caller that
+    /// goes away meanwhile (a client cutting its upload short) drops a whole `Staging`, whose drop
+    /// removes it, never a directory or lock file nothing owns.
     pub async fn fresh(images_dir: &Path, label: &str) -> Result<Staging, ImageError> {
         let dir = images_dir.join(format!("{PREFIX}{label}"));
-        let lock_path = lock_path_of(&dir);
-        let lock = match try_lock(&lock_path)? {
-            Some(lock) => lock,
-            None => {
-                return Err(ImageError::Io(anyhow::anyhow!(
-                    "the staging directory {} is in use by another process",
-                    dir.display()
-                )))
-            }
-        };
-        if dir.exists() {
-            tokio::fs::remove_dir_all(&dir)
-                .await
-                .with_context(|| format!("could not remove {}", dir.display()))?;
-        }
-        tokio::fs::create_dir_all(&dir)
+        tokio::task::spawn_blocking(move || Staging::fresh_now(dir))
             .await
-            .with_context(|| format!("could not create {}", dir.display()))?;
-        Ok(Staging {
+            .map_err(|e| ImageError::Io(anyhow::Error::new(e).context("the staging task failed")))?
+    }
+
+    fn fresh_now(dir: PathBuf) -> Result<Staging, ImageError> {
+        let lock_path = lock_path_of(&dir);
+        let Some(lock) = try_lock(&lock_path)? else {
+            return Err(ImageError::Io(anyhow::anyhow!(
+                "the staging directory {} is in use by another process",
+                dir.display()
+            )));
+        };
+        // From here on the drop cleans up.
+        let staging = Staging {
             dir,
             lock: Some((lock, lock_path)),
-        })
+        };
+        if staging.dir.exists() {
+            std::fs::remove_dir_all(&staging.dir)
+                .with_context(|| format!("could not remove {}", staging.dir.display()))?;
+        }
+        std::fs::create_dir_all(&staging.dir)
+            .with_context(|| format!("could not create {}", staging.dir.display()))?;
+        Ok(staging)
     }
 
     pub fn dir(&self) -> &Path {
