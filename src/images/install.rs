@@ -203,7 +203,7 @@ async fn disk_format(
     if !output.status.success() {
         return Err(ImageError::Unusable(format!(
             "qemu-img cannot read it: {}",
-            stderr_summary(&output.stderr)
+            without_path(&stderr_summary(&output.stderr), path)
         )));
     }
     let info: serde_json::Value = serde_json::from_slice(&output.stdout)
@@ -224,6 +224,12 @@ async fn disk_format(
     })
 }
 
+/// `text` with `path` (a file of the host's, which a client has no business knowing) replaced by
+/// what it stands for.
+fn without_path(text: &str, path: &Path) -> String {
+    text.replace(&*path.to_string_lossy(), "the image")
+}
+
 async fn convert(
     qemu_img: &Path,
     from: &Path,
@@ -241,7 +247,7 @@ async fn convert(
     if !output.status.success() {
         return Err(ImageError::Unusable(format!(
             "qemu-img could not convert it to qcow2: {}",
-            stderr_summary(&output.stderr)
+            without_path(&without_path(&stderr_summary(&output.stderr), from), to)
         )));
     }
     Ok(())

@@ -474,6 +474,24 @@ async fn an_upload_streams_past_the_body_limit_and_is_checked() {
     let (status, body) = upload("?kind=kernel".to_string(), bytes).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["error"]["code"], "IMAGE_EXISTS", "{body}");
+
+    // A disk qemu-img cannot read as qcow2: refused, saying why without naming a host path.
+    let resp = app
+        .client
+        .put(app.url("/api/v1/images/bad-disk/upload?kind=disk&format=qcow2"))
+        .bearer_auth(&app.token)
+        .header("Content-Type", "application/octet-stream")
+        .body(b"QFI\xfbnot really a qcow2".to_vec())
+        .send()
+        .await
+        .expect("the upload");
+    let status = resp.status();
+    let body: Value = resp.json().await.expect("JSON");
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let details = body["error"]["details"].as_str().unwrap_or_default();
+    assert!(details.contains("qemu-img"), "{body}");
+    assert!(!details.contains(".staging-"), "{body}");
+    assert!(!details.contains(&*images.dir.to_string_lossy()), "{body}");
 }
 
 #[tokio::test]
