@@ -350,7 +350,7 @@ pub struct LogsQuery {
 pub async fn logs(
     state: web::Data<AppState>,
     user: AuthUser,
-    query: web::Query<LogsQuery>,
+    query: crate::api::body::Query<LogsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Permission::EventRead)?;
     let q = query.into_inner();

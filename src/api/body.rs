@@ -109,12 +109,52 @@ fn query_error(err: &QueryPayloadError) -> ApiError {
     ApiError::validation(&field, message)
 }
 
-/// Parses the query string as `T` with the errors of [`query_config`], for a handler that must
-/// check something (a permission) before the query is read.
+/// Parses a query string as `T`; a value that does not fit is a validation error naming its key
+/// (`page=-1` names `page`), which actix's own query extractor cannot say.
+pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    let pairs = url::form_urlencoded::parse(query.as_bytes());
+    serde_path_to_error::deserialize(serde_urlencoded::Deserializer::new(pairs)).map_err(|e| {
+        let message = e.inner().to_string();
+        let path = e.path().to_string();
+        let field = match path.as_str() {
+            "" | "." => field_from_message(&message).unwrap_or_else(|| "query".to_string()),
+            _ => path,
+        };
+        ApiError::validation(&field, message)
+    })
+}
+
+/// Parses the query string as `T` (see [`parse_query`]), for a handler that must check
+/// something (a permission) before the query is read.
 pub fn query<T: DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
-    web::Query::<T>::from_query(req.query_string())
-        .map(web::Query::into_inner)
-        .map_err(|err| query_error(&err))
+    parse_query(req.query_string())
+}
+
+/// The query string as `T`, with the errors of [`parse_query`]: the extractor handlers take
+/// instead of `web::Query`.
+pub struct Query<T>(pub T);
+
+impl<T> Query<T> {
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> std::ops::Deref for Query<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: DeserializeOwned> FromRequest for Query<T> {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        std::future::ready(parse_query(req.query_string()).map(Query))
+    }
 }
 
 /// Parses the query string as `T`, reading each of `lists` (OpenAPI `style: form` lists) sent
@@ -141,9 +181,7 @@ pub fn query_with_lists<T: DeserializeOwned>(
     let joined = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(pairs)
         .finish();
-    web::Query::<T>::from_query(&joined)
-        .map(web::Query::into_inner)
-        .map_err(|err| query_error(&err))
+    parse_query(&joined)
 }
 
 /// Reads an optional JSON body: empty means `T::default()`. Used by commands whose body may be

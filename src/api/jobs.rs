@@ -59,7 +59,7 @@ pub struct ListQuery {
 pub async fn list(
     state: web::Data<AppState>,
     user: AuthUser,
-    query: web::Query<ListQuery>,
+    query: crate::api::body::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Permission::JobRead)?;
     let q = query.into_inner();
@@ -167,7 +167,7 @@ pub async fn wait(
     state: web::Data<AppState>,
     user: AuthUser,
     path: web::Path<String>,
-    query: web::Query<WaitQuery>,
+    query: crate::api::body::Query<WaitQuery>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Permission::JobRead)?;
     let timeout = query.timeout.unwrap_or(30);

@@ -103,7 +103,7 @@ pub struct ListQuery {
 pub async fn list(
     state: web::Data<AppState>,
     user: AuthUser,
-    query: web::Query<ListQuery>,
+    query: crate::api::body::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Permission::UserRead)?;
     let q = query.into_inner();
@@ -373,7 +373,7 @@ pub async fn delete(
     req: HttpRequest,
     user: AuthUser,
     path: web::Path<String>,
-    query: web::Query<DeleteQuery>,
+    query: crate::api::body::Query<DeleteQuery>,
     _body: crate::api::body::NoBody,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Permission::UserDelete)?;

@@ -44,7 +44,7 @@ pub async fn connect(
     state: web::Data<AppState>,
     req: HttpRequest,
     body: inbound::LimitedPayload,
-    query: web::Query<WsQuery>,
+    query: crate::api::body::Query<WsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let client_addr = req.peer_addr().map(|a| a.ip().to_string());
     let token = query

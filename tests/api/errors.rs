@@ -207,6 +207,20 @@ async fn a_page_past_the_declared_maximum_is_refused_on_every_list() {
             .await;
         assert_error(status, &body, StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
         assert_eq!(body["error"]["field"], "page", "{path}: {body}");
+        // A value that is not a number of the right kind is named too.
+        for (query, field) in [
+            ("page=-1", "page"),
+            ("page=1.5", "page"),
+            ("page=4294967296", "page"),
+            ("page=", "page"),
+            ("limit=abc", "limit"),
+        ] {
+            let (status, body) = app
+                .call(Method::GET, &format!("{path}?{query}"), None)
+                .await;
+            assert_error(status, &body, StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
+            assert_eq!(body["error"]["field"], field, "{path}?{query}: {body}");
+        }
     }
     assert!(lists >= 4, "only {lists} lists have a page");
 }

@@ -55,7 +55,7 @@ pub struct ConsoleQuery {
 pub async fn serial_console(
     state: web::Data<AppState>,
     path: web::Path<String>,
-    query: web::Query<ConsoleQuery>,
+    query: crate::api::body::Query<ConsoleQuery>,
     req: HttpRequest,
     body: LimitedPayload,
 ) -> Result<HttpResponse, ApiError> {
@@ -102,7 +102,7 @@ pub async fn serial_console(
 pub async fn vnc_console(
     state: web::Data<AppState>,
     path: web::Path<String>,
-    query: web::Query<ConsoleQuery>,
+    query: crate::api::body::Query<ConsoleQuery>,
     req: HttpRequest,
     body: LimitedPayload,
 ) -> Result<HttpResponse, ApiError> {

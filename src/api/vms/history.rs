@@ -47,7 +47,7 @@ pub async fn events(
     state: web::Data<AppState>,
     user: AuthUser,
     path: web::Path<String>,
-    query: web::Query<EventsQuery>,
+    query: crate::api::body::Query<EventsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Permission::VmRead)?;
     let vm_id = path.into_inner();
@@ -104,7 +104,7 @@ pub async fn history(
     state: web::Data<AppState>,
     user: AuthUser,
     path: web::Path<String>,
-    query: web::Query<HistoryQuery>,
+    query: crate::api::body::Query<HistoryQuery>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Permission::VmRead)?;
     let vm_id = path.into_inner();

@@ -52,7 +52,7 @@ pub struct ListQuery {
 pub async fn list(
     state: web::Data<AppState>,
     user: AuthUser,
-    query: web::Query<ListQuery>,
+    query: crate::api::body::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Permission::VmRead)?;
     let q = query.into_inner();

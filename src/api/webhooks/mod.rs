@@ -397,7 +397,7 @@ pub async fn deliveries(
     state: web::Data<AppState>,
     user: AuthUser,
     path: web::Path<String>,
-    query: web::Query<DeliveriesQuery>,
+    query: crate::api::body::Query<DeliveriesQuery>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Permission::WebhookRead)?;
     let q = query.into_inner();
