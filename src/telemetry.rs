@@ -11,8 +11,10 @@ use crate::config::LogFormat;
 /// client did wrong (a head it cannot parse, a body cut short, a peer gone mid-write): each is
 /// answered in the envelope by `api::head_guard` or ends only that connection, and the errors of
 /// VoidVM's own streamed bodies are logged where they happen, so its lines would only let any
-/// client write ERROR lines into the server's log.
-pub const DEFAULT_FILTER: &str = "info,sqlx=warn,actix_server=warn,actix_http::h1::dispatcher=off";
+/// client write ERROR lines into the server's log. Its WebSocket codec does the same with a
+/// client's protocol errors (a fragmented control frame), which close that socket.
+pub const DEFAULT_FILTER: &str =
+    "info,sqlx=warn,actix_server=warn,actix_http::h1::dispatcher=off,actix_http::ws::codec=off";
 
 /// Installs the global subscriber, in the format `VOIDVM_LOG_FORMAT` names; a second call (tests)
 /// does nothing.

@@ -36,7 +36,7 @@ pub enum ApiError {
     #[error("The URL is longer than the {0} bytes the server reads.")]
     UriTooLong(usize),
     #[error(
-        "The request's headers are larger than the server reads (128 KiB with the request line)."
+        "The request's headers are more than the server reads: 128 KiB with the request line, and at most 96 header fields."
     )]
     HeadersTooLarge,
     #[error("{0}")]

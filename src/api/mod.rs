@@ -47,10 +47,22 @@ pub const API_VERSION: &str = "1.0.0";
 macro_rules! resource {
     ($path:expr, $($method:ident => $handler:expr),+ $(,)?) => {
         web::resource($path)
-            $(.route(web::method(Method::$method).to($handler)))+
+            $(.route(route!($method).to($handler)))+
             .default_service(web::to(|req: HttpRequest| async move {
                 not_allowed(&req, &[$(stringify!($method)),+])
             }))
+    };
+}
+
+/// The route of a method; `GET`'s also answers `HEAD` (RFC 9110 §9.3.2: the same answer, which
+/// actix sends without its body), so monitors that probe with `HEAD` get what `GET` gets.
+macro_rules! route {
+    (GET) => {
+        web::route()
+            .guard(actix_web::guard::Any(actix_web::guard::Get()).or(actix_web::guard::Head()))
+    };
+    ($method:ident) => {
+        web::method(Method::$method)
     };
 }
 
@@ -153,9 +165,13 @@ async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
 }
 
 fn not_allowed(req: &HttpRequest, allow: &[&str]) -> Result<HttpResponse, ApiError> {
+    let mut methods: Vec<&str> = allow.to_vec();
+    if methods.contains(&"GET") {
+        methods.push("HEAD");
+    }
     Err(ApiError::MethodNotAllowed {
         method: req.method().to_string(),
-        allow: allow.join(", "),
+        allow: methods.join(", "),
     })
 }
 

@@ -10,7 +10,7 @@ pub enum VmError {
     AlreadyExists,
     #[error("The virtual machine does not exist.")]
     NotFound,
-    #[error("The virtual machine is {status}, so it cannot {operation}.")]
+    #[error("The virtual machine is {status}, so it cannot {}.", operation.phrase())]
     Rejected {
         status: VmStatus,
         operation: Operation,

@@ -126,6 +126,22 @@ impl Operation {
         }
     }
 
+    /// What the operation does, to finish "so it cannot ...".
+    pub fn phrase(self) -> &'static str {
+        match self {
+            Operation::Provision => "be provisioned",
+            Operation::Start => "start",
+            Operation::Stop => "stop",
+            Operation::Restart => "restart",
+            Operation::Pause => "pause",
+            Operation::Resume => "resume",
+            Operation::Reset => "reset",
+            Operation::Delete => "be deleted",
+            Operation::Media => "change its CD-ROM",
+            Operation::Snapshot => "change its disk snapshots",
+        }
+    }
+
     pub const ALL: [Operation; 10] = [
         Operation::Provision,
         Operation::Start,

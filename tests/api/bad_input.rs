@@ -518,11 +518,36 @@ async fn every_method_a_path_does_not_declare_is_a_405_naming_those_it_does() {
                 .collect();
             allow.sort();
             let mut want = declared.clone();
+            if declared.iter().any(|d| d == "GET") {
+                want.push("HEAD".to_string());
+            }
             want.sort();
             assert_eq!(allow, want, "{what}: Allow");
         }
     }
     assert!(walked > 100, "the walk covered {walked} method/path pairs");
+    // HEAD answers wherever GET does, with GET's status and headers and no body.
+    for (path, token) in [("/health", None), ("/api/v1/vms", Some(&app.token))] {
+        let mut request = app.client.head(app.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let resp = request.send().await.expect("an answer");
+        assert_eq!(resp.status(), StatusCode::OK, "HEAD {path}");
+        assert!(resp.headers().contains_key("x-api-version"), "HEAD {path}");
+        assert!(
+            resp.bytes().await.expect("the body").is_empty(),
+            "HEAD {path}"
+        );
+    }
+    let resp = app
+        .client
+        .head(app.url("/api/v1/auth/login"))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(resp.headers()["allow"], "POST");
     // The ones the issue named, through the checking client too.
     for (method, url) in [
         (Method::PATCH, "/api/v1/auth/login"),

@@ -29,6 +29,7 @@ use crate::vm::VmCommand;
 #[serde(deny_unknown_fields)]
 pub struct AttachIso {
     /// An image name with an ISO (`<images dir>/<image>/image.iso`).
+    #[schema(min_length = 1, max_length = 63, pattern = "^[a-z0-9][a-z0-9._-]*$")]
     pub image: String,
 }
 
@@ -67,12 +68,8 @@ pub async fn attach_iso(
         return Ok(earlier);
     }
     let input: AttachIso = body::typed(body)?;
-    if input.image.is_empty() || input.image.len() > 128 {
-        return Err(ApiError::validation(
-            "image",
-            "An image name has 1 to 128 characters.",
-        ));
-    }
+    crate::images::ImageName::parse(&input.image)
+        .map_err(|m| ApiError::validation("image", format!("image {m}")))?;
     let vm_id = path.into_inner();
     visible(&state, &user, &vm_id).await?;
     if state.images.iso(&input.image).is_none() {
