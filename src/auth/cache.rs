@@ -45,7 +45,7 @@ pub struct CachedUser {
 pub enum Refusal {
     #[error("The token has been revoked.")]
     Revoked,
-    #[error("The password was changed after the token was issued.")]
+    #[error("The token was issued before the user's password changed or the user was disabled; log in again.")]
     PasswordChanged,
     #[error("The token's user no longer exists.")]
     UserGone,

@@ -139,7 +139,10 @@ pub async fn change_user(
     .await?;
     sqlx::query(
         "UPDATE users SET email = $2, role = $3, status = $4, quota = $5, rate_limit = $6,
-                          version = $7, updated_at = now()
+                          version = $7, updated_at = now(),
+                          -- Disabling ends the user's tokens for good: enabled again, they log in.
+                          token_generation = token_generation
+                              + CASE WHEN $4 = 'disabled' AND status <> 'disabled' THEN 1 ELSE 0 END
          WHERE id = $1",
     )
     .bind(id)

@@ -173,11 +173,15 @@ async fn a_disabled_user_is_refused_at_once_on_rest_and_on_open_websockets() {
     assert!(closed, "the WebSocket of a disabled user stayed open");
     let (status, _) = app.login("carol", "password1").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    // Enabled again: they log in.
+    // Enabled again: they log in; the token from before the disable stays refused.
     let enable = json!({"status": "active"});
     app.call(Method::PUT, &format!("/api/v1/users/{id}"), Some(enable))
         .await;
-    app.login_token("carol", "password1").await;
+    let fresh = app.login_token("carol", "password1").await;
+    let (status, body) = app.call_as(&fresh, Method::GET, "/api/v1/vms", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = app.call_as(&token, Method::GET, "/api/v1/vms", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
 }
 
 #[actix_rt::test]
