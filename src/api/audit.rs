@@ -220,15 +220,16 @@ pub async fn events(
     user.require(Permission::EventRead)?;
     let q: EventsQuery = super::body::query_with_lists(&req, &["type"])?;
     let filter = filter_of(&user, &q)?;
-    if wants_ndjson(&req, q.format.as_deref())? {
-        return Ok(export(state.pool.clone(), filter));
-    }
+    // Checked in both formats: an export ignores the page size, but a wrong one is still wrong.
     let limit = q.limit.unwrap_or(PAGE_DEFAULT);
     if limit == 0 || limit > PAGE_MAX {
         return Err(ApiError::validation(
             "limit",
             format!("limit must be between 1 and {PAGE_MAX}."),
         ));
+    }
+    if wants_ndjson(&req, q.format.as_deref())? {
+        return Ok(export(state.pool.clone(), filter));
     }
     let rows = audit::page(&state.pool, &filter, limit).await?;
     let next = rows.last().map(|r| r.position).or(q.after).unwrap_or(0);

@@ -215,6 +215,19 @@ async fn a_user_cannot_read_another_users_events() {
         .await
         .unwrap();
     assert!(export.is_empty(), "{export}");
+    // The export checks the page size it does not use, as the page does.
+    for limit in [0, 5000] {
+        let (status, body) = app
+            .call_as(
+                &bob,
+                Method::GET,
+                &format!("/api/v1/events?format=ndjson&limit={limit}"),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["error"]["field"], "limit", "{body}");
+    }
 }
 
 /// The status a VM holds while the job an event opened runs.

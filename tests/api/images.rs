@@ -475,6 +475,21 @@ async fn an_upload_streams_past_the_body_limit_and_is_checked() {
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["error"]["code"], "IMAGE_EXISTS", "{body}");
 
+    // A compressed body would be stored compressed: refused, naming the header.
+    let resp = app
+        .client
+        .put(app.url("/api/v1/images/zipped/upload?kind=iso"))
+        .bearer_auth(&app.token)
+        .header("Content-Type", "application/octet-stream")
+        .header("Content-Encoding", "gzip")
+        .body(vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0])
+        .send()
+        .await
+        .expect("the upload");
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let body: Value = resp.json().await.expect("JSON");
+    assert_eq!(body["error"]["field"], "Content-Encoding", "{body}");
+
     // A disk qemu-img cannot read as qcow2: refused, saying why without naming a host path.
     let resp = app
         .client
