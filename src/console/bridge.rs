@@ -55,6 +55,10 @@ async fn from_client(
                 crate::ws::MAX_FRAME_BYTES
             ),
         )),
+        Some(Err(e)) if crate::ws::inbound::not_utf8(&e) => FromClient::End(End::Close(
+            CloseCode::Invalid,
+            "a text message is not UTF-8".into(),
+        )),
         Some(Err(e)) => FromClient::End(End::Close(
             CloseCode::Protocol,
             format!("protocol error: {e}"),

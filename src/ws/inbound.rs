@@ -200,6 +200,11 @@ impl Inbound {
     }
 }
 
+/// Whether `e` is a text message that is not UTF-8 (closed with 1007, not 1002).
+pub fn not_utf8(e: &ProtocolError) -> bool {
+    matches!(e, ProtocolError::Io(io) if io.kind() == std::io::ErrorKind::InvalidData)
+}
+
 /// Whether `e` refuses something too large: the codec's own check, the frame limit's (through
 /// the payload), or the aggregation's.
 fn too_large(e: &ProtocolError) -> bool {

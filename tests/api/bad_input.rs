@@ -621,6 +621,16 @@ async fn a_frame_declaring_too_much_is_refused_at_its_header_without_waiting_for
 }
 
 #[actix_rt::test]
+async fn a_text_message_that_is_not_utf8_closes_with_1007() {
+    let app = spawn_app().await;
+    let mut ws = RawWs::connect(&app, &app.token).await;
+    ws.send_raw(&RawWs::frame(true, 1, &[b'{', 0xff, 0xfe, b'}']))
+        .await;
+    let (_, code) = error_then_close(&mut ws).await;
+    assert_eq!(code, 1007);
+}
+
+#[actix_rt::test]
 async fn a_message_sent_in_fragments_is_read_whole_and_bounded_whole() {
     let app = spawn_app().await;
     let mut ws = RawWs::connect(&app, &app.token).await;

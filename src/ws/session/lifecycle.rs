@@ -178,6 +178,7 @@ impl Connection {
                             Err(end) => Err(end),
                         }
                     }
+                    Some(Err(e)) if crate::ws::inbound::not_utf8(&e) => Err(End::Close(CloseCode::Invalid, "a text message is not UTF-8".into())),
                     Some(Err(e)) => Err(End::Close(CloseCode::Protocol, format!("protocol error: {e}"))),
                     None => Err(End::Gone),
                 },
