@@ -47,18 +47,7 @@ pub async fn login(
     let login: Login = body::typed(body.into_inner())?;
     let addr = req.peer_addr().map(|a| a.ip().to_string());
     let keys = login_guard::keys(&login.username, addr.as_deref());
-    let live = state.live.get();
-    let period = Duration::from_secs(live.login_lockout_seconds);
-    if let Err(wait) = state
-        .login_guard
-        .check(&keys, live.login_failures, period, Instant::now())
-    {
-        state.metrics.rate_limited(RateLimitKind::Login);
-        return Err(ApiError::LoginLocked {
-            failures: live.login_failures,
-            retry_after: wait.as_secs().max(1),
-        });
-    }
+    let period = not_locked_out(&state, &keys)?;
     let refused = || {
         state.login_guard.failed(&keys, period, Instant::now());
         ApiError::Unauthorized("The username or password is wrong.".into())
@@ -190,18 +179,7 @@ pub async fn change_password(
     // Wrong current passwords count as failed logins of the user: a stolen token must not be a
     // way to guess the password without the login's lockout.
     let keys = login_guard::keys(&user.name, None);
-    let live = state.live.get();
-    let period = Duration::from_secs(live.login_lockout_seconds);
-    if let Err(wait) = state
-        .login_guard
-        .check(&keys, live.login_failures, period, Instant::now())
-    {
-        state.metrics.rate_limited(RateLimitKind::Login);
-        return Err(ApiError::LoginLocked {
-            failures: live.login_failures,
-            retry_after: wait.as_secs().max(1),
-        });
-    }
+    let period = not_locked_out(&state, &keys)?;
     let row = users::by_id(&state.pool, &user.id)
         .await?
         .ok_or_else(|| ApiError::UserNotFound(user.name.clone()))?;
@@ -228,4 +206,24 @@ pub async fn change_password(
     tx.commit().await.map_err(StoreError::from)?;
     state.auth.forget_user(&user.id);
     Ok(envelope::ok(Empty {}, "Password changed."))
+}
+
+/// Refuses while any of `keys` has too many failed password checks within the lockout period;
+/// otherwise answers the period, for counting a failure.
+fn not_locked_out(state: &AppState, keys: &[String]) -> Result<Duration, ApiError> {
+    let live = state.live.get();
+    let period = Duration::from_secs(live.login_lockout_seconds);
+    match state
+        .login_guard
+        .check(keys, live.login_failures, period, Instant::now())
+    {
+        Ok(()) => Ok(period),
+        Err(wait) => {
+            state.metrics.rate_limited(RateLimitKind::Login);
+            Err(ApiError::LoginLocked {
+                failures: live.login_failures,
+                retry_after: wait.as_secs().max(1),
+            })
+        }
+    }
 }

@@ -214,7 +214,7 @@ def test_vm_created_is_delivered_signed(admin: VoidVMClient, receiver: tuple[str
         assert admin.webhooks.get(hook["id"])["deliveries"]["delivered"] >= 1
 
         # Sent again on request: the same delivery, pending with a fresh count, then delivered.
-        again = admin.webhooks.redeliver(hook["id"], d["id"])
+        again = admin.webhooks.redeliver(hook["id"], int(str(d["id"])))
         assert (again["id"], again["status"], again["attempts"]) == (d["id"], "pending", 0)
         repeat = until(
             "the delivery sent again",
