@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use actix_web::error::{JsonPayloadError, PayloadError, QueryPayloadError};
+use actix_web::error::{JsonPayloadError, PayloadError};
 use actix_web::{web, FromRequest, HttpRequest};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -93,20 +93,6 @@ fn no_body(bytes: &[u8]) -> Result<NoBody, ApiError> {
             "This request takes no body: send none, or {}.",
         )),
     }
-}
-
-pub fn query_config() -> web::QueryConfig {
-    web::QueryConfig::default().error_handler(|err, _req| query_error(&err).into())
-}
-
-/// A query string that does not parse, as a validation error naming the field.
-fn query_error(err: &QueryPayloadError) -> ApiError {
-    let message = match err {
-        QueryPayloadError::Deserialize(e) => e.to_string(),
-        other => other.to_string(),
-    };
-    let field = field_from_message(&message).unwrap_or_else(|| "query".to_string());
-    ApiError::validation(&field, message)
 }
 
 /// Parses a query string as `T`; a value that does not fit is a validation error naming its key

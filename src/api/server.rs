@@ -85,7 +85,6 @@ pub fn http_server(
                 >::new())
                 .app_data(state.clone())
                 .app_data(super::body::json_config())
-                .app_data(super::body::query_config())
                 .app_data(super::body::payload_config())
                 .configure(super::routes);
             let graceful = graceful.clone();
