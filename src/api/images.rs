@@ -147,7 +147,7 @@ fn wanted(kind: &str, format: Option<&str>, sha256: Option<&str>) -> Result<Want
     Wanted::parse(kind, format, sha256).map_err(|(field, m)| ApiError::validation(field, m))
 }
 
-fn write_error(e: ImageWriteError) -> ApiError {
+pub(super) fn write_error(e: ImageWriteError) -> ApiError {
     let message = e.to_string();
     match e {
         ImageWriteError::Exists(_) => ApiError::Conflict {
@@ -161,6 +161,10 @@ fn write_error(e: ImageWriteError) -> ApiError {
         },
         ImageWriteError::Busy(_) => ApiError::Conflict {
             code: "IMAGE_BUSY",
+            message,
+        },
+        ImageWriteError::ImportEnded(_) => ApiError::Conflict {
+            code: "JOB_NOT_CANCELLABLE",
             message,
         },
         ImageWriteError::Refused(ImageError::TooLarge { .. }) => ApiError::PayloadTooLarge,

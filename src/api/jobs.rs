@@ -217,6 +217,11 @@ pub async fn wait(
     ))
 }
 
+/// Cancels a queued job, or an image import that is queued or running.
+///
+/// A VM's job is recorded as `JobCancelled`; an import as `ImageImportCancelled`: its download
+/// stops within a second, nothing of it stays on disk, and the image is `failed`, its name free
+/// again. A job that ended, or a VM job a worker has begun, is 409 `JOB_NOT_CANCELLABLE`.
 #[utoipa::path(
     post,
     path = "/api/v1/jobs/{id}/cancel",
@@ -254,13 +259,11 @@ pub async fn cancel(
         code: "JOB_NOT_CANCELLABLE",
         message: format!("Job {job_id} cannot be cancelled: {why}"),
     };
+    if job.is_image_job() {
+        return cancel_import(&state, &user, &retry, &job).await;
+    }
     if job.status != JobStatus::Queued {
         return Err(not_cancellable(&format!("it is {}.", job.status)));
-    }
-    if job.is_image_job() {
-        return Err(not_cancellable(
-            "image imports run to their end (delete the image once it failed or is ready).",
-        ));
     }
     // The cancel's transaction locks the job's row and checks again that no worker took it.
     let command = VmCommand::CancelJob {
@@ -278,4 +281,33 @@ pub async fn cancel(
         .execute(&state, &job.vm_id, command, user.meta(Via::Rest), answer)
         .await?
         .map_err(|e| ApiError::from_actor(&job.vm_id, e))
+}
+
+/// An image import is cancelled while queued or running: one transaction under the image's lock
+/// (`images::cancel`); the worker downloading it stops within a second.
+async fn cancel_import(
+    state: &AppState,
+    user: &AuthUser,
+    retry: &Retry,
+    job: &JobRow,
+) -> Result<HttpResponse, ApiError> {
+    let meta = user.meta(Via::Rest);
+    let done = retry
+        .transaction(state, async |tx| {
+            let job = state
+                .image_service
+                .cancel_import(tx, &meta, job)
+                .await
+                .map_err(super::images::write_error)?;
+            Ok(envelope_answer(
+                StatusCode::OK,
+                JobView::from(job),
+                "Import cancelled.",
+            )?)
+        })
+        .await;
+    match done {
+        Ok(response) => Ok(response),
+        Err(e) => retry.or_earlier(state, e).await,
+    }
 }

@@ -6,6 +6,7 @@
 //! a URL, uploaded) and that it was deleted. An import downloads and installs the files
 //! (`fetch`, `install`) before its `ImageImported` event commits.
 
+mod cancel;
 mod direct;
 pub mod fetch;
 pub mod install;
@@ -242,6 +243,9 @@ pub enum ImageEvent {
     },
     /// The import failed and left nothing behind; closes the job.
     ImageImportFailed { job_id: String, reason: String },
+    /// The import was cancelled before it ended; nothing of it stays on disk. Closes the job as
+    /// `cancelled`.
+    ImageImportCancelled { job_id: String },
     /// The image was uploaded and is ready.
     ImageUploaded {
         kind: ImageKind,
@@ -254,11 +258,12 @@ pub enum ImageEvent {
 }
 
 impl ImageEvent {
-    pub const TYPE_NAMES: [&'static str; 6] = [
+    pub const TYPE_NAMES: [&'static str; 7] = [
         "ImageImportRequested",
         "ImageImportProgressed",
         "ImageImported",
         "ImageImportFailed",
+        "ImageImportCancelled",
         "ImageUploaded",
         "ImageDeleted",
     ];
@@ -269,6 +274,7 @@ impl ImageEvent {
             ImageEvent::ImageImportProgressed { .. } => "ImageImportProgressed",
             ImageEvent::ImageImported { .. } => "ImageImported",
             ImageEvent::ImageImportFailed { .. } => "ImageImportFailed",
+            ImageEvent::ImageImportCancelled { .. } => "ImageImportCancelled",
             ImageEvent::ImageUploaded { .. } => "ImageUploaded",
             ImageEvent::ImageDeleted {} => "ImageDeleted",
         }
@@ -301,6 +307,8 @@ pub enum ImageError {
     Unusable(String),
     #[error("An image named '{0}' is already on disk.")]
     AlreadyOnDisk(String),
+    #[error("The import was cancelled.")]
+    Cancelled,
     #[error("The image could not be written.")]
     Io(#[from] anyhow::Error),
 }

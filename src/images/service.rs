@@ -23,6 +23,8 @@ use crate::vm::JobOutcome;
 
 /// Progress events are recorded at most this often.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// How often a running import looks whether it was cancelled.
+const CANCEL_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// Why an image command was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +41,8 @@ pub enum ImageWriteError {
     Refused(ImageError),
     #[error("The request body could not be read: {0}")]
     Body(String),
+    #[error("Job {0} cannot be cancelled: its import has ended.")]
+    ImportEnded(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -170,9 +174,12 @@ impl ImageService {
                 tracing::warn!(error = %e, "an earlier attempt's files could not be moved aside")
             }
         }
-        let outcome = self.import(job, &name, &url, &wanted, meta).await;
+        let outcome = tokio::select! {
+            outcome = self.import(job, &name, &url, &wanted, meta) => outcome,
+            () = self.ended_elsewhere(&name, &job.id) => Err(ImageError::Cancelled),
+        };
         let outcome = match outcome {
-            Ok(done) => Ok(done),
+            Ok(prepared) => Ok(prepared),
             Err(e) => {
                 tracing::info!(error = %e, "the import failed");
                 Err(e.to_string())
@@ -189,7 +196,26 @@ impl ImageService {
             }))
     }
 
-    /// Downloads, verifies, converts and installs; the staging directory is gone either way.
+    /// Returns once the image's row no longer says that job `job_id` imports it (a cancel
+    /// committed), looking every [`CANCEL_CHECK_EVERY`]; the download then stops. A look that
+    /// fails (the database away for a moment) is not an answer: it looks again.
+    async fn ended_elsewhere(&self, name: &ImageName, job_id: &str) {
+        loop {
+            tokio::time::sleep(CANCEL_CHECK_EVERY).await;
+            match self.still_importing(name, job_id).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::info!("the import was cancelled; stopping the download");
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "could not look whether the import was cancelled")
+                }
+            }
+        }
+    }
+
+    /// Downloads, verifies and converts into a staging directory, which is gone on failure.
     async fn import(
         &self,
         job: &JobRow,
@@ -197,7 +223,7 @@ impl ImageService {
         url: &SourceUrl,
         wanted: &Wanted,
         meta: &CommandMeta,
-    ) -> Result<(String, u64), ImageError> {
+    ) -> Result<Prepared, ImageError> {
         let images_dir = self.catalog.images_dir();
         let staging = Staging::fresh(images_dir, &format!("import-{}", job.id)).await?;
         let result = async {
@@ -224,10 +250,11 @@ impl ImageService {
         }
         .await;
         match result {
-            Ok(done) => {
-                staging.install(images_dir, name).await?;
-                Ok(done)
-            }
+            Ok((sha256, size)) => Ok(Prepared {
+                staging,
+                sha256,
+                size,
+            }),
             Err(e) => {
                 staging.discard().await;
                 Err(e)
@@ -235,12 +262,14 @@ impl ImageService {
         }
     }
 
-    /// Records the import's outcome, closing its job.
+    /// Records the import's outcome, closing its job. The prepared files are installed under
+    /// the image's lock, in the transaction that records `ImageImported`, so a cancel that
+    /// committed first leaves nothing on disk and one that comes later finds the import ended.
     async fn finish(
         &self,
         job: &JobRow,
         name: &str,
-        outcome: Result<(String, u64), String>,
+        outcome: Result<Prepared, String>,
         meta: &CommandMeta,
     ) -> Result<(), StoreError> {
         let mut tx = crate::store::begin(&self.pool).await?;
@@ -248,48 +277,80 @@ impl ImageService {
         let current = row.as_ref().is_some_and(|r| {
             r.status == ImageStatus::Importing && r.job_id.as_deref() == Some(&job.id)
         });
-        let mut event_error = None;
-        if current {
-            let (event, status, sha, size, error) = match &outcome {
-                Ok((sha, size)) => (
-                    ImageEvent::ImageImported {
-                        job_id: job.id.clone(),
-                        sha256: sha.clone(),
-                        size_bytes: *size,
-                    },
-                    ImageStatus::Ready,
-                    Some(sha.as_str()),
-                    Some(i64::try_from(*size).unwrap_or(i64::MAX)),
-                    None,
-                ),
-                Err(reason) => (
-                    ImageEvent::ImageImportFailed {
-                        job_id: job.id.clone(),
-                        reason: reason.clone(),
-                    },
-                    ImageStatus::Failed,
-                    None,
-                    None,
-                    Some(reason.as_str()),
-                ),
-            };
-            let closes = JobMark::Closes {
-                job_id: &job.id,
-                outcome: if outcome.is_ok() {
-                    JobOutcome::Succeeded
-                } else {
-                    JobOutcome::Failed
-                },
-                error,
-            };
-            let version = rows::record(&mut tx, name, version, &event, meta, Some(closes)).await?;
-            rows::set_status(&mut tx, name, status, version, sha, size, error).await?;
-            event_error = error.map(str::to_string);
+        if !current {
+            if let Ok(prepared) = outcome {
+                prepared.staging.discard().await;
+            }
+            tx.commit().await?;
+            tracing::info!("the import had already ended (cancelled); nothing recorded");
+            return Ok(());
         }
+        let outcome = match outcome {
+            Ok(prepared) => self.install(prepared, name).await,
+            Err(reason) => Err(reason),
+        };
+        let (event, status, sha, size, error) = match &outcome {
+            Ok((sha, size)) => (
+                ImageEvent::ImageImported {
+                    job_id: job.id.clone(),
+                    sha256: sha.clone(),
+                    size_bytes: *size,
+                },
+                ImageStatus::Ready,
+                Some(sha.as_str()),
+                Some(i64::try_from(*size).unwrap_or(i64::MAX)),
+                None,
+            ),
+            Err(reason) => (
+                ImageEvent::ImageImportFailed {
+                    job_id: job.id.clone(),
+                    reason: reason.clone(),
+                },
+                ImageStatus::Failed,
+                None,
+                None,
+                Some(reason.as_str()),
+            ),
+        };
+        let closes = JobMark::Closes {
+            job_id: &job.id,
+            outcome: if outcome.is_ok() {
+                JobOutcome::Succeeded
+            } else {
+                JobOutcome::Failed
+            },
+            error,
+        };
+        let version = rows::record(&mut tx, name, version, &event, meta, Some(closes)).await?;
+        rows::set_status(&mut tx, name, status, version, sha, size, error).await?;
+        // Should the commit fail after the files were installed, the worker runs the job again
+        // and its first step moves them aside.
         tx.commit().await?;
-        tracing::info!(succeeded = outcome.is_ok(), error = ?event_error, "the import ended");
+        tracing::info!(succeeded = outcome.is_ok(), error = ?error, "the import ended");
         Ok(())
     }
+}
+
+impl ImageService {
+    /// Moves prepared files under the image's name; what went wrong is the import's failure.
+    async fn install(&self, prepared: Prepared, name: &str) -> Result<(String, u64), String> {
+        let name =
+            ImageName::parse(name).map_err(|m| format!("The image's name is invalid: {m}"))?;
+        prepared
+            .staging
+            .install(self.catalog.images_dir(), &name)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((prepared.sha256, prepared.size))
+    }
+}
+
+/// An import's files, verified and converted, waiting in their staging directory to be
+/// installed by the transaction that records them.
+struct Prepared {
+    staging: Staging,
+    sha256: String,
+    size: u64,
 }
 
 /// What an import job was asked for, from the event that opened it.

@@ -96,8 +96,9 @@ impl Level {
 /// The level an event gets in `/logs`: failures and crashes are errors; retries, cancellations
 /// and things the machine did that nobody asked for (a guest powering off, a pause) are warnings.
 pub(crate) const LEVEL_SQL: &str = "CASE
-    WHEN e.event_type IN ('OperationFailed', 'VmCrashed') THEN 'error'
-    WHEN e.event_type IN ('JobCancelled', 'OperationRetried', 'StaleObservationIgnored')
+    WHEN e.event_type IN ('OperationFailed', 'VmCrashed', 'ImageImportFailed') THEN 'error'
+    WHEN e.event_type IN ('JobCancelled', 'OperationRetried', 'StaleObservationIgnored',
+                          'ImageImportCancelled')
       OR (e.event_type IN ('VmStopped', 'VmPaused', 'VmResumed') AND NOT e.metadata ? 'job_id')
       THEN 'warn'
     ELSE 'info' END";
@@ -109,7 +110,7 @@ pub struct AuditEntry {
     /// The global position: a cursor for `after` and for the WebSocket's `since`.
     pub position: i64,
     pub stream_id: String,
-    /// `vm`, `user`, `role`, `config` or `webhook`.
+    /// `vm`, `user`, `role`, `config`, `webhook` or `image`.
     pub stream_type: String,
     /// The VM, for a VM's event.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -300,6 +301,18 @@ impl AuditRow {
             "RoleChanged" => format!("{actor} changed role {vm}: {data}."),
             "RoleDeleted" => format!("{actor} deleted role {vm}."),
             "ConfigChanged" => format!("{actor} changed the configuration: {}.", data["changes"]),
+            "ImageImportRequested" => format!(
+                "{actor} asked to import image {vm} from {}.",
+                data["url"].as_str().unwrap_or("a URL")
+            ),
+            "ImageImportProgressed" => {
+                format!("The import of image {vm} has {} bytes.", data["bytesDone"])
+            }
+            "ImageImported" => format!("Image {vm} was imported."),
+            "ImageImportFailed" => format!("The import of image {vm} failed: {reason}"),
+            "ImageImportCancelled" => format!("{actor} cancelled the import of image {vm}."),
+            "ImageUploaded" => format!("{actor} uploaded image {vm}."),
+            "ImageDeleted" => format!("{actor} deleted image {vm}."),
             other => format!("{other} happened to {vm}."),
         }
     }

@@ -90,6 +90,11 @@ impl FileServer {
     pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
+
+    /// While on, `/file/<key>` sends half the file and then hangs.
+    pub(crate) fn stall(&self, on: bool) {
+        self.stalled.store(on, Ordering::SeqCst);
+    }
 }
 
 impl Drop for FileServer {
@@ -100,7 +105,7 @@ impl Drop for FileServer {
 
 /// An images dir of the test's own, holding the test guest (a link to the built one).
 pub(crate) struct Images {
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
 }
 
 impl Images {
@@ -116,7 +121,7 @@ impl Images {
     }
 
     /// What the images dir holds, but the test guest.
-    fn entries(&self) -> Vec<String> {
+    pub(crate) fn entries(&self) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(&self.dir)
             .expect("the images dir")
             .filter_map(Result::ok)
@@ -152,7 +157,7 @@ pub(crate) async fn import(app: &TestApp, body: Value) -> (StatusCode, Value) {
 }
 
 /// Imports and waits for the job; returns the job as it ended.
-async fn import_and_wait(app: &TestApp, body: Value) -> Value {
+pub(crate) async fn import_and_wait(app: &TestApp, body: Value) -> Value {
     let (status, answer) = import(app, body).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     assert_eq!(answer["data"]["status"], "importing", "{answer}");
@@ -161,7 +166,7 @@ async fn import_and_wait(app: &TestApp, body: Value) -> Value {
     app.wait_job(job_id).await
 }
 
-async fn image(app: &TestApp, name: &str) -> (StatusCode, Value) {
+pub(crate) async fn image(app: &TestApp, name: &str) -> (StatusCode, Value) {
     app.call(Method::GET, &format!("/api/v1/images/{name}"), None)
         .await
 }

@@ -17,6 +17,7 @@ mod helpers;
 mod hypervisor;
 mod idempotency;
 mod idempotent_admin;
+mod image_cancel;
 mod image_feed;
 mod images;
 mod iso;

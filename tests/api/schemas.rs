@@ -1125,6 +1125,9 @@ fn account_samples() -> Vec<(&'static str, Value)> {
             job_id: "job-2".into(),
             reason: "The server answered HTTP 404.".into(),
         },
+        ImageEvent::ImageImportCancelled {
+            job_id: "job-3".into(),
+        },
         ImageEvent::ImageUploaded {
             kind: ImageKind::Kernel,
             format: None,

@@ -625,7 +625,7 @@ export interface paths {
                 query?: {
                     /** @description Only this VM's events. */
                     vmId?: string;
-                    type?: ("VmCreated" | "VmProvisioned" | "StartRequested" | "VmStarted" | "StopRequested" | "VmStopped" | "RestartRequested" | "VmRestarted" | "PauseRequested" | "VmPaused" | "ResumeRequested" | "VmResumed" | "ResetRequested" | "VmReset" | "VmReconfigured" | "VmOwnerChanged" | "IsoChangeRequested" | "VmIsoChanged" | "SnapshotRequested" | "SnapshotTaken" | "SnapshotRestoreRequested" | "SnapshotRestored" | "SnapshotDeleteRequested" | "SnapshotDeleted" | "DeleteRequested" | "VmDeleted" | "VmCrashed" | "OperationFailed" | "OperationRetried" | "JobCancelled" | "StaleObservationIgnored" | "ConsoleOpened" | "ConsoleClosed" | "UserCreated" | "UserChanged" | "UserPasswordChanged" | "UserDeleted" | "RoleCreated" | "RoleChanged" | "RoleDeleted" | "ConfigChanged" | "WebhookCreated" | "WebhookChanged" | "WebhookDeleted" | "WebhookDeliveryRequeued" | "ImageImportRequested" | "ImageImportProgressed" | "ImageImported" | "ImageImportFailed" | "ImageUploaded" | "ImageDeleted")[];
+                    type?: ("VmCreated" | "VmProvisioned" | "StartRequested" | "VmStarted" | "StopRequested" | "VmStopped" | "RestartRequested" | "VmRestarted" | "PauseRequested" | "VmPaused" | "ResumeRequested" | "VmResumed" | "ResetRequested" | "VmReset" | "VmReconfigured" | "VmOwnerChanged" | "IsoChangeRequested" | "VmIsoChanged" | "SnapshotRequested" | "SnapshotTaken" | "SnapshotRestoreRequested" | "SnapshotRestored" | "SnapshotDeleteRequested" | "SnapshotDeleted" | "DeleteRequested" | "VmDeleted" | "VmCrashed" | "OperationFailed" | "OperationRetried" | "JobCancelled" | "StaleObservationIgnored" | "ConsoleOpened" | "ConsoleClosed" | "UserCreated" | "UserChanged" | "UserPasswordChanged" | "UserDeleted" | "RoleCreated" | "RoleChanged" | "RoleDeleted" | "ConfigChanged" | "WebhookCreated" | "WebhookChanged" | "WebhookDeleted" | "WebhookDeliveryRequeued" | "ImageImportRequested" | "ImageImportProgressed" | "ImageImported" | "ImageImportFailed" | "ImageImportCancelled" | "ImageUploaded" | "ImageDeleted")[];
                     /** @description Only events caused by this user (id or username). */
                     actor?: string;
                     /** @description Only events of this job. */
@@ -1495,6 +1495,12 @@ export interface paths {
         };
         get?: never;
         put?: never;
+        /**
+         * Cancels a queued job, or an image import that is queued or running.
+         * @description A VM's job is recorded as `JobCancelled`; an import as `ImageImportCancelled`: its download
+         *     stops within a second, nothing of it stays on disk, and the image is `failed`, its name free
+         *     again. A job that ended, or a VM job a worker has begun, is 409 `JOB_NOT_CANCELLABLE`.
+         */
         post: {
             parameters: {
                 query?: never;
@@ -7286,7 +7292,7 @@ export interface components {
              */
             position: number;
             streamId: string;
-            /** @description `vm`, `user`, `role`, `config` or `webhook`. */
+            /** @description `vm`, `user`, `role`, `config`, `webhook` or `image`. */
             streamType: string;
             /** @description The VM, for a VM's event. */
             vmId?: string | null;
@@ -7543,7 +7549,7 @@ export interface components {
                      */
                     position: number;
                     streamId: string;
-                    /** @description `vm`, `user`, `role`, `config` or `webhook`. */
+                    /** @description `vm`, `user`, `role`, `config`, `webhook` or `image`. */
                     streamType: string;
                     /** @description The VM, for a VM's event. */
                     vmId?: string | null;
