@@ -85,7 +85,7 @@ impl Sink {
 
 impl Staging {
     /// Checks what was received against what was asked and turns it into the image's file:
-    /// the checksum, then for disks the format (converted to qcow2 unless it is qcow2 already; a
+    /// the checksum, then for ISOs and kernels their first bytes (`magic`), for disks the format (converted to qcow2 unless it is qcow2 already; a
     /// disk naming a backing file is refused). Everything is fsynced.
     pub async fn prepare(
         &self,
@@ -104,6 +104,7 @@ impl Staging {
         let target = self.dir().join(wanted.kind.file_name());
         match wanted.kind {
             ImageKind::Iso | ImageKind::Kernel => {
+                super::magic::check_file(wanted.kind, &received.path).await?;
                 tokio::fs::rename(&received.path, &target)
                     .await
                     .context("could not rename the image")?;

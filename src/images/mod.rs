@@ -10,6 +10,7 @@ mod cancel;
 mod direct;
 pub mod fetch;
 pub mod install;
+mod magic;
 pub mod service;
 pub mod staging;
 pub mod state;

@@ -284,11 +284,23 @@ async fn failed_imports_say_why_and_leave_nothing_behind() {
         ),
         ("not-there", server.url("/file/nothing"), None, "HTTP 404"),
         ("cut-short", server.url("/cut/vmlinuz"), None, "broke after"),
+        // A kernel is not an ISO.
+        (
+            "not-an-iso",
+            server.url("/file/vmlinuz"),
+            None,
+            "not an ISO image",
+        ),
     ];
     for (name, url, sum, why) in cases {
+        let kind = if name == "not-an-iso" {
+            "iso"
+        } else {
+            "kernel"
+        };
         let job = import_and_wait(
             &app,
-            json!({"name": name, "url": url, "kind": "kernel", "sha256": sum}),
+            json!({"name": name, "url": url, "kind": kind, "sha256": sum}),
         )
         .await;
         assert_eq!(job["status"], "failed", "{name}: {job}");
@@ -307,7 +319,7 @@ async fn failed_imports_say_why_and_leave_nothing_behind() {
     let (_, log) = app.events("?streamType=image&type=ImageImportFailed").await;
     assert_eq!(
         log["data"]["items"].as_array().map(Vec::len),
-        Some(3),
+        Some(4),
         "{log}"
     );
 
@@ -457,6 +469,16 @@ async fn an_upload_streams_past_the_body_limit_and_is_checked() {
     let (status, body) = upload("?kind=floppy".to_string(), Vec::new()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"]["field"], "kind", "{body}");
+
+    // A file whose first bytes are not of its kind is refused, and nothing stays.
+    for (kind, what) in [("iso", "not an ISO image"), ("kernel", "not a kernel")] {
+        let (status, body) = upload(format!("?kind={kind}"), vec![b'x'; 40_000]).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["error"]["field"], "body", "{body}");
+        let message = body["error"]["details"].as_str().unwrap_or_default();
+        assert!(message.contains(what), "{body}");
+        assert!(images.entries().is_empty(), "{:?}", images.entries());
+    }
 
     let (status, body) = upload(
         format!("?kind=kernel&sha256={}", sha256(&bytes)),
@@ -622,7 +644,9 @@ async fn the_settings_refuse_private_urls_and_images_over_the_size_bound() {
 async fn a_vm_creation_racing_the_delete_of_its_image_never_both_win() {
     let images = Images::new();
     let app = app_with(&images).await;
-    let kernel = b"not really a kernel, but a file of the kernel kind".to_vec();
+    // Not really a kernel, but a file with a bzImage's header signature.
+    let mut kernel = vec![0u8; 1024];
+    kernel[0x202..0x206].copy_from_slice(b"HdrS");
     for round in 0..6 {
         let name = format!("racy-{round}");
         let resp = app

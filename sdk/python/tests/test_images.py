@@ -19,8 +19,11 @@ from voidvm import AsyncVoidVMClient, VoidVMClient, VoidVMError
 
 @pytest.fixture
 def served() -> Iterator[tuple[str, bytes]]:
-    """An HTTP server on a free loopback port answering every GET with the same bytes."""
-    content = os.urandom(300 * 1024)
+    """An HTTP server on a free loopback port answering every GET with the same bytes: random,
+    but an ISO as the server reads one (an ISO 9660 volume descriptor at sector 16)."""
+    raw = bytearray(os.urandom(300 * 1024))
+    raw[32769:32774] = b"CD001"
+    content = bytes(raw)
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
