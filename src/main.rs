@@ -49,7 +49,7 @@ enum Command {
         config: Option<PathBuf>,
     },
     #[command(flatten)]
-    Client(ClientCommand),
+    Client(Box<ClientCommand>),
 }
 
 #[derive(Subcommand)]
@@ -71,7 +71,7 @@ async fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Stream { action, config } => stream(action, config).await,
-        Command::Client(command) => voidvm::cli::run(cli.global, command).await,
+        Command::Client(command) => voidvm::cli::run(cli.global, *command).await,
     }
 }
 

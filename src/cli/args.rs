@@ -165,8 +165,39 @@ pub enum VmCommand {
         #[arg(long)]
         description: Option<String>,
         #[command(flatten)]
+        cloud_init: CloudInitArgs,
+        #[command(flatten)]
         wait: WaitArgs,
     },
+    /// Changes a VM's settings (PATCH); CPU, memory and cloud-init changes to a running VM
+    /// apply at its next start.
+    Update {
+        /// The VM's id or name.
+        vm: String,
+        /// A new name.
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// Virtual CPUs.
+        #[arg(long)]
+        cpu: Option<u32>,
+        /// Memory in MiB.
+        #[arg(long)]
+        memory: Option<u64>,
+        /// Replaces the VM's cloud-init settings as a whole.
+        #[command(flatten)]
+        cloud_init: CloudInitArgs,
+    },
+    /// Puts an image's ISO in the VM's CD-ROM (live on a running VM).
+    Iso {
+        #[command(flatten)]
+        target: VmTarget,
+        /// The image whose ISO goes in.
+        image: String,
+    },
+    /// Takes the ISO out of the VM's CD-ROM.
+    Eject(VmTarget),
     /// Shows one VM.
     Get {
         /// The VM's id or name.
@@ -204,6 +235,27 @@ pub enum VmCommand {
     /// A VM's disk snapshots: list, take, restore, delete.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+}
+
+/// A VM's cloud-init settings (the `cloudInit` object of `POST /vms` and `PATCH /vms/{id}`), from
+/// a file, flags, or both; used at the VM's next start.
+#[derive(Args, Debug, Default)]
+pub struct CloudInitArgs {
+    /// A JSON file holding the `cloudInit` object as the API takes it; the flags below add to it.
+    #[arg(long, value_name = "FILE")]
+    pub cloud_init: Option<std::path::PathBuf>,
+    /// The guest's hostname.
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// A user-data file (e.g. `#cloud-config`), passed to the guest as it is.
+    #[arg(long, value_name = "FILE")]
+    pub user_data: Option<std::path::PathBuf>,
+    /// A guest user to create (with the keys of --ssh-key).
+    #[arg(long, requires = "ssh_keys")]
+    pub user: Option<String>,
+    /// A file of public SSH keys, one per line, for --user (may be repeated).
+    #[arg(long = "ssh-key", value_name = "FILE", requires = "user")]
+    pub ssh_keys: Vec<std::path::PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -10,6 +10,7 @@
 pub mod args;
 pub mod auth;
 pub mod client;
+pub mod cloud_init;
 pub mod config;
 pub mod console;
 pub mod credentials;

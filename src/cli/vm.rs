@@ -1,4 +1,5 @@
-//! `voidvm vm ...`: list, create, show and drive VMs, optionally following the job (`--wait`).
+//! `voidvm vm ...`: list, create, show, change and drive VMs (and their CD-ROM), optionally
+//! following the job (`--wait`).
 //!
 //! The API has no name filter on `GET /vms`, so a VM given by name is found by listing every VM
 //! the caller can see; a value starting with `vm-` is taken as an id without a lookup.
@@ -34,6 +35,7 @@ const DETAIL_COLUMNS: &[Column] = &[
     ("DISK(GiB)", "/disk"),
     ("OS", "/os"),
     ("OWNER", "/owner"),
+    ("ISO", "/iso"),
     ("PENDING JOB", "/pendingJobId"),
     ("PID", "/pid"),
     ("ACCEL", "/accel"),
@@ -64,6 +66,7 @@ pub async fn run(client: &Client, out: Output, command: VmCommand) -> CliResult<
             disk,
             os,
             description,
+            cloud_init,
             wait,
         } => {
             let mut body = json!({"name": name, "cpu": cpu, "memory": memory, "disk": disk});
@@ -72,6 +75,9 @@ pub async fn run(client: &Client, out: Output, command: VmCommand) -> CliResult<
             }
             if let Some(d) = description {
                 body["description"] = json!(d);
+            }
+            if let Some(c) = super::cloud_init::body(&cloud_init)? {
+                body["cloudInit"] = c;
             }
             let created = client.post("/vms", Some(body)).await?;
             let id = text(&created, "id")?;
@@ -85,6 +91,50 @@ pub async fn run(client: &Client, out: Output, command: VmCommand) -> CliResult<
             follow(client, &text(&created, "jobId")?, timeout(wait)).await?;
             out.object(&get(client, &id).await?, DETAIL_COLUMNS)
         }
+        VmCommand::Update {
+            vm,
+            name,
+            description,
+            cpu,
+            memory,
+            cloud_init,
+        } => {
+            let mut body = serde_json::Map::new();
+            let fields = [
+                ("name", name.map(Value::from)),
+                ("description", description.map(Value::from)),
+                ("cpu", cpu.map(Value::from)),
+                ("memory", memory.map(Value::from)),
+                ("cloudInit", super::cloud_init::body(&cloud_init)?),
+            ];
+            for (key, value) in fields {
+                if let Some(value) = value {
+                    body.insert(key.to_string(), value);
+                }
+            }
+            if body.is_empty() {
+                return Err(CliError::Usage(
+                    "nothing to change: give --name, --description, --cpu, --memory or cloud-init flags"
+                        .to_string(),
+                ));
+            }
+            let id = resolve(client, &vm).await?;
+            let changed = client
+                .patch(&format!("/vms/{}", seg(&id)), Value::Object(body))
+                .await?;
+            if changed["requiresRestart"] == true {
+                eprintln!("The change applies when VM {id} next starts.");
+            }
+            if out.json {
+                return out.json(&changed);
+            }
+            out.object(&changed["vm"], DETAIL_COLUMNS)
+        }
+        VmCommand::Iso { target, image } => {
+            let body = json!({ "image": image });
+            media(client, out, target, Some(body)).await
+        }
+        VmCommand::Eject(target) => media(client, out, target, None).await,
         VmCommand::Start(t) => act(client, out, "start", t, None).await,
         VmCommand::Stop {
             target,
@@ -131,6 +181,27 @@ async fn act(
     let accepted = client
         .post(&format!("/vms/{}/{verb}", seg(&id)), body)
         .await?;
+    if !target.wait.wait {
+        return out.object(&accepted, ACCEPTED_COLUMNS);
+    }
+    follow(client, &text(&accepted, "jobId")?, timeout(target.wait)).await?;
+    out.object(&get(client, &id).await?, DETAIL_COLUMNS)
+}
+
+/// Puts an ISO in the VM's CD-ROM (`Some` body) or takes it out; with `--wait`, the VM once
+/// the media job succeeded.
+async fn media(
+    client: &Client,
+    out: Output,
+    target: VmTarget,
+    body: Option<Value>,
+) -> CliResult<()> {
+    let id = resolve(client, &target.vm).await?;
+    let path = format!("/vms/{}/iso", seg(&id));
+    let accepted = match body {
+        Some(body) => client.post(&path, Some(body)).await?,
+        None => client.delete(&path, &[]).await?,
+    };
     if !target.wait.wait {
         return out.object(&accepted, ACCEPTED_COLUMNS);
     }

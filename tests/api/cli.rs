@@ -14,25 +14,25 @@ use serde_json::Value;
 use crate::helpers::{eventually, spawn_app, spawn_server, Env, TestApp, ADMIN};
 
 /// One user's terminal: their own HOME and config dir, the server's URL.
-struct Terminal {
-    home: PathBuf,
+pub(crate) struct Terminal {
+    pub(crate) home: PathBuf,
     url: String,
 }
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Run {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl Run {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
             panic!("stdout is not JSON ({e}): {}\n{}", self.stdout, self.stderr)
         })
     }
 
-    fn ok(self) -> Run {
+    pub(crate) fn ok(self) -> Run {
         assert_eq!(
             self.code, 0,
             "stdout: {}\nstderr: {}",
@@ -43,7 +43,7 @@ impl Run {
 }
 
 impl Terminal {
-    fn new(app: &TestApp) -> Terminal {
+    pub(crate) fn new(app: &TestApp) -> Terminal {
         let home =
             std::env::temp_dir().join(format!("voidvm-cli-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&home).expect("a temp home");
@@ -91,11 +91,11 @@ impl Terminal {
         .expect("the runner")
     }
 
-    async fn run(&self, args: &[&str]) -> Run {
+    pub(crate) async fn run(&self, args: &[&str]) -> Run {
         self.run_with(args, "").await
     }
 
-    async fn login(&self) {
+    pub(crate) async fn login(&self) {
         let run = self
             .run_with(
                 &[

@@ -7,6 +7,7 @@ mod auth;
 mod bad_input;
 mod bridge;
 mod cli;
+mod cli_vm_settings;
 mod cloud_init;
 mod console;
 mod crash;
