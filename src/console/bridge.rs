@@ -23,8 +23,10 @@ use crate::ws::limits::Slot;
 
 /// Why a console socket ends.
 enum End {
-    /// The client closed or went away: nothing more to send.
+    /// The client went away: nothing more to send.
     Gone,
+    /// The client sent a close frame: answered with one of the same code (RFC 6455 §5.5.1).
+    Answered(Option<CloseReason>),
     Close(CloseCode, String),
 }
 
@@ -47,7 +49,8 @@ async fn from_client(
             Err(_) => FromClient::End(End::Gone),
         },
         Some(Ok(Message::Pong(_) | Message::Nop | Message::Continuation(_))) => FromClient::Nothing,
-        Some(Ok(Message::Close(_))) | None => FromClient::End(End::Gone),
+        Some(Ok(Message::Close(reason))) => FromClient::End(End::Answered(reason)),
+        None => FromClient::End(End::Gone),
         Some(Err(actix_ws::ProtocolError::Overflow)) => FromClient::End(End::Close(
             CloseCode::Size,
             format!(
@@ -143,17 +146,21 @@ impl Guard {
 }
 
 async fn finish(session: Session, end: End) {
-    if let End::Close(code, text) = end {
-        let mut description = text;
-        while description.len() > 123 {
-            description.pop();
+    let reason = match end {
+        End::Gone => return,
+        End::Answered(reason) => reason,
+        End::Close(code, text) => {
+            let mut description = text;
+            while description.len() > 123 {
+                description.pop();
+            }
+            Some(CloseReason {
+                code,
+                description: Some(description),
+            })
         }
-        let reason = CloseReason {
-            code,
-            description: Some(description),
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(5), session.close(Some(reason))).await;
-    }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), session.close(reason)).await;
 }
 
 /// `/console`: the viewer's backlog first, then live output; the client's frames are keystrokes.

@@ -46,3 +46,4 @@ mod vm_snapshots;
 mod vnc;
 mod webhooks;
 mod ws_client;
+mod ws_close;

@@ -299,6 +299,15 @@ pub enum RawFrame {
 impl RawWs {
     /// Connects to `/ws?token=`.
     pub async fn connect(app: &TestApp, token: &str) -> RawWs {
+        RawWs::open(app, &format!("/ws?token={token}")).await
+    }
+
+    /// Connects to `/ws` without a token (the first frame must be `auth`).
+    pub async fn anonymous(app: &TestApp) -> RawWs {
+        RawWs::open(app, "/ws").await
+    }
+
+    async fn open(app: &TestApp, path: &str) -> RawWs {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let addr: std::net::SocketAddr = app
             .address
@@ -307,7 +316,7 @@ impl RawWs {
             .expect("a socket address");
         let mut tcp = TcpStream::connect(addr).await.expect("a TCP connection");
         let request = format!(
-            "GET /ws?token={token} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         );
         tcp.write_all(request.as_bytes())

@@ -56,7 +56,7 @@ class Channel {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
-async function webSocketCtor(given: WebSocketCtor | undefined): Promise<WebSocketCtor> {
+export async function webSocketCtor(given: WebSocketCtor | undefined): Promise<WebSocketCtor> {
   if (given) return given
   const global = (globalThis as { WebSocket?: WebSocketCtor }).WebSocket
   if (global) return global

@@ -1,5 +1,6 @@
 // Why: `client.vms`: the VM calls of the contract, with `{ wait: true }` on the commands that
 // answer a job (the call then resolves when the job has succeeded, and throws if it did not).
+import { openSerialConsole, type SerialConsole } from './console.js'
 import { VoidVMError } from './errors.js'
 import type { Transport } from './http.js'
 import type { Jobs } from './jobs.js'
@@ -176,4 +177,13 @@ export class Vms {
     if (!opts.wait) return accepted
     return this.jobs.settle(accepted.jobId, { timeout: opts.waitTimeout })
   }
+
+  /**
+   * Opens a running VM's serial console: `write` types into it, `output()` yields what the guest
+   * prints (first the last 64 KiB of it), `close()` leaves the guest running. Needs `vm:console`.
+   */
+  console(id: string): Promise<SerialConsole> {
+    return openSerialConsole(this.t, id)
+  }
+
 }

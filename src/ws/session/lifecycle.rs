@@ -73,8 +73,20 @@ pub async fn run_unauthenticated(
                 .await;
             return;
         }
-        Ok(Err(_)) | Ok(Ok(None)) => return,
-        Ok(Ok(Some(text))) => match protocol::parse(&text, bounds(&state)) {
+        Ok(Err(_)) | Ok(Ok(First::Gone)) => return,
+        Ok(Ok(First::Closed(reason))) => {
+            let _ = session.close(reason).await;
+            return;
+        }
+        Ok(Ok(First::Binary)) => {
+            let e = ApiError::Unauthorized("Send an auth frame (JSON text) first.".into());
+            let _ = session.text(refuse(&e, &Value::Null)).await;
+            let _ = session
+                .close(Some(reason(CloseCode::Policy, "authentication required")))
+                .await;
+            return;
+        }
+        Ok(Ok(First::Text(text))) => match protocol::parse(&text, bounds(&state)) {
             Ok(ClientFrame {
                 kind: ClientKind::Auth { token },
                 id,
@@ -138,16 +150,30 @@ fn reason(code: CloseCode, text: &str) -> CloseReason {
     }
 }
 
-/// The first text frame; `None` when the client closed first.
-async fn next_text(stream: &mut Inbound) -> Result<Option<String>, ProtocolError> {
+/// What a connection's first message was.
+enum First {
+    Text(String),
+    /// A binary message, where the auth frame (text) belongs.
+    Binary,
+    /// The client closed first (answered with a close frame of the same code).
+    Closed(Option<actix_ws::CloseReason>),
+    /// The connection ended without a close frame.
+    Gone,
+}
+
+/// The first data message, skipping control frames.
+async fn next_text(stream: &mut Inbound) -> Result<First, ProtocolError> {
     while let Some(msg) = stream.next().await {
         match msg? {
-            Message::Text(text) => return Ok(Some(text.to_string())),
-            Message::Close(_) => return Ok(None),
-            _ => continue,
+            Message::Text(text) => return Ok(First::Text(text.to_string())),
+            Message::Binary(_) => return Ok(First::Binary),
+            Message::Close(reason) => return Ok(First::Closed(reason)),
+            Message::Ping(_) | Message::Pong(_) | Message::Continuation(_) | Message::Nop => {
+                continue
+            }
         }
     }
-    Ok(None)
+    Ok(First::Gone)
 }
 
 impl Connection {
@@ -280,6 +306,11 @@ impl Connection {
             End::Gone => {
                 drop(self);
                 writer.abort();
+            }
+            End::Answered(reason) => {
+                drop(self);
+                writer.abort();
+                let _ = tokio::time::timeout(Duration::from_secs(5), session.close(reason)).await;
             }
             End::Close(code, text) => {
                 tracing::info!(user_id, reason = %text, "closing a WebSocket connection");

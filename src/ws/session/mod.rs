@@ -51,8 +51,10 @@ pub use self::lifecycle::{run, run_unauthenticated};
 /// Why a connection ends.
 #[derive(Debug)]
 pub enum End {
-    /// The client closed or went away.
+    /// The client went away without a close frame.
     Gone,
+    /// The client sent a close frame: answered with one of the same code (RFC 6455 §5.5.1).
+    Answered(Option<actix_ws::CloseReason>),
     /// The server closes it with this reason.
     Close(CloseCode, String),
     /// The client does not read fast enough.

@@ -33,7 +33,7 @@ impl Connection {
                 let _ = self.out.try_send(Out::Pong(bytes));
                 Ok(())
             }
-            Message::Close(_) => Err(End::Gone),
+            Message::Close(reason) => Err(End::Answered(reason)),
             Message::Pong(_) | Message::Continuation(_) | Message::Nop => Ok(()),
         }
     }

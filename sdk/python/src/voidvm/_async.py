@@ -15,6 +15,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from ._common import (
     BUSY_RETRIES, JSON, POLL_SECS, JSONList, FeedState, backoff, fatal_close, feed_url, seg, settle_verdict, vm_path,
 )
+from ._console import AsyncSerialConsole
 from ._errors import VoidVMError
 from ._transport import AsyncTransport, RetryHook
 
@@ -66,6 +67,10 @@ class Vms:
             return vm
         await self._jobs.settle(vm["jobId"], wait_timeout)
         return {**await self.get(vm["id"]), "jobId": vm["jobId"]}
+
+    async def console(self, vm_id: str) -> AsyncSerialConsole:
+        """Opens a running VM's serial console (needs ``vm:console``); use it in ``async with``."""
+        return await AsyncSerialConsole.open(self._t.origin, self._t.token, vm_id)
 
     async def update(self, vm_id: str, change: JSON, *, if_match: int | None = None) -> JSON:
         return await self._t.obj("PATCH", vm_path(vm_id), body=change, if_match=if_match)

@@ -97,6 +97,27 @@ def feed_url(origin: str, token: str | None) -> str:
     return f"{base}/ws?token={quote(token or '', safe='')}"
 
 
+def console_url(origin: str, token: str | None, vm_id: str) -> str:
+    base = "ws" + origin[len("http"):] if origin.startswith("http") else origin
+    return f"{base}/api/v1/vms/{quote(vm_id, safe='')}/console?token={quote(token or '', safe='')}"
+
+
+def console_refusal(status: int, body: bytes | bytearray | None) -> VoidVMError:
+    """The error a console upgrade refused with ``status`` and ``body`` (the API's envelope)."""
+    try:
+        error = json.loads(bytes(body or b""))["error"]
+        return VoidVMError(
+            status, str(error["code"]), str(error.get("message") or error["code"]),
+            str(error.get("details") or ""), error.get("field"),
+        )
+    except (ValueError, KeyError, TypeError):
+        return VoidVMError(status, "CONSOLE_REFUSED", f"The console was refused (HTTP {status})")
+
+
+def console_closed(code: int | None, reason: str | None) -> VoidVMError:
+    return VoidVMError(0, "CONSOLE_CLOSED", f"The console is closed ({code}{': ' + reason if reason else ''})")
+
+
 def fatal_close(code: int | None, reason: str | None) -> VoidVMError | None:
     if code == 1008 and reason and "token" in reason:
         return VoidVMError(401, "UNAUTHORIZED", f"The feed was closed: {reason}")

@@ -14,6 +14,7 @@ from websockets.sync.client import connect
 from ._common import (
     BUSY_RETRIES, JSON, POLL_SECS, JSONList, FeedState, backoff, fatal_close, feed_url, seg, settle_verdict, vm_path,
 )
+from ._console import SerialConsole
 from ._errors import VoidVMError
 from ._transport import RetryHook, SyncTransport
 
@@ -65,6 +66,10 @@ class Vms:
             return vm
         self._jobs.settle(vm["jobId"], wait_timeout)
         return {**self.get(vm["id"]), "jobId": vm["jobId"]}
+
+    def console(self, vm_id: str) -> SerialConsole:
+        """Opens a running VM's serial console (needs ``vm:console``); use it in ``with``."""
+        return SerialConsole.open(self._t.origin, self._t.token, vm_id)
 
     def update(self, vm_id: str, change: JSON, *, if_match: int | None = None) -> JSON:
         return self._t.obj("PATCH", vm_path(vm_id), body=change, if_match=if_match)
