@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::DateTime;
 use serde::Deserialize;
-use serde_json::Value;
 
 use super::answers::errors::{Invalid, LoginRefused, Unauthorized};
 use super::answers::{Empty, Envelope, LoginEnvelope, Me, Session, UserInfo};
@@ -42,9 +41,9 @@ struct Login {
 pub async fn login(
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: web::Json<Value>,
+    body: web::Json<crate::api::strict_json::StrictValue>,
 ) -> Result<HttpResponse, ApiError> {
-    let login: Login = body::typed(body.into_inner())?;
+    let login: Login = body::typed(body.into_inner().0)?;
     let addr = req.peer_addr().map(|a| a.ip().to_string());
     let keys = login_guard::keys(&login.username, addr.as_deref());
     let period = not_locked_out(&state, &keys)?;
@@ -167,9 +166,9 @@ struct PasswordChange {
 pub async fn change_password(
     state: web::Data<AppState>,
     user: AuthUser,
-    body: web::Json<Value>,
+    body: web::Json<crate::api::strict_json::StrictValue>,
 ) -> Result<HttpResponse, ApiError> {
-    let change: PasswordChange = body::typed(body.into_inner())?;
+    let change: PasswordChange = body::typed(body.into_inner().0)?;
     if !(8..=256).contains(&change.new_password.chars().count()) {
         return Err(ApiError::validation(
             "newPassword",

@@ -76,7 +76,7 @@ fn no_body(bytes: &[u8]) -> Result<NoBody, ApiError> {
         return Ok(NoBody);
     }
     let value: Value =
-        serde_json::from_slice(bytes).map_err(|e| ApiError::BadJson(e.to_string()))?;
+        super::strict_json::from_slice(bytes).map_err(|e| ApiError::BadJson(e.to_string()))?;
     match value {
         Value::Object(map) => match map.keys().next() {
             None => Ok(NoBody),
@@ -191,7 +191,7 @@ pub fn optional<T: DeserializeOwned + Default>(
         return Err(ApiError::UnsupportedMediaType);
     }
     let value: Value =
-        serde_json::from_slice(bytes).map_err(|e| ApiError::BadJson(e.to_string()))?;
+        super::strict_json::from_slice(bytes).map_err(|e| ApiError::BadJson(e.to_string()))?;
     typed(value)
 }
 

@@ -209,14 +209,14 @@ pub async fn put(
     state: web::Data<AppState>,
     req: HttpRequest,
     user: AuthUser,
-    body: web::Json<Value>,
+    body: web::Json<crate::api::strict_json::StrictValue>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Permission::ConfigUpdate)?;
     let retry = Retry::read_json(&req, &user, &body)?;
     if let Some(response) = retry.earlier(&state).await? {
         return Ok(response);
     }
-    let mut body = body.into_inner();
+    let mut body = body.into_inner().0;
     check_sections(&body)?;
     // What is left of `network` and `storage` is empty (their fields all need a restart).
     if let Some(sections) = body.as_object_mut() {

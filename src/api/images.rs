@@ -271,14 +271,14 @@ pub async fn create(
     state: web::Data<AppState>,
     req: HttpRequest,
     user: AuthUser,
-    body: web::Json<Value>,
+    body: web::Json<crate::api::strict_json::StrictValue>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Permission::ImageCreate)?;
     let retry = Retry::read_json(&req, &user, &body)?;
     if let Some(response) = retry.earlier(&state).await? {
         return Ok(response);
     }
-    let new: NewImage = body::typed(body.into_inner())?;
+    let new: NewImage = body::typed(body.into_inner().0)?;
     let name = name(&new.name)?;
     let url = SourceUrl::parse(&new.url).map_err(|m| ApiError::validation("url", m))?;
     if let Some(ip) = state.image_service.fetcher().refuses(url.as_str()) {

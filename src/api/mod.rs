@@ -24,6 +24,7 @@ pub mod request_span;
 pub mod retry;
 pub mod roles;
 pub mod server;
+pub mod strict_json;
 pub mod system;
 pub mod user_input;
 pub mod users;

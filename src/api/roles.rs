@@ -5,7 +5,6 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::answers::errors::{AccountConflict, Forbidden, Invalid, RoleMissing, Unauthorized};
 use super::answers::{Empty, Envelope};
@@ -204,14 +203,14 @@ pub async fn create(
     state: web::Data<AppState>,
     req: HttpRequest,
     user: AuthUser,
-    body: web::Json<Value>,
+    body: web::Json<crate::api::strict_json::StrictValue>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Permission::RoleCreate)?;
     let retry = Retry::read_json(&req, &user, &body)?;
     if let Some(response) = retry.earlier(&state).await? {
         return Ok(response);
     }
-    let new: NewRole = body::typed(body.into_inner())?;
+    let new: NewRole = body::typed(body.into_inner().0)?;
     check_id(&new.id)?;
     if new.name.trim().is_empty() {
         return Err(ApiError::validation("name", "name must not be empty."));
@@ -282,7 +281,7 @@ pub async fn update(
     req: HttpRequest,
     user: AuthUser,
     path: web::Path<String>,
-    body: web::Json<Value>,
+    body: web::Json<crate::api::strict_json::StrictValue>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Permission::RoleUpdate)?;
     let id = path.into_inner();
@@ -290,7 +289,7 @@ pub async fn update(
     if let Some(response) = retry.earlier(&state).await? {
         return Ok(response);
     }
-    let update: RoleUpdate = body::typed(body.into_inner())?;
+    let update: RoleUpdate = body::typed(body.into_inner().0)?;
     if let Some(name) = &update.name {
         if name.trim().is_empty() {
             return Err(ApiError::validation("name", "name must not be empty."));

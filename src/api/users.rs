@@ -8,7 +8,6 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::answers::errors::{AccountConflict, Forbidden, Invalid, Unauthorized, UserMissing};
 use super::answers::{Empty, Envelope, Page, Pagination};
@@ -157,14 +156,14 @@ pub async fn create(
     state: web::Data<AppState>,
     req: HttpRequest,
     user: AuthUser,
-    body: web::Json<Value>,
+    body: web::Json<crate::api::strict_json::StrictValue>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Permission::UserCreate)?;
     let retry = Retry::read_json(&req, &user, &body)?;
     if let Some(response) = retry.earlier(&state).await? {
         return Ok(response);
     }
-    let new: NewUser = body::typed(body.into_inner())?;
+    let new: NewUser = body::typed(body.into_inner().0)?;
     check_username(&new.username)?;
     check_password("password", &new.password)?;
     if let Some(email) = &new.email {
@@ -286,7 +285,7 @@ pub async fn update(
     req: HttpRequest,
     user: AuthUser,
     path: web::Path<String>,
-    body: web::Json<Value>,
+    body: web::Json<crate::api::strict_json::StrictValue>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Permission::UserUpdate)?;
     let id = path.into_inner();
@@ -294,7 +293,7 @@ pub async fn update(
     if let Some(response) = retry.earlier(&state).await? {
         return Ok(response);
     }
-    let update: UserUpdate = body::typed(body.into_inner())?;
+    let update: UserUpdate = body::typed(body.into_inner().0)?;
     if let Some(Some(email)) = &update.email {
         check_email(email)?;
     }

@@ -120,8 +120,8 @@ const DEFAULT_MONITOR_INTERVAL_MS: u64 = 5_000;
 
 /// Reads one text frame. On error, the `id` (when it could be read) is returned for the echo.
 pub fn parse(text: &str, bounds: IntervalBounds) -> Result<ClientFrame, (Value, ApiError)> {
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| (Value::Null, ApiError::BadJson(e.to_string())))?;
+    let value: Value = crate::api::strict_json::from_str(text)
+        .map_err(|e| (Value::Null, ApiError::BadJson(e.to_string())))?;
     let id = value.get("id").cloned().unwrap_or(Value::Null);
     crate::api::input::check_json("", &value).map_err(|e| (id, e))?;
     let Value::Object(frame) = value else {

@@ -77,6 +77,40 @@ async fn malformed_json_is_a_400_envelope() {
 }
 
 #[actix_rt::test]
+async fn a_key_named_twice_is_invalid_json_and_nothing_is_created() {
+    let app = spawn_app().await;
+    let bodies = [
+        r#"{"name":"first","name":"second","cpu":1,"memory":128,"disk":1,"os":"busybox"}"#,
+        r#"{"name":"nested","cpu":1,"memory":128,"disk":1,"os":"busybox",
+            "cloudInit":{"hostname":"a","hostname":"b"}}"#,
+    ];
+    for text in bodies {
+        let resp = app
+            .client
+            .post(app.url("/api/v1/vms"))
+            .bearer_auth(&app.token)
+            .header("Content-Type", "application/json")
+            .body(text)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap();
+        assert_error(status, &body, StatusCode::BAD_REQUEST, "INVALID_JSON");
+        let details = body["error"]["details"].as_str().unwrap_or_default();
+        assert!(details.contains("appears twice"), "{body}");
+    }
+    let (_, list) = app.call(reqwest::Method::GET, "/api/v1/vms", None).await;
+    assert_eq!(list["data"]["pagination"]["total"], 0, "{list}");
+
+    // A WebSocket frame too.
+    let mut ws = app.ws(&app.token).await;
+    ws.send_text(r#"{"type":"ping","id":"a","id":"b"}"#).await;
+    let error = ws.next_of("error").await;
+    assert_eq!(error["data"]["code"], "INVALID_JSON", "{error}");
+}
+
+#[actix_rt::test]
 async fn a_wrong_content_type_is_a_415_envelope() {
     let app = spawn_app().await;
     let resp = app

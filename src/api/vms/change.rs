@@ -4,7 +4,6 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::Value;
 
 use super::super::answers::errors::{
     Invalid, KeyReused, Stale, Unauthorized, VmConflict, VmMissing,
@@ -53,11 +52,11 @@ pub async fn patch(
     user: AuthUser,
     path: web::Path<String>,
     req: HttpRequest,
-    body: web::Json<Value>,
+    body: web::Json<crate::api::strict_json::StrictValue>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Permission::VmUpdate)?;
     let vm_id = path.into_inner();
-    let body = body.into_inner();
+    let body = body.into_inner().0;
     let retry = Retry::read_json(&req, &user, &body)?
         .within(crate::app::access::quota_defaults(&state, &user))
         .seen_by(&user);

@@ -2,7 +2,6 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::Value;
 
 use super::super::answers::errors::{Invalid, KeyReused, Unauthorized, VmConflict};
 use super::super::answers::{CreatedVm, Envelope};
@@ -43,10 +42,10 @@ pub async fn create(
     state: web::Data<AppState>,
     user: AuthUser,
     req: HttpRequest,
-    body: web::Json<Value>,
+    body: web::Json<crate::api::strict_json::StrictValue>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Permission::VmCreate)?;
-    let body = body.into_inner();
+    let body = body.into_inner().0;
     // `If-Match` is about an existing VM; a new one has none to match.
     let retry = Retry::read_json(&req, &user, &body)?
         .without_if_match()

@@ -9,7 +9,6 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
-use serde_json::Value;
 
 use super::super::answers::errors::{
     Invalid, KeyReused, Stale, Unauthorized, VmConflict, VmMissing,
@@ -106,10 +105,10 @@ pub async fn take_snapshot(
     user: AuthUser,
     path: web::Path<String>,
     req: HttpRequest,
-    body: web::Json<Value>,
+    body: web::Json<crate::api::strict_json::StrictValue>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Permission::VmUpdate)?;
-    let body = body.into_inner();
+    let body = body.into_inner().0;
     let retry = Retry::read_json(&req, &user, &body)?;
     if let Some(earlier) = retry.earlier(&state).await? {
         return Ok(earlier);

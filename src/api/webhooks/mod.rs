@@ -5,7 +5,6 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
-use serde_json::Value;
 
 use super::answers::errors::{
     DeliveryMissing, DeliveryPending, Forbidden, Invalid, Unauthorized, WebhookMissing,
@@ -181,14 +180,14 @@ pub async fn create(
     state: web::Data<AppState>,
     req: HttpRequest,
     user: AuthUser,
-    body: web::Json<Value>,
+    body: web::Json<crate::api::strict_json::StrictValue>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Permission::WebhookCreate)?;
     let retry = Retry::read_json(&req, &user, &body)?;
     if let Some(response) = retry.earlier(&state).await? {
         return Ok(response);
     }
-    let new: NewWebhook = body::typed(body.into_inner())?;
+    let new: NewWebhook = body::typed(body.into_inner().0)?;
     let target = url(&state, &new.url)?;
     let events = selection(&new.events)?;
     let secret = match &new.secret {
@@ -273,7 +272,7 @@ pub async fn update(
     req: HttpRequest,
     user: AuthUser,
     path: web::Path<String>,
-    body: web::Json<Value>,
+    body: web::Json<crate::api::strict_json::StrictValue>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Permission::WebhookUpdate)?;
     let id = path.into_inner();
@@ -281,7 +280,7 @@ pub async fn update(
     if let Some(response) = retry.earlier(&state).await? {
         return Ok(response);
     }
-    let update: WebhookUpdate = body::typed(body.into_inner())?;
+    let update: WebhookUpdate = body::typed(body.into_inner().0)?;
     let change = WebhookChange {
         url: update
             .url
