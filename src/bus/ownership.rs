@@ -342,7 +342,7 @@ impl StreamOwner {
 /// The stream's message and the log's row are the same event (or its job message).
 fn same_event(message: &LastMessage, row: &AuditRow) -> bool {
     let body = &message.body;
-    if body["vmId"].as_str() != Some(row.aggregate_id.as_str()) {
+    if subject(message) != Some(row.aggregate_id.as_str()) {
         return false;
     }
     if message.is_job {
@@ -357,13 +357,30 @@ fn same_event(message: &LastMessage, row: &AuditRow) -> bool {
         && serde_json::to_value(row.recorded_at).is_ok_and(|at| body["recordedAt"] == at)
 }
 
+/// The stream a message is about: an event names it as `streamId` (a VM's id or an image's
+/// name), a job message as `vmId` or, for an image import, `image`.
+fn subject(message: &LastMessage) -> Option<&str> {
+    let body = &message.body;
+    let named = |key: &str| body[key].as_str();
+    if message.is_job {
+        named("vmId").or_else(|| named("image"))
+    } else {
+        named("streamId").or_else(|| named("vmId"))
+    }
+}
+
 fn describe_message(body: &Value) -> String {
+    let subject = ["streamId", "vmId", "image"]
+        .iter()
+        .map(|key| &body[*key])
+        .find(|v| v.is_string())
+        .unwrap_or(&Value::Null);
     match body["type"].as_str() {
         Some(kind) => format!(
-            "{kind} #{} of {} at {}",
-            body["sequence"], body["vmId"], body["recordedAt"]
+            "{kind} #{} of {subject} at {}",
+            body["sequence"], body["recordedAt"]
         ),
-        None => format!("job message of {} for job {}", body["vmId"], body["jobId"]),
+        None => format!("job message of {subject} for job {}", body["jobId"]),
     }
 }
 
@@ -449,6 +466,21 @@ mod tests {
         assert!(!same_event(&message(false, body), &row));
         let other_vm = serde_json::json!({"vmId": "vm-2", "sequence": 3, "type": "VmStarted"});
         assert!(!same_event(&message(false, other_vm), &row));
+    }
+
+    #[test]
+    fn an_image_event_and_its_import_job_match_by_the_images_name() {
+        let mut row = row();
+        row.aggregate_type = "image".into();
+        row.aggregate_id = "debian".into();
+        row.event_type = "ImageUploaded".into();
+        let body = row.to_json();
+        assert!(body["vmId"].is_null(), "{body}");
+        assert!(same_event(&message(false, body), &row));
+        let job = serde_json::json!({"position": 5, "jobId": "job-1", "image": "debian"});
+        assert!(same_event(&message(true, job), &row));
+        let other = serde_json::json!({"position": 5, "jobId": "job-1", "image": "ubuntu"});
+        assert!(!same_event(&message(true, other), &row));
     }
 
     #[test]

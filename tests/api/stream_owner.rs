@@ -224,6 +224,54 @@ async fn a_database_restored_from_a_backup_never_skips_the_positions_it_reuses()
     live_feed_carries(&app, &id).await;
 }
 
+#[actix_rt::test]
+async fn a_restart_whose_stream_ends_with_an_image_event_goes_on_relaying() {
+    // An images dir of the test's own, for the ISO it uploads.
+    let images = crate::images::Images::new();
+    let mut env = Env::new().await;
+    env.extra_vars = vec![("VOIDVM_IMAGES_DIR".into(), images.dir.display().to_string())];
+    let mut app = spawn_server(env).await;
+    let id = app.create_blank("after-image").await;
+    // The log's (and the stream's) last event is an image's: it names no VM.
+    let mut iso = vec![0u8; 40_000];
+    iso[32769..32774].copy_from_slice(b"CD001");
+    let resp = app
+        .client
+        .put(app.url("/api/v1/images/relayed-iso/upload?kind=iso"))
+        .bearer_auth(&app.token)
+        .body(iso)
+        .send()
+        .await
+        .expect("the upload");
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let before = last_relayed(&app, "ImageUploaded").await;
+    app.kill_server();
+    app.restart_server().await;
+    await_ready(&app, StatusCode::OK).await;
+    describe(&app, &id, "after the restart").await;
+    let after = last_relayed(&app, "VmReconfigured").await;
+    assert_eq!(after, before + 1);
+}
+
+/// Waits until the stream's last event message is a `want`; returns how many it holds.
+async fn last_relayed(app: &TestApp, want: &str) -> usize {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let messages = stream_events(app).await;
+        if messages
+            .last()
+            .is_some_and(|(subject, _)| subject.ends_with(want))
+        {
+            return messages.len();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stream's last message is not {want}: {messages:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn admin(sql: &str) {
     use sqlx::Connection;
     let mut conn = sqlx::PgConnection::connect("postgres://postgres@127.0.0.1:5432/postgres")
