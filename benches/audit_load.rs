@@ -222,6 +222,19 @@ async fn replay(pool: &sqlx::PgPool, scale: &Scale) -> String {
     let meta = CommandMeta::system("bench");
     let id = "vm-replay";
     let mut state = store.load(id).await.expect("load");
+    // The VM's owner: a creation holds its owner's row.
+    let owner = voidvm::accounts::UserCommand::Create {
+        username: "u".to_string(),
+        email: None,
+        role: "user".to_string(),
+        quota: Default::default(),
+        rate_limit: None,
+    };
+    let mut tx = pool.begin().await.expect("a transaction");
+    voidvm::store::accounts::create_user(&mut tx, &meta, "u", owner, "not a hash: no login")
+        .await
+        .expect("the owner");
+    tx.commit().await.expect("the owner commits");
     let create = VmCommand::Create {
         vm_id: id.into(),
         spec: VmSpec {

@@ -315,6 +315,7 @@ impl From<StoreError> for ApiError {
                     "The image '{name}' was deleted while the virtual machine was being created."
                 ),
             ),
+            StoreError::OwnerGone(user_id) => ApiError::UserNotFound(user_id),
             StoreError::Unexpected(e) => ApiError::Unexpected(e),
         }
     }

@@ -65,6 +65,10 @@ pub enum StoreError {
     /// The VM's image was deleted before the VM's creation committed; nothing was recorded.
     #[error("the image '{0}' was deleted")]
     ImageGone(String),
+    /// The VM's owner (a new VM's creator, or the user it is handed to) was deleted before the
+    /// change committed; nothing was recorded.
+    #[error("user {0} was deleted")]
+    OwnerGone(String),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }

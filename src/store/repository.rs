@@ -298,6 +298,11 @@ impl Repository {
         if let Some(defaults) = commit.conditions.quota {
             quota::check(&mut tx, defaults, commit.before, commit.after).await?;
         }
+        // After the quota's check, which may lock the owner's row for update: a share lock taken
+        // first and raised later would deadlock two creations of the same owner.
+        if commit.version == 0 || commit.before.owner.id != commit.after.owner.id {
+            super::users::hold_owner(&mut tx, &commit.after.owner.id).await?;
+        }
         for event in commit.events {
             if let Some(job_id) = cancelled_job(event) {
                 jobs::lock_queued(&mut tx, job_id).await?;
@@ -333,13 +338,15 @@ impl Repository {
         Ok(Written { snapshot, answer })
     }
 
-    /// Whether `commit` writes only its events and the VM's row: not a creation, no idempotency
+    /// Whether `commit` writes only its events and the VM's row: not a creation or a hand-over
+    /// (they hold the owner's row), no idempotency
     /// key, no name or host port reservation changing, no cloud-init secrets to write or remove, no quota to check, no job to cancel, no
     /// snapshot due, and an answer that does not show a job.
     fn is_plain(&self, commit: &Commit<'_>) -> bool {
         let (before, after) = (commit.before, commit.after);
         let conditions = commit.conditions;
         commit.version > 0
+            && before.owner.id == after.owner.id
             && conditions.key.is_none()
             && conditions.answer.as_ref().is_none_or(|a| !a.needs_job())
             && !vm_view::name_changes(before, after)

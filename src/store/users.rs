@@ -28,6 +28,20 @@ const COLUMNS: &str = "id, username, password_hash, role, password_changed_at, c
      token_generation, email, status, quota, rate_limit, version, updated_at";
 
 /// The user's row, locked until the transaction ends.
+/// In the transaction of a VM's creation or hand-over: holds its owner's row (`FOR KEY SHARE`),
+/// so that a concurrent delete of that user, which locks the row `FOR UPDATE` and then counts the
+/// user's VMs, either waits for this commit and sees the VM, or commits first and this finds the
+/// user gone and records nothing.
+pub async fn hold_owner(conn: &mut sqlx::PgConnection, user_id: &str) -> Result<(), StoreError> {
+    let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM users WHERE id = $1 FOR KEY SHARE")
+        .bind(user_id)
+        .fetch_optional(conn)
+        .await?;
+    found
+        .map(|_| ())
+        .ok_or_else(|| StoreError::OwnerGone(user_id.to_string()))
+}
+
 pub async fn by_id_for_update(
     conn: &mut sqlx::PgConnection,
     id: &str,

@@ -771,6 +771,24 @@ pub fn utf8_percent_encode(s: &str) -> String {
 
 /// The command that creates a small busybox VM `vm_id`, named `name`, owned by user `u`, whose
 /// provisioning job is `job_id`: for tests that drive the event store directly.
+/// Adds user "u", the owner [`create_command`] names, for tests that drive the event store
+/// directly (a VM's creation holds its owner's row, and refuses an owner who does not exist).
+pub async fn add_owner(pool: &sqlx::PgPool) {
+    let create = voidvm::accounts::UserCommand::Create {
+        username: "u".to_string(),
+        email: None,
+        role: "user".to_string(),
+        quota: Default::default(),
+        rate_limit: None,
+    };
+    let meta = voidvm::store::CommandMeta::system("test");
+    let mut tx = pool.begin().await.expect("a transaction");
+    voidvm::store::accounts::create_user(&mut tx, &meta, "u", create, "not a hash: no login")
+        .await
+        .expect("the owner");
+    tx.commit().await.expect("the owner commits");
+}
+
 pub fn create_command(vm_id: &str, name: &str, job_id: &str) -> voidvm::vm::VmCommand {
     voidvm::vm::VmCommand::Create {
         vm_id: vm_id.into(),

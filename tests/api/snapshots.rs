@@ -17,6 +17,7 @@ async fn state_survives_a_reload_at_every_snapshot_boundary() {
     let store = VmEventStore::new(pool.clone(), 3);
     let meta = CommandMeta::system("test");
     let mut state = store.load("vm-snap").await.unwrap();
+    crate::helpers::add_owner(&pool).await;
     let create = create_command("vm-snap", "snap", "j0");
     store.execute(&mut state, create, &meta).await.unwrap();
     let done = |job: &str, result| VmCommand::CompleteJob {

@@ -145,6 +145,7 @@ async fn a_cancel_that_finds_its_job_taken_by_a_worker_records_nothing() {
     let store = VmEventStore::new(pool.clone(), 100);
     let meta = CommandMeta::system("test");
     let mut state = store.load("vm-c").await.unwrap();
+    crate::helpers::add_owner(&pool).await;
     let create = create_command("vm-c", "c", "job-provision");
     store.execute(&mut state, create, &meta).await.unwrap();
     store
