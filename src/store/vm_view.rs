@@ -156,6 +156,19 @@ pub async fn hold_name(conn: &mut PgConnection, before: &Vm, after: &Vm) -> Resu
     if old == new {
         return Ok(());
     }
+    // Both names are locked first, in one order: two VMs swapping names would otherwise each
+    // wait for the other's freed name (a deadlock) instead of one finding the name taken.
+    let mut keys: Vec<String> = [(&before.owner.id, old), (&after.owner.id, new)]
+        .into_iter()
+        .filter_map(|(owner, held)| held.map(|(_, name)| format!("vm-name:{owner}:{name}")))
+        .collect();
+    keys.sort_unstable();
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest($1::text[]) AS k",
+    )
+    .bind(&keys)
+    .execute(&mut *conn)
+    .await?;
     if let Some((_, old)) = old {
         sqlx::query("DELETE FROM vm_names WHERE owner_id = $1 AND name = $2 AND vm_id = $3")
             .bind(&before.owner.id)

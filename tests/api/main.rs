@@ -30,7 +30,7 @@ mod network;
 mod notifications;
 mod observations;
 mod openapi;
-mod owner_races;
+mod owner_and_name_races;
 mod processes;
 mod receiver;
 mod redelivery;

@@ -1,7 +1,8 @@
 //! Deleting a user races nothing into owning VMs: creations by the user being deleted, and VMs
 //! handed over (`transferTo`) to a user being deleted at the same moment, either commit before
 //! the delete (which then answers 409 `USER_HAS_VMS`) or find the user gone and record nothing.
-//! Afterwards every VM that is not deleted belongs to a user who exists.
+//! Afterwards every VM that is not deleted belongs to a user who exists. Two VMs swapping names
+//! at once both find the other name taken (409), not a deadlock (500).
 
 use std::collections::HashSet;
 
@@ -105,4 +106,23 @@ async fn a_hand_over_to_a_user_deleted_at_the_same_time_is_refused() {
         );
         no_vm_is_orphaned(&app).await;
     }
+}
+
+#[actix_rt::test]
+async fn two_vms_swapping_names_at_once_get_409s_not_a_deadlock() {
+    let app = spawn_app().await;
+    let a = app.create_blank("swap-a").await;
+    let b = app.create_blank("swap-b").await;
+    for _ in 0..5 {
+        let (to_b, to_a) = tokio::join!(
+            app.patch_vm(&a, json!({"name": "swap-b"})),
+            app.patch_vm(&b, json!({"name": "swap-a"})),
+        );
+        for (status, body) in [&to_b, &to_a] {
+            assert_eq!(*status, StatusCode::CONFLICT, "{body}");
+            assert_eq!(body["error"]["code"], "VM_NAME_TAKEN", "{body}");
+        }
+    }
+    let (_, got) = app.get_vm(&a).await;
+    assert_eq!(got["data"]["name"], "swap-a", "{got}");
 }
