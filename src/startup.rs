@@ -103,6 +103,7 @@ impl Application {
             settings.images.max_bytes,
         ));
         crate::images::staging::sweep_at_start(&settings.images_dir()).await;
+        crate::images::aside::finish_at_start(&pool, &settings.images_dir()).await;
 
         let log = store::log_identity::load(&pool)
             .await

@@ -6,6 +6,7 @@
 //! a URL, uploaded) and that it was deleted. An import downloads and installs the files
 //! (`fetch`, `install`) before its `ImageImported` event commits.
 
+pub mod aside;
 mod cancel;
 mod direct;
 pub mod fetch;

@@ -19,6 +19,7 @@ mod hypervisor;
 mod idempotency;
 mod idempotent_admin;
 mod image_cancel;
+mod image_delete_crash;
 mod image_feed;
 mod images;
 mod iso;
