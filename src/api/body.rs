@@ -170,7 +170,7 @@ pub fn query_with_lists<T: DeserializeOwned>(
     parse_query(&joined)
 }
 
-/// Reads an optional JSON body: empty means `T::default()`. Used by commands whose body may be
+/// Reads an optional JSON body: empty or `null` means `T::default()`. Used by commands whose body may be
 /// left out (`POST /vms/{id}/stop`).
 pub fn optional<T: DeserializeOwned + Default>(
     req: &HttpRequest,
@@ -192,6 +192,10 @@ pub fn optional<T: DeserializeOwned + Default>(
     }
     let value: Value =
         super::strict_json::from_slice(bytes).map_err(|e| ApiError::BadJson(e.to_string()))?;
+    // `null` is the document's other way of sending nothing (`oneOf [T, null]`).
+    if value.is_null() {
+        return Ok(T::default());
+    }
     typed(value)
 }
 

@@ -225,11 +225,17 @@ impl ApiError {
             }
             AccountWriteError::UserHasVms(n) => conflict(
                 "USER_HAS_VMS",
-                format!("The user owns {n} virtual machines; delete them, or name another user in ?transferTo= to hand them over."),
+                format!(
+                    "The user owns {}; delete them, or name another user in ?transferTo= to hand them over.",
+                    counted(n, "virtual machine", "virtual machines")
+                ),
             ),
             AccountWriteError::RoleInUse(n) => conflict(
                 "ROLE_IN_USE",
-                format!("{n} users have this role; give them another role first."),
+                format!(
+                    "{} this role; give them another role first.",
+                    counted(n, "user has", "users have")
+                ),
             ),
             AccountWriteError::RoleTaken(id) => {
                 conflict("ROLE_EXISTS", format!("A role with the id '{id}' exists."))
@@ -293,7 +299,7 @@ impl From<StoreError> for ApiError {
             },
             StoreError::NameTaken { name } => ApiError::Conflict {
                 code: "VM_NAME_TAKEN",
-                message: format!("You already have a virtual machine named '{name}'."),
+                message: format!("The owner already has a virtual machine named '{name}'."),
             },
             StoreError::PortTaken { protocol, port } => ApiError::Conflict {
                 code: "PORT_TAKEN",
@@ -367,6 +373,15 @@ impl ResponseError for ApiError {
             &self.details(),
             self.field(),
         ))
+    }
+}
+
+/// `n` and the noun (with its verb) in the number `n` takes: "1 user has", "2 users have".
+fn counted(n: i64, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
     }
 }
 

@@ -54,7 +54,7 @@ pub struct IfMatchHeader {
     #[param(
         rename = "If-Match",
         nullable = false,
-        pattern = r#"^ *(\*|(W/)?"[!#-+\--~]*"( *, *(W/)?"[!#-+\--~]*")*) *$"#
+        pattern = r#"^[ ,]*(\*|(W/)?"[!#-+\--~]*"([ ,]*,[ ,]*(W/)?"[!#-+\--~]*")*)[ ,]*$"#
     )]
     pub if_match: Option<String>,
 }
@@ -321,13 +321,15 @@ fn read_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
 
 fn read_if_match(req: &HttpRequest) -> Result<Option<IfMatch>, ApiError> {
     let mut found = false;
+    let mut tags = 0;
     let mut versions = Vec::new();
     for value in req.headers().get_all(IF_MATCH) {
         found = true;
         let text = value.to_str().map_err(|_| invalid_if_match())?;
-        // Empty list elements are allowed and ignored (RFC 9110, 5.6.1.2): a field of none
-        // names no version, so nothing matches.
+        // Empty list elements are ignored (RFC 9110, 5.6.1.2); a field with no tag at all is
+        // refused below, as the document's pattern says.
         for tag in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            tags += 1;
             if tag == "*" {
                 return Ok(Some(IfMatch::Any));
             }
@@ -345,6 +347,9 @@ fn read_if_match(req: &HttpRequest) -> Result<Option<IfMatch>, ApiError> {
                 }
             }
         }
+    }
+    if found && tags == 0 {
+        return Err(invalid_if_match());
     }
     Ok(found.then_some(IfMatch::Versions(versions)))
 }
@@ -390,12 +395,13 @@ mod tests {
     }
 
     #[test]
-    fn if_match_ignores_empty_list_elements_and_a_field_of_none_matches_nothing() {
+    fn if_match_ignores_empty_list_elements_but_needs_a_tag() {
         assert_eq!(
             if_match("\"3\", , \"5\",").ok().flatten(),
             Some(IfMatch::Versions(vec![3, 5]))
         );
-        assert_eq!(if_match("").ok().flatten(), Some(IfMatch::Versions(vec![])));
+        assert!(if_match("").is_err());
+        assert!(if_match(" , ,").is_err());
     }
 
     /// The `pattern` the document declares for `name` in `params`.
@@ -429,6 +435,10 @@ mod tests {
             "\"a\"b\"",
             "W/3",
             "\"3\" \"4\"",
+            "\"3\", , \"5\",",
+            ", *",
+            "",
+            " , ",
         ] {
             if matches(&if_match_pattern, value) {
                 assert!(

@@ -25,7 +25,7 @@ pub enum AccountWriteError {
     UsernameTaken(String),
     #[error("role '{0}' does not exist")]
     NoSuchRole(String),
-    #[error("the user owns {0} virtual machines")]
+    #[error("the user owns virtual machines ({0})")]
     UserHasVms(i64),
     #[error("{0} users have this role")]
     RoleInUse(i64),
@@ -256,6 +256,12 @@ pub async fn write_role(
     id: &str,
     command: RoleCommand,
 ) -> Result<Option<Role>, AccountWriteError> {
+    // The id's lock first: a role that does not exist yet has no row to lock, and concurrent
+    // creates of one id must be decided in turn (the later ones find it taken).
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("voidvm-role:{id}"))
+        .execute(&mut *tx)
+        .await?;
     let row: Option<RoleRow> = sqlx::query_as(&format!(
         "SELECT {ROLE_COLUMNS} FROM roles WHERE id = $1 FOR UPDATE"
     ))

@@ -10,7 +10,7 @@ pub enum VmError {
     AlreadyExists,
     #[error("The virtual machine does not exist.")]
     NotFound,
-    #[error("The virtual machine is {status}, so it cannot {}.", operation.phrase())]
+    #[error("{}", rejected(*status, *operation, *rejection))]
     Rejected {
         status: VmStatus,
         operation: Operation,
@@ -44,4 +44,18 @@ pub enum VmError {
     },
     #[error("A {operation} job cannot end with that result.")]
     ResultDoesNotFit { operation: Operation },
+}
+
+/// The sentence of [`VmError::Rejected`]: a VM busy with a job says so, whatever its status.
+fn rejected(status: VmStatus, operation: Operation, rejection: Rejection) -> String {
+    match rejection {
+        Rejection::Busy => format!(
+            "The virtual machine is {status} and another job of it is in progress, so it cannot {} until that job ends.",
+            operation.phrase()
+        ),
+        _ => format!(
+            "The virtual machine is {status}, so it cannot {}.",
+            operation.phrase()
+        ),
+    }
 }

@@ -58,12 +58,15 @@ impl EventSelection {
                 "events may list at most {MAX_EVENT_TYPES} event types."
             ));
         }
-        if types.iter().any(|t| t.as_ref() == "*") {
-            return Ok(EventSelection::Every);
-        }
         let mut known = Vec::with_capacity(types.len());
+        let mut every = false;
         for t in types {
             let t = t.as_ref();
+            if t == "*" {
+                every = true;
+                continue;
+            }
+            // Checked beside "*" too: a name that is not an event type is a mistake either way.
             let Some(name) = VmEvent::TYPE_NAMES.iter().find(|n| **n == t) else {
                 return Err(format!(
                     "'{}' is not a VM event type (VmCreated, VmStarted, ... or \"*\").",
@@ -71,6 +74,9 @@ impl EventSelection {
                 ));
             };
             known.push(*name);
+        }
+        if every {
+            return Ok(EventSelection::Every);
         }
         // The catalog's order, once each.
         let only = VmEvent::TYPE_NAMES

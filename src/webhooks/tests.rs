@@ -152,6 +152,12 @@ fn event_selections_name_vm_event_types_or_every_one() {
     assert!(some.matches("VmStarted") && !some.matches("VmCreated"));
     assert!(EventSelection::parse::<&str>(&[]).is_err());
     assert!(EventSelection::parse(&["VmFlew"]).is_err());
+    // Beside "*" too.
+    assert!(EventSelection::parse(&["*", "VmFlew"]).is_err());
+    assert_eq!(
+        EventSelection::parse(&["*", "VmStarted"]),
+        Ok(EventSelection::Every)
+    );
     assert!(EventSelection::parse(&["UserCreated"]).is_err());
 }
 
