@@ -111,6 +111,25 @@ async fn a_key_named_twice_is_invalid_json_and_nothing_is_created() {
 }
 
 #[actix_rt::test]
+async fn a_stop_body_of_null_is_no_body_as_the_document_says() {
+    let app = spawn_app().await;
+    let id = app.create_blank("null-stop").await;
+    let resp = app
+        .client
+        .post(app.url(&format!("/api/v1/vms/{id}/stop")))
+        .bearer_auth(&app.token)
+        .header("Content-Type", "application/json")
+        .body("null")
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap();
+    // Read as no body: the stopped VM's own refusal, not a complaint about the body.
+    assert_error(status, &body, StatusCode::CONFLICT, "VM_NOT_RUNNING");
+}
+
+#[actix_rt::test]
 async fn a_wrong_content_type_is_a_415_envelope() {
     let app = spawn_app().await;
     let resp = app

@@ -2,7 +2,8 @@
 //! handed over (`transferTo`) to a user being deleted at the same moment, either commit before
 //! the delete (which then answers 409 `USER_HAS_VMS`) or find the user gone and record nothing.
 //! Afterwards every VM that is not deleted belongs to a user who exists. Two VMs swapping names
-//! at once both find the other name taken (409), not a deadlock (500).
+//! at once both find the other name taken (409), not a deadlock (500); concurrent creates of one
+//! role id find it taken (409 `ROLE_EXISTS`).
 
 use std::collections::HashSet;
 
@@ -125,4 +126,21 @@ async fn two_vms_swapping_names_at_once_get_409s_not_a_deadlock() {
     }
     let (_, got) = app.get_vm(&a).await;
     assert_eq!(got["data"]["name"], "swap-a", "{got}");
+}
+
+#[actix_rt::test]
+async fn concurrent_creates_of_one_role_id_all_but_one_find_it_taken() {
+    let app = spawn_app().await;
+    let body = json!({"id": "raced", "name": "Raced", "permissions": ["vm:read"]});
+    let creates = (0..8).map(|_| app.call(Method::POST, "/api/v1/roles", Some(body.clone())));
+    let answers = futures::future::join_all(creates).await;
+    let created = answers
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::CREATED)
+        .count();
+    assert_eq!(created, 1, "{answers:?}");
+    for (status, body) in answers.iter().filter(|(s, _)| *s != StatusCode::CREATED) {
+        assert_eq!(*status, StatusCode::CONFLICT, "{body}");
+        assert_eq!(body["error"]["code"], "ROLE_EXISTS", "{body}");
+    }
 }
