@@ -132,8 +132,10 @@ pub struct NewImage {
 #[into_params(parameter_in = Query)]
 pub struct UploadQuery {
     /// `disk`, `iso` or `kernel`.
+    #[param(pattern = "^(disk|iso|kernel)$")]
     kind: String,
     /// Disks only: `qcow2`, `raw`, `vmdk`, `vdi`, `vhdx` or `vpc`.
+    #[param(pattern = "^(qcow2|raw|vmdk|vdi|vhdx|vpc)$")]
     format: Option<String>,
     /// The SHA-256 of the body; the upload is refused if it differs.
     sha256: Option<String>,

@@ -245,6 +245,7 @@ pub async fn create(
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(min_properties = 1)]
 pub struct RoleUpdate {
     #[schema(max_length = 64, pattern = "\\S")]
     name: Option<String>,

@@ -85,6 +85,7 @@ pub fn check_rate(field: &str, rate: Option<u32>) -> Result<(), ApiError> {
 /// A change: only the fields present change (`null` clears `email` and `rateLimit`).
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(min_properties = 1)]
 pub struct UserUpdate {
     #[serde(default, deserialize_with = "crate::accounts::present_or_null")]
     #[schema(value_type = Option<String>)]

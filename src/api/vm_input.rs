@@ -17,9 +17,21 @@ const DESCRIPTION_MAX: usize = 1024;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateVm {
+    /// Letters, digits, `-`, `_` and `.`, starting with a letter or digit; unique among the
+    /// owner's VMs. The bounds declared here are the defaults of `limits.*` (see the README).
+    #[schema(
+        min_length = 1,
+        max_length = 63,
+        pattern = "^[A-Za-z0-9][A-Za-z0-9._-]*$"
+    )]
     pub name: String,
+    #[schema(minimum = 1, maximum = 64)]
     pub cpu: u32,
+    /// MiB.
+    #[schema(minimum = 64, maximum = 262144)]
     pub memory: u64,
+    /// GiB.
+    #[schema(minimum = 1, maximum = 4096)]
     pub disk: u64,
     pub os: Option<String>,
     pub description: Option<String>,
@@ -36,10 +48,19 @@ pub struct CreateVm {
 
 #[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(min_properties = 1)]
 pub struct PatchVm {
+    #[schema(
+        min_length = 1,
+        max_length = 63,
+        pattern = "^[A-Za-z0-9][A-Za-z0-9._-]*$"
+    )]
     pub name: Option<String>,
     pub description: Option<String>,
+    #[schema(minimum = 1, maximum = 64)]
     pub cpu: Option<u32>,
+    /// MiB.
+    #[schema(minimum = 64, maximum = 262144)]
     pub memory: Option<u64>,
     /// Replaces the whole network; forwards without `host` keep the host port they had.
     pub network: Option<NetworkInput>,

@@ -7407,12 +7407,22 @@ export interface components {
             usage: number;
         };
         CreateVm: {
+            /**
+             * @description Letters, digits, `-`, `_` and `.`, starting with a letter or digit; unique among the
+             *     owner's VMs. The bounds declared here are the defaults of `limits.*` (see the README).
+             */
             name: string;
             /** Format: int32 */
             cpu: number;
-            /** Format: int64 */
+            /**
+             * Format: int64
+             * @description MiB.
+             */
             memory: number;
-            /** Format: int64 */
+            /**
+             * Format: int64
+             * @description GiB.
+             */
             disk: number;
             os?: string | null;
             description?: string | null;
@@ -8693,7 +8703,10 @@ export interface components {
             description?: string | null;
             /** Format: int32 */
             cpu?: number | null;
-            /** Format: int64 */
+            /**
+             * Format: int64
+             * @description MiB.
+             */
             memory?: number | null;
             network?: components["schemas"]["NetworkInput"] | null;
             cloudInit?: components["schemas"]["CloudInitInput"] | null;

@@ -19,6 +19,7 @@ use crate::store::vm_view;
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// Events after this sequence number (default 0: from the first).
+    #[param(minimum = 0)]
     after: Option<i64>,
     /// Events per page, 1 to 100 (default 20).
     #[param(minimum = 1, maximum = 100)]

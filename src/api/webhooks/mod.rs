@@ -37,7 +37,7 @@ pub struct NewWebhook {
     #[schema(
         min_length = 10,
         max_length = 2048,
-        pattern = "^[hH][tT][tT][pP][sS]?://[^/@#?\\s]+([/?][^#\\s]*)?$"
+        pattern = "^[hH][tT][tT][pP][sS]?://[^/@#?\\s\\u0000]+([/?][^#\\s\\u0000]*)?$"
     )]
     url: String,
     /// VM event types (see `schemas/events/`), or `["*"]`.
@@ -52,11 +52,12 @@ pub struct NewWebhook {
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(min_properties = 1)]
 pub struct WebhookUpdate {
     #[schema(
         min_length = 10,
         max_length = 2048,
-        pattern = "^[hH][tT][tT][pP][sS]?://[^/@#?\\s]+([/?][^#\\s]*)?$"
+        pattern = "^[hH][tT][tT][pP][sS]?://[^/@#?\\s\\u0000]+([/?][^#\\s\\u0000]*)?$"
     )]
     url: Option<String>,
     #[schema(schema_with = event_types)]
