@@ -209,7 +209,7 @@ pub fn typed<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
         ));
     }
     super::input::check_json("", &value)?;
-    serde_path_to_error::deserialize(value).map_err(|e| {
+    serde_path_to_error::deserialize(whole_numbers(value)).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
         let field = if path == "." {
@@ -219,6 +219,30 @@ pub fn typed<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
         };
         ApiError::validation(&field, inner)
     })
+}
+
+/// JSON Schema counts `5.0` as an integer, so the document's integers accept it: whole numbers
+/// written with a fraction become integers before the typed read (`"cpu": 2.0` is 2; `2.5` still
+/// fails, naming its field).
+fn whole_numbers(value: Value) -> Value {
+    /// 2^64: the first whole number past `u64`.
+    const PAST_U64: f64 = 18_446_744_073_709_551_616.0;
+    match value {
+        Value::Number(n) if n.is_f64() => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && (0.0..PAST_U64).contains(&f) => Value::from(f as u64),
+            Some(f) if f.fract() == 0.0 && (i64::MIN as f64..0.0).contains(&f) => {
+                Value::from(f as i64)
+            }
+            _ => Value::Number(n),
+        },
+        Value::Array(items) => Value::Array(items.into_iter().map(whole_numbers).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(key, v)| (key, whole_numbers(v)))
+                .collect(),
+        ),
+        other => other,
+    }
 }
 
 /// serde names missing and unknown fields in backticks: "missing field `cpu`".
@@ -231,6 +255,20 @@ fn field_from_message(message: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn whole_numbers_written_with_a_fraction_are_integers() {
+        let got = whole_numbers(serde_json::json!({"cpu": 2.0, "n": [-3.0, 2.5], "t": "4.0"}));
+        assert_eq!(
+            got,
+            serde_json::json!({"cpu": 2, "n": [-3, 2.5], "t": "4.0"})
+        );
+        assert!(got["cpu"].is_u64());
+        assert_eq!(
+            whole_numbers(serde_json::json!(1e300)),
+            serde_json::json!(1e300)
+        );
+    }
 
     #[test]
     fn a_request_without_a_body_takes_nothing_or_an_empty_object() {

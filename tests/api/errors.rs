@@ -130,6 +130,20 @@ async fn a_stop_body_of_null_is_no_body_as_the_document_says() {
 }
 
 #[actix_rt::test]
+async fn whole_numbers_written_with_a_fraction_are_integers_and_fractions_are_named() {
+    let app = spawn_app().await;
+    let (status, body) = app
+        .create_vm(serde_json::json!({"name": "floaty", "cpu": 1.0, "memory": 128.0, "disk": 1.0}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = app
+        .create_vm(serde_json::json!({"name": "half", "cpu": 1.5, "memory": 128, "disk": 1}))
+        .await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
+    assert_eq!(body["error"]["field"], "cpu", "{body}");
+}
+
+#[actix_rt::test]
 async fn a_wrong_content_type_is_a_415_envelope() {
     let app = spawn_app().await;
     let resp = app
