@@ -111,8 +111,7 @@ async fn cloud_init_and_the_cd_rom_are_set_from_the_command_line() {
     assert_eq!(nothing.code, 2, "{}", nothing.stderr);
 
     // An ISO goes in and comes out; the VM is stopped, so the change is only recorded.
-    let mut iso = vec![0u8; 40_000];
-    iso[32769..32774].copy_from_slice(b"CD001");
+    let iso = crate::images::fake_iso();
     let file = term.home.join("tools.iso");
     std::fs::write(&file, &iso).expect("an ISO file");
     term.run(&[

@@ -59,20 +59,25 @@ async fn a_wrong_method_is_a_405_envelope() {
     );
 }
 
-#[actix_rt::test]
-async fn malformed_json_is_a_400_envelope() {
-    let app = spawn_app().await;
+/// POSTs `text` as it is, as JSON; the answer's status and body.
+async fn post_text(app: &crate::helpers::TestApp, path: &str, text: &str) -> (StatusCode, Value) {
     let resp = app
         .client
-        .post(app.url("/api/v1/vms"))
+        .post(app.url(path))
         .bearer_auth(&app.token)
         .header("Content-Type", "application/json")
-        .body("{\"name\": ")
+        .body(text.to_string())
         .send()
         .await
         .unwrap();
     let status = resp.status();
-    let body: Value = resp.json().await.unwrap();
+    (status, resp.json().await.unwrap())
+}
+
+#[actix_rt::test]
+async fn malformed_json_is_a_400_envelope() {
+    let app = spawn_app().await;
+    let (status, body) = post_text(&app, "/api/v1/vms", "{\"name\": ").await;
     assert_error(status, &body, StatusCode::BAD_REQUEST, "INVALID_JSON");
 }
 
@@ -85,17 +90,7 @@ async fn a_key_named_twice_is_invalid_json_and_nothing_is_created() {
             "cloudInit":{"hostname":"a","hostname":"b"}}"#,
     ];
     for text in bodies {
-        let resp = app
-            .client
-            .post(app.url("/api/v1/vms"))
-            .bearer_auth(&app.token)
-            .header("Content-Type", "application/json")
-            .body(text)
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status();
-        let body: Value = resp.json().await.unwrap();
+        let (status, body) = post_text(&app, "/api/v1/vms", text).await;
         assert_error(status, &body, StatusCode::BAD_REQUEST, "INVALID_JSON");
         let details = body["error"]["details"].as_str().unwrap_or_default();
         assert!(details.contains("appears twice"), "{body}");
@@ -114,17 +109,7 @@ async fn a_key_named_twice_is_invalid_json_and_nothing_is_created() {
 async fn a_stop_body_of_null_is_no_body_as_the_document_says() {
     let app = spawn_app().await;
     let id = app.create_blank("null-stop").await;
-    let resp = app
-        .client
-        .post(app.url(&format!("/api/v1/vms/{id}/stop")))
-        .bearer_auth(&app.token)
-        .header("Content-Type", "application/json")
-        .body("null")
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status();
-    let body: Value = resp.json().await.unwrap();
+    let (status, body) = post_text(&app, &format!("/api/v1/vms/{id}/stop"), "null").await;
     // Read as no body: the stopped VM's own refusal, not a complaint about the body.
     assert_error(status, &body, StatusCode::CONFLICT, "VM_NOT_RUNNING");
 }

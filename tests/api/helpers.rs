@@ -437,25 +437,7 @@ impl TestApp {
         let hash = voidvm::auth::password::hash("password1".into())
             .await
             .expect("a hash");
-        let create = voidvm::accounts::UserCommand::Create {
-            username: username.to_string(),
-            email: None,
-            role: "user".to_string(),
-            quota: Default::default(),
-            rate_limit: None,
-        };
-        let meta = voidvm::store::CommandMeta::system("test");
-        let mut tx = pool.begin().await.expect("a transaction");
-        voidvm::store::accounts::create_user(
-            &mut tx,
-            &meta,
-            &format!("user-{username}"),
-            create,
-            &hash,
-        )
-        .await
-        .expect("the user");
-        tx.commit().await.expect("the user commits");
+        insert_user(&pool, &format!("user-{username}"), username, &hash).await;
         self.login_token(username, "password1").await
     }
 
@@ -774,8 +756,13 @@ pub fn utf8_percent_encode(s: &str) -> String {
 /// Adds user "u", the owner [`create_command`] names, for tests that drive the event store
 /// directly (a VM's creation holds its owner's row, and refuses an owner who does not exist).
 pub async fn add_owner(pool: &sqlx::PgPool) {
+    insert_user(pool, "u", "u", "not a hash: no login").await;
+}
+
+/// Adds a user with role `user` and `hash` as their password's hash, as the API would.
+async fn insert_user(pool: &sqlx::PgPool, id: &str, username: &str, hash: &str) {
     let create = voidvm::accounts::UserCommand::Create {
-        username: "u".to_string(),
+        username: username.to_string(),
         email: None,
         role: "user".to_string(),
         quota: Default::default(),
@@ -783,10 +770,10 @@ pub async fn add_owner(pool: &sqlx::PgPool) {
     };
     let meta = voidvm::store::CommandMeta::system("test");
     let mut tx = pool.begin().await.expect("a transaction");
-    voidvm::store::accounts::create_user(&mut tx, &meta, "u", create, "not a hash: no login")
+    voidvm::store::accounts::create_user(&mut tx, &meta, id, create, hash)
         .await
-        .expect("the owner");
-    tx.commit().await.expect("the owner commits");
+        .expect("the user");
+    tx.commit().await.expect("the user commits");
 }
 
 pub fn create_command(vm_id: &str, name: &str, job_id: &str) -> voidvm::vm::VmCommand {

@@ -15,8 +15,7 @@ async fn a_delete_cut_short_is_undone_or_finished_at_the_next_start() {
     let mut env = Env::new().await;
     env.extra_vars = vec![("VOIDVM_IMAGES_DIR".into(), images.dir.display().to_string())];
     let mut app = spawn_server(env).await;
-    let mut iso = vec![0u8; 40_000];
-    iso[32769..32774].copy_from_slice(b"CD001");
+    let iso = crate::images::fake_iso();
     for name in ["kept", "gone"] {
         let resp = app
             .client

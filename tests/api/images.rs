@@ -148,6 +148,13 @@ pub(crate) fn sha256(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// Bytes the server reads as an ISO: zeros with an ISO 9660 volume descriptor at sector 16.
+pub(crate) fn fake_iso() -> Vec<u8> {
+    let mut iso = vec![0u8; 40_000];
+    iso[32769..32774].copy_from_slice(b"CD001");
+    iso
+}
+
 pub(crate) fn kernel() -> Vec<u8> {
     std::fs::read(images_dir().join("busybox/vmlinuz")).expect("the test guest's kernel")
 }

@@ -233,8 +233,7 @@ async fn a_restart_whose_stream_ends_with_an_image_event_goes_on_relaying() {
     let mut app = spawn_server(env).await;
     let id = app.create_blank("after-image").await;
     // The log's (and the stream's) last event is an image's: it names no VM.
-    let mut iso = vec![0u8; 40_000];
-    iso[32769..32774].copy_from_slice(b"CD001");
+    let iso = crate::images::fake_iso();
     let resp = app
         .client
         .put(app.url("/api/v1/images/relayed-iso/upload?kind=iso"))
