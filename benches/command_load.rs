@@ -89,6 +89,7 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) {
              127.0.0.1:4222 must be running)",
         );
     let base = format!("http://{}", app.addr());
+    let stop = app.stop_token();
     let server = actix_rt::spawn(app.run_until_stopped());
     let http = client(scale.connections);
     let token = clients
@@ -133,14 +134,20 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) {
         ))
         .await
         .expect("the PATCH load");
-    server.abort();
-    let _ = server.await;
+    // Stopped as SIGTERM would: its HTTP workers' and pools' connections close before the API
+    // node opens its own.
+    stop.cancel();
+    server
+        .await
+        .expect("the node's task")
+        .expect("the node stopped cleanly");
 
     // An API node (no workers) accepts one start per VM; the jobs stay queued.
     let api_node = Application::build(settings(&db, &short, &cleanup.data_dir, 0))
         .await
         .expect("the API node");
     let base = format!("http://{}", api_node.addr());
+    let stop = api_node.stop_token();
     let server = actix_rt::spawn(api_node.run_until_stopped());
     let token = clients
         .spawn({
@@ -190,8 +197,11 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) {
         .await
         .expect("the start load");
     let templates = templates(&db.url, &vms[0]).await;
-    server.abort();
-    let _ = server.await;
+    stop.cancel();
+    server
+        .await
+        .expect("the API node's task")
+        .expect("the API node stopped cleanly");
     for (name, m) in [("PATCH", &patch), ("start", &start)] {
         println!(
             "{name}: {} requests in {:.2} s",

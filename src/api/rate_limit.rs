@@ -134,7 +134,8 @@ fn token_of(req: &ServiceRequest) -> Option<String> {
     })
 }
 
-fn counted(path: &str) -> bool {
+/// Whether requests to `path` count against a caller's budget.
+pub fn counted(path: &str) -> bool {
     path.starts_with("/api/v1/") || path == "/ws"
 }
 

@@ -68,10 +68,12 @@ pub fn http_server(
                 .wrap(actix_web::middleware::from_fn(
                     super::body_deadline::middleware,
                 ))
+                // Inside the budget: a request refused for its input counts, and its answer
+                // carries the budget's headers like any other.
+                .wrap(actix_web::middleware::from_fn(super::input::middleware))
                 .wrap(actix_web::middleware::from_fn(
                     super::rate_limit::middleware,
                 ))
-                .wrap(actix_web::middleware::from_fn(super::input::middleware))
                 .wrap(ErrorHandlers::new().default_handler(super::bare_errors))
                 .wrap(DefaultHeaders::new().add(("X-API-Version", super::API_VERSION)))
                 .wrap(actix_web::middleware::from_fn(

@@ -678,6 +678,7 @@ async fn checked(method: &Method, path: &str, resp: reqwest::Response) -> (Statu
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
+    crate::openapi::check_headers(method, path, status, resp.headers());
     let bytes = resp.bytes().await.expect("the answer's body");
     let body: Option<Value> = serde_json::from_slice(&bytes).ok();
     let json = content_type.starts_with("application/json");

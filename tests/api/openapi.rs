@@ -135,6 +135,70 @@ pub fn check_answer(
     }
 }
 
+/// Checks that the answer carries every header the document declares `required` for it, each
+/// with a value its schema allows. A path or method the document does not have was refused by
+/// [`check_answer`] already; such answers declare no header.
+pub fn check_headers(
+    method: &Method,
+    url_path: &str,
+    status: StatusCode,
+    headers: &reqwest::header::HeaderMap,
+) {
+    let path = url_path.split('?').next().unwrap_or(url_path);
+    let what = format!("{method} {path} → {}", status.as_u16());
+    let Some(template) = template_of(path) else {
+        return;
+    };
+    let operation = format!(
+        "/paths/{}/{}/responses",
+        escape(template),
+        method.as_str().to_lowercase()
+    );
+    let Some(responses) = document().pointer(&operation) else {
+        return;
+    };
+    let answer = if responses.get(status.as_str()).is_some() {
+        status.as_str()
+    } else {
+        "default"
+    };
+    let Some(response) = responses.get(answer) else {
+        return;
+    };
+    for (name, declared) in response["headers"].as_object().into_iter().flatten() {
+        let pointer = match declared["$ref"].as_str() {
+            Some(r) => r.trim_start_matches('#').to_string(),
+            None => format!("{operation}/{answer}/headers/{}", escape(name)),
+        };
+        let declared = document()
+            .pointer(&pointer)
+            .unwrap_or_else(|| panic!("{what}: {pointer} resolves to nothing"));
+        let Some(value) = headers.get(name.as_str()) else {
+            assert!(
+                declared["required"] != Value::Bool(true),
+                "{what}: the answer lacks the header {name}, which the document requires"
+            );
+            continue;
+        };
+        let text = value
+            .to_str()
+            .unwrap_or_else(|_| panic!("{what}: the header {name} is not text"));
+        let as_json = match declared["schema"]["type"].as_str() {
+            Some("integer") => serde_json::from_str::<Value>(text)
+                .ok()
+                .filter(Value::is_i64)
+                .unwrap_or_else(|| {
+                    panic!("{what}: the header {name} ({text:?}) is not an integer")
+                }),
+            _ => Value::String(text.to_string()),
+        };
+        assert!(
+            validator(&format!("{pointer}/schema")).is_valid(&as_json),
+            "{what}: the header {name} ({text:?}) does not match its schema"
+        );
+    }
+}
+
 #[test]
 fn the_committed_document_is_the_one_the_code_generates() {
     let committed = std::fs::read_to_string(committed_path()).unwrap_or_default();
@@ -352,6 +416,51 @@ fn the_checker_refuses_what_the_document_does_not_say() {
         "application/json",
         Some(&json!({}))
     )));
+    // A declared header that is missing or malformed.
+    let headers = |pairs: &[(&'static str, &'static str)]| {
+        let mut map = reqwest::header::HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, reqwest::header::HeaderValue::from_static(value));
+        }
+        map
+    };
+    let complete = [
+        ("x-request-id", "r-1"),
+        ("x-api-version", "1.0.0"),
+        ("x-ratelimit-limit", "100"),
+        ("x-ratelimit-remaining", "99"),
+        ("x-ratelimit-reset", "60"),
+    ];
+    check_headers(
+        &Method::GET,
+        "/api/v1/vms",
+        StatusCode::OK,
+        &headers(&complete),
+    );
+    assert!(std::panic::catch_unwind(|| check_headers(
+        &Method::GET,
+        "/api/v1/vms",
+        StatusCode::OK,
+        &headers(&complete[..4])
+    ))
+    .is_err());
+    let mut negative = complete;
+    negative[3] = ("x-ratelimit-remaining", "-1");
+    assert!(std::panic::catch_unwind(|| check_headers(
+        &Method::GET,
+        "/api/v1/vms",
+        StatusCode::OK,
+        &headers(&negative)
+    ))
+    .is_err());
+    // A 429 also says when to try again.
+    assert!(std::panic::catch_unwind(|| check_headers(
+        &Method::GET,
+        "/api/v1/vms",
+        StatusCode::TOO_MANY_REQUESTS,
+        &headers(&complete)
+    ))
+    .is_err());
     // And accepts a documented error answer.
     check_answer(
         &Method::GET,

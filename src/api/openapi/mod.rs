@@ -14,9 +14,11 @@ use utoipa::openapi::Ref;
 use utoipa::{Modify, OpenApi};
 use utoipa_scalar::Scalar;
 
+pub mod headers;
 mod links;
 mod storable;
 
+use headers::Headers;
 use links::Links;
 use storable::Storable;
 
@@ -103,8 +105,9 @@ use super::{
     ),
     // The shared error answers (`answers::errors`) refer to it without registering it.
     components(schemas(ErrorEnvelope)),
-    // In this order: the rules and links are added to every answer, the shared ones included.
-    modifiers(&Versioned, &BearerAuth, &DefaultError, &Storable, &Links),
+    // In this order: the rules, links and headers are added to every answer, the shared ones
+    // included.
+    modifiers(&Versioned, &BearerAuth, &DefaultError, &Storable, &Links, &Headers),
     tags(
         (name = "auth", description = "Logging in and out."),
         (name = "vms", description = "Virtual machines and their lifecycle."),
