@@ -26,6 +26,11 @@ export interface paths {
                 /** @description Logged in. */
                 200: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -35,6 +40,11 @@ export interface paths {
                 /** @description A field is invalid; `error.field` names it (`VALIDATION_ERROR`). */
                 400: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -44,6 +54,11 @@ export interface paths {
                 /** @description The username or password is wrong (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -53,6 +68,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -62,6 +82,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -71,6 +93,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -80,6 +108,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -115,6 +145,11 @@ export interface paths {
                 /** @description The token no longer works, here or on open WebSocket connections. */
                 200: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -124,6 +159,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -133,6 +173,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -142,6 +187,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -151,6 +198,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -160,6 +213,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -193,6 +248,11 @@ export interface paths {
                 /** @description The current user, with their permissions, quota and usage. */
                 200: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -202,6 +262,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -211,6 +276,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -220,6 +290,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -229,6 +301,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -238,6 +316,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -279,6 +359,11 @@ export interface paths {
                 /** @description Changed. Every token issued before, this one included, stops working (also on open WebSocket connections); log in again. */
                 200: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -288,6 +373,11 @@ export interface paths {
                 /** @description A field is invalid; `error.field` names it (`VALIDATION_ERROR`). */
                 400: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -297,6 +387,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -306,6 +401,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -315,6 +415,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -324,6 +426,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -333,6 +441,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -366,6 +476,11 @@ export interface paths {
                 /** @description The configuration in force on this node. */
                 200: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -375,6 +490,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -387,6 +507,11 @@ export interface paths {
                  */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -396,6 +521,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -405,6 +535,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -414,6 +546,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -423,6 +561,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -456,6 +596,11 @@ export interface paths {
                 /** @description Changed; recorded as `ConfigChanged` and in force on every node. */
                 200: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -465,6 +610,11 @@ export interface paths {
                 /** @description A field is invalid; `error.field` names it (`VALIDATION_ERROR`). */
                 400: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -474,6 +624,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -486,6 +641,11 @@ export interface paths {
                  */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -495,6 +655,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -504,6 +669,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -513,6 +680,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -522,6 +695,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -557,6 +732,11 @@ export interface paths {
                 /** @description A browsable reference of this document. */
                 200: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -566,6 +746,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -575,6 +760,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -584,6 +771,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -593,6 +786,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -660,6 +855,11 @@ export interface paths {
                 /** @description A page of the log, oldest first (or, with `format=ndjson` or `Accept: application/x-ndjson`, every matching entry, one JSON line each). */
                 200: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -670,6 +870,11 @@ export interface paths {
                 /** @description A field is invalid; `error.field` names it (`VALIDATION_ERROR`). */
                 400: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -679,6 +884,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -688,6 +898,11 @@ export interface paths {
                 /** @description The caller's role lacks the permission in `x-permission` (`FORBIDDEN`; `error.details` names it). */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -697,6 +912,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -706,6 +926,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -715,6 +937,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -724,6 +952,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -759,6 +989,11 @@ export interface paths {
                 /** @description Every image, by name: imported, uploaded and found on disk (`source: host`). */
                 200: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -768,6 +1003,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -780,6 +1020,11 @@ export interface paths {
                  */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -789,6 +1034,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -798,6 +1048,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -807,6 +1059,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -816,6 +1074,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -849,6 +1109,11 @@ export interface paths {
                 /** @description Accepted; recorded as `ImageImportRequested`. A worker downloads the image (progress on the job and as `ImageImportProgressed` events), verifies its checksum, converts a disk to qcow2 and installs it; then `ImageImported`, or `ImageImportFailed` with nothing left behind. */
                 202: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -858,6 +1123,11 @@ export interface paths {
                 /** @description A field is invalid; `error.field` names it (`VALIDATION_ERROR`). */
                 400: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -867,6 +1137,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -879,6 +1154,11 @@ export interface paths {
                  */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -888,6 +1168,11 @@ export interface paths {
                 /** @description An image of that name exists (`IMAGE_EXISTS`). */
                 409: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -897,6 +1182,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -906,6 +1196,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -915,6 +1207,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -924,6 +1222,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -960,6 +1260,11 @@ export interface paths {
                 /** @description The image. */
                 200: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -969,6 +1274,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -981,6 +1291,11 @@ export interface paths {
                  */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -990,6 +1305,11 @@ export interface paths {
                 /** @description No such image (`IMAGE_NOT_FOUND`). */
                 404: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -999,6 +1319,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1008,6 +1333,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1017,6 +1344,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1026,6 +1359,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1059,6 +1394,11 @@ export interface paths {
                 /** @description Deleted; recorded as `ImageDeleted`. Its files are removed. */
                 204: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content?: never;
@@ -1066,6 +1406,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1078,6 +1423,11 @@ export interface paths {
                  */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1087,6 +1437,11 @@ export interface paths {
                 /** @description No such image (`IMAGE_NOT_FOUND`). */
                 404: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1096,6 +1451,11 @@ export interface paths {
                 /** @description A VM that is not deleted was made from it or has it in its CD-ROM (`IMAGE_IN_USE`, naming the VMs), or it is being imported (`IMAGE_BUSY`). */
                 409: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1105,6 +1465,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1114,6 +1479,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1123,6 +1490,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1132,6 +1505,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1188,6 +1563,11 @@ export interface paths {
                 /** @description Installed; recorded as `ImageUploaded`. */
                 201: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1197,6 +1577,11 @@ export interface paths {
                 /** @description A field is invalid; `error.field` names it (`VALIDATION_ERROR`). */
                 400: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1206,6 +1591,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1218,6 +1608,11 @@ export interface paths {
                  */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1227,6 +1622,11 @@ export interface paths {
                 /** @description An image of that name exists (`IMAGE_EXISTS`). */
                 409: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1236,6 +1636,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1245,6 +1650,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1254,6 +1661,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1263,6 +1676,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1306,6 +1721,11 @@ export interface paths {
                 /** @description A page of jobs, newest first. */
                 200: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1315,6 +1735,11 @@ export interface paths {
                 /** @description A field is invalid; `error.field` names it (`VALIDATION_ERROR`). */
                 400: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1324,6 +1749,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1333,6 +1763,11 @@ export interface paths {
                 /** @description The caller's role lacks the permission in `x-permission` (`FORBIDDEN`; `error.details` names it). */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1342,6 +1777,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1351,6 +1791,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1360,6 +1802,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1369,6 +1817,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1407,6 +1857,11 @@ export interface paths {
                 /** @description The job. */
                 200: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1416,6 +1871,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1425,6 +1885,11 @@ export interface paths {
                 /** @description The caller's role lacks the permission in `x-permission` (`FORBIDDEN`; `error.details` names it). */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1434,6 +1899,11 @@ export interface paths {
                 /** @description No such job, or not yours (`JOB_NOT_FOUND`). */
                 404: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1443,6 +1913,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1452,6 +1927,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1461,6 +1938,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1470,6 +1953,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1526,6 +2011,11 @@ export interface paths {
                     headers: {
                         /** @description `true` when this is the first answer to an earlier request with the same Idempotency-Key. */
                         "Idempotent-Replayed"?: boolean;
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1535,6 +2025,11 @@ export interface paths {
                 /** @description A field is invalid; `error.field` names it (`VALIDATION_ERROR`). */
                 400: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1544,6 +2039,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1553,6 +2053,11 @@ export interface paths {
                 /** @description The caller's role lacks the permission in `x-permission` (`FORBIDDEN`; `error.details` names it). */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1562,6 +2067,11 @@ export interface paths {
                 /** @description No such job, or not yours (`JOB_NOT_FOUND`). */
                 404: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1571,6 +2081,11 @@ export interface paths {
                 /** @description The job is no longer queued (`JOB_NOT_CANCELLABLE`). */
                 409: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1580,6 +2095,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1589,6 +2109,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1601,6 +2123,11 @@ export interface paths {
                  */
                 422: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1610,6 +2137,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1619,6 +2152,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1662,6 +2197,11 @@ export interface paths {
                 /** @description The job when it ended or the timeout passed; `finished` says which. */
                 200: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1671,6 +2211,11 @@ export interface paths {
                 /** @description A field is invalid; `error.field` names it (`VALIDATION_ERROR`). */
                 400: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1680,6 +2225,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1689,6 +2239,11 @@ export interface paths {
                 /** @description The caller's role lacks the permission in `x-permission` (`FORBIDDEN`; `error.details` names it). */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1698,6 +2253,11 @@ export interface paths {
                 /** @description No such job, or not yours (`JOB_NOT_FOUND`). */
                 404: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1707,6 +2267,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1716,6 +2281,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1725,6 +2292,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1734,6 +2307,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1783,6 +2358,11 @@ export interface paths {
                 /** @description A page of the log for people, newest first. */
                 200: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1792,6 +2372,11 @@ export interface paths {
                 /** @description A field is invalid; `error.field` names it (`VALIDATION_ERROR`). */
                 400: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1801,6 +2386,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1810,6 +2400,11 @@ export interface paths {
                 /** @description The caller's role lacks the permission in `x-permission` (`FORBIDDEN`; `error.details` names it). */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1819,6 +2414,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1828,6 +2428,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1837,6 +2439,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1846,6 +2454,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1882,6 +2492,11 @@ export interface paths {
                 /** @description This document. */
                 200: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1891,6 +2506,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1900,6 +2520,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1909,6 +2531,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1918,6 +2546,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1953,6 +2583,11 @@ export interface paths {
                 /** @description Every permission a role can grant. */
                 200: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1962,6 +2597,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1974,6 +2614,11 @@ export interface paths {
                  */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1983,6 +2628,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -1992,6 +2642,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2001,6 +2653,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2010,6 +2668,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2045,6 +2705,11 @@ export interface paths {
                 /** @description Every role, built-in first. */
                 200: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2054,6 +2719,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2066,6 +2736,11 @@ export interface paths {
                  */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2075,6 +2750,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2084,6 +2764,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2093,6 +2775,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2102,6 +2790,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2135,6 +2825,11 @@ export interface paths {
                 /** @description Added; recorded as `RoleCreated`. */
                 201: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2144,6 +2839,11 @@ export interface paths {
                 /** @description A field is invalid; `error.field` names it (`VALIDATION_ERROR`). */
                 400: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2153,6 +2853,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2165,6 +2870,11 @@ export interface paths {
                  */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2177,6 +2887,11 @@ export interface paths {
                  */
                 409: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2186,6 +2901,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2195,6 +2915,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2204,6 +2926,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2213,6 +2941,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2262,6 +2992,11 @@ export interface paths {
                 /** @description Changed; recorded as `RoleChanged`, in force at once for its users. Built-in roles change only their description and rate limit. */
                 200: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2271,6 +3006,11 @@ export interface paths {
                 /** @description A field is invalid; `error.field` names it (`VALIDATION_ERROR`). */
                 400: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2280,6 +3020,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2292,6 +3037,11 @@ export interface paths {
                  */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2301,6 +3051,11 @@ export interface paths {
                 /** @description No such role (`ROLE_NOT_FOUND`). */
                 404: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2313,6 +3068,11 @@ export interface paths {
                  */
                 409: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2322,6 +3082,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2331,6 +3096,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2340,6 +3107,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2349,6 +3122,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2381,6 +3156,11 @@ export interface paths {
                 /** @description Deleted; recorded as `RoleDeleted`. Built-in roles and roles users have stay. */
                 200: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2390,6 +3170,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2402,6 +3187,11 @@ export interface paths {
                  */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2411,6 +3201,11 @@ export interface paths {
                 /** @description No such role (`ROLE_NOT_FOUND`). */
                 404: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2423,6 +3218,11 @@ export interface paths {
                  */
                 409: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2432,6 +3232,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2441,6 +3246,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2450,6 +3257,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2459,6 +3272,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2491,6 +3306,11 @@ export interface paths {
                 /** @description The server, this node and its host. */
                 200: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2500,6 +3320,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2509,6 +3334,11 @@ export interface paths {
                 /** @description The role does not grant `system:read`; `error.details` names it (`FORBIDDEN`). */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2518,6 +3348,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2527,6 +3362,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2536,6 +3373,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2545,6 +3388,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2583,6 +3428,11 @@ export interface paths {
                 /** @description VMs by status now; the host's CPU and memory over the period (this node's, at most 120 points each); the VM events of the period. */
                 200: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2592,6 +3442,11 @@ export interface paths {
                 /** @description A field is invalid; `error.field` names it (`VALIDATION_ERROR`). */
                 400: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2601,6 +3456,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2610,6 +3470,11 @@ export interface paths {
                 /** @description The role does not grant `system:read`; `error.details` names it (`FORBIDDEN`). */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2619,6 +3484,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2628,6 +3498,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2637,6 +3509,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2646,6 +3524,11 @@ export interface paths {
                 /** @description The database does not answer (`SERVICE_UNAVAILABLE`). */
                 503: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2655,6 +3538,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2699,6 +3584,11 @@ export interface paths {
                 /** @description A page of users, oldest first. */
                 200: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2708,6 +3598,11 @@ export interface paths {
                 /** @description A field is invalid; `error.field` names it (`VALIDATION_ERROR`). */
                 400: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2717,6 +3612,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2729,6 +3629,11 @@ export interface paths {
                  */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2738,6 +3643,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2747,6 +3657,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2756,6 +3668,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2765,6 +3683,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2798,6 +3718,11 @@ export interface paths {
                 /** @description Created; recorded as `UserCreated` (without the password). */
                 201: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2807,6 +3732,11 @@ export interface paths {
                 /** @description A field is invalid; `error.field` names it (`VALIDATION_ERROR`). */
                 400: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2816,6 +3746,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2828,6 +3763,11 @@ export interface paths {
                  */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2840,6 +3780,11 @@ export interface paths {
                  */
                 409: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2849,6 +3794,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2858,6 +3808,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2867,6 +3819,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2876,6 +3834,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2912,6 +3872,11 @@ export interface paths {
                 /** @description The user. */
                 200: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2921,6 +3886,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2933,6 +3903,11 @@ export interface paths {
                  */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2942,6 +3917,11 @@ export interface paths {
                 /** @description No such user (`USER_NOT_FOUND`). */
                 404: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2951,6 +3931,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2960,6 +3945,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2969,6 +3956,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -2978,6 +3971,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3013,6 +4008,11 @@ export interface paths {
                 /** @description Changed; recorded as `UserChanged` and, for a password, `UserPasswordChanged` (without it). */
                 200: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3022,6 +4022,11 @@ export interface paths {
                 /** @description A field is invalid; `error.field` names it (`VALIDATION_ERROR`). */
                 400: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3031,6 +4036,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3043,6 +4053,11 @@ export interface paths {
                  */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3052,6 +4067,11 @@ export interface paths {
                 /** @description No such user (`USER_NOT_FOUND`). */
                 404: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3064,6 +4084,11 @@ export interface paths {
                  */
                 409: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3073,6 +4098,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3082,6 +4112,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3091,6 +4123,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3100,6 +4138,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3135,6 +4175,11 @@ export interface paths {
                 /** @description Deleted; recorded as `UserDeleted` (and each VM handed over as `VmOwnerChanged`). The user's tokens stop working. */
                 200: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3144,6 +4189,11 @@ export interface paths {
                 /** @description A field is invalid; `error.field` names it (`VALIDATION_ERROR`). */
                 400: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3153,6 +4203,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3165,6 +4220,11 @@ export interface paths {
                  */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3174,6 +4234,11 @@ export interface paths {
                 /** @description No such user (`USER_NOT_FOUND`). */
                 404: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3186,6 +4251,11 @@ export interface paths {
                  */
                 409: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3195,6 +4265,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3204,6 +4279,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3213,6 +4290,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3222,6 +4305,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3263,6 +4348,11 @@ export interface paths {
                 /** @description A page of VMs. */
                 200: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3272,6 +4362,11 @@ export interface paths {
                 /** @description A field is invalid; `error.field` names it (`VALIDATION_ERROR`). */
                 400: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3281,6 +4376,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3293,6 +4393,11 @@ export interface paths {
                  */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3302,6 +4407,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3311,6 +4421,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3320,6 +4432,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3329,6 +4447,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3364,6 +4484,11 @@ export interface paths {
                     headers: {
                         /** @description `true` when this is the first answer to an earlier request with the same Idempotency-Key. */
                         "Idempotent-Replayed"?: boolean;
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3373,6 +4498,11 @@ export interface paths {
                 /** @description A field is invalid; `error.field` names it (`VALIDATION_ERROR`). */
                 400: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3382,6 +4512,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3391,6 +4526,11 @@ export interface paths {
                 /** @description The caller's role lacks the permission in `x-permission` (`FORBIDDEN`; `error.details` names it). */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3404,6 +4544,11 @@ export interface paths {
                  */
                 409: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3413,6 +4558,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3422,6 +4572,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3434,6 +4586,11 @@ export interface paths {
                  */
                 422: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3443,6 +4600,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3452,6 +4615,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3490,6 +4655,11 @@ export interface paths {
                     headers: {
                         /** @description The VM's version, e.g. `"7"` (strong); send it in `If-Match` to change the VM only if it did not change since. */
                         ETag?: string;
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3499,6 +4669,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3508,6 +4683,11 @@ export interface paths {
                 /** @description The caller's role lacks the permission in `x-permission` (`FORBIDDEN`; `error.details` names it). */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3517,6 +4697,11 @@ export interface paths {
                 /** @description No such virtual machine, or not yours (`VM_NOT_FOUND`). */
                 404: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3526,6 +4711,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3535,6 +4725,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3544,6 +4736,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3553,6 +4751,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3594,6 +4794,11 @@ export interface paths {
                     headers: {
                         /** @description `true` when this is the first answer to an earlier request with the same Idempotency-Key. */
                         "Idempotent-Replayed"?: boolean;
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3603,6 +4808,11 @@ export interface paths {
                 /** @description A field is invalid; `error.field` names it (`VALIDATION_ERROR`). */
                 400: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3612,6 +4822,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3621,6 +4836,11 @@ export interface paths {
                 /** @description The caller's role lacks the permission in `x-permission` (`FORBIDDEN`; `error.details` names it). */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3630,6 +4850,11 @@ export interface paths {
                 /** @description No such virtual machine, or not yours (`VM_NOT_FOUND`). */
                 404: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3643,6 +4868,11 @@ export interface paths {
                  */
                 409: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3655,6 +4885,11 @@ export interface paths {
                  */
                 412: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3664,6 +4899,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3673,6 +4913,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3685,6 +4927,11 @@ export interface paths {
                  */
                 422: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3694,6 +4941,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3703,6 +4956,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3747,6 +5002,11 @@ export interface paths {
                     headers: {
                         /** @description `true` when this is the first answer to an earlier request with the same Idempotency-Key. */
                         "Idempotent-Replayed"?: boolean;
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3756,6 +5016,11 @@ export interface paths {
                 /** @description A field is invalid; `error.field` names it (`VALIDATION_ERROR`). */
                 400: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3765,6 +5030,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3774,6 +5044,11 @@ export interface paths {
                 /** @description The caller's role lacks the permission in `x-permission` (`FORBIDDEN`; `error.details` names it). */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3783,6 +5058,11 @@ export interface paths {
                 /** @description No such virtual machine, or not yours (`VM_NOT_FOUND`). */
                 404: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3796,6 +5076,11 @@ export interface paths {
                  */
                 409: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3808,6 +5093,11 @@ export interface paths {
                  */
                 412: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3817,6 +5107,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3826,6 +5121,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3838,6 +5135,11 @@ export interface paths {
                  */
                 422: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3847,6 +5149,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3856,6 +5164,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3891,6 +5201,11 @@ export interface paths {
                 /** @description Switching to the WebSocket protocol: binary frames both ways, bridged to the VM's serial port. The first frame holds the last 64 KiB of output (when there is any); then every viewer gets the same live output. Recorded as `ConsoleOpened` and `ConsoleClosed` (`console: serial`). */
                 101: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content?: never;
@@ -3898,6 +5213,11 @@ export interface paths {
                 /** @description Not a WebSocket upgrade request (`VALIDATION_ERROR` naming `upgrade`). */
                 400: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3907,6 +5227,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3916,6 +5241,11 @@ export interface paths {
                 /** @description The caller's role lacks the permission in `x-permission` (`FORBIDDEN`; `error.details` names it). */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3925,6 +5255,11 @@ export interface paths {
                 /** @description No such virtual machine, or not yours (`VM_NOT_FOUND`). */
                 404: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3938,6 +5273,11 @@ export interface paths {
                  */
                 409: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3947,6 +5287,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3956,6 +5301,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3965,6 +5312,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -3974,6 +5327,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4021,6 +5376,11 @@ export interface paths {
                 /** @description The VM's events, oldest first; `next` is a sequence number. */
                 200: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4030,6 +5390,11 @@ export interface paths {
                 /** @description A field is invalid; `error.field` names it (`VALIDATION_ERROR`). */
                 400: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4039,6 +5404,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4048,6 +5418,11 @@ export interface paths {
                 /** @description The caller's role lacks the permission in `x-permission` (`FORBIDDEN`; `error.details` names it). */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4057,6 +5432,11 @@ export interface paths {
                 /** @description No such virtual machine, or not yours (`VM_NOT_FOUND`). */
                 404: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4066,6 +5446,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4075,6 +5460,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4084,6 +5471,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4093,6 +5486,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4123,8 +5518,7 @@ export interface paths {
         get: {
             parameters: {
                 query?: {
-                    /** @description A sequence number or an RFC 3339 time (default: now). */
-                    at?: string;
+                    at?: number | string;
                 };
                 header?: never;
                 path: {
@@ -4138,6 +5532,11 @@ export interface paths {
                 /** @description The VM as it was then. */
                 200: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4147,6 +5546,11 @@ export interface paths {
                 /** @description A field is invalid; `error.field` names it (`VALIDATION_ERROR`). */
                 400: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4156,6 +5560,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4165,6 +5574,11 @@ export interface paths {
                 /** @description The caller's role lacks the permission in `x-permission` (`FORBIDDEN`; `error.details` names it). */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4174,6 +5588,11 @@ export interface paths {
                 /** @description No such virtual machine, or not yours (`VM_NOT_FOUND`). */
                 404: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4183,6 +5602,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4192,6 +5616,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4201,6 +5627,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4210,6 +5642,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4270,6 +5704,11 @@ export interface paths {
                     headers: {
                         /** @description `true` when this is the first answer to an earlier request with the same Idempotency-Key. */
                         "Idempotent-Replayed"?: boolean;
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4279,6 +5718,11 @@ export interface paths {
                 /** @description A field is invalid; `error.field` names it (`VALIDATION_ERROR`). */
                 400: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4288,6 +5732,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4297,6 +5746,11 @@ export interface paths {
                 /** @description The caller's role lacks the permission in `x-permission` (`FORBIDDEN`; `error.details` names it). */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4306,6 +5760,11 @@ export interface paths {
                 /** @description No such VM (`VM_NOT_FOUND`), or no image of that name with an ISO (`IMAGE_NOT_FOUND`, naming `image`). */
                 404: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4319,6 +5778,11 @@ export interface paths {
                  */
                 409: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4331,6 +5795,11 @@ export interface paths {
                  */
                 412: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4340,6 +5809,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4349,6 +5823,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4361,6 +5837,11 @@ export interface paths {
                  */
                 422: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4370,6 +5851,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4379,6 +5866,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4418,6 +5907,11 @@ export interface paths {
                     headers: {
                         /** @description `true` when this is the first answer to an earlier request with the same Idempotency-Key. */
                         "Idempotent-Replayed"?: boolean;
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4427,6 +5921,11 @@ export interface paths {
                 /** @description A field is invalid; `error.field` names it (`VALIDATION_ERROR`). */
                 400: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4436,6 +5935,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4445,6 +5949,11 @@ export interface paths {
                 /** @description The caller's role lacks the permission in `x-permission` (`FORBIDDEN`; `error.details` names it). */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4454,6 +5963,11 @@ export interface paths {
                 /** @description No such virtual machine, or not yours (`VM_NOT_FOUND`). */
                 404: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4467,6 +5981,11 @@ export interface paths {
                  */
                 409: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4479,6 +5998,11 @@ export interface paths {
                  */
                 412: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4488,6 +6012,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4497,6 +6026,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4509,6 +6040,11 @@ export interface paths {
                  */
                 422: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4518,6 +6054,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4527,6 +6069,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4580,6 +6124,11 @@ export interface paths {
                     headers: {
                         /** @description `true` when this is the first answer to an earlier request with the same Idempotency-Key. */
                         "Idempotent-Replayed"?: boolean;
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4589,6 +6138,11 @@ export interface paths {
                 /** @description A field is invalid; `error.field` names it (`VALIDATION_ERROR`). */
                 400: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4598,6 +6152,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4607,6 +6166,11 @@ export interface paths {
                 /** @description The caller's role lacks the permission in `x-permission` (`FORBIDDEN`; `error.details` names it). */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4616,6 +6180,11 @@ export interface paths {
                 /** @description No such virtual machine, or not yours (`VM_NOT_FOUND`). */
                 404: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4629,6 +6198,11 @@ export interface paths {
                  */
                 409: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4641,6 +6215,11 @@ export interface paths {
                  */
                 412: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4650,6 +6229,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4659,6 +6243,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4671,6 +6257,11 @@ export interface paths {
                  */
                 422: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4680,6 +6271,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4689,6 +6286,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4743,6 +6342,11 @@ export interface paths {
                     headers: {
                         /** @description `true` when this is the first answer to an earlier request with the same Idempotency-Key. */
                         "Idempotent-Replayed"?: boolean;
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4752,6 +6356,11 @@ export interface paths {
                 /** @description A field is invalid; `error.field` names it (`VALIDATION_ERROR`). */
                 400: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4761,6 +6370,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4770,6 +6384,11 @@ export interface paths {
                 /** @description The caller's role lacks the permission in `x-permission` (`FORBIDDEN`; `error.details` names it). */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4779,6 +6398,11 @@ export interface paths {
                 /** @description No such virtual machine, or not yours (`VM_NOT_FOUND`). */
                 404: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4792,6 +6416,11 @@ export interface paths {
                  */
                 409: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4804,6 +6433,11 @@ export interface paths {
                  */
                 412: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4813,6 +6447,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4822,6 +6461,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4834,6 +6475,11 @@ export interface paths {
                  */
                 422: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4843,6 +6489,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4852,6 +6504,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4906,6 +6560,11 @@ export interface paths {
                     headers: {
                         /** @description `true` when this is the first answer to an earlier request with the same Idempotency-Key. */
                         "Idempotent-Replayed"?: boolean;
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4915,6 +6574,11 @@ export interface paths {
                 /** @description A field is invalid; `error.field` names it (`VALIDATION_ERROR`). */
                 400: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4924,6 +6588,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4933,6 +6602,11 @@ export interface paths {
                 /** @description The caller's role lacks the permission in `x-permission` (`FORBIDDEN`; `error.details` names it). */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4942,6 +6616,11 @@ export interface paths {
                 /** @description No such virtual machine, or not yours (`VM_NOT_FOUND`). */
                 404: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4955,6 +6634,11 @@ export interface paths {
                  */
                 409: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4967,6 +6651,11 @@ export interface paths {
                  */
                 412: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4976,6 +6665,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4985,6 +6679,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -4997,6 +6693,11 @@ export interface paths {
                  */
                 422: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5006,6 +6707,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5015,6 +6722,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5069,6 +6778,11 @@ export interface paths {
                     headers: {
                         /** @description `true` when this is the first answer to an earlier request with the same Idempotency-Key. */
                         "Idempotent-Replayed"?: boolean;
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5078,6 +6792,11 @@ export interface paths {
                 /** @description A field is invalid; `error.field` names it (`VALIDATION_ERROR`). */
                 400: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5087,6 +6806,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5096,6 +6820,11 @@ export interface paths {
                 /** @description The caller's role lacks the permission in `x-permission` (`FORBIDDEN`; `error.details` names it). */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5105,6 +6834,11 @@ export interface paths {
                 /** @description No such virtual machine, or not yours (`VM_NOT_FOUND`). */
                 404: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5118,6 +6852,11 @@ export interface paths {
                  */
                 409: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5130,6 +6869,11 @@ export interface paths {
                  */
                 412: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5139,6 +6883,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5148,6 +6897,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5160,6 +6911,11 @@ export interface paths {
                  */
                 422: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5169,6 +6925,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5178,6 +6940,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5214,6 +6978,11 @@ export interface paths {
                 /** @description The VM's disk snapshots, oldest first. */
                 200: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5223,6 +6992,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5232,6 +7006,11 @@ export interface paths {
                 /** @description The caller's role lacks the permission in `x-permission` (`FORBIDDEN`; `error.details` names it). */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5241,6 +7020,11 @@ export interface paths {
                 /** @description No such virtual machine, or not yours (`VM_NOT_FOUND`). */
                 404: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5250,6 +7034,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5259,6 +7048,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5268,6 +7059,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5277,6 +7074,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5321,6 +7120,11 @@ export interface paths {
                     headers: {
                         /** @description `true` when this is the first answer to an earlier request with the same Idempotency-Key. */
                         "Idempotent-Replayed"?: boolean;
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5330,6 +7134,11 @@ export interface paths {
                 /** @description A field is invalid; `error.field` names it (`VALIDATION_ERROR`). */
                 400: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5339,6 +7148,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5348,6 +7162,11 @@ export interface paths {
                 /** @description The caller's role lacks the permission in `x-permission` (`FORBIDDEN`; `error.details` names it). */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5357,6 +7176,11 @@ export interface paths {
                 /** @description No such virtual machine, or not yours (`VM_NOT_FOUND`). */
                 404: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5366,6 +7190,11 @@ export interface paths {
                 /** @description A snapshot of that name exists (`SNAPSHOT_EXISTS`), `memory` on a VM that does not run (`VM_NOT_RUNNING`), or the VM is busy or in a transitional status (`VM_BUSY`). */
                 409: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5378,6 +7207,11 @@ export interface paths {
                  */
                 412: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5387,6 +7221,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5396,6 +7235,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5408,6 +7249,11 @@ export interface paths {
                  */
                 422: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5417,6 +7263,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5426,6 +7278,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5483,6 +7337,11 @@ export interface paths {
                     headers: {
                         /** @description `true` when this is the first answer to an earlier request with the same Idempotency-Key. */
                         "Idempotent-Replayed"?: boolean;
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5492,6 +7351,11 @@ export interface paths {
                 /** @description A field is invalid; `error.field` names it (`VALIDATION_ERROR`). */
                 400: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5501,6 +7365,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5510,6 +7379,11 @@ export interface paths {
                 /** @description The caller's role lacks the permission in `x-permission` (`FORBIDDEN`; `error.details` names it). */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5519,6 +7393,11 @@ export interface paths {
                 /** @description No such VM (`VM_NOT_FOUND`) or snapshot (`SNAPSHOT_NOT_FOUND`). */
                 404: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5532,6 +7411,11 @@ export interface paths {
                  */
                 409: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5544,6 +7428,11 @@ export interface paths {
                  */
                 412: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5553,6 +7442,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5562,6 +7456,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5574,6 +7470,11 @@ export interface paths {
                  */
                 422: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5583,6 +7484,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5592,6 +7499,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5647,6 +7556,11 @@ export interface paths {
                     headers: {
                         /** @description `true` when this is the first answer to an earlier request with the same Idempotency-Key. */
                         "Idempotent-Replayed"?: boolean;
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5656,6 +7570,11 @@ export interface paths {
                 /** @description A field is invalid; `error.field` names it (`VALIDATION_ERROR`). */
                 400: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5665,6 +7584,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5674,6 +7598,11 @@ export interface paths {
                 /** @description The caller's role lacks the permission in `x-permission` (`FORBIDDEN`; `error.details` names it). */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5683,6 +7612,11 @@ export interface paths {
                 /** @description No such VM (`VM_NOT_FOUND`) or snapshot (`SNAPSHOT_NOT_FOUND`). */
                 404: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5692,6 +7626,11 @@ export interface paths {
                 /** @description A disk-only snapshot on a VM that runs (`VM_NOT_STOPPED`: stop it first), or the VM is busy or in a transitional status (`VM_BUSY`). */
                 409: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5704,6 +7643,11 @@ export interface paths {
                  */
                 412: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5713,6 +7657,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5722,6 +7671,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5734,6 +7685,11 @@ export interface paths {
                  */
                 422: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5743,6 +7699,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5752,6 +7714,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5806,6 +7770,11 @@ export interface paths {
                     headers: {
                         /** @description `true` when this is the first answer to an earlier request with the same Idempotency-Key. */
                         "Idempotent-Replayed"?: boolean;
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5815,6 +7784,11 @@ export interface paths {
                 /** @description A field is invalid; `error.field` names it (`VALIDATION_ERROR`). */
                 400: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5824,6 +7798,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5833,6 +7812,11 @@ export interface paths {
                 /** @description The caller's role lacks the permission in `x-permission` (`FORBIDDEN`; `error.details` names it). */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5842,6 +7826,11 @@ export interface paths {
                 /** @description No such virtual machine, or not yours (`VM_NOT_FOUND`). */
                 404: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5855,6 +7844,11 @@ export interface paths {
                  */
                 409: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5867,6 +7861,11 @@ export interface paths {
                  */
                 412: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5876,6 +7875,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5885,6 +7889,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5897,6 +7903,11 @@ export interface paths {
                  */
                 422: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5906,6 +7917,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5915,6 +7932,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5973,6 +7992,11 @@ export interface paths {
                     headers: {
                         /** @description `true` when this is the first answer to an earlier request with the same Idempotency-Key. */
                         "Idempotent-Replayed"?: boolean;
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5982,6 +8006,11 @@ export interface paths {
                 /** @description A field is invalid; `error.field` names it (`VALIDATION_ERROR`). */
                 400: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -5991,6 +8020,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6000,6 +8034,11 @@ export interface paths {
                 /** @description The caller's role lacks the permission in `x-permission` (`FORBIDDEN`; `error.details` names it). */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6009,6 +8048,11 @@ export interface paths {
                 /** @description No such virtual machine, or not yours (`VM_NOT_FOUND`). */
                 404: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6022,6 +8066,11 @@ export interface paths {
                  */
                 409: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6034,6 +8083,11 @@ export interface paths {
                  */
                 412: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6043,6 +8097,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6052,6 +8111,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6064,6 +8125,11 @@ export interface paths {
                  */
                 422: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6073,6 +8139,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6082,6 +8154,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6121,6 +8195,11 @@ export interface paths {
                 /** @description Switching to the WebSocket protocol (subprotocol `binary` when asked for, as noVNC does): binary frames both ways, bridged byte for byte to a new connection to the VM's VNC server, so an RFB client (`@novnc/novnc`) uses it directly. Recorded as `ConsoleOpened` and `ConsoleClosed` (`console: vnc`). */
                 101: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content?: never;
@@ -6128,6 +8207,11 @@ export interface paths {
                 /** @description Not a WebSocket upgrade request (`VALIDATION_ERROR` naming `upgrade`). */
                 400: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6137,6 +8221,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6146,6 +8235,11 @@ export interface paths {
                 /** @description The caller's role lacks the permission in `x-permission` (`FORBIDDEN`; `error.details` names it). */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6155,6 +8249,11 @@ export interface paths {
                 /** @description No such virtual machine, or not yours (`VM_NOT_FOUND`). */
                 404: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6168,6 +8267,11 @@ export interface paths {
                  */
                 409: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6177,6 +8281,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6186,6 +8295,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6195,6 +8306,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6204,6 +8321,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6239,6 +8358,11 @@ export interface paths {
                 /** @description The caller's webhooks (everyone's for a role with scope `all`), oldest first. */
                 200: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6248,6 +8372,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6260,6 +8389,11 @@ export interface paths {
                  */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6269,6 +8403,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6278,6 +8417,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6287,6 +8428,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6296,6 +8443,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6329,6 +8478,11 @@ export interface paths {
                 /** @description Added; recorded as `WebhookCreated` (without the secret). It receives the events committed from now on. The answer carries the secret, once. */
                 201: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6338,6 +8492,11 @@ export interface paths {
                 /** @description A field is invalid; `error.field` names it (`VALIDATION_ERROR`). */
                 400: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6347,6 +8506,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6359,6 +8523,11 @@ export interface paths {
                  */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6368,6 +8537,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6377,6 +8551,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6386,6 +8562,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6395,6 +8577,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6431,6 +8615,11 @@ export interface paths {
                 /** @description The webhook and how its deliveries stand. */
                 200: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6440,6 +8629,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6452,6 +8646,11 @@ export interface paths {
                  */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6461,6 +8660,11 @@ export interface paths {
                 /** @description No such webhook, or not yours (`WEBHOOK_NOT_FOUND`). */
                 404: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6470,6 +8674,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6479,6 +8688,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6488,6 +8699,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6497,6 +8714,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6530,6 +8749,11 @@ export interface paths {
                 /** @description Deleted with its deliveries; recorded as `WebhookDeleted`. */
                 200: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6539,6 +8763,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6551,6 +8780,11 @@ export interface paths {
                  */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6560,6 +8794,11 @@ export interface paths {
                 /** @description No such webhook, or not yours (`WEBHOOK_NOT_FOUND`). */
                 404: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6569,6 +8808,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6578,6 +8822,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6587,6 +8833,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6596,6 +8848,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6633,6 +8887,11 @@ export interface paths {
                 /** @description Changed; recorded as `WebhookChanged` (a new secret only as `secretChanged`, and shown once in this answer). */
                 200: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6642,6 +8901,11 @@ export interface paths {
                 /** @description A field is invalid; `error.field` names it (`VALIDATION_ERROR`). */
                 400: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6651,6 +8915,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6663,6 +8932,11 @@ export interface paths {
                  */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6672,6 +8946,11 @@ export interface paths {
                 /** @description No such webhook, or not yours (`WEBHOOK_NOT_FOUND`). */
                 404: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6681,6 +8960,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6690,6 +8974,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6699,6 +8985,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6708,6 +9000,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6747,6 +9041,11 @@ export interface paths {
                 /** @description A page of the webhook's deliveries, newest first. */
                 200: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6756,6 +9055,11 @@ export interface paths {
                 /** @description A field is invalid; `error.field` names it (`VALIDATION_ERROR`). */
                 400: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6765,6 +9069,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6777,6 +9086,11 @@ export interface paths {
                  */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6786,6 +9100,11 @@ export interface paths {
                 /** @description No such webhook, or not yours (`WEBHOOK_NOT_FOUND`). */
                 404: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6795,6 +9114,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6804,6 +9128,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6813,6 +9139,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6822,6 +9154,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6872,6 +9206,11 @@ export interface paths {
                 /** @description A delivery already delivered or failed is pending again, due now, with a fresh set of attempts; recorded as `WebhookDeliveryRequeued`. It keeps its id (receivers drop repeats by it) and its place in its VM's order: that VM's later deliveries still pending wait for it. */
                 202: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6881,6 +9220,11 @@ export interface paths {
                 /** @description A field is invalid; `error.field` names it (`VALIDATION_ERROR`). */
                 400: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6890,6 +9234,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6902,6 +9251,11 @@ export interface paths {
                  */
                 403: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6914,6 +9268,11 @@ export interface paths {
                  */
                 404: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6923,6 +9282,11 @@ export interface paths {
                 /** @description The delivery is still pending: it is sent anyway (`DELIVERY_PENDING`). */
                 409: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6932,6 +9296,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6941,6 +9310,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6950,6 +9321,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6959,6 +9336,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -6992,6 +9371,8 @@ export interface paths {
                 /** @description The process is up. */
                 200: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -7001,6 +9382,8 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -7010,6 +9393,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -7019,6 +9404,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -7054,6 +9441,8 @@ export interface paths {
                 /** @description The metrics in the Prometheus text format (0.0.4); the README lists the series. */
                 200: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -7063,6 +9452,8 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -7072,6 +9463,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -7081,6 +9474,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -7120,6 +9515,8 @@ export interface paths {
                 /** @description The database answers and the NATS stream carries this log. */
                 200: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -7129,6 +9526,8 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -7138,6 +9537,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -7147,6 +9548,8 @@ export interface paths {
                 /** @description The database does not answer (`SERVICE_UNAVAILABLE`). */
                 503: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -7156,6 +9559,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -7198,6 +9603,11 @@ export interface paths {
                 /** @description Switching to the WebSocket protocol; the frames are described in `schemas/feed/` and the README. */
                 101: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content?: never;
@@ -7205,6 +9615,11 @@ export interface paths {
                 /** @description No token, or one that is expired, forged or revoked (`UNAUTHORIZED`). */
                 401: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -7214,6 +9629,11 @@ export interface paths {
                 /** @description The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`). */
                 413: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -7223,6 +9643,8 @@ export interface paths {
                 /** @description The URL is longer than 8 KiB (`URI_TOO_LONG`). */
                 414: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -7232,6 +9654,12 @@ export interface paths {
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
+                        "Retry-After": components["headers"]["Retry-After"];
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -7241,6 +9669,8 @@ export interface paths {
                 /** @description Any other error, in the error envelope (e.g. `INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `INTERNAL_ERROR`, 408 `REQUEST_TIMEOUT` for a body that stops arriving, or 431 `HEADERS_TOO_LARGE` for a request head over 128 KiB). A method this path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. */
                 default: {
                     headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -9148,7 +11578,20 @@ export interface components {
     responses: never;
     parameters: never;
     requestBodies: never;
-    headers: never;
+    headers: {
+        /** @description Seconds to wait before the next request can pass. */
+        "Retry-After": number;
+        /** @description The version of the API this server speaks (also in `GET /system/info`). */
+        "X-API-Version": string;
+        /** @description Requests the caller may make in a minute. */
+        "X-RateLimit-Limit": number;
+        /** @description Requests the caller may still make in the current minute. */
+        "X-RateLimit-Remaining": number;
+        /** @description Seconds until the caller's budget is full again. */
+        "X-RateLimit-Reset": number;
+        /** @description The request's id: the client's own `X-Request-Id` when it is a sensible token (up to 128 letters, digits, `-`, `_`, `.`, `:`), otherwise one made here. Log lines and the events a request records carry it. */
+        "X-Request-Id": string;
+    };
     pathItems: never;
 }
 export type $defs = Record<string, never>;

@@ -80,8 +80,33 @@ pub async fn events(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
-    /// A sequence number or an RFC 3339 time (default: now).
+    #[param(schema_with = history_at)]
     at: Option<String>,
+}
+
+/// `at` is a sequence number (1 or more) or an RFC 3339 time; a value that is neither is 400
+/// naming `at`.
+fn history_at() -> utoipa::openapi::Schema {
+    use utoipa::openapi::schema::{KnownFormat, OneOfBuilder, SchemaFormat};
+    use utoipa::openapi::{ObjectBuilder, Type};
+    // A schema given this way replaces the field's doc comment, so the description goes here.
+    OneOfBuilder::new()
+        .description(Some(
+            "A sequence number of the VM's events (from 1; past the last one reads as the last) \
+             or an RFC 3339 time (default: now).",
+        ))
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(1)),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))),
+        )
+        .build()
+        .into()
 }
 
 /// `GET /vms/{id}/history?at=<sequence | RFC 3339 time>`: the VM as it was then, rebuilt from its
