@@ -130,6 +130,100 @@ impl Resolve for PublicOnly {
     }
 }
 
+/// The environment variables reqwest's clients take a proxy from.
+const PROXY_VARIABLES: [&str; 6] = [
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+];
+
+/// Whether the environment names a proxy, which reqwest's clients then use. A request through a
+/// proxy has its host name resolved by the proxy, past [`PublicOnly`], so such requests are
+/// checked with [`private_target`] first.
+pub fn proxied() -> bool {
+    PROXY_VARIABLES
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|value| !value.is_empty()))
+}
+
+/// Why a request through a proxy may not go to `url`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unreachable {
+    #[error(transparent)]
+    Private(#[from] PrivateAddress),
+    /// The name does not resolve here: only the proxy would know where it leads.
+    #[error("{0} does not resolve on this server, so it cannot be checked for private addresses")]
+    Unresolved(String),
+}
+
+/// Checks, for a request a proxy will make, where `url` leads: the address it names, or every
+/// address its host name resolves to here. The proxy resolves the name again; a name whose
+/// answers change in between is not caught (without a proxy, [`PublicOnly`] checks the very
+/// addresses the client connects to).
+pub async fn private_target(url: &reqwest::Url) -> Result<(), Unreachable> {
+    match target(url)? {
+        Target::Address(ip) => public(ip),
+        Target::Name(host) => {
+            let addrs = tokio::net::lookup_host((host.as_str(), 0)).await;
+            judged(&host, addrs)
+        }
+    }
+}
+
+/// [`private_target`] for a redirect, which reqwest's redirect policy decides synchronously: the
+/// lookup blocks the calling thread (redirects of image downloads are rare and few).
+pub fn private_target_blocking(url: &reqwest::Url) -> Result<(), Unreachable> {
+    use std::net::ToSocketAddrs;
+    match target(url)? {
+        Target::Address(ip) => public(ip),
+        Target::Name(host) => {
+            let addrs = (host.as_str(), 0).to_socket_addrs();
+            judged(&host, addrs)
+        }
+    }
+}
+
+enum Target {
+    Address(IpAddr),
+    Name(String),
+}
+
+fn target(url: &reqwest::Url) -> Result<Target, Unreachable> {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => Ok(Target::Address(IpAddr::V4(ip))),
+        Some(url::Host::Ipv6(ip)) => Ok(Target::Address(IpAddr::V6(ip))),
+        Some(url::Host::Domain(d)) => Ok(Target::Name(d.to_string())),
+        None => Err(Unreachable::Unresolved(url.to_string())),
+    }
+}
+
+/// Every address `host` resolved to must be public, and there must be one.
+fn judged(
+    host: &str,
+    addrs: std::io::Result<impl Iterator<Item = SocketAddr>>,
+) -> Result<(), Unreachable> {
+    let mut any = false;
+    for addr in addrs.map_err(|_| Unreachable::Unresolved(host.to_string()))? {
+        public(addr.ip())?;
+        any = true;
+    }
+    if any {
+        Ok(())
+    } else {
+        Err(Unreachable::Unresolved(host.to_string()))
+    }
+}
+
+fn public(ip: IpAddr) -> Result<(), Unreachable> {
+    if is_private(ip) {
+        return Err(PrivateAddress(ip).into());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::str::FromStr;
@@ -157,5 +251,47 @@ mod tests {
             Some(IpAddr::V4(Ipv4Addr::LOCALHOST))
         );
         assert_eq!(literal_address("https://example.com/x"), None);
+    }
+
+    fn url(s: &str) -> reqwest::Url {
+        reqwest::Url::parse(s).unwrap()
+    }
+
+    #[tokio::test]
+    async fn before_a_proxy_a_private_target_is_refused_by_address_or_by_name() {
+        let loopback = Err(Unreachable::Private(PrivateAddress(IpAddr::V4(
+            Ipv4Addr::LOCALHOST,
+        ))));
+        assert_eq!(private_target(&url("http://127.0.0.1:9/x")).await, loopback);
+        assert_eq!(
+            private_target_blocking(&url("http://127.0.0.1:9/x")),
+            loopback
+        );
+        assert_eq!(private_target(&url("http://localhost:9/x")).await, loopback);
+        assert_eq!(
+            private_target_blocking(&url("http://localhost:9/x")),
+            loopback
+        );
+        assert_eq!(
+            private_target(&url("http://169.254.169.254/latest/meta-data")).await,
+            Err(Unreachable::Private(PrivateAddress(
+                "169.254.169.254".parse().unwrap()
+            )))
+        );
+        assert_eq!(private_target(&url("http://93.184.215.14/x")).await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn before_a_proxy_a_name_that_does_not_resolve_here_is_refused() {
+        let name = "voidvm-no-such-host.invalid";
+        let expected = Err(Unreachable::Unresolved(name.to_string()));
+        assert_eq!(
+            private_target(&url(&format!("http://{name}/x"))).await,
+            expected
+        );
+        assert_eq!(
+            private_target_blocking(&url(&format!("http://{name}/x"))),
+            expected
+        );
     }
 }

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use super::install::Sink;
 use super::ImageError;
 use crate::config::ImageSettings;
-use crate::outbound::{is_private, literal_address, PublicOnly};
+use crate::outbound::{is_private, literal_address, PrivateAddress, PublicOnly, Unreachable};
 
 /// Redirects followed at most.
 const MAX_REDIRECTS: usize = 5;
@@ -31,6 +31,8 @@ pub struct Progress {
 pub struct Fetcher {
     client: reqwest::Client,
     allow_private: bool,
+    /// A proxy named in the environment resolves host names itself: they are checked here first.
+    proxied: bool,
     max_bytes: u64,
     stall: Duration,
 }
@@ -38,16 +40,23 @@ pub struct Fetcher {
 impl Fetcher {
     pub fn new(settings: &ImageSettings) -> anyhow::Result<Fetcher> {
         let allow_private = settings.allow_private;
+        let proxied = crate::outbound::proxied();
         let policy = reqwest::redirect::Policy::custom(move |attempt| {
             if attempt.previous().len() >= MAX_REDIRECTS {
                 return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
             }
             match literal_address(attempt.url().as_str()) {
                 Some(ip) if !allow_private && is_private(ip) => {
-                    attempt.error(format!("a redirect to {ip}, a private address"))
+                    return attempt.error(format!("a redirect to {ip}, a private address"));
                 }
-                _ => attempt.follow(),
+                _ => {}
             }
+            if !allow_private && proxied {
+                if let Err(e) = crate::outbound::private_target_blocking(attempt.url()) {
+                    return attempt.error(format!("a redirect refused: {e}"));
+                }
+            }
+            attempt.follow()
         });
         let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(30))
@@ -61,6 +70,7 @@ impl Fetcher {
                 .build()
                 .context("the image download client could not be built")?,
             allow_private,
+            proxied,
             max_bytes: settings.max_bytes,
             stall: Duration::from_secs(settings.stall_timeout_secs.max(1)),
         })
@@ -80,6 +90,16 @@ impl Fetcher {
     ) -> Result<(), ImageError> {
         if let Some(ip) = self.refuses(url) {
             return Err(ImageError::Private(ip));
+        }
+        if !self.allow_private && self.proxied {
+            let parsed =
+                reqwest::Url::parse(url).map_err(|e| ImageError::Download(e.to_string()))?;
+            crate::outbound::private_target(&parsed)
+                .await
+                .map_err(|e| match e {
+                    Unreachable::Private(PrivateAddress(ip)) => ImageError::Private(ip),
+                    Unreachable::Unresolved(_) => ImageError::Download(e.to_string()),
+                })?;
         }
         let response = self
             .client
@@ -123,5 +143,33 @@ impl Fetcher {
             }),
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn through_a_proxy_a_name_resolving_to_a_private_address_is_refused_before_any_request() {
+        let mut fetcher = Fetcher::new(&ImageSettings::default()).unwrap();
+        fetcher.proxied = true;
+        let path = std::env::temp_dir().join(format!("voidvm-fetch-{}", uuid::Uuid::new_v4()));
+        let mut sink = Sink::create(path.clone(), 1024).await.unwrap();
+        let (progress, _) = watch::channel(Progress::default());
+        assert!(matches!(
+            fetcher
+                .fetch("http://localhost:9/disk.qcow2", &mut sink, &progress)
+                .await,
+            Err(ImageError::Private(ip)) if ip.is_loopback()
+        ));
+        assert!(matches!(
+            fetcher
+                .fetch("http://voidvm-no-such-host.invalid/disk.qcow2", &mut sink, &progress)
+                .await,
+            Err(ImageError::Download(m)) if m.contains("does not resolve on this server")
+        ));
+        assert_eq!(sink.done(), 0);
+        std::fs::remove_file(path).unwrap();
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::target::{is_private, TargetUrl};
-use crate::outbound::PublicOnly;
+use crate::outbound::{PrivateAddress, PublicOnly, Unreachable};
 
 /// One request to a receiver.
 #[derive(Debug, Clone)]
@@ -43,10 +43,13 @@ pub trait Transport: Send + Sync {
 /// Unless `allow_private`, it refuses receivers on private addresses: URLs naming one, and host
 /// names that resolve to one (checked by its own resolver, on the addresses it then connects to,
 /// so a name cannot resolve to a public address for a check and a private one for the request).
+/// Through a proxy named in the environment, which resolves names itself, the receiver's host
+/// is resolved and checked here first ([`crate::outbound::private_target`]).
 pub struct HttpTransport {
     client: reqwest::Client,
     timeout: Duration,
     allow_private: bool,
+    proxied: bool,
 }
 
 impl HttpTransport {
@@ -67,6 +70,7 @@ impl HttpTransport {
             client,
             timeout,
             allow_private,
+            proxied: crate::outbound::proxied(),
         })
     }
 }
@@ -80,6 +84,16 @@ impl Transport for HttpTransport {
                 .and_then(|u| u.literal_address());
             if let Some(ip) = literal.filter(|ip| is_private(*ip)) {
                 return Err(TransportError::Private(ip));
+            }
+            if self.proxied {
+                let url = reqwest::Url::parse(&request.url)
+                    .map_err(|e| TransportError::Other(e.to_string()))?;
+                crate::outbound::private_target(&url)
+                    .await
+                    .map_err(|e| match e {
+                        Unreachable::Private(PrivateAddress(ip)) => TransportError::Private(ip),
+                        Unreachable::Unresolved(_) => TransportError::Connect(e.to_string()),
+                    })?;
             }
         }
         let mut builder = self
@@ -118,5 +132,26 @@ mod tests {
             transport.post(request).await,
             Err(TransportError::Private("127.0.0.1".parse().unwrap()))
         );
+    }
+
+    #[tokio::test]
+    async fn through_a_proxy_a_name_resolving_to_a_private_address_is_refused_before_any_request() {
+        let mut transport = HttpTransport::new(Duration::from_millis(200), false).unwrap();
+        transport.proxied = true;
+        let request = |url: &str| Request {
+            url: url.into(),
+            headers: Vec::new(),
+            body: Vec::new(),
+        };
+        assert_eq!(
+            transport.post(request("http://localhost:9/hook")).await,
+            Err(TransportError::Private("127.0.0.1".parse().unwrap()))
+        );
+        assert!(matches!(
+            transport
+                .post(request("http://voidvm-no-such-host.invalid/hook"))
+                .await,
+            Err(TransportError::Connect(m)) if m.contains("does not resolve on this server")
+        ));
     }
 }
