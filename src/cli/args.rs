@@ -232,6 +232,18 @@ pub enum VmCommand {
         /// The VM's id or name.
         vm: String,
     },
+    /// Serves a running VM's graphical console to a VNC viewer on a local port, carried over
+    /// the API with your token; prints the address. Ctrl-C ends it.
+    Vnc {
+        /// The VM's id or name.
+        vm: String,
+        /// Where to listen (port 0: any free port).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+        /// End when the first viewer leaves.
+        #[arg(long)]
+        once: bool,
+    },
     /// A VM's disk snapshots: list, take, restore, delete.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),

@@ -13,7 +13,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::header::AUTHORIZATION;
+use tokio_tungstenite::tungstenite::http::header::{AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::client::{CliError, CliResult, Client};
@@ -26,7 +26,7 @@ const LINGER: Duration = Duration::from_secs(2);
 pub async fn run(client: &Client, vm: &str) -> CliResult<()> {
     let id = super::vm::resolve(client, vm).await?;
     let token = client.require_token()?;
-    let ws = connect(client.origin(), &id, token).await?;
+    let ws = connect(client.origin(), &id, token, Console::Serial).await?;
     let terminal = std::io::stdin().is_terminal();
     let _raw = if terminal {
         eprintln!("Connected to the serial console of {id}; Ctrl-] ends the session.");
@@ -91,17 +91,35 @@ fn write_out(stdout: &mut std::io::Stdout, bytes: &[u8]) -> CliResult<()> {
         .map_err(|_| CliError::StdoutClosed)
 }
 
-type Socket =
+pub(super) type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// Opens the console socket; a refusal before the upgrade becomes the API's error (403, 404,
+/// Which of a VM's consoles to open.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Console {
+    /// `/console`: the serial console.
+    Serial,
+    /// `/vnc`, subprotocol `binary`: the graphical console's RFB bytes.
+    Vnc,
+}
+
+/// Opens a console socket; a refusal before the upgrade becomes the API's error (403, 404,
 /// 409 for a VM that is not running).
-async fn connect(origin: &str, id: &str, token: &str) -> CliResult<Socket> {
+pub(super) async fn connect(
+    origin: &str,
+    id: &str,
+    token: &str,
+    console: Console,
+) -> CliResult<Socket> {
     let ws_origin = match origin.strip_prefix("http") {
         Some(rest) => format!("ws{rest}"),
         None => origin.to_string(),
     };
-    let url = format!("{ws_origin}/api/v1/vms/{id}/console");
+    let path = match console {
+        Console::Serial => "console",
+        Console::Vnc => "vnc",
+    };
+    let url = format!("{ws_origin}/api/v1/vms/{id}/{path}");
     let mut request = url
         .as_str()
         .into_client_request()
@@ -110,6 +128,12 @@ async fn connect(origin: &str, id: &str, token: &str) -> CliResult<Socket> {
         .parse()
         .map_err(|_| CliError::Usage("the token cannot be sent in a header".into()))?;
     request.headers_mut().insert(AUTHORIZATION, bearer);
+    if let Console::Vnc = console {
+        request.headers_mut().insert(
+            SEC_WEBSOCKET_PROTOCOL,
+            tokio_tungstenite::tungstenite::http::HeaderValue::from_static("binary"),
+        );
+    }
     match tokio_tungstenite::connect_async(request).await {
         Ok((ws, _)) => Ok(ws),
         Err(WsError::Http(response)) => {

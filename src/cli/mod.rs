@@ -22,6 +22,7 @@ pub mod roles;
 pub mod snapshots;
 pub mod users;
 pub mod vm;
+pub mod vnc;
 pub mod webhooks;
 
 use std::process::ExitCode;

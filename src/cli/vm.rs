@@ -152,6 +152,7 @@ pub async fn run(client: &Client, out: Output, command: VmCommand) -> CliResult<
         VmCommand::Resume(t) => act(client, out, "resume", t, None).await,
         VmCommand::Reset(t) => act(client, out, "reset", t, None).await,
         VmCommand::Console { vm } => super::console::run(client, &vm).await,
+        VmCommand::Vnc { vm, listen, once } => super::vnc::run(client, &vm, listen, once).await,
         VmCommand::Snapshot(c) => super::snapshots::run(client, out, c).await,
         VmCommand::Delete(t) => {
             let id = resolve(client, &t.vm).await?;

@@ -91,6 +91,18 @@ impl Terminal {
         .expect("the runner")
     }
 
+    /// Starts `voidvm` with `args` and leaves it running, its stdout and stderr piped; it is
+    /// killed if dropped.
+    pub(crate) fn spawn(&self, args: &[&str]) -> tokio::process::Child {
+        tokio::process::Command::from(self.command(args))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the voidvm binary starts")
+    }
+
     pub(crate) async fn run(&self, args: &[&str]) -> Run {
         self.run_with(args, "").await
     }

@@ -9,16 +9,20 @@ use std::time::Duration;
 use base64::Engine;
 use futures::{SinkExt, StreamExt};
 use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::cli::Terminal;
 use crate::console::{console_events, running_guest, try_console, Socket};
 use crate::helpers::spawn_app;
 use crate::ws_client::WsClient;
 
-/// Where RFB bytes travel: a `/vnc` socket, or `vnc-data` frames on the feed.
+/// Where RFB bytes travel: a `/vnc` socket, `vnc-data` frames on the feed, or a plain TCP
+/// connection (to `voidvm vm vnc`, as a VNC viewer makes).
 enum Transport {
     Direct(Socket),
     Feed(WsClient, String),
+    Tcp(tokio::net::TcpStream),
 }
 
 struct Rfb {
@@ -42,6 +46,7 @@ impl Rfb {
                 )
                 .await
             }
+            Transport::Tcp(tcp) => tcp.write_all(bytes).await.expect("sent"),
         }
     }
 
@@ -66,6 +71,15 @@ impl Rfb {
                     .decode(frame["data"]["data"].as_str().expect("base64"))
                     .expect("valid base64");
                 self.buffer.extend(bytes);
+            }
+            Transport::Tcp(tcp) => {
+                let mut buf = [0u8; 16 * 1024];
+                let n = tokio::time::timeout(Duration::from_secs(60), tcp.read(&mut buf))
+                    .await
+                    .expect("RFB bytes in time")
+                    .expect("the connection reads");
+                assert!(n > 0, "the CLI closed the viewer's connection");
+                self.buffer.extend(&buf[..n]);
             }
         }
     }
@@ -217,4 +231,56 @@ async fn an_rfb_client_gets_the_framebuffer_through_vnc_and_through_the_feed() {
     }
     app.act_and_wait(&id, "stop", Some(json!({"force": true})))
         .await;
+}
+
+#[tokio::test]
+async fn the_cli_serves_the_graphical_console_to_a_vnc_viewer_on_a_local_port() {
+    let app = spawn_app().await;
+    let id = running_guest(&app, "cli-vnc").await;
+    let term = Terminal::new(&app);
+    term.login().await;
+
+    let missing = term.run(&["vm", "vnc", "vm-doesnotexist"]).await;
+    assert_eq!(missing.code, 4, "no such VM: {}", missing.stderr);
+
+    let mut cli = term.spawn(&["vm", "vnc", "cli-vnc", "--once"]);
+    let stdout = cli.stdout.take().expect("stdout");
+    let line = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::io::BufReader::new(stdout).lines().next_line(),
+    )
+    .await
+    .expect("the address in time")
+    .expect("stdout reads")
+    .expect("the address on stdout");
+    let addr: std::net::SocketAddr = line.parse().unwrap_or_else(|e| panic!("{line:?}: {e}"));
+    assert!(addr.ip().is_loopback(), "{addr}");
+
+    let viewer = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connected");
+    let mut rfb = Rfb {
+        transport: Transport::Tcp(viewer),
+        buffer: VecDeque::new(),
+    };
+    let (width, height) = rfb.handshake().await;
+    let rects = rfb.full_update(width, height).await;
+    assert!(rects > 0, "a full update has rectangles");
+
+    // The viewer leaves; with --once, so does the CLI.
+    drop(rfb);
+    let status = tokio::time::timeout(Duration::from_secs(20), cli.wait())
+        .await
+        .expect("the CLI ends once the viewer left")
+        .expect("the CLI ran");
+    let mut stderr = String::new();
+    cli.stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .await
+        .expect("stderr reads");
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(stderr.contains("The viewer left."), "{stderr}");
+    assert!(stderr.contains(&id), "{stderr}");
 }
