@@ -342,6 +342,11 @@ impl From<LifecycleError> for ApiError {
     }
 }
 
+/// `Retry-After` (seconds) on a refused WebSocket past the per-user cap.
+const CONNECTIONS_RETRY: u64 = 5;
+/// `Retry-After` (seconds) while the database cannot be reached.
+const UNAVAILABLE_RETRY: u64 = 1;
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         self.status_and_code().0
@@ -364,6 +369,14 @@ impl ResponseError for ApiError {
             ApiError::RateLimited { retry_after, .. }
             | ApiError::LoginLocked { retry_after, .. } => {
                 response.insert_header((actix_web::http::header::RETRY_AFTER, *retry_after));
+            }
+            // No time is known: when one of the caller's sockets closes, when the database is
+            // back. A hint, so that clients that honour it wait a little rather than hammer.
+            ApiError::TooManyConnections(_) => {
+                response.insert_header((actix_web::http::header::RETRY_AFTER, CONNECTIONS_RETRY));
+            }
+            ApiError::Unavailable => {
+                response.insert_header((actix_web::http::header::RETRY_AFTER, UNAVAILABLE_RETRY));
             }
             _ => {}
         }
@@ -408,5 +421,26 @@ mod tests {
             },
         );
         assert_eq!(e.status_and_code(), (StatusCode::CONFLICT, "VM_BUSY"));
+    }
+
+    #[test]
+    fn every_429_and_an_unreachable_database_say_when_to_try_again() {
+        let retry_after = |e: ApiError| {
+            e.error_response()
+                .headers()
+                .get(actix_web::http::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        assert_eq!(retry_after(ApiError::TooManyConnections(10)), Some(5));
+        assert_eq!(retry_after(ApiError::Unavailable), Some(1));
+        assert_eq!(
+            retry_after(ApiError::RateLimited {
+                limit: 100,
+                retry_after: 42
+            }),
+            Some(42)
+        );
+        assert_eq!(retry_after(ApiError::VmNotFound("vm-1".into())), None);
     }
 }
