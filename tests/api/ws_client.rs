@@ -49,6 +49,13 @@ impl TestApp {
         match tokio_tungstenite::connect_async(self.ws_url(Some(token))).await {
             Ok((stream, _)) => Ok(WsClient { stream }),
             Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                // A refused upgrade carries the headers the document declares for its status.
+                crate::openapi::check_headers(
+                    &reqwest::Method::GET,
+                    "/ws",
+                    resp.status(),
+                    resp.headers(),
+                );
                 let body = resp
                     .body()
                     .as_ref()
