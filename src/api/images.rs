@@ -114,7 +114,10 @@ pub struct NewImage {
     name: String,
     /// An `http` or `https` URL without credentials (it is recorded in the event log); not a
     /// private address unless the server allows them (`images.allow_private`).
-    #[schema(max_length = 2048)]
+    #[schema(
+        max_length = 2048,
+        pattern = "^[hH][tT][tT][pP][sS]?://[^/@#?\\s\\u0000]+([/?][^#\\s\\u0000]*)?$"
+    )]
     url: String,
     /// `disk` (a base disk, converted to qcow2), `iso` (a CD-ROM) or `kernel` (a kernel booted
     /// directly, with the default command line and no initrd).
@@ -137,7 +140,8 @@ pub struct UploadQuery {
     /// Disks only: `qcow2`, `raw`, `vmdk`, `vdi`, `vhdx` or `vpc`.
     #[param(pattern = "^(qcow2|raw|vmdk|vdi|vhdx|vpc)$")]
     format: Option<String>,
-    /// The SHA-256 of the body; the upload is refused if it differs.
+    /// The SHA-256 of the body, 64 hexadecimal digits; the upload is refused if it differs.
+    #[param(pattern = "^[0-9a-fA-F]{64}$")]
     sha256: Option<String>,
 }
 
@@ -324,7 +328,7 @@ pub async fn create(
     path = "/api/v1/images/{name}/upload",
     operation_id = "upload_image",
     tag = "images",
-    params(("name" = String, Path, description = "The new image's name."), UploadQuery, KeyHeader),
+    params(("name" = String, Path, description = "The new image's name: lowercase letters, digits, `.`, `-`, `_`; begins with a letter or digit; at most 63.", pattern = "^[a-z0-9][a-z0-9._-]*$", max_length = 63), UploadQuery, KeyHeader),
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The image's bytes, streamed to disk (up to `images.max_bytes`)."),
     responses(
         (status = 201, description = "Installed; recorded as `ImageUploaded`.", body = Envelope<ImageDetails>),

@@ -228,8 +228,7 @@ pub async fn wait(
     tag = "jobs",
     params(("id" = String, Path, description = "The job's id."), KeyHeader),
     responses(
-        (status = 200, description = "Cancelled.", body = Envelope<JobView>,
-            headers(("Idempotent-Replayed" = bool, description = "`true` when this is the first answer to an earlier request with the same Idempotency-Key."))),
+        (status = 200, description = "Cancelled.", body = Envelope<JobView>),
         Invalid,
         Unauthorized,
         JobMissing,

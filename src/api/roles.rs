@@ -113,18 +113,35 @@ pub struct NewRole {
     #[schema(pattern = "^[a-z][a-z0-9-]{1,31}$")]
     id: String,
     /// Up to 64 characters, not all blank.
-    #[schema(max_length = 64, pattern = "\\S")]
+    #[schema(max_length = 64, pattern = "^[^\\u0000]*\\S[^\\u0000]*$")]
     name: String,
     /// Up to 500 characters.
     #[serde(default)]
     #[schema(max_length = 500)]
     description: String,
     /// Permission ids from `GET /permissions`, or `["*"]`.
+    #[schema(schema_with = permission_ids)]
     permissions: Vec<String>,
     /// `own` (default) or `all`.
     scope: Option<Scope>,
     #[schema(minimum = 1, maximum = 100_000_000)]
     rate_limit: Option<u32>,
+}
+
+/// Permission ids of the catalog, or `*` (all of them, whatever else is listed).
+fn permission_ids() -> utoipa::openapi::Array {
+    use utoipa::openapi::{ArrayBuilder, ObjectBuilder, Type};
+    let ids = std::iter::once("*").chain(Permission::ALL.into_iter().map(Permission::id));
+    ArrayBuilder::new()
+        .description(Some(
+            "Permission ids from `GET /permissions`; `*` anywhere grants every permission.",
+        ))
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(ids)),
+        )
+        .build()
 }
 
 fn check_id(id: &str) -> Result<(), ApiError> {
@@ -247,10 +264,11 @@ pub async fn create(
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 #[schema(min_properties = 1)]
 pub struct RoleUpdate {
-    #[schema(max_length = 64, pattern = "\\S")]
+    #[schema(max_length = 64, pattern = "^[^\\u0000]*\\S[^\\u0000]*$")]
     name: Option<String>,
     #[schema(max_length = 500)]
     description: Option<String>,
+    #[schema(schema_with = permission_ids)]
     permissions: Option<Vec<String>>,
     scope: Option<Scope>,
     /// `null` returns the role to the configured default.

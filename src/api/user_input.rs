@@ -12,6 +12,8 @@ pub struct NewUser {
     /// 3 to 32 letters, digits, `.`, `_` or `-`; unique.
     #[schema(pattern = "^[A-Za-z0-9._-]{3,32}$")]
     pub username: String,
+    /// An address like `name@example.com`, at most 254 characters.
+    #[schema(max_length = 254, pattern = "^[^@\\s]+@\\S*\\.\\S*$")]
     pub email: Option<String>,
     /// 8 to 256 characters.
     #[schema(min_length = 8, max_length = 256)]
@@ -52,7 +54,7 @@ pub fn check_password(field: &str, password: &str) -> Result<(), ApiError> {
 }
 
 pub fn check_email(email: &str) -> Result<(), ApiError> {
-    let ok = email.len() <= 254
+    let ok = email.chars().count() <= 254
         && email
             .split_once('@')
             .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
@@ -87,8 +89,9 @@ pub fn check_rate(field: &str, rate: Option<u32>) -> Result<(), ApiError> {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 #[schema(min_properties = 1)]
 pub struct UserUpdate {
+    /// An address like `name@example.com`, at most 254 characters; `null` clears it.
     #[serde(default, deserialize_with = "crate::accounts::present_or_null")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 254, pattern = "^[^@\\s]+@\\S*\\.\\S*$")]
     pub email: Option<Option<String>>,
     /// A new password (8 to 256 characters); ends every token the user had.
     #[schema(min_length = 8, max_length = 256)]

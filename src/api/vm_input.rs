@@ -76,6 +76,10 @@ pub struct PatchVm {
 #[serde(deny_unknown_fields)]
 pub struct StopVm {
     pub force: Option<bool>,
+    /// Seconds to wait for the guest to power down before forcing it off. At most
+    /// `limits.stopTimeoutMaxSecs` of the server's settings (the bound given here is its
+    /// default; a server configured otherwise checks its own).
+    #[schema(maximum = 3600)]
     pub timeout: Option<u64>,
 }
 

@@ -190,6 +190,11 @@ pub fn check_headers(
                 .unwrap_or_else(|| {
                     panic!("{what}: the header {name} ({text:?}) is not an integer")
                 }),
+            Some("boolean") => match text {
+                "true" => Value::Bool(true),
+                "false" => Value::Bool(false),
+                _ => panic!("{what}: the header {name} ({text:?}) is not a boolean"),
+            },
             _ => Value::String(text.to_string()),
         };
         assert!(

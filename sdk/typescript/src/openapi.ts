@@ -596,6 +596,7 @@ export interface paths {
                 /** @description Changed; recorded as `ConfigChanged` and in force on every node. */
                 200: {
                     headers: {
+                        "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                         "X-API-Version": components["headers"]["X-API-Version"];
                         "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
                         "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
@@ -670,6 +671,20 @@ export interface paths {
                 414: {
                     headers: {
                         "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The `Idempotency-Key` was used for another request (another method, path or body) in the last 24 hours (`IDEMPOTENCY_KEY_REUSED`). */
+                422: {
+                    headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
                         "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
@@ -1109,6 +1124,7 @@ export interface paths {
                 /** @description Accepted; recorded as `ImageImportRequested`. A worker downloads the image (progress on the job and as `ImageImportProgressed` events), verifies its checksum, converts a disk to qcow2 and installs it; then `ImageImported`, or `ImageImportFailed` with nothing left behind. */
                 202: {
                     headers: {
+                        "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                         "X-API-Version": components["headers"]["X-API-Version"];
                         "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
                         "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
@@ -1197,6 +1213,20 @@ export interface paths {
                 414: {
                     headers: {
                         "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The `Idempotency-Key` was used for another request (another method, path or body) in the last 24 hours (`IDEMPOTENCY_KEY_REUSED`). */
+                422: {
+                    headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
                         "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
@@ -1394,6 +1424,7 @@ export interface paths {
                 /** @description Deleted; recorded as `ImageDeleted`. Its files are removed. */
                 204: {
                     headers: {
+                        "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                         "X-API-Version": components["headers"]["X-API-Version"];
                         "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
                         "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
@@ -1487,6 +1518,20 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
+                /** @description The `Idempotency-Key` was used for another request (another method, path or body) in the last 24 hours (`IDEMPOTENCY_KEY_REUSED`). */
+                422: {
+                    headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
@@ -1535,7 +1580,7 @@ export interface paths {
                     kind: string;
                     /** @description Disks only: `qcow2`, `raw`, `vmdk`, `vdi`, `vhdx` or `vpc`. */
                     format?: string;
-                    /** @description The SHA-256 of the body; the upload is refused if it differs. */
+                    /** @description The SHA-256 of the body, 64 hexadecimal digits; the upload is refused if it differs. */
                     sha256?: string;
                 };
                 header?: {
@@ -1548,7 +1593,7 @@ export interface paths {
                     "Idempotency-Key"?: string;
                 };
                 path: {
-                    /** @description The new image's name. */
+                    /** @description The new image's name: lowercase letters, digits, `.`, `-`, `_`; begins with a letter or digit; at most 63. */
                     name: string;
                 };
                 cookie?: never;
@@ -1563,6 +1608,7 @@ export interface paths {
                 /** @description Installed; recorded as `ImageUploaded`. */
                 201: {
                     headers: {
+                        "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                         "X-API-Version": components["headers"]["X-API-Version"];
                         "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
                         "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
@@ -1651,6 +1697,20 @@ export interface paths {
                 414: {
                     headers: {
                         "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The `Idempotency-Key` was used for another request (another method, path or body) in the last 24 hours (`IDEMPOTENCY_KEY_REUSED`). */
+                422: {
+                    headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
                         "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
@@ -2009,8 +2069,7 @@ export interface paths {
                 /** @description Cancelled. */
                 200: {
                     headers: {
-                        /** @description `true` when this is the first answer to an earlier request with the same Idempotency-Key. */
-                        "Idempotent-Replayed"?: boolean;
+                        "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                         "X-API-Version": components["headers"]["X-API-Version"];
                         "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
                         "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
@@ -2825,6 +2884,7 @@ export interface paths {
                 /** @description Added; recorded as `RoleCreated`. */
                 201: {
                     headers: {
+                        "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                         "X-API-Version": components["headers"]["X-API-Version"];
                         "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
                         "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
@@ -2923,6 +2983,20 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
+                /** @description The `Idempotency-Key` was used for another request (another method, path or body) in the last 24 hours (`IDEMPOTENCY_KEY_REUSED`). */
+                422: {
+                    headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
@@ -2992,6 +3066,7 @@ export interface paths {
                 /** @description Changed; recorded as `RoleChanged`, in force at once for its users. Built-in roles change only their description and rate limit. */
                 200: {
                     headers: {
+                        "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                         "X-API-Version": components["headers"]["X-API-Version"];
                         "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
                         "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
@@ -3104,6 +3179,20 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
+                /** @description The `Idempotency-Key` was used for another request (another method, path or body) in the last 24 hours (`IDEMPOTENCY_KEY_REUSED`). */
+                422: {
+                    headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
@@ -3156,6 +3245,7 @@ export interface paths {
                 /** @description Deleted; recorded as `RoleDeleted`. Built-in roles and roles users have stay. */
                 200: {
                     headers: {
+                        "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                         "X-API-Version": components["headers"]["X-API-Version"];
                         "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
                         "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
@@ -3247,6 +3337,20 @@ export interface paths {
                 414: {
                     headers: {
                         "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The `Idempotency-Key` was used for another request (another method, path or body) in the last 24 hours (`IDEMPOTENCY_KEY_REUSED`). */
+                422: {
+                    headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
                         "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
@@ -3718,6 +3822,7 @@ export interface paths {
                 /** @description Created; recorded as `UserCreated` (without the password). */
                 201: {
                     headers: {
+                        "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                         "X-API-Version": components["headers"]["X-API-Version"];
                         "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
                         "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
@@ -3809,6 +3914,20 @@ export interface paths {
                 414: {
                     headers: {
                         "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The `Idempotency-Key` was used for another request (another method, path or body) in the last 24 hours (`IDEMPOTENCY_KEY_REUSED`). */
+                422: {
+                    headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
                         "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
@@ -4008,6 +4127,7 @@ export interface paths {
                 /** @description Changed; recorded as `UserChanged` and, for a password, `UserPasswordChanged` (without it). */
                 200: {
                     headers: {
+                        "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                         "X-API-Version": components["headers"]["X-API-Version"];
                         "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
                         "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
@@ -4120,6 +4240,20 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
+                /** @description The `Idempotency-Key` was used for another request (another method, path or body) in the last 24 hours (`IDEMPOTENCY_KEY_REUSED`). */
+                422: {
+                    headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
@@ -4175,6 +4309,7 @@ export interface paths {
                 /** @description Deleted; recorded as `UserDeleted` (and each VM handed over as `VmOwnerChanged`). The user's tokens stop working. */
                 200: {
                     headers: {
+                        "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                         "X-API-Version": components["headers"]["X-API-Version"];
                         "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
                         "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
@@ -4280,6 +4415,20 @@ export interface paths {
                 414: {
                     headers: {
                         "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The `Idempotency-Key` was used for another request (another method, path or body) in the last 24 hours (`IDEMPOTENCY_KEY_REUSED`). */
+                422: {
+                    headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
                         "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
@@ -4482,8 +4631,7 @@ export interface paths {
                 /** @description Created; its provisioning job runs. */
                 201: {
                     headers: {
-                        /** @description `true` when this is the first answer to an earlier request with the same Idempotency-Key. */
-                        "Idempotent-Replayed"?: boolean;
+                        "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                         "X-API-Version": components["headers"]["X-API-Version"];
                         "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
                         "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
@@ -4792,8 +4940,7 @@ export interface paths {
                 /** @description Accepted: the VM and its disk go (it must be stopped). */
                 202: {
                     headers: {
-                        /** @description `true` when this is the first answer to an earlier request with the same Idempotency-Key. */
-                        "Idempotent-Replayed"?: boolean;
+                        "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                         "X-API-Version": components["headers"]["X-API-Version"];
                         "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
                         "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
@@ -5000,8 +5147,7 @@ export interface paths {
                 /** @description Changed (or nothing to change). */
                 200: {
                     headers: {
-                        /** @description `true` when this is the first answer to an earlier request with the same Idempotency-Key. */
-                        "Idempotent-Replayed"?: boolean;
+                        "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                         "X-API-Version": components["headers"]["X-API-Version"];
                         "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
                         "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
@@ -5702,8 +5848,7 @@ export interface paths {
                 /** @description Accepted: a `media` job puts the ISO in the CD-ROM, live on a running VM, for the next start otherwise. */
                 202: {
                     headers: {
-                        /** @description `true` when this is the first answer to an earlier request with the same Idempotency-Key. */
-                        "Idempotent-Replayed"?: boolean;
+                        "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                         "X-API-Version": components["headers"]["X-API-Version"];
                         "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
                         "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
@@ -5905,8 +6050,7 @@ export interface paths {
                 /** @description Accepted: a `media` job takes the medium out of the CD-ROM (live on a running VM). */
                 202: {
                     headers: {
-                        /** @description `true` when this is the first answer to an earlier request with the same Idempotency-Key. */
-                        "Idempotent-Replayed"?: boolean;
+                        "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                         "X-API-Version": components["headers"]["X-API-Version"];
                         "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
                         "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
@@ -6122,8 +6266,7 @@ export interface paths {
                 /** @description Accepted: the vCPUs stop. */
                 202: {
                     headers: {
-                        /** @description `true` when this is the first answer to an earlier request with the same Idempotency-Key. */
-                        "Idempotent-Replayed"?: boolean;
+                        "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                         "X-API-Version": components["headers"]["X-API-Version"];
                         "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
                         "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
@@ -6340,8 +6483,7 @@ export interface paths {
                 /** @description Accepted: a hard reset, like the reset button. */
                 202: {
                     headers: {
-                        /** @description `true` when this is the first answer to an earlier request with the same Idempotency-Key. */
-                        "Idempotent-Replayed"?: boolean;
+                        "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                         "X-API-Version": components["headers"]["X-API-Version"];
                         "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
                         "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
@@ -6558,8 +6700,7 @@ export interface paths {
                 /** @description Accepted: the guest reboots. */
                 202: {
                     headers: {
-                        /** @description `true` when this is the first answer to an earlier request with the same Idempotency-Key. */
-                        "Idempotent-Replayed"?: boolean;
+                        "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                         "X-API-Version": components["headers"]["X-API-Version"];
                         "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
                         "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
@@ -6776,8 +6917,7 @@ export interface paths {
                 /** @description Accepted: the vCPUs run again. */
                 202: {
                     headers: {
-                        /** @description `true` when this is the first answer to an earlier request with the same Idempotency-Key. */
-                        "Idempotent-Replayed"?: boolean;
+                        "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                         "X-API-Version": components["headers"]["X-API-Version"];
                         "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
                         "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
@@ -7118,8 +7258,7 @@ export interface paths {
                 /** @description Accepted: a `snapshot` job takes it, live through QMP on a running VM (with its memory when asked), with `qemu-img` on a stopped one. */
                 202: {
                     headers: {
-                        /** @description `true` when this is the first answer to an earlier request with the same Idempotency-Key. */
-                        "Idempotent-Replayed"?: boolean;
+                        "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                         "X-API-Version": components["headers"]["X-API-Version"];
                         "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
                         "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
@@ -7335,8 +7474,7 @@ export interface paths {
                 /** @description Accepted: a `snapshot` job deletes it from the VM's disk (live on a running VM). */
                 202: {
                     headers: {
-                        /** @description `true` when this is the first answer to an earlier request with the same Idempotency-Key. */
-                        "Idempotent-Replayed"?: boolean;
+                        "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                         "X-API-Version": components["headers"]["X-API-Version"];
                         "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
                         "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
@@ -7554,8 +7692,7 @@ export interface paths {
                 /** @description Accepted: a `snapshot` job puts the VM back as the snapshot left it: a memory snapshot on a running VM with its running state (no reboot), otherwise the disk of a stopped VM. */
                 202: {
                     headers: {
-                        /** @description `true` when this is the first answer to an earlier request with the same Idempotency-Key. */
-                        "Idempotent-Replayed"?: boolean;
+                        "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                         "X-API-Version": components["headers"]["X-API-Version"];
                         "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
                         "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
@@ -7768,8 +7905,7 @@ export interface paths {
                 /** @description Accepted: the VM boots. */
                 202: {
                     headers: {
-                        /** @description `true` when this is the first answer to an earlier request with the same Idempotency-Key. */
-                        "Idempotent-Replayed"?: boolean;
+                        "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                         "X-API-Version": components["headers"]["X-API-Version"];
                         "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
                         "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
@@ -7990,8 +8126,7 @@ export interface paths {
                 /** @description Accepted: ACPI power-down, then forced after `timeout` seconds (or at once with `force`). */
                 202: {
                     headers: {
-                        /** @description `true` when this is the first answer to an earlier request with the same Idempotency-Key. */
-                        "Idempotent-Replayed"?: boolean;
+                        "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                         "X-API-Version": components["headers"]["X-API-Version"];
                         "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
                         "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
@@ -8478,6 +8613,7 @@ export interface paths {
                 /** @description Added; recorded as `WebhookCreated` (without the secret). It receives the events committed from now on. The answer carries the secret, once. */
                 201: {
                     headers: {
+                        "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                         "X-API-Version": components["headers"]["X-API-Version"];
                         "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
                         "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
@@ -8552,6 +8688,20 @@ export interface paths {
                 414: {
                     headers: {
                         "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The `Idempotency-Key` was used for another request (another method, path or body) in the last 24 hours (`IDEMPOTENCY_KEY_REUSED`). */
+                422: {
+                    headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
                         "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
@@ -8749,6 +8899,7 @@ export interface paths {
                 /** @description Deleted with its deliveries; recorded as `WebhookDeleted`. */
                 200: {
                     headers: {
+                        "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                         "X-API-Version": components["headers"]["X-API-Version"];
                         "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
                         "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
@@ -8830,6 +8981,20 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
+                /** @description The `Idempotency-Key` was used for another request (another method, path or body) in the last 24 hours (`IDEMPOTENCY_KEY_REUSED`). */
+                422: {
+                    headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
                 /** @description More requests than the caller's budget a minute (`RATE_LIMITED`); `Retry-After` says when to try again. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. */
                 429: {
                     headers: {
@@ -8887,6 +9052,7 @@ export interface paths {
                 /** @description Changed; recorded as `WebhookChanged` (a new secret only as `secretChanged`, and shown once in this answer). */
                 200: {
                     headers: {
+                        "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                         "X-API-Version": components["headers"]["X-API-Version"];
                         "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
                         "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
@@ -8975,6 +9141,20 @@ export interface paths {
                 414: {
                     headers: {
                         "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The `Idempotency-Key` was used for another request (another method, path or body) in the last 24 hours (`IDEMPOTENCY_KEY_REUSED`). */
+                422: {
+                    headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
                         "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
@@ -9206,6 +9386,7 @@ export interface paths {
                 /** @description A delivery already delivered or failed is pending again, due now, with a fresh set of attempts; recorded as `WebhookDeliveryRequeued`. It keeps its id (receivers drop repeats by it) and its place in its VM's order: that VM's later deliveries still pending wait for it. */
                 202: {
                     headers: {
+                        "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                         "X-API-Version": components["headers"]["X-API-Version"];
                         "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
                         "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
@@ -9311,6 +9492,20 @@ export interface paths {
                 414: {
                     headers: {
                         "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description The `Idempotency-Key` was used for another request (another method, path or body) in the last 24 hours (`IDEMPOTENCY_KEY_REUSED`). */
+                422: {
+                    headers: {
+                        "X-API-Version": components["headers"]["X-API-Version"];
+                        "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                        "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                        "X-RateLimit-Reset": components["headers"]["X-RateLimit-Reset"];
                         "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
@@ -11079,8 +11274,8 @@ export interface components {
             name: string;
             /** @description Up to 500 characters. */
             description?: string;
-            /** @description Permission ids from `GET /permissions`, or `["*"]`. */
-            permissions: string[];
+            /** @description Permission ids from `GET /permissions`; `*` anywhere grants every permission. */
+            permissions: ("*" | "vm:read" | "vm:create" | "vm:update" | "vm:delete" | "vm:start" | "vm:stop" | "vm:restart" | "vm:pause" | "vm:resume" | "vm:reset" | "vm:console" | "job:read" | "job:cancel" | "event:read" | "user:read" | "user:create" | "user:update" | "user:delete" | "role:read" | "role:create" | "role:update" | "role:delete" | "config:read" | "config:update" | "system:read" | "webhook:read" | "webhook:create" | "webhook:update" | "webhook:delete" | "image:read" | "image:create" | "image:delete")[];
             scope?: components["schemas"]["Scope"] | null;
             /** Format: int32 */
             rateLimit?: number | null;
@@ -11088,6 +11283,7 @@ export interface components {
         NewUser: {
             /** @description 3 to 32 letters, digits, `.`, `_` or `-`; unique. */
             username: string;
+            /** @description An address like `name@example.com`, at most 254 characters. */
             email?: string | null;
             /** @description 8 to 256 characters. */
             password: string;
@@ -11266,7 +11462,8 @@ export interface components {
         RoleUpdate: {
             name?: string | null;
             description?: string | null;
-            permissions?: string[] | null;
+            /** @description Permission ids from `GET /permissions`; `*` anywhere grants every permission. */
+            permissions?: ("*" | "vm:read" | "vm:create" | "vm:update" | "vm:delete" | "vm:start" | "vm:stop" | "vm:restart" | "vm:pause" | "vm:resume" | "vm:reset" | "vm:console" | "job:read" | "job:cancel" | "event:read" | "user:read" | "user:create" | "user:update" | "user:delete" | "role:read" | "role:create" | "role:update" | "role:delete" | "config:read" | "config:update" | "system:read" | "webhook:read" | "webhook:create" | "webhook:update" | "webhook:delete" | "image:read" | "image:create" | "image:delete")[];
             scope?: components["schemas"]["Scope"] | null;
             /**
              * Format: int32
@@ -11305,7 +11502,12 @@ export interface components {
         };
         StopVm: {
             force?: boolean | null;
-            /** Format: int64 */
+            /**
+             * Format: int64
+             * @description Seconds to wait for the guest to power down before forcing it off. At most
+             *     `limits.stopTimeoutMaxSecs` of the server's settings (the bound given here is its
+             *     default; a server configured otherwise checks its own).
+             */
             timeout?: number | null;
         };
         StorageSection: {
@@ -11413,6 +11615,7 @@ export interface components {
         UserStatus: "active" | "disabled";
         /** @description A change: only the fields present change (`null` clears `email` and `rateLimit`). */
         UserUpdate: {
+            /** @description An address like `name@example.com`, at most 254 characters; `null` clears it. */
             email?: string | null;
             /** @description A new password (8 to 256 characters); ends every token the user had. */
             password?: string | null;
@@ -11579,6 +11782,8 @@ export interface components {
     parameters: never;
     requestBodies: never;
     headers: {
+        /** @description `true` when this is the first answer to an earlier request with the same `Idempotency-Key`, given again. */
+        "Idempotent-Replayed": boolean;
         /** @description Seconds to wait before the next request can pass. */
         "Retry-After": number;
         /** @description The version of the API this server speaks (also in `GET /system/info`). */

@@ -23,6 +23,10 @@ pub const LIMIT: &str = "X-RateLimit-Limit";
 pub const REMAINING: &str = "X-RateLimit-Remaining";
 pub const RESET: &str = "X-RateLimit-Reset";
 pub const RETRY_AFTER: &str = "Retry-After";
+/// On the answer to a retry (`super::super::retry`); not required: a first answer lacks it.
+pub const REPLAYED: &str = "Idempotent-Replayed";
+/// The request header that makes an operation retry-safe.
+const KEY: &str = "Idempotency-Key";
 
 /// The document's [`Modify`] that declares the headers.
 pub struct Headers;
@@ -32,6 +36,46 @@ fn header(description: &str, schema: ObjectBuilder) -> Header {
     header.description = Some(description.to_string());
     header.extensions = Some(Extensions::from_iter([("required", true)]));
     header
+}
+
+fn replayed() -> Header {
+    let mut header = Header::new(ObjectBuilder::new().schema_type(Type::Boolean).build());
+    header.description = Some(
+        "`true` when this is the first answer to an earlier request with the same \
+         `Idempotency-Key`, given again."
+            .to_string(),
+    );
+    header
+}
+
+/// 422 `IDEMPOTENCY_KEY_REUSED`, which any operation taking an `Idempotency-Key` may answer.
+fn key_reused() -> utoipa::openapi::Response {
+    use utoipa::openapi::content::ContentBuilder;
+    use utoipa::openapi::response::ResponseBuilder;
+    ResponseBuilder::new()
+        .description(
+            "The `Idempotency-Key` was used for another request (another method, path or body) \
+             in the last 24 hours (`IDEMPOTENCY_KEY_REUSED`).",
+        )
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(utoipa::openapi::Ref::from_schema_name(
+                    "ErrorEnvelope",
+                )))
+                .build(),
+        )
+        .build()
+}
+
+/// Whether `operation` takes an `Idempotency-Key`.
+fn keyed(operation: &utoipa::openapi::path::Operation) -> bool {
+    operation.parameters.iter().flatten().any(|p| match p {
+        RefOr::T(p) => {
+            p.name == KEY && p.parameter_in == utoipa::openapi::path::ParameterIn::Header
+        }
+        RefOr::Ref(_) => false,
+    })
 }
 
 fn integer(minimum: i32) -> ObjectBuilder {
@@ -116,15 +160,31 @@ impl Modify for Headers {
                 .headers
                 .insert(name.to_string(), RefOr::T(header));
         }
+        components
+            .headers
+            .insert(REPLAYED.to_string(), RefOr::T(replayed()));
         for (path, item) in openapi.paths.paths.iter_mut() {
             for operation in operations(item)
                 .into_iter()
                 .filter_map(|(_, op)| op.as_mut())
             {
+                let keyed = keyed(operation);
+                if keyed {
+                    operation
+                        .responses
+                        .responses
+                        .entry("422".to_string())
+                        .or_insert_with(|| RefOr::T(key_reused()));
+                }
                 for (status, response) in operation.responses.responses.iter_mut() {
                     let RefOr::T(response) = response else {
                         continue;
                     };
+                    if keyed && status.starts_with('2') {
+                        response
+                            .headers
+                            .insert(REPLAYED.to_string(), reference(REPLAYED));
+                    }
                     for name in carried(path, status) {
                         response
                             .headers
@@ -162,6 +222,44 @@ mod tests {
         assert_eq!(carried("/api/v1/vms", "default"), [REQUEST_ID, API_VERSION]);
         assert_eq!(carried("/metrics", "200"), [REQUEST_ID, API_VERSION]);
         assert_eq!(carried("/ws", "101"), carried("/api/v1/vms", "200"));
+    }
+
+    #[test]
+    fn every_operation_taking_an_idempotency_key_says_how_a_retry_is_answered() {
+        let doc: serde_json::Value =
+            serde_json::from_str(super::super::document()).expect("the document");
+        let (mut keyed, mut mutating) = (0, 0);
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, op) in item.as_object().expect("an item") {
+                if ["post", "put", "patch", "delete"].contains(&method.as_str())
+                    && !path.starts_with("/api/v1/auth/")
+                {
+                    mutating += 1;
+                }
+                let takes_key = op["parameters"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|p| p["name"] == KEY && p["in"] == "header");
+                if !takes_key {
+                    continue;
+                }
+                keyed += 1;
+                let answers = op["responses"].as_object().expect("responses");
+                assert!(answers.contains_key("422"), "{method} {path}");
+                for (status, answer) in answers.iter().filter(|(s, _)| s.starts_with('2')) {
+                    assert_eq!(
+                        answer["headers"][REPLAYED]["$ref"],
+                        format!("#/components/headers/{REPLAYED}"),
+                        "{method} {path} {status}"
+                    );
+                }
+            }
+        }
+        // The API's rule: every POST, PUT, PATCH and DELETE but logging in and out and changing
+        // one's password.
+        assert_eq!(keyed, mutating);
+        assert!(doc["components"]["headers"][REPLAYED]["required"].is_null());
     }
 
     #[test]

@@ -34,8 +34,7 @@ use crate::vm::{Reconfiguration, VmCommand, VmError};
     request_body = PatchVm,
     params(KeyHeader, IfMatchHeader),
     responses(
-        (status = 200, description = "Changed (or nothing to change).", body = Envelope<Patched>,
-            headers(("Idempotent-Replayed" = bool, description = "`true` when this is the first answer to an earlier request with the same Idempotency-Key."))),
+        (status = 200, description = "Changed (or nothing to change).", body = Envelope<Patched>),
         Invalid,
         Unauthorized,
         VmMissing,
@@ -161,8 +160,7 @@ pub async fn patch(
     operation_id = "delete_vm",
     params(("id" = String, Path, description = "The VM's id, e.g. `vm-abc123def456`."), KeyHeader, IfMatchHeader),
     responses(
-        (status = 202, description = "Accepted: the VM and its disk go (it must be stopped).", body = Envelope<Accepted>,
-            headers(("Idempotent-Replayed" = bool, description = "`true` when this is the first answer to an earlier request with the same Idempotency-Key."))),
+        (status = 202, description = "Accepted: the VM and its disk go (it must be stopped).", body = Envelope<Accepted>),
         Invalid,
         Unauthorized,
         VmMissing,

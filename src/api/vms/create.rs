@@ -27,8 +27,7 @@ use crate::vm::{NetworkSpec, Owner, VmCommand, VmSpec};
     request_body = CreateVm,
     params(KeyHeader),
     responses(
-        (status = 201, description = "Created; its provisioning job runs.", body = Envelope<CreatedVm>,
-            headers(("Idempotent-Replayed" = bool, description = "`true` when this is the first answer to an earlier request with the same Idempotency-Key."))),
+        (status = 201, description = "Created; its provisioning job runs.", body = Envelope<CreatedVm>),
         Invalid,
         Unauthorized,
         VmConflict,

@@ -87,8 +87,7 @@ pub async fn list_snapshots(
     params(("id" = String, Path, description = "The VM's id, e.g. `vm-abc123def456`."), KeyHeader, IfMatchHeader),
     request_body = TakeSnapshot,
     responses(
-        (status = 202, description = "Accepted: a `snapshot` job takes it, live through QMP on a running VM (with its memory when asked), with `qemu-img` on a stopped one.", body = Envelope<Accepted>,
-            headers(("Idempotent-Replayed" = bool, description = "`true` when this is the first answer to an earlier request with the same Idempotency-Key."))),
+        (status = 202, description = "Accepted: a `snapshot` job takes it, live through QMP on a running VM (with its memory when asked), with `qemu-img` on a stopped one.", body = Envelope<Accepted>),
         Invalid,
         Unauthorized,
         VmMissing,
@@ -136,13 +135,12 @@ pub async fn take_snapshot(
     operation_id = "restore_vm_snapshot",
     params(
         ("id" = String, Path, description = "The VM's id, e.g. `vm-abc123def456`."),
-        ("name" = String, Path, description = "The snapshot's name."),
+        ("name" = String, Path, description = "The snapshot's name.", pattern = "^([A-Za-z._]|[0-9]+[A-Za-z._-])[A-Za-z0-9._-]*$", min_length = 1, max_length = 63),
         KeyHeader,
         IfMatchHeader
     ),
     responses(
-        (status = 202, description = "Accepted: a `snapshot` job puts the VM back as the snapshot left it: a memory snapshot on a running VM with its running state (no reboot), otherwise the disk of a stopped VM.", body = Envelope<Accepted>,
-            headers(("Idempotent-Replayed" = bool, description = "`true` when this is the first answer to an earlier request with the same Idempotency-Key."))),
+        (status = 202, description = "Accepted: a `snapshot` job puts the VM back as the snapshot left it: a memory snapshot on a running VM with its running state (no reboot), otherwise the disk of a stopped VM.", body = Envelope<Accepted>),
         Invalid,
         Unauthorized,
         (status = 404, description = "No such VM (`VM_NOT_FOUND`) or snapshot (`SNAPSHOT_NOT_FOUND`).", body = ErrorEnvelope),
@@ -174,13 +172,12 @@ pub async fn restore_snapshot(
     operation_id = "delete_vm_snapshot",
     params(
         ("id" = String, Path, description = "The VM's id, e.g. `vm-abc123def456`."),
-        ("name" = String, Path, description = "The snapshot's name."),
+        ("name" = String, Path, description = "The snapshot's name.", pattern = "^([A-Za-z._]|[0-9]+[A-Za-z._-])[A-Za-z0-9._-]*$", min_length = 1, max_length = 63),
         KeyHeader,
         IfMatchHeader
     ),
     responses(
-        (status = 202, description = "Accepted: a `snapshot` job deletes it from the VM's disk (live on a running VM).", body = Envelope<Accepted>,
-            headers(("Idempotent-Replayed" = bool, description = "`true` when this is the first answer to an earlier request with the same Idempotency-Key."))),
+        (status = 202, description = "Accepted: a `snapshot` job deletes it from the VM's disk (live on a running VM).", body = Envelope<Accepted>),
         Invalid,
         Unauthorized,
         (status = 404, description = "No such VM (`VM_NOT_FOUND`) or snapshot (`SNAPSHOT_NOT_FOUND`).", body = ErrorEnvelope),

@@ -40,8 +40,7 @@ pub struct AttachIso {
     params(("id" = String, Path, description = "The VM's id, e.g. `vm-abc123def456`."), KeyHeader, IfMatchHeader),
     request_body = AttachIso,
     responses(
-        (status = 202, description = "Accepted: a `media` job puts the ISO in the CD-ROM, live on a running VM, for the next start otherwise.", body = Envelope<Accepted>,
-            headers(("Idempotent-Replayed" = bool, description = "`true` when this is the first answer to an earlier request with the same Idempotency-Key."))),
+        (status = 202, description = "Accepted: a `media` job puts the ISO in the CD-ROM, live on a running VM, for the next start otherwise.", body = Envelope<Accepted>),
         Invalid,
         Unauthorized,
         (status = 404, description = "No such VM (`VM_NOT_FOUND`), or no image of that name with an ISO (`IMAGE_NOT_FOUND`, naming `image`).", body = super::super::answers::ErrorEnvelope),
@@ -84,8 +83,7 @@ pub async fn attach_iso(
     operation_id = "detach_iso",
     params(("id" = String, Path, description = "The VM's id, e.g. `vm-abc123def456`."), KeyHeader, IfMatchHeader),
     responses(
-        (status = 202, description = "Accepted: a `media` job takes the medium out of the CD-ROM (live on a running VM).", body = Envelope<Accepted>,
-            headers(("Idempotent-Replayed" = bool, description = "`true` when this is the first answer to an earlier request with the same Idempotency-Key."))),
+        (status = 202, description = "Accepted: a `media` job takes the medium out of the CD-ROM (live on a running VM).", body = Envelope<Accepted>),
         Invalid,
         Unauthorized,
         VmMissing,

@@ -94,8 +94,7 @@ macro_rules! verb_handler {
             operation_id = $op,
             params(("id" = String, Path, description = "The VM's id, e.g. `vm-abc123def456`."), KeyHeader, IfMatchHeader),
             responses(
-                (status = 202, description = $accepted, body = Envelope<Accepted>,
-                    headers(("Idempotent-Replayed" = bool, description = "`true` when this is the first answer to an earlier request with the same Idempotency-Key."))),
+                (status = 202, description = $accepted, body = Envelope<Accepted>),
                 Invalid,
                 Unauthorized,
                 VmMissing,
@@ -170,8 +169,7 @@ verb_handler!(
     params(("id" = String, Path, description = "The VM's id, e.g. `vm-abc123def456`."), KeyHeader, IfMatchHeader),
     request_body = Option<StopVm>,
     responses(
-        (status = 202, description = "Accepted: ACPI power-down, then forced after `timeout` seconds (or at once with `force`).", body = Envelope<Accepted>,
-            headers(("Idempotent-Replayed" = bool, description = "`true` when this is the first answer to an earlier request with the same Idempotency-Key."))),
+        (status = 202, description = "Accepted: ACPI power-down, then forced after `timeout` seconds (or at once with `force`).", body = Envelope<Accepted>),
         Invalid,
         Unauthorized,
         VmMissing,
