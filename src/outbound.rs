@@ -163,8 +163,9 @@ pub enum Unreachable {
 /// address its host name resolves to here. The proxy resolves the name again; a name whose
 /// answers change in between is not caught (without a proxy, [`PublicOnly`] checks the very
 /// addresses the client connects to).
-pub async fn private_target(url: &reqwest::Url) -> Result<(), Unreachable> {
-    match target(url)? {
+pub async fn private_target(url: &str) -> Result<(), Unreachable> {
+    let url = reqwest::Url::parse(url).map_err(|_| Unreachable::Unresolved(url.to_string()))?;
+    match target(&url)? {
         Target::Address(ip) => public(ip),
         Target::Name(host) => {
             let addrs = tokio::net::lookup_host((host.as_str(), 0)).await;
@@ -262,33 +263,30 @@ mod tests {
         let loopback = Err(Unreachable::Private(PrivateAddress(IpAddr::V4(
             Ipv4Addr::LOCALHOST,
         ))));
-        assert_eq!(private_target(&url("http://127.0.0.1:9/x")).await, loopback);
+        assert_eq!(private_target("http://127.0.0.1:9/x").await, loopback);
         assert_eq!(
             private_target_blocking(&url("http://127.0.0.1:9/x")),
             loopback
         );
-        assert_eq!(private_target(&url("http://localhost:9/x")).await, loopback);
+        assert_eq!(private_target("http://localhost:9/x").await, loopback);
         assert_eq!(
             private_target_blocking(&url("http://localhost:9/x")),
             loopback
         );
         assert_eq!(
-            private_target(&url("http://169.254.169.254/latest/meta-data")).await,
+            private_target("http://169.254.169.254/latest/meta-data").await,
             Err(Unreachable::Private(PrivateAddress(
                 "169.254.169.254".parse().unwrap()
             )))
         );
-        assert_eq!(private_target(&url("http://93.184.215.14/x")).await, Ok(()));
+        assert_eq!(private_target("http://93.184.215.14/x").await, Ok(()));
     }
 
     #[tokio::test]
     async fn before_a_proxy_a_name_that_does_not_resolve_here_is_refused() {
         let name = "voidvm-no-such-host.invalid";
         let expected = Err(Unreachable::Unresolved(name.to_string()));
-        assert_eq!(
-            private_target(&url(&format!("http://{name}/x"))).await,
-            expected
-        );
+        assert_eq!(private_target(&format!("http://{name}/x")).await, expected);
         assert_eq!(
             private_target_blocking(&url(&format!("http://{name}/x"))),
             expected

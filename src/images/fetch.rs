@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use super::install::Sink;
 use super::ImageError;
 use crate::config::ImageSettings;
-use crate::outbound::{is_private, literal_address, PrivateAddress, PublicOnly, Unreachable};
+use crate::outbound::{is_private, literal_address, PublicOnly};
 
 /// Redirects followed at most.
 const MAX_REDIRECTS: usize = 5;
@@ -92,14 +92,7 @@ impl Fetcher {
             return Err(ImageError::Private(ip));
         }
         if !self.allow_private && self.proxied {
-            let parsed =
-                reqwest::Url::parse(url).map_err(|e| ImageError::Download(e.to_string()))?;
-            crate::outbound::private_target(&parsed)
-                .await
-                .map_err(|e| match e {
-                    Unreachable::Private(PrivateAddress(ip)) => ImageError::Private(ip),
-                    Unreachable::Unresolved(_) => ImageError::Download(e.to_string()),
-                })?;
+            crate::outbound::private_target(url).await?;
         }
         let response = self
             .client

@@ -315,6 +315,16 @@ pub enum ImageError {
     Io(#[from] anyhow::Error),
 }
 
+impl From<crate::outbound::Unreachable> for ImageError {
+    fn from(e: crate::outbound::Unreachable) -> Self {
+        use crate::outbound::{PrivateAddress, Unreachable};
+        match e {
+            Unreachable::Private(PrivateAddress(ip)) => ImageError::Private(ip),
+            Unreachable::Unresolved(_) => ImageError::Download(e.to_string()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,6 +30,16 @@ pub enum TransportError {
     Private(std::net::IpAddr),
 }
 
+/// What the check before a proxied request found.
+impl From<Unreachable> for TransportError {
+    fn from(e: Unreachable) -> Self {
+        match e {
+            Unreachable::Private(PrivateAddress(ip)) => TransportError::Private(ip),
+            Unreachable::Unresolved(_) => TransportError::Connect(e.to_string()),
+        }
+    }
+}
+
 #[async_trait]
 pub trait Transport: Send + Sync {
     /// POSTs `request`, answering the receiver's HTTP status.
@@ -86,14 +96,7 @@ impl Transport for HttpTransport {
                 return Err(TransportError::Private(ip));
             }
             if self.proxied {
-                let url = reqwest::Url::parse(&request.url)
-                    .map_err(|e| TransportError::Other(e.to_string()))?;
-                crate::outbound::private_target(&url)
-                    .await
-                    .map_err(|e| match e {
-                        Unreachable::Private(PrivateAddress(ip)) => TransportError::Private(ip),
-                        Unreachable::Unresolved(_) => TransportError::Connect(e.to_string()),
-                    })?;
+                crate::outbound::private_target(&request.url).await?;
             }
         }
         let mut builder = self
