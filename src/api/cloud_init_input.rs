@@ -31,6 +31,7 @@ pub const MAX_NETWORK_CONFIG: usize = 16 * 1024;
 pub struct CloudUserInput {
     /// A Linux user name: a lower-case letter or `_`, then up to 31 lower-case letters, digits,
     /// `_` or `-`. `root` writes root's keys.
+    #[schema(pattern = "^[a-z_][a-z0-9_-]{0,31}$")]
     pub name: String,
     /// Public keys for `~/.ssh/authorized_keys`, one line each (at most 32).
     pub ssh_authorized_keys: Option<Vec<String>>,
@@ -44,6 +45,10 @@ pub struct CloudUserInput {
 pub struct CloudInitInput {
     /// The guest's hostname (RFC 1123), as `local-hostname` in meta-data and `hostname` in the
     /// generated user-data.
+    #[schema(
+        max_length = 253,
+        pattern = "^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+    )]
     pub hostname: Option<String>,
     /// Users the generated user-data creates (at most 16). Not together with `userData`.
     pub users: Option<Vec<CloudUserInput>>,

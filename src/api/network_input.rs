@@ -35,8 +35,10 @@ pub enum ModeInput {
 pub struct PortInput {
     /// The guest's port, 1 to 65535.
     pub guest: u32,
-    /// The host port, within the server's `network.port_range_start..=port_range_end`; one is
-    /// chosen when left out.
+    /// The host port, within the server's `network.port_range_start..=port_range_end` (the
+    /// bounds given here are their defaults; a server configured otherwise checks its own); one
+    /// is chosen when left out.
+    #[schema(minimum = 20000, maximum = 29999)]
     pub host: Option<u32>,
     /// `tcp` (the default) or `udp`.
     pub protocol: Option<Protocol>,

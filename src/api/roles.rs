@@ -113,7 +113,7 @@ pub struct NewRole {
     #[schema(pattern = "^[a-z][a-z0-9-]{1,31}$")]
     id: String,
     /// Up to 64 characters, not all blank.
-    #[schema(max_length = 64, pattern = "^[^\\u0000]*\\S[^\\u0000]*$")]
+    #[schema(max_length = 64, pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$")]
     name: String,
     /// Up to 500 characters.
     #[serde(default)]
@@ -264,7 +264,7 @@ pub async fn create(
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 #[schema(min_properties = 1)]
 pub struct RoleUpdate {
-    #[schema(max_length = 64, pattern = "^[^\\u0000]*\\S[^\\u0000]*$")]
+    #[schema(max_length = 64, pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$")]
     name: Option<String>,
     #[schema(max_length = 500)]
     description: Option<String>,

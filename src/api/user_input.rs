@@ -13,7 +13,10 @@ pub struct NewUser {
     #[schema(pattern = "^[A-Za-z0-9._-]{3,32}$")]
     pub username: String,
     /// An address like `name@example.com`, at most 254 characters.
-    #[schema(max_length = 254, pattern = "^[^@\\s]+@\\S*\\.\\S*$")]
+    #[schema(
+        max_length = 254,
+        pattern = "^[^@\\s\\u0000]+@[^\\s\\u0000]*\\.[^\\s\\u0000]*$"
+    )]
     pub email: Option<String>,
     /// 8 to 256 characters.
     #[schema(min_length = 8, max_length = 256)]
@@ -91,7 +94,7 @@ pub fn check_rate(field: &str, rate: Option<u32>) -> Result<(), ApiError> {
 pub struct UserUpdate {
     /// An address like `name@example.com`, at most 254 characters; `null` clears it.
     #[serde(default, deserialize_with = "crate::accounts::present_or_null")]
-    #[schema(value_type = Option<String>, max_length = 254, pattern = "^[^@\\s]+@\\S*\\.\\S*$")]
+    #[schema(value_type = Option<String>, max_length = 254, pattern = "^[^@\\s\\u0000]+@[^\\s\\u0000]*\\.[^\\s\\u0000]*$")]
     pub email: Option<Option<String>>,
     /// A new password (8 to 256 characters); ends every token the user had.
     #[schema(min_length = 8, max_length = 256)]

@@ -241,18 +241,21 @@ pub enum Grants {
 pub struct UnknownPermission(pub String);
 
 impl Grants {
-    /// Parses stored or submitted ids: `*` alone grants everything.
+    /// Parses stored or submitted ids: `*` grants everything, whatever else is listed; an id
+    /// that is neither `*` nor a permission is refused, beside `*` too.
     pub fn parse<S: AsRef<str>>(ids: &[S]) -> Result<Grants, UnknownPermission> {
-        if ids.iter().any(|id| id.as_ref() == "*") {
-            return Ok(Grants::Everything);
-        }
-        ids.iter()
+        let listed = ids
+            .iter()
+            .filter(|id| id.as_ref() != "*")
             .map(|id| {
                 Permission::parse(id.as_ref())
                     .ok_or_else(|| UnknownPermission(id.as_ref().to_string()))
             })
-            .collect::<Result<BTreeSet<_>, _>>()
-            .map(Grants::Only)
+            .collect::<Result<BTreeSet<_>, _>>()?;
+        if ids.iter().any(|id| id.as_ref() == "*") {
+            return Ok(Grants::Everything);
+        }
+        Ok(Grants::Only(listed))
     }
 
     pub fn allows(&self, permission: Permission) -> bool {
@@ -355,5 +358,14 @@ mod tests {
             Grants::parse(&["vm:read", "vm:fly"]),
             Err(UnknownPermission("vm:fly".into()))
         );
+    }
+
+    #[test]
+    fn an_unknown_permission_is_refused_beside_everything_too() {
+        assert_eq!(
+            Grants::parse(&["vm:fly", "*"]),
+            Err(UnknownPermission("vm:fly".into()))
+        );
+        assert_eq!(Grants::parse(&["vm:read", "*"]), Ok(Grants::Everything));
     }
 }

@@ -10053,11 +10053,8 @@ export interface components {
             description?: string | null;
             network?: components["schemas"]["NetworkInput"] | null;
             cloudInit?: components["schemas"]["CloudInitInput"] | null;
-            /**
-             * @description Devices the firmware boots from, in order (each at most once); a VM booting a kernel
-             *     directly (the `busybox` image) ignores it.
-             */
-            bootOrder?: components["schemas"]["BootDevice"][] | null;
+            /** @description Devices to boot from, in order, each at most once. */
+            bootOrder?: components["schemas"]["BootDevice"][];
         };
         /** @description A VM just created, with its provisioning job. */
         CreatedVm: components["schemas"]["VmView"] & {
@@ -11336,7 +11333,8 @@ export interface components {
             memory?: number | null;
             network?: components["schemas"]["NetworkInput"] | null;
             cloudInit?: components["schemas"]["CloudInitInput"] | null;
-            bootOrder?: components["schemas"]["BootDevice"][] | null;
+            /** @description Devices to boot from, in order, each at most once. */
+            bootOrder?: components["schemas"]["BootDevice"][];
         };
         Patched: {
             vm: components["schemas"]["VmView"];
@@ -11381,8 +11379,9 @@ export interface components {
             guest: number;
             /**
              * Format: int32
-             * @description The host port, within the server's `network.port_range_start..=port_range_end`; one is
-             *     chosen when left out.
+             * @description The host port, within the server's `network.port_range_start..=port_range_end` (the
+             *     bounds given here are their defaults; a server configured otherwise checks its own); one
+             *     is chosen when left out.
              */
             host?: number | null;
             protocol?: components["schemas"]["Protocol"] | null;

@@ -98,7 +98,8 @@ fn history_at() -> utoipa::openapi::Schema {
         .item(
             ObjectBuilder::new()
                 .schema_type(Type::Integer)
-                .minimum(Some(1)),
+                .minimum(Some(1))
+                .maximum(Some(i64::MAX)),
         )
         .item(
             ObjectBuilder::new()
