@@ -21,8 +21,8 @@ pub async fn run(client: &Client, vm: &str, listen: SocketAddr, once: bool) -> C
     let id = super::vm::resolve(client, vm).await?;
     let token = client.require_token()?.to_string();
     // Refused now rather than when a viewer connects: not running, not allowed, no such VM.
-    let probe = connect(client.origin(), &id, &token, Console::Vnc).await?;
-    drop(probe);
+    let mut probe = connect(client.origin(), &id, &token, Console::Vnc).await?;
+    let _ = probe.close(None).await;
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| CliError::Usage(format!("cannot listen on {listen}: {e}")))?;

@@ -678,7 +678,10 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description The `Idempotency-Key` was used for another request (another method, path or body) in the last 24 hours (`IDEMPOTENCY_KEY_REUSED`). */
+                /**
+                 * @description The `Idempotency-Key` was used for another request (another method, path or body) in the
+                 *     last 24 hours (`IDEMPOTENCY_KEY_REUSED`).
+                 */
                 422: {
                     headers: {
                         "X-API-Version": components["headers"]["X-API-Version"];
@@ -1220,7 +1223,10 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description The `Idempotency-Key` was used for another request (another method, path or body) in the last 24 hours (`IDEMPOTENCY_KEY_REUSED`). */
+                /**
+                 * @description The `Idempotency-Key` was used for another request (another method, path or body) in the
+                 *     last 24 hours (`IDEMPOTENCY_KEY_REUSED`).
+                 */
                 422: {
                     headers: {
                         "X-API-Version": components["headers"]["X-API-Version"];
@@ -1518,7 +1524,10 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description The `Idempotency-Key` was used for another request (another method, path or body) in the last 24 hours (`IDEMPOTENCY_KEY_REUSED`). */
+                /**
+                 * @description The `Idempotency-Key` was used for another request (another method, path or body) in the
+                 *     last 24 hours (`IDEMPOTENCY_KEY_REUSED`).
+                 */
                 422: {
                     headers: {
                         "X-API-Version": components["headers"]["X-API-Version"];
@@ -1704,7 +1713,10 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description The `Idempotency-Key` was used for another request (another method, path or body) in the last 24 hours (`IDEMPOTENCY_KEY_REUSED`). */
+                /**
+                 * @description The `Idempotency-Key` was used for another request (another method, path or body) in the
+                 *     last 24 hours (`IDEMPOTENCY_KEY_REUSED`).
+                 */
                 422: {
                     headers: {
                         "X-API-Version": components["headers"]["X-API-Version"];
@@ -2983,7 +2995,10 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description The `Idempotency-Key` was used for another request (another method, path or body) in the last 24 hours (`IDEMPOTENCY_KEY_REUSED`). */
+                /**
+                 * @description The `Idempotency-Key` was used for another request (another method, path or body) in the
+                 *     last 24 hours (`IDEMPOTENCY_KEY_REUSED`).
+                 */
                 422: {
                     headers: {
                         "X-API-Version": components["headers"]["X-API-Version"];
@@ -3179,7 +3194,10 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description The `Idempotency-Key` was used for another request (another method, path or body) in the last 24 hours (`IDEMPOTENCY_KEY_REUSED`). */
+                /**
+                 * @description The `Idempotency-Key` was used for another request (another method, path or body) in the
+                 *     last 24 hours (`IDEMPOTENCY_KEY_REUSED`).
+                 */
                 422: {
                     headers: {
                         "X-API-Version": components["headers"]["X-API-Version"];
@@ -3344,7 +3362,10 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description The `Idempotency-Key` was used for another request (another method, path or body) in the last 24 hours (`IDEMPOTENCY_KEY_REUSED`). */
+                /**
+                 * @description The `Idempotency-Key` was used for another request (another method, path or body) in the
+                 *     last 24 hours (`IDEMPOTENCY_KEY_REUSED`).
+                 */
                 422: {
                     headers: {
                         "X-API-Version": components["headers"]["X-API-Version"];
@@ -3921,7 +3942,10 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description The `Idempotency-Key` was used for another request (another method, path or body) in the last 24 hours (`IDEMPOTENCY_KEY_REUSED`). */
+                /**
+                 * @description The `Idempotency-Key` was used for another request (another method, path or body) in the
+                 *     last 24 hours (`IDEMPOTENCY_KEY_REUSED`).
+                 */
                 422: {
                     headers: {
                         "X-API-Version": components["headers"]["X-API-Version"];
@@ -4240,7 +4264,10 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description The `Idempotency-Key` was used for another request (another method, path or body) in the last 24 hours (`IDEMPOTENCY_KEY_REUSED`). */
+                /**
+                 * @description The `Idempotency-Key` was used for another request (another method, path or body) in the
+                 *     last 24 hours (`IDEMPOTENCY_KEY_REUSED`).
+                 */
                 422: {
                     headers: {
                         "X-API-Version": components["headers"]["X-API-Version"];
@@ -4422,7 +4449,10 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description The `Idempotency-Key` was used for another request (another method, path or body) in the last 24 hours (`IDEMPOTENCY_KEY_REUSED`). */
+                /**
+                 * @description The `Idempotency-Key` was used for another request (another method, path or body) in the
+                 *     last 24 hours (`IDEMPOTENCY_KEY_REUSED`).
+                 */
                 422: {
                     headers: {
                         "X-API-Version": components["headers"]["X-API-Version"];
@@ -8695,7 +8725,10 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description The `Idempotency-Key` was used for another request (another method, path or body) in the last 24 hours (`IDEMPOTENCY_KEY_REUSED`). */
+                /**
+                 * @description The `Idempotency-Key` was used for another request (another method, path or body) in the
+                 *     last 24 hours (`IDEMPOTENCY_KEY_REUSED`).
+                 */
                 422: {
                     headers: {
                         "X-API-Version": components["headers"]["X-API-Version"];
@@ -8981,7 +9014,10 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description The `Idempotency-Key` was used for another request (another method, path or body) in the last 24 hours (`IDEMPOTENCY_KEY_REUSED`). */
+                /**
+                 * @description The `Idempotency-Key` was used for another request (another method, path or body) in the
+                 *     last 24 hours (`IDEMPOTENCY_KEY_REUSED`).
+                 */
                 422: {
                     headers: {
                         "X-API-Version": components["headers"]["X-API-Version"];
@@ -9148,7 +9184,10 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description The `Idempotency-Key` was used for another request (another method, path or body) in the last 24 hours (`IDEMPOTENCY_KEY_REUSED`). */
+                /**
+                 * @description The `Idempotency-Key` was used for another request (another method, path or body) in the
+                 *     last 24 hours (`IDEMPOTENCY_KEY_REUSED`).
+                 */
                 422: {
                     headers: {
                         "X-API-Version": components["headers"]["X-API-Version"];
@@ -9499,7 +9538,10 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorEnvelope"];
                     };
                 };
-                /** @description The `Idempotency-Key` was used for another request (another method, path or body) in the last 24 hours (`IDEMPOTENCY_KEY_REUSED`). */
+                /**
+                 * @description The `Idempotency-Key` was used for another request (another method, path or body) in the
+                 *     last 24 hours (`IDEMPOTENCY_KEY_REUSED`).
+                 */
                 422: {
                     headers: {
                         "X-API-Version": components["headers"]["X-API-Version"];

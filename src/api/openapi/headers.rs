@@ -2,7 +2,9 @@
 //! client (or a fuzzer checking answers against the document) can rely on them: `X-Request-Id`
 //! and `X-API-Version` on every answer; `X-RateLimit-Limit`, `X-RateLimit-Remaining` and
 //! `X-RateLimit-Reset` on every answer of a path that counts against a caller's budget
-//! (`super::super::rate_limit`); `Retry-After` on its 429.
+//! (`super::super::rate_limit`); `Retry-After` on its 429. An operation that takes an
+//! `Idempotency-Key` also declares `Idempotent-Replayed` (optional) on its 2xx answers and 422
+//! `IDEMPOTENCY_KEY_REUSED` ([`KeyReused`]), which every such operation may answer.
 //!
 //! Two answers are left without the budget's headers: a `414`, which the connection's head
 //! guard may write before the request is read at all, and `default`, which also stands for the
@@ -15,7 +17,11 @@ use utoipa::openapi::header::Header;
 use utoipa::openapi::{ObjectBuilder, OpenApi, RefOr, Type};
 use utoipa::Modify;
 
+use utoipa::IntoResponses;
+
 use super::operations;
+use crate::api::answers::errors::KeyReused;
+use crate::api::retry::IDEMPOTENCY_KEY;
 
 pub const REQUEST_ID: &str = "X-Request-Id";
 pub const API_VERSION: &str = "X-API-Version";
@@ -25,8 +31,6 @@ pub const RESET: &str = "X-RateLimit-Reset";
 pub const RETRY_AFTER: &str = "Retry-After";
 /// On the answer to a retry (`super::super::retry`); not required: a first answer lacks it.
 pub const REPLAYED: &str = "Idempotent-Replayed";
-/// The request header that makes an operation retry-safe.
-const KEY: &str = "Idempotency-Key";
 
 /// The document's [`Modify`] that declares the headers.
 pub struct Headers;
@@ -48,31 +52,12 @@ fn replayed() -> Header {
     header
 }
 
-/// 422 `IDEMPOTENCY_KEY_REUSED`, which any operation taking an `Idempotency-Key` may answer.
-fn key_reused() -> utoipa::openapi::Response {
-    use utoipa::openapi::content::ContentBuilder;
-    use utoipa::openapi::response::ResponseBuilder;
-    ResponseBuilder::new()
-        .description(
-            "The `Idempotency-Key` was used for another request (another method, path or body) \
-             in the last 24 hours (`IDEMPOTENCY_KEY_REUSED`).",
-        )
-        .content(
-            "application/json",
-            ContentBuilder::new()
-                .schema(Some(utoipa::openapi::Ref::from_schema_name(
-                    "ErrorEnvelope",
-                )))
-                .build(),
-        )
-        .build()
-}
-
 /// Whether `operation` takes an `Idempotency-Key`.
 fn keyed(operation: &utoipa::openapi::path::Operation) -> bool {
     operation.parameters.iter().flatten().any(|p| match p {
         RefOr::T(p) => {
-            p.name == KEY && p.parameter_in == utoipa::openapi::path::ParameterIn::Header
+            p.name.eq_ignore_ascii_case(IDEMPOTENCY_KEY.as_str())
+                && p.parameter_in == utoipa::openapi::path::ParameterIn::Header
         }
         RefOr::Ref(_) => false,
     })
@@ -163,6 +148,7 @@ impl Modify for Headers {
         components
             .headers
             .insert(REPLAYED.to_string(), RefOr::T(replayed()));
+        let reused = KeyReused::responses();
         for (path, item) in openapi.paths.paths.iter_mut() {
             for operation in operations(item)
                 .into_iter()
@@ -170,11 +156,13 @@ impl Modify for Headers {
             {
                 let keyed = keyed(operation);
                 if keyed {
-                    operation
-                        .responses
-                        .responses
-                        .entry("422".to_string())
-                        .or_insert_with(|| RefOr::T(key_reused()));
+                    for (status, answer) in &reused {
+                        operation
+                            .responses
+                            .responses
+                            .entry(status.clone())
+                            .or_insert_with(|| answer.clone());
+                    }
                 }
                 for (status, response) in operation.responses.responses.iter_mut() {
                     let RefOr::T(response) = response else {
@@ -240,7 +228,7 @@ mod tests {
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .any(|p| p["name"] == KEY && p["in"] == "header");
+                    .any(|p| p["name"] == "Idempotency-Key" && p["in"] == "header");
                 if !takes_key {
                     continue;
                 }
