@@ -4,16 +4,19 @@
 //! `cargo bench --bench vm_read` runs 16 concurrent clients for each side and prints reads per
 //! second, p50 and p99, and the ratio (the issue asks for at least 0.7x). It also measures
 //! `GET /health` (an HTTP round trip through the same middleware, no query) and prints the
-//! ceiling an API read has without a cache: the HTTP round trip and the read, added up.
+//! cap a read would have with one query per read: the HTTP round trip and the read, added up.
+//! The clients read 64 VMs round robin (both sides the same ones).
 //! Authentication comes from the node's cache (`src/auth/cache.rs`). A node alone on its
 //! database answers the read from memory (`src/store/solo.rs`); the bench also measures the read
 //! while another session holds the solo-writer lock shared, as a second node would, so that the
-//! row comes from PostgreSQL, and prints how many reads each way the node counted.
+//! row comes from PostgreSQL, and prints how many reads each way the node counted and how many
+//! transactions the database committed meanwhile (the node batches reads, `store::vm_reads`).
 //! Under `cargo test` (no `--bench`) it runs the same code at a small scale, as a smoke test.
 
 mod common;
 use common::{ms, percentiles, BenchDb};
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +27,8 @@ use voidvm::hypervisor::accel::AccelSetting;
 use voidvm::startup::Application;
 
 const CLIENTS: usize = 16;
+/// How many VMs the clients read, round robin.
+const VMS: usize = 64;
 
 fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
@@ -122,17 +127,22 @@ async fn run(per_client: usize) {
         .await
         .expect("JSON");
     let token = login["token"].as_str().expect("a token").to_string();
-    let created: serde_json::Value = client
-        .post(format!("{base}/api/v1/vms"))
-        .bearer_auth(&token)
-        .json(&json!({"name": "read-me", "cpu": 1, "memory": 128, "disk": 1}))
-        .send()
-        .await
-        .expect("create")
-        .json()
-        .await
-        .expect("JSON");
-    let id = created["data"]["id"].as_str().expect("a VM id").to_string();
+    // Reads go round robin over several VMs, as many clients reading their own VMs would, so
+    // that no two reads in flight at once are of one row by construction.
+    let mut ids = Vec::with_capacity(VMS);
+    for n in 0..VMS {
+        let created: serde_json::Value = client
+            .post(format!("{base}/api/v1/vms"))
+            .bearer_auth(&token)
+            .json(&json!({"name": format!("read-me-{n}"), "cpu": 1, "memory": 128, "disk": 1}))
+            .send()
+            .await
+            .expect("create")
+            .json()
+            .await
+            .expect("JSON");
+        ids.push(created["data"]["id"].as_str().expect("a VM id").to_string());
+    }
 
     // The server's own pool options (no ping before each query of a connection in use).
     let pool = voidvm::store::pool_options()
@@ -140,14 +150,21 @@ async fn run(per_client: usize) {
         .connect(&db.url)
         .await
         .expect("the pool");
-    let url = Arc::new(format!("{base}/api/v1/vms/{id}"));
+    let urls: Arc<Vec<String>> = Arc::new(
+        ids.iter()
+            .map(|id| format!("{base}/api/v1/vms/{id}"))
+            .collect(),
+    );
     let token = Arc::new(token);
-    let id = Arc::new(id);
+    let ids = Arc::new(ids);
+    let next = Arc::new(AtomicUsize::new(0));
 
     let api = {
-        let (client, url, token) = (client.clone(), url.clone(), token.clone());
+        let (client, urls, token, next) =
+            (client.clone(), urls.clone(), token.clone(), next.clone());
         move || {
-            let (client, url, token) = (client.clone(), url.clone(), token.clone());
+            let (client, token) = (client.clone(), token.clone());
+            let url = urls[next.fetch_add(1, Ordering::Relaxed) % VMS].clone();
             async move {
                 let resp = client
                     .get(url.as_str())
@@ -161,9 +178,10 @@ async fn run(per_client: usize) {
         }
     };
     let bare = {
-        let (pool, id) = (pool.clone(), id.clone());
+        let (pool, ids, next) = (pool.clone(), ids.clone(), next.clone());
         move || {
-            let (pool, id) = (pool.clone(), id.clone());
+            let pool = pool.clone();
+            let id = ids[next.fetch_add(1, Ordering::Relaxed) % VMS].clone();
             async move {
                 sqlx::query("SELECT version, state, created_at, updated_at FROM vms WHERE id = $1")
                     .bind(id.as_str())
@@ -227,17 +245,21 @@ async fn run(per_client: usize) {
         counted_alone.0,
         counted_alone.1
     );
+    let from_database = counted_shared.1 - counted_alone.1;
+    let queries = counted_shared.2 - counted_alone.2;
     println!(
-        "ratio with the database shared: {:.2}x ({:.0} more reads from PostgreSQL)",
+        "ratio with the database shared: {:.2}x ({from_database:.0} more reads from PostgreSQL, \
+         in {queries:.0} queries: {:.1} reads a query)",
         shared.per_second / baseline.per_second,
-        counted_shared.1 - counted_alone.1
+        from_database / queries.max(1.0)
     );
-    // A read from PostgreSQL through the API is at least an HTTP round trip and the same query,
-    // one after the other, on the same cores: it cannot beat both costs added up.
+    // With one query per read, an API read from PostgreSQL is at least an HTTP round trip and
+    // the same query, one after the other, on the same cores: it could not beat both costs added
+    // up. The node batches the reads that queue up behind one query (`src/store/vm_reads.rs`).
     let ceiling = 1.0 / (1.0 / http_floor.per_second + 1.0 / baseline.per_second);
     println!(
-        "ceiling of a read from PostgreSQL (HTTP + read): {ceiling:.0} reads/s = {:.2}x of the \
-         bare read; with the database shared the API reaches {:.0}% of it",
+        "one query per read would cap it at (HTTP + read) {ceiling:.0} reads/s = {:.2}x of the \
+         bare read; with the database shared the API does {:.0}% of that",
         ceiling / baseline.per_second,
         100.0 * shared.per_second / ceiling
     );
@@ -245,8 +267,9 @@ async fn run(per_client: usize) {
     let _ = std::fs::remove_dir_all(&data_dir);
 }
 
-/// The node's count of VM reads answered from memory and from PostgreSQL (`/metrics`).
-async fn vm_reads(client: &reqwest::Client, base: &str) -> (f64, f64) {
+/// The node's count of VM reads answered from memory and from PostgreSQL, and of the queries
+/// those from PostgreSQL took (`/metrics`).
+async fn vm_reads(client: &reqwest::Client, base: &str) -> (f64, f64, f64) {
     let text = client
         .get(format!("{base}/metrics"))
         .send()
@@ -255,11 +278,19 @@ async fn vm_reads(client: &reqwest::Client, base: &str) -> (f64, f64) {
         .text()
         .await
         .expect("/metrics text");
-    let count = |from: &str| {
-        let series = format!("voidvm_vm_reads_total{{from=\"{from}\"}} ");
+    let count = |series: &str| {
         text.lines()
-            .find_map(|l| l.strip_prefix(series.as_str())?.parse::<f64>().ok())
-            .expect("the VM read counter")
+            .find_map(|l| {
+                l.strip_prefix(series)?
+                    .strip_prefix(' ')?
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("{series} is missing from /metrics"))
     };
-    (count("memory"), count("database"))
+    (
+        count(r#"voidvm_vm_reads_total{from="memory"}"#),
+        count(r#"voidvm_vm_reads_total{from="database"}"#),
+        count("voidvm_vm_read_queries_total"),
+    )
 }

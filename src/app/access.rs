@@ -3,7 +3,7 @@
 
 use super::AppState;
 use crate::auth::AuthUser;
-use crate::store::vm_view::{self, VmView};
+use crate::store::vm_view::VmView;
 use crate::store::StoreError;
 use crate::vm::VmStatus;
 
@@ -15,7 +15,7 @@ pub async fn vm_row(state: &AppState, vm_id: &str) -> Result<Option<VmView>, Sto
         return Ok(Some(VmView::clone(&view)));
     }
     let ticket = cache.ticket(vm_id);
-    let view = vm_view::get(&state.pool, vm_id).await?;
+    let view = state.vm_reads.get(vm_id).await?;
     if let Some(view) = &view {
         cache.fill(ticket, view);
     }

@@ -36,11 +36,19 @@ pub struct AppState {
     node: Arc<NodeState>,
     /// This worker's connections (opened by it, on first use).
     pub pool: PgPool,
+    /// This worker's reads of VM rows by id, batched (`store::vm_reads`).
+    pub vm_reads: crate::store::vm_reads::VmReads,
 }
 
 impl AppState {
     pub fn for_worker(node: Arc<NodeState>, pool: PgPool) -> AppState {
-        AppState { node, pool }
+        let vm_reads =
+            crate::store::vm_reads::VmReads::new(pool.clone(), node.solo.cache().clone());
+        AppState {
+            node,
+            vm_reads,
+            pool,
+        }
     }
 }
 

@@ -32,6 +32,8 @@ pub struct Figures {
     solo: bool,
     /// VM reads answered from memory and from the database.
     vm_reads: (u64, u64),
+    /// The queries the reads from the database took.
+    vm_read_queries: u64,
 }
 
 #[derive(Debug, Default)]
@@ -58,6 +60,7 @@ impl Figures {
             websockets: state.ws_limits.open_total(),
             solo: state.solo.role() == crate::store::solo::Role::Solo,
             vm_reads: state.solo.cache().reads(),
+            vm_read_queries: state.solo.cache().queries(),
         }
     }
 
@@ -116,6 +119,15 @@ impl Collector for Figures {
                 .encode_family(&[("from", from)])?
                 .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
         }
+        encoder
+            .encode_descriptor(
+                "voidvm_vm_read_queries",
+                "Queries that read VM rows for the reads answered from the database; reads that \
+                 arrive together share one.",
+                None,
+                MetricType::Counter,
+            )?
+            .encode_counter::<NoLabelSet, _, u64>(&self.vm_read_queries, None)?;
         gauge(
             &mut encoder,
             "voidvm_scrape_database_up",
@@ -264,6 +276,7 @@ mod tests {
             websockets: 1,
             solo: true,
             vm_reads: (5, 2),
+            vm_read_queries: 1,
         };
         let mut out = String::new();
         figures.encode(&mut out).unwrap();
@@ -281,6 +294,7 @@ mod tests {
             "voidvm_node_writes_alone 1",
             r#"voidvm_vm_reads_total{from="memory"} 5"#,
             r#"voidvm_vm_reads_total{from="database"} 2"#,
+            "voidvm_vm_read_queries_total 1",
             "voidvm_scrape_database_up 1",
         ] {
             assert!(out.lines().any(|l| l == line), "{line} is missing:\n{out}");

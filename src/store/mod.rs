@@ -30,6 +30,7 @@ pub mod upcasters;
 pub mod users;
 pub mod visible;
 pub mod vm_cache;
+pub mod vm_reads;
 pub mod vm_view;
 pub mod webhooks;
 

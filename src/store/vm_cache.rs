@@ -108,6 +108,8 @@ pub struct VmCache {
     /// Reads answered from memory, and reads that went to the database (for `/metrics`).
     hits: AtomicU64,
     misses: AtomicU64,
+    /// The queries the reads from the database took (several reads share one, `vm_reads`).
+    queries: AtomicU64,
 }
 
 impl Default for VmCache {
@@ -128,6 +130,7 @@ impl VmCache {
             epoch: Instant::now(),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            queries: AtomicU64::new(0),
         }
     }
 
@@ -214,6 +217,16 @@ impl VmCache {
             self.hits.load(Ordering::Relaxed),
             self.misses.load(Ordering::Relaxed),
         )
+    }
+
+    /// Counts one query that read VM rows for reads that missed.
+    pub fn queried(&self) {
+        self.queries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The queries that read VM rows for reads that missed, since the node started.
+    pub fn queries(&self) -> u64 {
+        self.queries.load(Ordering::Relaxed)
     }
 
     /// Taken before reading the VM's row from the database.

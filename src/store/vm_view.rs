@@ -213,6 +213,17 @@ pub async fn get(pool: &PgPool, id: &str) -> Result<Option<VmView>, StoreError> 
     row.map(Row::into_view).transpose()
 }
 
+/// The rows of the VMs among `ids` that exist, in no particular order (`store::vm_reads`).
+pub async fn get_many(pool: &PgPool, ids: &[&str]) -> Result<Vec<VmView>, StoreError> {
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT version, state, created_at, updated_at FROM vms WHERE id = ANY($1::text[])",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter().map(Row::into_view).collect()
+}
+
 /// The VM's state as the list holds it (what a worker needs to know about the machine, read
 /// without asking the VM's actor).
 pub async fn state(pool: &PgPool, id: &str) -> Result<Option<Vm>, StoreError> {

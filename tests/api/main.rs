@@ -5,6 +5,7 @@ mod accounts;
 mod audit;
 mod auth;
 mod bad_input;
+mod batched_reads;
 mod bridge;
 mod cli;
 mod cli_vm_settings;

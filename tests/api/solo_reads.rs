@@ -13,7 +13,7 @@ use voidvm::store::solo::SOLO_LOCK;
 use crate::helpers::{eventually_async, spawn_app, spawn_second_node, TestApp};
 
 /// A sample of this node's `/metrics` (e.g. `voidvm_node_writes_alone`), or `None`.
-async fn sample(app: &TestApp, address: &str, series: &str) -> Option<f64> {
+pub(crate) async fn sample(app: &TestApp, address: &str, series: &str) -> Option<f64> {
     let text = app
         .client
         .get(format!("{address}/metrics"))
@@ -38,7 +38,7 @@ async fn memory_reads(app: &TestApp, address: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-async fn on(
+pub(crate) async fn on(
     app: &TestApp,
     address: &str,
     method: Method,
@@ -60,7 +60,13 @@ async fn on(
 }
 
 /// Changes the VM's description on `writer`, then reads it on `reader` right after the answer.
-async fn change_then_read(app: &TestApp, writer: &str, reader: &str, id: &str, text: &str) {
+pub(crate) async fn change_then_read(
+    app: &TestApp,
+    writer: &str,
+    reader: &str,
+    id: &str,
+    text: &str,
+) {
     let path = format!("/api/v1/vms/{id}");
     let changed = on(
         app,

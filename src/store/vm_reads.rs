@@ -1,0 +1,147 @@
+//! Reads of the VM list by id, batched per HTTP worker: the reads that arrive while one is in
+//! flight go to PostgreSQL together, as one `WHERE id = ANY($1)`, when it answers.
+//!
+//! A node that shares its database cannot answer `GET /vms/{id}` from memory (`store::solo`):
+//! every read is a query. Under load most of a primary-key read's cost is PostgreSQL's work per
+//! statement (the round trip, parse, bind, the executor's start), not the row. Sending the reads
+//! that queued up behind one query as the next query makes that cost per batch: PostgreSQL's
+//! CPU per read falls as load rises, while a read alone still goes out at once, as before (no
+//! timer, no waiting for company).
+//!
+//! A read still sees every command answered before it was asked: a read joins only a batch whose
+//! query has not been sent yet, so the query's snapshot is taken after the read arrived.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use sqlx::PgPool;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use super::vm_cache::VmCache;
+use super::vm_view::{self, VmView};
+use super::StoreError;
+
+/// The most ids one query asks for.
+const MAX_BATCH: usize = 64;
+/// How many batch queries one worker has in flight at once. Reads are batched only when all of
+/// them are waiting for PostgreSQL.
+const IN_FLIGHT: usize = 2;
+
+type Answer = Result<Option<VmView>, StoreError>;
+
+struct Read {
+    vm_id: String,
+    reply: oneshot::Sender<Answer>,
+}
+
+/// One HTTP worker's VM reads. The task that sends the batches starts with the first read, on
+/// the worker's own runtime (where its pool's connections live), and ends with the worker.
+pub struct VmReads {
+    pool: PgPool,
+    /// The node's cache, which counts the queries (`/metrics`).
+    cache: Arc<VmCache>,
+    queue: OnceLock<mpsc::UnboundedSender<Read>>,
+}
+
+impl VmReads {
+    pub fn new(pool: PgPool, cache: Arc<VmCache>) -> VmReads {
+        VmReads {
+            pool,
+            cache,
+            queue: OnceLock::new(),
+        }
+    }
+
+    /// The VM's row, deleted or not, if it exists.
+    pub async fn get(&self, vm_id: &str) -> Answer {
+        let queue = self.queue.get_or_init(|| {
+            let (sender, receiver) = mpsc::unbounded_channel();
+            tokio::spawn(serve(self.pool.clone(), self.cache.clone(), receiver));
+            sender
+        });
+        let (reply, answer) = oneshot::channel();
+        let read = Read {
+            vm_id: vm_id.to_string(),
+            reply,
+        };
+        if queue.send(read).is_err() {
+            // The worker's runtime is stopping: read alone.
+            return self.alone(vm_id).await;
+        }
+        match answer.await {
+            Ok(answer) => answer,
+            Err(_) => self.alone(vm_id).await,
+        }
+    }
+
+    async fn alone(&self, vm_id: &str) -> Answer {
+        self.cache.queried();
+        vm_view::get(&self.pool, vm_id).await
+    }
+}
+
+/// Takes the reads that queued while the previous batch was in flight and sends them as one.
+async fn serve(pool: PgPool, cache: Arc<VmCache>, mut queue: mpsc::UnboundedReceiver<Read>) {
+    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
+    loop {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = queue.recv().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(read) => batch.push(read),
+                Err(_) => break,
+            }
+        }
+        let pool = pool.clone();
+        cache.queried();
+        tokio::spawn(async move {
+            answer(&pool, batch).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Reads the batch's rows and answers each read (a read whose caller went away is skipped).
+async fn answer(pool: &PgPool, batch: Vec<Read>) {
+    if let [_] = batch.as_slice() {
+        let Some(read) = batch.into_iter().next() else {
+            return;
+        };
+        let answer = vm_view::get(pool, &read.vm_id).await;
+        let _ = read.reply.send(answer);
+        return;
+    }
+    let mut ids: Vec<&str> = batch.iter().map(|r| r.vm_id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    match vm_view::get_many(pool, &ids).await {
+        Ok(rows) => {
+            let rows: HashMap<String, VmView> =
+                rows.into_iter().map(|v| (v.id.clone(), v)).collect();
+            for read in batch {
+                let _ = read.reply.send(Ok(rows.get(&read.vm_id).cloned()));
+            }
+        }
+        Err(error) => {
+            // Every read of the batch fails as the query did.
+            let message = format!("{error:#}");
+            let unavailable = matches!(error, StoreError::Unavailable(_));
+            let mut first = Some(error);
+            for read in batch {
+                let error = first.take().unwrap_or_else(|| {
+                    if unavailable {
+                        StoreError::Unavailable(message.clone().into())
+                    } else {
+                        StoreError::Unexpected(anyhow::anyhow!("{message}"))
+                    }
+                });
+                let _ = read.reply.send(Err(error));
+            }
+        }
+    }
+}
