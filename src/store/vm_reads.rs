@@ -54,6 +54,11 @@ impl VmReads {
 
     /// The VM's row, deleted or not, if it exists.
     pub async fn get(&self, vm_id: &str) -> Answer {
+        if vm_id.contains('\0') {
+            // No VM has such an id, and PostgreSQL would refuse the text, failing the whole
+            // batch: other callers' reads must not depend on this one's input.
+            return Ok(None);
+        }
         let queue = self.queue.get_or_init(|| {
             let (sender, receiver) = mpsc::unbounded_channel();
             tokio::spawn(serve(self.pool.clone(), self.cache.clone(), receiver));

@@ -478,7 +478,7 @@ async fn the_101st_request_in_a_minute_is_refused_with_the_headers_and_the_budge
 #[actix_rt::test]
 async fn failed_logins_lock_the_name_and_the_address_for_a_while() {
     let app = spawn_app().await;
-    let limits = json!({"limits": {"loginFailures": 3, "loginLockoutSeconds": 2}});
+    let limits = json!({"limits": {"loginFailures": 3, "loginLockoutSeconds": 5}});
     let (status, body) = app.call(Method::PUT, "/api/v1/config", Some(limits)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     user_with(&app, "tom", "user", json!({})).await;
@@ -505,7 +505,7 @@ async fn failed_logins_lock_the_name_and_the_address_for_a_while() {
             .is_some_and(|d| d.contains("failed logins")),
         "{body}"
     );
-    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    tokio::time::sleep(Duration::from_millis(5_100)).await;
     let (status, body) = app.login("tom", "password1").await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
@@ -539,7 +539,7 @@ async fn failed_logins_lock_the_name_and_the_address_for_a_while() {
         (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
         "{body}"
     );
-    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    tokio::time::sleep(Duration::from_millis(5_100)).await;
     let (status, body) = app
         .call_as(
             &token,

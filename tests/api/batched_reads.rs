@@ -43,14 +43,20 @@ async fn reads_queued_together_take_one_query_and_each_gets_its_own_vm() {
     let cache = Arc::new(VmCache::default());
     let reads = VmReads::new(pool.clone(), cache.clone());
     let missing = "vm-that-does-not-exist".to_string();
+    // Text PostgreSQL cannot store fails no one's read but its own.
+    let unstorable = "vm-\0".to_string();
     let asked: Vec<&String> = (0..30)
-        .map(|n| if n % 10 == 9 { &missing } else { &ids[n % 3] })
+        .map(|n| match n % 10 {
+            9 => &missing,
+            8 => &unstorable,
+            _ => &ids[n % 3],
+        })
         .collect();
     // On this single-threaded runtime every read is queued before the batching task first runs.
     let answers = join_all(asked.iter().map(|id| reads.get(id))).await;
     for (id, answer) in asked.iter().zip(answers) {
         let answer = answer.expect("a read");
-        if *id == &missing {
+        if *id == &missing || *id == &unstorable {
             assert!(
                 answer.is_none(),
                 "a VM that does not exist was found: {answer:?}"
