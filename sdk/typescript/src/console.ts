@@ -1,6 +1,8 @@
-// Why: `client.vms.console(id)`: a running VM's serial console (README "Consoles") as an object
-// that types into the guest and yields what it prints, over the console's WebSocket of binary
-// frames. A refused upgrade (not running, not yours, no `vm:console`) throws the API's own error.
+// Why: `client.vms.console(id)` and `client.vms.vnc(id)`: a running VM's serial console and its
+// graphical console (README "Consoles") as objects that write bytes to the VM and yield what it
+// sends, over the console's WebSocket of binary frames: the guest's serial port, or QEMU's VNC
+// server (RFB bytes, for an RFB client of your own). A refused upgrade (not running, not yours,
+// no `vm:console`) throws the API's own error.
 import { VoidVMError } from './errors.js'
 import type { Transport, WebSocketCtor } from './http.js'
 import { webSocketCtor } from './feed.js'
@@ -13,8 +15,8 @@ export interface ConsoleClose {
 
 type Item = { kind: 'data'; bytes: Uint8Array } | { kind: 'close'; close: ConsoleClose }
 
-/** An open serial console. The first output is the last 64 KiB the guest printed, if any. */
-export class SerialConsole {
+/** An open console: bytes to the VM with `write`, bytes from it with `output()`. */
+class ByteConsole {
   private readonly items: Item[] = []
   private waiter: ((item: Item) => void) | undefined
   private ended: ConsoleClose | undefined
@@ -53,13 +55,13 @@ export class SerialConsole {
     return new Promise((resolve) => (this.waiter = resolve))
   }
 
-  /** Types into the guest's serial port (a string is sent as its UTF-8 bytes). */
+  /** Sends bytes to the VM (a string as its UTF-8 bytes). */
   write(data: string | Uint8Array): void {
     if (this.ended) throw new VoidVMError({ status: 0, code: 'CONSOLE_CLOSED', message: 'The console is closed' })
     this.ws.send(typeof data === 'string' ? new TextEncoder().encode(data) : data)
   }
 
-  /** The guest's output as it arrives; ends when the console closes. */
+  /** What the VM sends, as it arrives; ends when the console closes. */
   async *output(): AsyncGenerator<Uint8Array, ConsoleClose, undefined> {
     for (;;) {
       const item = await this.next()
@@ -73,6 +75,19 @@ export class SerialConsole {
     if (!this.ended) this.ws.close(1000)
   }
 }
+
+/**
+ * An open serial console: `write` types into the guest's serial port, `output()` yields what the
+ * guest prints, first the last 64 KiB of it.
+ */
+export class SerialConsole extends ByteConsole {}
+
+/**
+ * An open graphical console: the RFB protocol (RFC 6143) both ways, byte for byte, with QEMU's
+ * VNC server, which asks for no password (the API decided who connects). `output()` starts with
+ * the server's `RFB 003.008` version line.
+ */
+export class VncConsole extends ByteConsole {}
 
 /** The subset of the `ws` package's socket used to read a refused upgrade's error envelope. */
 interface NodeSocket {
@@ -99,10 +114,25 @@ function refused(status: number, body: string): VoidVMError {
 }
 
 /** Opens VM `vmId`'s serial console; resolves once it is open. */
-export async function openSerialConsole(t: Transport, vmId: string, ctor?: WebSocketCtor): Promise<SerialConsole> {
+export function openSerialConsole(t: Transport, vmId: string, ctor?: WebSocketCtor): Promise<SerialConsole> {
+  return openConsole(t, vmId, 'console', (ws) => new SerialConsole(ws), ctor)
+}
+
+/** Opens VM `vmId`'s graphical console; resolves once it is open. */
+export function openVncConsole(t: Transport, vmId: string, ctor?: WebSocketCtor): Promise<VncConsole> {
+  return openConsole(t, vmId, 'vnc', (ws) => new VncConsole(ws), ctor)
+}
+
+async function openConsole<C extends ByteConsole>(
+  t: Transport,
+  vmId: string,
+  path: 'console' | 'vnc',
+  make: (ws: WebSocket) => C,
+  ctor?: WebSocketCtor,
+): Promise<C> {
   const Ctor = await webSocketCtor(ctor ?? t.options.WebSocket)
   const base = t.origin.replace(/^http/, 'ws')
-  const url = `${base}/api/v1/vms/${encodeURIComponent(vmId)}/console?token=${encodeURIComponent(t.token ?? '')}`
+  const url = `${base}/api/v1/vms/${encodeURIComponent(vmId)}/${path}?token=${encodeURIComponent(t.token ?? '')}`
   const ws = new Ctor(url)
   ws.binaryType = 'arraybuffer'
   return new Promise((resolve, reject) => {
@@ -126,7 +156,7 @@ export async function openSerialConsole(t: Transport, vmId: string, ctor?: WebSo
     ws.onopen = () => {
       if (settled) return
       settled = true
-      resolve(new SerialConsole(ws))
+      resolve(make(ws))
     }
     ws.onerror = () => {
       // A close event follows; an `unexpected-response` (Node) has said why already.

@@ -1,6 +1,6 @@
 // Why: `client.vms`: the VM calls of the contract, with `{ wait: true }` on the commands that
 // answer a job (the call then resolves when the job has succeeded, and throws if it did not).
-import { openSerialConsole, type SerialConsole } from './console.js'
+import { openSerialConsole, openVncConsole, type SerialConsole, type VncConsole } from './console.js'
 import { VoidVMError } from './errors.js'
 import type { Transport } from './http.js'
 import type { Jobs } from './jobs.js'
@@ -184,6 +184,15 @@ export class Vms {
    */
   console(id: string): Promise<SerialConsole> {
     return openSerialConsole(this.t, id)
+  }
+
+  /**
+   * Opens a running VM's graphical console: RFB bytes both ways with QEMU's VNC server (no VNC
+   * password), for an RFB client of your own; a browser's noVNC can use `/vnc` directly. Needs
+   * `vm:console`.
+   */
+  vnc(id: string): Promise<VncConsole> {
+    return openVncConsole(this.t, id)
   }
 
 }

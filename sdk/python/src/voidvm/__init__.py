@@ -3,13 +3,13 @@ REST API and WebSocket feed. Answers are the envelope's ``data`` as dicts; error
 ``VoidVMError``. ``verify_webhook_signature`` checks a webhook delivery."""
 
 from ._async import AsyncVoidVMClient
-from ._console import AsyncSerialConsole, SerialConsole
+from ._console import AsyncSerialConsole, AsyncVncConsole, SerialConsole, VncConsole
 from ._errors import VoidVMError
 from ._signature import verify_webhook_signature
 from ._sync import VoidVMClient
 
 __all__ = [
-    "AsyncSerialConsole", "AsyncVoidVMClient", "SerialConsole", "VoidVMClient", "VoidVMError",
-    "verify_webhook_signature",
+    "AsyncSerialConsole", "AsyncVncConsole", "AsyncVoidVMClient", "SerialConsole", "VncConsole",
+    "VoidVMClient", "VoidVMError", "verify_webhook_signature",
 ]
 __version__ = "0.1.0"

@@ -15,7 +15,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from ._common import (
     BUSY_RETRIES, JSON, POLL_SECS, JSONList, FeedState, backoff, fatal_close, feed_url, seg, settle_verdict, vm_path,
 )
-from ._console import AsyncSerialConsole
+from ._console import AsyncSerialConsole, AsyncVncConsole
 from ._errors import VoidVMError
 from ._transport import AsyncTransport, RetryHook
 
@@ -71,6 +71,11 @@ class Vms:
     async def console(self, vm_id: str) -> AsyncSerialConsole:
         """Opens a running VM's serial console (needs ``vm:console``); use it in ``async with``."""
         return await AsyncSerialConsole.open(self._t.origin, self._t.token, vm_id)
+
+    async def vnc(self, vm_id: str) -> AsyncVncConsole:
+        """Opens a running VM's graphical console, RFB bytes both ways with QEMU's VNC server
+        (needs ``vm:console``); use it in ``async with``."""
+        return await AsyncVncConsole.open(self._t.origin, self._t.token, vm_id)
 
     async def update(self, vm_id: str, change: JSON, *, if_match: int | None = None) -> JSON:
         return await self._t.obj("PATCH", vm_path(vm_id), body=change, if_match=if_match)

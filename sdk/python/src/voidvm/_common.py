@@ -97,9 +97,10 @@ def feed_url(origin: str, token: str | None) -> str:
     return f"{base}/ws?token={quote(token or '', safe='')}"
 
 
-def console_url(origin: str, token: str | None, vm_id: str) -> str:
+def console_url(origin: str, token: str | None, vm_id: str, path: str) -> str:
+    """The WebSocket URL of VM ``vm_id``'s console ``path`` (``console`` or ``vnc``)."""
     base = "ws" + origin[len("http"):] if origin.startswith("http") else origin
-    return f"{base}/api/v1/vms/{quote(vm_id, safe='')}/console?token={quote(token or '', safe='')}"
+    return f"{base}/api/v1/vms/{quote(vm_id, safe='')}/{path}?token={quote(token or '', safe='')}"
 
 
 def console_refusal(status: int, body: bytes | bytearray | None) -> VoidVMError:

@@ -1,13 +1,16 @@
-"""Why: ``client.vms.console(vm_id)``: a running VM's serial console (README "Consoles") as an
-object that types into the guest and reads what it prints, over the console's WebSocket of binary
-frames, blocking (``SerialConsole``) or with asyncio (``AsyncSerialConsole``). A refused upgrade
-(not running, not yours, no ``vm:console``) raises the API's own error."""
+"""Why: ``client.vms.console(vm_id)`` and ``client.vms.vnc(vm_id)``: a running VM's serial console
+and its graphical console (README "Consoles") as objects that write bytes to the VM and read what
+it sends, over the console's WebSocket of binary frames, blocking (``SerialConsole``,
+``VncConsole``) or with asyncio (``AsyncSerialConsole``, ``AsyncVncConsole``). The graphical one
+carries RFB (RFC 6143) byte for byte with QEMU's VNC server, which asks for no password. A refused
+upgrade (not running, not yours, no ``vm:console``) raises the API's own error."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 from types import TracebackType
+from typing import ClassVar, Literal, Self
 
 from websockets.asyncio.client import ClientConnection as AsyncConnection
 from websockets.asyncio.client import connect as async_connect
@@ -22,18 +25,20 @@ def _bytes(data: bytes | str) -> bytes:
     return data.encode() if isinstance(data, str) else data
 
 
-class SerialConsole:
-    """An open serial console: ``write`` types, ``read`` returns the next output (first the
-    last 64 KiB the guest printed), iterating yields output until it closes. Closing it (or
-    leaving its ``with`` block) leaves the guest running."""
+class _Console:
+    """An open console: ``write`` sends bytes to the VM, ``read`` returns the next bytes it
+    sent, iterating yields them until it closes. Closing it (or leaving its ``with`` block)
+    leaves the guest running."""
+
+    _PATH: ClassVar[Literal["console", "vnc"]]
 
     def __init__(self, ws: ClientConnection) -> None:
         self._ws = ws
 
     @classmethod
-    def open(cls, origin: str, token: str | None, vm_id: str) -> SerialConsole:
+    def open(cls, origin: str, token: str | None, vm_id: str) -> Self:
         try:
-            ws = connect(console_url(origin, token, vm_id), open_timeout=10, max_size=None)
+            ws = connect(console_url(origin, token, vm_id, cls._PATH), open_timeout=10, max_size=None)
         except InvalidStatus as e:
             raise console_refusal(e.response.status_code, e.response.body) from e
         # The connection outlives this call (``SerialConsole`` closes it): entered here, as
@@ -50,7 +55,7 @@ class SerialConsole:
         return self._ws.close_reason
 
     def write(self, data: bytes | str) -> None:
-        """Types into the guest's serial port (a string as its UTF-8 bytes)."""
+        """Sends bytes to the VM (a string as its UTF-8 bytes)."""
         try:
             self._ws.send(_bytes(data))
         except ConnectionClosed as e:
@@ -76,7 +81,7 @@ class SerialConsole:
     def close(self) -> None:
         self._ws.close()
 
-    def __enter__(self) -> SerialConsole:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -85,17 +90,32 @@ class SerialConsole:
         self.close()
 
 
-class AsyncSerialConsole:
-    """``SerialConsole`` for asyncio: ``await write``, ``await read``, ``async for``,
-    ``async with``."""
+class SerialConsole(_Console):
+    """An open serial console: ``write`` types into the guest's serial port, ``read`` returns
+    what it printed next (first the last 64 KiB of it)."""
+
+    _PATH = "console"
+
+
+class VncConsole(_Console):
+    """An open graphical console: RFB bytes both ways with QEMU's VNC server (no VNC password:
+    the API decided who connects). The first bytes are the server's ``RFB 003.008`` line."""
+
+    _PATH = "vnc"
+
+
+class _AsyncConsole:
+    """A console for asyncio: ``await write``, ``await read``, ``async for``, ``async with``."""
+
+    _PATH: ClassVar[Literal["console", "vnc"]]
 
     def __init__(self, ws: AsyncConnection) -> None:
         self._ws = ws
 
     @classmethod
-    async def open(cls, origin: str, token: str | None, vm_id: str) -> AsyncSerialConsole:
+    async def open(cls, origin: str, token: str | None, vm_id: str) -> Self:
         try:
-            ws = await async_connect(console_url(origin, token, vm_id), open_timeout=10, max_size=None)
+            ws = await async_connect(console_url(origin, token, vm_id, cls._PATH), open_timeout=10, max_size=None)
         except InvalidStatus as e:
             raise console_refusal(e.response.status_code, e.response.body) from e
         return cls(ws)
@@ -133,7 +153,7 @@ class AsyncSerialConsole:
     async def close(self) -> None:
         await self._ws.close()
 
-    async def __aenter__(self) -> AsyncSerialConsole:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(
@@ -141,3 +161,14 @@ class AsyncSerialConsole:
     ) -> None:
         await self.close()
 
+
+class AsyncSerialConsole(_AsyncConsole):
+    """``SerialConsole`` for asyncio."""
+
+    _PATH = "console"
+
+
+class AsyncVncConsole(_AsyncConsole):
+    """``VncConsole`` for asyncio."""
+
+    _PATH = "vnc"

@@ -14,7 +14,7 @@ from websockets.sync.client import connect
 from ._common import (
     BUSY_RETRIES, JSON, POLL_SECS, JSONList, FeedState, backoff, fatal_close, feed_url, seg, settle_verdict, vm_path,
 )
-from ._console import SerialConsole
+from ._console import SerialConsole, VncConsole
 from ._errors import VoidVMError
 from ._transport import RetryHook, SyncTransport
 
@@ -70,6 +70,11 @@ class Vms:
     def console(self, vm_id: str) -> SerialConsole:
         """Opens a running VM's serial console (needs ``vm:console``); use it in ``with``."""
         return SerialConsole.open(self._t.origin, self._t.token, vm_id)
+
+    def vnc(self, vm_id: str) -> VncConsole:
+        """Opens a running VM's graphical console, RFB bytes both ways with QEMU's VNC server
+        (needs ``vm:console``); use it in ``with``."""
+        return VncConsole.open(self._t.origin, self._t.token, vm_id)
 
     def update(self, vm_id: str, change: JSON, *, if_match: int | None = None) -> JSON:
         return self._t.obj("PATCH", vm_path(vm_id), body=change, if_match=if_match)
