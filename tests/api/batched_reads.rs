@@ -6,28 +6,12 @@ use std::sync::Arc;
 
 use futures::future::join_all;
 use reqwest::{Method, StatusCode};
-use sqlx::{Connection, PgConnection};
-use voidvm::store::solo::SOLO_LOCK;
 use voidvm::store::vm_cache::VmCache;
 use voidvm::store::vm_reads::VmReads;
 use voidvm::store::StoreError;
 
 use crate::helpers::{spawn_app, TestApp};
-use crate::solo_reads::{change_then_read, sample};
-
-/// A session holding the solo-writer lock shared, as a second node would: the app's reads then
-/// go to PostgreSQL.
-async fn share_the_database(app: &TestApp) -> PgConnection {
-    let mut other = PgConnection::connect(&app.env.database_url)
-        .await
-        .expect("the test database");
-    sqlx::query("SELECT pg_advisory_lock_shared($1)")
-        .bind(SOLO_LOCK)
-        .execute(&mut other)
-        .await
-        .expect("the lock, shared");
-    other
-}
+use crate::solo_reads::{change_then_read, sample, share_the_database};
 
 #[actix_rt::test]
 async fn reads_queued_together_take_one_query_and_each_gets_its_own_vm() {

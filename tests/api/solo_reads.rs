@@ -59,6 +59,20 @@ pub(crate) async fn on(
     body
 }
 
+/// A session holding the solo-writer lock shared, as a second node would (taken once the node
+/// lets go of its exclusive hold): the app's reads then go to PostgreSQL.
+pub(crate) async fn share_the_database(app: &TestApp) -> PgConnection {
+    let mut other = PgConnection::connect(&app.env.database_url)
+        .await
+        .expect("the test database");
+    sqlx::query("SELECT pg_advisory_lock_shared($1)")
+        .bind(SOLO_LOCK)
+        .execute(&mut other)
+        .await
+        .expect("the lock, shared");
+    other
+}
+
 /// Changes the VM's description on `writer`, then reads it on `reader` right after the answer.
 pub(crate) async fn change_then_read(
     app: &TestApp,
@@ -167,15 +181,8 @@ async fn a_node_writes_alone_again_once_the_other_is_gone_and_reads_stay_exact()
     let app = spawn_app().await;
     let me = app.address.clone();
     let id = app.create_blank("again").await;
-    // Another node, as far as the lock can tell: a session holding it shared.
-    let mut other = PgConnection::connect(&app.env.database_url)
-        .await
-        .expect("the test database");
-    sqlx::query("SELECT pg_advisory_lock_shared($1)")
-        .bind(SOLO_LOCK)
-        .execute(&mut other)
-        .await
-        .expect("the lock, once the node lets go of it");
+    // Another node, as far as the lock can tell.
+    let other = share_the_database(&app).await;
     assert!(!alone(&app, &me).await);
     change_then_read(&app, &me, &me, &id, "shared").await;
     other.close().await.expect("the other session ends");
