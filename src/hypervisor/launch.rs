@@ -23,6 +23,7 @@ const SPAWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Fails permanently unless the machine was provisioned (a start never makes a disk) and its
 /// kernel and initrd, if it boots one, exist.
 pub fn check_bootable(spec: &MachineSpec, paths: &MachinePaths) -> Result<(), HypervisorError> {
+    check_fits(spec.memory_mib, host_memory_mib())?;
     if !paths.disk.is_file() {
         return Err(HypervisorError::Permanent(format!(
             "the machine has no disk ({}); it was never provisioned",
@@ -40,6 +41,26 @@ pub fn check_bootable(spec: &MachineSpec, paths: &MachinePaths) -> Result<(), Hy
         }
     }
     Ok(())
+}
+
+/// The host's memory in all, in MiB (`None` when it cannot be read).
+fn host_memory_mib() -> Option<u64> {
+    let mut system = sysinfo::System::new();
+    system.refresh_memory_specifics(sysinfo::MemoryRefreshKind::nothing().with_ram());
+    Some(system.total_memory() / (1024 * 1024)).filter(|mib| *mib > 0)
+}
+
+/// A machine that asks for more memory than the host has in all can never start: QEMU could not
+/// allocate it. Said plainly, before QEMU is spawned, instead of QEMU's allocation error. (Several
+/// machines that fit one by one may still overcommit the host together, as with any hypervisor.)
+fn check_fits(memory_mib: u64, host_mib: Option<u64>) -> Result<(), HypervisorError> {
+    match host_mib {
+        Some(host) if memory_mib > host => Err(HypervisorError::Permanent(format!(
+            "the machine asks for {memory_mib} MiB of memory and this host has {host} MiB in \
+             all; give it less memory (PATCH its memory while it is stopped)"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Runs QEMU for `spec` until it daemonizes and returns its (paused) process.
@@ -99,4 +120,31 @@ pub async fn spawn(
 pub fn running_accel(pid: u32, fallback: Accel) -> Accel {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     accel_in(&cmdline).unwrap_or(fallback)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_machine_larger_than_the_host_is_refused_before_qemu_runs() {
+        let refused = check_fits(32 * 1024, Some(16 * 1024)).unwrap_err();
+        assert!(
+            refused.to_string().contains("32768 MiB") && refused.to_string().contains("16384 MiB"),
+            "{refused}"
+        );
+        assert!(!refused.is_transient());
+    }
+
+    #[test]
+    fn a_machine_that_fits_or_an_unknown_host_goes_on() {
+        assert!(check_fits(16 * 1024, Some(16 * 1024)).is_ok());
+        assert!(check_fits(512, Some(16 * 1024)).is_ok());
+        assert!(check_fits(1 << 30, None).is_ok());
+    }
+
+    #[test]
+    fn this_host_has_memory() {
+        assert!(host_memory_mib().is_some_and(|mib| mib >= 64));
+    }
 }

@@ -156,6 +156,45 @@ async fn a_vm_without_its_image_gets_a_blank_disk_and_still_runs() {
 }
 
 #[actix_rt::test]
+async fn a_vm_larger_than_the_host_fails_its_start_saying_so_and_starts_once_it_fits() {
+    let app = spawn_app().await;
+    let host_mib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .expect("the host's MemTotal")
+        / 1024;
+    let (status, body) = app
+        .create_vm(json!({"name": "too-big", "cpu": 1, "memory": host_mib + 1024, "disk": 1}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let id = body["data"]["id"].as_str().unwrap().to_string();
+    app.wait_job(body["data"]["jobId"].as_str().unwrap()).await;
+    let (status, body) = app.vm_action(&id, "start", None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let job = app.wait_job(body["data"]["jobId"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    let error = job["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&format!("{} MiB", host_mib + 1024)) && error.contains("this host has"),
+        "{job}"
+    );
+    assert_eq!(
+        app.status_of(&id).await,
+        "error",
+        "a failed start leaves the VM in error"
+    );
+    // Given memory that fits, the same VM starts.
+    let (status, body) = app.patch_vm(&id, json!({"memory": 128})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    app.act_and_wait(&id, "start", None).await;
+    app.act_and_wait(&id, "stop", Some(json!({"force": true})))
+        .await;
+}
+
+#[actix_rt::test]
 async fn twenty_concurrent_starts_have_one_effect() {
     let app = spawn_app().await;
     let id = app.create_guest("racer").await;
