@@ -301,12 +301,19 @@ pub async fn update(
         check_password("password", password)?;
     }
     check_rate("rateLimit", update.rate_limit.flatten())?;
-    if id == user.id && (update.status == Some(UserStatus::Disabled) || update.role.is_some()) {
+    // What holds a user in (their status, role, quota and request rate) is someone else's to
+    // change: raising one's own would step past what an administrator set, and lowering one's
+    // own rate to almost nothing would lock the caller out of the API.
+    let holds_self = update.status == Some(UserStatus::Disabled)
+        || update.role.is_some()
+        || update.quota.is_some()
+        || update.rate_limit.is_some();
+    if id == user.id && holds_self {
         return Err(ApiError::Conflict {
             code: "CANNOT_CHANGE_SELF",
-            message:
-                "You cannot disable yourself or change your own role; ask another administrator."
-                    .into(),
+            message: "You cannot disable yourself or change your own role, quota or request \
+                      rate; ask another administrator."
+                .into(),
         });
     }
     let target = users::by_id(&state.pool, &id)

@@ -711,6 +711,58 @@ async fn a_config_change_takes_effect_on_another_node_without_a_restart() {
 }
 
 #[actix_rt::test]
+async fn no_one_changes_their_own_quota_or_request_rate() {
+    let app = spawn_app().await;
+    role_with(&app, "usermgr", &["user:read", "user:update"]).await;
+    let limits = json!({"quota": {"vms": 1}, "rateLimit": 50});
+    let (id, token) = user_with(&app, "ursula", "usermgr", limits).await;
+    let (_, me) = app.me().await;
+    let admin_id = me["data"]["id"]
+        .as_str()
+        .expect("the admin's id")
+        .to_string();
+    for (who, token, change) in [
+        (&id, &token, json!({"rateLimit": 100_000})),
+        (&id, &token, json!({"quota": {"vms": 100}})),
+        (&admin_id, &app.token, json!({"rateLimit": 1})),
+    ] {
+        let path = format!("/api/v1/users/{who}");
+        let (status, body) = app
+            .call_as(token, Method::PUT, &path, Some(change.clone()))
+            .await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::CONFLICT, "CANNOT_CHANGE_SELF"),
+            "{change}: {body}"
+        );
+    }
+    let (_, ursula) = app
+        .call(Method::GET, &format!("/api/v1/users/{id}"), None)
+        .await;
+    assert_eq!(ursula["data"]["rateLimit"], 50, "{ursula}");
+    assert_eq!(ursula["data"]["quota"]["vms"], 1, "{ursula}");
+    // What is theirs stays theirs; and another administrator may change the rest.
+    let (status, body) = app
+        .call_as(
+            &token,
+            Method::PUT,
+            &format!("/api/v1/users/{id}"),
+            Some(json!({"email": "ursula@example.com"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = app
+        .call(
+            Method::PUT,
+            &format!("/api/v1/users/{id}"),
+            Some(json!({"rateLimit": 200, "quota": {"vms": 2}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["rateLimit"], 200, "{body}");
+}
+
+#[actix_rt::test]
 async fn no_one_can_give_or_manage_more_than_their_own_role_holds() {
     let app = spawn_app().await;
     let managers = [
