@@ -301,18 +301,22 @@ pub async fn update(
         check_password("password", password)?;
     }
     check_rate("rateLimit", update.rate_limit.flatten())?;
-    // What holds a user in (their status, role, quota and request rate) is someone else's to
-    // change: raising one's own would step past what an administrator set, and lowering one's
-    // own rate to almost nothing would lock the caller out of the API.
-    let holds_self = update.status == Some(UserStatus::Disabled)
-        || update.role.is_some()
-        || update.quota.is_some()
-        || update.rate_limit.is_some();
-    if id == user.id && holds_self {
+    if id == user.id && (update.status == Some(UserStatus::Disabled) || update.role.is_some()) {
         return Err(ApiError::Conflict {
             code: "CANNOT_CHANGE_SELF",
-            message: "You cannot disable yourself or change your own role, quota or request \
-                      rate; ask another administrator."
+            message:
+                "You cannot disable yourself or change your own role; ask another administrator."
+                    .into(),
+        });
+    }
+    // A user whose role is limited would step past what an administrator set for them by
+    // raising their own quota or request rate. (A role that grants everything is held to no
+    // quota, and its holders may set their own rate, as they may set anyone's.)
+    let own_limits = update.quota.is_some() || update.rate_limit.is_some();
+    if id == user.id && own_limits && !user.role.unlimited() {
+        return Err(ApiError::Conflict {
+            code: "CANNOT_CHANGE_SELF",
+            message: "You cannot change your own quota or request rate; ask an administrator."
                 .into(),
         });
     }
