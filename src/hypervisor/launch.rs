@@ -20,8 +20,8 @@ use crate::vm::MachineProcess;
 /// How long `qemu-system-x86_64 -daemonize` may take to return.
 const SPAWN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Fails permanently unless the machine was provisioned (a start never makes a disk) and its
-/// kernel and initrd, if it boots one, exist.
+/// Fails permanently unless the machine fits the host's memory, was provisioned (a start never
+/// makes a disk), and its kernel and initrd, if it boots one, exist.
 pub fn check_bootable(spec: &MachineSpec, paths: &MachinePaths) -> Result<(), HypervisorError> {
     check_fits(spec.memory_mib, host_memory_mib())?;
     if !paths.disk.is_file() {

@@ -113,14 +113,6 @@ async fn serve(pool: PgPool, cache: Arc<VmCache>, mut queue: mpsc::UnboundedRece
 
 /// Reads the batch's rows and answers each read (a read whose caller went away is skipped).
 async fn answer(pool: &PgPool, batch: Vec<Read>) {
-    if let [_] = batch.as_slice() {
-        let Some(read) = batch.into_iter().next() else {
-            return;
-        };
-        let answer = vm_view::get(pool, &read.vm_id).await;
-        let _ = read.reply.send(answer);
-        return;
-    }
     let mut ids: Vec<&str> = batch.iter().map(|r| r.vm_id.as_str()).collect();
     ids.sort_unstable();
     ids.dedup();
@@ -133,19 +125,23 @@ async fn answer(pool: &PgPool, batch: Vec<Read>) {
             }
         }
         Err(error) => {
-            // Every read of the batch fails as the query did.
+            // Every read of the batch fails as the query did: the first with the error itself,
+            // the others with a copy of the same kind.
             let message = format!("{error:#}");
             let unavailable = matches!(error, StoreError::Unavailable(_));
-            let mut first = Some(error);
-            for read in batch {
-                let error = first.take().unwrap_or_else(|| {
-                    if unavailable {
-                        StoreError::Unavailable(message.clone().into())
-                    } else {
-                        StoreError::Unexpected(anyhow::anyhow!("{message}"))
-                    }
-                });
+            let copy = || {
+                if unavailable {
+                    StoreError::Unavailable(message.clone().into())
+                } else {
+                    StoreError::Unexpected(anyhow::anyhow!("{message}"))
+                }
+            };
+            let mut reads = batch.into_iter();
+            if let Some(read) = reads.next() {
                 let _ = read.reply.send(Err(error));
+            }
+            for read in reads {
+                let _ = read.reply.send(Err(copy()));
             }
         }
     }
