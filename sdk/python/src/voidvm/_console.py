@@ -41,7 +41,7 @@ class _Console:
             ws = connect(console_url(origin, token, vm_id, cls._PATH), open_timeout=10, max_size=None)
         except InvalidStatus as e:
             raise console_refusal(e.response.status_code, e.response.body) from e
-        # The connection outlives this call (``SerialConsole`` closes it): entered here, as
+        # The connection outlives this call (the console closes it): entered here, as
         # websockets >= 17.1 asks of a connection not opened in a ``with`` block.
         return cls(ws.__enter__())
 
