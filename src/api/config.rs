@@ -153,15 +153,16 @@ pub async fn get(state: web::Data<AppState>, user: AuthUser) -> Result<HttpRespo
 }
 
 /// Refuses what a PUT cannot change, naming the field: an unknown section, or a setting that
-/// needs a restart.
-fn check_sections(body: &Value) -> Result<(), ApiError> {
-    let Some(sections) = body.as_object() else {
+/// needs a restart given a value other than the one in force. One given the value in force is
+/// dropped, so a client may put back the sections it read with only live fields changed.
+fn check_sections(body: &mut Value, in_force: &Value) -> Result<(), ApiError> {
+    let Some(sections) = body.as_object_mut() else {
         return Err(ApiError::validation(
             "body",
             "The body must be a JSON object.",
         ));
     };
-    for (section, fields) in sections {
+    for (section, fields) in sections.iter_mut() {
         if !matches!(
             section.as_str(),
             "system" | "limits" | "network" | "storage"
@@ -171,20 +172,29 @@ fn check_sections(body: &Value) -> Result<(), ApiError> {
                 "Not a section: system, limits, network or storage.",
             ));
         }
-        let Some(fields) = fields.as_object() else {
+        let Some(fields) = fields.as_object_mut() else {
             return Err(ApiError::validation(
                 section,
                 "A section must be a JSON object.",
             ));
         };
-        for field in fields.keys() {
+        let mut unchanged = Vec::new();
+        for (field, value) in fields.iter() {
             let path = format!("{section}.{field}");
-            if RESTART_REQUIRED.contains(&path.as_str()) {
-                return Err(ApiError::validation(
-                    &path,
-                    format!("{path} is restartRequired: it takes effect at start-up; change it in the server's settings and restart."),
-                ));
+            if !RESTART_REQUIRED.contains(&path.as_str()) {
+                continue;
             }
+            if in_force[section.as_str()].get(field) == Some(value) {
+                unchanged.push(field.clone());
+                continue;
+            }
+            return Err(ApiError::validation(
+                &path,
+                format!("{path} is restartRequired: it takes effect at start-up; change it in the server's settings and restart."),
+            ));
+        }
+        for field in unchanged {
+            fields.remove(&field);
         }
     }
     Ok(())
@@ -195,9 +205,10 @@ fn check_sections(body: &Value) -> Result<(), ApiError> {
     path = "/api/v1/config",
     tag = "system",
     params(KeyHeader),
-    request_body(content = Object, description = "Sections with the live fields to change: a number sets one, `null` returns it to the server's setting. E.g. `{\"system\": {\"maxVmsPerUser\": 10}, \"limits\": {\"requestsPerMinute\": 300}}`."),
+    request_body(content = super::config_update::ConfigUpdate, description = "Sections with the live fields to change: a number sets one, `null` returns it to the server's setting. A field that needs a restart may be given with the value in force (so the sections of a GET can be put back), and any other value of it is refused. E.g. `{\"system\": {\"maxVmsPerUser\": 10}, \"limits\": {\"requestsPerMinute\": 300}}`."),
+
     responses(
-        (status = 200, description = "Changed; recorded as `ConfigChanged` and in force on every node.", body = Envelope<ConfigView>),
+        (status = 200, description = "Changed; recorded as `ConfigChanged` and in force on every node. A request that changes nothing answers the configuration as it is, with message `Nothing to change.`, and records nothing.", body = Envelope<ConfigView>),
         Invalid,
         Unauthorized,
         Forbidden
@@ -217,7 +228,11 @@ pub async fn put(
         return Ok(response);
     }
     let mut body = body.into_inner().0;
-    check_sections(&body)?;
+    let in_force = serde_json::to_value(view(&state))
+        .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("showing the config")))?;
+    // Before the sections are read, so no refusal names a key PostgreSQL could not store.
+    super::input::check_json("", &body)?;
+    check_sections(&mut body, &in_force)?;
     // What is left of `network` and `storage` is empty (their fields all need a restart).
     if let Some(sections) = body.as_object_mut() {
         sections.remove("network");
@@ -231,16 +246,21 @@ pub async fn put(
     let mut applied = None;
     let response = retry
         .transaction(&state, async |tx| {
-            let (overrides, version) = accounts::change_config(tx, &user.meta(Via::Rest), patch)
+            let written = accounts::change_config(tx, &user.meta(Via::Rest), patch)
                 .await
                 .map_err(ApiError::from_account)?;
-            applied = Some((overrides, version));
-            let view = view_with(&state, state.live.resolve(&overrides), version);
-            Ok(envelope_answer(
-                StatusCode::OK,
-                view,
-                "Configuration changed.",
-            )?)
+            let view = view_with(
+                &state,
+                state.live.resolve(&written.overrides),
+                written.version,
+            );
+            let message = if written.changed {
+                "Configuration changed."
+            } else {
+                super::envelope::NOTHING_TO_CHANGE
+            };
+            applied = Some((written.overrides, written.version));
+            Ok(envelope_answer(StatusCode::OK, view, message)?)
         })
         .await?;
     // In force here once committed (other nodes take it from the log's notification).

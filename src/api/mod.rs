@@ -8,6 +8,7 @@ pub mod body;
 pub mod body_deadline;
 pub mod cloud_init_input;
 pub mod config;
+pub mod config_update;
 pub mod envelope;
 pub mod error;
 pub mod head_guard;

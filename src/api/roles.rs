@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::answers::errors::{AccountConflict, Forbidden, Invalid, RoleMissing, Unauthorized};
 use super::answers::{Empty, Envelope};
 use super::body;
-use super::envelope;
+use super::envelope::{self, NOTHING_TO_CHANGE};
 use super::error::ApiError;
 use super::retry::{envelope_answer, KeyHeader, Retry};
 use super::user_input::check_rate;
@@ -285,7 +285,7 @@ pub struct RoleUpdate {
     params(("id" = String, Path, description = "The role's id."), KeyHeader),
     request_body = RoleUpdate,
     responses(
-        (status = 200, description = "Changed; recorded as `RoleChanged`, in force at once for its users. Built-in roles change only their description and rate limit.", body = Envelope<RoleView>),
+        (status = 200, description = "Changed; recorded as `RoleChanged`, in force at once for its users. Built-in roles change only their description and rate limit. A request that changes nothing answers the role as it is, with message `Nothing to change.`, and records nothing.", body = Envelope<RoleView>),
         Invalid,
         Unauthorized,
         Forbidden,
@@ -344,21 +344,26 @@ pub async fn update(
         scope: update.scope,
         rate_limit: update.rate_limit,
     };
-    if change.is_empty() {
-        return Err(ApiError::validation("body", "The request changes nothing."));
-    }
+    // A request that changes nothing (an empty body, or the role as it is) answers the role as
+    // it is: a client that puts back what it read, or retries, gets a 200.
     retry
         .transaction(&state, async |tx| {
-            let role =
+            let written = if change.is_empty() {
+                Err(AccountWriteError::Refused(AccountError::NothingToChange))
+            } else {
                 accounts::write_role(tx, &user.meta(Via::Rest), &id, RoleCommand::Change(change))
                     .await
-                    .map_err(|e| role_error(&id, e))?
-                    .ok_or_else(|| ApiError::RoleNotFound(id.clone()))?;
-            Ok(envelope_answer(
-                StatusCode::OK,
-                view(&id, role),
-                "Role changed.",
-            )?)
+            };
+            let (role, message) = match written {
+                Ok(role) => (role, "Role changed."),
+                Err(AccountWriteError::Refused(AccountError::NothingToChange)) => (
+                    accounts::role(&mut *tx, &id).await?.map(|r| r.state()),
+                    NOTHING_TO_CHANGE,
+                ),
+                Err(e) => return Err(role_error(&id, e)),
+            };
+            let role = role.ok_or_else(|| ApiError::RoleNotFound(id.clone()))?;
+            Ok(envelope_answer(StatusCode::OK, view(&id, role), message)?)
         })
         .await
 }

@@ -22,6 +22,7 @@ pub struct NewUser {
     #[schema(min_length = 8, max_length = 256)]
     pub password: String,
     /// A role id (`GET /roles`).
+    #[schema(pattern = "^[a-z][a-z0-9-]{1,31}$")]
     pub role: String,
     #[serde(default)]
     pub quota: QuotaOverrides,
@@ -99,6 +100,8 @@ pub struct UserUpdate {
     /// A new password (8 to 256 characters); ends every token the user had.
     #[schema(min_length = 8, max_length = 256)]
     pub password: Option<String>,
+    /// A role id (`GET /roles`).
+    #[schema(pattern = "^[a-z][a-z0-9-]{1,31}$")]
     pub role: Option<String>,
     /// `disabled` ends every token the user has, on REST and open WebSockets, at once.
     pub status: Option<UserStatus>,

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::answers::errors::{AccountConflict, Forbidden, Invalid, Unauthorized, UserMissing};
 use super::answers::{Empty, Envelope, Page, Pagination};
 use super::body;
-use super::envelope;
+use super::envelope::{self, NOTHING_TO_CHANGE};
 use super::error::ApiError;
 use super::retry::{envelope_answer, KeyHeader, Retry};
 use super::user_input::{
@@ -20,7 +20,7 @@ use super::user_input::{
 };
 use super::vms::page_and_limit;
 use crate::accounts::user::{UserChange, UserCommand};
-use crate::accounts::{QuotaOverrides, UserStatus};
+use crate::accounts::{AccountError, QuotaOverrides, UserStatus};
 use crate::actors::ActorError;
 use crate::app::access::may_grant;
 use crate::app::AppState;
@@ -269,7 +269,7 @@ pub async fn get(
     params(("id" = String, Path, description = "The user's id."), KeyHeader),
     request_body = UserUpdate,
     responses(
-        (status = 200, description = "Changed; recorded as `UserChanged` and, for a password, `UserPasswordChanged` (without it).", body = Envelope<UserView>),
+        (status = 200, description = "Changed; recorded as `UserChanged` and, for a password, `UserPasswordChanged` (without it). A request that changes nothing answers the user as they are, with message `Nothing to change.`, and records nothing.", body = Envelope<UserView>),
         Invalid,
         Unauthorized,
         Forbidden,
@@ -345,15 +345,23 @@ pub async fn update(
         }
         None => None,
     };
-    if commands.is_empty() {
-        return Err(ApiError::validation("body", "The request changes nothing."));
-    }
+    // A request that changes nothing (an empty body, or the user as they are) answers the user
+    // as they are: a client that puts back what it read, or retries, gets a 200.
     let response = retry
         .transaction(&state, async |tx| {
-            accounts::change_user(tx, &user.meta(Via::Rest), &id, &commands, hash.as_deref())
-                .await
-                .map_err(|e| account_error(&id, e))?;
-            user_answer(tx, &id, StatusCode::OK, "User changed.").await
+            let changed = if commands.is_empty() {
+                Err(AccountWriteError::Refused(AccountError::NothingToChange))
+            } else {
+                accounts::change_user(tx, &user.meta(Via::Rest), &id, &commands, hash.as_deref())
+                    .await
+            };
+            match changed {
+                Ok(_) => user_answer(tx, &id, StatusCode::OK, "User changed.").await,
+                Err(AccountWriteError::Refused(AccountError::NothingToChange)) => {
+                    user_answer(tx, &id, StatusCode::OK, NOTHING_TO_CHANGE).await
+                }
+                Err(e) => Err(account_error(&id, e)),
+            }
         })
         .await?;
     state.auth.forget_user(&id);

@@ -33,6 +33,7 @@ pub struct CreateVm {
     /// GiB.
     #[schema(minimum = 1, maximum = 4096)]
     pub disk: u64,
+    #[schema(min_length = 1)]
     pub os: Option<String>,
     pub description: Option<String>,
     /// Defaults to user-mode NAT without forwarded ports.

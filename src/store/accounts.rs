@@ -122,11 +122,20 @@ pub async fn change_user(
     let row = lock_user(tx, id).await?;
     let mut user = user_state(&row);
     let mut events = Vec::new();
+    // A command that changes nothing does not stop the others (an unchanged email beside a new
+    // password); only a request that changes nothing at all is refused as such.
     for command in commands {
-        for event in user.decide(command.clone())? {
+        let decided = match user.decide(command.clone()) {
+            Err(AccountError::NothingToChange) => continue,
+            other => other?,
+        };
+        for event in decided {
             user.apply(event.clone());
             events.push(event);
         }
+    }
+    if events.is_empty() {
+        return Err(AccountError::NothingToChange.into());
     }
     let version = append(
         tx,
@@ -216,7 +225,7 @@ pub struct RoleRow {
 }
 
 impl RoleRow {
-    fn state(&self) -> Role {
+    pub fn state(&self) -> Role {
         Role {
             name: self.name.clone(),
             description: self.description.clone(),
@@ -240,7 +249,10 @@ pub async fn roles(pool: &PgPool) -> Result<Vec<RoleRow>, StoreError> {
     .await?)
 }
 
-pub async fn role(pool: &PgPool, id: &str) -> Result<Option<RoleRow>, StoreError> {
+pub async fn role<'e>(
+    pool: impl sqlx::PgExecutor<'e>,
+    id: &str,
+) -> Result<Option<RoleRow>, StoreError> {
     Ok(
         sqlx::query_as(&format!("SELECT {ROLE_COLUMNS} FROM roles WHERE id = $1"))
             .bind(id)
@@ -335,12 +347,23 @@ pub async fn config(pool: &PgPool) -> Result<(ConfigOverrides, i64), StoreError>
     })
 }
 
-/// Records `patch` as a `ConfigChanged` event and the overrides it leaves; answers them.
+/// The overrides in force after a `PUT /config`, at the config stream's version, and whether
+/// that request changed them.
+#[derive(Debug)]
+pub struct ConfigWritten {
+    pub overrides: ConfigOverrides,
+    pub version: i64,
+    pub changed: bool,
+}
+
+/// Records `patch` as a `ConfigChanged` event and the overrides it leaves; answers them. A patch
+/// that leaves the overrides as they are records nothing and answers them as they are (a client
+/// that puts back what it read gets a 200, as for any idempotent PUT).
 pub async fn change_config(
     tx: &mut PgConnection,
     meta: &CommandMeta,
     patch: ConfigOverrides,
-) -> Result<(ConfigOverrides, i64), AccountWriteError> {
+) -> Result<ConfigWritten, AccountWriteError> {
     sqlx::query(
         "INSERT INTO config (id, overrides, version) VALUES (1, '{}', 0) ON CONFLICT DO NOTHING",
     )
@@ -353,7 +376,11 @@ pub async fn change_config(
     let overrides: ConfigOverrides = serde_json::from_value(overrides).unwrap_or_default();
     let next = overrides.patched(&patch);
     if next == overrides {
-        return Err(AccountError::NothingToChange.into());
+        return Ok(ConfigWritten {
+            overrides,
+            version,
+            changed: false,
+        });
     }
     let event = ConfigEvent::ConfigChanged { changes: patch };
     let stored = [stored(event.type_name(), event.version(), &event)?];
@@ -363,5 +390,9 @@ pub async fn change_config(
         .bind(version)
         .execute(&mut *tx)
         .await?;
-    Ok((next, version))
+    Ok(ConfigWritten {
+        overrides: next,
+        version,
+        changed: true,
+    })
 }

@@ -101,6 +101,13 @@ async fn a_nul_in_any_text_a_client_sends_is_a_validation_error_naming_the_field
             json!({"description": "\u{0}"}),
             "description",
         ),
+        // A key with a NUL, where the handler names keys it does not know (config sections).
+        (
+            Method::PUT,
+            "/api/v1/config".to_string(),
+            json!({"sys\u{0}tem": {"maxVmsPerUser": 1}}),
+            "body",
+        ),
     ];
     for (method, url, body, field) in bodies {
         let (status, resp) = app.call(method.clone(), &url, Some(body)).await;

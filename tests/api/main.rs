@@ -45,6 +45,7 @@ mod solo_reads;
 mod stream_owner;
 mod system;
 mod transactions;
+mod unchanged;
 mod vm_snapshots;
 mod vnc;
 mod webhooks;

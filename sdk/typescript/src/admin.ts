@@ -1,10 +1,14 @@
 // Why: `client.config` (the live configuration) and `client.system` (the host's figures).
 import type { Transport } from './http.js'
-import type { DataOf, QueryOf } from './types.js'
+import type { BodyOf, DataOf, QueryOf } from './types.js'
 
 export type ConfigView = DataOf<'/api/v1/config', 'get'>
-/** Sections with the live fields to change: a number sets one, `null` returns it to the default. */
-export type ConfigChange = { [section: string]: { [field: string]: number | null } }
+/**
+ * Sections with the live fields to change: a number sets one, `null` returns it to the server's
+ * setting. Fields that need a restart may be sent only with the value in force, so the sections
+ * of `get()` can be sent back with live fields changed.
+ */
+export type ConfigChange = BodyOf<'/api/v1/config', 'put'>
 
 export class Config {
   constructor(private readonly t: Transport) {}

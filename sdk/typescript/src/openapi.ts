@@ -586,14 +586,14 @@ export interface paths {
                 path?: never;
                 cookie?: never;
             };
-            /** @description Sections with the live fields to change: a number sets one, `null` returns it to the server's setting. E.g. `{"system": {"maxVmsPerUser": 10}, "limits": {"requestsPerMinute": 300}}`. */
+            /** @description Sections with the live fields to change: a number sets one, `null` returns it to the server's setting. A field that needs a restart may be given with the value in force (so the sections of a GET can be put back), and any other value of it is refused. E.g. `{"system": {"maxVmsPerUser": 10}, "limits": {"requestsPerMinute": 300}}`. */
             requestBody: {
                 content: {
-                    "application/json": Record<string, never>;
+                    "application/json": components["schemas"]["ConfigUpdate"];
                 };
             };
             responses: {
-                /** @description Changed; recorded as `ConfigChanged` and in force on every node. */
+                /** @description Changed; recorded as `ConfigChanged` and in force on every node. A request that changes nothing answers the configuration as it is, with message `Nothing to change.`, and records nothing. */
                 200: {
                     headers: {
                         "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
@@ -3078,7 +3078,7 @@ export interface paths {
                 };
             };
             responses: {
-                /** @description Changed; recorded as `RoleChanged`, in force at once for its users. Built-in roles change only their description and rate limit. */
+                /** @description Changed; recorded as `RoleChanged`, in force at once for its users. Built-in roles change only their description and rate limit. A request that changes nothing answers the role as it is, with message `Nothing to change.`, and records nothing. */
                 200: {
                     headers: {
                         "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
@@ -4148,7 +4148,7 @@ export interface paths {
                 };
             };
             responses: {
-                /** @description Changed; recorded as `UserChanged` and, for a password, `UserPasswordChanged` (without it). */
+                /** @description Changed; recorded as `UserChanged` and, for a password, `UserPasswordChanged` (without it). A request that changes nothing answers the user as they are, with message `Nothing to change.`, and records nothing. */
                 200: {
                     headers: {
                         "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
@@ -9085,7 +9085,7 @@ export interface paths {
                 };
             };
             responses: {
-                /** @description Changed; recorded as `WebhookChanged` (a new secret only as `secretChanged`, and shown once in this answer). */
+                /** @description Changed; recorded as `WebhookChanged` (a new secret only as `secretChanged`, and shown once in this answer). A request that changes nothing answers the webhook as it is, with message `Nothing to change.`, and records nothing. */
                 200: {
                     headers: {
                         "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
@@ -10046,6 +10046,17 @@ export interface components {
             sshAuthorizedKeys?: string[] | null;
             /** @description Stored and written to the seed only as a SHA-512 crypt hash; never in the event log. */
             password?: string | null;
+        };
+        /**
+         * @description Sections with the fields to change. A live field takes a number, or `null` to return to the
+         *     server's setting; a field that needs a restart (`restartRequired`) may be sent only with the
+         *     value in force, so the sections of a `GET /config` can be put back with live fields changed.
+         */
+        ConfigUpdate: {
+            system?: components["schemas"]["SystemUpdate"] | null;
+            limits?: components["schemas"]["LimitsUpdate"] | null;
+            network?: components["schemas"]["NetworkUpdate"] | null;
+            storage?: components["schemas"]["StorageUpdate"] | null;
         };
         ConfigView: {
             system: components["schemas"]["SystemSection"];
@@ -11182,6 +11193,43 @@ export interface components {
             /** Format: int64 */
             vmDiskMaxGib: number;
         };
+        LimitsUpdate: {
+            /**
+             * Format: int32
+             * @description Live.
+             */
+            requestsPerMinute?: number | null;
+            /**
+             * Format: int32
+             * @description Live.
+             */
+            loginFailures?: number | null;
+            /**
+             * Format: int64
+             * @description Live.
+             */
+            loginLockoutSeconds?: number | null;
+            /**
+             * Format: int64
+             * @description Needs a restart: only the value in force.
+             */
+            wsConnectionsPerUser?: number | null;
+            /**
+             * Format: int64
+             * @description Needs a restart: only the value in force.
+             */
+            vmCpuMax?: number | null;
+            /**
+             * Format: int64
+             * @description Needs a restart: only the value in force.
+             */
+            vmMemoryMaxMib?: number | null;
+            /**
+             * Format: int64
+             * @description Needs a restart: only the value in force.
+             */
+            vmDiskMaxGib?: number | null;
+        };
         /** @description One line of `/logs`. */
         LogLine: {
             /** Format: int64 */
@@ -11273,6 +11321,17 @@ export interface components {
             vmPortRangeEnd: number;
             /** @description The host bridges `bridge`-mode VMs may join (`network.bridges`); the first is the default. */
             vmBridges: string[];
+        };
+        /** @description Every field needs a restart: only the values in force. */
+        NetworkUpdate: {
+            listen?: string | null;
+            natsUrl?: string | null;
+            natsStream?: string | null;
+            /** Format: int32 */
+            vmPortRangeStart?: number | null;
+            /** Format: int32 */
+            vmPortRangeEnd?: number | null;
+            vmBridges?: string[] | null;
         };
         /**
          * @description A VM's network: its mode, its forwards with the host port each got, its NIC's MAC address
@@ -11556,6 +11615,13 @@ export interface components {
             imagesDir: string;
             snapshotEvery: number;
         };
+        /** @description Every field needs a restart: only the values in force. */
+        StorageUpdate: {
+            dataDir?: string | null;
+            imagesDir?: string | null;
+            /** Format: int64 */
+            snapshotEvery?: number | null;
+        };
         /** @description `GET /system/info`. */
         SystemInfo: {
             /** @description The server's version. */
@@ -11611,6 +11677,37 @@ export interface components {
             resources: components["schemas"]["ResourceSeries"];
             events: components["schemas"]["EventCounts"];
         };
+        SystemUpdate: {
+            /**
+             * Format: int64
+             * @description Live.
+             */
+            maxVmsPerUser?: number | null;
+            /**
+             * Format: int64
+             * @description Live.
+             */
+            maxVcpusPerUser?: number | null;
+            /**
+             * Format: int64
+             * @description MiB. Live.
+             */
+            maxMemoryPerUser?: number | null;
+            /**
+             * Format: int64
+             * @description GiB. Live.
+             */
+            maxDiskPerUser?: number | null;
+            /** @description Needs a restart: only the value in force. */
+            nodeId?: string | null;
+            /**
+             * Format: int64
+             * @description Needs a restart: only the value in force.
+             */
+            workers?: number | null;
+            /** @description Needs a restart: only the value in force. */
+            version?: string | null;
+        };
         /** @description A snapshot to take. */
         TakeSnapshot: {
             /**
@@ -11660,6 +11757,7 @@ export interface components {
             email?: string | null;
             /** @description A new password (8 to 256 characters); ends every token the user had. */
             password?: string | null;
+            /** @description A role id (`GET /roles`). */
             role?: string | null;
             status?: components["schemas"]["UserStatus"] | null;
             quota?: components["schemas"]["QuotaOverrides"] | null;

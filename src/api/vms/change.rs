@@ -146,7 +146,7 @@ pub async fn patch(
                     requires_restart: current.requires_restart,
                     vm: current,
                 },
-                "Nothing to change.",
+                crate::api::envelope::NOTHING_TO_CHANGE,
             ))
         }
         Err(e) => Err(ApiError::from_actor(&vm_id, e)),

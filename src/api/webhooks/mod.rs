@@ -11,7 +11,7 @@ use super::answers::errors::{
 };
 use super::answers::{Empty, Envelope, Page, Pagination};
 use super::body;
-use super::envelope;
+use super::envelope::{self, NOTHING_TO_CHANGE};
 use super::error::ApiError;
 use super::retry::{envelope_answer, KeyHeader, Retry};
 use super::vms::page_and_limit;
@@ -114,6 +114,7 @@ fn write_error(id: &str, e: WebhookWriteError) -> ApiError {
             code: "ALREADY_EXISTS",
             message: "The webhook already exists.".into(),
         },
+        // `update` answers this one itself (a 200); other commands never meet it.
         WebhookWriteError::Refused(WebhookError::NothingToChange) => {
             ApiError::validation("body", "The request changes nothing.")
         }
@@ -259,7 +260,7 @@ pub async fn get(
     params(("id" = String, Path, description = "The webhook's id."), KeyHeader),
     request_body = WebhookUpdate,
     responses(
-        (status = 200, description = "Changed; recorded as `WebhookChanged` (a new secret only as `secretChanged`, and shown once in this answer).", body = Envelope<WebhookView>),
+        (status = 200, description = "Changed; recorded as `WebhookChanged` (a new secret only as `secretChanged`, and shown once in this answer). A request that changes nothing answers the webhook as it is, with message `Nothing to change.`, and records nothing.", body = Envelope<WebhookView>),
         Invalid,
         Unauthorized,
         Forbidden,
@@ -302,7 +303,7 @@ pub async fn update(
     visible(&state, &user, &id).await?;
     retry
         .transaction(&state, async |tx| {
-            let row = webhooks::change(
+            let written = webhooks::change(
                 &state.pool,
                 tx,
                 &user.meta(Via::Rest),
@@ -310,11 +311,22 @@ pub async fn update(
                 change,
                 new_secret.as_ref(),
             )
-            .await
-            .map_err(|e| write_error(&id, e))?;
+            .await;
+            // A request that changes nothing (an empty body, or the webhook as it is) answers
+            // the webhook as it is: a client that sends back what it read, or retries, gets a 200.
+            let (row, message) = match written {
+                Ok(row) => (row, "Webhook changed."),
+                Err(WebhookWriteError::Refused(WebhookError::NothingToChange)) => (
+                    webhooks::get(&mut *tx, &id)
+                        .await?
+                        .ok_or_else(|| ApiError::WebhookNotFound(id.clone()))?,
+                    NOTHING_TO_CHANGE,
+                ),
+                Err(e) => return Err(write_error(&id, e)),
+            };
             let mut view = WebhookView::from(row);
             view.secret = new_secret.map(|s| s.expose().to_string());
-            Ok(envelope_answer(StatusCode::OK, view, "Webhook changed.")?)
+            Ok(envelope_answer(StatusCode::OK, view, message)?)
         })
         .await
 }
