@@ -55,6 +55,15 @@ impl JobError {
             JobError::BadParams => false,
         }
     }
+
+    /// Whether the job failed because of its machine's own settings (see
+    /// [`HypervisorError::is_the_machines_own`]), not because of the server or the host.
+    pub fn is_the_machines_own(&self) -> bool {
+        match self {
+            JobError::Hypervisor(e) => e.is_the_machines_own(),
+            JobError::Store(_) | JobError::NotCaughtUp | JobError::BadParams => false,
+        }
+    }
 }
 
 /// Carries out the job's next step.

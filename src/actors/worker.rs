@@ -182,7 +182,12 @@ async fn run_job(deps: &WorkerDeps, job: JobRow) -> Result<(), StoreError> {
             return Ok(());
         }
         Err(e) => {
-            tracing::error!(error = %crate::telemetry::chain(&e), "job failed");
+            if e.is_the_machines_own() {
+                // The user's to fix (the job's error says how); nothing is wrong with the server.
+                tracing::warn!(error = %crate::telemetry::chain(&e), "job failed: the machine's own settings");
+            } else {
+                tracing::error!(error = %crate::telemetry::chain(&e), "job failed");
+            }
             JobResult::Failed {
                 reason: e.to_string(),
                 attempts: u32::try_from(job.attempt).unwrap_or(0),

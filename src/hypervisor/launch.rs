@@ -55,8 +55,8 @@ fn host_memory_mib() -> Option<u64> {
 /// machines that fit one by one may still overcommit the host together, as with any hypervisor.)
 fn check_fits(memory_mib: u64, host_mib: Option<u64>) -> Result<(), HypervisorError> {
     match host_mib {
-        Some(host) if memory_mib > host => Err(HypervisorError::Permanent(format!(
-            "the machine asks for {memory_mib} MiB of memory and this host has {host} MiB in \
+        Some(host) if memory_mib > host => Err(HypervisorError::Unfit(format!(
+            "it asks for {memory_mib} MiB of memory and this host has {host} MiB in \
              all; give it less memory (PATCH its memory while it is stopped)"
         ))),
         _ => Ok(()),
@@ -134,6 +134,10 @@ mod tests {
             "{refused}"
         );
         assert!(!refused.is_transient());
+        assert!(
+            refused.is_the_machines_own(),
+            "the user's to fix, not the server's"
+        );
     }
 
     #[test]

@@ -170,6 +170,10 @@ pub enum HypervisorError {
     /// The machine is not running, for an operation that needs it running.
     #[error("the machine is not running")]
     NotRunning,
+    /// The machine's own settings cannot work on this host (more memory than the host has):
+    /// retrying will not fix it, changing the machine will. Not a failure of the server.
+    #[error("the machine cannot run on this host: {0}")]
+    Unfit(String),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -180,6 +184,19 @@ impl HypervisorError {
         match self {
             HypervisorError::Transient(_) => true,
             HypervisorError::Permanent(_)
+            | HypervisorError::NotRunning
+            | HypervisorError::Unfit(_)
+            | HypervisorError::Unexpected(_) => false,
+        }
+    }
+
+    /// Whether the cause is the machine's own settings, which its user can change: a job that
+    /// fails for it is the user's to fix, logged as a warning rather than as an error.
+    pub fn is_the_machines_own(&self) -> bool {
+        match self {
+            HypervisorError::Unfit(_) => true,
+            HypervisorError::Transient(_)
+            | HypervisorError::Permanent(_)
             | HypervisorError::NotRunning
             | HypervisorError::Unexpected(_) => false,
         }
