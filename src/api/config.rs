@@ -206,7 +206,6 @@ fn check_sections(body: &mut Value, in_force: &Value) -> Result<(), ApiError> {
     tag = "system",
     params(KeyHeader),
     request_body(content = super::config_update::ConfigUpdate, description = "Sections with the live fields to change: a number sets one, `null` returns it to the server's setting. A field that needs a restart may be given with the value in force (so the sections of a GET can be put back), and any other value of it is refused. E.g. `{\"system\": {\"maxVmsPerUser\": 10}, \"limits\": {\"requestsPerMinute\": 300}}`."),
-
     responses(
         (status = 200, description = "Changed; recorded as `ConfigChanged` and in force on every node. A request that changes nothing answers the configuration as it is, with message `Nothing to change.`, and records nothing.", body = Envelope<ConfigView>),
         Invalid,

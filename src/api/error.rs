@@ -2,6 +2,8 @@
 //! Lower layers have their own error enums; they are turned into `ApiError` here, and anything
 //! unexpected is logged with its cause chain and answered as a bare 500.
 
+use std::borrow::Cow;
+
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 
@@ -185,19 +187,20 @@ impl ApiError {
     }
 
     /// The field a validation error is about.
-    pub fn field(&self) -> Option<&str> {
+    pub fn field(&self) -> Option<Cow<'_, str>> {
         match self {
-            ApiError::Validation { field, .. } => Some(field.as_str()),
+            ApiError::Validation { field, .. } => Some(shown(field)),
             _ => None,
         }
     }
 
     /// The envelope's `details`: the specific sentence, naming the field where there is one.
     pub fn details(&self) -> String {
-        match self {
+        let details = match self {
             ApiError::Validation { field, message } => format!("{field}: {message}"),
             other => other.to_string(),
-        }
+        };
+        shown(&details).into_owned()
     }
 
     /// Maps why an account change was not recorded.
@@ -384,8 +387,19 @@ impl ResponseError for ApiError {
             code,
             self.summary(),
             &self.details(),
-            self.field(),
+            self.field().as_deref(),
         ))
+    }
+}
+
+/// `text` as an error may show it: a NUL, which a refused request may carry into a field name
+/// or a message, is written `\u0000`, so that no answer (envelope or WebSocket error frame) holds
+/// the one character the document's strings refuse (`^[^\u0000]*$`).
+fn shown(text: &str) -> Cow<'_, str> {
+    if text.contains('\0') {
+        Cow::Owned(text.replace('\0', "\\u0000"))
+    } else {
+        Cow::Borrowed(text)
     }
 }
 
@@ -401,6 +415,14 @@ fn counted(n: i64, one: &str, many: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_never_shows_a_nul_it_was_sent() {
+        let e = ApiError::validation("a\0b", "bad");
+        assert_eq!(e.details(), "a\\u0000b: bad");
+        assert_eq!(e.field().as_deref(), Some("a\\u0000b"));
+        assert!(matches!(shown("plain"), Cow::Borrowed("plain")));
+    }
 
     #[test]
     fn an_unexpected_error_never_shows_its_cause() {

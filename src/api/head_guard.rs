@@ -385,7 +385,7 @@ mod tests {
         assert_eq!(error.status_and_code().1, "HEADERS_TOO_LARGE");
         let error = error_for(Refusal::Malformed, 40);
         assert_eq!(error.status_and_code().1, "VALIDATION_ERROR");
-        assert_eq!(error.field(), Some("request"));
+        assert_eq!(error.field().as_deref(), Some("request"));
     }
 
     #[test]

@@ -348,12 +348,9 @@ pub async fn update(
     // it is: a client that puts back what it read, or retries, gets a 200.
     retry
         .transaction(&state, async |tx| {
-            let written = if change.is_empty() {
-                Err(AccountWriteError::Refused(AccountError::NothingToChange))
-            } else {
+            let written =
                 accounts::write_role(tx, &user.meta(Via::Rest), &id, RoleCommand::Change(change))
-                    .await
-            };
+                    .await;
             let (role, message) = match written {
                 Ok(role) => (role, "Role changed."),
                 Err(AccountWriteError::Refused(AccountError::NothingToChange)) => (

@@ -349,12 +349,9 @@ pub async fn update(
     // as they are: a client that puts back what it read, or retries, gets a 200.
     let response = retry
         .transaction(&state, async |tx| {
-            let changed = if commands.is_empty() {
-                Err(AccountWriteError::Refused(AccountError::NothingToChange))
-            } else {
+            let changed =
                 accounts::change_user(tx, &user.meta(Via::Rest), &id, &commands, hash.as_deref())
-                    .await
-            };
+                    .await;
             match changed {
                 Ok(_) => user_answer(tx, &id, StatusCode::OK, "User changed.").await,
                 Err(AccountWriteError::Refused(AccountError::NothingToChange)) => {

@@ -330,12 +330,7 @@ pub fn error_frame(e: &ApiError, id: &Value) -> String {
     let (_, code) = e.status_and_code();
     frame(
         "error",
-        json!({
-            "code": code,
-            "message": e.summary(),
-            "details": crate::api::envelope::shown(&e.details()),
-            "field": e.field().map(crate::api::envelope::shown),
-        }),
+        json!({"code": code, "message": e.summary(), "details": e.details(), "field": e.field()}),
         id,
     )
 }
