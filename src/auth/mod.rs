@@ -25,51 +25,57 @@ use crate::store::{accounts, users, CommandMeta};
 /// The password the first-start admin gets (the seed's quick start logs in with it).
 pub const DEFAULT_ADMIN_PASSWORD: &str = "admin123";
 
-/// Creates `admin`/`admin123` when there is no `admin` user, and warns while that password is
-/// unchanged.
+/// Creates `admin`/`admin123` on a first start (a log that has never recorded a user), and warns
+/// while that password is unchanged. Never again after: an `admin` deleted or renamed away stays
+/// gone, whatever restarts (making it anew would bring back a login everyone knows).
 pub async fn ensure_admin(pool: &PgPool) -> anyhow::Result<()> {
+    let first_start = !users::any_ever_recorded(pool)
+        .await
+        .context("the log's users could not be looked up")?;
+    if first_start {
+        return create_first_admin(pool).await;
+    }
     let existing = users::by_username(pool, "admin")
         .await
         .context("the admin user could not be looked up")?;
-    match existing {
-        None => {
-            let hash = password::hash(DEFAULT_ADMIN_PASSWORD.to_string())
-                .await
-                .context("the admin password could not be hashed")?;
-            let id = format!("user-{}", nanoid::nanoid!(10, &ID_ALPHABET));
-            let create = UserCommand::Create {
-                username: "admin".to_string(),
-                email: None,
-                role: "admin".to_string(),
-                quota: QuotaOverrides::default(),
-                rate_limit: None,
-            };
-            let meta = CommandMeta::system("first start");
-            let mut tx = crate::store::begin(pool)
-                .await
-                .context("the admin user's transaction could not begin")?;
-            let created = match accounts::create_user(&mut tx, &meta, &id, create, &hash).await {
-                Ok(()) => tx
-                    .commit()
-                    .await
-                    .map_err(|e| accounts::AccountWriteError::Store(e.into())),
-                Err(e) => Err(e),
-            };
-            match created {
-                // Another node made it first.
-                Ok(()) | Err(accounts::AccountWriteError::UsernameTaken(_)) => {}
-                Err(e) => {
-                    return Err(anyhow::Error::new(e).context("the admin user could not be created"))
-                }
-            }
-            tracing::warn!("created user 'admin' with the default password 'admin123'; change it with POST /api/v1/auth/password");
-        }
-        Some(user) if user.password_changed_at.is_none() => {
-            tracing::warn!("user 'admin' still has the default password; change it with POST /api/v1/auth/password");
-        }
-        Some(_) => {}
+    if existing.is_some_and(|user| user.password_changed_at.is_none()) {
+        tracing::warn!("user 'admin' still has the default password; change it with POST /api/v1/auth/password");
     }
     Ok(())
+}
+
+async fn create_first_admin(pool: &PgPool) -> anyhow::Result<()> {
+    let hash = password::hash(DEFAULT_ADMIN_PASSWORD.to_string())
+        .await
+        .context("the admin password could not be hashed")?;
+    let id = format!("user-{}", nanoid::nanoid!(10, &ID_ALPHABET));
+    let create = UserCommand::Create {
+        username: "admin".to_string(),
+        email: None,
+        role: "admin".to_string(),
+        quota: QuotaOverrides::default(),
+        rate_limit: None,
+    };
+    let meta = CommandMeta::system("first start");
+    let mut tx = crate::store::begin(pool)
+        .await
+        .context("the admin user's transaction could not begin")?;
+    let created = match accounts::create_user(&mut tx, &meta, &id, create, &hash).await {
+        Ok(()) => tx
+            .commit()
+            .await
+            .map_err(|e| accounts::AccountWriteError::Store(e.into())),
+        Err(e) => Err(e),
+    };
+    match created {
+        Ok(()) => {
+            tracing::warn!("created user 'admin' with the default password 'admin123'; change it with POST /api/v1/auth/password");
+            Ok(())
+        }
+        // Another node starting on the same new database made it first.
+        Err(accounts::AccountWriteError::UsernameTaken(_)) => Ok(()),
+        Err(e) => Err(anyhow::Error::new(e).context("the admin user could not be created")),
+    }
 }
 
 /// Lower-case letters and digits: ids that are safe in paths, file names and URLs.

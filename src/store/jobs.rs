@@ -264,7 +264,8 @@ pub struct JobFilter {
 
 pub async fn list(pool: &PgPool, f: &JobFilter) -> Result<(Vec<JobRow>, i64), StoreError> {
     let offset = i64::from(f.page.saturating_sub(1)) * i64::from(f.limit);
-    let filter = "($1::text IS NULL OR EXISTS (SELECT 1 FROM vms v WHERE v.id = j.vm_id AND v.owner_id = $1))
+    let filter = "($1::text IS NULL OR (j.stream_type = 'vm'
+                AND EXISTS (SELECT 1 FROM vms v WHERE v.id = j.vm_id AND v.owner_id = $1)))
            AND ($2::text IS NULL OR (j.vm_id = $2 AND j.stream_type = 'vm'))
            AND ($3::text IS NULL OR j.status = $3)";
     let rows = sqlx::query_as(&format!(

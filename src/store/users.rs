@@ -134,6 +134,16 @@ pub async fn with_role(pool: &PgPool, id: &str) -> Result<Option<UserWithRole>, 
     .await?)
 }
 
+/// Whether the log has ever recorded a user (created, even if deleted since): a database that has
+/// not is a first start, the only time the default admin is made.
+pub async fn any_ever_recorded(pool: &PgPool) -> Result<bool, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM events WHERE aggregate_type = 'user')")
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
 pub async fn by_username(pool: &PgPool, username: &str) -> Result<Option<UserRow>, StoreError> {
     Ok(
         sqlx::query_as(&format!("SELECT {COLUMNS} FROM users WHERE username = $1"))

@@ -96,6 +96,25 @@ async fn calls_without_a_valid_token_are_401() {
         .as_str()
         .unwrap()
         .contains("expired"));
+
+    // Signed with the server's key, but not as the server signs: a lifetime past the configured
+    // one, or valid only later. Refused, should the key ever leak.
+    let now = chrono::Utc::now().timestamp();
+    let me = app.me().await.1["data"]["id"].as_str().unwrap().to_string();
+    for claims in [
+        json!({"sub": me, "name": "admin", "role": "admin", "iat": now, "exp": now + 3_153_600_000_i64, "jti": "j1"}),
+        json!({"sub": me, "name": "admin", "role": "admin", "iat": now, "nbf": now + 600, "exp": now + 1_200, "jti": "j2"}),
+        json!({"sub": me, "name": "admin", "role": "admin", "iat": now + 600, "exp": now + 1_200, "jti": "j3"}),
+    ] {
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+        )
+        .unwrap();
+        let (status, body) = app.call_as(&token, Method::GET, "/api/v1/vms", None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{claims}: {body}");
+    }
 }
 
 #[actix_rt::test]

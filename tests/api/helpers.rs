@@ -371,13 +371,19 @@ impl TestApp {
             .expect("the exit status")
     }
 
-    /// Starts the server process again on the same database and data dir.
+    /// Starts the server process again on the same database and data dir, and logs the admin in.
     pub async fn restart_server(&mut self) {
+        self.restart_process().await;
+        self.token = self.login_token(ADMIN.0, ADMIN.1).await;
+    }
+
+    /// Kills the server process and starts it again on the same database and data dir; the
+    /// admin's token stays as it was.
+    pub async fn restart_process(&mut self) {
         self.kill_server();
         let (address, child) = start_binary(&self.env).await;
         self.address = address;
         self.server = Some(child);
-        self.token = self.login_token(ADMIN.0, ADMIN.1).await;
     }
 
     pub fn url(&self, path: &str) -> String {

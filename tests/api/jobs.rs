@@ -72,3 +72,55 @@ async fn a_vm_actor_that_stopped_when_idle_comes_back_with_its_state() {
     app.act_and_wait(&id, "start", None).await;
     assert_eq!(app.status_of(&id).await, "running");
 }
+
+#[actix_rt::test]
+async fn a_users_job_list_holds_no_image_import_named_like_one_of_their_vms() {
+    let app = spawn_app().await;
+    let user = app.create_user("joblister").await;
+    let body = json!({"name": "mine", "cpu": 1, "memory": 128, "disk": 1});
+    let (status, created) = app
+        .call_as(&user, reqwest::Method::POST, "/api/v1/vms", Some(body))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let vm_id = created["data"]["id"].as_str().expect("an id").to_string();
+    app.wait_job(created["data"]["jobId"].as_str().expect("a job"))
+        .await;
+
+    // An administrator's import, under an image name that happens to be the user's VM id; its
+    // job keeps the image's name where a VM's job keeps the VM's id.
+    let import = json!({"name": vm_id, "url": "http://127.0.0.1:9/x.img", "kind": "disk"});
+    let (status, answer) = app
+        .call(reqwest::Method::POST, "/api/v1/images", Some(import))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let import_job = answer["data"]["job"]["id"].as_str().expect("a job id");
+    app.wait_job(import_job).await;
+
+    let (status, page) = app
+        .call_as(&user, reqwest::Method::GET, "/api/v1/jobs", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let kinds: Vec<(&str, &str)> = page["data"]["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|j| {
+            (
+                j["kind"].as_str().unwrap_or_default(),
+                j["vmId"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(kinds, [("provision", vm_id.as_str())], "{page}");
+    assert_eq!(page["data"]["pagination"]["total"], 1, "{page}");
+    // The administrator sees both.
+    let (_, page) = app.list_jobs("").await;
+    assert!(
+        page["data"]["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .any(|j| j["id"] == import_job),
+        "{page}"
+    );
+}

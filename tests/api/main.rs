@@ -14,6 +14,7 @@ mod console;
 mod crash;
 mod errors;
 mod feed;
+mod first_admin;
 mod guest_shell;
 mod helpers;
 mod hypervisor;
