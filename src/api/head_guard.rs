@@ -11,7 +11,9 @@
 //! The guard reads nothing itself: it counts the length of the first line the client sent since
 //! the server last wrote (the request line of the head being read; HTTP/1.1 clients send the
 //! next request after the answer), and compares what the server writes with the parser's two
-//! answers.
+//! answers. Two answers are not the end of a request: `100 Continue` (the body follows, and is
+//! not a head), and `101 Switching Protocols` (from then on the connection carries WebSocket
+//! frames, which the guard passes untouched both ways).
 
 use std::io;
 use std::pin::Pin;
@@ -30,6 +32,27 @@ pub struct HeadGuard<T> {
     lines: LineCount,
     long: LongLines,
     answer: Answer,
+    /// The server answered `101 Switching Protocols`: no HTTP is left to guard.
+    upgraded: bool,
+}
+
+/// What a write of the server's starts with, for the guard: an interim `100 Continue` leaves the
+/// request being received as it is; a `101` hands the connection to another protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Written {
+    Continue,
+    Upgrade,
+    Other,
+}
+
+fn written_kind(buf: &[u8]) -> Written {
+    if buf.starts_with(b"HTTP/1.1 100 ") {
+        Written::Continue
+    } else if buf.starts_with(b"HTTP/1.1 101 ") {
+        Written::Upgrade
+    } else {
+        Written::Other
+    }
 }
 
 /// The longest line a request head may have. actix-http panics on a header name of 64 KiB or
@@ -219,6 +242,7 @@ impl<T> HeadGuard<T> {
             lines: LineCount::default(),
             long: LongLines::default(),
             answer: Answer::Passing,
+            upgraded: false,
         }
     }
 }
@@ -250,8 +274,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for HeadGuard<T> {
         let this = self.get_mut();
         let before = buf.filled().len();
         ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
-        this.long.received(&mut buf.filled_mut()[before..]);
-        this.lines.received(&buf.filled()[before..]);
+        if !this.upgraded {
+            this.long.received(&mut buf.filled_mut()[before..]);
+            this.lines.received(&buf.filled()[before..]);
+        }
         Poll::Ready(Ok(()))
     }
 }
@@ -263,6 +289,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for HeadGuard<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if this.upgraded {
+            return Pin::new(&mut this.io).poll_write(cx, buf);
+        }
         if let Answer::Passing = this.answer {
             match refusal_in(buf) {
                 Some(refusal) => {
@@ -280,8 +309,15 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for HeadGuard<T> {
                 }
                 None => {
                     let n = ready!(Pin::new(&mut this.io).poll_write(cx, buf))?;
-                    this.lines.answered();
-                    this.long.answered();
+                    match written_kind(buf) {
+                        // The request's body comes next, not a head.
+                        Written::Continue => {}
+                        Written::Upgrade => this.upgraded = true,
+                        Written::Other => {
+                            this.lines.answered();
+                            this.long.answered();
+                        }
+                    }
                     return Poll::Ready(Ok(n));
                 }
             }
@@ -404,6 +440,45 @@ mod tests {
         let body: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(body["success"], false);
         assert_eq!(body["error"]["code"], "URI_TOO_LONG");
+    }
+
+    /// Writes `answer` through a guard, then sends `bytes` from the client; what the server reads.
+    async fn received_after(answer: &[u8], head: &[u8], bytes: &[u8]) -> Vec<u8> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (server, mut client) = tokio::io::duplex(1 << 20);
+        let mut guard = HeadGuard::new(server);
+        client.write_all(head).await.unwrap();
+        let mut read = vec![0; head.len()];
+        guard.read_exact(&mut read).await.unwrap();
+        guard.write_all(answer).await.unwrap();
+        guard.flush().await.unwrap();
+        client.write_all(bytes).await.unwrap();
+        let mut read = vec![0; bytes.len()];
+        guard.read_exact(&mut read).await.unwrap();
+        read
+    }
+
+    #[actix_rt::test]
+    async fn a_body_after_100_continue_and_frames_after_101_pass_untouched() {
+        // A body of one long line (a disk image, a padded JSON document) after the interim answer.
+        let body = vec![b'z'; MAX_HEAD_LINE * 3];
+        let head = b"PUT /u HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 184320\r\n\r\n";
+        let got = received_after(b"HTTP/1.1 100 Continue\r\n\r\n", head, &body).await;
+        assert!(got == body, "the body was changed");
+        // WebSocket frames after the upgrade, in both directions.
+        let frames = vec![b'w'; MAX_HEAD_LINE * 2];
+        let head = b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n";
+        let upgrade = b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n";
+        let got = received_after(upgrade, head, &frames).await;
+        assert!(got == frames, "a frame was changed");
+        // After a final answer, the next head is guarded again.
+        let got = received_after(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+            head,
+            &frames,
+        )
+        .await;
+        assert!(got.contains(&0x01), "the next head's long line is spoiled");
     }
 
     #[actix_rt::test]

@@ -357,15 +357,7 @@ pub async fn upload(
         return Ok(response);
     }
     let name = name(&path.into_inner())?;
-    // The bytes are stored as they arrive: a compressed body would be stored compressed.
-    if let Some(coding) = req.headers().get(actix_web::http::header::CONTENT_ENCODING) {
-        if !coding.as_bytes().eq_ignore_ascii_case(b"identity") {
-            return Err(ApiError::validation(
-                "Content-Encoding",
-                "An upload is stored as sent: send it without Content-Encoding.",
-            ));
-        }
-    }
+    // A compressed body never gets here (`api::input`): the bytes are stored as they arrive.
     let q: UploadQuery = body::query(&req)?;
     let wanted = wanted(&q.kind, q.format.as_deref(), q.sha256.as_deref())?;
     let body = payload.map(|chunk| chunk.map_err(|e| e.to_string()));

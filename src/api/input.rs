@@ -8,7 +8,7 @@ use std::borrow::Cow;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::CONTENT_LENGTH;
+use actix_web::http::header::{CONTENT_ENCODING, CONTENT_LENGTH};
 use actix_web::middleware::Next;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::Value;
@@ -83,6 +83,16 @@ fn check_request(req: &ServiceRequest) -> Result<(), ApiError> {
             .is_some_and(|len| len > MAX_BODY_BYTES as u64);
     if too_large {
         return Err(ApiError::PayloadTooLarge);
+    }
+    // actix-web would inflate a compressed body whole before its size limit applies: a 62 KB
+    // gzip body becomes 64 MB of memory, no token needed. Bodies are small; they come as sent.
+    if let Some(coding) = req.headers().get(CONTENT_ENCODING) {
+        if !coding.as_bytes().eq_ignore_ascii_case(b"identity") {
+            return Err(ApiError::validation(
+                "Content-Encoding",
+                "Request bodies are read as sent: send them without Content-Encoding.",
+            ));
+        }
     }
     if let Some(pattern) = req.match_pattern() {
         for (template, raw) in pattern.split('/').zip(req.path().split('/')) {

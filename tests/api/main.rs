@@ -6,6 +6,7 @@ mod audit;
 mod auth;
 mod bad_input;
 mod batched_reads;
+mod body_bytes;
 mod bridge;
 mod cli;
 mod cli_vm_settings;
