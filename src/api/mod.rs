@@ -24,6 +24,7 @@ pub mod request_id;
 pub mod request_span;
 pub mod retry;
 pub mod roles;
+pub mod send_deadline;
 pub mod server;
 pub mod strict_json;
 pub mod system;

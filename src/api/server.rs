@@ -1,5 +1,6 @@
 //! The HTTP server of a node: the API's routes and middleware, on `http_workers` threads, each
-//! with its own database connections, every connection's socket behind [`HeadGuard`].
+//! with its own database connections, every connection's socket behind [`HeadGuard`] and
+//! [`SendDeadline`].
 //!
 //! Built from actix-http's `HttpService` rather than actix-web's `HttpServer`, because only there
 //! can the socket be wrapped; the settings are `HttpServer`'s own defaults.
@@ -18,6 +19,7 @@ use anyhow::Context;
 use sqlx::PgPool;
 
 use super::head_guard::HeadGuard;
+use super::send_deadline::SendDeadline;
 use crate::app::{AppState, NodeState};
 use crate::store;
 
@@ -103,7 +105,11 @@ pub fn http_server(
                 .finish(map_config(app, |_| AppConfig::default()));
             fn_service(|io: actix_web::rt::net::TcpStream| async move {
                 let peer = io.peer_addr().ok();
-                Ok::<_, DispatchError>((HeadGuard::new(io), Protocol::Http1, peer))
+                Ok::<_, DispatchError>((
+                    HeadGuard::new(SendDeadline::new(io)),
+                    Protocol::Http1,
+                    peer,
+                ))
             })
             .and_then(http)
         })

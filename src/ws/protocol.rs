@@ -254,6 +254,23 @@ fn action(data: &Map<String, Value>) -> Result<(Verb, Params), ApiError> {
             format!("`{name}` is not an action; use start, stop, restart, pause, resume or reset."),
         )
     })?;
+    // As REST refuses a body field a verb does not read (`restart` with `force`), so does this.
+    let fields: &[&str] = if verb == Verb::Stop {
+        &["vmId", "action", "force", "timeout"]
+    } else {
+        &["vmId", "action"]
+    };
+    if let Some(extra) = data.keys().find(|k| !fields.contains(&k.as_str())) {
+        let message = if matches!(extra.as_str(), "force" | "timeout") {
+            format!("`{name}` takes no `{extra}`; only `stop` reads it.")
+        } else {
+            format!(
+                "`{extra}` is not a field of `vm-control`; `{name}` takes {}.",
+                fields.join(", ")
+            )
+        };
+        return Err(ApiError::validation(&format!("data.{extra}"), message));
+    }
     if verb != Verb::Stop {
         return Ok((verb, Params::default()));
     }
@@ -437,6 +454,34 @@ mod tests {
             field_of(r#"{"type":"vm-control","data":{"vmId":"vm-1","action":"explode"}}"#),
             "data.action"
         );
+    }
+
+    #[test]
+    fn a_control_frame_refuses_a_field_its_verb_does_not_read() {
+        assert_eq!(
+            field_of(
+                r#"{"type":"vm-control","data":{"vmId":"vm-1","action":"restart","force":true}}"#
+            ),
+            "data.force"
+        );
+        assert_eq!(
+            field_of(
+                r#"{"type":"vm-control","data":{"vmId":"vm-1","action":"pause","timeout":5}}"#
+            ),
+            "data.timeout"
+        );
+        assert_eq!(
+            field_of(r#"{"type":"vm-control","data":{"vmId":"vm-1","action":"stop","bogus":1}}"#),
+            "data.bogus"
+        );
+        let f = parse_ok(r#"{"type":"vm-control","data":{"vmId":"vm-1","action":"reset"}}"#);
+        assert!(matches!(
+            f.kind,
+            ClientKind::VmControl {
+                verb: Verb::Reset,
+                ..
+            }
+        ));
     }
 
     #[test]
