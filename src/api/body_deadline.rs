@@ -8,13 +8,16 @@
 //! `io::ErrorKind::TimedOut`, which the readers answer as 408 `REQUEST_TIMEOUT`, and the
 //! connection closes.
 
+use std::any::Any;
+use std::cell::RefCell;
 use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use actix_web::body::MessageBody;
+use actix_web::body::{BodySize, BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::error::PayloadError;
 use actix_web::http::header::{CONTENT_LENGTH, TRANSFER_ENCODING, UPGRADE};
@@ -38,22 +41,56 @@ enum Mode {
     Between(Duration),
 }
 
+/// Where a body that timed out is kept, unread, until its answer is sent.
+///
+/// actix-http drains a chunked body whose reader dropped it, to keep the connection: with no
+/// deadline, so a client that stalled mid-chunk held its connection for good after the 408 that
+/// says it closes. A body still held when the answer has been sent is "unread", and the
+/// connection closes after the answer (within `client_disconnect_timeout`), as it does for a body
+/// with a `Content-Length`. The middleware hands it to the answer's body ([`WithUnread`]), which
+/// actix-http keeps until the last byte is out.
+type Held = Rc<RefCell<Option<Box<dyn Any>>>>;
+
+/// An answer's body, holding the unread request body of a request answered 408 (see [`Held`]).
+pub struct WithUnread {
+    body: BoxBody,
+    _unread: Box<dyn Any>,
+}
+
+impl MessageBody for WithUnread {
+    type Error = Box<dyn std::error::Error>;
+
+    fn size(&self) -> BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_next(cx)
+    }
+}
+
 /// A body stream that fails with `TimedOut` once its deadline passes.
 pub struct Deadline<S> {
-    inner: S,
+    /// The body; moved to `held` when the deadline passes.
+    inner: Option<S>,
+    held: Held,
     mode: Mode,
     sleep: Pin<Box<Sleep>>,
     ended: bool,
 }
 
 impl<S> Deadline<S> {
-    fn new(inner: S, mode: Mode) -> Self {
+    fn new(inner: S, mode: Mode, held: Held) -> Self {
         let after = match mode {
             Mode::Whole => BODY_DEADLINE,
             Mode::Between(pause) => pause,
         };
         Deadline {
-            inner,
+            inner: Some(inner),
+            held,
             mode,
             sleep: Box::pin(tokio::time::sleep(after)),
             ended: false,
@@ -68,16 +105,16 @@ pub fn timed_out(e: &PayloadError) -> bool {
 
 impl<S> Stream for Deadline<S>
 where
-    S: Stream<Item = Result<Bytes, PayloadError>> + Unpin,
+    S: Stream<Item = Result<Bytes, PayloadError>> + Unpin + 'static,
 {
     type Item = Result<Bytes, PayloadError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        if this.ended {
+        let Some(inner) = this.inner.as_mut().filter(|_| !this.ended) else {
             return Poll::Ready(None);
-        }
-        if let Poll::Ready(item) = Pin::new(&mut this.inner).poll_next(cx) {
+        };
+        if let Poll::Ready(item) = Pin::new(inner).poll_next(cx) {
             if let (Mode::Between(pause), Some(Ok(_))) = (this.mode, &item) {
                 this.sleep.as_mut().reset(Instant::now() + pause);
             }
@@ -86,6 +123,9 @@ where
         match this.sleep.as_mut().poll(cx) {
             Poll::Ready(()) => {
                 this.ended = true;
+                if let Some(inner) = this.inner.take() {
+                    *this.held.borrow_mut() = Some(Box::new(inner));
+                }
                 let what = match this.mode {
                     Mode::Whole => format!(
                         "the request body did not arrive within {} s",
@@ -124,7 +164,7 @@ fn has_body(req: &ServiceRequest) -> bool {
 pub async fn middleware(
     mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+) -> Result<ServiceResponse<EitherBody<impl MessageBody, WithUnread>>, actix_web::Error> {
     if has_body(&req) {
         let upload =
             req.method() == actix_web::http::Method::PUT && req.path().ends_with("/upload");
@@ -134,12 +174,25 @@ pub async fn middleware(
             )),
             _ => Mode::Whole,
         };
-        let body = Deadline::new(req.take_payload(), mode);
+        let held = Held::default();
+        let body = Deadline::new(req.take_payload(), mode, held.clone());
         req.set_payload(Payload::from(
             Box::pin(body) as Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>>
         ));
+        let res = next.call(req).await?;
+        let unread = held.borrow_mut().take();
+        return Ok(match unread {
+            Some(unread) => res
+                .map_into_boxed_body()
+                .map_body(|_, body| WithUnread {
+                    body,
+                    _unread: unread,
+                })
+                .map_into_right_body(),
+            None => res.map_into_left_body(),
+        });
     }
-    next.call(req).await
+    Ok(next.call(req).await?.map_into_left_body())
 }
 
 #[cfg(test)]
@@ -155,7 +208,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_body_that_stops_fails_as_timed_out_when_its_deadline_passes() {
-        let mut body = Deadline::new(chunks_then_silence(3), Mode::Whole);
+        let mut body = Deadline::new(chunks_then_silence(3), Mode::Whole, Held::default());
         for _ in 0..3 {
             assert!(matches!(body.next().await, Some(Ok(_))));
         }
@@ -164,6 +217,10 @@ mod tests {
         assert!(timed_out(&e), "{e}");
         assert_eq!(started.elapsed().as_secs(), BODY_DEADLINE.as_secs());
         assert!(body.next().await.is_none());
+        assert!(
+            body.held.borrow().is_some(),
+            "the unread body is kept for the answer"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -173,14 +230,18 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(4)).await;
             Ok::<_, PayloadError>(Bytes::from_static(b"x"))
         });
-        let mut body = Deadline::new(Box::pin(steady), Mode::Between(pause));
+        let mut body = Deadline::new(Box::pin(steady), Mode::Between(pause), Held::default());
         let mut got = 0;
         while let Some(item) = body.next().await {
             item.expect("no timeout while chunks keep coming");
             got += 1;
         }
         assert_eq!(got, 20, "80 s in all, never a 5 s pause");
-        let mut body = Deadline::new(chunks_then_silence(1), Mode::Between(pause));
+        let mut body = Deadline::new(
+            chunks_then_silence(1),
+            Mode::Between(pause),
+            Held::default(),
+        );
         assert!(matches!(body.next().await, Some(Ok(_))));
         let e = body.next().await.expect("an item").expect_err("an error");
         assert!(timed_out(&e));
