@@ -68,6 +68,11 @@ async fn run(scale: Scale) {
     let pool = store::connect_and_migrate(&url, 16)
         .await
         .expect("the pool");
+    // The first start's admin, made as the server makes it: the replay below records its VM's
+    // owner, and a log that already holds a user is not a first start (no default admin then).
+    voidvm::auth::ensure_admin(&pool)
+        .await
+        .expect("the first admin");
     // Replay first: its VM's provision job is closed before any worker could race for it.
     let replay_report = replay(&pool, &scale).await;
     let app = Application::build(settings).await.expect("the application");
