@@ -74,12 +74,11 @@ impl MessageBody for WithUnread {
 
 /// A body stream that fails with `TimedOut` once its deadline passes.
 pub struct Deadline<S> {
-    /// The body; moved to `held` when the deadline passes.
+    /// The body; moved to `held` when the deadline passes (then the stream has ended).
     inner: Option<S>,
     held: Held,
     mode: Mode,
     sleep: Pin<Box<Sleep>>,
-    ended: bool,
 }
 
 impl<S> Deadline<S> {
@@ -93,7 +92,6 @@ impl<S> Deadline<S> {
             held,
             mode,
             sleep: Box::pin(tokio::time::sleep(after)),
-            ended: false,
         }
     }
 }
@@ -111,7 +109,7 @@ where
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        let Some(inner) = this.inner.as_mut().filter(|_| !this.ended) else {
+        let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
         };
         if let Poll::Ready(item) = Pin::new(inner).poll_next(cx) {
@@ -122,7 +120,6 @@ where
         }
         match this.sleep.as_mut().poll(cx) {
             Poll::Ready(()) => {
-                this.ended = true;
                 if let Some(inner) = this.inner.take() {
                     *this.held.borrow_mut() = Some(Box::new(inner));
                 }
