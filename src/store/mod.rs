@@ -22,6 +22,7 @@ pub mod metadata;
 pub mod ports;
 pub mod quota;
 pub mod record;
+pub mod record_batch;
 pub mod repository;
 pub mod solo;
 pub mod system_samples;

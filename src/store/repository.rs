@@ -19,6 +19,7 @@ use sqlx::{PgConnection, PgPool};
 
 use super::conditions::{AnswerInput, Conditions, StoredAnswer};
 use super::metadata::EventMetadata;
+use super::record_batch::Recorder;
 use super::solo::SoloWriter;
 use super::vm_cache::Outcome;
 use super::{cloud_init, idempotency, images, jobs, ports, quota, record, vm_view, StoreError};
@@ -35,6 +36,8 @@ pub struct Repository {
     snapshot_every: usize,
     /// Whether commits take the solo-writer lock, and the VM cache they keep honest.
     solo: Arc<SoloWriter>,
+    /// The one-statement commits, batched.
+    recorder: Recorder,
 }
 
 /// A stream as read: the state, its last sequence and the number of its latest snapshot.
@@ -89,6 +92,7 @@ impl Repository {
         upcasters: Vec<Box<dyn EventUpcaster>>,
     ) -> Self {
         Repository {
+            recorder: Recorder::new(pool.clone()),
             pool,
             images_dir: None,
             upcasters,
@@ -261,7 +265,10 @@ impl Repository {
         solo_lock: Option<i64>,
     ) -> Result<Written, StoreError> {
         if self.is_plain(commit) {
-            let stamps = record::record(&self.pool, commit, solo_lock).await?;
+            let stamps = self
+                .recorder
+                .record(record::Rows::of(commit)?, solo_lock)
+                .await?;
             let answer = match &commit.conditions.answer {
                 Some(answer) => Some(answer.build(&AnswerInput {
                     vm: commit.after,
@@ -308,7 +315,8 @@ impl Repository {
                 jobs::lock_queued(&mut tx, job_id).await?;
             }
         }
-        let stamps = record::record(&mut *tx, commit, solo_lock).await?;
+        let rows = record::Rows::of(commit)?;
+        let stamps = record::record_one(&mut *tx, &rows, solo_lock).await?;
         let snapshot = self.snapshot(&mut tx, commit).await?;
         let version = commit.version + commit.events.len();
         let answer = match &commit.conditions.answer {

@@ -5,6 +5,7 @@ mod accounts;
 mod audit;
 mod auth;
 mod bad_input;
+mod batched_commits;
 mod batched_reads;
 mod body_bytes;
 mod bridge;
