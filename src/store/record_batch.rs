@@ -1,13 +1,9 @@
 //! Group commit for the commands that are one statement (`super::record`): the commands of
 //! different VMs that arrive while the node's statements are all in flight go to PostgreSQL
-//! together, as one statement, when one of them answers.
-//!
-//! Under load most of what PostgreSQL spends on such a command is per transaction, not per row:
-//! the round trip, parse and executor start, the commit record and its WAL flush, the wake-ups.
-//! Sending the commands that queued up behind the statements in flight as one makes that cost
-//! per batch, so PostgreSQL's CPU per command falls as load rises, while a command alone still
-//! goes out at once (no timer, no waiting for company). This is the group commit of event stores
-//! and of PostgreSQL's own `commit_delay`, done where the commands queue.
+//! together, as one statement, when one of them answers (`super::batches`). Most of what
+//! PostgreSQL spends on such a command is per transaction (the commit record and its WAL flush
+//! among it), so this is the group commit of event stores and of PostgreSQL's own
+//! `commit_delay`, done where the commands queue.
 //!
 //! Each command still commits all of its rows in one transaction, with the other commands of its
 //! batch: a batch is written whole or not at all, and a caller hears back only after the commit.
@@ -19,11 +15,10 @@
 //! No lock is taken and nothing orders one batch after another: several batches are in flight at
 //! once on different connections, and other nodes write beside them.
 
-use std::sync::{Arc, OnceLock};
-
 use sqlx::PgPool;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 
+use super::batches::{self, Batches};
 use super::record::{self, Rows, Stamps};
 use super::StoreError;
 
@@ -41,103 +36,78 @@ struct Command {
     reply: oneshot::Sender<Answer>,
 }
 
-/// The node's one-statement commits. The task that sends the batches starts with the first
-/// command, on the runtime of its caller (the VM actors' arbiter, where the pool's connections
-/// live), and ends with that runtime.
+/// The node's one-statement commits. The task that sends the batches runs on the runtime of the
+/// first caller (the VM actors' arbiter, where the pool's connections live).
 pub struct Recorder {
     pool: PgPool,
-    queue: OnceLock<mpsc::UnboundedSender<Command>>,
+    queue: Batches<Command>,
 }
 
 impl Recorder {
     pub fn new(pool: PgPool) -> Recorder {
         Recorder {
             pool,
-            queue: OnceLock::new(),
+            queue: Batches::new(),
         }
     }
 
     /// Records one command's rows, alone or with others, taking the solo-writer lock shared
     /// when given its key.
     pub async fn record(&self, rows: Rows, solo_lock: Option<i64>) -> Answer {
-        let queue = self.queue.get_or_init(|| {
-            let (sender, receiver) = mpsc::unbounded_channel();
-            tokio::spawn(serve(self.pool.clone(), receiver));
-            sender
-        });
         let (reply, answer) = oneshot::channel();
         let command = Command {
             rows,
             solo_lock,
             reply,
         };
-        match queue.send(command) {
+        let pool = &self.pool;
+        let sent = self.queue.send(command, |queue| {
+            let pool = pool.clone();
+            tokio::spawn(batches::serve(queue, IN_FLIGHT, gather, move |batch| {
+                let pool = pool.clone();
+                async move { answer_batch(&pool, batch).await }
+            }));
+        });
+        match sent {
             Ok(()) => match answer.await {
                 Ok(answer) => answer,
-                // The task ended with its runtime before it took the command, or while the
-                // statement was in flight: whether it committed is not known.
+                // The task ended with its runtime while the statement was in flight: whether it
+                // committed is not known.
                 Err(_) => Err(StoreError::Unavailable(
                     "the node's commits stopped with its runtime".into(),
                 )),
             },
             // The task's runtime is stopping: record alone.
-            Err(mpsc::error::SendError(command)) => alone(&self.pool, &command).await,
+            Err(command) => alone(&self.pool, &command).await,
         }
-    }
-}
-
-/// Takes the commands that queued while the statements in flight ran and sends them as one.
-async fn serve(pool: PgPool, mut queue: mpsc::UnboundedReceiver<Command>) {
-    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
-    let mut held: Option<Command> = None;
-    loop {
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
-            return;
-        };
-        let first = match held.take() {
-            Some(command) => command,
-            None => match queue.recv().await {
-                Some(command) => command,
-                None => return,
-            },
-        };
-        let mut batch = gather(first, &mut queue, &mut held);
-        // A command whose caller went away before it was sent is not recorded.
-        batch.retain(|c| !c.reply.is_closed());
-        if batch.is_empty() {
-            continue;
-        }
-        let pool = pool.clone();
-        tokio::spawn(async move {
-            answer(&pool, batch).await;
-            drop(permit);
-        });
     }
 }
 
 /// `first` and the commands queued behind it, up to [`MAX_BATCH`] and at most one per VM: the
-/// command of a VM already in the batch is `held` to go first in the next.
+/// command of a VM already in the batch goes first in the next. A command whose caller went away
+/// before it was sent is not recorded.
 fn gather(
     first: Command,
     queue: &mut mpsc::UnboundedReceiver<Command>,
-    held: &mut Option<Command>,
-) -> Vec<Command> {
+) -> (Vec<Command>, Option<Command>) {
     let mut batch = vec![first];
+    let mut held = None;
     while batch.len() < MAX_BATCH {
         match queue.try_recv() {
             Ok(command) if batch.iter().any(|c| c.rows.vm_id() == command.rows.vm_id()) => {
-                *held = Some(command);
+                held = Some(command);
                 break;
             }
             Ok(command) => batch.push(command),
             Err(_) => break,
         }
     }
-    batch
+    batch.retain(|c| !c.reply.is_closed());
+    (batch, held)
 }
 
 /// Records the batch and answers each command.
-async fn answer(pool: &PgPool, batch: Vec<Command>) {
+async fn answer_batch(pool: &PgPool, batch: Vec<Command>) {
     let solo_lock = batch.iter().find_map(|c| c.solo_lock);
     let rows: Vec<&Rows> = batch.iter().map(|c| &c.rows).collect();
     match record::record_or_refusal(pool, &rows, solo_lock).await {
@@ -154,25 +124,12 @@ async fn answer(pool: &PgPool, batch: Vec<Command>) {
                 let _ = command.reply.send(answer);
             }
         }
-        Err(error) => {
-            // The connection failed (the batch may have committed), or the batch was one
-            // command: every command of the batch fails as the statement did.
-            let error = super::repository::conflict_on_duplicate(error);
-            let message = format!("{error:#}");
-            let copy = || match &error {
-                StoreError::Unavailable(_) => StoreError::Unavailable(message.clone().into()),
-                StoreError::Conflict => StoreError::Conflict,
-                _ => StoreError::Unexpected(anyhow::anyhow!("{message}")),
-            };
-            let mut commands = batch.into_iter();
-            let first = commands.next();
-            for command in commands {
-                let _ = command.reply.send(Err(copy()));
-            }
-            if let Some(command) = first {
-                let _ = command.reply.send(Err(error));
-            }
-        }
+        // The connection failed (the batch may have committed), or the batch was one command:
+        // every command of the batch fails as the statement did.
+        Err(error) => batches::fail_all(
+            super::repository::conflict_on_duplicate(error),
+            batch.into_iter().map(|c| c.reply),
+        ),
     }
 }
 
@@ -210,13 +167,12 @@ mod tests {
             answers.push(answer);
             sender.send(c).expect("queued");
         }
-        let mut held = None;
         let (first, _answer) = command("a");
-        let batch = gather(first, &mut queue, &mut held);
+        let (batch, held) = gather(first, &mut queue);
         assert_eq!(ids(&batch), ["a", "b", "c"]);
-        let next = held.take().expect("a's second command is held");
+        let next = held.expect("a's second command is held");
         assert_eq!(next.rows.vm_id(), "a");
-        let batch = gather(next, &mut queue, &mut held);
+        let (batch, held) = gather(next, &mut queue);
         assert_eq!(ids(&batch), ["a", "d"]);
         assert!(held.is_none());
     }
@@ -230,11 +186,17 @@ mod tests {
             answers.push(answer);
             sender.send(c).expect("queued");
         }
-        let mut held = None;
         let (first, _answer) = command("first");
-        assert_eq!(gather(first, &mut queue, &mut held).len(), MAX_BATCH);
+        assert_eq!(gather(first, &mut queue).0.len(), MAX_BATCH);
         let (first, _answer) = command("second");
-        assert_eq!(gather(first, &mut queue, &mut held).len(), 7);
+        let (batch, held) = gather(first, &mut queue);
+        assert_eq!(batch.len(), 7);
         assert!(held.is_none());
+        // Commands whose callers went away are left out.
+        let (gone, answer) = command("gone");
+        drop(answer);
+        sender.send(gone).expect("queued");
+        let (first, _answer) = command("third");
+        assert_eq!(ids(&gather(first, &mut queue).0), ["third"]);
     }
 }

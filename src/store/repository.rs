@@ -14,10 +14,10 @@ use cqrs_es::persist::{EventUpcaster, SerializedEvent};
 use cqrs_es::Aggregate;
 use std::sync::Arc;
 
-use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 
 use super::conditions::{AnswerInput, Conditions, StoredAnswer};
+use super::load_batch::{LoadRow, Loads, EVENT_ROW};
 use super::metadata::EventMetadata;
 use super::record_batch::Recorder;
 use super::solo::SoloWriter;
@@ -38,6 +38,8 @@ pub struct Repository {
     solo: Arc<SoloWriter>,
     /// The one-statement commits, batched.
     recorder: Recorder,
+    /// The loads, batched.
+    loads: Loads,
 }
 
 /// A stream as read: the state, its last sequence and the number of its latest snapshot.
@@ -68,23 +70,6 @@ pub struct Written {
     pub answer: Option<StoredAnswer>,
 }
 
-/// The `kind` of an event's row in a load (`Repository::load`); the rows before it are states.
-const EVENT_ROW: i32 = 2;
-
-/// A row of a stream as read: a state (`kind` 0: the VM's list row; 1: its latest snapshot),
-/// with the snapshot's `number` and the state as `payload`, or one of its events
-/// ([`EVENT_ROW`]).
-#[derive(sqlx::FromRow)]
-struct LoadRow {
-    kind: i32,
-    sequence: i64,
-    number: Option<i64>,
-    event_type: String,
-    event_version: String,
-    payload: Value,
-    metadata: Value,
-}
-
 impl Repository {
     pub fn new(
         pool: PgPool,
@@ -93,6 +78,7 @@ impl Repository {
     ) -> Self {
         Repository {
             recorder: Recorder::new(pool.clone()),
+            loads: Loads::new(pool.clone(), AGGREGATE_TYPE),
             pool,
             images_dir: None,
             upcasters,
@@ -117,7 +103,7 @@ impl Repository {
         &self.pool
     }
 
-    /// The VM's current state, in one statement. The VM's row in the list holds its state after
+    /// The VM's current state, in one statement (with other loads, `super::load_batch`). The VM's row in the list holds its state after
     /// its latest event (both are written by one transaction, see `record`), so a load reads
     /// that row and finds no event after it; a VM without a row (a database from before the
     /// list held the state) reads its latest snapshot instead. Events after the row or snapshot
@@ -125,29 +111,7 @@ impl Repository {
     /// shapes. A row or snapshot whose shape no longer reads (the state's type changed since) is
     /// rebuilt from every event.
     pub async fn load(&self, vm_id: &str) -> Result<Loaded, StoreError> {
-        let rows: Vec<LoadRow> = sqlx::query_as(
-            "WITH r AS (SELECT version, state FROM vms WHERE id = $2),
-                  s AS (SELECT last_sequence, current_snapshot, payload FROM snapshots
-                        WHERE aggregate_type = $1 AND aggregate_id = $2)
-             SELECT 0 AS kind, version AS sequence, (SELECT current_snapshot FROM s) AS number,
-                    '' AS event_type, '' AS event_version, state AS payload,
-                    'null'::jsonb AS metadata
-             FROM r
-             UNION ALL
-             SELECT 1, last_sequence, current_snapshot, '', '', payload, 'null'::jsonb
-             FROM s
-             WHERE NOT EXISTS (SELECT 1 FROM r)
-             UNION ALL
-             SELECT 2, sequence, NULL, event_type, event_version, payload, metadata
-             FROM events
-             WHERE aggregate_type = $1 AND aggregate_id = $2
-               AND sequence > COALESCE((SELECT version FROM r), (SELECT last_sequence FROM s), 0)
-             ORDER BY kind, sequence",
-        )
-        .bind(AGGREGATE_TYPE)
-        .bind(vm_id)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = self.loads.rows(vm_id).await?;
         let mut rows = rows.into_iter().peekable();
         let (mut vm, mut version, snapshot, events) = match rows.next_if(|r| r.kind != EVENT_ROW) {
             Some(row) => {

@@ -12,11 +12,12 @@
 //! query has not been sent yet, so the query's snapshot is taken after the read arrived.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use sqlx::PgPool;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::oneshot;
 
+use super::batches::{self, Batches};
 use super::vm_cache::VmCache;
 use super::vm_view::{self, VmView};
 use super::StoreError;
@@ -40,7 +41,7 @@ pub struct VmReads {
     pool: PgPool,
     /// The node's cache, which counts the queries (`/metrics`).
     cache: Arc<VmCache>,
-    queue: OnceLock<mpsc::UnboundedSender<Read>>,
+    queue: Batches<Read>,
 }
 
 impl VmReads {
@@ -48,7 +49,7 @@ impl VmReads {
         VmReads {
             pool,
             cache,
-            queue: OnceLock::new(),
+            queue: Batches::new(),
         }
     }
 
@@ -59,17 +60,26 @@ impl VmReads {
             // batch: other callers' reads must not depend on this one's input.
             return Ok(None);
         }
-        let queue = self.queue.get_or_init(|| {
-            let (sender, receiver) = mpsc::unbounded_channel();
-            tokio::spawn(serve(self.pool.clone(), self.cache.clone(), receiver));
-            sender
-        });
         let (reply, answer) = oneshot::channel();
         let read = Read {
             vm_id: vm_id.to_string(),
             reply,
         };
-        if queue.send(read).is_err() {
+        let (pool, cache) = (&self.pool, &self.cache);
+        let sent = self.queue.send(read, |queue| {
+            let (pool, cache) = (pool.clone(), cache.clone());
+            tokio::spawn(batches::serve(
+                queue,
+                IN_FLIGHT,
+                batches::up_to(MAX_BATCH),
+                move |batch| {
+                    let pool = pool.clone();
+                    cache.queried();
+                    async move { answer_batch(&pool, batch).await }
+                },
+            ));
+        });
+        if sent.is_err() {
             // The worker's runtime is stopping: read alone.
             return self.alone(vm_id).await;
         }
@@ -85,34 +95,8 @@ impl VmReads {
     }
 }
 
-/// Takes the reads that queued while the previous batch was in flight and sends them as one.
-async fn serve(pool: PgPool, cache: Arc<VmCache>, mut queue: mpsc::UnboundedReceiver<Read>) {
-    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
-    loop {
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
-            return;
-        };
-        let Some(first) = queue.recv().await else {
-            return;
-        };
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(read) => batch.push(read),
-                Err(_) => break,
-            }
-        }
-        let pool = pool.clone();
-        cache.queried();
-        tokio::spawn(async move {
-            answer(&pool, batch).await;
-            drop(permit);
-        });
-    }
-}
-
 /// Reads the batch's rows and answers each read (a read whose caller went away is skipped).
-async fn answer(pool: &PgPool, batch: Vec<Read>) {
+async fn answer_batch(pool: &PgPool, batch: Vec<Read>) {
     let mut ids: Vec<&str> = batch.iter().map(|r| r.vm_id.as_str()).collect();
     ids.sort_unstable();
     ids.dedup();
@@ -124,25 +108,6 @@ async fn answer(pool: &PgPool, batch: Vec<Read>) {
                 let _ = read.reply.send(Ok(rows.get(&read.vm_id).cloned()));
             }
         }
-        Err(error) => {
-            // Every read of the batch fails as the query did: the first with the error itself,
-            // the others with a copy of the same kind.
-            let message = format!("{error:#}");
-            let unavailable = matches!(error, StoreError::Unavailable(_));
-            let copy = || {
-                if unavailable {
-                    StoreError::Unavailable(message.clone().into())
-                } else {
-                    StoreError::Unexpected(anyhow::anyhow!("{message}"))
-                }
-            };
-            let mut reads = batch.into_iter();
-            if let Some(read) = reads.next() {
-                let _ = read.reply.send(Err(error));
-            }
-            for read in reads {
-                let _ = read.reply.send(Err(copy()));
-            }
-        }
+        Err(error) => batches::fail_all(error, batch.into_iter().map(|r| r.reply)),
     }
 }

@@ -1,6 +1,7 @@
 //! Commands of different VMs that queue up together commit as one statement
 //! (`store::record_batch`): each still commits whole, with its job, and one that PostgreSQL
 //! refuses (a conflicting write, a failing row) fails alone while the rest of its batch commits.
+//! Loads that queue up together (`store::load_batch`) each get their own stream.
 
 use futures::future::join_all;
 use sqlx::PgPool;
@@ -181,6 +182,45 @@ async fn a_refused_command_fails_alone_and_the_rest_of_its_batch_commits() {
             jobs,
             "{vm}'s start jobs"
         );
+    }
+    pool.close().await;
+}
+
+#[actix_rt::test]
+async fn loads_queued_together_each_get_their_own_stream() {
+    let env = Env::new().await;
+    let pool = store::connect_and_migrate(&env.database_url, 16)
+        .await
+        .expect("the test database");
+    let store = VmEventStore::new(pool.clone(), 100);
+    let mut states = provisioned(&store, &pool, &["l0", "l1", "l2"]).await;
+    start_all(&store, &mut states[2..]).await;
+    // `vm-l1` has no row in the list (a log from before the list held states): its load replays
+    // its events. `vm-l2`'s row is a version behind its events: its load applies the last.
+    sqlx::query("DELETE FROM vms WHERE id = 'vm-l1'")
+        .execute(&pool)
+        .await
+        .expect("a delete");
+    sqlx::query(
+        "UPDATE vms SET version = version - 1 WHERE id = 'vm-l2'",
+    )
+    .execute(&pool)
+    .await
+    .expect("an update");
+    let ids = ["vm-l0", "vm-l1", "vm-l2", "vm-l0", "vm-none"];
+    let together = join_all(ids.iter().map(|id| store.load(id))).await;
+    for (id, together) in ids.iter().zip(together) {
+        let together = together.expect("a load");
+        let alone = store.load(id).await.expect("a load");
+        assert_eq!(together.vm, alone.vm, "{id} loaded with others");
+        assert_eq!(together.version, alone.version, "{id} loaded with others");
+        let (version, name) = match *id {
+            "vm-none" => (0, ""),
+            "vm-l2" => (3, "l2"),
+            _ => (2, &id[3..]),
+        };
+        assert_eq!(together.version, version, "{id}'s version");
+        assert_eq!(together.vm.spec.name, name, "{id}'s state");
     }
     pool.close().await;
 }

@@ -1,0 +1,177 @@
+//! Loads of VM streams (`super::repository::Repository::load`), batched (`super::batches`): the
+//! loads that arrive while the node's load statements are all in flight go as one statement,
+//! each VM's part of it the same as a load alone. A node that takes over many VMs at once (a
+//! start on each of many VMs it has not served yet, a restart of the node) loads their actors
+//! in a few statements instead of one each.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+use sqlx::PgPool;
+use tokio::sync::oneshot;
+
+use super::batches::{self, Batches};
+use super::StoreError;
+
+/// The most streams one statement loads.
+const MAX_BATCH: usize = 64;
+/// How many load statements the node has in flight at once.
+const IN_FLIGHT: usize = 2;
+
+/// The `kind` of an event's row in a load; the rows before it are states.
+pub const EVENT_ROW: i32 = 2;
+
+/// A row of a stream as read: a state (`kind` 0: the VM's list row; 1: its latest snapshot),
+/// with the snapshot's `number` and the state as `payload`, or one of its events
+/// ([`EVENT_ROW`]).
+#[derive(sqlx::FromRow, Clone)]
+pub struct LoadRow {
+    pub kind: i32,
+    pub sequence: i64,
+    pub number: Option<i64>,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: Value,
+    pub metadata: Value,
+}
+
+#[derive(sqlx::FromRow)]
+struct Keyed {
+    id: String,
+    #[sqlx(flatten)]
+    row: LoadRow,
+}
+
+/// Each stream's rows: its list row (or, for a VM without one, its latest snapshot), then its
+/// events after that state, in order. The VM's row and its events are written by one
+/// transaction (see `super::record`), so a stream usually has no event after its row.
+const LOAD: &str = "
+SELECT ids.id, x.kind, x.sequence, x.number, x.event_type, x.event_version, x.payload, x.metadata
+FROM unnest($2::text[]) AS ids(id) CROSS JOIN LATERAL (
+    WITH r AS (SELECT version, state FROM vms WHERE id = ids.id),
+         s AS (SELECT last_sequence, current_snapshot, payload FROM snapshots
+               WHERE aggregate_type = $1 AND aggregate_id = ids.id)
+    SELECT 0 AS kind, version AS sequence, (SELECT current_snapshot FROM s) AS number,
+           '' AS event_type, '' AS event_version, state AS payload, 'null'::jsonb AS metadata
+    FROM r
+    UNION ALL
+    SELECT 1, last_sequence, current_snapshot, '', '', payload, 'null'::jsonb
+    FROM s
+    WHERE NOT EXISTS (SELECT 1 FROM r)
+    UNION ALL
+    SELECT 2, sequence, NULL, event_type, event_version, payload, metadata
+    FROM events
+    WHERE aggregate_type = $1 AND aggregate_id = ids.id
+      AND sequence > COALESCE((SELECT version FROM r), (SELECT last_sequence FROM s), 0)
+) AS x
+ORDER BY ids.id, x.kind, x.sequence";
+
+type Answer = Result<Vec<LoadRow>, StoreError>;
+
+struct Load {
+    vm_id: String,
+    reply: oneshot::Sender<Answer>,
+}
+
+/// The node's loads of `aggregate_type` streams. The task that sends the batches runs on the
+/// runtime of the first caller (the VM actors' arbiter).
+pub struct Loads {
+    pool: PgPool,
+    aggregate_type: &'static str,
+    queue: Batches<Load>,
+}
+
+impl Loads {
+    pub fn new(pool: PgPool, aggregate_type: &'static str) -> Loads {
+        Loads {
+            pool,
+            aggregate_type,
+            queue: Batches::new(),
+        }
+    }
+
+    /// The stream's rows, alone or with others'.
+    pub async fn rows(&self, vm_id: &str) -> Answer {
+        if vm_id.contains('\0') {
+            // PostgreSQL would refuse the text, failing the whole batch: other callers' loads
+            // must not depend on this one's input.
+            return self.alone(vm_id).await;
+        }
+        let (reply, answer) = oneshot::channel();
+        let load = Load {
+            vm_id: vm_id.to_string(),
+            reply,
+        };
+        let (pool, aggregate_type) = (&self.pool, self.aggregate_type);
+        let sent = self.queue.send(load, |queue| {
+            let pool = pool.clone();
+            tokio::spawn(batches::serve(
+                queue,
+                IN_FLIGHT,
+                batches::up_to(MAX_BATCH),
+                move |batch| {
+                    let pool = pool.clone();
+                    async move { answer_batch(&pool, aggregate_type, batch).await }
+                },
+            ));
+        });
+        if sent.is_err() {
+            // The task's runtime is stopping: load alone.
+            return self.alone(vm_id).await;
+        }
+        match answer.await {
+            Ok(answer) => answer,
+            Err(_) => self.alone(vm_id).await,
+        }
+    }
+
+    async fn alone(&self, vm_id: &str) -> Answer {
+        let rows = fetch(&self.pool, self.aggregate_type, &[vm_id]).await?;
+        Ok(rows.into_iter().map(|k| k.row).collect())
+    }
+}
+
+async fn fetch(
+    pool: &PgPool,
+    aggregate_type: &str,
+    ids: &[&str],
+) -> Result<Vec<Keyed>, StoreError> {
+    Ok(sqlx::query_as(LOAD)
+        .bind(aggregate_type)
+        .bind(ids)
+        .fetch_all(pool)
+        .await?)
+}
+
+/// Loads the batch's streams and answers each load.
+async fn answer_batch(pool: &PgPool, aggregate_type: &str, batch: Vec<Load>) {
+    let mut ids: Vec<&str> = batch.iter().map(|l| l.vm_id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    match fetch(pool, aggregate_type, &ids).await {
+        Ok(rows) => {
+            let mut streams: HashMap<String, Vec<LoadRow>> = HashMap::new();
+            for keyed in rows {
+                streams.entry(keyed.id).or_default().push(keyed.row);
+            }
+            // A stream asked for twice is cloned for all but its last load.
+            let mut left: HashMap<String, usize> = HashMap::new();
+            for load in &batch {
+                *left.entry(load.vm_id.clone()).or_default() += 1;
+            }
+            for load in batch {
+                let last = left.get_mut(&load.vm_id).is_some_and(|n| {
+                    *n -= 1;
+                    *n == 0
+                });
+                let rows = if last {
+                    streams.remove(&load.vm_id)
+                } else {
+                    streams.get(&load.vm_id).cloned()
+                };
+                let _ = load.reply.send(Ok(rows.unwrap_or_default()));
+            }
+        }
+        Err(error) => batches::fail_all(error, batch.into_iter().map(|l| l.reply)),
+    }
+}
