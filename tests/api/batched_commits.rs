@@ -201,12 +201,10 @@ async fn loads_queued_together_each_get_their_own_stream() {
         .execute(&pool)
         .await
         .expect("a delete");
-    sqlx::query(
-        "UPDATE vms SET version = version - 1 WHERE id = 'vm-l2'",
-    )
-    .execute(&pool)
-    .await
-    .expect("an update");
+    sqlx::query("UPDATE vms SET version = version - 1 WHERE id = 'vm-l2'")
+        .execute(&pool)
+        .await
+        .expect("an update");
     let ids = ["vm-l0", "vm-l1", "vm-l2", "vm-l0", "vm-none"];
     let together = join_all(ids.iter().map(|id| store.load(id))).await;
     for (id, together) in ids.iter().zip(together) {
