@@ -197,14 +197,15 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) {
         .await
         .expect("the start load");
     let templates = templates(&db.url, &vms[0]).await;
+    let grouped = grouping(&db.url, &warmers).await;
     stop.cancel();
     server
         .await
         .expect("the API node's task")
         .expect("the API node stopped cleanly");
-    for (name, m) in [("PATCH", &patch), ("start", &start)] {
+    for ((name, m), per_transaction) in [("PATCH", &patch), ("start", &start)].iter().zip(grouped) {
         println!(
-            "{name}: {} requests in {:.2} s",
+            "{name}: {} requests in {:.2} s, {per_transaction:.1} commands per transaction",
             m.requests,
             m.wall.as_secs_f64()
         );
@@ -406,6 +407,31 @@ struct Templates {
     state: Value,
 }
 
+/// How many commands the server committed per transaction (`src/store/record_batch.rs`): the
+/// PATCH load's `VmReconfigured` events and the start load's `StartRequested` events (not the
+/// warm-up's) against the transactions that hold them (an event's position is its
+/// transaction's id shifted left 16 bits).
+async fn grouping(url: &str, warmers: &[String]) -> [f64; 2] {
+    let pool = sqlx::PgPool::connect(url)
+        .await
+        .expect("the bench database");
+    let mut ratios = [0.0; 2];
+    for (ratio, event_type) in ratios.iter_mut().zip(["VmReconfigured", "StartRequested"]) {
+        let (events, transactions): (i64, i64) = sqlx::query_as(
+            "SELECT count(*), count(DISTINCT position >> 16) FROM events
+             WHERE event_type = $1 AND aggregate_id <> ALL($2)",
+        )
+        .bind(event_type)
+        .bind(warmers)
+        .fetch_one(&pool)
+        .await
+        .expect("the events per transaction");
+        *ratio = events as f64 / transactions.max(1) as f64;
+    }
+    pool.close().await;
+    ratios
+}
+
 async fn templates(url: &str, vm: &str) -> Templates {
     let pool = sqlx::PgPool::connect(url)
         .await
@@ -477,7 +503,10 @@ enum Shape {
     /// `BEGIN; INSERT; UPDATE; COMMIT`: four round trips.
     Transaction,
     /// One statement, the event inserted in a data-modifying `WITH` (what VoidVM sends for a
-    /// command that writes only its events and the VM's row, `src/store/record.rs`).
+    /// command that writes only its events and the VM's row, `src/store/record.rs`; under load
+    /// VoidVM sends several commands of different VMs as one such statement,
+    /// `src/store/record_batch.rs`, where pgbench sends one command per transaction, as a client
+    /// of PostgreSQL without a server in front would).
     Statement,
 }
 
