@@ -1,6 +1,6 @@
 //! The one way this node sends work to PostgreSQL in batches (VM reads, VM loads, one-statement
-//! commits): what arrives while the node's statements of that kind are all in flight goes as one
-//! statement when one of them answers.
+//! commits): what queued up since the last statement of that kind was sent (while the task
+//! waited for its thread, or for one of the statements in flight to answer) goes as one.
 //!
 //! Under load most of what PostgreSQL spends on a small statement is per statement, not per row
 //! (the round trip, parse and executor start, for a write the commit and its WAL flush). Sending
