@@ -41,6 +41,25 @@ impl<T: Send + 'static> Batches<T> {
     }
 }
 
+/// A request for what `key` names, answered on `reply`.
+pub struct Keyed<K, A> {
+    pub key: K,
+    pub reply: tokio::sync::oneshot::Sender<A>,
+}
+
+impl<K: Send + 'static, A: Send + 'static> Batches<Keyed<K, A>> {
+    /// Asks for `key`, alone or with others (see [`Batches::send`]); `None` when the task's
+    /// runtime is stopping or ended before it answered: the caller then asks alone.
+    pub async fn ask<S>(&self, key: K, start: S) -> Option<A>
+    where
+        S: FnOnce(mpsc::UnboundedReceiver<Keyed<K, A>>),
+    {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.send(Keyed { key, reply }, start).ok()?;
+        answer.await.ok()
+    }
+}
+
 impl<T: Send + 'static> Default for Batches<T> {
     fn default() -> Self {
         Batches::new()

@@ -8,9 +8,8 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 use sqlx::PgPool;
-use tokio::sync::oneshot;
 
-use super::batches::{self, Batches};
+use super::batches::{self, Batches, Keyed};
 use super::StoreError;
 
 /// The most streams one statement loads.
@@ -35,8 +34,9 @@ pub struct LoadRow {
     pub metadata: Value,
 }
 
+/// A row of the batch, with the stream it belongs to.
 #[derive(sqlx::FromRow)]
-struct Keyed {
+struct StreamRow {
     id: String,
     #[sqlx(flatten)]
     row: LoadRow,
@@ -68,10 +68,7 @@ ORDER BY ids.id, x.kind, x.sequence";
 
 type Answer = Result<Vec<LoadRow>, StoreError>;
 
-struct Load {
-    vm_id: String,
-    reply: oneshot::Sender<Answer>,
-}
+type Load = Keyed<String, Answer>;
 
 /// The node's loads of `aggregate_type` streams. The task that sends the batches runs on the
 /// runtime of the first caller (the VM actors' arbiter).
@@ -97,13 +94,8 @@ impl Loads {
             // must not depend on this one's input.
             return self.alone(vm_id).await;
         }
-        let (reply, answer) = oneshot::channel();
-        let load = Load {
-            vm_id: vm_id.to_string(),
-            reply,
-        };
         let (pool, aggregate_type) = (&self.pool, self.aggregate_type);
-        let sent = self.queue.send(load, |queue| {
+        let answer = self.queue.ask(vm_id.to_string(), |queue| {
             let pool = pool.clone();
             tokio::spawn(batches::serve(
                 queue,
@@ -115,19 +107,16 @@ impl Loads {
                 },
             ));
         });
-        if sent.is_err() {
-            // The task's runtime is stopping: load alone.
-            return self.alone(vm_id).await;
-        }
         match answer.await {
-            Ok(answer) => answer,
-            Err(_) => self.alone(vm_id).await,
+            Some(answer) => answer,
+            // The task's runtime is stopping: load alone.
+            None => self.alone(vm_id).await,
         }
     }
 
     async fn alone(&self, vm_id: &str) -> Answer {
         let rows = fetch(&self.pool, self.aggregate_type, &[vm_id]).await?;
-        Ok(rows.into_iter().map(|k| k.row).collect())
+        Ok(rows.into_iter().map(|r| r.row).collect())
     }
 }
 
@@ -135,7 +124,7 @@ async fn fetch(
     pool: &PgPool,
     aggregate_type: &str,
     ids: &[&str],
-) -> Result<Vec<Keyed>, StoreError> {
+) -> Result<Vec<StreamRow>, StoreError> {
     Ok(sqlx::query_as(LOAD)
         .bind(aggregate_type)
         .bind(ids)
@@ -145,29 +134,29 @@ async fn fetch(
 
 /// Loads the batch's streams and answers each load.
 async fn answer_batch(pool: &PgPool, aggregate_type: &str, batch: Vec<Load>) {
-    let mut ids: Vec<&str> = batch.iter().map(|l| l.vm_id.as_str()).collect();
+    let mut ids: Vec<&str> = batch.iter().map(|l| l.key.as_str()).collect();
     ids.sort_unstable();
     ids.dedup();
     match fetch(pool, aggregate_type, &ids).await {
         Ok(rows) => {
             let mut streams: HashMap<String, Vec<LoadRow>> = HashMap::new();
-            for keyed in rows {
-                streams.entry(keyed.id).or_default().push(keyed.row);
+            for row in rows {
+                streams.entry(row.id).or_default().push(row.row);
             }
             // A stream asked for twice is cloned for all but its last load.
             let mut left: HashMap<String, usize> = HashMap::new();
             for load in &batch {
-                *left.entry(load.vm_id.clone()).or_default() += 1;
+                *left.entry(load.key.clone()).or_default() += 1;
             }
             for load in batch {
-                let last = left.get_mut(&load.vm_id).is_some_and(|n| {
+                let last = left.get_mut(&load.key).is_some_and(|n| {
                     *n -= 1;
                     *n == 0
                 });
                 let rows = if last {
-                    streams.remove(&load.vm_id)
+                    streams.remove(&load.key)
                 } else {
-                    streams.get(&load.vm_id).cloned()
+                    streams.get(&load.key).cloned()
                 };
                 let _ = load.reply.send(Ok(rows.unwrap_or_default()));
             }

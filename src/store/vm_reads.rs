@@ -15,9 +15,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use sqlx::PgPool;
-use tokio::sync::oneshot;
 
-use super::batches::{self, Batches};
+use super::batches::{self, Batches, Keyed};
 use super::vm_cache::VmCache;
 use super::vm_view::{self, VmView};
 use super::StoreError;
@@ -30,10 +29,7 @@ const IN_FLIGHT: usize = 2;
 
 type Answer = Result<Option<VmView>, StoreError>;
 
-struct Read {
-    vm_id: String,
-    reply: oneshot::Sender<Answer>,
-}
+type Read = Keyed<String, Answer>;
 
 /// One HTTP worker's VM reads. The task that sends the batches starts with the first read, on
 /// the worker's own runtime (where its pool's connections live), and ends with the worker.
@@ -60,13 +56,8 @@ impl VmReads {
             // batch: other callers' reads must not depend on this one's input.
             return Ok(None);
         }
-        let (reply, answer) = oneshot::channel();
-        let read = Read {
-            vm_id: vm_id.to_string(),
-            reply,
-        };
         let (pool, cache) = (&self.pool, &self.cache);
-        let sent = self.queue.send(read, |queue| {
+        let answer = self.queue.ask(vm_id.to_string(), |queue| {
             let (pool, cache) = (pool.clone(), cache.clone());
             tokio::spawn(batches::serve(
                 queue,
@@ -79,13 +70,10 @@ impl VmReads {
                 },
             ));
         });
-        if sent.is_err() {
-            // The worker's runtime is stopping: read alone.
-            return self.alone(vm_id).await;
-        }
         match answer.await {
-            Ok(answer) => answer,
-            Err(_) => self.alone(vm_id).await,
+            Some(answer) => answer,
+            // The worker's runtime is stopping: read alone.
+            None => self.alone(vm_id).await,
         }
     }
 
@@ -97,7 +85,7 @@ impl VmReads {
 
 /// Reads the batch's rows and answers each read (a read whose caller went away is skipped).
 async fn answer_batch(pool: &PgPool, batch: Vec<Read>) {
-    let mut ids: Vec<&str> = batch.iter().map(|r| r.vm_id.as_str()).collect();
+    let mut ids: Vec<&str> = batch.iter().map(|r| r.key.as_str()).collect();
     ids.sort_unstable();
     ids.dedup();
     match vm_view::get_many(pool, &ids).await {
@@ -105,7 +93,7 @@ async fn answer_batch(pool: &PgPool, batch: Vec<Read>) {
             let rows: HashMap<String, VmView> =
                 rows.into_iter().map(|v| (v.id.clone(), v)).collect();
             for read in batch {
-                let _ = read.reply.send(Ok(rows.get(&read.vm_id).cloned()));
+                let _ = read.reply.send(Ok(rows.get(&read.key).cloned()));
             }
         }
         Err(error) => batches::fail_all(error, batch.into_iter().map(|r| r.reply)),
