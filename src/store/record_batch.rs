@@ -10,7 +10,8 @@
 //! A batch that PostgreSQL refuses (one command's events conflict with a write of another node,
 //! say) was rolled back whole, so each of its commands is then recorded alone, and only the one
 //! at fault fails. A batch holds at most one command per VM (a VM's actor sends its next command
-//! only after the previous one is answered; a second one waits for the next batch anyway).
+//! only after the previous one is answered; a second one waits for the next batch anyway), in
+//! the order of their ids, so that two nodes' batches sharing VMs cannot deadlock.
 //!
 //! No lock is taken and nothing orders one batch after another: several batches are in flight at
 //! once on different connections, and other nodes write beside them.
@@ -87,7 +88,7 @@ impl Recorder {
 
 /// `first` and the commands queued behind it, up to [`MAX_BATCH`] and at most one per VM: the
 /// command of a VM already in the batch goes first in the next. A command whose caller went away
-/// before it was sent is not recorded.
+/// before it was sent is not recorded. The batch is in the order of its VMs' ids.
 fn gather(
     first: Command,
     queue: &mut mpsc::UnboundedReceiver<Command>,
@@ -105,6 +106,9 @@ fn gather(
         }
     }
     batch.retain(|c| !c.reply.is_closed());
+    // Every node writes a batch's rows in the order of their VMs' ids, so two nodes' batches that
+    // share VMs wait for each other rather than deadlock.
+    batch.sort_by(|a, b| a.rows.vm_id().cmp(b.rows.vm_id()));
     (batch, held)
 }
 
@@ -177,6 +181,20 @@ mod tests {
         let (batch, held) = gather(next, &mut queue);
         assert_eq!(ids(&batch), ["a", "d"]);
         assert!(held.is_none());
+    }
+
+    #[test]
+    fn a_batch_is_in_the_order_of_its_vms_ids() {
+        let (sender, mut queue) = mpsc::unbounded_channel();
+        let mut answers = Vec::new();
+        for vm in ["vm-b", "vm-a", "vm-d"] {
+            let (c, answer) = command(vm);
+            answers.push(answer);
+            sender.send(c).expect("queued");
+        }
+        let (first, _answer) = command("vm-c");
+        let (batch, _) = gather(first, &mut queue);
+        assert_eq!(ids(&batch), ["vm-a", "vm-b", "vm-c", "vm-d"]);
     }
 
     #[test]
