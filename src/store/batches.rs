@@ -11,7 +11,9 @@
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
 
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use super::StoreError;
 
 /// Requests of one kind, sent in batches by a task that starts with the first request, on the
 /// runtime of its caller (where the pool's connections live), and ends with that runtime.
@@ -44,7 +46,7 @@ impl<T: Send + 'static> Batches<T> {
 /// A request for what `key` names, answered on `reply`.
 pub struct Keyed<K, A> {
     pub key: K,
-    pub reply: tokio::sync::oneshot::Sender<A>,
+    pub reply: oneshot::Sender<A>,
 }
 
 impl<K: Send + 'static, A: Send + 'static> Batches<Keyed<K, A>> {
@@ -54,7 +56,7 @@ impl<K: Send + 'static, A: Send + 'static> Batches<Keyed<K, A>> {
     where
         S: FnOnce(mpsc::UnboundedReceiver<Keyed<K, A>>),
     {
-        let (reply, answer) = tokio::sync::oneshot::channel();
+        let (reply, answer) = oneshot::channel();
         self.send(Keyed { key, reply }, start).ok()?;
         answer.await.ok()
     }
@@ -127,10 +129,9 @@ pub async fn serve<T, G, R, F>(
 /// Answers every request of a batch whose statement failed with `error`: the first gets the
 /// error itself, the others a copy of the same kind.
 pub fn fail_all<X>(
-    error: super::StoreError,
-    replies: impl IntoIterator<Item = tokio::sync::oneshot::Sender<Result<X, super::StoreError>>>,
+    error: StoreError,
+    replies: impl IntoIterator<Item = oneshot::Sender<Result<X, StoreError>>>,
 ) {
-    use super::StoreError;
     let message = format!("{error:#}");
     let copy = |error: &StoreError| match error {
         StoreError::Unavailable(_) => StoreError::Unavailable(message.clone().into()),

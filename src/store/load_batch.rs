@@ -1,6 +1,6 @@
 //! Loads of VM streams (`super::repository::Repository::load`), batched (`super::batches`): the
-//! loads that arrive while the node's load statements are all in flight go as one statement,
-//! each VM's part of it the same as a load alone. A node that takes over many VMs at once (a
+//! loads that queued up since the node last sent one go as one statement, each VM's part of it
+//! the same as a load alone. A node that takes over many VMs at once (a
 //! start on each of many VMs it has not served yet, a restart of the node) loads their actors
 //! in a few statements instead of one each.
 
@@ -133,7 +133,7 @@ async fn fetch(
 }
 
 /// Loads the batch's streams and answers each load.
-async fn answer_batch(pool: &PgPool, aggregate_type: &str, batch: Vec<Load>) {
+async fn answer_batch(pool: &PgPool, aggregate_type: &str, mut batch: Vec<Load>) {
     let mut ids: Vec<&str> = batch.iter().map(|l| l.key.as_str()).collect();
     ids.sort_unstable();
     ids.dedup();
@@ -143,20 +143,13 @@ async fn answer_batch(pool: &PgPool, aggregate_type: &str, batch: Vec<Load>) {
             for row in rows {
                 streams.entry(row.id).or_default().push(row.row);
             }
-            // A stream asked for twice is cloned for all but its last load.
-            let mut left: HashMap<String, usize> = HashMap::new();
-            for load in &batch {
-                *left.entry(load.key.clone()).or_default() += 1;
-            }
-            for load in batch {
-                let last = left.get_mut(&load.key).is_some_and(|n| {
-                    *n -= 1;
-                    *n == 0
-                });
-                let rows = if last {
-                    streams.remove(&load.key)
-                } else {
+            // From the last load back: a stream asked for again earlier in the batch is cloned,
+            // its first load takes it.
+            while let Some(load) = batch.pop() {
+                let rows = if batch.iter().any(|l| l.key == load.key) {
                     streams.get(&load.key).cloned()
+                } else {
+                    streams.remove(&load.key)
                 };
                 let _ = load.reply.send(Ok(rows.unwrap_or_default()));
             }

@@ -103,8 +103,9 @@ impl Repository {
         &self.pool
     }
 
-    /// The VM's current state, in one statement (with other loads, `super::load_batch`). The VM's row in the list holds its state after
-    /// its latest event (both are written by one transaction, see `record`), so a load reads
+    /// The VM's current state, in one statement (with other loads, `super::load_batch`). The
+    /// VM's row in the list holds its state after its latest event (both are written by one
+    /// transaction, see `record`), so a load reads
     /// that row and finds no event after it; a VM without a row (a database from before the
     /// list held the state) reads its latest snapshot instead. Events after the row or snapshot
     /// (rows written by hand, or by an older version) are applied on top, in their current
