@@ -3,10 +3,11 @@
 //! Positions are `(transaction id << 16) + n` (see `migrations/0007_positions_and_commands.sql`),
 //! and writers take no common lock, so an event with a smaller position can commit after one
 //! with a larger position. No event can commit below `voidvm_visible_bound()` (the oldest
-//! transaction of this database still in flight), so every reader of "events after position P"
-//! first takes a [`Bound`] here, in a statement of its own, and then reads below it with
-//! [`push_below`] in a later statement, whose snapshot sees every transaction that ended before
-//! the bound was taken. This module is the one place that bound is computed.
+//! transaction of this database still in flight, `migrations/0019_visible_bound.sql`), so every
+//! reader of "events after position P" first takes a [`Bound`] here, in a statement of its own,
+//! and then reads below it with [`push_below`] in a later statement, whose snapshot sees every
+//! transaction that ended before the bound was taken. This module is the one place that bound is
+//! computed.
 //!
 //! The bound lags behind a transaction still in flight. So that a read right after a commit sees
 //! it, [`bound`] first waits until every event committed so far is below it (in practice the few

@@ -329,8 +329,11 @@ async fn start_binary(env: &Env) -> (String, std::process::Child) {
 
 impl TestApp {
     async fn connect(address: String, env: Env, server: Option<std::process::Child>) -> TestApp {
+        // Idle connections are dropped before the server's keep-alive (5 s) closes them: a
+        // request sent on a connection the server is closing fails with `IncompleteMessage`.
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(120))
+            .pool_idle_timeout(Duration::from_secs(2))
             .build()
             .expect("a client");
         let mut app = TestApp {

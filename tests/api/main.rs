@@ -49,6 +49,7 @@ mod stream_owner;
 mod system;
 mod transactions;
 mod unchanged;
+mod visible_bound;
 mod vm_snapshots;
 mod vnc;
 mod webhooks;
