@@ -42,7 +42,7 @@ fn main() {
     let scale = if bench {
         Scale {
             connections: 64,
-            vms: 2_048,
+            vms: 8_192,
             patches: 20_000,
             pgbench_secs: 10,
         }

@@ -15,9 +15,9 @@ use futures::StreamExt;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use super::message::FeedEvent;
+use super::message::{FeedEvent, NotAnEvent};
 use super::ownership::{CheckError, StreamOwner};
-use super::subjects::LOG_HEADER;
+use super::subjects::{LOG_HEADER, POSITION_HEADER};
 use super::system::SystemEvent;
 use super::Bus;
 
@@ -43,6 +43,21 @@ impl Hub {
 
     pub fn system(&self) -> broadcast::Receiver<Arc<SystemEvent>> {
         self.system.subscribe()
+    }
+
+    /// Takes one message of this node's log (its position from its header, when it has one).
+    /// Nobody listening, only the position is kept: the body is not decoded, so a node without
+    /// WebSocket subscribers does not parse every event it relays (a connection that subscribes
+    /// later reads what came before from the log, see `ws::session`).
+    fn take(&self, position: Option<i64>, payload: &[u8]) -> Result<(), NotAnEvent> {
+        if self.events.receiver_count() == 0 {
+            if let Some(position) = position {
+                self.last.fetch_max(position, Ordering::SeqCst);
+            }
+            return Ok(());
+        }
+        self.deliver(FeedEvent::from_bytes(payload)?);
+        Ok(())
     }
 
     fn deliver(&self, event: FeedEvent) {
@@ -132,11 +147,13 @@ impl Hub {
                 tracing::debug!(subject = %message.subject, "skipped a message of another log");
                 continue;
             }
-            match FeedEvent::from_bytes(&message.payload) {
-                Ok(event) => self.deliver(event),
-                Err(e) => {
-                    tracing::warn!(subject = %message.subject, error = %crate::telemetry::chain(&e), "skipped a message")
-                }
+            let position = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(POSITION_HEADER))
+                .and_then(|p| p.as_str().parse().ok());
+            if let Err(e) = self.take(position, &message.payload) {
+                tracing::warn!(subject = %message.subject, error = %crate::telemetry::chain(&e), "skipped a message");
             }
         }
         Ok(())
@@ -163,5 +180,43 @@ impl Hub {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(position: i64) -> Vec<u8> {
+        serde_json::json!({
+            "position": position, "streamType": "vm", "streamId": "vm-1",
+            "type": "VmReconfigured", "owner": "user-1"
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    #[test]
+    fn with_nobody_listening_a_message_is_not_decoded_but_its_position_is_kept() {
+        let hub = Hub::new(8);
+        // Not an event: decoding it would fail.
+        assert!(hub.take(Some(7), b"not JSON").is_ok());
+        assert_eq!(hub.last.load(Ordering::SeqCst), 7);
+        // What a later listener is handed starts after it.
+        let mut listener = hub.events();
+        assert!(hub.take(Some(7), &event(7)).is_ok());
+        assert!(listener.try_recv().is_err(), "a position already taken");
+    }
+
+    #[test]
+    fn a_listener_is_handed_each_event_once_and_a_message_that_is_no_event_is_refused() {
+        let hub = Hub::new(8);
+        let mut listener = hub.events();
+        assert!(hub.take(Some(7), b"not JSON").is_err());
+        assert!(hub.take(Some(42), &event(42)).is_ok());
+        assert!(hub.take(Some(42), &event(42)).is_ok());
+        let got = listener.try_recv().expect("the event");
+        assert_eq!((got.position, got.stream_id.as_str()), (42, "vm-1"));
+        assert!(listener.try_recv().is_err(), "a duplicate was handed out");
     }
 }
