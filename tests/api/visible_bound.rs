@@ -30,6 +30,14 @@ async fn holding_an_id(conn: &mut PgConnection) -> i64 {
         .expect("a transaction id")
 }
 
+/// The bound, as a transaction id (positions are ids shifted left 16 bits).
+async fn bound_id(conn: &mut PgConnection) -> i64 {
+    sqlx::query_scalar("SELECT voidvm_visible_bound() >> 16")
+        .fetch_one(conn)
+        .await
+        .expect("the bound")
+}
+
 #[actix_rt::test]
 async fn a_running_id_is_widened_to_the_one_within_2_31_of_the_horizon() {
     let env = Env::new().await;
@@ -78,33 +86,24 @@ async fn a_transaction_above_the_horizon_neither_makes_the_bound_negative_nor_is
             .fetch_one(&mut reader)
             .await
             .expect("the snapshot's horizon");
-    let bound: i64 = sqlx::query_scalar("SELECT voidvm_visible_bound()")
-        .fetch_one(&mut reader)
-        .await
-        .expect("the bound");
+    let bound = bound_id(&mut reader).await;
     assert!(
-        bound >> 16 <= mine,
-        "the bound {} passed a transaction of this database in flight ({mine})",
-        bound >> 16
+        bound <= mine,
+        "the bound {bound} passed a transaction of this database in flight ({mine})"
     );
     assert!(
-        bound >> 16 >= horizon.min(mine),
-        "the bound {} is behind both the horizon {horizon} and the transaction in flight {mine}",
-        bound >> 16
+        bound >= horizon.min(mine),
+        "the bound {bound} is behind both the horizon {horizon} and the transaction in flight {mine}"
     );
     // Once the transaction ends, the bound passes it.
     sqlx::query("COMMIT")
         .execute(&mut ours)
         .await
         .expect("COMMIT");
-    let bound: i64 = sqlx::query_scalar("SELECT voidvm_visible_bound()")
-        .fetch_one(&mut reader)
-        .await
-        .expect("the bound");
+    let bound = bound_id(&mut reader).await;
     assert!(
-        bound >> 16 > mine,
-        "the bound {} stays behind a transaction that ended ({mine})",
-        bound >> 16
+        bound > mine,
+        "the bound {bound} stays behind a transaction that ended ({mine})"
     );
     sqlx::query("ROLLBACK")
         .execute(&mut elsewhere)
