@@ -134,6 +134,8 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) {
         ))
         .await
         .expect("the PATCH load");
+    // Progress, for whoever samples PostgreSQL or the processes by phase.
+    println!("PATCH phase done; the API node takes the starts");
     // Stopped as SIGTERM would: its HTTP workers' and pools' connections close before the API
     // node opens its own.
     stop.cancel();
@@ -186,6 +188,7 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) {
         ))
         .await
         .expect("the actors' warm-up");
+    println!("warm-up done; start phase");
     let start = clients
         .spawn(load(
             http.clone(),
@@ -196,6 +199,7 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) {
         ))
         .await
         .expect("the start load");
+    println!("start phase done");
     let templates = templates(&db.url, &vms[0]).await;
     let grouped = grouping(&db.url, &warmers).await;
     stop.cancel();

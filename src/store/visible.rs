@@ -23,6 +23,13 @@ use super::StoreError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bound(i64);
 
+impl Bound {
+    /// A bound only for writing a statement's text (its value is a parameter, not in the text).
+    pub(super) fn for_text() -> Bound {
+        Bound(0)
+    }
+}
+
 /// How long a reader waits for transactions in flight before answering with what is final.
 const SETTLE_AT_MOST: Duration = Duration::from_secs(2);
 

@@ -16,6 +16,7 @@ mod console;
 mod crash;
 mod errors;
 mod feed;
+mod feed_plan;
 mod first_admin;
 mod guest_shell;
 mod helpers;
