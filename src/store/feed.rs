@@ -72,7 +72,7 @@ pub fn after_sql(scope: &Scope) -> String {
 /// log under load), the planner took the primary key, whose first column is the stream type, for
 /// a selective index, and AND-ed its bitmap of the whole log with the position range: 3 to 7 ms
 /// a read instead of 0.1 to 0.4 (the relay of a node that had just started, in
-/// `benches/command_load.rs`; `tests/api/feed_plan.rs`). One VM's events, and images' events,
+/// `benches/command_load.rs`; `tests/api/log_plans.rs`). One VM's events, and images' events,
 /// are still found through the key.
 fn read(after: i64, bound: Bound, limit: u32, scope: &Scope) -> QueryBuilder<'_, Postgres> {
     let mut q = QueryBuilder::<Postgres>::new(format!(

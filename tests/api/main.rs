@@ -16,7 +16,7 @@ mod console;
 mod crash;
 mod errors;
 mod feed;
-mod feed_plan;
+
 mod first_admin;
 mod guest_shell;
 mod helpers;
@@ -31,6 +31,7 @@ mod iso;
 mod jobs;
 mod leases;
 mod lifecycle;
+mod log_plans;
 mod metrics;
 mod network;
 mod notifications;
