@@ -16,7 +16,6 @@ mod console;
 mod crash;
 mod errors;
 mod feed;
-
 mod first_admin;
 mod guest_shell;
 mod helpers;
