@@ -264,7 +264,7 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) {
                 "POST /vms/{id}/start",
                 &start,
                 &baselines[2],
-                "pgbench: event + job + list row, BEGIN; INSERT; UPDATE; COMMIT",
+                "pgbench: event + job + list row, BEGIN; INSERT; INSERT; UPDATE; COMMIT",
             ),
             (
                 "POST /vms/{id}/start",
@@ -504,7 +504,8 @@ async fn prepare_baseline(pool: &sqlx::PgPool, t: &Templates, vms: usize) {
 /// How a baseline writes a command's rows.
 #[derive(Clone, Copy)]
 enum Shape {
-    /// `BEGIN; INSERT; UPDATE; COMMIT`: four round trips.
+    /// `BEGIN; INSERT; UPDATE; COMMIT` (a start's job inserted after its event): four round
+    /// trips, five for a start.
     Transaction,
     /// One statement, the event inserted in a data-modifying `WITH` (what VoidVM sends for a
     /// command that writes only its events and the VM's row, `src/store/record.rs`; under load
@@ -514,8 +515,8 @@ enum Shape {
     Statement,
 }
 
-/// One command's row writes: its event (a start's opens a job through the same trigger as the
-/// server's), then the VM's list row, in one transaction.
+/// One command's row writes: its event, a start's job (the row the server writes beside the
+/// event, `src/store/record.rs`), then the VM's list row, in one transaction.
 fn write_script(kind: &str, shape: Shape, vms: usize) -> String {
     let insert = format!(
         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
@@ -523,16 +524,32 @@ fn write_script(kind: &str, shape: Shape, vms: usize) -> String {
          jsonb_set(t.metadata, '{{job_id}}', to_jsonb('pgb-' || :seq::text))
   FROM pgb_template t WHERE t.kind = '{kind}'"
     );
+    let job = (kind == "start").then(|| {
+        format!(
+            "INSERT INTO jobs (id, vm_id, stream_type, kind, params, actor_id, created_at, updated_at)
+  SELECT 'pgb-' || :seq, 'pgb-' || :vm, 'vm', t.metadata ->> 'job_kind', t.payload,
+         t.metadata ->> 'actor_id', now(), now()
+  FROM pgb_template t WHERE t.kind = '{kind}'
+  ON CONFLICT (id) DO NOTHING"
+        )
+    });
     let update = format!(
         "UPDATE vms SET status = 'stopped', version = version + 1,
        state = (SELECT state FROM pgb_template WHERE kind = '{kind}'), updated_at = now()
   WHERE id = 'pgb-' || :vm"
     );
-    let body = match shape {
-        Shape::Transaction => format!("BEGIN;\n{insert};\n{update};\nCOMMIT;\n"),
-        Shape::Statement => {
+    let body = match (shape, job) {
+        (Shape::Transaction, None) => format!("BEGIN;\n{insert};\n{update};\nCOMMIT;\n"),
+        (Shape::Transaction, Some(job)) => {
+            format!("BEGIN;\n{insert};\n{job};\n{update};\nCOMMIT;\n")
+        }
+        (Shape::Statement, None) => {
             format!("WITH recorded AS ({insert} RETURNING 1)\n{update} RETURNING created_at;\n")
         }
+        (Shape::Statement, Some(job)) => format!(
+            "WITH recorded AS ({insert} RETURNING 1), opened AS ({job} RETURNING 1)\n\
+             {update} RETURNING created_at;\n"
+        ),
     };
     format!(
         "\\set vm random(0, {last})\n\\set seq random(1, 1000000000000)\n{body}",

@@ -65,7 +65,7 @@ fn metadata(meta: &CommandMeta) -> EventMetadata {
 }
 
 /// The job a non-VM event opens, closes or concerns, for the `jobs` trigger (which reads these
-/// metadata keys by name, as for VM events).
+/// metadata keys by name; a VM's job rows are written by `super::record` instead).
 #[derive(Debug, Clone)]
 pub enum JobMark<'a> {
     Opens {

@@ -1,12 +1,12 @@
 //! What the log records beside each event: who acted, how, from where, in which request, and the
-//! job the event opens or closes (which the `jobs` trigger reads). Built on the server from the
-//! authenticated request, never from anything the client sends about itself. The event store
+//! job the event opens or closes (from which the job's row is written). Built on the server from
+//! the authenticated request, never from anything the client sends about itself. The event store
 //! adds `owner_id` and `status` (the VM's owner, and the status the event left it in), so the
 //! real-time feed can filter and describe an event without replaying its stream.
 //!
 //! [`EventMetadata`] is the one shape of that record, written and read back by serde. Its JSON
-//! keys are a contract: the `jobs` trigger (`migrations/`), the indexes and the SQL filters of the
-//! audit log and the feed read them by name.
+//! keys are a contract: the `jobs` trigger for images (`migrations/`), the indexes and the SQL
+//! filters of the audit log and the feed read them by name.
 
 use serde::de::{DeserializeOwned, Deserializer};
 use serde::{Deserialize, Serialize};
@@ -124,7 +124,8 @@ pub struct EventMetadata {
     /// The job the event opens, closes or concerns.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub job_id: Option<String>,
-    /// Set when the event opens its job (the `jobs` trigger inserts the job then).
+    /// Set when the event opens its job (its row is inserted then: `super::record` for a VM,
+    /// the `jobs` trigger for an image).
     #[serde(
         skip_serializing_if = "Option::is_none",
         deserialize_with = "known_or_none"

@@ -1,5 +1,7 @@
-//! The statement that records commands: their events and their VMs' rows in the list, written by
-//! one `INSERT` with the events in a data-modifying `WITH`. Either all of it is written or none.
+//! The statement that records commands: their events, the jobs they open, and their VMs' rows in
+//! the list, written by one `INSERT` with the events and the jobs in data-modifying `WITH`s.
+//! Either all of it is written or none. (The `jobs` trigger closes a job, from the event that
+//! ends it, in the same statement.)
 //!
 //! It is the whole commit of most commands (a change, a lifecycle verb: nothing to reserve,
 //! check or snapshot), which then needs no `BEGIN`/`COMMIT` around it: one statement is one
@@ -12,6 +14,7 @@ use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
 use sqlx::types::Json;
 
+use super::metadata::EventMetadata;
 use super::repository::Commit;
 use super::StoreError;
 use crate::vm::VmStatus;
@@ -23,7 +26,8 @@ pub struct Stamps {
     pub updated_at: DateTime<Utc>,
 }
 
-/// One command's rows, serialised once, ready to bind: its events and its VM's row after them.
+/// One command's rows, serialised once, ready to bind: its events, the job they open, and its
+/// VM's row after them.
 pub struct Rows {
     vm_id: String,
     sequences: Vec<i64>,
@@ -37,6 +41,29 @@ pub struct Rows {
     status: &'static str,
     version: i64,
     state: Box<RawValue>,
+    job: Option<JobRow>,
+}
+
+/// The job a command's events open, read from the metadata they carry (the same on each of
+/// them): a new job, queued, whose parameters are the command's first event. Before migration
+/// 0020 the `jobs` trigger inserted it from each event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct JobRow {
+    id: String,
+    kind: &'static str,
+    actor_id: Option<String>,
+}
+
+impl JobRow {
+    /// The job the metadata opens, if any (metadata that also names an outcome opens it all the
+    /// same, as the trigger did; the trigger closes a job only from metadata that opens none).
+    fn of(metadata: &EventMetadata) -> Option<JobRow> {
+        Some(JobRow {
+            id: metadata.job_id.clone()?,
+            kind: metadata.job_kind?.as_str(),
+            actor_id: metadata.actor_id.clone(),
+        })
+    }
 }
 
 impl Rows {
@@ -55,6 +82,12 @@ impl Rows {
             status: commit.after.status.unwrap_or(VmStatus::Creating).as_str(),
             version: to_i64(commit.version + n)?,
             state: raw(commit.after)?,
+            // Without events, no job: the trigger ran on events.
+            job: if n == 0 {
+                None
+            } else {
+                JobRow::of(commit.metadata)
+            },
         };
         for (sequence, event) in (commit.version + 1..).zip(commit.events) {
             rows.sequences.push(to_i64(sequence)?);
@@ -86,14 +119,17 @@ impl Rows {
             status: "stopped",
             version: 0,
             state: null().unwrap(),
+            job: None,
         }
     }
 }
 
 /// Events in the order given get positions in that order (the events' position trigger counts
-/// rows as they are inserted). A VM's row is written unless it holds a later version already.
-/// With a lock key (`$14`), the transaction takes that advisory lock shared before it writes the
-/// rows (see `super::solo`: a node that does not write alone takes it in every commit).
+/// rows as they are inserted). The jobs the commands open are inserted (`$15`..`$19`; one
+/// already there is left as it is; a data-modifying `WITH` runs once, whether read or not). A
+/// VM's row is written unless it holds a later version already. With a lock key (`$14`), the
+/// transaction takes that advisory lock shared before it writes the rows (see `super::solo`: a
+/// node that does not write alone takes it in every commit).
 const RECORD: &str = "
 WITH recorded AS (
     INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
@@ -102,6 +138,13 @@ WITH recorded AS (
     FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::jsonb[], $6::jsonb[])
          WITH ORDINALITY AS e(vm_id, sequence, event_type, event_version, payload, metadata, n)
     ORDER BY e.n
+    RETURNING 1
+), opened AS (
+    INSERT INTO jobs (id, vm_id, stream_type, kind, params, actor_id, created_at, updated_at)
+    SELECT o.id, o.vm_id, 'vm', o.kind, o.params, o.actor_id, now(), now()
+    FROM unnest($15::text[], $16::text[], $17::text[], $18::jsonb[], $19::text[])
+         AS o(id, vm_id, kind, params, actor_id)
+    ON CONFLICT (id) DO NOTHING
     RETURNING 1
 )
 INSERT INTO vms (id, owner_id, owner_name, name, status, version, state, created_at, updated_at)
@@ -180,6 +223,7 @@ where
         }
     }
     let column = |f: fn(&Rows) -> &str| commands.iter().map(|c| f(c)).collect::<Vec<_>>();
+    let jobs = Jobs::of(commands);
     let rows: Vec<(String, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(RECORD)
         .bind(&vm_ids)
         .bind(&sequences)
@@ -195,6 +239,11 @@ where
         .bind(commands.iter().map(|c| c.version).collect::<Vec<_>>())
         .bind(commands.iter().map(|c| Json(&*c.state)).collect::<Vec<_>>())
         .bind(solo_lock)
+        .bind(&jobs.open_ids)
+        .bind(&jobs.open_vm_ids)
+        .bind(&jobs.open_kinds)
+        .bind(&jobs.open_params)
+        .bind(&jobs.open_actors)
         .fetch_all(conn)
         .await?;
     // A VM without a row back: the list already held a later version (its stamps are not
@@ -215,6 +264,32 @@ where
         .collect())
 }
 
+/// The columns of the jobs a statement's commands open, ready to bind.
+#[derive(Default)]
+struct Jobs<'r> {
+    open_ids: Vec<&'r str>,
+    open_vm_ids: Vec<&'r str>,
+    open_kinds: Vec<&'static str>,
+    open_params: Vec<Json<&'r RawValue>>,
+    open_actors: Vec<Option<&'r str>>,
+}
+
+impl<'r> Jobs<'r> {
+    fn of(commands: &[&'r Rows]) -> Jobs<'r> {
+        let mut jobs = Jobs::default();
+        for c in commands {
+            if let (Some(job), Some(params)) = (&c.job, c.payloads.first()) {
+                jobs.open_ids.push(&job.id);
+                jobs.open_vm_ids.push(&c.vm_id);
+                jobs.open_kinds.push(job.kind);
+                jobs.open_params.push(Json(params));
+                jobs.open_actors.push(job.actor_id.as_deref());
+            }
+        }
+        jobs
+    }
+}
+
 fn raw<T: serde::Serialize + ?Sized>(value: &T) -> Result<Box<RawValue>, StoreError> {
     serde_json::value::to_raw_value(value).map_err(|e| {
         StoreError::Unexpected(anyhow::Error::new(e).context("a command could not be serialised"))
@@ -224,4 +299,65 @@ fn raw<T: serde::Serialize + ?Sized>(value: &T) -> Result<Box<RawValue>, StoreEr
 fn to_i64(n: usize) -> Result<i64, StoreError> {
     i64::try_from(n)
         .map_err(|e| StoreError::Unexpected(anyhow::Error::new(e).context("a sequence overflowed")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::jobs::JobKind;
+    use crate::vm::{JobOutcome, Operation};
+
+    fn metadata(job_id: Option<&str>) -> EventMetadata {
+        EventMetadata {
+            actor_id: Some("user-1".into()),
+            job_id: job_id.map(str::to_string),
+            ..EventMetadata::default()
+        }
+    }
+
+    #[test]
+    fn an_event_that_opens_a_job_opens_it_with_its_kind_and_actor() {
+        let m = EventMetadata {
+            job_kind: Some(JobKind::Vm(Operation::Start)),
+            ..metadata(Some("job-1"))
+        };
+        assert_eq!(
+            JobRow::of(&m),
+            Some(JobRow {
+                id: "job-1".into(),
+                kind: "start",
+                actor_id: Some("user-1".into()),
+            })
+        );
+    }
+
+    #[test]
+    fn an_event_that_closes_a_job_opens_none() {
+        let m = EventMetadata {
+            job_outcome: Some(JobOutcome::Failed),
+            job_error: Some("no disk".into()),
+            ..metadata(Some("job-1"))
+        };
+        assert_eq!(JobRow::of(&m), None);
+    }
+
+    #[test]
+    fn metadata_that_both_opens_and_closes_opens_as_the_trigger_did() {
+        let m = EventMetadata {
+            job_kind: Some(JobKind::Vm(Operation::Stop)),
+            job_outcome: Some(JobOutcome::Succeeded),
+            ..metadata(Some("job-1"))
+        };
+        assert!(matches!(JobRow::of(&m), Some(JobRow { kind: "stop", .. })));
+    }
+
+    #[test]
+    fn an_event_that_only_concerns_a_job_or_names_none_writes_no_job() {
+        assert_eq!(JobRow::of(&metadata(Some("job-1"))), None);
+        let without_id = EventMetadata {
+            job_kind: Some(JobKind::Vm(Operation::Start)),
+            ..metadata(None)
+        };
+        assert_eq!(JobRow::of(&without_id), None);
+    }
 }
