@@ -538,18 +538,19 @@ fn write_script(kind: &str, shape: Shape, vms: usize) -> String {
        state = (SELECT state FROM pgb_template WHERE kind = '{kind}'), updated_at = now()
   WHERE id = 'pgb-' || :vm"
     );
-    let body = match (shape, job) {
-        (Shape::Transaction, None) => format!("BEGIN;\n{insert};\n{update};\nCOMMIT;\n"),
-        (Shape::Transaction, Some(job)) => {
-            format!("BEGIN;\n{insert};\n{job};\n{update};\nCOMMIT;\n")
+    let body = match shape {
+        Shape::Transaction => {
+            let job = job.map(|j| format!("{j};\n")).unwrap_or_default();
+            format!("BEGIN;\n{insert};\n{job}{update};\nCOMMIT;\n")
         }
-        (Shape::Statement, None) => {
-            format!("WITH recorded AS ({insert} RETURNING 1)\n{update} RETURNING created_at;\n")
+        Shape::Statement => {
+            let job = job
+                .map(|j| format!(", opened AS ({j} RETURNING 1)"))
+                .unwrap_or_default();
+            format!(
+                "WITH recorded AS ({insert} RETURNING 1){job}\n{update} RETURNING created_at;\n"
+            )
         }
-        (Shape::Statement, Some(job)) => format!(
-            "WITH recorded AS ({insert} RETURNING 1), opened AS ({job} RETURNING 1)\n\
-             {update} RETURNING created_at;\n"
-        ),
     };
     format!(
         "\\set vm random(0, {last})\n\\set seq random(1, 1000000000000)\n{body}",

@@ -6,8 +6,8 @@
 //! stream's sequence), the snapshot when one is due, the VM's name and host port reservations
 //! (and, for a creation, a shared lock on its image, which a delete takes exclusively), its
 //! cloud-init secrets, the VM's row in the list,
-//! and, through the events trigger (`migrations/0002_jobs.sql`), the jobs its events open and
-//! close, and the idempotency key it was sent with and the answer it got. Either all of it is
+//! the jobs its events open (by the same statement as the events) and close (by the events'
+//! trigger, `migrations/0002_jobs.sql` and `0020`), and the idempotency key it was sent with and the answer it got. Either all of it is
 //! visible or none of it is.
 
 use cqrs_es::persist::{EventUpcaster, SerializedEvent};
