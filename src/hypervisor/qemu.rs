@@ -329,20 +329,17 @@ impl Hypervisor for QemuHypervisor {
                     )
                     .await?;
                 }
+                // One command, so the guest cannot close the tray between its opening and the
+                // medium's removal (Linux closes it when a program opens the drive): two
+                // commands, `blockdev-open-tray` then `blockdev-remove-medium`, failed so with
+                // "Tray ... is not open".
                 None => {
                     control::command(
                         &paths,
-                        qmp::blockdev_open_tray {
+                        qmp::eject {
                             device: None,
                             id,
                             force: Some(true),
-                        },
-                    )
-                    .await?;
-                    control::command(
-                        &paths,
-                        qmp::blockdev_remove_medium {
-                            id: ISO_DEVICE.to_string(),
                         },
                     )
                     .await?;
