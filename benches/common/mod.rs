@@ -3,6 +3,7 @@
 //! a login, and pgbench as a baseline. Each harness uses a part of it.
 #![allow(dead_code)]
 
+pub mod lean_client;
 pub mod pgbench;
 
 use std::future::Future;

@@ -124,17 +124,20 @@ impl Rows {
     }
 }
 
-/// Events in the order given get positions in that order (the events' position trigger counts
-/// rows as they are inserted). The jobs the commands open are inserted (`$15`..`$19`; one
+/// Events in the order given get positions in that order: with `$20` (the statement is its
+/// transaction, see [`Positions`]) the statement computes them, as the transaction's id shifted
+/// left 16 bits plus the event's order in it; without, the events' position trigger counts rows
+/// as they are inserted. The jobs the commands open are inserted (`$15`..`$19`; one
 /// already there is left as it is; a data-modifying `WITH` runs once, whether read or not). A
 /// VM's row is written unless it holds a later version already. With a lock key (`$14`), the
 /// transaction takes that advisory lock shared before it writes the rows (see `super::solo`: a
 /// node that does not write alone takes it in every commit).
 const RECORD: &str = "
 WITH recorded AS (
-    INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
-                        payload, metadata)
-    SELECT 'vm', e.vm_id, e.sequence, e.event_type, e.event_version, e.payload, e.metadata
+    INSERT INTO events (position, aggregate_type, aggregate_id, sequence, event_type,
+                        event_version, payload, metadata)
+    SELECT CASE WHEN $20 THEN (pg_current_xact_id()::text::bigint << 16) + e.n - 1 END,
+           'vm', e.vm_id, e.sequence, e.event_type, e.event_version, e.payload, e.metadata
     FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::jsonb[], $6::jsonb[])
          WITH ORDINALITY AS e(vm_id, sequence, event_type, event_version, payload, metadata, n)
     ORDER BY e.n
@@ -159,19 +162,34 @@ SET owner_id = EXCLUDED.owner_id, owner_name = EXCLUDED.owner_name, name = EXCLU
 WHERE vms.version < EXCLUDED.version
 RETURNING id, created_at, updated_at";
 
+/// Who gives the statement's events their positions (migration 0021).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Positions {
+    /// The statement is a transaction of its own (sent on a plain connection): its events are
+    /// the transaction's, in the statement's order, and it computes their positions.
+    Statement,
+    /// The statement is one of its transaction's (which may write other events before or after
+    /// it): the position trigger counts the transaction's events.
+    Trigger,
+}
+
+/// The most events one transaction may record (positions keep 16 bits for their order).
+const EVENTS_PER_TRANSACTION: usize = 1 << 16;
+
 /// Records the commands' rows, in the order given, on `conn` (a transaction, or a plain
-/// connection when this is the whole commit), taking the solo-writer lock shared when given its
-/// key. Each command's stamps, in the same order. At most one command per VM: a VM's row cannot
-/// be written twice by one statement.
+/// connection when this is the whole commit: see [`Positions`]), taking the solo-writer lock
+/// shared when given its key. Each command's stamps, in the same order. At most one command per
+/// VM: a VM's row cannot be written twice by one statement.
 pub async fn record<'c, E>(
     conn: E,
     commands: &[&Rows],
     solo_lock: Option<i64>,
+    positions: Positions,
 ) -> Result<Vec<Stamps>, StoreError>
 where
     E: sqlx::Executor<'c, Database = sqlx::Postgres>,
 {
-    record_or_refusal(conn, commands, solo_lock)
+    record_or_refusal(conn, commands, solo_lock, positions)
         .await
         .map_err(super::repository::conflict_on_duplicate)
 }
@@ -181,11 +199,12 @@ pub async fn record_one<'c, E>(
     conn: E,
     command: &Rows,
     solo_lock: Option<i64>,
+    positions: Positions,
 ) -> Result<Stamps, StoreError>
 where
     E: sqlx::Executor<'c, Database = sqlx::Postgres>,
 {
-    record(conn, &[command], solo_lock)
+    record(conn, &[command], solo_lock, positions)
         .await?
         .pop()
         .ok_or_else(|| {
@@ -201,11 +220,14 @@ pub async fn record_or_refusal<'c, E>(
     conn: E,
     commands: &[&Rows],
     solo_lock: Option<i64>,
+    positions: Positions,
 ) -> Result<Vec<Stamps>, sqlx::Error>
 where
     E: sqlx::Executor<'c, Database = sqlx::Postgres>,
 {
     let events = commands.iter().map(|c| c.sequences.len()).sum();
+    // Over the limit, the trigger counts, and refuses the transaction.
+    let by_statement = positions == Positions::Statement && events <= EVENTS_PER_TRANSACTION;
     let mut vm_ids = Vec::with_capacity(events);
     let mut sequences = Vec::with_capacity(events);
     let mut types = Vec::with_capacity(events);
@@ -244,6 +266,7 @@ where
         .bind(&jobs.open_kinds)
         .bind(&jobs.open_params)
         .bind(&jobs.open_actors)
+        .bind(by_statement)
         .fetch_all(conn)
         .await?;
     // A VM without a row back: the list already held a later version (its stamps are not

@@ -20,7 +20,7 @@ use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
 use super::batches::{self, Batches};
-use super::record::{self, Rows, Stamps};
+use super::record::{self, Positions, Rows, Stamps};
 use super::StoreError;
 
 /// The most commands one statement records.
@@ -116,7 +116,7 @@ fn gather(
 async fn answer_batch(pool: &PgPool, batch: Vec<Command>) {
     let solo_lock = batch.iter().find_map(|c| c.solo_lock);
     let rows: Vec<&Rows> = batch.iter().map(|c| &c.rows).collect();
-    match record::record_or_refusal(pool, &rows, solo_lock).await {
+    match record::record_or_refusal(pool, &rows, solo_lock, Positions::Statement).await {
         Ok(stamps) => {
             for (command, stamps) in batch.into_iter().zip(stamps) {
                 let _ = command.reply.send(Ok(stamps));
@@ -140,7 +140,7 @@ async fn answer_batch(pool: &PgPool, batch: Vec<Command>) {
 }
 
 async fn alone(pool: &PgPool, command: &Command) -> Answer {
-    record::record_one(pool, &command.rows, command.solo_lock).await
+    record::record_one(pool, &command.rows, command.solo_lock, Positions::Statement).await
 }
 
 #[cfg(test)]

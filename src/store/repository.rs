@@ -281,7 +281,8 @@ impl Repository {
             }
         }
         let rows = record::Rows::of(commit)?;
-        let stamps = record::record_one(&mut *tx, &rows, solo_lock).await?;
+        let stamps =
+            record::record_one(&mut *tx, &rows, solo_lock, record::Positions::Trigger).await?;
         let snapshot = self.snapshot(&mut tx, commit).await?;
         let version = commit.version + commit.events.len();
         let answer = match &commit.conditions.answer {

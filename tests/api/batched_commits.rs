@@ -78,6 +78,22 @@ async fn starts_queued_together_commit_in_one_transaction_each_with_its_job() {
     .await
     .expect("a count");
     assert_eq!(transactions, 1, "six starts queued together took several");
+    // The statement gives its events their positions (migration 0021) as the trigger would:
+    // its transaction's id (the rows' `xmin`, widened) shifted 16 bits, then 0, 1, 2... in the
+    // batch's order (its VMs' ids).
+    let positions: Vec<(String, i64, bool)> = sqlx::query_as(
+        "SELECT aggregate_id, position & 65535,
+                (position >> 16) & 4294967295 = xmin::text::bigint
+         FROM events WHERE event_type = 'StartRequested' ORDER BY position",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("the positions");
+    let expected: Vec<(String, i64, bool)> = (0..)
+        .zip(names)
+        .map(|(n, name)| (format!("vm-{name}"), n, true))
+        .collect();
+    assert_eq!(positions, expected);
     for (name, state) in names.iter().zip(&states) {
         let vm = format!("vm-{name}");
         assert_eq!(
