@@ -10,7 +10,8 @@
 //!
 //! The starts are accepted by a node with no job workers (an API node; its jobs stay queued), so
 //! the figure is the cost of accepting a command, not of booting QEMU. The clients run in this
-//! process, on the same cores as the server and PostgreSQL; pgbench's client is C.
+//! process, on the same cores as the server and PostgreSQL, each one connection opened before the
+//! clock starts (`common::lean_client`); pgbench's client is C.
 //! Under `cargo test` (no `--bench`) it runs the same path at a small scale, as a smoke test.
 
 mod common;
