@@ -130,6 +130,15 @@ pub struct NewRole {
 
 /// Permission ids of the catalog, or `*` (all of them, whatever else is listed).
 fn permission_ids() -> utoipa::openapi::Array {
+    permission_ids_builder().build()
+}
+
+/// [`permission_ids`] where `null` means "as they are" (an update).
+fn permission_ids_or_null() -> utoipa::openapi::Array {
+    super::openapi::or_null(permission_ids_builder())
+}
+
+fn permission_ids_builder() -> utoipa::openapi::schema::ArrayBuilder {
     use utoipa::openapi::{ArrayBuilder, ObjectBuilder, Type};
     let ids = std::iter::once("*").chain(Permission::ALL.into_iter().map(Permission::id));
     ArrayBuilder::new()
@@ -141,7 +150,6 @@ fn permission_ids() -> utoipa::openapi::Array {
                 .schema_type(Type::String)
                 .enum_values(Some(ids)),
         )
-        .build()
 }
 
 fn check_id(id: &str) -> Result<(), ApiError> {
@@ -268,7 +276,8 @@ pub struct RoleUpdate {
     name: Option<String>,
     #[schema(max_length = 500)]
     description: Option<String>,
-    #[schema(schema_with = permission_ids)]
+    /// `null` or absent leaves the permissions as they are.
+    #[schema(schema_with = permission_ids_or_null)]
     permissions: Option<Vec<String>>,
     scope: Option<Scope>,
     /// `null` returns the role to the configured default.

@@ -44,7 +44,7 @@ pub struct CreateVm {
     /// Devices the firmware boots from, in order (each at most once); a VM booting a kernel
     /// directly (the `busybox` image) ignores it.
     #[serde(rename = "bootOrder")]
-    #[schema(schema_with = boot_order)]
+    #[schema(schema_with = boot_order_or_null)]
     pub boot_order: Option<Vec<BootDevice>>,
 }
 
@@ -71,18 +71,22 @@ pub struct PatchVm {
     #[serde(rename = "cloudInit")]
     pub cloud_init: Option<CloudInitInput>,
     #[serde(rename = "bootOrder")]
-    #[schema(schema_with = boot_order)]
+    #[schema(schema_with = boot_order_or_null)]
     pub boot_order: Option<Vec<BootDevice>>,
 }
 
-/// Devices to boot from, in order, each at most once.
-fn boot_order() -> utoipa::openapi::Array {
-    utoipa::openapi::ArrayBuilder::new()
-        .description(Some("Devices to boot from, in order, each at most once."))
-        .items(utoipa::openapi::Ref::from_schema_name("BootDevice"))
-        .min_items(Some(1))
-        .unique_items(true)
-        .build()
+/// Devices to boot from, in order, each at most once; `null` is as if absent (the default when
+/// creating, unchanged when changing).
+fn boot_order_or_null() -> utoipa::openapi::Array {
+    super::openapi::or_null(
+        utoipa::openapi::ArrayBuilder::new()
+            .description(Some(
+                "Devices to boot from, in order, each at most once; `null` is as if absent.",
+            ))
+            .items(utoipa::openapi::Ref::from_schema_name("BootDevice"))
+            .min_items(Some(1))
+            .unique_items(true),
+    )
 }
 
 #[derive(Debug, Deserialize, Default, utoipa::ToSchema)]

@@ -10106,8 +10106,8 @@ export interface components {
             description?: string | null;
             network?: components["schemas"]["NetworkInput"] | null;
             cloudInit?: components["schemas"]["CloudInitInput"] | null;
-            /** @description Devices to boot from, in order, each at most once. */
-            bootOrder?: components["schemas"]["BootDevice"][];
+            /** @description Devices to boot from, in order, each at most once; `null` is as if absent. */
+            bootOrder?: components["schemas"]["BootDevice"][] | null;
         };
         /** @description A VM just created, with its provisioning job. */
         CreatedVm: components["schemas"]["VmView"] & {
@@ -11434,8 +11434,8 @@ export interface components {
             memory?: number | null;
             network?: components["schemas"]["NetworkInput"] | null;
             cloudInit?: components["schemas"]["CloudInitInput"] | null;
-            /** @description Devices to boot from, in order, each at most once. */
-            bootOrder?: components["schemas"]["BootDevice"][];
+            /** @description Devices to boot from, in order, each at most once; `null` is as if absent. */
+            bootOrder?: components["schemas"]["BootDevice"][] | null;
         };
         Patched: {
             vm: components["schemas"]["VmView"];
@@ -11563,7 +11563,7 @@ export interface components {
             name?: string | null;
             description?: string | null;
             /** @description Permission ids from `GET /permissions`; `*` anywhere grants every permission. */
-            permissions?: ("*" | "vm:read" | "vm:create" | "vm:update" | "vm:delete" | "vm:start" | "vm:stop" | "vm:restart" | "vm:pause" | "vm:resume" | "vm:reset" | "vm:console" | "job:read" | "job:cancel" | "event:read" | "user:read" | "user:create" | "user:update" | "user:delete" | "role:read" | "role:create" | "role:update" | "role:delete" | "config:read" | "config:update" | "system:read" | "webhook:read" | "webhook:create" | "webhook:update" | "webhook:delete" | "image:read" | "image:create" | "image:delete")[];
+            permissions?: ("*" | "vm:read" | "vm:create" | "vm:update" | "vm:delete" | "vm:start" | "vm:stop" | "vm:restart" | "vm:pause" | "vm:resume" | "vm:reset" | "vm:console" | "job:read" | "job:cancel" | "event:read" | "user:read" | "user:create" | "user:update" | "user:delete" | "role:read" | "role:create" | "role:update" | "role:delete" | "config:read" | "config:update" | "system:read" | "webhook:read" | "webhook:create" | "webhook:update" | "webhook:delete" | "image:read" | "image:create" | "image:delete")[] | null;
             scope?: components["schemas"]["Scope"] | null;
             /**
              * Format: int32
@@ -11886,7 +11886,7 @@ export interface components {
         };
         WebhookUpdate: {
             url?: string | null;
-            events?: ("*" | "VmCreated" | "VmProvisioned" | "StartRequested" | "VmStarted" | "StopRequested" | "VmStopped" | "RestartRequested" | "VmRestarted" | "PauseRequested" | "VmPaused" | "ResumeRequested" | "VmResumed" | "ResetRequested" | "VmReset" | "VmReconfigured" | "VmOwnerChanged" | "IsoChangeRequested" | "VmIsoChanged" | "SnapshotRequested" | "SnapshotTaken" | "SnapshotRestoreRequested" | "SnapshotRestored" | "SnapshotDeleteRequested" | "SnapshotDeleted" | "DeleteRequested" | "VmDeleted" | "VmCrashed" | "OperationFailed" | "OperationRetried" | "JobCancelled" | "StaleObservationIgnored" | "ConsoleOpened" | "ConsoleClosed")[];
+            events?: ("*" | "VmCreated" | "VmProvisioned" | "StartRequested" | "VmStarted" | "StopRequested" | "VmStopped" | "RestartRequested" | "VmRestarted" | "PauseRequested" | "VmPaused" | "ResumeRequested" | "VmResumed" | "ResetRequested" | "VmReset" | "VmReconfigured" | "VmOwnerChanged" | "IsoChangeRequested" | "VmIsoChanged" | "SnapshotRequested" | "SnapshotTaken" | "SnapshotRestoreRequested" | "SnapshotRestored" | "SnapshotDeleteRequested" | "SnapshotDeleted" | "DeleteRequested" | "VmDeleted" | "VmCrashed" | "OperationFailed" | "OperationRetried" | "JobCancelled" | "StaleObservationIgnored" | "ConsoleOpened" | "ConsoleClosed")[] | null;
             secret?: string | null;
             /** @description A webhook made active again receives the events from then on. */
             active?: boolean | null;

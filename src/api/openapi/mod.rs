@@ -248,6 +248,15 @@ impl Modify for DefaultError {
     }
 }
 
+/// An array schema that also takes `null`: for an optional array field of a request, which the
+/// server reads `null` as absent (serde's `Option`), as utoipa marks its other optional fields.
+pub fn or_null(array: utoipa::openapi::schema::ArrayBuilder) -> utoipa::openapi::Array {
+    use utoipa::openapi::schema::{SchemaType, Type};
+    array
+        .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+        .build()
+}
+
 /// The document as pretty JSON, built once.
 pub fn document() -> &'static str {
     static DOC: OnceLock<String> = OnceLock::new();

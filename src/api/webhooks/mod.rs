@@ -60,7 +60,8 @@ pub struct WebhookUpdate {
         pattern = "^[hH][tT][tT][pP][sS]?://[^/@#?\\s\\u0000]+([/?][^#\\s\\u0000]*)?$"
     )]
     url: Option<String>,
-    #[schema(schema_with = event_types)]
+    /// `null` or absent leaves the event types as they are.
+    #[schema(schema_with = event_types_or_null)]
     events: Option<Vec<String>>,
     #[schema(min_length = 16, max_length = 256, pattern = "^[!-~]+$")]
     secret: Option<String>,
@@ -70,6 +71,15 @@ pub struct WebhookUpdate {
 
 /// `events` in the OpenAPI document: 1 to 64 VM event types, or `"*"`.
 fn event_types() -> utoipa::openapi::Array {
+    event_types_builder().build()
+}
+
+/// [`event_types`] where `null` means "as they are" (an update).
+fn event_types_or_null() -> utoipa::openapi::Array {
+    crate::api::openapi::or_null(event_types_builder())
+}
+
+fn event_types_builder() -> utoipa::openapi::schema::ArrayBuilder {
     use utoipa::openapi::{ArrayBuilder, ObjectBuilder, Type};
     let names = std::iter::once("*").chain(crate::vm::VmEvent::TYPE_NAMES);
     ArrayBuilder::new()
@@ -80,7 +90,6 @@ fn event_types() -> utoipa::openapi::Array {
         )
         .min_items(Some(1))
         .max_items(Some(crate::webhooks::target::MAX_EVENT_TYPES))
-        .build()
 }
 
 /// The URL, refused if it names a private address this server may not deliver to.
