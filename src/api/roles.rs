@@ -270,7 +270,7 @@ pub async fn create(
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-#[schema(min_properties = 1)]
+/// An empty object changes nothing: the answer is the resource as it is (`Nothing to change.`).
 pub struct RoleUpdate {
     #[schema(max_length = 64, pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$")]
     name: Option<String>,

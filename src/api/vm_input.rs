@@ -50,7 +50,7 @@ pub struct CreateVm {
 
 #[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(min_properties = 1)]
+/// An empty object changes nothing: the answer is the resource as it is (`Nothing to change.`).
 pub struct PatchVm {
     #[schema(
         min_length = 1,

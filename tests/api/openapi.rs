@@ -672,3 +672,56 @@ async fn optional_request_arrays_the_server_takes_as_null_are_documented_nullabl
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["data"]["permissions"], json!(["vm:read"]), "{body}");
 }
+
+/// A change with no fields is a change of nothing: the server answers the resource as it is (a
+/// client that puts back what it read gets a 200), and the document allows the empty object. It
+/// said `minProperties: 1`, and a fuzzer over it had `PUT /roles/{id}` accept `{}`.
+#[actix_rt::test]
+async fn an_empty_change_is_documented_and_answers_the_resource_as_it_is() {
+    for schema in ["PatchVm", "WebhookUpdate", "RoleUpdate", "UserUpdate"] {
+        let documented = validator(&format!("/components/schemas/{schema}"));
+        assert!(
+            documented.is_valid(&json!({})),
+            "{schema} is documented without the empty object"
+        );
+    }
+    let app = spawn_app().await;
+    let vm = app
+        .create_and_provision(json!({"name": "empty", "cpu": 1, "memory": 128, "disk": 1}))
+        .await;
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/api/v1/webhooks",
+            Some(json!({"url": "https://example.com/hook", "events": ["*"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let hook = body["data"]["id"]
+        .as_str()
+        .expect("a webhook id")
+        .to_string();
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/api/v1/roles",
+            Some(json!({"id": "empty", "name": "Empty", "permissions": ["vm:read"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    app.create_user("emptychange").await;
+    let user = "user-emptychange";
+    for (method, path) in [
+        (Method::PATCH, format!("/api/v1/vms/{vm}")),
+        (Method::PATCH, format!("/api/v1/webhooks/{hook}")),
+        (Method::PUT, "/api/v1/roles/empty".to_string()),
+        (Method::PUT, format!("/api/v1/users/{user}")),
+    ] {
+        let (status, body) = app.call(method.clone(), &path, Some(json!({}))).await;
+        assert_eq!(status, StatusCode::OK, "{method} {path}: {body}");
+        assert_eq!(
+            body["message"], "Nothing to change.",
+            "{method} {path}: {body}"
+        );
+    }
+}

@@ -11422,6 +11422,7 @@ export interface components {
             /** @description 8 to 256 characters. */
             newPassword: string;
         };
+        /** @description An empty object changes nothing: the answer is the resource as it is (`Nothing to change.`). */
         PatchVm: {
             name?: string | null;
             description?: string | null;
@@ -11559,6 +11560,7 @@ export interface components {
             /** @description The filesystem that holds the data dir. */
             disk: components["schemas"]["DiskInfo"];
         };
+        /** @description An empty object changes nothing: the answer is the resource as it is (`Nothing to change.`). */
         RoleUpdate: {
             name?: string | null;
             description?: string | null;
@@ -11751,7 +11753,10 @@ export interface components {
          * @enum {string}
          */
         UserStatus: "active" | "disabled";
-        /** @description A change: only the fields present change (`null` clears `email` and `rateLimit`). */
+        /**
+         * @description A change: only the fields present change (`null` clears `email` and `rateLimit`).
+         *     An empty object changes nothing: the answer is the resource as it is (`Nothing to change.`).
+         */
         UserUpdate: {
             /** @description An address like `name@example.com`, at most 254 characters; `null` clears it. */
             email?: string | null;
@@ -11884,6 +11889,7 @@ export interface components {
             /** @description Whether the job ended (else the wait timed out). */
             finished: boolean;
         };
+        /** @description An empty object changes nothing: the answer is the resource as it is (`Nothing to change.`). */
         WebhookUpdate: {
             url?: string | null;
             events?: ("*" | "VmCreated" | "VmProvisioned" | "StartRequested" | "VmStarted" | "StopRequested" | "VmStopped" | "RestartRequested" | "VmRestarted" | "PauseRequested" | "VmPaused" | "ResumeRequested" | "VmResumed" | "ResetRequested" | "VmReset" | "VmReconfigured" | "VmOwnerChanged" | "IsoChangeRequested" | "VmIsoChanged" | "SnapshotRequested" | "SnapshotTaken" | "SnapshotRestoreRequested" | "SnapshotRestored" | "SnapshotDeleteRequested" | "SnapshotDeleted" | "DeleteRequested" | "VmDeleted" | "VmCrashed" | "OperationFailed" | "OperationRetried" | "JobCancelled" | "StaleObservationIgnored" | "ConsoleOpened" | "ConsoleClosed")[] | null;

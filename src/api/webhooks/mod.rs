@@ -52,7 +52,7 @@ pub struct NewWebhook {
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-#[schema(min_properties = 1)]
+/// An empty object changes nothing: the answer is the resource as it is (`Nothing to change.`).
 pub struct WebhookUpdate {
     #[schema(
         min_length = 10,
