@@ -154,7 +154,8 @@ pub async fn get(state: web::Data<AppState>, user: AuthUser) -> Result<HttpRespo
 
 /// Refuses what a PUT cannot change, naming the field: an unknown section, or a setting that
 /// needs a restart given a value other than the one in force. One given the value in force is
-/// dropped, so a client may put back the sections it read with only live fields changed.
+/// dropped, so a client may put back the sections it read with only live fields changed. A
+/// section given as `null` is as if absent (the document's sections are optional, and take it).
 fn check_sections(body: &mut Value, in_force: &Value) -> Result<(), ApiError> {
     let Some(sections) = body.as_object_mut() else {
         return Err(ApiError::validation(
@@ -171,6 +172,9 @@ fn check_sections(body: &mut Value, in_force: &Value) -> Result<(), ApiError> {
                 section,
                 "Not a section: system, limits, network or storage.",
             ));
+        }
+        if fields.is_null() {
+            continue;
         }
         let Some(fields) = fields.as_object_mut() else {
             return Err(ApiError::validation(
@@ -197,6 +201,7 @@ fn check_sections(body: &mut Value, in_force: &Value) -> Result<(), ApiError> {
             fields.remove(&field);
         }
     }
+    sections.retain(|_, fields| !fields.is_null());
     Ok(())
 }
 

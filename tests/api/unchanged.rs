@@ -131,6 +131,15 @@ async fn the_config_put_back_as_it_was_read_answers_it_and_records_nothing() {
         .collect();
 
     unchanged(&app, Method::PUT, "/api/v1/config", json!({}), &before).await;
+    // Sections given as null, which the document allows, are as if absent.
+    unchanged(
+        &app,
+        Method::PUT,
+        "/api/v1/config",
+        json!({"system": null, "limits": null, "network": null, "storage": null}),
+        &before,
+    )
+    .await;
     // Every section as read, fields that need a restart included: accepted. The live fields
     // are now set here rather than taken from the server's settings (a new version of the
     // config), with the same values; the same PUT again changes nothing.
