@@ -135,7 +135,10 @@ fn permission_ids() -> utoipa::openapi::Array {
 
 /// [`permission_ids`] where `null` means "as they are" (an update).
 fn permission_ids_or_null() -> utoipa::openapi::Array {
-    super::openapi::or_null(permission_ids_builder())
+    super::openapi::or_null(permission_ids_builder().description(Some(
+        "Permission ids from `GET /permissions`; `*` anywhere grants every permission. `null` or \
+         absent leaves them as they are.",
+    )))
 }
 
 fn permission_ids_builder() -> utoipa::openapi::schema::ArrayBuilder {
@@ -268,15 +271,14 @@ pub async fn create(
         .await
 }
 
+/// An empty object changes nothing: the answer is the resource as it is (`Nothing to change.`).
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-/// An empty object changes nothing: the answer is the resource as it is (`Nothing to change.`).
 pub struct RoleUpdate {
     #[schema(max_length = 64, pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$")]
     name: Option<String>,
     #[schema(max_length = 500)]
     description: Option<String>,
-    /// `null` or absent leaves the permissions as they are.
     #[schema(schema_with = permission_ids_or_null)]
     permissions: Option<Vec<String>>,
     scope: Option<Scope>,

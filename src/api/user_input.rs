@@ -89,9 +89,9 @@ pub fn check_rate(field: &str, rate: Option<u32>) -> Result<(), ApiError> {
 }
 
 /// A change: only the fields present change (`null` clears `email` and `rateLimit`).
+/// An empty object changes nothing: the answer is the resource as it is (`Nothing to change.`).
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-/// An empty object changes nothing: the answer is the resource as it is (`Nothing to change.`).
 pub struct UserUpdate {
     /// An address like `name@example.com`, at most 254 characters; `null` clears it.
     #[serde(default, deserialize_with = "crate::accounts::present_or_null")]

@@ -48,9 +48,9 @@ pub struct CreateVm {
     pub boot_order: Option<Vec<BootDevice>>,
 }
 
+/// An empty object changes nothing: the answer is the resource as it is (`Nothing to change.`).
 #[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-/// An empty object changes nothing: the answer is the resource as it is (`Nothing to change.`).
 pub struct PatchVm {
     #[schema(
         min_length = 1,

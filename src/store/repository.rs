@@ -7,8 +7,8 @@
 //! (and, for a creation, a shared lock on its image, which a delete takes exclusively), its
 //! cloud-init secrets, the VM's row in the list,
 //! the jobs its events open (by the same statement as the events) and close (by the events'
-//! trigger, `migrations/0002_jobs.sql` and `0020`), and the idempotency key it was sent with and the answer it got. Either all of it is
-//! visible or none of it is.
+//! trigger, `migrations/0002_jobs.sql` and `0020`), and the idempotency key it was sent with
+//! and the answer it got. Either all of it is visible or none of it is.
 
 use cqrs_es::persist::{EventUpcaster, SerializedEvent};
 use cqrs_es::Aggregate;

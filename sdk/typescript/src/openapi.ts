@@ -11564,7 +11564,7 @@ export interface components {
         RoleUpdate: {
             name?: string | null;
             description?: string | null;
-            /** @description Permission ids from `GET /permissions`; `*` anywhere grants every permission. */
+            /** @description Permission ids from `GET /permissions`; `*` anywhere grants every permission. `null` or absent leaves them as they are. */
             permissions?: ("*" | "vm:read" | "vm:create" | "vm:update" | "vm:delete" | "vm:start" | "vm:stop" | "vm:restart" | "vm:pause" | "vm:resume" | "vm:reset" | "vm:console" | "job:read" | "job:cancel" | "event:read" | "user:read" | "user:create" | "user:update" | "user:delete" | "role:read" | "role:create" | "role:update" | "role:delete" | "config:read" | "config:update" | "system:read" | "webhook:read" | "webhook:create" | "webhook:update" | "webhook:delete" | "image:read" | "image:create" | "image:delete")[] | null;
             scope?: components["schemas"]["Scope"] | null;
             /**
@@ -11892,6 +11892,7 @@ export interface components {
         /** @description An empty object changes nothing: the answer is the resource as it is (`Nothing to change.`). */
         WebhookUpdate: {
             url?: string | null;
+            /** @description `null` or absent leaves them as they are. */
             events?: ("*" | "VmCreated" | "VmProvisioned" | "StartRequested" | "VmStarted" | "StopRequested" | "VmStopped" | "RestartRequested" | "VmRestarted" | "PauseRequested" | "VmPaused" | "ResumeRequested" | "VmResumed" | "ResetRequested" | "VmReset" | "VmReconfigured" | "VmOwnerChanged" | "IsoChangeRequested" | "VmIsoChanged" | "SnapshotRequested" | "SnapshotTaken" | "SnapshotRestoreRequested" | "SnapshotRestored" | "SnapshotDeleteRequested" | "SnapshotDeleted" | "DeleteRequested" | "VmDeleted" | "VmCrashed" | "OperationFailed" | "OperationRetried" | "JobCancelled" | "StaleObservationIgnored" | "ConsoleOpened" | "ConsoleClosed")[] | null;
             secret?: string | null;
             /** @description A webhook made active again receives the events from then on. */

@@ -50,9 +50,9 @@ pub struct NewWebhook {
     active: Option<bool>,
 }
 
+/// An empty object changes nothing: the answer is the resource as it is (`Nothing to change.`).
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-/// An empty object changes nothing: the answer is the resource as it is (`Nothing to change.`).
 pub struct WebhookUpdate {
     #[schema(
         min_length = 10,
@@ -60,7 +60,6 @@ pub struct WebhookUpdate {
         pattern = "^[hH][tT][tT][pP][sS]?://[^/@#?\\s\\u0000]+([/?][^#\\s\\u0000]*)?$"
     )]
     url: Option<String>,
-    /// `null` or absent leaves the event types as they are.
     #[schema(schema_with = event_types_or_null)]
     events: Option<Vec<String>>,
     #[schema(min_length = 16, max_length = 256, pattern = "^[!-~]+$")]
@@ -76,7 +75,9 @@ fn event_types() -> utoipa::openapi::Array {
 
 /// [`event_types`] where `null` means "as they are" (an update).
 fn event_types_or_null() -> utoipa::openapi::Array {
-    crate::api::openapi::or_null(event_types_builder())
+    crate::api::openapi::or_null(
+        event_types_builder().description(Some("`null` or absent leaves them as they are.")),
+    )
 }
 
 fn event_types_builder() -> utoipa::openapi::schema::ArrayBuilder {
