@@ -1,7 +1,8 @@
 //! What an event looks like on NATS and inside the process: the audit log's JSON entry
 //! (`GET /events`) plus its owner, the status the event left the VM in, and the job change it
-//! made. The feed carries the VM streams and the image streams. The relay writes it; the hub and
-//! the WebSocket replay read it back, so a frame is the same whether it came live or from the log.
+//! made. The feed carries the VM streams and the image streams. The relay writes it
+//! ([`Outgoing`]); the hub reads it back and the WebSocket replay makes the same from the log
+//! ([`FeedEvent::from_row`]), so a frame is the same whether it came live or from the log.
 
 use std::sync::{Arc, OnceLock};
 
@@ -67,15 +68,15 @@ impl JobChange {
         })
     }
 
-    /// The job message of `event` (`schemas/feed/job-update.json`): a VM's job names its VM,
+    /// The job message of the event at `position` of a stream (`schemas/feed/job-update.json`): a VM's job names its VM,
     /// an image import its image, as `GET /jobs/{id}` does.
-    pub fn to_json(&self, event: &FeedEvent) -> Value {
-        let (vm_id, image) = match event.stream {
-            FeedStream::Vm => (Some(&event.stream_id), None),
-            FeedStream::Image => (None, Some(&event.stream_id)),
+    pub fn to_json(&self, position: i64, stream: FeedStream, stream_id: &str) -> Value {
+        let (vm_id, image) = match stream {
+            FeedStream::Vm => (Some(stream_id), None),
+            FeedStream::Image => (None, Some(stream_id)),
         };
         json!({
-            "position": event.position,
+            "position": position,
             "jobId": self.job_id,
             "vmId": vm_id,
             "image": image,
@@ -122,6 +123,87 @@ pub struct FrameCache {
     pub image: OnceLock<ByteString>,
 }
 
+/// An event as the relay sends it: what routes it, and its wire JSON written straight from its
+/// row. The JSON is [`FeedEvent::from_row`]'s body (what [`FeedEvent::from_bytes`] reads back),
+/// without a JSON tree built, printed and dropped per event: those were about half of the
+/// relay's time under command load (`perf` over `benches/command_load.rs`).
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub position: i64,
+    pub stream: FeedStream,
+    /// The VM's id, or the image's name.
+    pub stream_id: String,
+    pub event_type: String,
+    pub job: Option<JobChange>,
+    /// The wire JSON.
+    pub bytes: bytes::Bytes,
+}
+
+/// The wire JSON of an event: its audit entry, then who owns it, the status it left and the job
+/// it changed.
+#[derive(serde::Serialize)]
+struct Wire<'a> {
+    #[serde(flatten)]
+    entry: crate::store::audit::AuditEntry,
+    owner: Option<&'a str>,
+    status: Option<&'static str>,
+    job: Option<WireJob<'a>>,
+}
+
+/// The job an event changed, as its wire JSON names it.
+#[derive(serde::Serialize)]
+struct WireJob<'a> {
+    id: &'a str,
+    kind: Option<&'static str>,
+    status: &'static str,
+    error: Option<&'a str>,
+}
+
+impl<'a> WireJob<'a> {
+    fn of(job: &'a JobChange) -> WireJob<'a> {
+        WireJob {
+            id: &job.job_id,
+            kind: job.kind.map(JobKind::as_str),
+            status: job.status.as_str(),
+            error: job.error.as_deref(),
+        }
+    }
+}
+
+impl Outgoing {
+    /// The event of a row the relay read (a VM or an image stream's; see `store::feed`).
+    pub fn from_row(row: &FeedRow) -> Result<Outgoing, NotAnEvent> {
+        let stream = FeedStream::parse(&row.row.aggregate_type)
+            .ok_or(NotAnEvent("not a VM or image stream"))?;
+        let job = JobChange::from_metadata(&row.row.metadata);
+        let wire = Wire {
+            entry: row.row.entry(),
+            owner: row.owner_id.as_deref(),
+            status: row.row.metadata.status.map(VmStatus::as_str),
+            job: job.as_ref().map(WireJob::of),
+        };
+        let bytes = serde_json::to_vec(&wire).map_err(|_| NotAnEvent("not writable as JSON"))?;
+        Ok(Outgoing {
+            position: row.row.position,
+            stream,
+            stream_id: row.row.aggregate_id.clone(),
+            event_type: row.row.event_type.clone(),
+            job,
+            bytes: bytes.into(),
+        })
+    }
+
+    /// The job message of this event (`schemas/feed/job-update.json`), if it changed a job.
+    pub fn job_message(&self) -> Option<bytes::Bytes> {
+        let job = self.job.as_ref()?;
+        Some(
+            job.to_json(self.position, self.stream, &self.stream_id)
+                .to_string()
+                .into(),
+        )
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("the message is not a VoidVM event: {0}")]
 pub struct NotAnEvent(&'static str);
@@ -136,15 +218,7 @@ impl FeedEvent {
         let status = row.row.metadata.status;
         body["owner"] = json!(row.owner_id);
         body["status"] = json!(status.map(VmStatus::as_str));
-        body["job"] = match &job {
-            Some(j) => json!({
-                "id": j.job_id,
-                "kind": j.kind.map(JobKind::as_str),
-                "status": j.status.as_str(),
-                "error": j.error,
-            }),
-            None => Value::Null,
-        };
+        body["job"] = json!(job.as_ref().map(WireJob::of));
         Ok(FeedEvent {
             position: row.row.position,
             stream,
@@ -158,7 +232,7 @@ impl FeedEvent {
         })
     }
 
-    /// Reads back what `to_bytes` wrote.
+    /// Reads back what [`Outgoing::from_row`] wrote.
     pub fn from_bytes(bytes: &[u8]) -> Result<FeedEvent, NotAnEvent> {
         let body: Value = serde_json::from_slice(bytes).map_err(|_| NotAnEvent("not JSON"))?;
         let text = |k: &str| body[k].as_str().map(str::to_string);
@@ -207,10 +281,6 @@ impl FeedEvent {
             frames: Arc::default(),
         })
     }
-
-    pub fn to_bytes(&self) -> bytes::Bytes {
-        bytes::Bytes::from(self.body.to_string())
-    }
 }
 
 #[cfg(test)]
@@ -238,12 +308,13 @@ mod tests {
 
     #[test]
     fn an_event_survives_the_wire() {
-        let sent = FeedEvent::from_row(&row(json!({
+        let row = row(json!({
             "actor_id": "user-1", "actor_name": "ann", "via": "rest",
             "job_id": "job-1", "job_kind": "start", "status": "starting", "owner_id": "user-1"
-        })))
-        .expect("a feed event");
-        let got = FeedEvent::from_bytes(&sent.to_bytes()).expect("an event");
+        }));
+        let sent = FeedEvent::from_row(&row).expect("a feed event");
+        let wire = Outgoing::from_row(&row).expect("an outgoing event").bytes;
+        let got = FeedEvent::from_bytes(&wire).expect("an event");
         assert_eq!(got.position, 42);
         assert_eq!(got.stream, FeedStream::Vm);
         assert_eq!(got.stream_id, "vm-1");
@@ -257,6 +328,40 @@ mod tests {
             json!({"id": "job-1", "kind": "start", "status": "queued", "error": null})
         );
         assert_eq!(sent.body["status"], "starting");
+    }
+
+    #[test]
+    fn the_relays_wire_json_is_the_feed_events_body() {
+        let mut image = row(json!({"job_id": "job-9", "job_kind": "import_image"}));
+        image.row.aggregate_type = "image".into();
+        image.row.aggregate_id = "debian".into();
+        for row in [
+            row(json!({
+                "actor_id": "user-1", "actor_name": "ann", "via": "rest", "request_id": "r-1",
+                "job_id": "job-1", "job_kind": "start", "status": "starting", "owner_id": "user-1"
+            })),
+            row(json!({"job_id": "job-1", "job_outcome": "failed", "job_error": "no disk"})),
+            row(json!({"actor_id": "u"})),
+            image,
+        ] {
+            let event = FeedEvent::from_row(&row).expect("a feed event");
+            let out = Outgoing::from_row(&row).expect("an outgoing event");
+            let wire: Value = serde_json::from_slice(&out.bytes).expect("JSON");
+            assert_eq!(wire, *event.body);
+            let back = FeedEvent::from_bytes(&out.bytes).expect("an event");
+            assert_eq!(back.job, event.job);
+            assert_eq!((out.position, out.stream), (event.position, event.stream));
+            assert_eq!(out.stream_id, event.stream_id);
+            assert_eq!(out.event_type, event.event_type);
+            let message = out
+                .job_message()
+                .map(|m| serde_json::from_slice::<Value>(&m).expect("a job message is JSON"));
+            let expected = event
+                .job
+                .as_ref()
+                .map(|j| j.to_json(event.position, event.stream, &event.stream_id));
+            assert_eq!(message, expected);
+        }
     }
 
     #[test]
@@ -284,12 +389,13 @@ mod tests {
         image.row.aggregate_id = "debian".into();
         image.row.event_type = "ImageImportRequested".into();
         let sent = FeedEvent::from_row(&image).expect("a feed event");
-        let got = FeedEvent::from_bytes(&sent.to_bytes()).expect("an event");
+        let wire = Outgoing::from_row(&image).expect("an outgoing event").bytes;
+        let got = FeedEvent::from_bytes(&wire).expect("an event");
         assert_eq!(got.stream, FeedStream::Image);
         assert_eq!(got.stream_id, "debian");
         let job = got.job.clone().expect("the import's job");
         assert_eq!(job.kind, Some(JobKind::ImportImage));
-        let message = job.to_json(&got);
+        let message = job.to_json(got.position, got.stream, &got.stream_id);
         assert_eq!(message["image"], "debian");
         assert_eq!(message["vmId"], Value::Null);
         assert_eq!(message["kind"], "import_image");

@@ -22,7 +22,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::message::{FeedEvent, FeedStream};
+use super::message::{FeedStream, Outgoing};
 use super::ownership::{CheckError, StreamOwner};
 use super::subjects::{LOG_HEADER, POSITION_HEADER};
 use super::Bus;
@@ -209,7 +209,7 @@ impl Relay {
             }
             let events = rows
                 .iter()
-                .map(FeedEvent::from_row)
+                .map(Outgoing::from_row)
                 .collect::<Result<Vec<_>, _>>()
                 .context("the feed read an event it cannot relay")?;
             let before = at.confirmed;
@@ -285,7 +285,7 @@ impl Relay {
     /// Publishes `events` without waiting between messages; each expects the stream's previous
     /// sequence, so after a lost message every later one is refused rather than stored out of
     /// order.
-    async fn publish_batch(&self, at: &mut Synced, events: &[FeedEvent]) -> Result<(), RelayError> {
+    async fn publish_batch(&self, at: &mut Synced, events: &[Outgoing]) -> Result<(), RelayError> {
         let subjects = &self.bus.subjects;
         let mut pending = Vec::with_capacity(events.len() * 2);
         let mut sequence = at.last_sequence;
@@ -295,14 +295,13 @@ impl Relay {
             let position = event.position;
             let mut messages = Vec::with_capacity(2);
             let id = &event.stream_id;
-            if let Some(job) = &event.job {
+            if let (Some(job), Some(payload)) = (&event.job, event.job_message()) {
                 if at.job_sent_for != Some(position) {
-                    let payload = job.to_json(event).to_string();
                     let subject = match event.stream {
                         FeedStream::Vm => subjects.job(id, &job.job_id),
                         FeedStream::Image => subjects.image_job(id, &job.job_id),
                     };
-                    messages.push((false, subject, payload.into(), format!("j{position}")));
+                    messages.push((false, subject, payload, format!("j{position}")));
                 }
             }
             messages.push((
@@ -311,7 +310,7 @@ impl Relay {
                     FeedStream::Vm => subjects.event(id, &event.event_type),
                     FeedStream::Image => subjects.image_event(id, &event.event_type),
                 },
-                event.to_bytes(),
+                event.bytes.clone(),
                 format!("e{position}"),
             ));
             for (is_event, subject, payload, id) in messages {

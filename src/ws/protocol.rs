@@ -324,7 +324,7 @@ pub fn job_frame(event: &FeedEvent) -> Option<ByteString> {
         .job
         .get_or_init(|| {
             event.job.as_ref().map(|job| {
-                let mut data = job.to_json(event);
+                let mut data = job.to_json(event.position, event.stream, &event.stream_id);
                 data["event"] = json!(event.event_type);
                 frame("job-update", data, &Value::Null).into()
             })
