@@ -7,13 +7,12 @@
 //! Under `cargo test` (no `--bench`) it runs the same code at a small scale, as a smoke test.
 
 mod common;
-use common::{ms, percentiles, BenchDb};
+use common::{ms, percentiles, server_settings, BenchDb, Leftovers};
 
 use std::time::Instant;
 
 use serde_json::json;
 use voidvm::config::Settings;
-use voidvm::hypervisor::accel::AccelSetting;
 use voidvm::startup::Application;
 use voidvm::store::{self, CommandMeta, VmEventStore};
 use voidvm::vm::{JobResult, Owner, Reconfiguration, VmCommand, VmSpec};
@@ -47,23 +46,24 @@ fn main() {
 }
 
 async fn run(scale: Scale) {
-    let db = BenchDb::create(format!("voidvm_bench_{}", uuid::Uuid::new_v4().simple())).await;
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let short = id[..12].to_string();
+    let db = BenchDb::create(format!("voidvm_bench_{id}")).await;
     let url = db.url.clone();
-    let data_dir = std::env::temp_dir().join(&db.name);
-
+    // Its own NATS stream and data dir, both removed at the end (also when it fails): the
+    // relay publishes the seeded events, and the default stream may be a real server's.
+    let cleanup = Leftovers::new(
+        format!("B{short}"),
+        std::env::temp_dir().join(format!("voidvm-bench-{id}")),
+    );
     let settings = Settings {
-        listen: "127.0.0.1:0".parse().expect("an address"),
-        database_url: url.clone(),
-        data_dir: data_dir.clone(),
-        accel: AccelSetting::Tcg,
-        jwt_secret: Some("bench-secret-bench-secret-bench-secret-00".into()),
         // One user sending as fast as it can: the per-user budget is not what is measured.
         rate_limit: voidvm::config::RateLimitSettings {
             requests_per_minute: 100_000_000,
             login_failures: 100_000_000,
             ..voidvm::config::RateLimitSettings::default()
         },
-        ..Settings::default()
+        ..server_settings(&db, &short, &cleanup.data_dir)
     };
     let pool = store::connect_and_migrate(&url, 16)
         .await
@@ -77,7 +77,8 @@ async fn run(scale: Scale) {
     let replay_report = replay(&pool, &scale).await;
     let app = Application::build(settings).await.expect("the application");
     let base = format!("http://{}", app.addr());
-    actix_rt::spawn(app.run_until_stopped());
+    let stop = app.stop_token();
+    let server = actix_rt::spawn(app.run_until_stopped());
 
     let seeded = Instant::now();
     seed(&pool, &scale).await;
@@ -185,8 +186,14 @@ async fn run(scale: Scale) {
     println!("\n{replay_report}");
 
     pool.close().await;
+    // Stopped before its database and stream go, so that nothing of it writes to them after.
+    stop.cancel();
+    server
+        .await
+        .expect("the node's task")
+        .expect("the node stopped cleanly");
     drop(db);
-    let _ = std::fs::remove_dir_all(&data_dir);
+    drop(cleanup);
 }
 
 /// Writes `events` raw events spread over `vms` VMs, six types, ten actors and thirty days, in
