@@ -14,7 +14,7 @@
 //! Under `cargo test` (no `--bench`) it runs the same code at a small scale, as a smoke test.
 
 mod common;
-use common::{ms, percentiles, BenchDb};
+use common::{ms, percentiles, server_settings, BenchDb, Leftovers};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use sqlx::Connection;
 use voidvm::config::{NatsSettings, Settings};
-use voidvm::hypervisor::accel::AccelSetting;
 use voidvm::startup::Application;
 
 const CLIENTS: usize = 16;
@@ -88,30 +87,34 @@ where
 }
 
 async fn run(per_client: usize) {
-    let db = BenchDb::create(format!("voidvm_bench_{}", uuid::Uuid::new_v4().simple())).await;
-    let data_dir = std::env::temp_dir().join(&db.name);
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let short = id[..12].to_string();
+    let db = BenchDb::create(format!("voidvm_bench_{id}")).await;
+    // Its own NATS stream and data dir, removed at the end (also when it fails): a node makes its
+    // stream at start even without a relay, and the default stream may be a real server's.
+    let cleanup = Leftovers::new(
+        format!("B{short}"),
+        std::env::temp_dir().join(format!("voidvm-bench-{id}")),
+    );
+    let base_settings = server_settings(&db, &short, &cleanup.data_dir);
     let settings = Settings {
-        listen: "127.0.0.1:0".parse().expect("an address"),
-        database_url: db.url.clone(),
-        data_dir: data_dir.clone(),
-        accel: AccelSetting::Tcg,
-        jwt_secret: Some("bench-secret-bench-secret-bench-secret-00".into()),
         // One user sending as fast as it can: the per-user budget is not what is measured.
         rate_limit: voidvm::config::RateLimitSettings {
             requests_per_minute: 100_000_000,
             login_failures: 100_000_000,
             ..voidvm::config::RateLimitSettings::default()
         },
-        // Nothing to publish: this bench's log stays out of the shared stream.
+        // Nothing to publish.
         nats: NatsSettings {
             relay: false,
-            ..NatsSettings::default()
+            ..base_settings.nats.clone()
         },
-        ..Settings::default()
+        ..base_settings
     };
     let app = Application::build(settings).await.expect("the application");
     let base = format!("http://{}", app.addr());
-    actix_rt::spawn(app.run_until_stopped());
+    let stop = app.stop_token();
+    let server = actix_rt::spawn(app.run_until_stopped());
 
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(CLIENTS)
@@ -264,7 +267,14 @@ async fn run(per_client: usize) {
         100.0 * shared.per_second / ceiling
     );
     pool.close().await;
-    let _ = std::fs::remove_dir_all(&data_dir);
+    // Stopped before its database and stream go, so that nothing of it writes to them after.
+    stop.cancel();
+    server
+        .await
+        .expect("the node's task")
+        .expect("the node stopped cleanly");
+    drop(db);
+    drop(cleanup);
 }
 
 /// The node's count of VM reads answered from memory and from PostgreSQL, and of the queries

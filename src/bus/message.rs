@@ -68,8 +68,8 @@ impl JobChange {
         })
     }
 
-    /// The job message of the event at `position` of a stream (`schemas/feed/job-update.json`): a VM's job names its VM,
-    /// an image import its image, as `GET /jobs/{id}` does.
+    /// The job message of the event at `position` of a stream (`schemas/feed/job-update.json`):
+    /// a VM's job names its VM, an image import its image, as `GET /jobs/{id}` does.
     pub fn to_json(&self, position: i64, stream: FeedStream, stream_id: &str) -> Value {
         let (vm_id, image) = match stream {
             FeedStream::Vm => (Some(stream_id), None),
@@ -124,8 +124,8 @@ pub struct FrameCache {
 }
 
 /// An event as the relay sends it: what routes it, and its wire JSON written straight from its
-/// row. The JSON is [`FeedEvent::from_row`]'s body (what [`FeedEvent::from_bytes`] reads back),
-/// without a JSON tree built, printed and dropped per event: those were about half of the
+/// row. The JSON is [`FeedEvent::from_row`]'s body (both are [`Wire`]; what
+/// [`FeedEvent::from_bytes`] reads back), without a JSON tree built, printed and dropped per event: those were about half of the
 /// relay's time under command load (`perf` over `benches/command_load.rs`).
 #[derive(Debug, Clone)]
 pub struct Outgoing {
@@ -159,6 +159,17 @@ struct WireJob<'a> {
     error: Option<&'a str>,
 }
 
+impl<'a> Wire<'a> {
+    fn of(row: &'a FeedRow, job: Option<&'a JobChange>) -> Wire<'a> {
+        Wire {
+            entry: row.row.entry(),
+            owner: row.owner_id.as_deref(),
+            status: row.row.metadata.status.map(VmStatus::as_str),
+            job: job.map(WireJob::of),
+        }
+    }
+}
+
 impl<'a> WireJob<'a> {
     fn of(job: &'a JobChange) -> WireJob<'a> {
         WireJob {
@@ -176,13 +187,8 @@ impl Outgoing {
         let stream = FeedStream::parse(&row.row.aggregate_type)
             .ok_or(NotAnEvent("not a VM or image stream"))?;
         let job = JobChange::from_metadata(&row.row.metadata);
-        let wire = Wire {
-            entry: row.row.entry(),
-            owner: row.owner_id.as_deref(),
-            status: row.row.metadata.status.map(VmStatus::as_str),
-            job: job.as_ref().map(WireJob::of),
-        };
-        let bytes = serde_json::to_vec(&wire).map_err(|_| NotAnEvent("not writable as JSON"))?;
+        let bytes = serde_json::to_vec(&Wire::of(row, job.as_ref()))
+            .map_err(|_| NotAnEvent("not writable as JSON"))?;
         Ok(Outgoing {
             position: row.row.position,
             stream,
@@ -213,12 +219,10 @@ impl FeedEvent {
     pub fn from_row(row: &FeedRow) -> Result<FeedEvent, NotAnEvent> {
         let stream = FeedStream::parse(&row.row.aggregate_type)
             .ok_or(NotAnEvent("not a VM or image stream"))?;
-        let mut body = row.row.to_json();
         let job = JobChange::from_metadata(&row.row.metadata);
         let status = row.row.metadata.status;
-        body["owner"] = json!(row.owner_id);
-        body["status"] = json!(status.map(VmStatus::as_str));
-        body["job"] = json!(job.as_ref().map(WireJob::of));
+        let body = serde_json::to_value(Wire::of(row, job.as_ref()))
+            .map_err(|_| NotAnEvent("not writable as JSON"))?;
         Ok(FeedEvent {
             position: row.row.position,
             stream,

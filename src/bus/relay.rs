@@ -295,8 +295,8 @@ impl Relay {
             let position = event.position;
             let mut messages = Vec::with_capacity(2);
             let id = &event.stream_id;
-            if let (Some(job), Some(payload)) = (&event.job, event.job_message()) {
-                if at.job_sent_for != Some(position) {
+            if at.job_sent_for != Some(position) {
+                if let (Some(job), Some(payload)) = (&event.job, event.job_message()) {
                     let subject = match event.stream {
                         FeedStream::Vm => subjects.job(id, &job.job_id),
                         FeedStream::Image => subjects.image_job(id, &job.job_id),
