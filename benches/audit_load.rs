@@ -7,13 +7,12 @@
 //! Under `cargo test` (no `--bench`) it runs the same code at a small scale, as a smoke test.
 
 mod common;
-use common::{ms, percentiles, server_settings, BenchDb, Leftovers};
+use common::{ms, percentiles, server_settings, BenchDb, Leftovers, Node};
 
 use std::time::Instant;
 
 use serde_json::json;
 use voidvm::config::Settings;
-use voidvm::startup::Application;
 use voidvm::store::{self, CommandMeta, VmEventStore};
 use voidvm::vm::{JobResult, Owner, Reconfiguration, VmCommand, VmSpec};
 
@@ -53,7 +52,7 @@ async fn run(scale: Scale) {
     // Its own NATS stream and data dir, both removed at the end (also when it fails): the
     // relay publishes the seeded events, and the default stream may be a real server's.
     let cleanup = Leftovers::new(
-        format!("B{short}"),
+        common::stream_name(&short),
         std::env::temp_dir().join(format!("voidvm-bench-{id}")),
     );
     let settings = Settings {
@@ -75,10 +74,8 @@ async fn run(scale: Scale) {
         .expect("the first admin");
     // Replay first: its VM's provision job is closed before any worker could race for it.
     let replay_report = replay(&pool, &scale).await;
-    let app = Application::build(settings).await.expect("the application");
-    let base = format!("http://{}", app.addr());
-    let stop = app.stop_token();
-    let server = actix_rt::spawn(app.run_until_stopped());
+    let node = Node::start(settings).await;
+    let base = format!("http://{}", node.addr());
 
     let seeded = Instant::now();
     seed(&pool, &scale).await;
@@ -186,12 +183,8 @@ async fn run(scale: Scale) {
     println!("\n{replay_report}");
 
     pool.close().await;
-    // Stopped before its database and stream go, so that nothing of it writes to them after.
-    stop.cancel();
-    server
-        .await
-        .expect("the node's task")
-        .expect("the node stopped cleanly");
+    // Stopped before its database and stream go.
+    node.stop().await;
     drop(db);
     drop(cleanup);
 }

@@ -17,7 +17,7 @@
 mod common;
 use common::lean_client::{self, Call, MakeCall, Measured};
 use common::pgbench::{self, PgbenchRun};
-use common::{login, ms, percentiles, server_settings, BenchDb, Leftovers};
+use common::{login, ms, percentiles, server_settings, BenchDb, Leftovers, Node};
 
 use std::path::Path;
 use std::sync::Arc;
@@ -26,7 +26,6 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use serde_json::{json, Value};
 use voidvm::config::Settings;
-use voidvm::startup::Application;
 
 struct Scale {
     connections: usize,
@@ -79,21 +78,14 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) {
     let db = BenchDb::create(format!("voidvm_bench_{id}")).await;
     let baseline_db = BenchDb::create(format!("voidvm_bench_{id}_pg")).await;
     let cleanup = Leftovers::new(
-        format!("B{short}"),
+        common::stream_name(&short),
         std::env::temp_dir().join(format!("voidvm-bench-{id}")),
     );
 
     // A node with job workers creates and provisions the VMs, then takes the PATCH load.
-    let app = Application::build(settings(&db, &short, &cleanup.data_dir, 2))
-        .await
-        .expect(
-            "the application (PostgreSQL on 127.0.0.1:5432 and NATS with JetStream on \
-             127.0.0.1:4222 must be running)",
-        );
-    let app_addr = app.addr();
+    let node = Node::start(settings(&db, &short, &cleanup.data_dir, 2)).await;
+    let app_addr = node.addr();
     let base = format!("http://{app_addr}");
-    let stop = app.stop_token();
-    let server = actix_rt::spawn(app.run_until_stopped());
     let http = client(scale.connections);
     let token = clients
         .spawn({
@@ -150,20 +142,12 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) {
     println!("PATCH phase done; the API node takes the starts");
     // Stopped as SIGTERM would: its HTTP workers' and pools' connections close before the API
     // node opens its own.
-    stop.cancel();
-    server
-        .await
-        .expect("the node's task")
-        .expect("the node stopped cleanly");
+    node.stop().await;
 
     // An API node (no workers) accepts one start per VM; the jobs stay queued.
-    let api_node = Application::build(settings(&db, &short, &cleanup.data_dir, 0))
-        .await
-        .expect("the API node");
+    let api_node = Node::start(settings(&db, &short, &cleanup.data_dir, 0)).await;
     let api_addr = api_node.addr();
     let base = format!("http://{api_addr}");
-    let stop = api_node.stop_token();
-    let server = actix_rt::spawn(api_node.run_until_stopped());
     let token = clients
         .spawn({
             let (http, base) = (http.clone(), base.clone());
@@ -200,11 +184,7 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) {
     println!("start phase done");
     let templates = templates(&db.url, &vms[0]).await;
     let grouped = grouping(&db.url, &warmers).await;
-    stop.cancel();
-    server
-        .await
-        .expect("the API node's task")
-        .expect("the API node stopped cleanly");
+    api_node.stop().await;
     for ((name, m), per_transaction) in [("PATCH", &patch), ("start", &start)].iter().zip(grouped) {
         println!(
             "{name}: {} requests in {:.2} s, {per_transaction:.1} commands per transaction",

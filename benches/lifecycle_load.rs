@@ -52,7 +52,7 @@ async fn run(scale: Scale) {
     let short = id[..12].to_string();
     let db = BenchDb::create(format!("voidvm_bench_{id}")).await;
     let cleanup = Leftovers::new(
-        format!("B{short}"),
+        common::stream_name(&short),
         std::env::temp_dir().join(format!("voidvm-bench-{id}")),
     );
     let settings = server_settings(&db, &short, &cleanup.data_dir);

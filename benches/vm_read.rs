@@ -14,7 +14,7 @@
 //! Under `cargo test` (no `--bench`) it runs the same code at a small scale, as a smoke test.
 
 mod common;
-use common::{ms, percentiles, server_settings, BenchDb, Leftovers};
+use common::{ms, percentiles, server_settings, BenchDb, Leftovers, Node};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use sqlx::Connection;
 use voidvm::config::{NatsSettings, Settings};
-use voidvm::startup::Application;
 
 const CLIENTS: usize = 16;
 /// How many VMs the clients read, round robin.
@@ -93,7 +92,7 @@ async fn run(per_client: usize) {
     // Its own NATS stream and data dir, removed at the end (also when it fails): a node makes its
     // stream at start even without a relay, and the default stream may be a real server's.
     let cleanup = Leftovers::new(
-        format!("B{short}"),
+        common::stream_name(&short),
         std::env::temp_dir().join(format!("voidvm-bench-{id}")),
     );
     let base_settings = server_settings(&db, &short, &cleanup.data_dir);
@@ -111,10 +110,8 @@ async fn run(per_client: usize) {
         },
         ..base_settings
     };
-    let app = Application::build(settings).await.expect("the application");
-    let base = format!("http://{}", app.addr());
-    let stop = app.stop_token();
-    let server = actix_rt::spawn(app.run_until_stopped());
+    let node = Node::start(settings).await;
+    let base = format!("http://{}", node.addr());
 
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(CLIENTS)
@@ -267,12 +264,8 @@ async fn run(per_client: usize) {
         100.0 * shared.per_second / ceiling
     );
     pool.close().await;
-    // Stopped before its database and stream go, so that nothing of it writes to them after.
-    stop.cancel();
-    server
-        .await
-        .expect("the node's task")
-        .expect("the node stopped cleanly");
+    // Stopped before its database and stream go.
+    node.stop().await;
     drop(db);
     drop(cleanup);
 }

@@ -113,7 +113,7 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) -> Result<(), Box<dy
     // This run's own NATS subjects and stream, so it never meets another run or a test.
     let prefix = format!("b{short}");
     let cleanup = Leftovers::new(
-        format!("B{short}"),
+        common::stream_name(short),
         std::env::temp_dir().join(format!("voidvm-bench-{id}")),
     );
     let most = scale.subscribers.iter().copied().max().unwrap_or(0);

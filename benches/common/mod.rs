@@ -1,6 +1,6 @@
 //! What the load harnesses share: percentiles and milliseconds for their tables, a database of
 //! their own, what they leave behind (a NATS stream, a data dir, processes) removed at the end,
-//! a login, and pgbench as a baseline. Each harness uses a part of it.
+//! a login, a node started and stopped, and pgbench as a baseline. Each harness uses a part of it.
 #![allow(dead_code)]
 
 pub mod lean_client;
@@ -127,8 +127,18 @@ impl Drop for Leftovers {
     }
 }
 
+/// The NATS stream of a bench run: `B`, the suite run's id when `scripts/test.sh` runs it
+/// (`TEST_RUN`: it looks for streams of its run once the suite has ended), and `short`.
+pub fn stream_name(short: &str) -> String {
+    let run = std::env::var("TEST_RUN")
+        .ok()
+        .filter(|r| r.chars().all(|c| c.is_ascii_alphanumeric()))
+        .unwrap_or_default();
+    format!("B{run}{short}")
+}
+
 /// A server on an ephemeral port, on `db`, with `data_dir`, the test guest's images, TCG, and a
-/// NATS stream and prefix of this run's own (`B<short>`, `b<short>`).
+/// NATS stream and prefix of this run's own ([`stream_name`], `b<short>`).
 pub fn server_settings(
     db: &BenchDb,
     short: &str,
@@ -144,7 +154,7 @@ pub fn server_settings(
         nats_url: NATS_URL.to_string(),
         nats: voidvm::config::NatsSettings {
             prefix: format!("b{short}"),
-            stream: format!("B{short}"),
+            stream: stream_name(short),
             retention_secs: 3600,
             ..voidvm::config::NatsSettings::default()
         },
@@ -155,6 +165,43 @@ pub fn server_settings(
             ..voidvm::config::RateLimitSettings::default()
         },
         ..voidvm::config::Settings::default()
+    }
+}
+
+/// A node the bench runs on its own actix system.
+pub struct Node {
+    addr: std::net::SocketAddr,
+    stop: tokio_util::sync::CancellationToken,
+    server: actix_rt::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Node {
+    /// Builds and runs a node with `settings`.
+    pub async fn start(settings: voidvm::config::Settings) -> Node {
+        let app = voidvm::startup::Application::build(settings).await.expect(
+            "the application (PostgreSQL on 127.0.0.1:5432 and NATS with JetStream on \
+                 127.0.0.1:4222 must be running)",
+        );
+        Node {
+            addr: app.addr(),
+            stop: app.stop_token(),
+            server: actix_rt::spawn(app.run_until_stopped()),
+        }
+    }
+
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// Stops the node as SIGTERM would and waits until it has: its connections to PostgreSQL and
+    /// NATS are closed, and nothing of it writes to its database or stream any more, which may
+    /// then go.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.server
+            .await
+            .expect("the node's task")
+            .expect("the node stopped cleanly");
     }
 }
 

@@ -74,7 +74,8 @@ impl Env {
             db_name,
             data_dir,
             nats_prefix: format!("t{short}"),
-            nats_stream: format!("T{short}"),
+            // The run id too: test.sh looks for streams of its run once the suite has ended.
+            nats_stream: format!("T{}{short}", test_run()),
             nats_url: NATS_URL.to_string(),
             extra_vars: Vec::new(),
         }
