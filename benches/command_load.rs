@@ -9,7 +9,10 @@
 //! (`GET /vms/{id}` against a primary-key read is `benches/vm_read.rs`.)
 //!
 //! The starts are accepted by a node with no job workers (an API node; its jobs stay queued), so
-//! the figure is the cost of accepting a command, not of booting QEMU. The clients run in this
+//! the figure is the cost of accepting a command, not of booting QEMU. They are measured twice,
+//! on two sets of VMs: VMs the node has not served yet (each start first loads the VM's state, as
+//! right after a node starts), then VMs whose actors the node already holds (each was changed
+//! once through the node before), as on a node that has been running. The clients run in this
 //! process, on the same cores as the server and PostgreSQL, each one connection opened before the
 //! clock starts (`common::lean_client`); pgbench's client is C.
 //! Under `cargo test` (no `--bench`) it runs the same path at a small scale, as a smoke test.
@@ -95,20 +98,22 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) {
         .await
         .expect("login");
     let created = Instant::now();
-    // One more VM per connection, started during the API node's warm-up (see below).
+    // Two sets of `scale.vms` (started on VMs new to the API node, and on VMs it holds), and one
+    // more VM per connection, started during the API node's warm-up (see below).
     let mut vms = clients
         .spawn(create_vms(
             http.clone(),
             base.clone(),
             token.clone(),
-            scale.vms + scale.connections,
+            2 * scale.vms + scale.connections,
         ))
         .await
         .expect("the VMs");
-    let warmers = Arc::new(vms.split_off(scale.vms));
+    let warmers = Arc::new(vms.split_off(2 * scale.vms));
+    let held = Arc::new(vms.split_off(scale.vms));
     println!(
         "{} VMs created and provisioned in {:.1} s",
-        vms.len(),
+        vms.len() + held.len() + warmers.len(),
         created.elapsed().as_secs_f64()
     );
     let vms = Arc::new(vms);
@@ -182,10 +187,34 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) {
         .await
         .expect("the start load");
     println!("start phase done");
+    // The node's actors of the second set are loaded by one change of each (not measured).
+    let describe: MakeCall = {
+        let held = held.clone();
+        Arc::new(move |n| Call {
+            method: hyper::Method::PATCH,
+            path: format!("/api/v1/vms/{}", held[n]),
+            json: Some(json!({ "description": "held" }).to_string().into()),
+        })
+    };
+    phase(held.len(), describe, 200)
+        .await
+        .expect("the held VMs' loads");
+    println!("held VMs loaded; start phase on them");
+    let start_held = phase(held.len(), start_each(&held), 202)
+        .await
+        .expect("the start load on held VMs");
+    println!("held start phase done");
     let templates = templates(&db.url, &vms[0]).await;
-    let grouped = grouping(&db.url, &warmers).await;
+    let grouped = grouping(&db.url, &vms, &held).await;
     api_node.stop().await;
-    for ((name, m), per_transaction) in [("PATCH", &patch), ("start", &start)].iter().zip(grouped) {
+    for ((name, m), per_transaction) in [
+        ("PATCH", &patch),
+        ("start (new to the node)", &start),
+        ("start (held)", &start_held),
+    ]
+    .iter()
+    .zip(grouped)
+    {
         println!(
             "{name}: {} requests in {:.2} s, {per_transaction:.1} commands per transaction",
             m.requests,
@@ -239,14 +268,26 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) {
                 "pgbench: event + list row, one statement (as VoidVM writes them)",
             ),
             (
-                "POST /vms/{id}/start",
+                "start, VM new to node",
                 &start,
                 &baselines[2],
                 "pgbench: event + job + list row, BEGIN; INSERT; INSERT; UPDATE; COMMIT",
             ),
             (
-                "POST /vms/{id}/start",
+                "start, VM new to node",
                 &start,
+                &baselines[3],
+                "pgbench: event + job + list row, one statement (as VoidVM writes them)",
+            ),
+            (
+                "start, VM held by node",
+                &start_held,
+                &baselines[2],
+                "pgbench: event + job + list row, BEGIN; INSERT; INSERT; UPDATE; COMMIT",
+            ),
+            (
+                "start, VM held by node",
+                &start_held,
                 &baselines[3],
                 "pgbench: event + job + list row, one statement (as VoidVM writes them)",
             ),
@@ -329,21 +370,26 @@ struct Templates {
 }
 
 /// How many commands the server committed per transaction (`src/store/record_batch.rs`): the
-/// PATCH load's `VmReconfigured` events and the start load's `StartRequested` events (not the
-/// warm-up's) against the transactions that hold them (an event's position is its
+/// PATCH load's `VmReconfigured` events and each start load's `StartRequested` events (not the
+/// warm-ups') against the transactions that hold them (an event's position is its
 /// transaction's id shifted left 16 bits).
-async fn grouping(url: &str, warmers: &[String]) -> [f64; 2] {
+async fn grouping(url: &str, vms: &[String], held: &[String]) -> [f64; 3] {
     let pool = sqlx::PgPool::connect(url)
         .await
         .expect("the bench database");
-    let mut ratios = [0.0; 2];
-    for (ratio, event_type) in ratios.iter_mut().zip(["VmReconfigured", "StartRequested"]) {
+    let mut ratios = [0.0; 3];
+    let phases = [
+        ("VmReconfigured", vms),
+        ("StartRequested", vms),
+        ("StartRequested", held),
+    ];
+    for (ratio, (event_type, set)) in ratios.iter_mut().zip(phases) {
         let (events, transactions): (i64, i64) = sqlx::query_as(
             "SELECT count(*), count(DISTINCT position >> 16) FROM events
-             WHERE event_type = $1 AND aggregate_id <> ALL($2)",
+             WHERE event_type = $1 AND aggregate_id = ANY($2)",
         )
         .bind(event_type)
-        .bind(warmers)
+        .bind(set)
         .fetch_one(&pool)
         .await
         .expect("the events per transaction");

@@ -25,6 +25,9 @@ from voidvm import (
 
 LINE = 'echo "PY""-CONSOLE-$((6*7))"\n'
 ANSWER = "PY-CONSOLE-42"
+# Many lines a little apart, so many messages, none of them read before the console closes.
+FLOOD = 'i=0; while [ $i -lt 60 ]; do echo "PY-FLOOD-$i"; i=$((i+1)); sleep 0.05; done\n'
+FLOOD_SECONDS = 6
 
 
 def ask(console: SerialConsole, deadline: float) -> str:
@@ -113,6 +116,10 @@ def test_console_is_refused_while_stopped_and_answers_once_running(admin: VoidVM
         admin.vms.start(vm["id"], wait=True)
         with admin.vms.console(vm["id"]) as console:
             ask(console, time.monotonic() + 180)
+            # Output left unread when the console closes (more messages than websockets queues
+            # before it stops reading) does not keep the close from completing.
+            console.write(FLOOD)
+            time.sleep(FLOOD_SECONDS)
         assert console.close_code == 1000
         with pytest.raises(VoidVMError) as closed:
             console.write("too late\n")
@@ -127,6 +134,8 @@ def test_console_is_refused_while_stopped_and_answers_once_running(admin: VoidVM
             async with await AsyncVoidVMClient.login(API, "admin", "admin123") as client:
                 async with await client.vms.console(vm["id"]) as console:
                     await ask_async(console, time.monotonic() + 120)
+                    await console.write(FLOOD)
+                    await asyncio.sleep(FLOOD_SECONDS)
                 assert console.close_code == 1000
                 async with await client.vms.vnc(vm["id"]) as graphical:
                     assert (await handshake_async(graphical)).startswith(b"RFB 003.008\n")

@@ -8,6 +8,8 @@ upgrade (not running, not yours, no ``vm:console``) raises the API's own error."
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 from collections.abc import AsyncIterator, Iterator
 from types import TracebackType
 from typing import ClassVar, Literal, Self
@@ -79,7 +81,14 @@ class _Console:
             return
 
     def close(self) -> None:
-        self._ws.close()
+        """Closes the console; output not read yet is dropped. websockets stops reading from the
+        socket while 16 messages wait unread, so it would never read the server's answer to the
+        close and would end the connection after its close timeout, as if it had failed (1006);
+        the output is therefore read and dropped until the close completes."""
+        closer = threading.Thread(target=self._ws.close, name="voidvm-console-close", daemon=True)
+        closer.start()
+        _drain(self._ws)
+        closer.join()
 
     def __enter__(self) -> Self:
         return self
@@ -88,6 +97,15 @@ class _Console:
         self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _drain(ws: ClientConnection) -> None:
+    """Reads and drops messages until the connection closes (or another thread is reading)."""
+    try:
+        for _ in ws:
+            pass
+    except (ConnectionClosed, RuntimeError):  # RuntimeError: ConcurrencyError, websockets >= 14
+        pass
 
 
 class SerialConsole(_Console):
@@ -151,7 +169,14 @@ class _AsyncConsole:
             return
 
     async def close(self) -> None:
-        await self._ws.close()
+        """Closes the console; output not read yet is dropped (see ``SerialConsole.close``)."""
+        drainer = asyncio.create_task(_drain_async(self._ws))
+        try:
+            await self._ws.close()
+        finally:
+            drainer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await drainer
 
     async def __aenter__(self) -> Self:
         return self
@@ -160,6 +185,15 @@ class _AsyncConsole:
         self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+async def _drain_async(ws: AsyncConnection) -> None:
+    """Reads and drops messages until the connection closes (or another task is reading)."""
+    try:
+        async for _ in ws:
+            pass
+    except (ConnectionClosed, RuntimeError):  # RuntimeError: ConcurrencyError, websockets >= 14
+        pass
 
 
 class AsyncSerialConsole(_AsyncConsole):
