@@ -7,7 +7,7 @@
 //! Under `cargo test` (no `--bench`) it runs the same code at a small scale, as a smoke test.
 
 mod common;
-use common::{ms, percentiles, server_settings, BenchDb, Leftovers, Node};
+use common::{ms, percentiles, server_settings, Node, Run};
 
 use std::time::Instant;
 
@@ -45,16 +45,11 @@ fn main() {
 }
 
 async fn run(scale: Scale) {
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let short = id[..12].to_string();
-    let db = BenchDb::create(format!("voidvm_bench_{id}")).await;
+    // Its own stream too: the relay publishes the seeded events.
+    let Run {
+        short, db, cleanup, ..
+    } = Run::new().await;
     let url = db.url.clone();
-    // Its own NATS stream and data dir, both removed at the end (also when it fails): the
-    // relay publishes the seeded events, and the default stream may be a real server's.
-    let cleanup = Leftovers::new(
-        common::stream_name(&short),
-        std::env::temp_dir().join(format!("voidvm-bench-{id}")),
-    );
     let settings = Settings {
         // One user sending as fast as it can: the per-user budget is not what is measured.
         rate_limit: voidvm::config::RateLimitSettings {

@@ -20,7 +20,7 @@
 mod common;
 use common::lean_client::{self, Call, MakeCall, Measured};
 use common::pgbench::{self, PgbenchRun};
-use common::{login, ms, percentiles, server_settings, BenchDb, Leftovers, Node};
+use common::{login, ms, percentiles, server_settings, BenchDb, Node, Run};
 
 use std::path::Path;
 use std::sync::Arc;
@@ -76,14 +76,13 @@ fn settings(db: &BenchDb, short: &str, data_dir: &Path, workers: usize) -> Setti
 }
 
 async fn run(scale: Scale, clients: tokio::runtime::Handle) {
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let short = id[..12].to_string();
-    let db = BenchDb::create(format!("voidvm_bench_{id}")).await;
+    let Run {
+        id,
+        short,
+        db,
+        cleanup,
+    } = Run::new().await;
     let baseline_db = BenchDb::create(format!("voidvm_bench_{id}_pg")).await;
-    let cleanup = Leftovers::new(
-        common::stream_name(&short),
-        std::env::temp_dir().join(format!("voidvm-bench-{id}")),
-    );
 
     // A node with job workers creates and provisions the VMs, then takes the PATCH load.
     let node = Node::start(settings(&db, &short, &cleanup.data_dir, 2)).await;

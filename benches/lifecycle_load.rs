@@ -12,7 +12,7 @@
 //! Under `cargo test` (no `--bench`) it runs the same path at a small scale, as a smoke test.
 
 mod common;
-use common::{login, ms, percentiles, server_settings, BenchDb, Leftovers};
+use common::{login, ms, percentiles, server_settings, Run};
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -48,13 +48,9 @@ fn main() {
 }
 
 async fn run(scale: Scale) {
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let short = id[..12].to_string();
-    let db = BenchDb::create(format!("voidvm_bench_{id}")).await;
-    let cleanup = Leftovers::new(
-        common::stream_name(&short),
-        std::env::temp_dir().join(format!("voidvm-bench-{id}")),
-    );
+    let Run {
+        short, db, cleanup, ..
+    } = Run::new().await;
     let settings = server_settings(&db, &short, &cleanup.data_dir);
     let mut cleanup = cleanup;
     let app = Application::build(settings).await.expect(

@@ -14,7 +14,7 @@
 //! Under `cargo test` (no `--bench`) it runs the same code at a small scale, as a smoke test.
 
 mod common;
-use common::{ms, percentiles, server_settings, BenchDb, Leftovers, Node};
+use common::{ms, percentiles, server_settings, Node, Run};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -86,15 +86,10 @@ where
 }
 
 async fn run(per_client: usize) {
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let short = id[..12].to_string();
-    let db = BenchDb::create(format!("voidvm_bench_{id}")).await;
-    // Its own NATS stream and data dir, removed at the end (also when it fails): a node makes its
-    // stream at start even without a relay, and the default stream may be a real server's.
-    let cleanup = Leftovers::new(
-        common::stream_name(&short),
-        std::env::temp_dir().join(format!("voidvm-bench-{id}")),
-    );
+    // Its own stream too: a node makes its stream at start even without a relay.
+    let Run {
+        short, db, cleanup, ..
+    } = Run::new().await;
     let base_settings = server_settings(&db, &short, &cleanup.data_dir);
     let settings = Settings {
         // One user sending as fast as it can: the per-user budget is not what is measured.

@@ -10,7 +10,7 @@
 //! fails if any subscriber misses an event.
 
 mod common;
-use common::{login, ms, percentiles, BenchDb, Leftovers, NATS_URL};
+use common::{login, ms, percentiles, Run, NATS_URL};
 
 use std::any::Any;
 use std::path::Path;
@@ -106,16 +106,12 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) -> Result<(), Box<dy
         "the test guest is missing ({}); run scripts/setup.sh first",
         images.join("busybox").display()
     );
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let short = &id[..12];
-    let db = BenchDb::create(format!("voidvm_bench_{id}")).await;
+    let Run {
+        short, db, cleanup, ..
+    } = Run::new().await;
     let url = db.url.clone();
     // This run's own NATS subjects and stream, so it never meets another run or a test.
     let prefix = format!("b{short}");
-    let cleanup = Leftovers::new(
-        common::stream_name(short),
-        std::env::temp_dir().join(format!("voidvm-bench-{id}")),
-    );
     let most = scale.subscribers.iter().copied().max().unwrap_or(0);
     let settings = Settings {
         listen: "127.0.0.1:0".parse().expect("an address"),

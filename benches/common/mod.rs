@@ -127,6 +127,35 @@ impl Drop for Leftovers {
     }
 }
 
+/// What each harness starts from: its id, its database, and its own NATS stream and data dir
+/// (named from the id, removed at the end, also when it fails), so that it never meets another
+/// run, a test, or a real server on the same NATS (whose default stream it would otherwise take).
+pub struct Run {
+    pub id: String,
+    /// The id's first 12 characters, for names with a length limit (stream, subjects).
+    pub short: String,
+    pub db: BenchDb,
+    pub cleanup: Leftovers,
+}
+
+impl Run {
+    pub async fn new() -> Run {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let short = id[..12].to_string();
+        let db = BenchDb::create(format!("voidvm_bench_{id}")).await;
+        let cleanup = Leftovers::new(
+            stream_name(&short),
+            std::env::temp_dir().join(format!("voidvm-bench-{id}")),
+        );
+        Run {
+            id,
+            short,
+            db,
+            cleanup,
+        }
+    }
+}
+
 /// The NATS stream of a bench run: `B`, the suite run's id when `scripts/test.sh` runs it
 /// (`TEST_RUN`: it looks for streams of its run once the suite has ended), and `short`.
 pub fn stream_name(short: &str) -> String {
