@@ -6,6 +6,9 @@
 //! distinct stopped VMs (one event that opens a job), against pgbench committing the same row
 //! writes (the event row, with its job for a start, and the VM's list row) with no lock of ours,
 //! in two shapes: a transaction of two statements, and the one statement VoidVM itself sends.
+//! The same commands are measured again at 16 connections (PATCH, and starts of held VMs)
+//! against pgbench's transaction at 16: on 2 cores, 64 connections saturate the machine and
+//! most of a command's time there is its place in the queue, which these rows show.
 //! (`GET /vms/{id}` against a primary-key read is `benches/vm_read.rs`.)
 //!
 //! The starts are accepted by a node with no job workers (an API node; its jobs stay queued), so
@@ -35,6 +38,10 @@ struct Scale {
     /// VMs created; each is started once, and patched round robin.
     vms: usize,
     patches: usize,
+    /// Fewer connections, for the same commands at a load the machine is not saturated by.
+    few: usize,
+    /// VMs started at `few` connections.
+    few_vms: usize,
     pgbench_secs: u64,
 }
 
@@ -48,6 +55,8 @@ fn main() {
             connections: 64,
             vms: 8_192,
             patches: 20_000,
+            few: 16,
+            few_vms: 4_096,
             pgbench_secs: 10,
         }
     } else {
@@ -55,6 +64,8 @@ fn main() {
             connections: 8,
             vms: 16,
             patches: 64,
+            few: 2,
+            few_vms: 8,
             pgbench_secs: 1,
         }
     };
@@ -97,51 +108,44 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) {
         .await
         .expect("login");
     let created = Instant::now();
-    // Two sets of `scale.vms` (started on VMs new to the API node, and on VMs it holds), and one
-    // more VM per connection, started during the API node's warm-up (see below).
+    // Two sets of `scale.vms` (started on VMs new to the API node, and on VMs it holds), one of
+    // `scale.few_vms` (started at `scale.few` connections, held), and one more VM per
+    // connection, started during the API node's warm-up (see below).
+    let total = 2 * scale.vms + scale.few_vms + scale.connections;
     let mut vms = clients
-        .spawn(create_vms(
-            http.clone(),
-            base.clone(),
-            token.clone(),
-            2 * scale.vms + scale.connections,
-        ))
+        .spawn(create_vms(http.clone(), base.clone(), token.clone(), total))
         .await
         .expect("the VMs");
-    let warmers = Arc::new(vms.split_off(2 * scale.vms));
+    let warmers = Arc::new(vms.split_off(2 * scale.vms + scale.few_vms));
+    let few_held = Arc::new(vms.split_off(2 * scale.vms));
     let held = Arc::new(vms.split_off(scale.vms));
     println!(
-        "{} VMs created and provisioned in {:.1} s",
-        vms.len() + held.len() + warmers.len(),
+        "{total} VMs created and provisioned in {:.1} s",
         created.elapsed().as_secs_f64()
     );
     let vms = Arc::new(vms);
-    let patch = clients
-        .spawn({
-            let (token, vms) = (token.clone(), vms.clone());
-            async move {
-                let make: MakeCall = Arc::new(move |n| Call {
-                    method: hyper::Method::PATCH,
-                    path: format!("/api/v1/vms/{}", vms[n % vms.len()]),
-                    json: Some(
-                        json!({ "description": format!("load {n}") })
-                            .to_string()
-                            .into(),
-                    ),
-                });
-                lean_client::load(
-                    app_addr,
-                    &token,
-                    scale.connections,
-                    scale.patches,
-                    make,
-                    200,
-                )
-                .await
-            }
+    let patches = |connections: usize, requests: usize, vms: &Arc<Vec<String>>| {
+        let (token, vms) = (token.clone(), vms.clone());
+        clients.spawn(async move {
+            let make: MakeCall = Arc::new(move |n| Call {
+                method: hyper::Method::PATCH,
+                path: format!("/api/v1/vms/{}", vms[n % vms.len()]),
+                json: Some(
+                    json!({ "description": format!("load {n}") })
+                        .to_string()
+                        .into(),
+                ),
+            });
+            lean_client::load(app_addr, &token, connections, requests, make, 200).await
         })
+    };
+    let patch = patches(scale.connections, scale.patches, &vms)
         .await
         .expect("the PATCH load");
+    // On other VMs, so that each phase's commits per transaction can be told apart.
+    let patch_few = patches(scale.few, scale.patches / 2, &few_held)
+        .await
+        .expect("the PATCH load at fewer connections");
     // Progress, for whoever samples PostgreSQL or the processes by phase.
     println!("PATCH phase done; the API node takes the starts");
     // Stopped as SIGTERM would: its HTTP workers' and pools' connections close before the API
@@ -168,12 +172,14 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) {
         path: "/api/v1/vms?limit=1".into(),
         json: None,
     });
-    let phase = |requests: usize, make: MakeCall, expect: u16| {
+    let phase_at = |connections: usize, requests: usize, make: MakeCall, expect: u16| {
         let token = token.clone();
-        let connections = scale.connections;
         clients.spawn(async move {
             lean_client::load(api_addr, &token, connections, requests, make, expect).await
         })
+    };
+    let phase = |requests: usize, make: MakeCall, expect: u16| {
+        phase_at(scale.connections, requests, make, expect)
     };
     phase(scale.connections * 4, lists, 200)
         .await
@@ -186,16 +192,16 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) {
         .await
         .expect("the start load");
     println!("start phase done");
-    // The node's actors of the second set are loaded by one change of each (not measured).
-    let describe: MakeCall = {
-        let held = held.clone();
+    // The node's actors of the other sets are loaded by one change of each (not measured).
+    let describe = |set: &Arc<Vec<String>>| -> MakeCall {
+        let set = set.clone();
         Arc::new(move |n| Call {
             method: hyper::Method::PATCH,
-            path: format!("/api/v1/vms/{}", held[n]),
+            path: format!("/api/v1/vms/{}", set[n]),
             json: Some(json!({ "description": "held" }).to_string().into()),
         })
     };
-    phase(held.len(), describe, 200)
+    phase(held.len(), describe(&held), 200)
         .await
         .expect("the held VMs' loads");
     println!("held VMs loaded; start phase on them");
@@ -203,13 +209,31 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) {
         .await
         .expect("the start load on held VMs");
     println!("held start phase done");
+    phase(few_held.len(), describe(&few_held), 200)
+        .await
+        .expect("the loads of the VMs started at fewer connections");
+    let start_few = phase_at(scale.few, few_held.len(), start_each(&few_held), 202)
+        .await
+        .expect("the start load at fewer connections");
+    println!("start phase at fewer connections done");
     let templates = templates(&db.url, &vms[0]).await;
-    let grouped = grouping(&db.url, &vms, &held).await;
+    let grouped = grouping(
+        &db.url,
+        [
+            ("VmReconfigured", &vms[..]),
+            ("StartRequested", &vms[..]),
+            ("StartRequested", &held[..]),
+            ("StartRequested", &few_held[..]),
+        ],
+    )
+    .await;
     api_node.stop().await;
+    let few = format!("start (held, {} connections)", scale.few);
     for ((name, m), per_transaction) in [
         ("PATCH", &patch),
         ("start (new to the node)", &start),
         ("start (held)", &start_held),
+        (few.as_str(), &start_few),
     ]
     .iter()
     .zip(grouped)
@@ -231,21 +255,20 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) {
     prepare_baseline(&baseline_pool, &templates, scale.vms).await;
     baseline_pool.close().await;
     let work = cleanup.data_dir.join("pgbench");
-    let (name, c, secs) = (
-        baseline_db.name.clone(),
-        scale.connections,
-        scale.pgbench_secs,
-    );
+    let (name, secs) = (baseline_db.name.clone(), scale.pgbench_secs);
+    let (many, few) = (scale.connections, scale.few);
     let vms_n = scale.vms;
     let baselines = tokio::task::spawn_blocking(move || {
-        let run = |kind: &str, shape: Shape| {
+        let run = |kind: &str, shape: Shape, c: usize| {
             pgbench::run(&name, &write_script(kind, shape, vms_n), c, secs, &work)
         };
         [
-            run("patch", Shape::Transaction),
-            run("patch", Shape::Statement),
-            run("start", Shape::Transaction),
-            run("start", Shape::Statement),
+            run("patch", Shape::Transaction, many),
+            run("patch", Shape::Statement, many),
+            run("start", Shape::Transaction, many),
+            run("start", Shape::Statement, many),
+            run("patch", Shape::Transaction, few),
+            run("start", Shape::Transaction, few),
         ]
     })
     .await
@@ -289,6 +312,25 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) {
                 &start_held,
                 &baselines[3],
                 "pgbench: event + job + list row, one statement (as VoidVM writes them)",
+            ),
+        ],
+    );
+    // The same commands at fewer connections: the machine is busy but not saturated, so what a
+    // command waits for is mostly its own work, where at 64 connections it is mostly the queue.
+    report_at(
+        scale.few,
+        &[
+            (
+                "PATCH /vms/{id}",
+                &patch_few,
+                &baselines[4],
+                "pgbench: event + list row, BEGIN; INSERT; UPDATE; COMMIT",
+            ),
+            (
+                "start, VM held by node",
+                &start_few,
+                &baselines[5],
+                "pgbench: event + job + list row, BEGIN; INSERT; INSERT; UPDATE; COMMIT",
             ),
         ],
     );
@@ -368,20 +410,15 @@ struct Templates {
     state: Value,
 }
 
-/// How many commands the server committed per transaction (`src/store/record_batch.rs`): the
-/// PATCH load's `VmReconfigured` events and each start load's `StartRequested` events (not the
-/// warm-ups') against the transactions that hold them (an event's position is its
-/// transaction's id shifted left 16 bits).
-async fn grouping(url: &str, vms: &[String], held: &[String]) -> [f64; 3] {
+/// How many commands the server committed per transaction (`src/store/record_batch.rs`), for
+/// each phase given as the events of one type on one set of VMs (a phase's `VmReconfigured` or
+/// `StartRequested` events, not the warm-ups'), against the transactions that hold them (an
+/// event's position is its transaction's id shifted left 16 bits).
+async fn grouping<const N: usize>(url: &str, phases: [(&str, &[String]); N]) -> [f64; N] {
     let pool = sqlx::PgPool::connect(url)
         .await
         .expect("the bench database");
-    let mut ratios = [0.0; 3];
-    let phases = [
-        ("VmReconfigured", vms),
-        ("StartRequested", vms),
-        ("StartRequested", held),
-    ];
+    let mut ratios = [0.0; N];
     for (ratio, (event_type, set)) in ratios.iter_mut().zip(phases) {
         let (events, transactions): (i64, i64) = sqlx::query_as(
             "SELECT count(*), count(DISTINCT position >> 16) FROM events
@@ -526,10 +563,15 @@ fn report(scale: &Scale, rows: &[(&str, &Measured, &PgbenchRun, &str)]) {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
+    println!("\n{} VMs, {cores} cores", scale.vms);
+    report_at(scale.connections, rows);
+}
+
+/// The rows of commands measured at `connections`, each next to its baseline.
+fn report_at(connections: usize, rows: &[(&str, &Measured, &PgbenchRun, &str)]) {
     println!(
-        "\n{} connections, {} VMs, {cores} cores\n{:<22} {:>9} {:>8} {:>8} | {:>9} {:>8} {:>8} | {:>7}",
-        scale.connections, scale.vms, "request", "req/s", "p50 ms", "p99 ms", "base/s", "p50 ms",
-        "p99 ms", "ratio"
+        "\n{connections} connections\n{:<22} {:>9} {:>8} {:>8} | {:>9} {:>8} {:>8} | {:>7}",
+        "request", "req/s", "p50 ms", "p99 ms", "base/s", "p50 ms", "p99 ms", "ratio"
     );
     for (name, m, base, what) in rows {
         let mut times = m.latencies.clone();
@@ -548,8 +590,7 @@ fn report(scale: &Scale, rows: &[(&str, &Measured, &PgbenchRun, &str)]) {
         );
     }
     println!(
-        "\nratio = VoidVM's requests per second / pgbench's transactions per second, both at {} \
-         connections, measured in this run.",
-        scale.connections
+        "ratio = VoidVM's requests per second / pgbench's transactions per second, both at \
+         {connections} connections, measured in this run."
     );
 }
