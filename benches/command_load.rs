@@ -142,7 +142,8 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) {
     let patch = patches(scale.connections, scale.patches, &vms)
         .await
         .expect("the PATCH load");
-    // On other VMs, so that each phase's commits per transaction can be told apart.
+    // On the VMs started at fewer connections later, not on `vms`: the PATCH load's commits per
+    // transaction, counted on `vms` below, are then those of the 64-connection phase alone.
     let patch_few = patches(scale.few, scale.patches / 2, &few_held)
         .await
         .expect("the PATCH load at fewer connections");
