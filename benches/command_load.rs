@@ -23,7 +23,7 @@
 mod common;
 use common::lean_client::{self, Call, MakeCall, Measured};
 use common::pgbench::{self, PgbenchRun};
-use common::{login, ms, percentiles, server_settings, BenchDb, Node, Run};
+use common::{login, ms, percentiles, server_settings, wal, BenchDb, Node, Run};
 
 use std::path::Path;
 use std::sync::Arc;
@@ -139,12 +139,12 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) {
             lean_client::load(app_addr, &token, connections, requests, make, 200).await
         })
     };
-    let patch = patches(scale.connections, scale.patches, &vms)
+    let patch = logged(|| patches(scale.connections, scale.patches, &vms))
         .await
         .expect("the PATCH load");
     // On the VMs started at fewer connections later, not on `vms`: the PATCH load's commits per
     // transaction, counted on `vms` below, are then those of the 64-connection phase alone.
-    let patch_few = patches(scale.few, scale.patches / 2, &few_held)
+    let patch_few = logged(|| patches(scale.few, scale.patches / 2, &few_held))
         .await
         .expect("the PATCH load at fewer connections");
     // Progress, for whoever samples PostgreSQL or the processes by phase.
@@ -189,7 +189,7 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) {
         .await
         .expect("the actors' warm-up");
     println!("warm-up done; start phase");
-    let start = phase(vms.len(), start_each(&vms), 202)
+    let start = logged(|| phase(vms.len(), start_each(&vms), 202))
         .await
         .expect("the start load");
     println!("start phase done");
@@ -206,14 +206,14 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) {
         .await
         .expect("the held VMs' loads");
     println!("held VMs loaded; start phase on them");
-    let start_held = phase(held.len(), start_each(&held), 202)
+    let start_held = logged(|| phase(held.len(), start_each(&held), 202))
         .await
         .expect("the start load on held VMs");
     println!("held start phase done");
     phase(few_held.len(), describe(&few_held), 200)
         .await
         .expect("the loads of the VMs started at fewer connections");
-    let start_few = phase_at(scale.few, few_held.len(), start_each(&few_held), 202)
+    let start_few = logged(|| phase_at(scale.few, few_held.len(), start_each(&few_held), 202))
         .await
         .expect("the start load at fewer connections");
     println!("start phase at fewer connections done");
@@ -230,7 +230,7 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) {
     .await;
     api_node.stop().await;
     let few = format!("start (held, {} connections)", scale.few);
-    for ((name, m), per_transaction) in [
+    for ((name, Phase { measured: m, .. }), per_transaction) in [
         ("PATCH", &patch),
         ("start (new to the node)", &start),
         ("start (held)", &start_held),
@@ -337,6 +337,32 @@ async fn run(scale: Scale, clients: tokio::runtime::Handle) {
     );
     drop(cleanup);
     drop(baseline_db);
+}
+
+/// A measured phase, with what PostgreSQL's WAL did during it (`common::wal`).
+struct Phase {
+    measured: Measured,
+    wal_per_command: f64,
+    stalled: Duration,
+}
+
+/// Runs the phase `start` spawns, reading the cluster's WAL bytes before and after it.
+async fn logged(
+    start: impl FnOnce() -> tokio::task::JoinHandle<Measured>,
+) -> Result<Phase, tokio::task::JoinError> {
+    let before = wal::bytes();
+    let measured = start().await?;
+    let wal_per_command = wal::bytes().saturating_sub(before) as f64 / measured.requests as f64;
+    let ends: Vec<Duration> = measured
+        .trace
+        .iter()
+        .map(|(_, at, took)| *at + *took)
+        .collect();
+    Ok(Phase {
+        stalled: wal::stalled(&ends),
+        measured,
+        wal_per_command,
+    })
 }
 
 fn client(connections: usize) -> reqwest::Client {
@@ -560,7 +586,7 @@ fn write_script(kind: &str, shape: Shape, vms: usize) -> String {
     )
 }
 
-fn report(scale: &Scale, rows: &[(&str, &Measured, &PgbenchRun, &str)]) {
+fn report(scale: &Scale, rows: &[(&str, &Phase, &PgbenchRun, &str)]) {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -568,13 +594,30 @@ fn report(scale: &Scale, rows: &[(&str, &Measured, &PgbenchRun, &str)]) {
     report_at(scale.connections, rows);
 }
 
-/// The rows of commands measured at `connections`, each next to its baseline.
-fn report_at(connections: usize, rows: &[(&str, &Measured, &PgbenchRun, &str)]) {
+/// The rows of commands measured at `connections`, each next to its baseline, then what the
+/// WAL did in each. With `BENCH_TRACE_DIR` set, each phase's requests (sent at, took, in µs) are
+/// written there as CSV, for a look at when the slow ones came.
+fn report_at(connections: usize, rows: &[(&str, &Phase, &PgbenchRun, &str)]) {
     println!(
         "\n{connections} connections\n{:<22} {:>9} {:>8} {:>8} | {:>9} {:>8} {:>8} | {:>7}",
         "request", "req/s", "p50 ms", "p99 ms", "base/s", "p50 ms", "p99 ms", "ratio"
     );
-    for (name, m, base, what) in rows {
+    for (name, phase, base, what) in rows {
+        let m = &phase.measured;
+        if let Ok(dir) = std::env::var("BENCH_TRACE_DIR") {
+            let file = format!(
+                "{dir}/{connections}-{}.csv",
+                name.replace([' ', '/', ','], "_")
+            );
+            let lines: String = m
+                .trace
+                .iter()
+                .map(|(connection, at, took)| {
+                    format!("{connection},{},{}\n", at.as_micros(), took.as_micros())
+                })
+                .collect();
+            std::fs::write(&file, lines).expect("the trace is written");
+        }
         let mut times = m.latencies.clone();
         let (p50, p99) = percentiles(&mut times);
         println!(
@@ -593,5 +636,25 @@ fn report_at(connections: usize, rows: &[(&str, &Measured, &PgbenchRun, &str)]) 
     println!(
         "ratio = VoidVM's requests per second / pgbench's transactions per second, both at \
          {connections} connections, measured in this run."
+    );
+    println!(
+        "\n{:<22} {:>13} {:>11} | {:>13} {:>11}",
+        "WAL", "bytes/command", "stalled ms", "bytes/txn", "stalled ms"
+    );
+    for (name, phase, base, _) in rows {
+        println!(
+            "{:<22} {:>13.0} {:>6.0} of {:>4.0} | {:>13.0} {:>6.0} of {:>4.0}",
+            name,
+            phase.wal_per_command,
+            ms(phase.stalled),
+            ms(phase.measured.wall),
+            base.wal_per_transaction,
+            ms(base.stalled),
+            base.transactions as f64 / base.tps * 1000.0,
+        );
+    }
+    println!(
+        "stalled = 10 ms windows in which fewer than a fifth of the phase's median completed \
+         (PostgreSQL's WAL, cluster-wide: benches/common/wal.rs)."
     );
 }

@@ -35,6 +35,9 @@ pub struct Measured {
     pub requests: usize,
     pub wall: Duration,
     pub latencies: Vec<Duration>,
+    /// For each request: its connection, when it was sent (from the clock's start) and how long
+    /// it took.
+    pub trace: Vec<(usize, Duration, Duration)>,
 }
 
 impl Measured {
@@ -68,7 +71,8 @@ pub async fn load(
     let began = Instant::now();
     let tasks: Vec<_> = senders
         .into_iter()
-        .map(|mut sender| {
+        .enumerate()
+        .map(|(connection, mut sender)| {
             let (make, next) = (make.clone(), next.clone());
             let (host, auth, json) = (host.clone(), auth.clone(), json.clone());
             tokio::spawn(async move {
@@ -100,7 +104,7 @@ pub async fn load(
                         .await
                         .expect("an answer's body")
                         .to_bytes();
-                    times.push(t0.elapsed());
+                    times.push((connection, t0 - began, t0.elapsed()));
                     assert_eq!(
                         status,
                         expect,
@@ -111,14 +115,15 @@ pub async fn load(
             })
         })
         .collect();
-    let mut latencies = Vec::with_capacity(requests);
+    let mut trace = Vec::with_capacity(requests);
     for task in tasks {
-        latencies.extend(task.await.expect("a load client"));
+        trace.extend(task.await.expect("a load client"));
     }
     Measured {
         requests,
         wall: began.elapsed(),
-        latencies,
+        latencies: trace.iter().map(|(_, _, took)| *took).collect(),
+        trace,
     }
 }
 

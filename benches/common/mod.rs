@@ -5,6 +5,7 @@
 
 pub mod lean_client;
 pub mod pgbench;
+pub mod wal;
 
 use std::future::Future;
 use std::path::PathBuf;

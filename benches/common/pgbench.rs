@@ -11,6 +11,9 @@ pub struct PgbenchRun {
     pub transactions: usize,
     pub p50: Duration,
     pub p99: Duration,
+    /// WAL bytes per transaction, and how long commits stalled (`super::wal`).
+    pub wal_per_transaction: f64,
+    pub stalled: Duration,
 }
 
 /// Runs `script` (pgbench's script language) against `database` with `clients` connections for
@@ -28,6 +31,7 @@ pub fn run(database: &str, script: &str, clients: usize, seconds: u64, work: &Pa
             let _ = std::fs::remove_file(entry.path());
         }
     }
+    let wal_before = super::wal::bytes();
     let output = Command::new("pgbench")
         .args([
             "-h",
@@ -68,6 +72,7 @@ pub fn run(database: &str, script: &str, clients: usize, seconds: u64, work: &Pa
         output.status.success(),
         "pgbench failed: {stdout}\n{stderr}"
     );
+    let wal = super::wal::bytes().saturating_sub(wal_before);
     let tps = stdout
         .lines()
         .find_map(|l| l.strip_prefix("tps = "))
@@ -75,18 +80,22 @@ pub fn run(database: &str, script: &str, clients: usize, seconds: u64, work: &Pa
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or_else(|| panic!("pgbench printed no tps: {stdout}"));
     let mut latencies = Vec::new();
+    let mut ends = Vec::new();
     for entry in std::fs::read_dir(work).expect("the pgbench logs").flatten() {
         if !entry.file_name().to_string_lossy().starts_with("latency") {
             continue;
         }
         let text = std::fs::read_to_string(entry.path()).expect("a pgbench log");
         // client_id transaction_no time_us script_no time_epoch time_us_fraction
-        latencies.extend(
-            text.lines()
-                .filter_map(|l| l.split_whitespace().nth(2))
-                .filter_map(|us| us.parse::<u64>().ok())
-                .map(Duration::from_micros),
-        );
+        for line in text.lines() {
+            let fields: Option<Vec<u64>> =
+                line.split_whitespace().map(|f| f.parse().ok()).collect();
+            if let Some([_, _, took, _, epoch, micros, ..]) = fields.as_deref() {
+                let (took, epoch, micros) = (*took, *epoch, *micros);
+                latencies.push(Duration::from_micros(took));
+                ends.push(Duration::from_secs(epoch) + Duration::from_micros(micros));
+            }
+        }
     }
     assert!(!latencies.is_empty(), "pgbench logged no transaction");
     let transactions = latencies.len();
@@ -96,5 +105,7 @@ pub fn run(database: &str, script: &str, clients: usize, seconds: u64, work: &Pa
         transactions,
         p50,
         p99,
+        wal_per_transaction: wal as f64 / transactions as f64,
+        stalled: super::wal::stalled(&ends),
     }
 }

@@ -6,7 +6,9 @@
 
 use std::collections::HashMap;
 
+use serde_json::value::RawValue;
 use serde_json::Value;
+use sqlx::types::Json;
 use sqlx::PgPool;
 
 use super::batches::{self, Batches, Keyed};
@@ -30,7 +32,8 @@ pub struct LoadRow {
     pub number: Option<i64>,
     pub event_type: String,
     pub event_version: String,
-    pub payload: Value,
+    /// As PostgreSQL sent it: a state is read straight into a `Vm`, without a `Value` between.
+    pub payload: Json<Box<RawValue>>,
     pub metadata: Value,
 }
 

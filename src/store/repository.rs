@@ -117,7 +117,7 @@ impl Repository {
         let (mut vm, mut version, snapshot, events) = match rows.next_if(|r| r.kind != EVENT_ROW) {
             Some(row) => {
                 let number = row.number.map(to_usize).transpose()?;
-                match serde_json::from_value::<Vm>(row.payload) {
+                match serde_json::from_str::<Vm>(row.payload.get()) {
                     Ok(vm) => (vm, to_usize(row.sequence)?, number, rows.collect()),
                     Err(e) => {
                         tracing::info!(vm_id, error = %e, "a stored state no longer reads; replaying the stream");
@@ -181,13 +181,21 @@ impl Repository {
         rows.into_iter()
             .map(|row| {
                 let sequence = to_usize(row.sequence)?;
+                let unreadable = |e: serde_json::Error| {
+                    StoreError::Unexpected(
+                        anyhow::Error::new(e)
+                            .context(format!("event {sequence} of {vm_id} could not be read")),
+                    )
+                };
+                let payload = serde_json::from_str::<serde_json::Value>(row.payload.get())
+                    .map_err(unreadable)?;
                 let serialized = SerializedEvent {
                     aggregate_id: vm_id.to_string(),
                     sequence,
                     aggregate_type: AGGREGATE_TYPE.to_string(),
                     event_type: row.event_type,
                     event_version: row.event_version,
-                    payload: row.payload,
+                    payload,
                     metadata: row.metadata,
                 };
                 let current = self.upcasters.iter().fold(serialized, |event, upcaster| {
@@ -197,12 +205,8 @@ impl Repository {
                         event
                     }
                 });
-                let event = serde_json::from_value::<VmEvent>(current.payload).map_err(|e| {
-                    StoreError::Unexpected(
-                        anyhow::Error::new(e)
-                            .context(format!("event {sequence} of {vm_id} could not be read")),
-                    )
-                })?;
+                let event =
+                    serde_json::from_value::<VmEvent>(current.payload).map_err(unreadable)?;
                 Ok((sequence, event))
             })
             .collect()
