@@ -350,9 +350,11 @@ struct Phase {
 async fn logged(
     start: impl FnOnce() -> tokio::task::JoinHandle<Measured>,
 ) -> Result<Phase, tokio::task::JoinError> {
-    let before = wal::bytes();
+    // psql, off the runtime the node's own tasks share.
+    let before = tokio::task::spawn_blocking(wal::bytes).await?;
     let measured = start().await?;
-    let wal_per_command = wal::bytes().saturating_sub(before) as f64 / measured.requests as f64;
+    let after = tokio::task::spawn_blocking(wal::bytes).await?;
+    let wal_per_command = after.saturating_sub(before) as f64 / measured.requests as f64;
     let ends: Vec<Duration> = measured
         .trace
         .iter()
@@ -595,8 +597,8 @@ fn report(scale: &Scale, rows: &[(&str, &Phase, &PgbenchRun, &str)]) {
 }
 
 /// The rows of commands measured at `connections`, each next to its baseline, then what the
-/// WAL did in each. With `BENCH_TRACE_DIR` set, each phase's requests (sent at, took, in µs) are
-/// written there as CSV, for a look at when the slow ones came.
+/// WAL did in each. With `BENCH_TRACE_DIR` set, each phase's requests (connection, sent at, took;
+/// times in µs) are written there as CSV, for a look at when the slow ones came.
 fn report_at(connections: usize, rows: &[(&str, &Phase, &PgbenchRun, &str)]) {
     println!(
         "\n{connections} connections\n{:<22} {:>9} {:>8} {:>8} | {:>9} {:>8} {:>8} | {:>7}",
@@ -654,7 +656,7 @@ fn report_at(connections: usize, rows: &[(&str, &Phase, &PgbenchRun, &str)]) {
         );
     }
     println!(
-        "stalled = 10 ms windows in which fewer than a fifth of the phase's median completed \
-         (PostgreSQL's WAL, cluster-wide: benches/common/wal.rs)."
+        "stalled = 10 ms windows in which fewer than a fifth of the phase's median completed; \
+         WAL bytes are the whole cluster's (benches/common/wal.rs)."
     );
 }

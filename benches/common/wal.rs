@@ -1,6 +1,7 @@
 //! What PostgreSQL's write-ahead log did during a phase, for both sides of a comparison: the
-//! bytes it wrote per command (`pg_stat_wal`, the whole cluster's; nothing else writes during a
-//! phase), and how long completions stalled.
+//! bytes it wrote per command (how far the cluster's WAL insert position moved; nothing else
+//! writes during a phase), and how long completions stalled. Not `pg_stat_wal`: a backend that
+//! stays connected, as a pool's do, reports its WAL there only every second or more.
 //!
 //! At 64 connections a p99 is mostly where the stretches fall in which few requests complete:
 //! each delays every request in flight at once. Some are PostgreSQL's own (a WAL segment created
@@ -10,7 +11,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-/// Bytes the cluster's WAL has taken since its statistics were reset.
+/// Where the cluster's WAL insert position is, in bytes.
 pub fn bytes() -> u64 {
     let output = Command::new("psql")
         .args([
@@ -22,19 +23,19 @@ pub fn bytes() -> u64 {
             "postgres",
             "-Atc",
         ])
-        .arg("SELECT wal_bytes FROM pg_stat_wal")
+        .arg("SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn")
         .env("PGSSLMODE", "disable")
         .output()
         .unwrap_or_else(|e| panic!("psql could not be run ({e}); it comes with PostgreSQL"));
     assert!(
         output.status.success(),
-        "pg_stat_wal could not be read: {}",
+        "the WAL position could not be read: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     let text = String::from_utf8_lossy(&output.stdout);
     text.trim()
         .parse::<f64>()
-        .unwrap_or_else(|e| panic!("pg_stat_wal's wal_bytes is {text:?}: {e}")) as u64
+        .unwrap_or_else(|e| panic!("the WAL position is {text:?}: {e}")) as u64
 }
 
 /// Width of the windows completions are counted in.
