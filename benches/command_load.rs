@@ -598,7 +598,8 @@ fn report(scale: &Scale, rows: &[(&str, &Phase, &PgbenchRun, &str)]) {
 
 /// The rows of commands measured at `connections`, each next to its baseline, then what the
 /// WAL did in each. With `BENCH_TRACE_DIR` set, each phase's requests (connection, sent at, took;
-/// times in µs) are written there as CSV, for a look at when the slow ones came.
+/// times in µs) are written there as CSV, for a look at when the slow ones came; a first line
+/// (`#`) gives when the phase's clock started, to line it up with samples taken outside.
 fn report_at(connections: usize, rows: &[(&str, &Phase, &PgbenchRun, &str)]) {
     println!(
         "\n{connections} connections\n{:<22} {:>9} {:>8} {:>8} | {:>9} {:>8} {:>8} | {:>7}",
@@ -611,13 +612,18 @@ fn report_at(connections: usize, rows: &[(&str, &Phase, &PgbenchRun, &str)]) {
                 "{dir}/{connections}-{}.csv",
                 name.replace([' ', '/', ','], "_")
             );
-            let lines: String = m
-                .trace
-                .iter()
-                .map(|(connection, at, took)| {
-                    format!("{connection},{},{}\n", at.as_micros(), took.as_micros())
-                })
-                .collect();
+            let began = m
+                .began_at
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            let lines: String = std::iter::once(format!(
+                "# began at {} µs since the epoch\n",
+                began.as_micros()
+            ))
+            .chain(m.trace.iter().map(|(connection, at, took)| {
+                format!("{connection},{},{}\n", at.as_micros(), took.as_micros())
+            }))
+            .collect();
             std::fs::write(&file, lines).expect("the trace is written");
         }
         let mut times = m.latencies.clone();

@@ -132,6 +132,18 @@ impl Application {
             arbiter.handle(),
         );
 
+        // The node's connections, open on the actors' thread and with the commands' statements
+        // planned before the first command (reconciliation's included) needs them; the
+        // listeners take theirs from these too.
+        let (warmed, warm) = tokio::sync::oneshot::channel();
+        let warm_pool = pool.clone();
+        arbiter.spawn(async move {
+            let _ = warmed.send(store::warm::warm(&warm_pool, budget.node).await);
+        });
+        warm.await
+            .context("the VM actors' thread stopped")?
+            .context("the node's database connections could not be opened")?;
+
         let node = crate::node::load_or_create_id(settings.node_id.as_deref(), &settings.data_dir)?;
         let lease = store::jobs::Lease {
             node: node.clone(),

@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -38,6 +38,9 @@ pub struct Measured {
     /// For each request: its connection, when it was sent (from the clock's start) and how long
     /// it took.
     pub trace: Vec<(usize, Duration, Duration)>,
+    /// When the clock started, by the wall clock: lines the trace up with samples taken outside
+    /// the process (PostgreSQL's wait events, the disk's counters).
+    pub began_at: SystemTime,
 }
 
 impl Measured {
@@ -69,6 +72,7 @@ pub async fn load(
     }
     let next = Arc::new(AtomicUsize::new(0));
     let began = Instant::now();
+    let began_at = SystemTime::now();
     let tasks: Vec<_> = senders
         .into_iter()
         .enumerate()
@@ -124,6 +128,7 @@ pub async fn load(
         wall: began.elapsed(),
         latencies: trace.iter().map(|(_, _, took)| *took).collect(),
         trace,
+        began_at,
     }
 }
 

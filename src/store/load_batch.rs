@@ -123,16 +123,26 @@ impl Loads {
     }
 }
 
-async fn fetch(
-    pool: &PgPool,
+async fn fetch<'c, E>(
+    conn: E,
     aggregate_type: &str,
     ids: &[&str],
-) -> Result<Vec<StreamRow>, StoreError> {
+) -> Result<Vec<StreamRow>, StoreError>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Postgres>,
+{
     Ok(sqlx::query_as(LOAD)
         .bind(aggregate_type)
         .bind(ids)
-        .fetch_all(pool)
+        .fetch_all(conn)
         .await?)
+}
+
+/// Plans the load of VM streams on `conn` (a load of none), so that its first real load there
+/// does not (see `super::warm`).
+pub async fn plan(conn: &mut sqlx::PgConnection) -> Result<(), StoreError> {
+    fetch(conn, super::repository::AGGREGATE_TYPE, &[]).await?;
+    Ok(())
 }
 
 /// Loads the batch's streams and answers each load.

@@ -35,6 +35,7 @@ pub mod visible;
 pub mod vm_cache;
 pub mod vm_reads;
 pub mod vm_view;
+pub mod warm;
 pub mod webhooks;
 
 pub use event_store::{VmEventStore, VmState};

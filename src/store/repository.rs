@@ -25,7 +25,7 @@ use super::vm_cache::Outcome;
 use super::{cloud_init, idempotency, images, jobs, ports, quota, record, vm_view, StoreError};
 use crate::vm::{JobEffect, JobOutcome, Vm, VmEvent};
 
-const AGGREGATE_TYPE: &str = <Vm as Aggregate>::TYPE;
+pub(crate) const AGGREGATE_TYPE: &str = <Vm as Aggregate>::TYPE;
 
 pub struct Repository {
     pool: PgPool,

@@ -264,6 +264,22 @@ pub async fn spawn_on(env: Env) -> TestApp {
     app
 }
 
+/// `spawn_on`, running `before` (given the database's URL) once the node has started and
+/// before the first request (the login) reaches it.
+pub async fn spawn_on_then<F, Fut, T>(env: Env, before: F) -> (TestApp, T)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let (address, node) = InProcess::start(env.settings()).await;
+    // Holding the node: it stops before the database is dropped, whatever `before` does.
+    let mut app = TestApp::unconnected(address, env, None);
+    app.lock_nodes().push(node);
+    let seen = before(app.env.database_url.clone()).await;
+    app.token = app.login_token(ADMIN.0, ADMIN.1).await;
+    (app, seen)
+}
+
 /// `spawn_app_with`, also returning where the app's machine watchers deliver observations, so a
 /// test can deliver one as a watcher would, at the moment it chooses.
 pub async fn spawn_app_with_observations(
@@ -330,6 +346,13 @@ async fn start_binary(env: &Env) -> (String, std::process::Child) {
 
 impl TestApp {
     async fn connect(address: String, env: Env, server: Option<std::process::Child>) -> TestApp {
+        let mut app = TestApp::unconnected(address, env, server);
+        app.token = app.login_token(ADMIN.0, ADMIN.1).await;
+        app
+    }
+
+    /// Not logged in yet.
+    fn unconnected(address: String, env: Env, server: Option<std::process::Child>) -> TestApp {
         // Idle connections are dropped before the server's keep-alive (5 s) closes them: a
         // request sent on a connection the server is closing fails with `IncompleteMessage`.
         let client = reqwest::Client::builder()
@@ -337,16 +360,14 @@ impl TestApp {
             .pool_idle_timeout(Duration::from_secs(2))
             .build()
             .expect("a client");
-        let mut app = TestApp {
+        TestApp {
             address,
             client,
             token: String::new(),
             env,
             server,
             nodes: Mutex::default(),
-        };
-        app.token = app.login_token(ADMIN.0, ADMIN.1).await;
-        app
+        }
     }
 
     fn lock_nodes(&self) -> std::sync::MutexGuard<'_, Vec<InProcess>> {

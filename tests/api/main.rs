@@ -53,6 +53,7 @@ mod unchanged;
 mod visible_bound;
 mod vm_snapshots;
 mod vnc;
+mod warm_connections;
 mod webhooks;
 mod ws_client;
 mod ws_close;
