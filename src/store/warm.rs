@@ -1,5 +1,5 @@
-//! Opens a node's working connections before it serves, and has each one plan the statements
-//! every command sends.
+//! Opens a node's own pool before it serves (its listeners take theirs from it too), and has
+//! each connection plan the statements every command sends.
 //!
 //! The node's pool opens connections on demand, on the runtime of whoever asks (the VM actors'
 //! arbiter, for commands). Left to that, a node's first burst of commands (after a start, or a

@@ -32,8 +32,9 @@ async fn warming_opens_the_connections_and_plans_the_statements_on_each() {
     let pool = store::connect_and_migrate(&env.database_url, 5)
         .await
         .expect("the database");
-    assert!(
-        others(&env.database_url, LOAD).await == 0,
+    assert_eq!(
+        others(&env.database_url, LOAD).await,
+        0,
         "nothing loaded yet"
     );
     store::warm::warm(&pool, 5).await.expect("the warm-up");
