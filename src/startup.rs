@@ -49,6 +49,8 @@ pub struct Application {
     stop: CancellationToken,
     tasks: TaskTracker,
     arbiter: Arbiter,
+    /// The relay's and the hub's thread.
+    bus_arbiter: Arbiter,
     _shutdown: ShutdownGuard,
 }
 
@@ -218,6 +220,10 @@ impl Application {
             )?;
             arbiter.spawn(tasks.track_future(dispatcher.run(shutdown.clone())));
         }
+        // The relay and the hub (the log to NATS, NATS to the WebSocket connections) have one of
+        // their own: on the actors' thread they took turns with the commands and their
+        // statements, and under load one core waited while that thread worked (Benchmarks).
+        let bus_arbiter = Arbiter::new();
         if settings.nats.relay {
             let relay = Relay::new(
                 pool.clone(),
@@ -226,13 +232,13 @@ impl Application {
                 settings.nats.relay_batch,
                 relay_wake,
             );
-            arbiter.spawn(tasks.track_future(relay.run(shutdown.clone())));
+            bus_arbiter.spawn(tasks.track_future(relay.run(shutdown.clone())));
         }
         let auth_cache = AuthCache::new();
         arbiter
             .spawn(tasks.track_future(auth_cache.clone().listen(pool.clone(), shutdown.clone())));
         let hub = Hub::new(4096);
-        arbiter.spawn(tasks.track_future(hub.clone().run(
+        bus_arbiter.spawn(tasks.track_future(hub.clone().run(
             bus.clone(),
             stream_owner.clone(),
             shutdown.clone(),
@@ -309,6 +315,7 @@ impl Application {
             stop: CancellationToken::new(),
             tasks,
             arbiter,
+            bus_arbiter,
             _shutdown: ShutdownGuard(shutdown),
         })
     }
@@ -357,6 +364,15 @@ impl Application {
             .is_err()
         {
             tracing::warn!("background loops did not end within 10 s");
+        }
+        // Their loops have ended: the relay's and the hub's thread goes first.
+        self.bus_arbiter.stop();
+        let bus_arbiter = self.bus_arbiter;
+        if !matches!(
+            tokio::task::spawn_blocking(move || bus_arbiter.join()).await,
+            Ok(Ok(()))
+        ) {
+            tracing::warn!("the relay's and the hub's thread did not end cleanly");
         }
         // The VM actors and workers end with their arbiter's thread.
         self.arbiter.stop();
