@@ -365,29 +365,26 @@ impl Application {
         {
             tracing::warn!("background loops did not end within 10 s");
         }
-        // Their loops have ended: the relay's and the hub's thread goes first.
-        self.bus_arbiter.stop();
-        let bus_arbiter = self.bus_arbiter;
-        if !matches!(
-            tokio::task::spawn_blocking(move || bus_arbiter.join()).await,
-            Ok(Ok(()))
-        ) {
-            tracing::warn!("the relay's and the hub's thread did not end cleanly");
-        }
-        // The VM actors and workers end with their arbiter's thread.
-        self.arbiter.stop();
-        let arbiter = self.arbiter;
-        if !matches!(
-            tokio::task::spawn_blocking(move || arbiter.join()).await,
-            Ok(Ok(()))
-        ) {
-            tracing::warn!("the actors' thread did not end cleanly");
-        }
+        // Their loops have ended: the relay's and the hub's thread goes first, then the VM
+        // actors and workers end with theirs.
+        end_thread(self.bus_arbiter, "the relay's and the hub's").await;
+        end_thread(self.arbiter, "the actors'").await;
         crate::node::hand_back_jobs(&self.pool, &self.node).await;
         // Every connection is back (their users are gone): close them while this runtime runs.
         self.pool.close().await;
         tracing::info!("VoidVM stopped; virtual machines keep running");
         Ok(())
+    }
+}
+
+/// Stops `arbiter` and waits for its thread (`whose`, for the warning if it did not end cleanly).
+async fn end_thread(arbiter: Arbiter, whose: &str) {
+    arbiter.stop();
+    if !matches!(
+        tokio::task::spawn_blocking(move || arbiter.join()).await,
+        Ok(Ok(()))
+    ) {
+        tracing::warn!("{whose} thread did not end cleanly");
     }
 }
 
