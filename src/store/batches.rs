@@ -17,6 +17,8 @@ use super::StoreError;
 
 /// Requests of one kind, sent in batches by a task that starts with the first request, on the
 /// runtime of its caller (where the pool's connections live), and ends with that runtime.
+/// (Sending them from a thread of their own was measured slower on 2 cores: README, Benchmarks,
+/// "Tried and dropped: the commits and loads sent from a thread of their own".)
 pub struct Batches<T> {
     queue: OnceLock<mpsc::UnboundedSender<T>>,
 }
