@@ -38,6 +38,11 @@ impl Staging {
     }
 
     fn fresh_now(dir: PathBuf) -> Result<Staging, ImageError> {
+        // A fresh node's images dir is made by its first image.
+        if let Some(images_dir) = dir.parent() {
+            std::fs::create_dir_all(images_dir)
+                .with_context(|| format!("could not create {}", images_dir.display()))?;
+        }
         let lock_path = lock_path_of(&dir);
         let Some(lock) = try_lock(&lock_path)? else {
             return Err(ImageError::Io(anyhow::anyhow!(
@@ -225,6 +230,17 @@ mod tests {
         }
         assert!(names(&images).is_empty(), "{:?}", names(&images));
         std::fs::remove_dir_all(&images).unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_images_dir_not_made_yet_is_made_by_its_first_staging() {
+        let parent = temp_dir("unmade");
+        let images = parent.join("images");
+        let staging = Staging::fresh(&images, "upload-first").await.unwrap();
+        assert!(staging.dir().is_dir());
+        staging.discard().await;
+        assert!(names(&images).is_empty(), "{:?}", names(&images));
+        std::fs::remove_dir_all(&parent).unwrap();
     }
 
     #[tokio::test]

@@ -796,3 +796,38 @@ async fn an_upload_cut_off_mid_body_leaves_nothing_and_a_crashs_staging_is_swept
     let (status, body) = image(&app, "broken").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
 }
+
+/// A fresh node's images dir is not there until something is put in it: the first upload makes
+/// it (it answered 500, the staging's lock file having nowhere to go; a fuzzer over the OpenAPI
+/// document found it on a fresh data dir).
+#[tokio::test]
+async fn the_first_upload_of_a_fresh_node_makes_its_images_dir() {
+    let images = Images::new();
+    let fresh = images.dir.join("not-made-yet");
+    let app = {
+        let fresh = fresh.clone();
+        spawn_app_with(move |s| s.images_dir = Some(fresh)).await
+    };
+    let bytes = fake_iso();
+    let path = format!(
+        "/api/v1/images/first/upload?kind=iso&sha256={}",
+        sha256(&bytes)
+    );
+    let resp = app
+        .client
+        .put(app.url(&path))
+        .bearer_auth(&app.token)
+        .header("Content-Type", "application/octet-stream")
+        .body(bytes.clone())
+        .send()
+        .await
+        .expect("the upload");
+    let status = resp.status();
+    let body: Value = resp.json().await.expect("JSON");
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["data"]["status"], "ready", "{body}");
+    let installed = std::fs::read_dir(fresh.join("first"))
+        .expect("the image's dir")
+        .count();
+    assert_eq!(installed, 1, "one file in the image's dir");
+}
