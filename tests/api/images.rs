@@ -173,6 +173,23 @@ pub(crate) async fn import_and_wait(app: &TestApp, body: Value) -> Value {
     app.wait_job(job_id).await
 }
 
+/// Uploads `body` to `path` (with its query), checking the answer against the document.
+pub(crate) async fn upload(app: &TestApp, path: &str, body: Vec<u8>) -> (StatusCode, Value) {
+    let resp = app
+        .client
+        .put(app.url(path))
+        .bearer_auth(&app.token)
+        .header("Content-Type", "application/octet-stream")
+        .body(body)
+        .send()
+        .await
+        .expect("the upload");
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    crate::openapi::check_answer(&Method::PUT, path, status, "application/json", Some(&body));
+    (status, body)
+}
+
 pub(crate) async fn image(app: &TestApp, name: &str) -> (StatusCode, Value) {
     app.call(Method::GET, &format!("/api/v1/images/{name}"), None)
         .await
@@ -440,28 +457,7 @@ async fn an_upload_streams_past_the_body_limit_and_is_checked() {
     assert!(bytes.len() > 1 << 20, "larger than any JSON body");
     let upload = |query: String, body: Vec<u8>| {
         let app = &app;
-        async move {
-            let path = format!("/api/v1/images/uploaded/upload{query}");
-            let resp = app
-                .client
-                .put(app.url(&path))
-                .bearer_auth(&app.token)
-                .header("Content-Type", "application/octet-stream")
-                .body(body)
-                .send()
-                .await
-                .expect("the upload");
-            let status = resp.status();
-            let body: Value = resp.json().await.unwrap_or(Value::Null);
-            crate::openapi::check_answer(
-                &Method::PUT,
-                &path,
-                status,
-                "application/json",
-                Some(&body),
-            );
-            (status, body)
-        }
+        async move { upload(app, &format!("/api/v1/images/uploaded/upload{query}"), body).await }
     };
 
     let (status, body) = upload(
@@ -525,17 +521,12 @@ async fn an_upload_streams_past_the_body_limit_and_is_checked() {
     assert_eq!(body["error"]["field"], "Content-Encoding", "{body}");
 
     // A disk qemu-img cannot read as qcow2: refused, saying why without naming a host path.
-    let resp = app
-        .client
-        .put(app.url("/api/v1/images/bad-disk/upload?kind=disk&format=qcow2"))
-        .bearer_auth(&app.token)
-        .header("Content-Type", "application/octet-stream")
-        .body(b"QFI\xfbnot really a qcow2".to_vec())
-        .send()
-        .await
-        .expect("the upload");
-    let status = resp.status();
-    let body: Value = resp.json().await.expect("JSON");
+    let (status, body) = crate::images::upload(
+        &app,
+        "/api/v1/images/bad-disk/upload?kind=disk&format=qcow2",
+        b"QFI\xfbnot really a qcow2".to_vec(),
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     let details = body["error"]["details"].as_str().unwrap_or_default();
     assert!(details.contains("qemu-img"), "{body}");
@@ -631,17 +622,7 @@ async fn the_settings_refuse_private_urls_and_images_over_the_size_bound() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     let path = "/api/v1/images/too-big/upload?kind=kernel";
-    let resp = app
-        .client
-        .put(app.url(path))
-        .bearer_auth(&app.token)
-        .body(kernel())
-        .send()
-        .await
-        .expect("the upload");
-    let status = resp.status();
-    let body: Value = resp.json().await.unwrap_or(Value::Null);
-    crate::openapi::check_answer(&Method::PUT, path, status, "application/json", Some(&body));
+    let (status, body) = upload(&app, path, kernel()).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
     assert_eq!(body["error"]["code"], "PAYLOAD_TOO_LARGE", "{body}");
     assert!(images.entries().is_empty(), "{:?}", images.entries());
@@ -813,17 +794,7 @@ async fn the_first_upload_of_a_fresh_node_makes_its_images_dir() {
         "/api/v1/images/first/upload?kind=iso&sha256={}",
         sha256(&bytes)
     );
-    let resp = app
-        .client
-        .put(app.url(&path))
-        .bearer_auth(&app.token)
-        .header("Content-Type", "application/octet-stream")
-        .body(bytes.clone())
-        .send()
-        .await
-        .expect("the upload");
-    let status = resp.status();
-    let body: Value = resp.json().await.expect("JSON");
+    let (status, body) = upload(&app, &path, bytes).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["data"]["status"], "ready", "{body}");
     let installed = std::fs::read_dir(fresh.join("first"))
