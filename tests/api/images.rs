@@ -455,12 +455,12 @@ async fn an_upload_streams_past_the_body_limit_and_is_checked() {
     let app = app_with(&images).await;
     let bytes = kernel();
     assert!(bytes.len() > 1 << 20, "larger than any JSON body");
-    let upload = |query: String, body: Vec<u8>| {
+    let upload_as_uploaded = |query: String, body: Vec<u8>| {
         let app = &app;
         async move { upload(app, &format!("/api/v1/images/uploaded/upload{query}"), body).await }
     };
 
-    let (status, body) = upload(
+    let (status, body) = upload_as_uploaded(
         format!("?kind=kernel&sha256={}", "1".repeat(64)),
         bytes.clone(),
     )
@@ -469,13 +469,13 @@ async fn an_upload_streams_past_the_body_limit_and_is_checked() {
     assert_eq!(body["error"]["field"], "sha256", "{body}");
     assert!(images.entries().is_empty(), "{:?}", images.entries());
 
-    let (status, body) = upload("?kind=floppy".to_string(), Vec::new()).await;
+    let (status, body) = upload_as_uploaded("?kind=floppy".to_string(), Vec::new()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"]["field"], "kind", "{body}");
 
     // A file whose first bytes are not of its kind is refused, and nothing stays.
     for (kind, what) in [("iso", "not an ISO image"), ("kernel", "not a kernel")] {
-        let (status, body) = upload(format!("?kind={kind}"), vec![b'x'; 40_000]).await;
+        let (status, body) = upload_as_uploaded(format!("?kind={kind}"), vec![b'x'; 40_000]).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
         assert_eq!(body["error"]["field"], "body", "{body}");
         let message = body["error"]["details"].as_str().unwrap_or_default();
@@ -483,7 +483,7 @@ async fn an_upload_streams_past_the_body_limit_and_is_checked() {
         assert!(images.entries().is_empty(), "{:?}", images.entries());
     }
 
-    let (status, body) = upload(
+    let (status, body) = upload_as_uploaded(
         format!("?kind=kernel&sha256={}", sha256(&bytes)),
         bytes.clone(),
     )
@@ -501,7 +501,7 @@ async fn an_upload_streams_past_the_body_limit_and_is_checked() {
         "{log}"
     );
 
-    let (status, body) = upload("?kind=kernel".to_string(), bytes).await;
+    let (status, body) = upload_as_uploaded("?kind=kernel".to_string(), bytes).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["error"]["code"], "IMAGE_EXISTS", "{body}");
 
@@ -521,7 +521,7 @@ async fn an_upload_streams_past_the_body_limit_and_is_checked() {
     assert_eq!(body["error"]["field"], "Content-Encoding", "{body}");
 
     // A disk qemu-img cannot read as qcow2: refused, saying why without naming a host path.
-    let (status, body) = crate::images::upload(
+    let (status, body) = upload(
         &app,
         "/api/v1/images/bad-disk/upload?kind=disk&format=qcow2",
         b"QFI\xfbnot really a qcow2".to_vec(),
