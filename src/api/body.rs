@@ -208,7 +208,7 @@ pub fn typed<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
             "The body must be a JSON object.",
         ));
     }
-    super::input::check_json("", &value)?;
+    super::input::check_json(&value)?;
     serde_path_to_error::deserialize(whole_numbers(value)).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();

@@ -235,7 +235,7 @@ pub async fn put(
     let in_force = serde_json::to_value(view(&state))
         .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("showing the config")))?;
     // Before the sections are read, so no refusal names a key PostgreSQL could not store.
-    super::input::check_json("", &body)?;
+    super::input::check_json(&body)?;
     check_sections(&mut body, &in_force)?;
     // What is left of `network` and `storage` is empty (their fields all need a restart).
     if let Some(sections) = body.as_object_mut() {

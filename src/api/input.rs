@@ -2,7 +2,8 @@
 //! carry (path ids, query values, the body's announced size, the URL's length) is checked here,
 //! once, instead of in each handler. Text PostgreSQL cannot store (a NUL character, in `text` or
 //! `jsonb`) is refused as a validation error naming the field, so no handler ever sends it to the
-//! database; JSON bodies and WebSocket frames get the same check through [`check_json`].
+//! database; JSON bodies and WebSocket frames get the same check through [`check_json`] and
+//! [`check_document`].
 
 use std::borrow::Cow;
 
@@ -36,23 +37,29 @@ pub fn check_text(field: &str, value: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Refuses a JSON document holding a string (or a key) PostgreSQL could not store, naming it by
-/// its path (`description`, `data.vmId`, `items[2].name`); `prefix` is the path of `value`.
-pub fn check_json(prefix: &str, value: &Value) -> Result<(), ApiError> {
+/// Refuses a JSON body holding a string (or a key) PostgreSQL could not store, naming it by its
+/// path (`description`, `items[2].name`); a key of the body itself is named `body`.
+pub fn check_json(value: &Value) -> Result<(), ApiError> {
+    check_document("body", "", value)
+}
+
+/// [`check_json`] for a document called `root` (`frame` for a WebSocket frame), `prefix` being
+/// the path of `value` within it.
+pub fn check_document(root: &str, prefix: &str, value: &Value) -> Result<(), ApiError> {
     match value {
-        Value::String(s) => check_text(field_or(prefix, "body"), s),
+        Value::String(s) => check_text(field_or(prefix, root), s),
         Value::Array(items) => items
             .iter()
             .enumerate()
-            .try_for_each(|(i, item)| check_json(&format!("{prefix}[{i}]"), item)),
+            .try_for_each(|(i, item)| check_document(root, &format!("{prefix}[{i}]"), item)),
         Value::Object(map) => map.iter().try_for_each(|(key, item)| {
             let path = if prefix.is_empty() {
                 key.clone()
             } else {
                 format!("{prefix}.{key}")
             };
-            check_text(field_or(prefix, "body"), key)?;
-            check_json(&path, item)
+            check_text(field_or(prefix, root), key)?;
+            check_document(root, &path, item)
         }),
         Value::Null | Value::Bool(_) | Value::Number(_) => Ok(()),
     }
@@ -146,19 +153,19 @@ mod tests {
     #[test]
     fn a_nul_anywhere_in_a_document_is_named_by_its_path() {
         assert_eq!(
-            field(check_json("", &json!({"description": "a\u{0}b"}))),
+            field(check_json(&json!({"description": "a\u{0}b"}))),
             "description"
         );
         assert_eq!(
-            field(check_json("", &json!({"data": {"vmId": "\u{0}"}}))),
+            field(check_json(&json!({"data": {"vmId": "\u{0}"}}))),
             "data.vmId"
         );
         assert_eq!(
-            field(check_json("", &json!({"tags": ["ok", "x\u{0}"]}))),
+            field(check_json(&json!({"tags": ["ok", "x\u{0}"]}))),
             "tags[1]"
         );
-        assert_eq!(field(check_json("", &json!({"a\u{0}": 1}))), "body");
-        assert!(check_json("", &json!({"name": "fine", "n": [1, null, true]})).is_ok());
+        assert_eq!(field(check_json(&json!({"a\u{0}": 1}))), "body");
+        assert!(check_json(&json!({"name": "fine", "n": [1, null, true]})).is_ok());
     }
 
     #[test]

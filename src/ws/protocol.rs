@@ -122,16 +122,15 @@ const DEFAULT_MONITOR_INTERVAL_MS: u64 = 5_000;
 pub fn parse(text: &str, bounds: IntervalBounds) -> Result<ClientFrame, (Value, ApiError)> {
     let value: Value = crate::api::strict_json::from_str(text)
         .map_err(|e| (Value::Null, ApiError::BadJson(e.to_string())))?;
-    let id = value.get("id").cloned().unwrap_or(Value::Null);
-    crate::api::input::check_json("", &value).map_err(|e| (id, e))?;
-    let Value::Object(frame) = value else {
+    let Value::Object(frame) = &value else {
         return Err((
             Value::Null,
             ApiError::validation("frame", "A frame must be a JSON object."),
         ));
     };
     let id = frame.get("id").cloned().unwrap_or(Value::Null);
-    parse_kind(&frame, bounds)
+    crate::api::input::check_document("frame", "", &value).map_err(|e| (id.clone(), e))?;
+    parse_kind(frame, bounds)
         .map(|kind| ClientFrame {
             kind,
             id: id.clone(),
@@ -493,6 +492,19 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_nul_is_named_by_its_path_in_the_frame() {
+        assert_eq!(
+            field_of(r#"{"type":"subscribe","data":{"topic":"vm-status","vmId":"a\u0000"}}"#),
+            "data.vmId"
+        );
+        // A key that cannot be stored is named by the document holding it: the frame.
+        assert_eq!(field_of(r#"{"type":"ping","a\u0000":1}"#), "frame");
+        // A frame that is not an object is refused as such, whatever it holds.
+        assert_eq!(field_of(r#""\u0000""#), "frame");
+        assert_eq!(field_of(r#"["\u0000"]"#), "frame");
     }
 
     #[test]
