@@ -23,7 +23,8 @@ use super::batches::{self, Batches};
 use super::record::{self, Positions, Rows, Stamps};
 use super::StoreError;
 
-/// The most commands one statement records.
+/// The most commands one statement records. (16 was measured worse for starts: README,
+/// Benchmarks, "Tried and dropped: smaller batches".)
 const MAX_BATCH: usize = 64;
 /// How many statements the node has in flight at once (the node's command connections). Batches
 /// form below it too: the commands that arrive while the task waits for its turn on the actors'
