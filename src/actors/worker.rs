@@ -288,8 +288,37 @@ pub async fn keep_leases(
     }
 }
 
+/// The longest the dispatcher goes without looking at the queue.
+const SAFETY_NET: Duration = Duration::from_secs(5);
+
+/// How long the dispatcher sleeps before it wakes the workers again, given when the next job
+/// falls `due`. One already due when the workers were just woken fell due between their claim
+/// and this read (parked jobs whose waits end a moment apart), or every worker is busy (each
+/// claims again when it is done): look again at once, then less and less often
+/// (`overdue_rounds` counts the looks), never waiting the whole safety net for a due job.
+fn until_due(
+    due: Option<chrono::DateTime<chrono::Utc>>,
+    now: chrono::DateTime<chrono::Utc>,
+    overdue_rounds: &mut u32,
+) -> Duration {
+    let Some(due) = due else {
+        *overdue_rounds = 0;
+        return SAFETY_NET;
+    };
+    match (due - now).to_std() {
+        Ok(left) => {
+            *overdue_rounds = 0;
+            left.min(SAFETY_NET)
+        }
+        Err(_) => {
+            let wait = Duration::from_millis(10 << (*overdue_rounds).min(9)).min(SAFETY_NET);
+            *overdue_rounds += 1;
+            wait
+        }
+    }
+}
+
 async fn dispatch_until_error(pool: PgPool, node: String, workers: Vec<Addr<JobWorker>>) {
-    const SAFETY_NET: Duration = Duration::from_secs(5);
     let mut listener = loop {
         match PgListener::connect_with(&pool).await {
             Ok(mut l) => match l.listen(crate::notifier::JOB_QUEUED).await {
@@ -304,16 +333,13 @@ async fn dispatch_until_error(pool: PgPool, node: String, workers: Vec<Addr<JobW
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
+    let mut overdue_rounds = 0u32;
     loop {
         for w in &workers {
             w.do_send(Wake);
         }
         let wait = match jobs::next_due(&pool, &node).await {
-            Ok(Some(due)) => (due - chrono::Utc::now())
-                .to_std()
-                .unwrap_or(SAFETY_NET)
-                .min(SAFETY_NET),
-            Ok(None) => SAFETY_NET,
+            Ok(due) => until_due(due, chrono::Utc::now(), &mut overdue_rounds),
             Err(e) => {
                 tracing::error!(error = %crate::telemetry::chain(&e), "the job dispatcher could not read the queue");
                 Duration::from_secs(1)
@@ -329,5 +355,48 @@ async fn dispatch_until_error(pool: PgPool, node: String, workers: Vec<Addr<JobW
             }
             _ = tokio::time::sleep(wait.max(Duration::from_millis(10))) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+
+    fn at(ms: i64) -> chrono::DateTime<Utc> {
+        Utc.timestamp_millis_opt(1_800_000_000_000 + ms).unwrap()
+    }
+
+    #[test]
+    fn a_job_due_later_is_waited_for_up_to_the_safety_net() {
+        let mut rounds = 0;
+        assert_eq!(
+            until_due(Some(at(1_500)), at(0), &mut rounds),
+            Duration::from_millis(1_500)
+        );
+        assert_eq!(until_due(Some(at(60_000)), at(0), &mut rounds), SAFETY_NET);
+        assert_eq!(until_due(None, at(0), &mut rounds), SAFETY_NET);
+    }
+
+    /// Three stops parked a moment apart: the first wakes the workers, the others are due by
+    /// the time the dispatcher reads the queue again. They must not wait the safety net (the 3
+    /// graceful stops of `benches/lifecycle_load.rs` once took 7 s for a 2 s timeout).
+    #[test]
+    fn a_job_already_due_is_looked_at_again_at_once_then_less_often() {
+        let mut rounds = 0;
+        let waits: Vec<Duration> = (0..12)
+            .map(|_| until_due(Some(at(-1)), at(0), &mut rounds))
+            .collect();
+        assert_eq!(waits[0], Duration::from_millis(10));
+        assert_eq!(waits[1], Duration::from_millis(20));
+        assert!(waits.windows(2).all(|w| w[0] <= w[1]), "{waits:?}");
+        assert!(waits.iter().all(|w| *w <= SAFETY_NET), "{waits:?}");
+        assert_eq!(*waits.last().unwrap(), SAFETY_NET);
+        // A job due later starts the looks over.
+        until_due(Some(at(100)), at(0), &mut rounds);
+        assert_eq!(
+            until_due(Some(at(-1)), at(0), &mut rounds),
+            Duration::from_millis(10)
+        );
     }
 }
