@@ -40,18 +40,22 @@ pub fn check_text(field: &str, value: &str) -> Result<(), ApiError> {
 /// Refuses a JSON body holding a string (or a key) PostgreSQL could not store, naming it by its
 /// path (`description`, `items[2].name`); a key of the body itself is named `body`.
 pub fn check_json(value: &Value) -> Result<(), ApiError> {
-    check_document("body", "", value)
+    check_document("body", value)
 }
 
-/// [`check_json`] for a document called `root` (`frame` for a WebSocket frame), `prefix` being
-/// the path of `value` within it.
-pub fn check_document(root: &str, prefix: &str, value: &Value) -> Result<(), ApiError> {
+/// [`check_json`] for a document called `root` (`frame` for a WebSocket frame).
+pub fn check_document(root: &str, value: &Value) -> Result<(), ApiError> {
+    check_at(root, "", value)
+}
+
+/// Checks `value`, found at `prefix` in the document called `root`.
+fn check_at(root: &str, prefix: &str, value: &Value) -> Result<(), ApiError> {
     match value {
         Value::String(s) => check_text(field_or(prefix, root), s),
         Value::Array(items) => items
             .iter()
             .enumerate()
-            .try_for_each(|(i, item)| check_document(root, &format!("{prefix}[{i}]"), item)),
+            .try_for_each(|(i, item)| check_at(root, &format!("{prefix}[{i}]"), item)),
         Value::Object(map) => map.iter().try_for_each(|(key, item)| {
             let path = if prefix.is_empty() {
                 key.clone()
@@ -59,7 +63,7 @@ pub fn check_document(root: &str, prefix: &str, value: &Value) -> Result<(), Api
                 format!("{prefix}.{key}")
             };
             check_text(field_or(prefix, root), key)?;
-            check_document(root, &path, item)
+            check_at(root, &path, item)
         }),
         Value::Null | Value::Bool(_) | Value::Number(_) => Ok(()),
     }

@@ -129,7 +129,7 @@ pub fn parse(text: &str, bounds: IntervalBounds) -> Result<ClientFrame, (Value, 
         ));
     };
     let id = frame.get("id").cloned().unwrap_or(Value::Null);
-    crate::api::input::check_document("frame", "", &value).map_err(|e| (id.clone(), e))?;
+    crate::api::input::check_document("frame", &value).map_err(|e| (id.clone(), e))?;
     parse_kind(frame, bounds)
         .map(|kind| ClientFrame {
             kind,
