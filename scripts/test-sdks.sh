@@ -2,8 +2,10 @@
 # Tests the SDKs (sdk/typescript, sdk/python) against live servers: the seed page's SDK snippets
 # verbatim (but for host and token), every resource method, VoidVMError, the 429 retry and the
 # feed resuming across a server restart. Also the browser tests (tests/browser: noVNC's RFB client
-# on a VM's /vnc, in Debian's chromium). Each suite gets its own server (free port, fresh
-# database, NATS stream and data dir), so all run at once; each may restart its own server.
+# on a VM's /vnc, in Debian's chromium), and a fuzz run of the whole API from its OpenAPI
+# document (tests/fuzz: schemathesis, in a venv under .cache/fuzz-venv), after the others, on
+# a server with no job workers. Each suite gets its own server (free port, fresh database, NATS
+# stream and data dir), so the SDKs' and the browser's run at once; each may restart its own.
 #
 # Runs the debug binary (SERVE_BIN, default target/debug/voidvm). Installs the SDKs' deps
 # (`npm ci`; a venv under sdk/python/.venv), then runs tsc --noEmit, the type regeneration diff,
@@ -29,7 +31,7 @@ run="${TEST_RUN:-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')}"
 # The run id in the path: test.sh's leftover-QEMU check finds QEMUs of this run by it.
 work="$(mktemp -d "/tmp/voidvm-test-${run}-sdk.XXXXXX")"
 suffix="${run}_$(basename "$work" | sed 's/.*\.//' | tr '[:upper:]' '[:lower:]')"
-sdks=(ts py web)
+sdks=(ts py web fuzz)
 
 picked=()
 free_port() {
@@ -107,6 +109,8 @@ VOIDVM_NATS__STREAM=SDK_${suffix^^}_${sdk^^}
 VOIDVM_NATS__PREFIX=sdk_${suffix}_${sdk}
 VOIDVM_NATS__RETENTION_SECS=600
 ENV
+  # The fuzzer's commands are accepted and their jobs stay queued: no disks, no QEMU.
+  if [ "$sdk" = fuzz ]; then echo "VOIDVM_WORKERS=0" >>"$dir/env"; fi
   echo "http://127.0.0.1:$port/api/v1" >"$dir/api"
 done
 
@@ -134,6 +138,13 @@ npm_pid=$!
   sdk/python/.venv/bin/pip install -q --disable-pip-version-check -e 'sdk/python[test]'
 ) >"$work/pip.log" 2>&1 &
 pip_pid=$!
+(
+  [ -x .cache/fuzz-venv/bin/python ] || python3 -m venv .cache/fuzz-venv
+  .cache/fuzz-venv/bin/pip install -q --disable-pip-version-check -r tests/fuzz/requirements.txt
+) >"$work/pip-fuzz.log" 2>&1 &
+pip_fuzz_pid=$!
+bash scripts/sdk-test-server.sh start "$work/fuzz" >"$work/fuzz-start.log" 2>&1 &
+fuzz_start=$!
 status=0
 wait "$ts_start" || { cat "$work/ts-start.log" >&2; status=1; }
 wait "$web_start" || { cat "$work/web-start.log" >&2; status=1; }
@@ -141,6 +152,8 @@ wait "$npm_web_pid" || { echo "test-sdks: npm ci (tests/browser) failed" >&2; ca
 wait "$py_start" || { cat "$work/py-start.log" >&2; status=1; }
 wait "$npm_pid" || { echo "test-sdks: npm ci failed" >&2; cat "$work/npm.log" >&2; status=1; }
 wait "$pip_pid" || { echo "test-sdks: pip install failed" >&2; cat "$work/pip.log" >&2; status=1; }
+wait "$pip_fuzz_pid" || { echo "test-sdks: pip install (tests/fuzz) failed" >&2; cat "$work/pip-fuzz.log" >&2; status=1; }
+wait "$fuzz_start" || { cat "$work/fuzz-start.log" >&2; status=1; }
 if [ "$status" != 0 ]; then
   show_logs
   exit 1
@@ -179,6 +192,9 @@ web_pid=$!
 wait "$ts_pid" || { echo "test-sdks: the TypeScript SDK failed" >&2; cat "$work/ts.log" >&2; status=1; }
 wait "$web_pid" || { echo "test-sdks: the browser tests failed" >&2; cat "$work/web.log" >&2; status=1; }
 wait "$py_pid" || { echo "test-sdks: the Python SDK failed" >&2; cat "$work/py.log" >&2; status=1; }
+# The fuzzer after the others: its load would slow their guests' boots under TCG.
+SCHEMATHESIS="$repo/.cache/fuzz-venv/bin/schemathesis" bash tests/fuzz/run.sh "$(cat "$work/fuzz/api")" \
+  >"$work/fuzz.log" 2>&1 || { echo "test-sdks: the fuzz run (tests/fuzz) failed" >&2; cat "$work/fuzz.log" >&2; status=1; }
 
 # Every test stops and deletes the VMs it started: no QEMU of this run may be left.
 if left="$(pgrep -af -- "$work" | grep -i qemu)"; then
@@ -191,5 +207,6 @@ if [ -n "${SDK_TEST_SUMMARY:-}" ]; then
   grep -E '^# (pass|fail)' "$work/ts.log" || true
   tail -n1 "$work/py.log"
   grep -E '^# (pass|fail)' "$work/web.log" || true
+  grep -E '^  [0-9]+ generated' "$work/fuzz.log" || true
 fi
 exit "$status"
