@@ -11,6 +11,10 @@
 set -euo pipefail
 api="${1:?usage: run.sh API_URL}"
 schemathesis="${SCHEMATHESIS:-schemathesis}"
+# schemathesis keeps what it found (`.schemathesis/`) in its working directory: in the ignored
+# .cache, not in the checkout.
+state="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/.cache/fuzz"
+mkdir -p "$state"
 # Logs in as the admin of a fresh install, makes the user (once), and prints both tokens.
 read -r admin user < <(python3 - "$api" <<'PY'
 import json, sys, urllib.error, urllib.request
@@ -44,11 +48,11 @@ PY
 #   take its whole `timeout` (up to minutes).
 fuzz() {
   echo "--- as $1"
-  env NO_COLOR=1 "$schemathesis" run "$api/openapi.json" \
+  (cd "$state" && env NO_COLOR=1 "$schemathesis" run "$api/openapi.json" \
     --header "Authorization: Bearer $2" \
     --checks all --exclude-checks positive_data_acceptance \
     --exclude-path-regex '/auth/logout$|/jobs/\{id\}/wait$' \
-    --max-examples "${FUZZ_EXAMPLES:-10}" --seed "${FUZZ_SEED:-1}" --request-timeout 30
+    --max-examples "${FUZZ_EXAMPLES:-10}" --seed "${FUZZ_SEED:-1}" --request-timeout 30)
 }
 status=0
 fuzz admin "$admin" || status=1
